@@ -1,0 +1,2 @@
+#![no_std]
+//! Hardware-visible descriptor and ring layouts.

@@ -1,0 +1,1 @@
+//! tenge: a userspace poll-mode NIC driver on VFIO.

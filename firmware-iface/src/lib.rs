@@ -1,0 +1,1 @@
+//! Device register maps and control-plane sequences.

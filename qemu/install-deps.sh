@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what the in-guest test bed needs on a fresh Debian 12 machine:
+# QEMU 10 (bookworm-backports, for the `igb` model), a guest kernel, busybox-static
+# for the initramfs, DPDK's testpmd as the benchmark peer, valgrind for callgrind.
+# Idempotent: does nothing when everything is present.
+set -euo pipefail
+
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
+[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v dpdk-testpmd >/dev/null || need+=(dpdk)
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v ip >/dev/null || need+=(iproute2)
+command -v python3 >/dev/null || need+=(python3)
+command -v cpio >/dev/null || need+=(cpio)
+command -v modinfo >/dev/null || need+=(kmod)
+
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+
+backports=/etc/apt/sources.list.d/tenge-bookworm-backports.sources
+if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "tenge: adding bookworm-backports (QEMU 10) to apt sources" >&2
+    $SUDO tee "$backports" >/dev/null <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+
+echo "tenge: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+for p in "${need[@]}"; do
+    if [ "$p" = qemu-system-x86 ]; then
+        $SUDO apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 >/dev/null
+    else
+        $SUDO apt-get install -y -qq --no-install-recommends "$p" >/dev/null
+    fi
+done
+qemu-system-x86_64 --version | head -1 >&2
