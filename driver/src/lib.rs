@@ -1,1 +1,37 @@
 //! tenge: a userspace poll-mode NIC driver on VFIO.
+//!
+//! An application opens a [`Port`] by PCI address and moves packets in bursts:
+//!
+//! ```no_run
+//! use tenge::{Port, PortConfig, PacketBatch};
+//! let mut port = Port::open("0000:00:03.0", &PortConfig::default())?;
+//! let mut batch = PacketBatch::new(32);
+//! loop {
+//!     port.rx_burst(&mut batch);
+//!     port.tx_burst(&mut batch); // echo everything back
+//!     # break;
+//! }
+//! # Ok::<(), tenge::Error>(())
+//! ```
+//!
+//! `unsafe` lives in three modules only: [`mmio`] (BAR registers), [`dma`] and [`mempool`]
+//! (DMA memory and packet buffer views) and [`vfio`] (ioctls).
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod dma;
+pub mod e1000e;
+pub mod error;
+pub mod mempool;
+pub mod mmio;
+pub mod pci;
+pub mod port;
+pub mod ring;
+pub mod sysinfo;
+pub mod vfio;
+
+pub use error::{DmaError, Error, VfioError};
+pub use mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf, PacketMeta};
+pub use pci::PciAddress;
+pub use port::{Port, PortConfig, PortStats};
+pub use ring::{PacketBatch, RxStats, TxStats};

@@ -1,1 +1,56 @@
-//! Shared bits of the example applications.
+//! Shared bits of the example applications: the test frame format, MAC parsing and the
+//! summary every example prints.
+
+pub mod frame;
+
+use std::time::Duration;
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return Err(format!("'{s}' is not a MAC address like 52:54:00:12:34:56"));
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16)
+            .map_err(|_| format!("'{s}' is not a MAC address like 52:54:00:12:34:56"))?;
+    }
+    Ok(mac)
+}
+
+/// The memory figures every example ends with: DMA memory mapped (peak) and peak RSS.
+pub fn memory_summary() -> String {
+    format!(
+        "dma_mapped={} peak_rss={}",
+        tenge::sysinfo::mib(tenge::dma::dma_bytes_peak() as u64),
+        tenge::sysinfo::peak_rss_bytes()
+            .map(tenge::sysinfo::mib)
+            .unwrap_or_else(|| "unknown".into())
+    )
+}
+
+/// Parses a duration in seconds (fractions allowed).
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(0.0..=1e7).contains(&v) {
+        return Err(format!("{s} seconds is out of range"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_or_say_why_not() {
+        assert_eq!(parse_mac("52:54:00:12:34:5a").unwrap(), [0x52, 0x54, 0, 0x12, 0x34, 0x5a]);
+        assert!(parse_mac("52:54:00:12:34").unwrap_err().contains("not a MAC"));
+        assert!(parse_mac("52:54:00:12:34:zz").is_err());
+        assert_eq!(parse_secs("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_secs("-1").is_err());
+    }
+}

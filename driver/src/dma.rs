@@ -1,0 +1,328 @@
+//! DMA memory: hugepage-backed regions mapped once into the IOMMU, and typed descriptor
+//! rings over them. One of the three modules allowed `unsafe`.
+//!
+//! A region is kept as a raw mapping (`MmapRaw`), never behind `&`/`&mut`, because the
+//! device writes it at any time: all access goes through volatile reads and writes at
+//! offsets checked against the region's length.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use memmap2::{MmapOptions, MmapRaw};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use crate::error::DmaError;
+
+/// Size of a 2 MiB hugepage.
+pub const HUGEPAGE_SIZE: usize = 2 << 20;
+const SMALL_PAGE_SIZE: usize = 4096;
+
+static DMA_BYTES_MAPPED: AtomicUsize = AtomicUsize::new(0);
+static DMA_BYTES_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes of DMA memory this process has mapped for devices right now.
+pub fn dma_bytes_mapped() -> usize {
+    DMA_BYTES_MAPPED.load(Ordering::Relaxed)
+}
+
+/// The most DMA memory this process has had mapped at once.
+pub fn dma_bytes_peak() -> usize {
+    DMA_BYTES_PEAK.load(Ordering::Relaxed)
+}
+
+/// Something that makes memory visible to a device at an IOVA: the VFIO container, or an
+/// identity map for host-side tests and benchmarks without a device.
+pub trait DmaMapper: Send + Sync {
+    /// Maps `[vaddr, vaddr + len)` for device access; returns the IOVA chosen.
+    fn map(&self, vaddr: *mut u8, len: usize) -> Result<u64, DmaError>;
+    /// Undoes [`DmaMapper::map`].
+    fn unmap(&self, iova: u64, len: usize);
+}
+
+/// IOVA = virtual address, no IOMMU: for host-side tests and the in-memory device models
+/// used by benchmarks. Never hand its addresses to a real device.
+pub struct IdentityMapper;
+
+impl DmaMapper for IdentityMapper {
+    fn map(&self, vaddr: *mut u8, _len: usize) -> Result<u64, DmaError> {
+        Ok(vaddr as u64)
+    }
+    fn unmap(&self, _iova: u64, _len: usize) {}
+}
+
+/// Whether a region must, may or must not use 2 MiB hugepages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HugepagePolicy {
+    /// Use hugepages; fall back to 4 KiB pages with a warning if none are free.
+    #[default]
+    Prefer,
+    /// Use hugepages or fail with an error that says how to reserve them.
+    Require,
+    /// Use 4 KiB pages (host-side tests).
+    Never,
+}
+
+/// A block of memory the device can reach at `iova`.
+pub struct DmaRegion {
+    map: MmapRaw,
+    iova: u64,
+    len: usize,
+    hugepages: bool,
+    mapper: Arc<dyn DmaMapper>,
+}
+
+// SAFETY: the region is raw memory reached only through raw pointers with volatile access;
+// nothing in it is tied to the creating thread.
+unsafe impl Send for DmaRegion {}
+// SAFETY: as above; concurrent users own disjoint parts (descriptors of one ring, buffers
+// owned by one PacketBuf each), which the types built on DmaRegion enforce.
+unsafe impl Sync for DmaRegion {}
+
+impl DmaRegion {
+    /// Allocates at least `len` bytes, zeroed, and maps them for the device.
+    pub fn allocate(
+        mapper: Arc<dyn DmaMapper>,
+        len: usize,
+        policy: HugepagePolicy,
+    ) -> Result<Self, DmaError> {
+        let len = len.max(1);
+        let (map, hugepages) = match policy {
+            HugepagePolicy::Never => (Self::map_small(len)?, false),
+            HugepagePolicy::Prefer | HugepagePolicy::Require => {
+                let huge_len = len.div_ceil(HUGEPAGE_SIZE) * HUGEPAGE_SIZE;
+                match MmapOptions::new().len(huge_len).huge(Some(21)).populate().map_anon() {
+                    Ok(m) => (MmapRaw::from(m), true),
+                    Err(source) if policy == HugepagePolicy::Require => {
+                        return Err(DmaError::NoHugepages { size: len, source })
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "no free 2 MiB hugepages for {len} bytes of DMA memory ({e}); using 4 KiB pages, \
+                             which costs IOTLB misses: reserve hugepages with \
+                             `echo 64 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages`"
+                        );
+                        (Self::map_small(len)?, false)
+                    }
+                }
+            }
+        };
+        let map_len = map.len();
+        let iova = mapper.map(map.as_mut_ptr(), map_len)?;
+        let now = DMA_BYTES_MAPPED.fetch_add(map_len, Ordering::Relaxed) + map_len;
+        DMA_BYTES_PEAK.fetch_max(now, Ordering::Relaxed);
+        log::debug!(
+            "DMA region: {map_len} bytes at IOVA {iova:#x} ({})",
+            if hugepages { "2 MiB pages" } else { "4 KiB pages" }
+        );
+        Ok(DmaRegion {
+            map,
+            iova,
+            len: map_len,
+            hugepages,
+            mapper,
+        })
+    }
+
+    fn map_small(len: usize) -> Result<MmapRaw, DmaError> {
+        let len = len.div_ceil(SMALL_PAGE_SIZE) * SMALL_PAGE_SIZE;
+        MmapOptions::new()
+            .len(len)
+            .populate()
+            .map_anon()
+            .map(MmapRaw::from)
+            .map_err(|source| DmaError::Alloc { size: len, source })
+    }
+
+    /// The IOVA of the first byte.
+    pub fn iova(&self) -> u64 {
+        self.iova
+    }
+
+    /// Length in bytes (rounded up to the page size).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region has no bytes (never: allocation rounds up to a page).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the region is backed by 2 MiB hugepages.
+    pub fn is_hugepage(&self) -> bool {
+        self.hugepages
+    }
+
+    /// The first byte, for the few modules that build typed views (rings, packet buffers).
+    pub(crate) fn base_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    fn check(&self, off: usize, size: usize, align: usize) {
+        assert!(
+            off.checked_add(size).is_some_and(|end| end <= self.len) && off % align == 0,
+            "DMA access of {size} bytes at {off:#x} outside a {:#x}-byte region or misaligned",
+            self.len
+        );
+    }
+
+    /// Volatile read of a `T` at byte offset `off`.
+    pub fn read<T: FromBytes>(&self, off: usize) -> T {
+        self.check(off, size_of::<T>(), align_of::<T>());
+        // SAFETY: in bounds and aligned (checked); any bit pattern is a valid T (FromBytes).
+        unsafe { core::ptr::read_volatile(self.base_ptr().add(off).cast::<T>()) }
+    }
+
+    /// Volatile write of a `T` at byte offset `off`.
+    pub fn write<T: IntoBytes + Immutable>(&self, off: usize, value: T) {
+        self.check(off, size_of::<T>(), align_of::<T>());
+        // SAFETY: in bounds and aligned (checked); the region is raw memory with no live
+        // references into it.
+        unsafe { core::ptr::write_volatile(self.base_ptr().add(off).cast::<T>(), value) }
+    }
+
+    /// Copies `data` into the region at `off`.
+    pub fn copy_in(&self, off: usize, data: &[u8]) {
+        self.check(off, data.len(), 1);
+        // SAFETY: destination in bounds (checked); the source is a Rust slice, which cannot
+        // overlap a region that is never behind a reference.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), self.base_ptr().add(off), data.len()) }
+    }
+
+    /// Copies bytes at `off` out of the region.
+    pub fn copy_out(&self, off: usize, out: &mut [u8]) {
+        self.check(off, out.len(), 1);
+        // SAFETY: as in copy_in, in the other direction.
+        unsafe { core::ptr::copy_nonoverlapping(self.base_ptr().add(off), out.as_mut_ptr(), out.len()) }
+    }
+}
+
+impl Drop for DmaRegion {
+    fn drop(&mut self) {
+        self.mapper.unmap(self.iova, self.len);
+        DMA_BYTES_MAPPED.fetch_sub(self.len, Ordering::Relaxed);
+    }
+}
+
+/// A ring of `T` descriptors in DMA memory, power-of-two sized: every index is masked, so
+/// no index (even one read back from a device) can reach outside the ring.
+pub struct DescRing<T> {
+    region: Arc<DmaRegion>,
+    offset: usize,
+    mask: u32,
+    _t: PhantomData<T>,
+}
+
+impl<T: FromBytes + IntoBytes + Immutable> DescRing<T> {
+    /// A ring of `entries` (a power of two) descriptors at byte `offset` of `region`.
+    pub fn new(region: Arc<DmaRegion>, offset: usize, entries: u32) -> Self {
+        assert!(entries.is_power_of_two(), "ring size {entries} is not a power of two");
+        let bytes = entries as usize * size_of::<T>();
+        region.check(offset, bytes, align_of::<T>().max(16));
+        DescRing {
+            region,
+            offset,
+            mask: entries - 1,
+            _t: PhantomData,
+        }
+    }
+
+    /// Number of descriptors.
+    #[inline(always)]
+    pub fn entries(&self) -> u32 {
+        self.mask + 1
+    }
+
+    /// IOVA of descriptor 0, for the ring base registers.
+    pub fn iova(&self) -> u64 {
+        self.region.iova() + self.offset as u64
+    }
+
+    /// Size of the ring in bytes, for the ring length registers.
+    pub fn bytes(&self) -> usize {
+        self.entries() as usize * size_of::<T>()
+    }
+
+    #[inline(always)]
+    fn slot(&self, idx: u32) -> *mut T {
+        // In bounds: the index is masked and the whole ring was checked in `new`.
+        self.region
+            .base_ptr()
+            .wrapping_add(self.offset)
+            .cast::<T>()
+            .wrapping_add((idx & self.mask) as usize)
+    }
+
+    /// Volatile write of descriptor `idx` (masked).
+    #[inline(always)]
+    pub fn write(&self, idx: u32, desc: T) {
+        // SAFETY: `slot` is in bounds and aligned for T (checked in `new`, index masked);
+        // ring memory is never behind a reference.
+        unsafe { core::ptr::write_volatile(self.slot(idx), desc) }
+    }
+
+    /// Volatile read of descriptor `idx` (masked).
+    #[inline(always)]
+    pub fn read(&self, idx: u32) -> T {
+        // SAFETY: as in write; any bit pattern is a valid T (FromBytes).
+        unsafe { core::ptr::read_volatile(self.slot(idx)) }
+    }
+
+    /// Volatile read of the `u32` at `byte_off` inside descriptor `idx`: the status word a
+    /// driver polls before it reads the rest of a write-back (then an acquire fence).
+    #[inline(always)]
+    pub fn read_u32_at(&self, idx: u32, byte_off: usize) -> u32 {
+        assert!(byte_off % 4 == 0 && byte_off + 4 <= size_of::<T>());
+        // SAFETY: inside descriptor `idx` (checked against size_of::<T>), 4-byte aligned
+        // because T is at least 16-byte aligned in the region and byte_off % 4 == 0.
+        unsafe { core::ptr::read_volatile(self.slot(idx).cast::<u8>().add(byte_off).cast::<u32>()) }
+    }
+
+    /// Volatile read of the byte at `byte_off` inside descriptor `idx`.
+    #[inline(always)]
+    pub fn read_u8_at(&self, idx: u32, byte_off: usize) -> u8 {
+        assert!(byte_off < size_of::<T>());
+        // SAFETY: inside descriptor `idx` (checked against size_of::<T>).
+        unsafe { core::ptr::read_volatile(self.slot(idx).cast::<u8>().add(byte_off)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zerocopy::little_endian::U64;
+
+    #[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, Debug, PartialEq)]
+    #[repr(C)]
+    struct D {
+        a: U64,
+        b: U64,
+    }
+
+    #[test]
+    fn region_is_zeroed_accounted_and_bounds_checked() {
+        let before = dma_bytes_mapped();
+        let r = DmaRegion::allocate(Arc::new(IdentityMapper), 100, HugepagePolicy::Never).unwrap();
+        assert_eq!(r.len(), 4096);
+        assert!(dma_bytes_mapped() >= before + 4096);
+        assert_eq!(r.read::<u64>(4088), 0);
+        r.write::<u32>(8, 0xdead_beef);
+        assert_eq!(r.read::<u32>(8), 0xdead_beef);
+        let oob = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.read::<u64>(4092)));
+        assert!(oob.is_err());
+        let mis = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.read::<u32>(2)));
+        assert!(mis.is_err());
+    }
+
+    #[test]
+    fn ring_indices_wrap_and_never_escape() {
+        let r = Arc::new(DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never).unwrap());
+        let ring: DescRing<D> = DescRing::new(r.clone(), 1024, 8);
+        assert_eq!(ring.iova(), r.iova() + 1024);
+        ring.write(9, D { a: U64::new(1), b: U64::new(2) });
+        assert_eq!(ring.read(1), D { a: U64::new(1), b: U64::new(2) });
+        assert_eq!(ring.read_u32_at(u32::MAX, 8), 0);
+        assert_eq!(r.read::<u64>(1024 + 16), 1);
+    }
+}

@@ -1,0 +1,336 @@
+//! Intel 82574L (QEMU `e1000e`) data path: the descriptor ops the ring engine drives.
+//!
+//! TX uses the legacy descriptor (82574 §7.2.10.1) for frames without offloads: one
+//! descriptor per frame, EOP|IFCS, and RS only where the engine asks for a report. QEMU
+//! writes DD back only on descriptors with RS (e1000e_core.c, e1000e_txdesc_writeback), so
+//! the engine's "RS every Nth descriptor" is what completion costs.
+//!
+//! RX uses extended descriptors (RFCTL.EXSTEN, 82574 §7.1.5.2): the read format carries the
+//! buffer address; the write-back carries status, errors, length and checksum results.
+
+use std::sync::Arc;
+
+use tenge_descriptors::e1000e::{
+    LegacyTxDesc, RxDescExtRead, RxDescExtWb, RXD_ERR_FRAME, RXD_ERR_IPE, RXD_ERR_TCPE,
+    RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_IPCS, RXD_STAT_TCPCS, RXD_STAT_UDPCS,
+    RX_WB_STATUS_OFFSET, TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS, TXD_STAT_DD,
+};
+use tenge_firmware_iface::e1000e::regs;
+use tenge_firmware_iface::Mmio;
+use zerocopy::little_endian::{U16, U64};
+
+use crate::dma::DescRing;
+use crate::mempool::{PacketBuf, PacketMeta};
+use crate::ring::{RxCompletion, RxDescOps, TxDescOps};
+
+/// PCI vendor ID of Intel.
+pub const VENDOR_INTEL: u16 = 0x8086;
+/// PCI device ID of the 82574L.
+pub const DEVICE_82574L: u16 = 0x10d3;
+
+/// Largest frame without jumbo support: 1518 bytes less the 4-byte FCS the device appends.
+pub const MAX_FRAME: usize = 1514;
+
+/// Byte offset of the status byte in a legacy TX descriptor.
+const TX_STATUS_OFFSET: usize = 12;
+
+/// The e1000e TX descriptor ops over a legacy-descriptor ring.
+pub struct E1000eTx<M: Mmio> {
+    ring: DescRing<LegacyTxDesc>,
+    regs: Arc<M>,
+}
+
+impl<M: Mmio> E1000eTx<M> {
+    /// Ops over `ring`, ringing TDT in `regs`.
+    pub fn new(ring: DescRing<LegacyTxDesc>, regs: Arc<M>) -> Self {
+        E1000eTx { ring, regs }
+    }
+
+    /// The descriptor ring.
+    pub fn ring(&self) -> &DescRing<LegacyTxDesc> {
+        &self.ring
+    }
+}
+
+impl<M: Mmio> TxDescOps for E1000eTx<M> {
+    #[inline(always)]
+    fn entries(&self) -> u32 {
+        self.ring.entries()
+    }
+
+    #[inline(always)]
+    fn descs_needed(&self, _pkt: &PacketBuf) -> u32 {
+        1
+    }
+
+    #[inline(always)]
+    fn encap(&mut self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32 {
+        let mut cmd = TXD_CMD_EOP | TXD_CMD_IFCS;
+        if report {
+            cmd |= TXD_CMD_RS;
+        }
+        self.ring.write(
+            pidx,
+            LegacyTxDesc {
+                buffer_addr: U64::new(pkt.data_iova()),
+                length: U16::new(pkt.len() as u16),
+                cso: 0,
+                cmd,
+                status: 0,
+                css: 0,
+                special: U16::new(0),
+            },
+        );
+        1
+    }
+
+    #[inline(always)]
+    fn flush(&mut self, pidx: u32) {
+        self.regs.write32(regs::TDT, pidx & (self.ring.entries() - 1));
+    }
+
+    #[inline(always)]
+    fn is_done(&self, idx: u32) -> bool {
+        self.ring.read_u8_at(idx, TX_STATUS_OFFSET) & TXD_STAT_DD != 0
+    }
+}
+
+/// The e1000e RX descriptor ops over an extended-descriptor ring.
+pub struct E1000eRx<M: Mmio> {
+    ring: DescRing<RxDescExtRead>,
+    regs: Arc<M>,
+}
+
+impl<M: Mmio> E1000eRx<M> {
+    /// Ops over `ring`, ringing RDT in `regs`.
+    pub fn new(ring: DescRing<RxDescExtRead>, regs: Arc<M>) -> Self {
+        E1000eRx { ring, regs }
+    }
+
+    /// The descriptor ring.
+    pub fn ring(&self) -> &DescRing<RxDescExtRead> {
+        &self.ring
+    }
+}
+
+/// Decodes the checksum part of an extended write-back (82574 §7.1.5.2 and §10.2.2.5:
+/// IPCS/TCPCS/UDPCS say a checksum was checked, IPE/TCPE say it was wrong).
+#[inline(always)]
+fn rx_csum_flags(status_error: u32) -> u32 {
+    let mut f = 0;
+    if status_error & RXD_STAT_IPCS != 0 {
+        f |= if status_error & RXD_ERR_IPE != 0 {
+            PacketMeta::RX_IP_CSUM_BAD
+        } else {
+            PacketMeta::RX_IP_CSUM_GOOD
+        };
+    }
+    if status_error & (RXD_STAT_TCPCS | RXD_STAT_UDPCS) != 0 {
+        f |= if status_error & RXD_ERR_TCPE != 0 {
+            PacketMeta::RX_L4_CSUM_BAD
+        } else {
+            PacketMeta::RX_L4_CSUM_GOOD
+        };
+    }
+    f
+}
+
+impl<M: Mmio> RxDescOps for E1000eRx<M> {
+    #[inline(always)]
+    fn entries(&self) -> u32 {
+        self.ring.entries()
+    }
+
+    #[inline(always)]
+    fn refill(&mut self, pidx: u32, iova: u64, _len: u32) {
+        // The buffer size is global (RCTL.BSIZE), not per descriptor. Writing the read format
+        // also clears the previous write-back's DD, which lives in the upper quadword.
+        self.ring.write(
+            pidx,
+            RxDescExtRead {
+                buffer_addr: U64::new(iova),
+                reserved: U64::new(0),
+            },
+        );
+    }
+
+    #[inline(always)]
+    fn flush(&mut self, pidx: u32) {
+        self.regs.write32(regs::RDT, pidx & (self.ring.entries() - 1));
+    }
+
+    #[inline(always)]
+    fn poll(&mut self, cidx: u32) -> Option<RxCompletion> {
+        let status_error = self.ring.read_u32_at(cidx, RX_WB_STATUS_OFFSET);
+        if status_error & RXD_STAT_DD == 0 {
+            return None;
+        }
+        // DD first, then the rest of the write-back (length) once DD is seen.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        let len = self.ring.read_u32_at(cidx, 12) & 0xffff;
+        Some(RxCompletion {
+            slot: cidx,
+            len,
+            eop: status_error & RXD_STAT_EOP != 0,
+            error: status_error & RXD_ERR_FRAME != 0,
+            flags: rx_csum_flags(status_error),
+        })
+    }
+}
+
+const _: () = assert!(size_of::<RxDescExtWb>() == size_of::<RxDescExtRead>());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dma::{DmaRegion, HugepagePolicy, IdentityMapper};
+    use crate::mempool::host_pool;
+    use crate::ring::{PacketBatch, RxQueue, TxQueue};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use tenge_descriptors::e1000e::RXD_ERR_CE;
+    use zerocopy::little_endian::U32;
+
+    /// Registers as a plain map, recording tail writes.
+    #[derive(Default)]
+    struct Regs(RefCell<HashMap<u32, u32>>, RefCell<Vec<(u32, u32)>>);
+    impl Mmio for Regs {
+        fn read32(&self, off: u32) -> u32 {
+            *self.0.borrow().get(&off).unwrap_or(&0)
+        }
+        fn write32(&self, off: u32, v: u32) {
+            self.0.borrow_mut().insert(off, v);
+            self.1.borrow_mut().push((off, v));
+        }
+    }
+
+    fn region() -> Arc<DmaRegion> {
+        Arc::new(DmaRegion::allocate(Arc::new(IdentityMapper), 1 << 16, HugepagePolicy::Never).unwrap())
+    }
+
+    /// Plays the device: completes RX descriptor `idx` with `len` bytes of `fill`.
+    fn device_receive(
+        ring: &DescRing<RxDescExtRead>,
+        idx: u32,
+        len: u16,
+        status_error: u32,
+        fill: u8,
+    ) {
+        let read = ring.read(idx);
+        let addr = read.buffer_addr.get() as *mut u8;
+        // SAFETY (test): identity-mapped buffer of at least 2048 bytes posted by the engine.
+        unsafe { std::ptr::write_bytes(addr, fill, len.min(2048) as usize) };
+        let wb = RxDescExtWb {
+            mrq: U32::new(0),
+            rss_or_csum: U32::new(0),
+            status_error: U32::new(status_error),
+            length: U16::new(len),
+            vlan: U16::new(0),
+        };
+        ring.write(idx, zerocopy::transmute!(wb));
+    }
+
+    #[test]
+    fn rx_delivers_validates_and_refills_with_one_tail_write() {
+        let regs = Arc::new(Regs::default());
+        let ring = DescRing::new(region(), 0, 8);
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut rxq = RxQueue::new(E1000eRx::new(ring, regs.clone()));
+        assert_eq!(rxq.fill(&mut cache), 7, "one slot stays empty");
+        assert_eq!(regs.read32(regs::RDT), 7);
+        let r = rxq.ops().ring();
+        device_receive(r, 0, 60, RXD_STAT_DD | RXD_STAT_EOP | RXD_STAT_IPCS, 0xaa);
+        device_receive(r, 1, 5000, RXD_STAT_DD | RXD_STAT_EOP, 0xbb); // longer than the buffer
+        device_receive(r, 2, 64, RXD_STAT_DD | RXD_STAT_EOP | RXD_ERR_CE, 0xcc);
+        device_receive(r, 3, 100, RXD_STAT_DD, 0xdd); // first half of a two-buffer frame
+        device_receive(r, 4, 100, RXD_STAT_DD | RXD_STAT_EOP, 0xdd);
+        device_receive(r, 5, 1514, RXD_STAT_DD | RXD_STAT_EOP | RXD_STAT_TCPCS | RXD_ERR_TCPE, 0xee);
+        regs.1.borrow_mut().clear();
+        let mut out = PacketBatch::new(32);
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), 2);
+        let a = out.pop().unwrap();
+        assert_eq!(a.data(), &[0xaa; 60][..]);
+        assert_eq!(a.meta.flags, PacketMeta::RX_IP_CSUM_GOOD);
+        let b = out.pop().unwrap();
+        assert_eq!(b.len(), 1514);
+        assert_eq!(b.meta.flags, PacketMeta::RX_L4_CSUM_BAD);
+        let s = *rxq.stats();
+        assert_eq!((s.packets, s.bad_len, s.errors, s.multi_buffer), (2, 1, 1, 1));
+        // Six consumed, six refilled, one tail write that keeps one slot empty.
+        assert_eq!(*regs.1.borrow(), vec![(regs::RDT, 5)]);
+        assert_eq!(rxq.posted(), 7);
+        // Not-yet-done descriptors yield nothing.
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), 0);
+    }
+
+    #[test]
+    fn rx_exhausted_pool_counts_and_recovers() {
+        let regs = Arc::new(Regs::default());
+        let pool = host_pool(4).unwrap();
+        let mut cache = pool.cache(2);
+        let mut rxq = RxQueue::new(E1000eRx::new(DescRing::new(region(), 0, 8), regs.clone()));
+        assert_eq!(rxq.fill(&mut cache), 4);
+        assert_eq!(rxq.stats().no_buf, 1);
+        for i in 0..4 {
+            device_receive(rxq.ops().ring(), i, 60, RXD_STAT_DD | RXD_STAT_EOP, i as u8);
+        }
+        let mut out = PacketBatch::new(8);
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), 4);
+        assert_eq!(rxq.posted(), 0, "every buffer is with the application");
+        assert!(rxq.stats().no_buf >= 2);
+        out.free_into(&mut cache);
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), 0);
+        assert_eq!(rxq.posted(), 4, "recovered once buffers came back");
+        assert_eq!(regs.read32(regs::RDT), 0, "tail moved past the refilled slots");
+    }
+
+    #[test]
+    fn tx_sets_rs_every_nth_and_recycles_on_dd() {
+        let regs = Arc::new(Regs::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut txq = TxQueue::new(E1000eTx::new(DescRing::new(region(), 0, 16), regs.clone()), 4, MAX_FRAME);
+        let mut batch = PacketBatch::new(32);
+        for i in 0..10u8 {
+            let mut b = cache.alloc().unwrap();
+            b.copy_from(&[i; 60]);
+            batch.push(b).unwrap();
+        }
+        regs.1.borrow_mut().clear();
+        assert_eq!(txq.tx_burst(&mut cache, &mut batch), 10);
+        assert!(batch.is_empty());
+        assert_eq!(*regs.1.borrow(), vec![(regs::TDT, 10)], "one doorbell per burst");
+        let ring = txq.ops().ring();
+        let rs: Vec<bool> = (0..10).map(|i| ring.read(i).cmd & TXD_CMD_RS != 0).collect();
+        assert_eq!(rs, [false, false, false, true, false, false, false, true, false, false]);
+        assert_eq!(ring.read(5).length.get(), 60);
+        assert_eq!(ring.read(5).cmd & (TXD_CMD_EOP | TXD_CMD_IFCS), TXD_CMD_EOP | TXD_CMD_IFCS);
+        // The device completes through descriptor 3 only.
+        let mut d = ring.read(3);
+        d.status = TXD_STAT_DD;
+        ring.write(3, d);
+        assert_eq!(txq.reclaim(&mut cache), 4);
+        assert_eq!(txq.stats().completed, 4);
+        assert_eq!(txq.in_flight(), 6);
+    }
+
+    #[test]
+    fn tx_stops_at_a_full_ring_and_drops_unsendable_frames() {
+        let regs = Arc::new(Regs::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut txq = TxQueue::new(E1000eTx::new(DescRing::new(region(), 0, 8), regs.clone()), 4, MAX_FRAME);
+        let mut batch = PacketBatch::new(32);
+        batch.push(cache.alloc().unwrap()).unwrap(); // empty: unsendable
+        for _ in 0..10 {
+            let mut b = cache.alloc().unwrap();
+            b.set_len(64);
+            batch.push(b).unwrap();
+        }
+        assert_eq!(txq.tx_burst(&mut cache, &mut batch), 7, "8-entry ring holds 7");
+        assert_eq!(batch.len(), 3, "the caller keeps what did not fit");
+        let s = *txq.stats();
+        assert_eq!((s.bad_packet, s.ring_full, s.doorbells), (1, 1, 1));
+    }
+}

@@ -1,0 +1,612 @@
+//! The packet buffer pool: fixed-size buffers carved out of one DMA region, a lock-free free
+//! list shared by all threads (crossbeam's `ArrayQueue`), and a per-queue cache in front of it
+//! so the data path takes and returns buffers without an atomic per packet. Part of the DMA
+//! memory home of `unsafe`: a [`PacketBuf`] turns its slot into a byte slice.
+//!
+//! Buffer slot layout, `stride` bytes each: `[headroom][data room]`. A fresh buffer's data
+//! starts after the headroom, so a header (a VLAN tag, a virtio-net header) can be prepended
+//! without a copy.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_queue::ArrayQueue;
+
+use crate::dma::{DmaMapper, DmaRegion, HugepagePolicy};
+use crate::error::Error;
+
+/// How a pool is laid out.
+#[derive(Clone, Copy, Debug)]
+pub struct MempoolConfig {
+    /// Number of buffers.
+    pub buffers: u32,
+    /// Bytes of data room per buffer (what a device may write: 2048 for e1000e).
+    pub data_room: u32,
+    /// Bytes reserved in front of the data.
+    pub headroom: u32,
+    /// Hugepage use for the backing region.
+    pub hugepages: HugepagePolicy,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig {
+            buffers: 2048,
+            data_room: 2048,
+            headroom: 128,
+            hugepages: HugepagePolicy::Prefer,
+        }
+    }
+}
+
+/// Offload requests (TX) and results (RX) carried with a packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketMeta {
+    /// `RX_*`/`TX_*` flag bits.
+    pub flags: u32,
+    /// Length of the L2 header (TX offloads).
+    pub l2_len: u8,
+    /// Length of the L3 header (TX offloads).
+    pub l3_len: u8,
+    /// Length of the L4 header (TSO).
+    pub l4_len: u8,
+    /// TSO segment size.
+    pub mss: u16,
+}
+
+impl PacketMeta {
+    /// RX: the device checked the IPv4 header checksum and found it good.
+    pub const RX_IP_CSUM_GOOD: u32 = 1 << 0;
+    /// RX: the device checked the IPv4 header checksum and found it bad.
+    pub const RX_IP_CSUM_BAD: u32 = 1 << 1;
+    /// RX: the device checked the TCP/UDP checksum and found it good.
+    pub const RX_L4_CSUM_GOOD: u32 = 1 << 2;
+    /// RX: the device checked the TCP/UDP checksum and found it bad.
+    pub const RX_L4_CSUM_BAD: u32 = 1 << 3;
+}
+
+struct PoolCore {
+    region: DmaRegion,
+    free: ArrayQueue<u32>,
+    stride: usize,
+    headroom: u16,
+    data_room: u32,
+    buffers: u32,
+    /// Buffers not in `free`: held by caches, devices or the application. Caches move it in
+    /// bulk; a single buffer dropped by the application moves it by one.
+    in_use: AtomicUsize,
+}
+
+/// Owns the pool core; dropped exactly once, when the last [`Mempool`] handle (the
+/// application's, or a queue cache's) is gone.
+struct PoolOwner {
+    core: NonNull<PoolCore>,
+}
+
+// SAFETY: PoolCore is Send + Sync (DmaRegion is, ArrayQueue and atomics are); the pointer
+// is only a stable address for it.
+unsafe impl Send for PoolOwner {}
+// SAFETY: as above.
+unsafe impl Sync for PoolOwner {}
+
+impl Drop for PoolOwner {
+    fn drop(&mut self) {
+        // SAFETY: `core` came from Box::into_raw in Mempool::new and is freed only here.
+        let in_use = unsafe { self.core.as_ref() }.in_use.load(Ordering::Acquire);
+        if in_use == 0 {
+            // SAFETY: no handle and no buffer refers to the core any more: every buffer's
+            // last access to it is the Release decrement of `in_use` observed above.
+            drop(unsafe { Box::from_raw(self.core.as_ptr()) });
+        } else {
+            // Buffers still point at the core: keep it (and its DMA region) alive for them.
+            log::warn!("mempool dropped with {in_use} buffers still in use; leaking it");
+        }
+    }
+}
+
+/// A pool of packet buffers. Cheap to clone (a reference count).
+#[derive(Clone)]
+pub struct Mempool {
+    owner: Arc<PoolOwner>,
+}
+
+impl std::fmt::Debug for Mempool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mempool")
+            .field("buffers", &self.capacity())
+            .field("free", &self.free_count())
+            .finish()
+    }
+}
+
+impl Mempool {
+    /// Carves `cfg.buffers` buffers out of a new DMA region mapped by `mapper`.
+    pub fn new(mapper: Arc<dyn DmaMapper>, cfg: &MempoolConfig) -> Result<Self, Error> {
+        if cfg.buffers == 0 || cfg.data_room < 64 || cfg.headroom > u16::MAX as u32 {
+            return Err(Error::Config(format!(
+                "mempool of {} buffers with {} bytes of data room and {} of headroom",
+                cfg.buffers, cfg.data_room, cfg.headroom
+            )));
+        }
+        // Slots are cache-line multiples so no two buffers share a line.
+        let stride = ((cfg.headroom + cfg.data_room) as usize).div_ceil(64) * 64;
+        let bytes = stride
+            .checked_mul(cfg.buffers as usize)
+            .ok_or_else(|| Error::Config("mempool size overflows".into()))?;
+        let region = DmaRegion::allocate(mapper, bytes, cfg.hugepages).map_err(Error::from)?;
+        let free = ArrayQueue::new(cfg.buffers as usize);
+        for i in 0..cfg.buffers {
+            let _ = free.push(i);
+        }
+        let core = Box::new(PoolCore {
+            region,
+            free,
+            stride,
+            headroom: cfg.headroom as u16,
+            data_room: cfg.data_room,
+            buffers: cfg.buffers,
+            in_use: AtomicUsize::new(0),
+        });
+        Ok(Mempool {
+            owner: Arc::new(PoolOwner {
+                core: NonNull::from(Box::leak(core)),
+            }),
+        })
+    }
+
+    #[inline(always)]
+    fn core(&self) -> &PoolCore {
+        // SAFETY: the core lives while any PoolOwner handle does (see PoolOwner::drop).
+        unsafe { self.owner.core.as_ref() }
+    }
+
+    /// Total number of buffers.
+    pub fn capacity(&self) -> u32 {
+        self.core().buffers
+    }
+
+    /// Buffers in the shared free list (not counting those parked in queue caches).
+    pub fn free_count(&self) -> usize {
+        self.core().free.len()
+    }
+
+    /// Bytes of data room per buffer.
+    pub fn data_room(&self) -> u32 {
+        self.core().data_room
+    }
+
+    /// Bytes of DMA memory behind the pool.
+    pub fn dma_bytes(&self) -> usize {
+        self.core().region.len()
+    }
+
+    /// Takes one buffer from the shared free list (one atomic operation; the data path
+    /// uses a [`MempoolCache`] instead).
+    pub fn alloc(&self) -> Option<PacketBuf> {
+        let idx = self.core().free.pop()?;
+        self.core().in_use.fetch_add(1, Ordering::Relaxed);
+        Some(PacketBuf::from_index(self.owner.core, idx))
+    }
+
+    /// Writes `data` into the data room of every buffer in the pool, as a template that
+    /// survives alloc/free cycles: a generator that sends the same frame with a few bytes
+    /// changed touches only those bytes per packet. Only valid while every buffer is free.
+    pub fn fill_template(&self, data: &[u8]) -> Result<(), Error> {
+        let core = self.core();
+        if core.in_use.load(Ordering::Acquire) != 0 || data.len() > core.data_room as usize {
+            return Err(Error::Config(
+                "template larger than a buffer, or buffers in use".into(),
+            ));
+        }
+        for i in 0..core.buffers as usize {
+            core.region
+                .copy_in(i * core.stride + core.headroom as usize, data);
+        }
+        Ok(())
+    }
+
+    /// A cache of up to `size` buffers in front of this pool, for one queue or thread.
+    pub fn cache(&self, size: usize) -> MempoolCache {
+        let size = size.max(2);
+        MempoolCache {
+            pool: self.clone(),
+            stack: Vec::with_capacity(size),
+            size,
+        }
+    }
+}
+
+/// One packet buffer, owned: while a `PacketBuf` exists, no device and no other handle
+/// touches its slot. Dropping it returns it to its pool.
+pub struct PacketBuf {
+    core: NonNull<PoolCore>,
+    base: NonNull<u8>,
+    iova: u64,
+    idx: u32,
+    data_off: u16,
+    len: u16,
+    /// Offload requests (TX) and results (RX).
+    pub meta: PacketMeta,
+}
+
+// SAFETY: a PacketBuf exclusively owns its slot; the core it points to is Sync and outlives
+// it (PoolOwner leaks the core rather than free it under a live buffer).
+unsafe impl Send for PacketBuf {}
+
+impl PacketBuf {
+    #[inline(always)]
+    fn from_index(core_ptr: NonNull<PoolCore>, idx: u32) -> PacketBuf {
+        // SAFETY: the caller holds a live handle to the pool or a buffer of it.
+        let core = unsafe { core_ptr.as_ref() };
+        debug_assert!(idx < core.buffers);
+        let off = idx as usize * core.stride;
+        PacketBuf {
+            core: core_ptr,
+            // In bounds: idx < buffers, and the region holds buffers * stride bytes.
+            base: NonNull::new(core.region.base_ptr().wrapping_add(off)).expect("non-null region"),
+            iova: core.region.iova() + off as u64,
+            idx,
+            data_off: core.headroom,
+            len: 0,
+            meta: PacketMeta::default(),
+        }
+    }
+
+    #[inline(always)]
+    fn core(&self) -> &PoolCore {
+        // SAFETY: see the Send impl: the core outlives every buffer.
+        unsafe { self.core.as_ref() }
+    }
+
+    /// Length of the packet data.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the packet has no data.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes that fit after the data offset.
+    #[inline(always)]
+    pub fn capacity(&self) -> usize {
+        let core = self.core();
+        core.headroom as usize + core.data_room as usize - self.data_off as usize
+    }
+
+    /// Room in front of the data, for prepending headers.
+    pub fn headroom(&self) -> usize {
+        self.data_off as usize
+    }
+
+    /// Sets the data length. Returns false (and changes nothing) if it does not fit.
+    #[inline(always)]
+    pub fn set_len(&mut self, len: usize) -> bool {
+        if len > self.capacity() || len > u16::MAX as usize {
+            return false;
+        }
+        self.len = len as u16;
+        true
+    }
+
+    /// IOVA of the first data byte: what a descriptor points at.
+    #[inline(always)]
+    pub fn data_iova(&self) -> u64 {
+        self.iova + self.data_off as u64
+    }
+
+    /// The packet data.
+    #[inline(always)]
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: [data_off, data_off + len) lies in this buffer's slot (set_len checks
+        // against capacity); the slot is owned by `self`, so no device writes it now.
+        unsafe {
+            core::slice::from_raw_parts(self.base.as_ptr().add(self.data_off as usize), self.len as usize)
+        }
+    }
+
+    /// The packet data, writable.
+    #[inline(always)]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `data`, and `&mut self` makes the borrow exclusive.
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                self.base.as_ptr().add(self.data_off as usize),
+                self.len as usize,
+            )
+        }
+    }
+
+    /// Replaces the data with `bytes`; false if it does not fit.
+    pub fn copy_from(&mut self, bytes: &[u8]) -> bool {
+        if !self.set_len(bytes.len()) {
+            return false;
+        }
+        self.data_mut().copy_from_slice(bytes);
+        true
+    }
+
+    /// Moves the data start `n` bytes earlier (to prepend a header); false if the headroom
+    /// is too small.
+    pub fn prepend(&mut self, n: usize) -> bool {
+        if n > self.data_off as usize || self.len as usize + n > u16::MAX as usize {
+            return false;
+        }
+        self.data_off -= n as u16;
+        self.len += n as u16;
+        true
+    }
+
+    /// Drops `n` bytes from the front (to strip a header); false if shorter than `n`.
+    pub fn adj(&mut self, n: usize) -> bool {
+        if n > self.len as usize {
+            return false;
+        }
+        self.data_off += n as u16;
+        self.len -= n as u16;
+        true
+    }
+
+    /// Restores a fresh buffer's data offset, length and metadata.
+    #[inline(always)]
+    pub(crate) fn reset(&mut self) {
+        self.data_off = self.core().headroom;
+        self.len = 0;
+        self.meta = PacketMeta::default();
+    }
+
+    /// Whether `self` belongs to `pool`.
+    pub fn is_from(&self, pool: &Mempool) -> bool {
+        self.core == pool.owner.core
+    }
+
+    /// Index of the buffer in its pool (for debugging and tests).
+    pub fn index(&self) -> u32 {
+        self.idx
+    }
+}
+
+impl Drop for PacketBuf {
+    fn drop(&mut self) {
+        let core = self.core();
+        // The free list holds every index at most once, so it cannot be full here.
+        let _ = core.free.push(self.idx);
+        // Last access to the core: see PoolOwner::drop.
+        core.in_use.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for PacketBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PacketBuf")
+            .field("idx", &self.idx)
+            .field("len", &self.len)
+            .field("data_off", &self.data_off)
+            .finish()
+    }
+}
+
+/// A per-queue (single-thread) cache of free buffers in front of a [`Mempool`]: allocation
+/// and release are a `Vec` pop/push; the shared free list is visited in bulk, half the
+/// cache at a time.
+pub struct MempoolCache {
+    pool: Mempool,
+    stack: Vec<u32>,
+    size: usize,
+}
+
+impl MempoolCache {
+    /// The pool behind the cache.
+    pub fn pool(&self) -> &Mempool {
+        &self.pool
+    }
+
+    /// Buffers parked in this cache.
+    pub fn len(&self) -> usize {
+        self.stack.len()
+    }
+
+    /// Whether the cache holds no buffer.
+    pub fn is_empty(&self) -> bool {
+        self.stack.is_empty()
+    }
+
+    #[cold]
+    fn refill(&mut self) -> bool {
+        let core = self.pool.core();
+        let want = self.size / 2;
+        let mut got = 0;
+        while got < want {
+            match core.free.pop() {
+                Some(i) => {
+                    self.stack.push(i);
+                    got += 1;
+                }
+                None => break,
+            }
+        }
+        core.in_use.fetch_add(got, Ordering::Relaxed);
+        got > 0
+    }
+
+    #[cold]
+    fn spill(&mut self, keep: usize) {
+        let core = self.pool.core();
+        let mut n = 0;
+        while self.stack.len() > keep {
+            let i = self.stack.pop().expect("len > keep");
+            let _ = core.free.push(i);
+            n += 1;
+        }
+        core.in_use.fetch_sub(n, Ordering::Release);
+    }
+
+    /// A fresh buffer, or `None` if the pool is exhausted.
+    #[inline(always)]
+    pub fn alloc(&mut self) -> Option<PacketBuf> {
+        if self.stack.is_empty() && !self.refill() {
+            return None;
+        }
+        let idx = self.stack.pop()?;
+        Some(PacketBuf::from_index(self.pool.owner.core, idx))
+    }
+
+    /// Returns a buffer. A buffer of another pool goes back to its own pool.
+    #[inline(always)]
+    pub fn free(&mut self, mut buf: PacketBuf) {
+        if buf.core != self.pool.owner.core {
+            drop(buf);
+            return;
+        }
+        if self.stack.len() >= self.size {
+            self.spill(self.size / 2);
+        }
+        buf.reset();
+        self.stack.push(buf.idx);
+        // The index now lives in the cache; the handle must not return it a second time.
+        std::mem::forget(buf);
+    }
+}
+
+impl Drop for MempoolCache {
+    fn drop(&mut self) {
+        self.spill(0);
+    }
+}
+
+/// Convenience: a pool on an identity-mapped (device-less) region, for tests and models.
+pub fn host_pool(buffers: u32) -> Result<Mempool, Error> {
+    Mempool::new(
+        Arc::new(crate::dma::IdentityMapper),
+        &MempoolConfig {
+            buffers,
+            hugepages: HugepagePolicy::Never,
+            ..MempoolConfig::default()
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn buffers_are_distinct_and_return_to_the_pool() {
+        let pool = host_pool(64).unwrap();
+        let mut bufs: Vec<PacketBuf> = (0..64).map(|_| pool.alloc().unwrap()).collect();
+        assert!(pool.alloc().is_none(), "65th allocation from a 64-buffer pool");
+        let idx: HashSet<u32> = bufs.iter().map(|b| b.index()).collect();
+        assert_eq!(idx.len(), 64);
+        let iovas: HashSet<u64> = bufs.iter().map(|b| b.data_iova()).collect();
+        assert_eq!(iovas.len(), 64);
+        for (i, b) in bufs.iter_mut().enumerate() {
+            assert!(b.copy_from(&[i as u8; 60]));
+        }
+        for (i, b) in bufs.iter().enumerate() {
+            assert_eq!(b.data(), &[i as u8; 60]);
+        }
+        bufs.truncate(10);
+        assert_eq!(pool.free_count(), 54);
+        drop(bufs);
+        assert_eq!(pool.free_count(), 64);
+    }
+
+    #[test]
+    fn lengths_and_headroom_are_checked() {
+        let pool = host_pool(1).unwrap();
+        let mut b = pool.alloc().unwrap();
+        assert_eq!(b.headroom(), 128);
+        assert_eq!(b.capacity(), 2048);
+        assert!(!b.set_len(2049));
+        assert!(b.set_len(2048));
+        assert!(b.prepend(12));
+        assert_eq!((b.len(), b.headroom()), (2060, 116));
+        assert!(b.adj(12));
+        assert!(!b.adj(5000));
+        assert!(!b.prepend(200));
+    }
+
+    #[test]
+    fn cache_serves_from_its_stack_and_spills_in_bulk() {
+        let pool = host_pool(256).unwrap();
+        let mut cache = pool.cache(32);
+        let a = cache.alloc().unwrap();
+        // One refill took half the cache size from the shared list.
+        assert_eq!(pool.free_count(), 256 - 16);
+        cache.free(a);
+        let held: Vec<PacketBuf> = (0..100).map(|_| cache.alloc().unwrap()).collect();
+        for b in held {
+            cache.free(b);
+        }
+        assert!(cache.len() <= 32);
+        drop(cache);
+        assert_eq!(pool.free_count(), 256);
+    }
+
+    #[test]
+    fn exhaustion_is_reported_and_recovers() {
+        let pool = host_pool(8).unwrap();
+        let mut cache = pool.cache(4);
+        let held: Vec<PacketBuf> = std::iter::from_fn(|| cache.alloc()).collect();
+        assert_eq!(held.len(), 8);
+        assert!(cache.alloc().is_none());
+        drop(held);
+        assert!(cache.alloc().is_some());
+    }
+
+    #[test]
+    fn template_survives_alloc_free_cycles() {
+        let pool = host_pool(4).unwrap();
+        pool.fill_template(&[0xab; 64]).unwrap();
+        let mut cache = pool.cache(4);
+        for _ in 0..10 {
+            let mut b = cache.alloc().unwrap();
+            assert!(b.set_len(64));
+            assert_eq!(b.data(), &[0xab; 64]);
+            cache.free(b);
+        }
+    }
+
+    #[test]
+    fn buffers_cross_threads_and_come_back() {
+        let pool = host_pool(1024).unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<PacketBuf>(64);
+        let p2 = pool.clone();
+        let producer = std::thread::spawn(move || {
+            let mut cache = p2.cache(64);
+            for i in 0..20_000u32 {
+                let mut b = loop {
+                    if let Some(b) = cache.alloc() {
+                        break b;
+                    }
+                    std::thread::yield_now();
+                };
+                b.copy_from(&i.to_le_bytes());
+                tx.send(b).unwrap();
+            }
+        });
+        let mut cache = pool.cache(64);
+        for i in 0..20_000u32 {
+            let b = rx.recv().unwrap();
+            assert_eq!(b.data(), &i.to_le_bytes());
+            cache.free(b);
+        }
+        producer.join().unwrap();
+        drop(cache);
+        assert_eq!(pool.free_count(), 1024);
+    }
+
+    #[test]
+    fn a_pool_dropped_under_live_buffers_stays_valid() {
+        let pool = host_pool(4).unwrap();
+        let mut b = pool.alloc().unwrap();
+        drop(pool);
+        assert!(b.copy_from(b"still mine"));
+        assert_eq!(b.data(), b"still mine");
+    }
+}

@@ -1,0 +1,323 @@
+//! A port: one NIC opened through VFIO with one RX and one TX queue, its mempool, and the
+//! application-facing burst API. The device type is found from the PCI IDs, so an
+//! application changes NIC by changing the address.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tenge_descriptors::e1000e::{LegacyTxDesc, RxDescExtRead};
+use tenge_firmware_iface::e1000e::{self as fw, HwStats, LinkStatus, RxRingConfig, TxRingConfig};
+use tenge_firmware_iface::{Mmio, StdDelay};
+
+use crate::dma::{DescRing, DmaMapper, DmaRegion, HugepagePolicy};
+use crate::e1000e::{E1000eRx, E1000eTx, DEVICE_82574L, MAX_FRAME, VENDOR_INTEL};
+use crate::error::Error;
+use crate::mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf};
+use crate::mmio::Bar;
+use crate::pci::PciAddress;
+use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
+use crate::vfio::VfioDevice;
+
+/// How to set a port up. The defaults fit one queue pair in 8 MiB of DMA memory.
+#[derive(Clone, Debug)]
+pub struct PortConfig {
+    /// RX descriptors (a power of two, 8..=4096).
+    pub rx_ring: u32,
+    /// TX descriptors (a power of two, 8..=4096).
+    pub tx_ring: u32,
+    /// Buffers in the port's mempool.
+    pub mempool_buffers: u32,
+    /// Buffers a queue keeps in its private cache.
+    pub cache_size: usize,
+    /// Ask for a TX completion every this many descriptors.
+    pub tx_rs_interval: u32,
+    /// Receive every frame, whatever its destination MAC.
+    pub promisc: bool,
+    /// Hugepage use for rings and buffers.
+    pub hugepages: HugepagePolicy,
+    /// How long to wait for link up before giving up (the port still opens, link down).
+    pub link_timeout: Duration,
+}
+
+impl Default for PortConfig {
+    fn default() -> Self {
+        PortConfig {
+            rx_ring: 512,
+            tx_ring: 512,
+            mempool_buffers: 2048,
+            cache_size: 256,
+            tx_rs_interval: 32,
+            promisc: true,
+            hugepages: HugepagePolicy::Prefer,
+            link_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl PortConfig {
+    fn validate(&self) -> Result<(), Error> {
+        for (name, n) in [("rx_ring", self.rx_ring), ("tx_ring", self.tx_ring)] {
+            // 82574 §10.2.2.7: ring length is a multiple of 128 bytes (8 descriptors); the
+            // engine needs a power of two.
+            if !n.is_power_of_two() || !(8..=4096).contains(&n) {
+                return Err(Error::Config(format!(
+                    "{name} = {n}: use a power of two from 8 to 4096"
+                )));
+            }
+        }
+        if self.mempool_buffers < 2 {
+            return Err(Error::Config("mempool_buffers must be at least 2".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of a port: the engine's per-queue software counters and the device's own.
+#[derive(Clone, Debug, Default)]
+pub struct PortStats {
+    /// Receive queue counters.
+    pub rx: RxStats,
+    /// Transmit queue counters.
+    pub tx: TxStats,
+    /// Hardware statistics registers, accumulated since the port opened.
+    pub hw: HwStats,
+}
+
+/// An open NIC.
+pub struct Port {
+    rxq: RxQueue<E1000eRx<Bar>>,
+    txq: TxQueue<E1000eTx<Bar>>,
+    cache: MempoolCache,
+    /// A separate TX buffer cache when the application set its own TX pool.
+    tx_cache: Option<MempoolCache>,
+    pool: Mempool,
+    mapper: Arc<dyn DmaMapper>,
+    hw: HwStats,
+    regs: Arc<Bar>,
+    mac: [u8; 6],
+    _rings: Arc<DmaRegion>,
+    dev: VfioDevice,
+}
+
+fn e1000e_err(addr: PciAddress) -> impl Fn(fw::E1000eError) -> Error {
+    move |source| Error::E1000e { addr, source }
+}
+
+impl Port {
+    /// Opens the NIC at `addr` (e.g. "0000:00:03.0"), resets it, sets up one RX and one TX
+    /// ring and waits for link.
+    pub fn open(addr: &str, cfg: &PortConfig) -> Result<Port, Error> {
+        cfg.validate()?;
+        let addr: PciAddress = addr.parse()?;
+        let dev = VfioDevice::open(addr)?;
+        let (vendor, device) = dev.ids();
+        if (vendor, device) != (VENDOR_INTEL, DEVICE_82574L) {
+            return Err(Error::Unsupported {
+                addr,
+                vendor,
+                device,
+            });
+        }
+        let regs = Arc::new(dev.map_bar(0)?);
+        dev.enable_bus_master()?;
+        let mut delay = StdDelay;
+        fw::reset(&*regs, &mut delay).map_err(e1000e_err(addr))?;
+        let mac = fw::read_mac(&*regs, &mut delay).map_err(e1000e_err(addr))?;
+
+        let mapper: Arc<dyn DmaMapper> = dev.container().clone();
+        // Both rings in one region; each ring 128-byte aligned (82574 §10.2.2.7 needs 16).
+        let rx_bytes = cfg.rx_ring as usize * size_of::<RxDescExtRead>();
+        let tx_off = rx_bytes.div_ceil(128) * 128;
+        let tx_bytes = cfg.tx_ring as usize * size_of::<LegacyTxDesc>();
+        let rings = Arc::new(DmaRegion::allocate(
+            mapper.clone(),
+            tx_off + tx_bytes,
+            cfg.hugepages,
+        )?);
+        let rx_ring: DescRing<RxDescExtRead> = DescRing::new(rings.clone(), 0, cfg.rx_ring);
+        let tx_ring: DescRing<LegacyTxDesc> = DescRing::new(rings.clone(), tx_off, cfg.tx_ring);
+
+        let pool = Mempool::new(
+            mapper.clone(),
+            &MempoolConfig {
+                buffers: cfg.mempool_buffers,
+                hugepages: cfg.hugepages,
+                ..MempoolConfig::default()
+            },
+        )?;
+        let mut cache = pool.cache(cfg.cache_size);
+
+        fw::configure_tx(
+            &*regs,
+            &TxRingConfig {
+                ring_iova: tx_ring.iova(),
+                ring_descs: cfg.tx_ring,
+            },
+        );
+        fw::configure_rx(
+            &*regs,
+            &RxRingConfig {
+                ring_iova: rx_ring.iova(),
+                ring_descs: cfg.rx_ring,
+                buf_size: pool.data_room(),
+                promisc: cfg.promisc,
+            },
+        );
+        let txq = TxQueue::new(E1000eTx::new(tx_ring, regs.clone()), cfg.tx_rs_interval, MAX_FRAME);
+        let mut rxq = RxQueue::new(E1000eRx::new(rx_ring, regs.clone()));
+        rxq.fill(&mut cache);
+
+        let timeout_us = cfg.link_timeout.as_micros().min(u32::MAX as u128) as u32;
+        let link = fw::setup_link(&*regs, &mut delay, timeout_us);
+        if link.up {
+            log::info!(
+                "{addr}: e1000e {} link up {} Mb/s {}",
+                fmt_mac(&mac),
+                link.speed_mbps,
+                if link.full_duplex { "full duplex" } else { "half duplex" }
+            );
+        } else {
+            log::warn!("{addr}: link still down after {:?}", cfg.link_timeout);
+        }
+        Ok(Port {
+            rxq,
+            txq,
+            cache,
+            tx_cache: None,
+            pool,
+            mapper,
+            hw: HwStats::default(),
+            regs,
+            mac,
+            _rings: rings,
+            dev,
+        })
+    }
+
+    /// Receives up to `out.room()` frames into `out`; returns how many.
+    #[inline]
+    pub fn rx_burst(&mut self, out: &mut PacketBatch) -> usize {
+        self.rxq.rx_burst(&mut self.cache, out)
+    }
+
+    /// Sends frames from the front of `pkts`; returns how many left the batch.
+    #[inline]
+    pub fn tx_burst(&mut self, pkts: &mut PacketBatch) -> usize {
+        let cache = self.tx_cache.as_mut().unwrap_or(&mut self.cache);
+        self.txq.tx_burst(cache, pkts)
+    }
+
+    /// Recycles buffers of completed transmissions now (tx_burst does it when needed).
+    pub fn tx_reclaim(&mut self) -> u32 {
+        let cache = self.tx_cache.as_mut().unwrap_or(&mut self.cache);
+        self.txq.reclaim(cache)
+    }
+
+    /// A new mempool in DMA memory this port (and every port of this process) can reach.
+    pub fn create_mempool(&self, cfg: &MempoolConfig) -> Result<Mempool, Error> {
+        Mempool::new(self.mapper.clone(), cfg)
+    }
+
+    /// Transmits from `pool` from now on: completed TX buffers return to a cache of it, and
+    /// [`Port::alloc_tx`] takes from it. A generator uses this to keep a pool of
+    /// pre-built frames that receive never writes into.
+    pub fn set_tx_mempool(&mut self, pool: &Mempool, cache_size: usize) {
+        self.tx_cache = Some(pool.cache(cache_size));
+    }
+
+    /// A fresh buffer for transmission: from the TX pool if one was set, else the port's.
+    #[inline]
+    pub fn alloc_tx(&mut self) -> Option<PacketBuf> {
+        self.tx_cache.as_mut().unwrap_or(&mut self.cache).alloc()
+    }
+
+    /// A fresh buffer from the port's pool, through the queue cache.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<PacketBuf> {
+        self.cache.alloc()
+    }
+
+    /// Returns a buffer through the queue cache.
+    #[inline]
+    pub fn free(&mut self, buf: PacketBuf) {
+        self.cache.free(buf)
+    }
+
+    /// Returns a whole batch through the queue cache.
+    pub fn free_batch(&mut self, batch: &mut PacketBatch) {
+        batch.free_into(&mut self.cache)
+    }
+
+    /// The port's packet buffer pool.
+    pub fn mempool(&self) -> &Mempool {
+        &self.pool
+    }
+
+    /// The port's MAC address.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// The PCI address.
+    pub fn addr(&self) -> PciAddress {
+        self.dev.addr()
+    }
+
+    /// Link state now.
+    pub fn link(&self) -> LinkStatus {
+        fw::link_status(&*self.regs)
+    }
+
+    /// Counters. Reads (and so clears) the device's statistics registers, folding them
+    /// into the port's running totals: call it from the control path, not per burst.
+    pub fn stats(&mut self) -> PortStats {
+        self.hw.accumulate(&*self.regs);
+        PortStats {
+            rx: *self.rxq.stats(),
+            tx: *self.txq.stats(),
+            hw: self.hw.clone(),
+        }
+    }
+
+    /// Waits until the device has fetched every queued TX descriptor (head caught up with
+    /// tail), then recycles what completed. Returns false on timeout.
+    pub fn tx_drain(&mut self, timeout: Duration) -> bool {
+        let start = std::time::Instant::now();
+        loop {
+            let head = self.regs.read32(fw::regs::TDH);
+            let tail = self.regs.read32(fw::regs::TDT);
+            if head == tail {
+                self.tx_reclaim();
+                return true;
+            }
+            if start.elapsed() >= timeout {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+
+    /// Buffers posted to the RX ring.
+    pub fn rx_posted(&self) -> u32 {
+        self.rxq.posted()
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        // Stop the device before its buffers go back to the pool.
+        fw::disable(&*self.regs);
+        let _ = self.dev.disable_bus_master();
+        self.rxq.release(&mut self.cache);
+        let cache = self.tx_cache.as_mut().unwrap_or(&mut self.cache);
+        self.txq.release(cache);
+    }
+}
+
+/// Formats a MAC address as `52:54:00:12:34:56`.
+pub fn fmt_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

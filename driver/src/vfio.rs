@@ -1,0 +1,472 @@
+//! VFIO: the container (one per process, shared by every port), devices, BARs, config
+//! space, and the type-1 IOMMU's IOVA ranges.
+//!
+//! rust-vmm's `vfio-ioctls` (without its KVM feature) does the container, group, device,
+//! region-info, DMA map and IRQ ioctls. It leaves gaps this module fills: it has no BAR mmap,
+//! it does not read the IOMMU's valid IOVA ranges (VFIO_IOMMU_GET_INFO), its
+//! `region_read/write` log and swallow I/O errors, and its "group not viable" error does not
+//! say which device is in the way (pci.rs checks sysfs first for that). This is one of the
+//! three modules allowed `unsafe`: the ioctl and the borrowed device fd.
+
+use std::fmt;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+
+use memmap2::{MmapOptions, MmapRaw};
+use vfio_bindings::bindings::vfio::{
+    vfio_iommu_type1_info, VFIO_IOMMU_INFO_CAPS, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_REGION_INFO_FLAG_MMAP,
+};
+use vfio_ioctls::{VfioContainer, VfioOps};
+use vmm_sys_util::ioctl::ioctl_with_mut_ptr;
+
+use crate::dma::DmaMapper;
+use crate::error::{DmaError, VfioError};
+use crate::mmio::Bar;
+use crate::pci::{check_vfio_ready, PciAddress, SysfsDevice};
+
+// VFIO_IOMMU_GET_INFO = _IO(VFIO_TYPE, VFIO_BASE + 12), include/uapi/linux/vfio.h.
+const VFIO_TYPE: u32 = b';' as u32;
+const VFIO_BASE: u32 = 100;
+mod ioctl_nr {
+    #![allow(missing_docs)]
+    use super::{VFIO_BASE, VFIO_TYPE};
+    vmm_sys_util::ioctl_io_nr!(VFIO_IOMMU_GET_INFO, VFIO_TYPE, VFIO_BASE + 12);
+}
+use ioctl_nr::VFIO_IOMMU_GET_INFO;
+
+/// Where tenge starts placing IOVAs: above 4 GiB, so the device's 64-bit addressing is
+/// exercised (RDBAH/TDBAH non-zero) and the x86 MSI window below 4 GiB stays clear.
+const IOVA_BASE: u64 = 1 << 32;
+/// Every IOVA allocation is aligned to a 2 MiB hugepage.
+const IOVA_ALIGN: u64 = 2 << 20;
+
+/// One valid IOVA range, inclusive end, as VFIO reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IovaRange {
+    /// First valid IOVA.
+    pub start: u64,
+    /// Last valid IOVA.
+    pub end: u64,
+}
+
+/// What the type-1 IOMMU reported.
+#[derive(Clone, Debug)]
+pub struct IommuInfo {
+    /// Supported IOMMU page sizes, one bit each.
+    pub page_sizes: u64,
+    /// Valid IOVA ranges; empty if the kernel gave no IOVA-range capability (then any IOVA
+    /// the page tables can hold is assumed valid).
+    pub ranges: Vec<IovaRange>,
+}
+
+impl fmt::Display for IommuInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.ranges.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{:#x}-{:#x}", r.start, r.end)?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses the capability chain a VFIO_IOMMU_GET_INFO call filled into `buf`
+/// (include/uapi/linux/vfio.h: `vfio_info_cap_header` chain starting at `cap_offset`).
+fn parse_iommu_info(buf: &[u8]) -> IommuInfo {
+    let u32_at = |o: usize| -> Option<u32> {
+        buf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| -> Option<u64> {
+        buf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    let flags = u32_at(4).unwrap_or(0);
+    let page_sizes = u64_at(8).unwrap_or(0);
+    let mut ranges = Vec::new();
+    if flags & VFIO_IOMMU_INFO_CAPS != 0 {
+        let mut off = u32_at(16).unwrap_or(0) as usize;
+        // Each hop must move forward, so a malformed chain cannot loop.
+        let mut last = 0usize;
+        while off > last && off + 8 <= buf.len() {
+            let id = u32_at(off).unwrap_or(0) & 0xffff;
+            let next = u32_at(off + 4).unwrap_or(0) as usize;
+            if id == VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE {
+                let n = u32_at(off + 8).unwrap_or(0) as usize;
+                for i in 0..n {
+                    let o = off + 16 + i * 16;
+                    if let (Some(start), Some(end)) = (u64_at(o), u64_at(o + 8)) {
+                        ranges.push(IovaRange { start, end });
+                    }
+                }
+            }
+            last = off;
+            off = next;
+        }
+    }
+    IommuInfo { page_sizes, ranges }
+}
+
+/// Picks the lowest `size`-byte, 2 MiB-aligned window at or above `from` inside `ranges`.
+fn place_iova(ranges: &[IovaRange], from: u64, size: u64) -> Option<u64> {
+    let align = |x: u64| x.checked_add(IOVA_ALIGN - 1).map(|v| v & !(IOVA_ALIGN - 1));
+    if ranges.is_empty() {
+        return align(from);
+    }
+    let mut sorted = ranges.to_vec();
+    sorted.sort_by_key(|r| r.start);
+    sorted.into_iter().find_map(|r| {
+        let start = align(from.max(r.start))?;
+        let last = start.checked_add(size)?.checked_sub(1)?;
+        (last <= r.end).then_some(start)
+    })
+}
+
+/// The process's VFIO container: one IOMMU address space shared by every tenge port, so a
+/// packet buffer mapped once can be sent by any port (a forwarder needs exactly that).
+pub struct Container {
+    vfio: Arc<VfioContainer>,
+    state: Mutex<ContainerState>,
+}
+
+struct ContainerState {
+    info: Option<IommuInfo>,
+    next_iova: u64,
+    devices: usize,
+}
+
+static CONTAINER: Mutex<Weak<Container>> = Mutex::new(Weak::new());
+
+impl Container {
+    /// The process-wide container, opened on first use and closed when the last port and
+    /// DMA region using it are gone.
+    pub fn shared() -> Result<Arc<Container>, VfioError> {
+        let mut slot = CONTAINER.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = slot.upgrade() {
+            return Ok(c);
+        }
+        let vfio = VfioContainer::new(None).map_err(VfioError::Container)?;
+        let c = Arc::new(Container {
+            vfio: Arc::new(vfio),
+            state: Mutex::new(ContainerState {
+                info: None,
+                next_iova: IOVA_BASE,
+                devices: 0,
+            }),
+        });
+        *slot = Arc::downgrade(&c);
+        Ok(c)
+    }
+
+    /// Reads the IOMMU's page sizes and valid IOVA ranges (needs a group attached).
+    fn query_iommu_info(&self) -> Result<IommuInfo, std::io::Error> {
+        // First call learns the size the capability chain needs, second fills it.
+        let mut argsz = std::mem::size_of::<vfio_iommu_type1_info>();
+        for _ in 0..2 {
+            let words = argsz.div_ceil(8);
+            let mut buf = vec![0u64; words];
+            let bytes = words * 8;
+            buf[0] = argsz as u64; // argsz (u32) then flags (u32) = 0, little-endian
+            // SAFETY: `buf` is a writable, 8-byte-aligned buffer of `bytes` >= argsz bytes, the
+            // layout VFIO_IOMMU_GET_INFO expects (vfio_iommu_type1_info + capability chain);
+            // the kernel writes at most argsz bytes.
+            let ret = unsafe {
+                ioctl_with_mut_ptr(&*self.vfio, VFIO_IOMMU_GET_INFO(), buf.as_mut_ptr().cast::<u8>())
+            };
+            if ret < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let raw: Vec<u8> = buf.iter().flat_map(|w| w.to_le_bytes()).take(bytes).collect();
+            let needed = u32::from_le_bytes(raw[0..4].try_into().unwrap()) as usize;
+            if needed <= argsz {
+                return Ok(parse_iommu_info(&raw));
+            }
+            argsz = needed;
+        }
+        Err(std::io::Error::other("VFIO_IOMMU_GET_INFO kept growing"))
+    }
+
+    /// The IOMMU info, read once a device has been attached.
+    pub fn iommu_info(&self) -> Option<IommuInfo> {
+        self.state.lock().ok()?.info.clone()
+    }
+
+    fn attached(&self) {
+        let info = match self.query_iommu_info() {
+            Ok(i) => i,
+            Err(e) => {
+                log::warn!("VFIO_IOMMU_GET_INFO failed ({e}); assuming any IOVA is valid");
+                IommuInfo {
+                    page_sizes: 0,
+                    ranges: Vec::new(),
+                }
+            }
+        };
+        log::debug!(
+            "IOMMU page sizes {:#x}, valid IOVA ranges: {info}",
+            info.page_sizes
+        );
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.devices += 1;
+        st.info = Some(info);
+    }
+}
+
+impl DmaMapper for Container {
+    fn map(&self, vaddr: *mut u8, len: usize) -> Result<u64, DmaError> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.devices == 0 {
+            return Err(DmaError::IommuMap {
+                iova: 0,
+                size: len,
+                reason: "no device is attached to the VFIO container yet: open a port before allocating DMA memory".into(),
+            });
+        }
+        let ranges = st.info.as_ref().map(|i| i.ranges.clone()).unwrap_or_default();
+        let iova = place_iova(&ranges, st.next_iova, len as u64).ok_or_else(|| {
+            VfioError::NoIova {
+                size: len as u64,
+                ranges: st.info.as_ref().map(|i| i.to_string()).unwrap_or_default(),
+            }
+        })?;
+        // SAFETY: [vaddr, vaddr+len) is a live mapping owned by the calling DmaRegion, which
+        // keeps it mapped until after it calls `unmap`, and only ever touches it through raw
+        // pointers (volatile/atomic accesses), as vfio_dma_map's contract requires.
+        unsafe { self.vfio.vfio_dma_map(iova, len, vaddr) }.map_err(|e| DmaError::IommuMap {
+            iova,
+            size: len,
+            reason: e.to_string(),
+        })?;
+        st.next_iova = iova + (len as u64).div_ceil(IOVA_ALIGN) * IOVA_ALIGN;
+        Ok(iova)
+    }
+
+    fn unmap(&self, iova: u64, len: usize) {
+        if let Err(e) = self.vfio.vfio_dma_unmap(iova, len) {
+            log::warn!("IOMMU unmap of {len} bytes at {iova:#x} failed: {e}");
+        }
+    }
+}
+
+/// A PCI device opened through VFIO.
+pub struct VfioDevice {
+    addr: PciAddress,
+    ids: SysfsDevice,
+    device: vfio_ioctls::VfioDevice,
+    container: Arc<Container>,
+}
+
+/// PCI config space offsets (PCI Local Bus spec 3.0, §6.1).
+const PCI_COMMAND: u64 = 0x04;
+const PCI_COMMAND_MEMORY: u16 = 1 << 1;
+const PCI_COMMAND_MASTER: u16 = 1 << 2;
+const PCI_COMMAND_INTX_DISABLE: u16 = 1 << 10;
+
+impl VfioDevice {
+    /// Opens the device at `addr`: checks sysfs, joins the shared container, gets the
+    /// device fd.
+    pub fn open(addr: PciAddress) -> Result<Self, VfioError> {
+        let ids = check_vfio_ready(addr)?;
+        let container = Container::shared()?;
+        let ops: Arc<dyn VfioOps> = container.vfio.clone();
+        let sysfs = addr.sysfs_path();
+        let device = vfio_ioctls::VfioDevice::new(Path::new(&sysfs), ops, false)
+            .map_err(|source| VfioError::OpenDevice { addr, source })?;
+        container.attached();
+        Ok(VfioDevice {
+            addr,
+            ids,
+            device,
+            container,
+        })
+    }
+
+    /// The device's PCI address.
+    pub fn addr(&self) -> PciAddress {
+        self.addr
+    }
+
+    /// PCI vendor and device IDs.
+    pub fn ids(&self) -> (u16, u16) {
+        (self.ids.vendor, self.ids.device)
+    }
+
+    /// The container this device is attached to (it maps DMA memory).
+    pub fn container(&self) -> &Arc<Container> {
+        &self.container
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the raw fd belongs to `self.device`, which lives as long as the returned
+        // borrow (tied to &self) and does not close it before being dropped.
+        unsafe { BorrowedFd::borrow_raw(self.device.as_raw_fd()) }
+    }
+
+    fn config_offset(&self) -> u64 {
+        self.device.get_region_offset(VFIO_PCI_CONFIG_REGION_INDEX)
+    }
+
+    /// Reads `buf.len()` bytes of config space at `off`.
+    pub fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<(), VfioError> {
+        let n = rustix::io::pread(self.fd(), &mut *buf, self.config_offset() + off).map_err(
+            |e| VfioError::Io {
+                op: "config read",
+                addr: self.addr,
+                source: e.into(),
+            },
+        )?;
+        if n != buf.len() {
+            return Err(VfioError::Io {
+                op: "config read",
+                addr: self.addr,
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` to config space at `off`.
+    pub fn config_write(&self, off: u64, buf: &[u8]) -> Result<(), VfioError> {
+        let n = rustix::io::pwrite(self.fd(), buf, self.config_offset() + off).map_err(|e| {
+            VfioError::Io {
+                op: "config write",
+                addr: self.addr,
+                source: e.into(),
+            }
+        })?;
+        if n != buf.len() {
+            return Err(VfioError::Io {
+                op: "config write",
+                addr: self.addr,
+                source: std::io::ErrorKind::WriteZero.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads a 16-bit config register.
+    pub fn config_read_u16(&self, off: u64) -> Result<u16, VfioError> {
+        let mut b = [0u8; 2];
+        self.config_read(off, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// Enables memory decoding and bus mastering (the device may then DMA), and disables
+    /// legacy INTx: tenge polls or uses MSI-X.
+    pub fn enable_bus_master(&self) -> Result<(), VfioError> {
+        let cmd = self.config_read_u16(PCI_COMMAND)?;
+        let new = cmd | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER | PCI_COMMAND_INTX_DISABLE;
+        self.config_write(PCI_COMMAND, &new.to_le_bytes())
+    }
+
+    /// Disables bus mastering: after this the device can no longer DMA.
+    pub fn disable_bus_master(&self) -> Result<(), VfioError> {
+        let cmd = self.config_read_u16(PCI_COMMAND)?;
+        self.config_write(PCI_COMMAND, &(cmd & !PCI_COMMAND_MASTER).to_le_bytes())
+    }
+
+    /// Maps memory BAR `bar` (0..=5) for register access.
+    pub fn map_bar(&self, bar: u32) -> Result<Bar, VfioError> {
+        let flags = self.device.get_region_flags(bar);
+        let size = self.device.get_region_size(bar);
+        let offset = self.device.get_region_offset(bar);
+        if size == 0 {
+            return Err(VfioError::Bar {
+                addr: self.addr,
+                bar,
+                why: "absent".into(),
+            });
+        }
+        if flags & VFIO_REGION_INFO_FLAG_MMAP == 0 {
+            return Err(VfioError::Bar {
+                addr: self.addr,
+                bar,
+                why: "not mappable (an I/O port BAR, or VFIO forbids mmap of it)".into(),
+            });
+        }
+        let map: MmapRaw = MmapOptions::new()
+            .offset(offset)
+            .len(size as usize)
+            .map_raw(self.device.as_raw_fd())
+            .map_err(|source| VfioError::Io {
+                op: "BAR mmap",
+                addr: self.addr,
+                source,
+            })?;
+        Ok(Bar::new(map, bar))
+    }
+}
+
+impl Drop for VfioDevice {
+    fn drop(&mut self) {
+        // Stop DMA before the IOMMU mappings and buffers go away.
+        let _ = self.disable_bus_master();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap_chain(ranges: &[(u64, u64)]) -> Vec<u8> {
+        let mut b = vec![0u8; 24];
+        let cap_off = 24u32;
+        let total = 24 + 16 + 16 * ranges.len();
+        b[0..4].copy_from_slice(&(total as u32).to_le_bytes());
+        b[4..8].copy_from_slice(&(VFIO_IOMMU_INFO_CAPS | 1).to_le_bytes());
+        b[8..16].copy_from_slice(&0x4020_1000u64.to_le_bytes());
+        b[16..20].copy_from_slice(&cap_off.to_le_bytes());
+        b.extend_from_slice(&(VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE as u16).to_le_bytes());
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes()); // next: end of chain
+        b.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        for (s, e) in ranges {
+            b.extend_from_slice(&s.to_le_bytes());
+            b.extend_from_slice(&e.to_le_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn parses_iova_ranges_from_the_capability_chain() {
+        let info = parse_iommu_info(&cap_chain(&[(0, 0xfedf_ffff), (0xfef0_0000, 0xffff_ffff_ffff)]));
+        assert_eq!(info.page_sizes, 0x4020_1000);
+        assert_eq!(
+            info.ranges,
+            vec![
+                IovaRange { start: 0, end: 0xfedf_ffff },
+                IovaRange { start: 0xfef0_0000, end: 0xffff_ffff_ffff }
+            ]
+        );
+    }
+
+    #[test]
+    fn truncated_or_looping_chains_do_not_panic() {
+        let full = cap_chain(&[(0, 0xffff)]);
+        for n in 0..full.len() {
+            let _ = parse_iommu_info(&full[..n]);
+        }
+        let mut looping = cap_chain(&[(0, 0xffff)]);
+        looping[28..32].copy_from_slice(&24u32.to_le_bytes()); // next points at itself
+        assert_eq!(parse_iommu_info(&looping).ranges.len(), 1);
+    }
+
+    #[test]
+    fn iova_placement_respects_ranges_and_alignment() {
+        let r = [
+            IovaRange { start: 0, end: 0xfedf_ffff },
+            IovaRange { start: 0xfef0_0000, end: (1 << 39) - 1 },
+        ];
+        assert_eq!(place_iova(&r, 1 << 32, 4096), Some(1 << 32));
+        assert_eq!(place_iova(&r, (1 << 32) + 1, 4096), Some((1 << 32) + IOVA_ALIGN));
+        // Does not fit at the top of a 39-bit space.
+        assert_eq!(place_iova(&r, (1 << 39) - IOVA_ALIGN, 2 * IOVA_ALIGN), None);
+        // A window below the reserved MSI hole is skipped if too small.
+        assert_eq!(place_iova(&r, 0xfec0_0000, 4 << 20), Some(0xff00_0000));
+        assert_eq!(place_iova(&[], 5, 1), Some(IOVA_ALIGN));
+    }
+}

@@ -1,0 +1,355 @@
+//! In-guest end-to-end scenarios, run by the host-side tests (tests/tests/*.rs) inside the
+//! QEMU guest against QEMU's own device models. Each prints what it saw and exits non-zero
+//! when an expectation fails; the host side checks the rest (pcaps, counts).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use tenge::dma::HugepagePolicy;
+use tenge::{Error, PacketBatch, Port, PortConfig, VfioError};
+use tenge_examples::frame::{self, Flow};
+use tenge_examples::{memory_summary, parse_secs};
+
+/// tenge end-to-end scenarios (run inside the test guest).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Receive N test frames and check every byte and the order.
+    RxCheck {
+        /// PCI address of the receiving NIC.
+        pci: String,
+        /// Frames expected.
+        #[arg(long)]
+        count: u64,
+        /// Frame sizes cycle from --min-size to --max-size (same rule as the sender).
+        #[arg(long, default_value_t = 60)]
+        min_size: usize,
+        /// Largest frame size.
+        #[arg(long, default_value_t = 60)]
+        max_size: usize,
+        /// RX descriptors.
+        #[arg(long, default_value_t = 512)]
+        rx_ring: u32,
+        /// Frames per rx_burst.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Give up after this many seconds.
+        #[arg(long, default_value = "60", value_parser = parse_secs)]
+        timeout: Duration,
+    },
+    /// Receive while holding every buffer until the pool runs dry, check the drops are
+    /// counted, give the buffers back, and check receive recovers.
+    MempoolExhaust {
+        /// PCI address of the receiving NIC.
+        pci: String,
+        /// Buffers in the pool.
+        #[arg(long, default_value_t = 48)]
+        buffers: u32,
+        /// Give up after this many seconds.
+        #[arg(long, default_value = "60", value_parser = parse_secs)]
+        timeout: Duration,
+    },
+    /// Drain a NIC as fast as possible for a while and report the rate.
+    RxSink {
+        /// PCI address.
+        pci: String,
+        /// Seconds to run.
+        #[arg(long, default_value = "10", value_parser = parse_secs)]
+        duration: Duration,
+        /// Frames per rx_burst.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+    },
+    /// Open a port expecting a specific error; the message must contain every --expect.
+    ExpectError {
+        /// PCI address to open.
+        pci: String,
+        /// Refuse the 4 KiB fallback.
+        #[arg(long)]
+        require_hugepages: bool,
+        /// Which error variant: no-device, not-vfio, group-not-viable, bad-address,
+        /// no-hugepages.
+        #[arg(long)]
+        kind: String,
+        /// Substrings the message must contain.
+        #[arg(long)]
+        expect: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    let r = match args.cmd {
+        Cmd::RxCheck {
+            pci,
+            count,
+            min_size,
+            max_size,
+            rx_ring,
+            batch,
+            timeout,
+        } => rx_check(&pci, count, min_size, max_size, rx_ring, batch, timeout),
+        Cmd::MempoolExhaust {
+            pci,
+            buffers,
+            timeout,
+        } => mempool_exhaust(&pci, buffers, timeout),
+        Cmd::RxSink {
+            pci,
+            duration,
+            batch,
+        } => rx_sink(&pci, duration, batch),
+        Cmd::ExpectError {
+            pci,
+            require_hugepages,
+            kind,
+            expect,
+        } => expect_error(&pci, require_hugepages, &kind, &expect),
+    };
+    match r {
+        Ok(()) => {
+            println!("E2E-PASS");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("E2E-FAIL: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+/// Frame size for sequence number `seq`, cycling through [min, max].
+pub fn size_for(seq: u64, min: usize, max: usize) -> usize {
+    if max <= min {
+        min
+    } else {
+        min + (seq as usize % (max - min + 1))
+    }
+}
+
+fn rx_check(
+    pci: &str,
+    count: u64,
+    min_size: usize,
+    max_size: usize,
+    rx_ring: u32,
+    batch: usize,
+    timeout: Duration,
+) -> Res {
+    let mut port = Port::open(
+        pci,
+        &PortConfig {
+            rx_ring,
+            ..PortConfig::default()
+        },
+    )?;
+    println!("READY {pci}");
+    let flow = Flow::default();
+    let mut b = PacketBatch::new(batch);
+    let mut next: u64 = 0;
+    let mut other = 0u64;
+    let start = Instant::now();
+    while next < count {
+        if start.elapsed() > timeout {
+            return Err(format!("timeout: got {next} of {count} frames in order").into());
+        }
+        if port.rx_burst(&mut b) == 0 {
+            continue;
+        }
+        for p in b.drain() {
+            let Some(seq) = frame::seq_of(p.data()) else {
+                other += 1; // e.g. a stray frame from the guest kernel: not ours
+                port.free(p);
+                continue;
+            };
+            if seq != next {
+                return Err(format!("frame {seq} arrived when {next} was expected").into());
+            }
+            let want = frame::build(&flow, size_for(seq, min_size, max_size), seq);
+            if p.data() != want.as_slice() {
+                return Err(format!(
+                    "frame {seq}: {} bytes differ from the {} sent",
+                    p.len(),
+                    want.len()
+                )
+                .into());
+            }
+            next += 1;
+            port.free(p);
+        }
+    }
+    let s = port.stats();
+    println!(
+        "rx-check: received={next} in_order=true other={other} rx_doorbells={} no_buf={} bad_len={} hw_gprc={} hw_mpc={} {}",
+        s.rx.doorbells,
+        s.rx.no_buf,
+        s.rx.bad_len,
+        s.hw.gprc,
+        s.hw.mpc,
+        memory_summary()
+    );
+    if s.rx.packets < count {
+        return Err("software counter below frames received".into());
+    }
+    Ok(())
+}
+
+fn mempool_exhaust(pci: &str, buffers: u32, timeout: Duration) -> Res {
+    let mut port = Port::open(
+        pci,
+        &PortConfig {
+            rx_ring: 64,
+            mempool_buffers: buffers,
+            cache_size: 8,
+            ..PortConfig::default()
+        },
+    )?;
+    println!("READY {pci}");
+    let start = Instant::now();
+    let mut held = Vec::new();
+    let mut b = PacketBatch::new(32);
+    // Phase 1: take every buffer and keep it.
+    while port.rx_posted() > 0 || held.len() < buffers as usize / 2 {
+        if start.elapsed() > timeout {
+            return Err(format!(
+                "timeout holding buffers: held {} posted {}",
+                held.len(),
+                port.rx_posted()
+            )
+            .into());
+        }
+        port.rx_burst(&mut b);
+        held.extend(b.drain());
+    }
+    // Poll a while with the ring empty: each refill attempt must count, none may panic.
+    for _ in 0..1000 {
+        port.rx_burst(&mut b);
+        held.extend(b.drain());
+    }
+    let exhausted = port.stats();
+    println!(
+        "mempool-exhaust: held={} posted={} no_buf={} free_in_pool={}",
+        held.len(),
+        port.rx_posted(),
+        exhausted.rx.no_buf,
+        port.mempool().free_count()
+    );
+    if exhausted.rx.no_buf == 0 {
+        return Err("pool ran dry but no_buf stayed 0".into());
+    }
+    // Phase 2: give everything back; receive must resume.
+    let before = exhausted.rx.packets;
+    for p in held.drain(..) {
+        port.free(p);
+    }
+    while port.stats().rx.packets < before + 16 {
+        if start.elapsed() > timeout {
+            return Err("receive did not recover after buffers returned".into());
+        }
+        if port.rx_burst(&mut b) > 0 {
+            port.free_batch(&mut b);
+        }
+    }
+    let s = port.stats();
+    println!(
+        "mempool-exhaust: recovered received={} posted={} no_buf={} {}",
+        s.rx.packets,
+        port.rx_posted(),
+        s.rx.no_buf,
+        memory_summary()
+    );
+    Ok(())
+}
+
+fn rx_sink(pci: &str, duration: Duration, batch: usize) -> Res {
+    let mut port = Port::open(pci, &PortConfig::default())?;
+    println!("READY {pci}");
+    let mut b = PacketBatch::new(batch);
+    let mut got = 0u64;
+    let mut first: Option<Instant> = None;
+    let start = Instant::now();
+    let mut last = start;
+    let mut last_got = 0;
+    let mut i = 0u32;
+    loop {
+        let n = port.rx_burst(&mut b);
+        if n > 0 {
+            got += n as u64;
+            first.get_or_insert_with(Instant::now);
+            port.free_batch(&mut b);
+        }
+        i = i.wrapping_add(1);
+        if i % 64 == 0 {
+            let now = Instant::now();
+            if now - start >= duration {
+                break;
+            }
+            if now - last >= Duration::from_secs(1) {
+                println!(
+                    "[{:6.1}s] rx {:7.3} Mpps",
+                    (now - start).as_secs_f64(),
+                    (got - last_got) as f64 / (now - last).as_secs_f64() / 1e6
+                );
+                last = now;
+                last_got = got;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let s = port.stats();
+    println!(
+        "rx-sink: done: received={got} seconds={secs:.3} mpps={:.4} no_buf={} hw_gprc={} hw_mpc={} hw_rnbc={} {}",
+        got as f64 / secs / 1e6,
+        s.rx.no_buf,
+        s.hw.gprc,
+        s.hw.mpc,
+        s.hw.rnbc,
+        memory_summary()
+    );
+    Ok(())
+}
+
+fn expect_error(pci: &str, require_hugepages: bool, kind: &str, expect: &[String]) -> Res {
+    let cfg = PortConfig {
+        hugepages: if require_hugepages {
+            HugepagePolicy::Require
+        } else {
+            HugepagePolicy::Prefer
+        },
+        link_timeout: Duration::from_millis(100),
+        ..PortConfig::default()
+    };
+    let err = match Port::open(pci, &cfg) {
+        Ok(_) => return Err(format!("opening {pci} succeeded; expected a {kind} error").into()),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    println!("expect-error: {kind}: {msg}");
+    let matches = match kind {
+        "bad-address" => matches!(err, Error::Vfio(VfioError::BadPciAddress(_))),
+        "no-device" => matches!(err, Error::Vfio(VfioError::NoSuchDevice { .. })),
+        "not-vfio" => matches!(err, Error::Vfio(VfioError::NotBoundToVfio { .. })),
+        "group-not-viable" => matches!(err, Error::Vfio(VfioError::GroupNotViable { .. })),
+        "no-hugepages" => matches!(err, Error::Dma(tenge::DmaError::NoHugepages { .. })),
+        other => return Err(format!("unknown --kind {other}").into()),
+    };
+    if !matches {
+        return Err(format!("expected a {kind} error, got: {err:?}").into());
+    }
+    for e in expect {
+        if !msg.contains(e.as_str()) {
+            return Err(format!("message lacks '{e}': {msg}").into());
+        }
+    }
+    Ok(())
+}
