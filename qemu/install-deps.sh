@@ -6,15 +6,24 @@
 set -euo pipefail
 
 need=()
-command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+# bookworm's own QEMU 7.2 lacks the `igb` model: take it as missing so backports' 10 replaces it.
+if ! command -v qemu-system-x86_64 >/dev/null ||
+    ! qemu-system-x86_64 -device help 2>/dev/null | grep -q '"igb"'; then
+    need+=(qemu-system-x86)
+fi
 ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
 [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
-command -v dpdk-testpmd >/dev/null || need+=(dpdk)
+# dpdk-testpmd ships in dpdk-dev (the `dpdk` package has only the runtime scripts).
+command -v dpdk-testpmd >/dev/null || need+=(dpdk-dev)
 command -v valgrind >/dev/null || need+=(valgrind)
 command -v ip >/dev/null || need+=(iproute2)
 command -v python3 >/dev/null || need+=(python3)
 command -v cpio >/dev/null || need+=(cpio)
 command -v modinfo >/dev/null || need+=(kmod)
+# mkinitramfs.sh serialises concurrent builds with flock and hashes its inputs.
+command -v flock >/dev/null || need+=(util-linux)
+command -v sha256sum >/dev/null || need+=(coreutils)
+command -v gzip >/dev/null || need+=(gzip)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

@@ -1,0 +1,609 @@
+//! Booting a guest, following its console, and collecting its outcome.
+
+use std::collections::VecDeque;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::config::{GuestConfig, NicModel};
+use crate::host;
+use crate::qemu::{self, RunPaths};
+
+/// The console line stage 2 prints with the script's exit code.
+pub const EXIT_MARKER: &str = "TENGE-GUEST-EXIT=";
+/// The console line stage 2 (or init) prints when it could not prepare the guest.
+pub const SETUP_ERROR_MARKER: &str = "TENGE-GUEST-SETUP-ERROR=";
+
+/// How long QEMU may take to exit after the guest closed the console.
+const EXIT_GRACE: Duration = Duration::from_secs(10);
+/// QEMU stderr lines kept to explain a failed boot.
+const STDERR_TAIL: usize = 20;
+
+fn err(kind: io::ErrorKind, msg: impl Into<String>) -> io::Error {
+    io::Error::new(kind, msg.into())
+}
+
+/// Boots guests. Its one entry point is [`Guest::boot`]; [`Guest::run`] also waits.
+#[derive(Debug)]
+pub struct Guest;
+
+/// What a finished guest run left behind.
+#[derive(Clone, Debug)]
+pub struct GuestOutcome {
+    /// The script's exit code, from the `TENGE-GUEST-EXIT=` console marker; `None` if the
+    /// guest never printed it (timeout, kernel panic, QEMU failure).
+    pub exit_code: Option<i32>,
+    /// The run hit [`GuestConfig::timeout`] and QEMU was killed.
+    pub timed_out: bool,
+    /// The full serial console (and QEMU's stderr, prefixed `qemu: `).
+    pub log: PathBuf,
+    /// The host directory shared as the guest's writable `/out`.
+    pub out_dir: PathBuf,
+    /// Why the guest could not be prepared (vfio binding, hugepages, ...); the script did
+    /// not run. From the `TENGE-GUEST-SETUP-ERROR=` marker.
+    pub setup_error: Option<String>,
+    /// QEMU's own exit status, if it exited by itself.
+    pub qemu_status: Option<ExitStatus>,
+    /// Wall time from starting QEMU to its exit.
+    pub elapsed: Duration,
+}
+
+impl GuestOutcome {
+    /// The script ran and exited 0.
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+
+    /// One line saying how the run ended, with the log's path; for assertion messages.
+    pub fn describe(&self) -> String {
+        let how = if self.timed_out {
+            "timed out".to_owned()
+        } else if let Some(e) = &self.setup_error {
+            format!("guest setup failed: {e}")
+        } else if let Some(c) = self.exit_code {
+            format!("script exited {c}")
+        } else {
+            format!(
+                "guest ended without an exit marker (QEMU {})",
+                self.qemu_status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "killed".into())
+            )
+        };
+        format!(
+            "{how} after {:.1} s; serial log: {}",
+            self.elapsed.as_secs_f64(),
+            self.log.display()
+        )
+    }
+}
+
+/// A guest that is booting or running. Iterate it to get its console lines as they arrive
+/// (`\r` stripped); call [`RunningGuest::wait`] for the outcome. Dropping it kills QEMU.
+#[derive(Debug)]
+pub struct RunningGuest {
+    child: Option<Child>,
+    lines: Receiver<String>,
+    readers: Vec<JoinHandle<()>>,
+    started: Instant,
+    deadline: Instant,
+    exit_code: Option<i32>,
+    setup_error: Option<String>,
+    timed_out: bool,
+    console_closed: bool,
+    echo: Arc<AtomicBool>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    run_dir: PathBuf,
+    log: PathBuf,
+    out_dir: PathBuf,
+}
+
+impl Guest {
+    /// Boots a guest configured by `config` that runs `script` (shell text, run with the
+    /// host's `/bin/sh` from the workspace root, stdin from /dev/null) once its NICs are
+    /// bound and its hugepages mounted, then powers off.
+    ///
+    /// In the guest: the host's `/` is visible read-only, `/tmp` and `/run` are tmpfs, `/out`
+    /// is writable and shared with the host ([`GuestOutcome::out_dir`]); `$TENGE_NICS` lists
+    /// the NICs' PCI addresses, `$TENGE_ROOT` is the workspace root, `$TENGE_OUT` is `/out`.
+    ///
+    /// The console is echoed to stderr (turn off with [`RunningGuest::set_echo`]) and
+    /// written to `target/testbed/run-<pid>-<n>/serial.log`.
+    pub fn boot(config: &GuestConfig, script: &str) -> io::Result<RunningGuest> {
+        config
+            .validate()
+            .map_err(|e| err(io::ErrorKind::InvalidInput, format!("guest config: {e}")))?;
+        let qemu = host::qemu_binary()?;
+        let caps = qemu_caps(&qemu)?;
+        if config.nics.iter().any(|n| n.model == NicModel::Igb) && !caps.igb {
+            return Err(err(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{} has no igb model (QEMU 8 or later has): run qemu/install-deps.sh",
+                    qemu.display()
+                ),
+            ));
+        }
+        let root = host::workspace_root()?;
+        let (kernel, kver) = host::guest_kernel()?;
+        let initrd = host::initramfs(&root, &kver)?;
+        let run_dir = host::new_run_dir(&root)?;
+        let script_path = run_dir.join("script.sh");
+        fs::write(&script_path, script)?;
+        let out_dir = run_dir.join("out");
+        let log = run_dir.join("serial.log");
+
+        let mut dumps = Vec::new();
+        let mut config = config.clone();
+        for nic in &mut config.nics {
+            // QEMU resolves relative paths against its own working directory, which is ours,
+            // but make it explicit so the command line in the log is self-contained.
+            if let Some(d) = &mut nic.dump {
+                *d = std::path::absolute(&*d)?;
+                dumps.push(d.clone());
+            }
+        }
+        let paths = RunPaths {
+            kernel,
+            initrd,
+            root: host::guest_visible(&root, "workspace root")?,
+            stage2: host::guest_visible(&root.join("qemu/guest/stage2.sh"), "stage 2")?,
+            script: host::guest_visible(&script_path, "script")?,
+            out_dir: out_dir.clone(),
+        };
+        let args = qemu::qemu_args(&config, &paths, caps.aw_bits);
+
+        let mut log_file = File::create(&log)?;
+        writeln!(
+            log_file,
+            "# {} {}",
+            qemu.display(),
+            args.iter()
+                .map(|a| shell_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )?;
+        let log_file = Arc::new(Mutex::new(log_file));
+
+        let mut cmd = Command::new(&qemu);
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = spawn_guarded(cmd)
+            .map_err(|e| err(e.kind(), format!("cannot start {}: {e}", qemu.display())))?;
+
+        let echo = Arc::new(AtomicBool::new(true));
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let (tx, lines) = mpsc::channel();
+        let mut readers = Vec::new();
+        if let Some(stdout) = child.stdout.take() {
+            let (log_file, echo) = (Arc::clone(&log_file), Arc::clone(&echo));
+            readers.push(thread::spawn(move || {
+                read_console(stdout, tx, &log_file, &echo)
+            }));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            let (log_file, echo, tail) = (
+                Arc::clone(&log_file),
+                Arc::clone(&echo),
+                Arc::clone(&stderr_tail),
+            );
+            readers.push(thread::spawn(move || {
+                read_stderr(stderr, &log_file, &echo, &tail)
+            }));
+        }
+        Ok(RunningGuest {
+            child: Some(child),
+            lines,
+            readers,
+            started,
+            deadline: started + config.timeout,
+            exit_code: None,
+            setup_error: None,
+            timed_out: false,
+            console_closed: false,
+            echo,
+            stderr_tail,
+            run_dir,
+            log,
+            out_dir,
+        })
+    }
+
+    /// [`Guest::boot`] and [`RunningGuest::wait`].
+    pub fn run(config: &GuestConfig, script: &str) -> io::Result<GuestOutcome> {
+        Guest::boot(config, script)?.wait()
+    }
+}
+
+impl RunningGuest {
+    /// The next console line, blocking until one arrives. `None` once the console closed
+    /// (the guest powered off or QEMU died) or the run's timeout passed (QEMU is then killed
+    /// and the outcome says `timed_out`).
+    pub fn next_line(&mut self) -> Option<String> {
+        self.next_line_until(self.deadline)
+    }
+
+    /// Like [`RunningGuest::next_line`] but gives up after `within` (or at the run's
+    /// deadline, whichever is first). `Err(TimedOut)` when `within` passed with the guest
+    /// still running; `Ok(None)` when the guest ended.
+    pub fn next_line_within(&mut self, within: Duration) -> io::Result<Option<String>> {
+        let until = Instant::now() + within;
+        if until >= self.deadline {
+            return Ok(self.next_line());
+        }
+        match self.recv_until(until) {
+            Recv::Line(l) => Ok(Some(l)),
+            Recv::Closed => Ok(None),
+            Recv::Timeout => Err(err(
+                io::ErrorKind::TimedOut,
+                format!("no console line within {within:?}"),
+            )),
+        }
+    }
+
+    /// Consumes console lines until one satisfies `pred` and returns it; for reacting to a
+    /// line like `READY`. Fails if the guest ends or the run times out first.
+    pub fn wait_for_line(&mut self, mut pred: impl FnMut(&str) -> bool) -> io::Result<String> {
+        while let Some(line) = self.next_line() {
+            if pred(&line) {
+                return Ok(line);
+            }
+        }
+        let why = if self.timed_out {
+            "the run timed out"
+        } else if let Some(c) = self.exit_code {
+            return Err(err(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the guest script exited {c} before printing the awaited line; log: {}",
+                    self.log.display()
+                ),
+            ));
+        } else {
+            "the guest ended"
+        };
+        Err(err(
+            if self.timed_out {
+                io::ErrorKind::TimedOut
+            } else {
+                io::ErrorKind::UnexpectedEof
+            },
+            format!(
+                "{why} before printing the awaited line; log: {}",
+                self.log.display()
+            ),
+        ))
+    }
+
+    /// [`RunningGuest::wait_for_line`] for a line containing `needle`.
+    pub fn wait_for(&mut self, needle: &str) -> io::Result<String> {
+        self.wait_for_line(|l| l.contains(needle))
+    }
+
+    /// Runs the guest to its end (or timeout), collecting the remaining console lines.
+    /// A run that did not exit 0 gets its serial log's path printed on stderr.
+    pub fn wait(mut self) -> io::Result<GuestOutcome> {
+        while self.next_line().is_some() {}
+        let mut qemu_status = None;
+        if let Some(mut child) = self.child.take() {
+            if !self.timed_out {
+                // The console closed: QEMU is on its way out. Give it a moment, then make sure.
+                let grace = (Instant::now() + EXIT_GRACE).min(self.deadline.max(Instant::now()));
+                loop {
+                    if let Some(status) = child.try_wait()? {
+                        qemu_status = Some(status);
+                        break;
+                    }
+                    if Instant::now() >= grace {
+                        self.timed_out = Instant::now() >= self.deadline;
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }
+            if qemu_status.is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let elapsed = self.started.elapsed();
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let outcome = GuestOutcome {
+            exit_code: self.exit_code,
+            timed_out: self.timed_out,
+            log: std::mem::take(&mut self.log),
+            out_dir: std::mem::take(&mut self.out_dir),
+            setup_error: self.setup_error.take(),
+            qemu_status,
+            elapsed,
+        };
+        if outcome.success() {
+            let _ = File::create(self.run_dir.join(host::OK_MARK));
+        } else {
+            let tail = self
+                .stderr_tail
+                .lock()
+                .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+                .unwrap_or_default();
+            eprintln!("tenge-testbed: {}", outcome.describe());
+            if outcome.exit_code.is_none() && !tail.is_empty() {
+                eprintln!("tenge-testbed: QEMU's last stderr lines:\n{tail}");
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Kills QEMU now; the outcome then has no exit code (unless it was already printed).
+    pub fn kill(&mut self) -> io::Result<()> {
+        if let Some(child) = &mut self.child {
+            if child.try_wait()?.is_none() {
+                child.kill()?;
+            }
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Whether console lines are echoed to stderr (on by default). Under `cargo test` the
+    /// echo is captured and shown only for failing tests.
+    pub fn set_echo(&self, on: bool) {
+        self.echo.store(on, Ordering::Relaxed);
+    }
+
+    /// The serial log being written.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The host directory shared as the guest's `/out`.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// This run's directory (`script.sh`, `serial.log`, `out/`).
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// Time since QEMU was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The script's exit code, once its marker has been read.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_code
+    }
+
+    fn next_line_until(&mut self, until: Instant) -> Option<String> {
+        match self.recv_until(until) {
+            Recv::Line(l) => Some(l),
+            Recv::Closed => None,
+            Recv::Timeout => {
+                self.timed_out = true;
+                let _ = self.kill();
+                None
+            }
+        }
+    }
+
+    fn recv_until(&mut self, until: Instant) -> Recv {
+        if self.console_closed || self.timed_out {
+            return Recv::Closed;
+        }
+        let wait = until.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(wait) {
+            Ok(line) => {
+                self.note_markers(&line);
+                Recv::Line(line)
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                self.console_closed = true;
+                Recv::Closed
+            }
+            Err(RecvTimeoutError::Timeout) => Recv::Timeout,
+        }
+    }
+
+    fn note_markers(&mut self, line: &str) {
+        let line = line.trim();
+        if let Some(code) = line.strip_prefix(EXIT_MARKER) {
+            if let Ok(code) = code.trim().parse() {
+                self.exit_code = Some(code);
+            }
+        } else if let Some(why) = line.strip_prefix(SETUP_ERROR_MARKER) {
+            self.setup_error = Some(why.to_owned());
+        }
+    }
+}
+
+enum Recv {
+    Line(String),
+    Closed,
+    Timeout,
+}
+
+impl Iterator for RunningGuest {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        self.next_line()
+    }
+}
+
+impl Drop for RunningGuest {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// Reads QEMU's stdout (the guest's serial console) line by line: into the log, onto stderr
+/// if echo is on, and to the consumer.
+fn read_console(stdout: impl Read, tx: Sender<String>, log: &Mutex<File>, echo: &AtomicBool) {
+    let mut reader = BufReader::new(stdout);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line: String = String::from_utf8_lossy(&buf)
+            .chars()
+            .filter(|&c| c != '\r' && c != '\n')
+            .collect();
+        if let Ok(mut f) = log.lock() {
+            let _ = writeln!(f, "{line}");
+        }
+        if echo.load(Ordering::Relaxed) {
+            eprintln!("{line}");
+        }
+        // The consumer may be gone (dropped guest); keep draining so QEMU never blocks.
+        let _ = tx.send(line);
+    }
+}
+
+fn read_stderr(
+    stderr: impl Read,
+    log: &Mutex<File>,
+    echo: &AtomicBool,
+    tail: &Mutex<VecDeque<String>>,
+) {
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        let line = format!("qemu: {line}");
+        if let Ok(mut f) = log.lock() {
+            let _ = writeln!(f, "{line}");
+        }
+        if echo.load(Ordering::Relaxed) {
+            eprintln!("{line}");
+        }
+        if let Ok(mut t) = tail.lock() {
+            if t.len() == STDERR_TAIL {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    }
+}
+
+/// What the installed QEMU supports, probed once per process.
+#[derive(Clone, Copy, Debug)]
+struct QemuCaps {
+    aw_bits: bool,
+    igb: bool,
+}
+
+fn qemu_caps(qemu: &Path) -> io::Result<QemuCaps> {
+    static CAPS: OnceLock<QemuCaps> = OnceLock::new();
+    if let Some(c) = CAPS.get() {
+        return Ok(*c);
+    }
+    let help = |what: &str| -> io::Result<String> {
+        let out = Command::new(qemu)
+            .args(["-device", what])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                err(
+                    e.kind(),
+                    format!(
+                        "cannot run {}: {e}; run qemu/install-deps.sh",
+                        qemu.display()
+                    ),
+                )
+            })?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let caps = QemuCaps {
+        aw_bits: help("intel-iommu,help")?.contains("aw-bits"),
+        igb: help("help")?.contains("\"igb\""),
+    };
+    Ok(*CAPS.get_or_init(|| caps))
+}
+
+/// Spawns `cmd` so that it dies with this process, even on SIGKILL: the child asks for
+/// SIGKILL when its parent dies (PR_SET_PDEATHSIG). Linux's "parent" there is the spawning
+/// *thread*, so all spawns go through one thread that lives as long as the process;
+/// otherwise a guest booted from a short-lived thread would be killed with it.
+fn spawn_guarded(cmd: Command) -> io::Result<Child> {
+    type Job = (Command, Sender<io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let spawned = thread::Builder::new()
+            .name("tenge-testbed-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let parent = std::process::id();
+                    // SAFETY: the closure runs between fork and exec and calls only
+                    // prctl(2) and getppid(2), both async-signal-safe.
+                    unsafe {
+                        cmd.pre_exec(move || {
+                            rustix::process::set_parent_process_death_signal(Some(
+                                rustix::process::Signal::KILL,
+                            ))?;
+                            // The parent may have died before the prctl took effect.
+                            if std::os::unix::process::parent_id() != parent {
+                                return Err(io::Error::other("parent exited during spawn"));
+                            }
+                            Ok(())
+                        });
+                    }
+                    let _ = reply.send(cmd.spawn());
+                }
+            });
+        if let Err(e) = spawned {
+            // Without the thread every spawn below fails with a clear error.
+            eprintln!("tenge-testbed: cannot start the spawner thread: {e}");
+        }
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner
+        .lock()
+        .map_err(|_| io::Error::other("spawner lock poisoned"))?
+        .send((cmd, reply_tx))
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    reply_rx
+        .recv()
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?
+}
+
+/// Quotes `s` for a POSIX shell.
+pub(crate) fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_for_the_shell() {
+        assert_eq!(shell_quote("abc"), "abc");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote("e1000e_rx_*"), "'e1000e_rx_*'");
+    }
+}

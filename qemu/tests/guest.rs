@@ -1,0 +1,117 @@
+//! Tests of the test bed itself. Each boots a QEMU guest (about 8 s under TCG), so they are
+//! ignored by default; run them with `cargo test -p tenge-testbed -- --ignored`.
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use tenge_testbed::{Backend, Guest, GuestConfig, Nic, NicModel};
+
+fn config(nics: Vec<Nic>) -> GuestConfig {
+    GuestConfig {
+        nics,
+        timeout: Duration::from_secs(180),
+        ..GuestConfig::default()
+    }
+}
+
+/// A UDP port on 127.0.0.1 that was free a moment ago, for QEMU's end of a dgram backend.
+fn free_udp_port() -> u16 {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind an ephemeral UDP port");
+    s.local_addr().expect("local addr").port()
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn script_exit_code_comes_back() {
+    let cfg = GuestConfig {
+        hugepages_2m: 0,
+        ..config(Vec::new())
+    };
+    let outcome = Guest::run(&cfg, "echo hello from the guest\nexit 3\n").expect("boot");
+    assert_eq!(outcome.exit_code, Some(3), "{}", outcome.describe());
+    assert!(!outcome.timed_out);
+    assert!(outcome.setup_error.is_none());
+    let log = std::fs::read_to_string(&outcome.log).expect("read serial log");
+    assert!(
+        log.contains("hello from the guest"),
+        "{}",
+        outcome.describe()
+    );
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn nics_are_bound_to_vfio_pci() {
+    // The host side of the virtio NIC's dgram backend; it must exist for QEMU to send to.
+    let peer = UdpSocket::bind("127.0.0.1:0").expect("bind host peer");
+    let remote_port = peer.local_addr().expect("peer addr").port();
+    let nics = vec![
+        Nic::new(NicModel::E1000e, Backend::Hub(0)),
+        Nic::new(
+            NicModel::virtio(),
+            Backend::Dgram {
+                local_port: free_udp_port(),
+                remote_port,
+            },
+        ),
+    ];
+    let script = format!(
+        r#"
+set -e
+for A in {a0} {a1}; do
+    drv=$(readlink /sys/bus/pci/devices/$A/driver)
+    [ "${{drv##*/}}" = vfio-pci ] || {{ echo "$A bound to $drv"; exit 10; }}
+    group=$(readlink /sys/bus/pci/devices/$A/iommu_group)
+    [ -c /dev/vfio/${{group##*/}} ] || {{ echo "no /dev/vfio/${{group##*/}}"; exit 11; }}
+done
+[ "$TENGE_NICS" = "{a0} {a1}" ] || exit 12
+grep -q '^nodev /dev/hugepages hugetlbfs' /proc/mounts || exit 13
+[ "$(cat /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages)" = 256 ] || exit 14
+cat /sys/bus/pci/devices/{a1}/vendor /sys/bus/pci/devices/{a1}/device > /out/virtio-id
+"#,
+        a0 = Nic::pci_addr(0),
+        a1 = Nic::pci_addr(1),
+    );
+    let outcome = Guest::run(&config(nics), &script).expect("boot");
+    assert_eq!(outcome.exit_code, Some(0), "{}", outcome.describe());
+    let id = std::fs::read_to_string(outcome.out_dir.join("virtio-id")).expect("read /out file");
+    assert_eq!(id, "0x1af4\n0x1041\n");
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn zero_hugepages_mounts_no_hugetlbfs() {
+    let cfg = GuestConfig {
+        hugepages_2m: 0,
+        ..config(vec![Nic::new(NicModel::E1000e, Backend::Hub(0))])
+    };
+    let script = "grep -q hugetlbfs /proc/mounts && exit 20\n\
+                  [ \"$(cat /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages)\" = 0 ] || exit 21\n\
+                  exit 0\n";
+    let outcome = Guest::run(&cfg, script).expect("boot");
+    assert_eq!(outcome.exit_code, Some(0), "{}", outcome.describe());
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn console_streams_and_timeout_kills_qemu() {
+    let cfg = GuestConfig {
+        hugepages_2m: 0,
+        timeout: Duration::from_secs(60),
+        ..config(Vec::new())
+    };
+    let mut guest = Guest::boot(&cfg, "echo READY\nsleep 3600\n").expect("boot");
+    let line = guest.wait_for("READY").expect("READY line");
+    assert_eq!(line, "READY");
+    // The line arrived while the guest still runs: well before the timeout.
+    let seen_at = guest.elapsed();
+    assert!(
+        seen_at < Duration::from_secs(55),
+        "READY only at {seen_at:?}"
+    );
+    let start = Instant::now();
+    let outcome = guest.wait().expect("wait");
+    assert!(outcome.timed_out, "{}", outcome.describe());
+    assert_eq!(outcome.exit_code, None);
+    assert!(start.elapsed() < Duration::from_secs(70));
+}
