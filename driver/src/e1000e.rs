@@ -236,7 +236,7 @@ mod tests {
         let ring = DescRing::new(region(), 0, 8);
         let pool = host_pool(64).unwrap();
         let mut cache = pool.cache(16);
-        let mut rxq = RxQueue::new(E1000eRx::new(ring, regs.clone()));
+        let mut rxq = RxQueue::new(E1000eRx::new(ring, regs.clone()), 1);
         assert_eq!(rxq.fill(&mut cache), 7, "one slot stays empty");
         assert_eq!(regs.read32(regs::RDT), 7);
         let r = rxq.ops().ring();
@@ -265,11 +265,31 @@ mod tests {
     }
 
     #[test]
+    fn rx_tail_writes_are_batched_by_free_thresh() {
+        let regs = Arc::new(Regs::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut rxq = RxQueue::new(E1000eRx::new(DescRing::new(region(), 0, 16), regs.clone()), 4);
+        rxq.fill(&mut cache);
+        regs.1.borrow_mut().clear();
+        let mut out = PacketBatch::new(32);
+        for i in 0..3 {
+            device_receive(rxq.ops().ring(), i, 60, RXD_STAT_DD | RXD_STAT_EOP, 1);
+        }
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), 3);
+        assert!(regs.1.borrow().is_empty(), "3 free < threshold 4: no tail write yet");
+        device_receive(rxq.ops().ring(), 3, 60, RXD_STAT_DD | RXD_STAT_EOP, 1);
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), 1);
+        assert_eq!(*regs.1.borrow(), vec![(regs::RDT, 3)], "one write for four refills");
+        assert_eq!(rxq.posted(), 15);
+    }
+
+    #[test]
     fn rx_exhausted_pool_counts_and_recovers() {
         let regs = Arc::new(Regs::default());
         let pool = host_pool(4).unwrap();
         let mut cache = pool.cache(2);
-        let mut rxq = RxQueue::new(E1000eRx::new(DescRing::new(region(), 0, 8), regs.clone()));
+        let mut rxq = RxQueue::new(E1000eRx::new(DescRing::new(region(), 0, 8), regs.clone()), 1);
         assert_eq!(rxq.fill(&mut cache), 4);
         assert_eq!(rxq.stats().no_buf, 1);
         for i in 0..4 {

@@ -31,6 +31,8 @@ pub struct PortConfig {
     pub cache_size: usize,
     /// Ask for a TX completion every this many descriptors.
     pub tx_rs_interval: u32,
+    /// Refill RX (one tail write) once this many descriptors are free.
+    pub rx_free_thresh: u32,
     /// Receive every frame, whatever its destination MAC.
     pub promisc: bool,
     /// Hugepage use for rings and buffers.
@@ -47,6 +49,7 @@ impl Default for PortConfig {
             mempool_buffers: 2048,
             cache_size: 256,
             tx_rs_interval: 32,
+            rx_free_thresh: 32,
             promisc: true,
             hugepages: HugepagePolicy::Prefer,
             link_timeout: Duration::from_secs(3),
@@ -164,7 +167,7 @@ impl Port {
             },
         );
         let txq = TxQueue::new(E1000eTx::new(tx_ring, regs.clone()), cfg.tx_rs_interval, MAX_FRAME);
-        let mut rxq = RxQueue::new(E1000eRx::new(rx_ring, regs.clone()));
+        let mut rxq = RxQueue::new(E1000eRx::new(rx_ring, regs.clone()), cfg.rx_free_thresh);
         rxq.fill(&mut cache);
 
         let timeout_us = cfg.link_timeout.as_micros().min(u32::MAX as u128) as u32;

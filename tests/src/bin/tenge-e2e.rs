@@ -66,6 +66,12 @@ enum Cmd {
         /// Frames per rx_burst.
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// RX descriptors.
+        #[arg(long, default_value_t = 512)]
+        rx_ring: u32,
+        /// Refill once this many descriptors are free.
+        #[arg(long, default_value_t = 32)]
+        free_thresh: u32,
     },
     /// Open a port expecting a specific error; the message must contain every --expect.
     ExpectError {
@@ -106,7 +112,9 @@ fn main() -> ExitCode {
             pci,
             duration,
             batch,
-        } => rx_sink(&pci, duration, batch),
+            rx_ring,
+            free_thresh,
+        } => rx_sink(&pci, duration, batch, rx_ring, free_thresh),
         Cmd::ExpectError {
             pci,
             require_hugepages,
@@ -271,8 +279,15 @@ fn mempool_exhaust(pci: &str, buffers: u32, timeout: Duration) -> Res {
     Ok(())
 }
 
-fn rx_sink(pci: &str, duration: Duration, batch: usize) -> Res {
-    let mut port = Port::open(pci, &PortConfig::default())?;
+fn rx_sink(pci: &str, duration: Duration, batch: usize, rx_ring: u32, free_thresh: u32) -> Res {
+    let mut port = Port::open(
+        pci,
+        &PortConfig {
+            rx_ring,
+            rx_free_thresh: free_thresh,
+            ..PortConfig::default()
+        },
+    )?;
     println!("READY {pci}");
     let mut b = PacketBatch::new(batch);
     let mut got = 0u64;
