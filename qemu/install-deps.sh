@@ -24,6 +24,8 @@ command -v modinfo >/dev/null || need+=(kmod)
 command -v flock >/dev/null || need+=(util-linux)
 command -v sha256sum >/dev/null || need+=(coreutils)
 command -v gzip >/dev/null || need+=(gzip)
+# extract-vmlinux.sh unpacks Debian's xz-compressed kernel for a PVH boot.
+command -v xz >/dev/null || need+=(xz-utils)
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

@@ -226,6 +226,52 @@ pub(crate) fn initramfs(root: &Path, kver: &str) -> io::Result<PathBuf> {
     Ok(out)
 }
 
+/// The kernel file to hand QEMU: the plain ELF vmlinux unpacked from `image` by
+/// `qemu/extract-vmlinux.sh` when the kernel can boot through PVH (saves the guest's own
+/// decompression, seconds under TCG), else `image` itself. `TENGE_NO_PVH=1` forces `image`.
+pub(crate) fn boot_kernel(root: &Path, image: &Path, kver: &str) -> PathBuf {
+    let is_elf = fs::File::open(image)
+        .and_then(|mut f| {
+            let mut magic = [0u8; 4];
+            std::io::Read::read_exact(&mut f, &mut magic).map(|_| magic)
+        })
+        .map(|m| m == *b"\x7fELF")
+        .unwrap_or(false);
+    if is_elf || env::var_os("TENGE_NO_PVH").is_some_and(|v| v == "1") {
+        return image.to_owned();
+    }
+    let script = root.join("qemu/extract-vmlinux.sh");
+    let out = root.join("target/testbed").join(format!("vmlinux-{kver}"));
+    match Command::new("bash")
+        .arg(&script)
+        .arg(image)
+        .arg(&out)
+        .output()
+    {
+        Ok(o) if o.status.success() => out,
+        // 3: not PVH-bootable; booting the compressed image is the normal way then.
+        Ok(o) if o.status.code() == Some(3) => image.to_owned(),
+        Ok(o) => {
+            eprintln!(
+                "tenge-testbed: {} failed ({}), booting {} instead: {}",
+                script.display(),
+                o.status,
+                image.display(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            image.to_owned()
+        }
+        Err(e) => {
+            eprintln!(
+                "tenge-testbed: cannot run {}: {e}; booting {}",
+                script.display(),
+                image.display()
+            );
+            image.to_owned()
+        }
+    }
+}
+
 /// Marker file written into a run directory whose guest exited 0, so pruning may remove it.
 pub(crate) const OK_MARK: &str = "ok";
 /// Failed runs of finished processes kept for their logs.

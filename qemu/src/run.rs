@@ -53,6 +53,8 @@ pub struct GuestOutcome {
     pub qemu_status: Option<ExitStatus>,
     /// Wall time from starting QEMU to its exit.
     pub elapsed: Duration,
+    /// The first `Kernel panic` console line, if the guest kernel panicked.
+    pub kernel_panic: Option<String>,
 }
 
 impl GuestOutcome {
@@ -69,6 +71,8 @@ impl GuestOutcome {
             format!("guest setup failed: {e}")
         } else if let Some(c) = self.exit_code {
             format!("script exited {c}")
+        } else if let Some(p) = &self.kernel_panic {
+            format!("guest kernel panicked ({})", p.trim())
         } else {
             format!(
                 "guest ended without an exit marker (QEMU {})",
@@ -96,6 +100,7 @@ pub struct RunningGuest {
     deadline: Instant,
     exit_code: Option<i32>,
     setup_error: Option<String>,
+    kernel_panic: Option<String>,
     timed_out: bool,
     console_closed: bool,
     echo: Arc<AtomicBool>,
@@ -132,7 +137,8 @@ impl Guest {
             ));
         }
         let root = host::workspace_root()?;
-        let (kernel, kver) = host::guest_kernel()?;
+        let (image, kver) = host::guest_kernel()?;
+        let kernel = host::boot_kernel(&root, &image, &kver);
         let initrd = host::initramfs(&root, &kver)?;
         let run_dir = host::new_run_dir(&root)?;
         let script_path = run_dir.join("script.sh");
@@ -209,6 +215,7 @@ impl Guest {
             deadline: started + config.timeout,
             exit_code: None,
             setup_error: None,
+            kernel_panic: None,
             timed_out: false,
             console_closed: false,
             echo,
@@ -326,6 +333,7 @@ impl RunningGuest {
             log: std::mem::take(&mut self.log),
             out_dir: std::mem::take(&mut self.out_dir),
             setup_error: self.setup_error.take(),
+            kernel_panic: self.kernel_panic.take(),
             qemu_status,
             elapsed,
         };
@@ -418,6 +426,9 @@ impl RunningGuest {
     }
 
     fn note_markers(&mut self, line: &str) {
+        if self.kernel_panic.is_none() && line.contains("Kernel panic - ") {
+            self.kernel_panic = Some(line.to_owned());
+        }
         let line = line.trim();
         if let Some(code) = line.strip_prefix(EXIT_MARKER) {
             if let Ok(code) = code.trim().parse() {
