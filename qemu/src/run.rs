@@ -266,27 +266,20 @@ impl RunningGuest {
                 return Ok(line);
             }
         }
-        let why = if self.timed_out {
-            "the run timed out"
+        let (kind, why) = if self.timed_out {
+            (io::ErrorKind::TimedOut, "the run timed out".to_owned())
         } else if let Some(c) = self.exit_code {
-            return Err(err(
+            (
                 io::ErrorKind::UnexpectedEof,
-                format!(
-                    "the guest script exited {c} before printing the awaited line; log: {}",
-                    self.log.display()
-                ),
-            ));
+                format!("the guest script exited {c}"),
+            )
         } else {
-            "the guest ended"
+            (io::ErrorKind::UnexpectedEof, "the guest ended".to_owned())
         };
         Err(err(
-            if self.timed_out {
-                io::ErrorKind::TimedOut
-            } else {
-                io::ErrorKind::UnexpectedEof
-            },
+            kind,
             format!(
-                "{why} before printing the awaited line; log: {}",
+                "{why} before printing the awaited line; serial log: {}",
                 self.log.display()
             ),
         ))
@@ -368,6 +361,11 @@ impl RunningGuest {
     /// echo is captured and shown only for failing tests.
     pub fn set_echo(&self, on: bool) {
         self.echo.store(on, Ordering::Relaxed);
+    }
+
+    /// QEMU's process ID while it runs (None once it has been reaped).
+    pub fn qemu_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The serial log being written.

@@ -97,7 +97,7 @@ fn zero_hugepages_mounts_no_hugetlbfs() {
 fn console_streams_and_timeout_kills_qemu() {
     let cfg = GuestConfig {
         hugepages_2m: 0,
-        timeout: Duration::from_secs(60),
+        timeout: Duration::from_secs(30),
         ..config(Vec::new())
     };
     let mut guest = Guest::boot(&cfg, "echo READY\nsleep 3600\n").expect("boot");
@@ -113,5 +113,25 @@ fn console_streams_and_timeout_kills_qemu() {
     let outcome = guest.wait().expect("wait");
     assert!(outcome.timed_out, "{}", outcome.describe());
     assert_eq!(outcome.exit_code, None);
-    assert!(start.elapsed() < Duration::from_secs(70));
+    assert!(start.elapsed() < Duration::from_secs(35));
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn dropping_a_running_guest_kills_qemu() {
+    let cfg = GuestConfig {
+        hugepages_2m: 0,
+        ..config(Vec::new())
+    };
+    let mut guest = Guest::boot(&cfg, "echo READY\nsleep 3600\n").expect("boot");
+    let pid = guest.qemu_pid().expect("QEMU pid");
+    guest.wait_for("READY").expect("READY line");
+    drop(guest);
+    // Drop kills and reaps QEMU, so its /proc entry is gone (barring pid reuse right away).
+    let proc_entry = std::path::Path::new("/proc").join(pid.to_string());
+    let cmdline = std::fs::read_to_string(proc_entry.join("cmdline")).unwrap_or_default();
+    assert!(
+        !cmdline.contains("qemu-system"),
+        "QEMU {pid} survived the drop"
+    );
 }
