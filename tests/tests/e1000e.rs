@@ -69,6 +69,17 @@ fn check_wire(pcap: &Path, count: u64, size: usize) {
     let frames = read_pcap(pcap).expect("read pcap");
     assert_eq!(frames.len() as u64, count, "frames on the wire");
     for (i, f) in frames.iter().enumerate() {
+        // An independent parser must see Ethernet / IPv4 (valid header checksum) / UDP.
+        let p = etherparse::SlicedPacket::from_ethernet(f).expect("frame parses");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            panic!("frame {i} is not IPv4")
+        };
+        let h = ip.header().to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum(), "frame {i} IPv4 checksum");
+        assert!(
+            matches!(p.transport, Some(etherparse::TransportSlice::Udp(u)) if u.destination_port() == frame::UDP_PORT),
+            "frame {i} is not UDP to the discard port"
+        );
         let want = frame::build(&flow(), size, i as u64);
         assert_eq!(
             f.as_slice(),

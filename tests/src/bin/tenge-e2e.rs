@@ -72,6 +72,9 @@ enum Cmd {
         /// Refill once this many descriptors are free.
         #[arg(long, default_value_t = 32)]
         free_thresh: u32,
+        /// Stop once no frame arrived for this many seconds (after the first one).
+        #[arg(long, value_parser = parse_secs)]
+        idle_stop: Option<Duration>,
     },
     /// Open a port expecting a specific error; the message must contain every --expect.
     ExpectError {
@@ -114,7 +117,8 @@ fn main() -> ExitCode {
             batch,
             rx_ring,
             free_thresh,
-        } => rx_sink(&pci, duration, batch, rx_ring, free_thresh),
+            idle_stop,
+        } => rx_sink(&pci, duration, batch, rx_ring, free_thresh, idle_stop),
         Cmd::ExpectError {
             pci,
             require_hugepages,
@@ -279,7 +283,14 @@ fn mempool_exhaust(pci: &str, buffers: u32, timeout: Duration) -> Res {
     Ok(())
 }
 
-fn rx_sink(pci: &str, duration: Duration, batch: usize, rx_ring: u32, free_thresh: u32) -> Res {
+fn rx_sink(
+    pci: &str,
+    duration: Duration,
+    batch: usize,
+    rx_ring: u32,
+    free_thresh: u32,
+    idle_stop: Option<Duration>,
+) -> Res {
     let mut port = Port::open(
         pci,
         &PortConfig {
@@ -296,6 +307,8 @@ fn rx_sink(pci: &str, duration: Duration, batch: usize, rx_ring: u32, free_thres
     let mut last = start;
     let mut last_got = 0;
     let mut i = 0u32;
+    let mut got_at_check = 0u64;
+    let mut last_progress = start;
     loop {
         let n = port.rx_burst(&mut b);
         if n > 0 {
@@ -307,6 +320,12 @@ fn rx_sink(pci: &str, duration: Duration, batch: usize, rx_ring: u32, free_thres
         if i % 64 == 0 {
             let now = Instant::now();
             if now - start >= duration {
+                break;
+            }
+            if got != got_at_check {
+                got_at_check = got;
+                last_progress = now;
+            } else if idle_stop.is_some_and(|d| first.is_some() && now - last_progress >= d) {
                 break;
             }
             if now - last >= Duration::from_secs(1) {
