@@ -21,7 +21,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
     --kver) kver="${2:?--kver needs a kernel release}"; shift 2 ;;
     --kver=*) kver="${1#--kver=}"; shift ;;
-    -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "mkinitramfs.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) out="$1"; shift ;;
     esac

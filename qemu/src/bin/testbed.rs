@@ -25,7 +25,7 @@ run as they are), has tmpfs /tmp and /run, a writable /out shared with the host 
 (target/testbed/run-<pid>-<n>/out), and 2 MiB hugepages mounted at /dev/hugepages. NIC i is at \
 PCI address 0000:00:(3+i).0; $TENGE_NICS lists them in the guest.\n\n\
 Exit status: the guest script's, 124 on timeout, 125 if the guest could not be booted or \
-prepared. Needs qemu/install-deps.sh to have run, and root."
+prepared, 2 on a usage error. Needs qemu/install-deps.sh to have run, and root."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -176,6 +176,11 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let guest = match Guest::boot(&config, &script) {
         Ok(g) => g,
+        // A configuration the harness rejects is a usage error, like a bad flag.
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+            eprintln!("testbed: {e}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("testbed: {e}");
             return ExitCode::from(EXIT_HARNESS);
