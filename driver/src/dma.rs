@@ -35,7 +35,12 @@ pub fn dma_bytes_peak() -> usize {
 /// identity map for host-side tests and benchmarks without a device.
 pub trait DmaMapper: Send + Sync {
     /// Maps `[vaddr, vaddr + len)` for device access; returns the IOVA chosen.
-    fn map(&self, vaddr: *mut u8, len: usize) -> Result<u64, DmaError>;
+    ///
+    /// # Safety
+    /// The range must be a live mapping owned by the caller that stays mapped until after
+    /// [`DmaMapper::unmap`], and is only accessed through raw pointers meanwhile (the device
+    /// may write it at any time).
+    unsafe fn map(&self, vaddr: *mut u8, len: usize) -> Result<u64, DmaError>;
     /// Undoes [`DmaMapper::map`].
     fn unmap(&self, iova: u64, len: usize);
 }
@@ -45,7 +50,7 @@ pub trait DmaMapper: Send + Sync {
 pub struct IdentityMapper;
 
 impl DmaMapper for IdentityMapper {
-    fn map(&self, vaddr: *mut u8, _len: usize) -> Result<u64, DmaError> {
+    unsafe fn map(&self, vaddr: *mut u8, _len: usize) -> Result<u64, DmaError> {
         Ok(vaddr as u64)
     }
     fn unmap(&self, _iova: u64, _len: usize) {}
@@ -91,7 +96,12 @@ impl DmaRegion {
             HugepagePolicy::Never => (Self::map_small(len)?, false),
             HugepagePolicy::Prefer | HugepagePolicy::Require => {
                 let huge_len = len.div_ceil(HUGEPAGE_SIZE) * HUGEPAGE_SIZE;
-                match MmapOptions::new().len(huge_len).huge(Some(21)).populate().map_anon() {
+                match MmapOptions::new()
+                    .len(huge_len)
+                    .huge(Some(21))
+                    .populate()
+                    .map_anon()
+                {
                     Ok(m) => (MmapRaw::from(m), true),
                     Err(source) if policy == HugepagePolicy::Require => {
                         return Err(DmaError::NoHugepages { size: len, source })
@@ -108,12 +118,18 @@ impl DmaRegion {
             }
         };
         let map_len = map.len();
-        let iova = mapper.map(map.as_mut_ptr(), map_len)?;
+        // SAFETY: `map` is owned by the region being built, stays mapped until Drop (which
+        // unmaps from the IOMMU first), and is only reached through raw pointers.
+        let iova = unsafe { mapper.map(map.as_mut_ptr(), map_len) }?;
         let now = DMA_BYTES_MAPPED.fetch_add(map_len, Ordering::Relaxed) + map_len;
         DMA_BYTES_PEAK.fetch_max(now, Ordering::Relaxed);
         log::debug!(
             "DMA region: {map_len} bytes at IOVA {iova:#x} ({})",
-            if hugepages { "2 MiB pages" } else { "4 KiB pages" }
+            if hugepages {
+                "2 MiB pages"
+            } else {
+                "4 KiB pages"
+            }
         );
         Ok(DmaRegion {
             map,
@@ -161,7 +177,7 @@ impl DmaRegion {
 
     fn check(&self, off: usize, size: usize, align: usize) {
         assert!(
-            off.checked_add(size).is_some_and(|end| end <= self.len) && off % align == 0,
+            off.checked_add(size).is_some_and(|end| end <= self.len) && off.is_multiple_of(align),
             "DMA access of {size} bytes at {off:#x} outside a {:#x}-byte region or misaligned",
             self.len
         );
@@ -187,14 +203,18 @@ impl DmaRegion {
         self.check(off, data.len(), 1);
         // SAFETY: destination in bounds (checked); the source is a Rust slice, which cannot
         // overlap a region that is never behind a reference.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), self.base_ptr().add(off), data.len()) }
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.as_ptr(), self.base_ptr().add(off), data.len())
+        }
     }
 
     /// Copies bytes at `off` out of the region.
     pub fn copy_out(&self, off: usize, out: &mut [u8]) {
         self.check(off, out.len(), 1);
         // SAFETY: as in copy_in, in the other direction.
-        unsafe { core::ptr::copy_nonoverlapping(self.base_ptr().add(off), out.as_mut_ptr(), out.len()) }
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.base_ptr().add(off), out.as_mut_ptr(), out.len())
+        }
     }
 }
 
@@ -208,22 +228,33 @@ impl Drop for DmaRegion {
 /// A ring of `T` descriptors in DMA memory, power-of-two sized: every index is masked, so
 /// no index (even one read back from a device) can reach outside the ring.
 pub struct DescRing<T> {
-    region: Arc<DmaRegion>,
-    offset: usize,
+    /// First descriptor, cached so a descriptor access is one add from it.
+    base: *mut T,
     mask: u32,
+    offset: usize,
+    /// Keeps the mapping alive as long as the ring.
+    region: Arc<DmaRegion>,
     _t: PhantomData<T>,
 }
+
+// SAFETY: `base` points into `region`, which is Send + Sync and kept alive by the ring; the
+// pointer is only an address cache.
+unsafe impl<T: Send> Send for DescRing<T> {}
 
 impl<T: FromBytes + IntoBytes + Immutable> DescRing<T> {
     /// A ring of `entries` (a power of two) descriptors at byte `offset` of `region`.
     pub fn new(region: Arc<DmaRegion>, offset: usize, entries: u32) -> Self {
-        assert!(entries.is_power_of_two(), "ring size {entries} is not a power of two");
+        assert!(
+            entries.is_power_of_two(),
+            "ring size {entries} is not a power of two"
+        );
         let bytes = entries as usize * size_of::<T>();
         region.check(offset, bytes, align_of::<T>().max(16));
         DescRing {
-            region,
-            offset,
+            base: region.base_ptr().wrapping_add(offset).cast::<T>(),
             mask: entries - 1,
+            offset,
+            region,
             _t: PhantomData,
         }
     }
@@ -247,11 +278,7 @@ impl<T: FromBytes + IntoBytes + Immutable> DescRing<T> {
     #[inline(always)]
     fn slot(&self, idx: u32) -> *mut T {
         // In bounds: the index is masked and the whole ring was checked in `new`.
-        self.region
-            .base_ptr()
-            .wrapping_add(self.offset)
-            .cast::<T>()
-            .wrapping_add((idx & self.mask) as usize)
+        self.base.wrapping_add((idx & self.mask) as usize)
     }
 
     /// Volatile write of descriptor `idx` (masked).
@@ -273,9 +300,9 @@ impl<T: FromBytes + IntoBytes + Immutable> DescRing<T> {
     /// driver polls before it reads the rest of a write-back (then an acquire fence).
     #[inline(always)]
     pub fn read_u32_at(&self, idx: u32, byte_off: usize) -> u32 {
-        assert!(byte_off % 4 == 0 && byte_off + 4 <= size_of::<T>());
+        assert!(byte_off.is_multiple_of(4) && byte_off + 4 <= size_of::<T>());
         // SAFETY: inside descriptor `idx` (checked against size_of::<T>), 4-byte aligned
-        // because T is at least 16-byte aligned in the region and byte_off % 4 == 0.
+        // because T is at least 16-byte aligned in the region and byte_off.is_multiple_of(4).
         unsafe { core::ptr::read_volatile(self.slot(idx).cast::<u8>().add(byte_off).cast::<u32>()) }
     }
 
@@ -317,11 +344,25 @@ mod tests {
 
     #[test]
     fn ring_indices_wrap_and_never_escape() {
-        let r = Arc::new(DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never).unwrap());
+        let r = Arc::new(
+            DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never).unwrap(),
+        );
         let ring: DescRing<D> = DescRing::new(r.clone(), 1024, 8);
         assert_eq!(ring.iova(), r.iova() + 1024);
-        ring.write(9, D { a: U64::new(1), b: U64::new(2) });
-        assert_eq!(ring.read(1), D { a: U64::new(1), b: U64::new(2) });
+        ring.write(
+            9,
+            D {
+                a: U64::new(1),
+                b: U64::new(2),
+            },
+        );
+        assert_eq!(
+            ring.read(1),
+            D {
+                a: U64::new(1),
+                b: U64::new(2)
+            }
+        );
         assert_eq!(ring.read_u32_at(u32::MAX, 8), 0);
         assert_eq!(r.read::<u64>(1024 + 16), 1);
     }

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use tenge_descriptors::e1000e::{
     LegacyTxDesc, RxDescExtRead, RxDescExtWb, RXD_ERR_FRAME, RXD_ERR_IPE, RXD_ERR_TCPE,
-    RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_IPCS, RXD_STAT_TCPCS, RXD_STAT_UDPCS,
-    RX_WB_STATUS_OFFSET, TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS, TXD_STAT_DD,
+    RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_IPCS, RXD_STAT_TCPCS, RXD_STAT_UDPCS, RX_WB_STATUS_OFFSET,
+    TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS, TXD_STAT_DD,
 };
 use tenge_firmware_iface::e1000e::regs;
 use tenge_firmware_iface::Mmio;
@@ -86,7 +86,8 @@ impl<M: Mmio> TxDescOps for E1000eTx<M> {
 
     #[inline(always)]
     fn flush(&mut self, pidx: u32) {
-        self.regs.write32(regs::TDT, pidx & (self.ring.entries() - 1));
+        self.regs
+            .write32(regs::TDT, pidx & (self.ring.entries() - 1));
     }
 
     #[inline(always)]
@@ -156,7 +157,8 @@ impl<M: Mmio> RxDescOps for E1000eRx<M> {
 
     #[inline(always)]
     fn flush(&mut self, pidx: u32) {
-        self.regs.write32(regs::RDT, pidx & (self.ring.entries() - 1));
+        self.regs
+            .write32(regs::RDT, pidx & (self.ring.entries() - 1));
     }
 
     #[inline(always)]
@@ -186,26 +188,36 @@ mod tests {
     use crate::dma::{DmaRegion, HugepagePolicy, IdentityMapper};
     use crate::mempool::host_pool;
     use crate::ring::{PacketBatch, RxQueue, TxQueue};
-    use std::cell::RefCell;
     use std::collections::HashMap;
+    use std::sync::Mutex;
     use tenge_descriptors::e1000e::RXD_ERR_CE;
     use zerocopy::little_endian::U32;
 
-    /// Registers as a plain map, recording tail writes.
+    /// Registers as a plain map, recording every write.
     #[derive(Default)]
-    struct Regs(RefCell<HashMap<u32, u32>>, RefCell<Vec<(u32, u32)>>);
+    struct Regs(Mutex<HashMap<u32, u32>>, Mutex<Vec<(u32, u32)>>);
     impl Mmio for Regs {
         fn read32(&self, off: u32) -> u32 {
-            *self.0.borrow().get(&off).unwrap_or(&0)
+            *self.0.lock().unwrap().get(&off).unwrap_or(&0)
         }
         fn write32(&self, off: u32, v: u32) {
-            self.0.borrow_mut().insert(off, v);
-            self.1.borrow_mut().push((off, v));
+            self.0.lock().unwrap().insert(off, v);
+            self.1.lock().unwrap().push((off, v));
+        }
+    }
+    impl Regs {
+        fn writes(&self) -> Vec<(u32, u32)> {
+            self.1.lock().unwrap().clone()
+        }
+        fn clear(&self) {
+            self.1.lock().unwrap().clear();
         }
     }
 
     fn region() -> Arc<DmaRegion> {
-        Arc::new(DmaRegion::allocate(Arc::new(IdentityMapper), 1 << 16, HugepagePolicy::Never).unwrap())
+        Arc::new(
+            DmaRegion::allocate(Arc::new(IdentityMapper), 1 << 16, HugepagePolicy::Never).unwrap(),
+        )
     }
 
     /// Plays the device: completes RX descriptor `idx` with `len` bytes of `fill`.
@@ -245,8 +257,14 @@ mod tests {
         device_receive(r, 2, 64, RXD_STAT_DD | RXD_STAT_EOP | RXD_ERR_CE, 0xcc);
         device_receive(r, 3, 100, RXD_STAT_DD, 0xdd); // first half of a two-buffer frame
         device_receive(r, 4, 100, RXD_STAT_DD | RXD_STAT_EOP, 0xdd);
-        device_receive(r, 5, 1514, RXD_STAT_DD | RXD_STAT_EOP | RXD_STAT_TCPCS | RXD_ERR_TCPE, 0xee);
-        regs.1.borrow_mut().clear();
+        device_receive(
+            r,
+            5,
+            1514,
+            RXD_STAT_DD | RXD_STAT_EOP | RXD_STAT_TCPCS | RXD_ERR_TCPE,
+            0xee,
+        );
+        regs.clear();
         let mut out = PacketBatch::new(32);
         assert_eq!(rxq.rx_burst(&mut cache, &mut out), 2);
         let a = out.pop().unwrap();
@@ -256,9 +274,12 @@ mod tests {
         assert_eq!(b.len(), 1514);
         assert_eq!(b.meta.flags, PacketMeta::RX_L4_CSUM_BAD);
         let s = *rxq.stats();
-        assert_eq!((s.packets, s.bad_len, s.errors, s.multi_buffer), (2, 1, 1, 1));
+        assert_eq!(
+            (s.packets, s.bad_len, s.errors, s.multi_buffer),
+            (2, 1, 1, 1)
+        );
         // Six consumed, six refilled, one tail write that keeps one slot empty.
-        assert_eq!(*regs.1.borrow(), vec![(regs::RDT, 5)]);
+        assert_eq!(regs.writes(), vec![(regs::RDT, 5)]);
         assert_eq!(rxq.posted(), 7);
         // Not-yet-done descriptors yield nothing.
         assert_eq!(rxq.rx_burst(&mut cache, &mut out), 0);
@@ -269,18 +290,28 @@ mod tests {
         let regs = Arc::new(Regs::default());
         let pool = host_pool(64).unwrap();
         let mut cache = pool.cache(16);
-        let mut rxq = RxQueue::new(E1000eRx::new(DescRing::new(region(), 0, 16), regs.clone()), 4);
+        let mut rxq = RxQueue::new(
+            E1000eRx::new(DescRing::new(region(), 0, 16), regs.clone()),
+            4,
+        );
         rxq.fill(&mut cache);
-        regs.1.borrow_mut().clear();
+        regs.clear();
         let mut out = PacketBatch::new(32);
         for i in 0..3 {
             device_receive(rxq.ops().ring(), i, 60, RXD_STAT_DD | RXD_STAT_EOP, 1);
         }
         assert_eq!(rxq.rx_burst(&mut cache, &mut out), 3);
-        assert!(regs.1.borrow().is_empty(), "3 free < threshold 4: no tail write yet");
+        assert!(
+            regs.writes().is_empty(),
+            "3 free < threshold 4: no tail write yet"
+        );
         device_receive(rxq.ops().ring(), 3, 60, RXD_STAT_DD | RXD_STAT_EOP, 1);
         assert_eq!(rxq.rx_burst(&mut cache, &mut out), 1);
-        assert_eq!(*regs.1.borrow(), vec![(regs::RDT, 3)], "one write for four refills");
+        assert_eq!(
+            regs.writes(),
+            vec![(regs::RDT, 3)],
+            "one write for four refills"
+        );
         assert_eq!(rxq.posted(), 15);
     }
 
@@ -289,7 +320,10 @@ mod tests {
         let regs = Arc::new(Regs::default());
         let pool = host_pool(4).unwrap();
         let mut cache = pool.cache(2);
-        let mut rxq = RxQueue::new(E1000eRx::new(DescRing::new(region(), 0, 8), regs.clone()), 1);
+        let mut rxq = RxQueue::new(
+            E1000eRx::new(DescRing::new(region(), 0, 8), regs.clone()),
+            1,
+        );
         assert_eq!(rxq.fill(&mut cache), 4);
         assert_eq!(rxq.stats().no_buf, 1);
         for i in 0..4 {
@@ -302,7 +336,11 @@ mod tests {
         out.free_into(&mut cache);
         assert_eq!(rxq.rx_burst(&mut cache, &mut out), 0);
         assert_eq!(rxq.posted(), 4, "recovered once buffers came back");
-        assert_eq!(regs.read32(regs::RDT), 0, "tail moved past the refilled slots");
+        assert_eq!(
+            regs.read32(regs::RDT),
+            0,
+            "tail moved past the refilled slots"
+        );
     }
 
     #[test]
@@ -310,22 +348,38 @@ mod tests {
         let regs = Arc::new(Regs::default());
         let pool = host_pool(64).unwrap();
         let mut cache = pool.cache(16);
-        let mut txq = TxQueue::new(E1000eTx::new(DescRing::new(region(), 0, 16), regs.clone()), 4, MAX_FRAME);
+        let mut txq = TxQueue::new(
+            E1000eTx::new(DescRing::new(region(), 0, 16), regs.clone()),
+            4,
+            MAX_FRAME,
+        );
         let mut batch = PacketBatch::new(32);
         for i in 0..10u8 {
             let mut b = cache.alloc().unwrap();
             b.copy_from(&[i; 60]);
             batch.push(b).unwrap();
         }
-        regs.1.borrow_mut().clear();
+        regs.clear();
         assert_eq!(txq.tx_burst(&mut cache, &mut batch), 10);
         assert!(batch.is_empty());
-        assert_eq!(*regs.1.borrow(), vec![(regs::TDT, 10)], "one doorbell per burst");
+        assert_eq!(
+            regs.writes(),
+            vec![(regs::TDT, 10)],
+            "one doorbell per burst"
+        );
         let ring = txq.ops().ring();
-        let rs: Vec<bool> = (0..10).map(|i| ring.read(i).cmd & TXD_CMD_RS != 0).collect();
-        assert_eq!(rs, [false, false, false, true, false, false, false, true, false, false]);
+        let rs: Vec<bool> = (0..10)
+            .map(|i| ring.read(i).cmd & TXD_CMD_RS != 0)
+            .collect();
+        assert_eq!(
+            rs,
+            [false, false, false, true, false, false, false, true, false, false]
+        );
         assert_eq!(ring.read(5).length.get(), 60);
-        assert_eq!(ring.read(5).cmd & (TXD_CMD_EOP | TXD_CMD_IFCS), TXD_CMD_EOP | TXD_CMD_IFCS);
+        assert_eq!(
+            ring.read(5).cmd & (TXD_CMD_EOP | TXD_CMD_IFCS),
+            TXD_CMD_EOP | TXD_CMD_IFCS
+        );
         // The device completes through descriptor 3 only.
         let mut d = ring.read(3);
         d.status = TXD_STAT_DD;
@@ -340,7 +394,11 @@ mod tests {
         let regs = Arc::new(Regs::default());
         let pool = host_pool(64).unwrap();
         let mut cache = pool.cache(16);
-        let mut txq = TxQueue::new(E1000eTx::new(DescRing::new(region(), 0, 8), regs.clone()), 4, MAX_FRAME);
+        let mut txq = TxQueue::new(
+            E1000eTx::new(DescRing::new(region(), 0, 8), regs.clone()),
+            4,
+            MAX_FRAME,
+        );
         let mut batch = PacketBatch::new(32);
         batch.push(cache.alloc().unwrap()).unwrap(); // empty: unsendable
         for _ in 0..10 {
@@ -348,7 +406,11 @@ mod tests {
             b.set_len(64);
             batch.push(b).unwrap();
         }
-        assert_eq!(txq.tx_burst(&mut cache, &mut batch), 7, "8-entry ring holds 7");
+        assert_eq!(
+            txq.tx_burst(&mut cache, &mut batch),
+            7,
+            "8-entry ring holds 7"
+        );
         assert_eq!(batch.len(), 3, "the caller keeps what did not fit");
         let s = *txq.stats();
         assert_eq!((s.bad_packet, s.ring_full, s.doorbells), (1, 1, 1));
@@ -371,7 +433,11 @@ mod tests {
                 let mut frame = vec![0u8; d.length.get() as usize];
                 // SAFETY (test): identity-mapped buffer the engine handed to the device.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(d.buffer_addr.get() as *const u8, frame.as_mut_ptr(), frame.len())
+                    std::ptr::copy_nonoverlapping(
+                        d.buffer_addr.get() as *const u8,
+                        frame.as_mut_ptr(),
+                        frame.len(),
+                    )
                 };
                 self.wire.push(frame);
                 if d.cmd & TXD_CMD_RS != 0 {
@@ -384,7 +450,13 @@ mod tests {
         }
 
         /// Receives up to `n` frames (the ones numbered from `*next`); returns how many fit.
-        fn receive(&mut self, regs: &Regs, ring: &DescRing<RxDescExtRead>, n: u32, next: &mut u32) -> u32 {
+        fn receive(
+            &mut self,
+            regs: &Regs,
+            ring: &DescRing<RxDescExtRead>,
+            n: u32,
+            next: &mut u32,
+        ) -> u32 {
             let rdt = regs.read32(regs::RDT);
             let mut got = 0;
             while got < n && self.rdh != rdt {

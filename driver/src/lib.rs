@@ -35,3 +35,18 @@ pub use mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf, PacketMeta};
 pub use pci::PciAddress;
 pub use port::{Port, PortConfig, PortStats};
 pub use ring::{PacketBatch, RxStats, TxStats};
+
+#[cfg(test)]
+mod tests {
+    /// Packet buffers and ports move to other threads (a queue per core).
+    #[test]
+    fn data_path_types_are_send() {
+        fn send<T: Send>() {}
+        send::<crate::PacketBuf>();
+        send::<crate::PacketBatch>();
+        send::<crate::MempoolCache>();
+        send::<crate::Port>();
+        send::<crate::ring::RxQueue<crate::e1000e::E1000eRx<crate::mmio::Bar>>>();
+        send::<crate::ring::TxQueue<crate::e1000e::E1000eTx<crate::mmio::Bar>>>();
+    }
+}

@@ -305,7 +305,10 @@ impl PacketBuf {
         // SAFETY: [data_off, data_off + len) lies in this buffer's slot (set_len checks
         // against capacity); the slot is owned by `self`, so no device writes it now.
         unsafe {
-            core::slice::from_raw_parts(self.base.as_ptr().add(self.data_off as usize), self.len as usize)
+            core::slice::from_raw_parts(
+                self.base.as_ptr().add(self.data_off as usize),
+                self.len as usize,
+            )
         }
     }
 
@@ -499,7 +502,10 @@ mod tests {
     fn buffers_are_distinct_and_return_to_the_pool() {
         let pool = host_pool(64).unwrap();
         let mut bufs: Vec<PacketBuf> = (0..64).map(|_| pool.alloc().unwrap()).collect();
-        assert!(pool.alloc().is_none(), "65th allocation from a 64-buffer pool");
+        assert!(
+            pool.alloc().is_none(),
+            "65th allocation from a 64-buffer pool"
+        );
         let idx: HashSet<u32> = bufs.iter().map(|b| b.index()).collect();
         assert_eq!(idx.len(), 64);
         let iovas: HashSet<u64> = bufs.iter().map(|b| b.data_iova()).collect();

@@ -53,7 +53,7 @@ impl Bar {
         // A register offset is a constant from a register map; an out-of-range one is a
         // driver bug, caught here rather than as a stray access outside the BAR.
         assert!(
-            off % 4 == 0 && off + 4 <= self.map.len(),
+            off.is_multiple_of(4) && off + 4 <= self.map.len(),
             "register offset {off:#x} outside BAR{} ({:#x} bytes)",
             self.index,
             self.map.len()

@@ -174,7 +174,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed_addresses() {
-        for s in ["", "00:03", "0000:00:20.0", "0000:00:03.8", "zz:00.0", "0000:000:03.0", "1:2:3:4.0"] {
+        for s in [
+            "",
+            "00:03",
+            "0000:00:20.0",
+            "0000:00:03.8",
+            "zz:00.0",
+            "0000:000:03.0",
+            "1:2:3:4.0",
+        ] {
             assert!(
                 matches!(s.parse::<PciAddress>(), Err(VfioError::BadPciAddress(_))),
                 "{s}"
@@ -238,8 +246,14 @@ mod tests {
         assert!(e.to_string().contains("driver_override"), "{e}");
 
         let e = check_vfio_ready_in(&devices, "0000:00:05.0".parse().unwrap()).unwrap_err();
-        assert!(matches!(e, VfioError::GroupNotViable { group: 7, .. }), "{e:?}");
-        assert!(e.to_string().contains("0000:00:05.1 (bound to virtio-pci)"), "{e}");
+        assert!(
+            matches!(e, VfioError::GroupNotViable { group: 7, .. }),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().contains("0000:00:05.1 (bound to virtio-pci)"),
+            "{e}"
+        );
         fs::remove_dir_all(root).unwrap();
     }
 }

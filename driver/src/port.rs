@@ -166,7 +166,11 @@ impl Port {
                 promisc: cfg.promisc,
             },
         );
-        let txq = TxQueue::new(E1000eTx::new(tx_ring, regs.clone()), cfg.tx_rs_interval, MAX_FRAME);
+        let txq = TxQueue::new(
+            E1000eTx::new(tx_ring, regs.clone()),
+            cfg.tx_rs_interval,
+            MAX_FRAME,
+        );
         let mut rxq = RxQueue::new(E1000eRx::new(rx_ring, regs.clone()), cfg.rx_free_thresh);
         rxq.fill(&mut cache);
 
@@ -177,7 +181,11 @@ impl Port {
                 "{addr}: e1000e {} link up {} Mb/s {}",
                 fmt_mac(&mac),
                 link.speed_mbps,
-                if link.full_duplex { "full duplex" } else { "half duplex" }
+                if link.full_duplex {
+                    "full duplex"
+                } else {
+                    "half duplex"
+                }
             );
         } else {
             log::warn!("{addr}: link still down after {:?}", cfg.link_timeout);

@@ -244,7 +244,8 @@ impl<D: RxDescOps> RxQueue<D> {
                 self.stats.no_buf += 1;
                 break;
             };
-            self.ops.refill(self.pidx, buf.data_iova(), buf.capacity() as u32);
+            self.ops
+                .refill(self.pidx, buf.data_iova(), buf.capacity() as u32);
             self.bufs[slot] = Some(buf);
             self.pidx = self.pidx.wrapping_add(1);
         }

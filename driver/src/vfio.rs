@@ -170,16 +170,24 @@ impl Container {
             let mut buf = vec![0u64; words];
             let bytes = words * 8;
             buf[0] = argsz as u64; // argsz (u32) then flags (u32) = 0, little-endian
-            // SAFETY: `buf` is a writable, 8-byte-aligned buffer of `bytes` >= argsz bytes, the
-            // layout VFIO_IOMMU_GET_INFO expects (vfio_iommu_type1_info + capability chain);
-            // the kernel writes at most argsz bytes.
+                                   // SAFETY: `buf` is a writable, 8-byte-aligned buffer of `bytes` >= argsz bytes, the
+                                   // layout VFIO_IOMMU_GET_INFO expects (vfio_iommu_type1_info + capability chain);
+                                   // the kernel writes at most argsz bytes.
             let ret = unsafe {
-                ioctl_with_mut_ptr(&*self.vfio, VFIO_IOMMU_GET_INFO(), buf.as_mut_ptr().cast::<u8>())
+                ioctl_with_mut_ptr(
+                    &*self.vfio,
+                    VFIO_IOMMU_GET_INFO(),
+                    buf.as_mut_ptr().cast::<u8>(),
+                )
             };
             if ret < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            let raw: Vec<u8> = buf.iter().flat_map(|w| w.to_le_bytes()).take(bytes).collect();
+            let raw: Vec<u8> = buf
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .take(bytes)
+                .collect();
             let needed = u32::from_le_bytes(raw[0..4].try_into().unwrap()) as usize;
             if needed <= argsz {
                 return Ok(parse_iommu_info(&raw));
@@ -216,7 +224,7 @@ impl Container {
 }
 
 impl DmaMapper for Container {
-    fn map(&self, vaddr: *mut u8, len: usize) -> Result<u64, DmaError> {
+    unsafe fn map(&self, vaddr: *mut u8, len: usize) -> Result<u64, DmaError> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if st.devices == 0 {
             return Err(DmaError::IommuMap {
@@ -225,16 +233,19 @@ impl DmaMapper for Container {
                 reason: "no device is attached to the VFIO container yet: open a port before allocating DMA memory".into(),
             });
         }
-        let ranges = st.info.as_ref().map(|i| i.ranges.clone()).unwrap_or_default();
-        let iova = place_iova(&ranges, st.next_iova, len as u64).ok_or_else(|| {
-            VfioError::NoIova {
+        let ranges = st
+            .info
+            .as_ref()
+            .map(|i| i.ranges.clone())
+            .unwrap_or_default();
+        let iova =
+            place_iova(&ranges, st.next_iova, len as u64).ok_or_else(|| VfioError::NoIova {
                 size: len as u64,
                 ranges: st.info.as_ref().map(|i| i.to_string()).unwrap_or_default(),
-            }
-        })?;
-        // SAFETY: [vaddr, vaddr+len) is a live mapping owned by the calling DmaRegion, which
-        // keeps it mapped until after it calls `unmap`, and only ever touches it through raw
-        // pointers (volatile/atomic accesses), as vfio_dma_map's contract requires.
+            })?;
+        // SAFETY: the caller guarantees (DmaMapper::map's contract) that [vaddr, vaddr+len)
+        // is a live mapping it keeps until after `unmap` and reaches only through raw
+        // pointers, which is vfio_dma_map's contract.
         unsafe { self.vfio.vfio_dma_map(iova, len, vaddr) }.map_err(|e| DmaError::IommuMap {
             iova,
             size: len,
@@ -311,13 +322,14 @@ impl VfioDevice {
 
     /// Reads `buf.len()` bytes of config space at `off`.
     pub fn config_read(&self, off: u64, buf: &mut [u8]) -> Result<(), VfioError> {
-        let n = rustix::io::pread(self.fd(), &mut *buf, self.config_offset() + off).map_err(
-            |e| VfioError::Io {
-                op: "config read",
-                addr: self.addr,
-                source: e.into(),
-            },
-        )?;
+        let n =
+            rustix::io::pread(self.fd(), &mut *buf, self.config_offset() + off).map_err(|e| {
+                VfioError::Io {
+                    op: "config read",
+                    addr: self.addr,
+                    source: e.into(),
+                }
+            })?;
         if n != buf.len() {
             return Err(VfioError::Io {
                 op: "config read",
@@ -433,13 +445,22 @@ mod tests {
 
     #[test]
     fn parses_iova_ranges_from_the_capability_chain() {
-        let info = parse_iommu_info(&cap_chain(&[(0, 0xfedf_ffff), (0xfef0_0000, 0xffff_ffff_ffff)]));
+        let info = parse_iommu_info(&cap_chain(&[
+            (0, 0xfedf_ffff),
+            (0xfef0_0000, 0xffff_ffff_ffff),
+        ]));
         assert_eq!(info.page_sizes, 0x4020_1000);
         assert_eq!(
             info.ranges,
             vec![
-                IovaRange { start: 0, end: 0xfedf_ffff },
-                IovaRange { start: 0xfef0_0000, end: 0xffff_ffff_ffff }
+                IovaRange {
+                    start: 0,
+                    end: 0xfedf_ffff
+                },
+                IovaRange {
+                    start: 0xfef0_0000,
+                    end: 0xffff_ffff_ffff
+                }
             ]
         );
     }
@@ -458,11 +479,20 @@ mod tests {
     #[test]
     fn iova_placement_respects_ranges_and_alignment() {
         let r = [
-            IovaRange { start: 0, end: 0xfedf_ffff },
-            IovaRange { start: 0xfef0_0000, end: (1 << 39) - 1 },
+            IovaRange {
+                start: 0,
+                end: 0xfedf_ffff,
+            },
+            IovaRange {
+                start: 0xfef0_0000,
+                end: (1 << 39) - 1,
+            },
         ];
         assert_eq!(place_iova(&r, 1 << 32, 4096), Some(1 << 32));
-        assert_eq!(place_iova(&r, (1 << 32) + 1, 4096), Some((1 << 32) + IOVA_ALIGN));
+        assert_eq!(
+            place_iova(&r, (1 << 32) + 1, 4096),
+            Some((1 << 32) + IOVA_ALIGN)
+        );
         // Does not fit at the top of a 39-bit space.
         assert_eq!(place_iova(&r, (1 << 39) - IOVA_ALIGN, 2 * IOVA_ALIGN), None);
         // A window below the reserved MSI hole is skipped if too small.

@@ -101,7 +101,9 @@ pub fn seq_of(frame: &[u8]) -> Option<u64> {
     if frame.len() < MIN_SIZE || frame[MAGIC_OFFSET..MAGIC_OFFSET + 4] != MAGIC {
         return None;
     }
-    Some(u64::from_be_bytes(frame[SEQ_OFFSET..SEQ_OFFSET + 8].try_into().ok()?))
+    Some(u64::from_be_bytes(
+        frame[SEQ_OFFSET..SEQ_OFFSET + 8].try_into().ok()?,
+    ))
 }
 
 #[cfg(test)]

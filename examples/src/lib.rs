@@ -47,8 +47,13 @@ mod tests {
 
     #[test]
     fn macs_parse_or_say_why_not() {
-        assert_eq!(parse_mac("52:54:00:12:34:5a").unwrap(), [0x52, 0x54, 0, 0x12, 0x34, 0x5a]);
-        assert!(parse_mac("52:54:00:12:34").unwrap_err().contains("not a MAC"));
+        assert_eq!(
+            parse_mac("52:54:00:12:34:5a").unwrap(),
+            [0x52, 0x54, 0, 0x12, 0x34, 0x5a]
+        );
+        assert!(parse_mac("52:54:00:12:34")
+            .unwrap_err()
+            .contains("not a MAC"));
         assert!(parse_mac("52:54:00:12:34:zz").is_err());
         assert_eq!(parse_secs("1.5").unwrap(), Duration::from_millis(1500));
         assert!(parse_secs("-1").is_err());

@@ -75,7 +75,11 @@ fn check_wire(pcap: &Path, count: u64, size: usize) {
             panic!("frame {i} is not IPv4")
         };
         let h = ip.header().to_header();
-        assert_eq!(h.header_checksum, h.calc_header_checksum(), "frame {i} IPv4 checksum");
+        assert_eq!(
+            h.header_checksum,
+            h.calc_header_checksum(),
+            "frame {i} IPv4 checksum"
+        );
         assert!(
             matches!(p.transport, Some(etherparse::TransportSlice::Udp(u)) if u.destination_port() == frame::UDP_PORT),
             "frame {i} is not UDP to the discard port"
@@ -137,7 +141,9 @@ fn inject_after_ready(
     pps: u64,
 ) {
     let line = guest
-        .wait_for_line(|l| l.contains("READY") || l.contains("TENGE-GUEST-EXIT") || l.contains("E2E-FAIL"))
+        .wait_for_line(|l| {
+            l.contains("READY") || l.contains("TENGE-GUEST-EXIT") || l.contains("E2E-FAIL")
+        })
         .expect("guest output");
     assert!(line.contains("READY"), "guest never said READY: {line}");
     let start = Instant::now();
@@ -145,8 +151,12 @@ fn inject_after_ready(
         while start.elapsed().as_secs_f64() * (pps as f64) < seq as f64 {
             std::thread::sleep(Duration::from_micros(200));
         }
-        peer.send(&frame::build(&Flow::default(), size_for(seq, min, max), seq))
-            .unwrap();
+        peer.send(&frame::build(
+            &Flow::default(),
+            size_for(seq, min, max),
+            seq,
+        ))
+        .unwrap();
     }
 }
 
@@ -171,7 +181,11 @@ fn rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
     let out = guest.wait().unwrap();
     let log = std::fs::read_to_string(&out.log).unwrap_or_default();
     assert_eq!(out.exit_code, Some(0), "{}", tail(&log, 40));
-    assert!(log.contains(&format!("received={count} in_order=true")), "{}", tail(&log, 20));
+    assert!(
+        log.contains(&format!("received={count} in_order=true")),
+        "{}",
+        tail(&log, 20)
+    );
 }
 
 #[test]
@@ -192,7 +206,11 @@ fn mempool_exhaustion_is_counted_and_receive_recovers() {
     let out = guest.wait().unwrap();
     let log = std::fs::read_to_string(&out.log).unwrap_or_default();
     assert_eq!(out.exit_code, Some(0), "{}", tail(&log, 40));
-    assert!(log.contains("mempool-exhaust: recovered"), "{}", tail(&log, 20));
+    assert!(
+        log.contains("mempool-exhaust: recovered"),
+        "{}",
+        tail(&log, 20)
+    );
 }
 
 #[test]
@@ -216,7 +234,11 @@ fn two_nics_on_a_hub_tenge_to_tenge() {
     );
     let cfg = config(vec![e1000e(Backend::Hub(0)), e1000e(Backend::Hub(0))]);
     let log = run_ok(&cfg, &script);
-    assert!(log.contains(&format!("received={count} in_order=true")), "{}", tail(&log, 20));
+    assert!(
+        log.contains(&format!("received={count} in_order=true")),
+        "{}",
+        tail(&log, 20)
+    );
 }
 
 #[test]
@@ -234,11 +256,16 @@ fn bad_input_gives_errors_that_say_what_to_do() {
     let mut cfg = config(vec![e1000e(Backend::Hub(0)), unbound]);
     cfg.hugepages_2m = 0;
     cfg.extra_qemu_args = [
-        "-device", "pci-bridge,id=tbr,chassis_nr=7,addr=0x18",
-        "-netdev", "hubport,id=tb1,hubid=5",
-        "-device", "e1000e,netdev=tb1,bus=tbr,addr=0x1",
-        "-netdev", "hubport,id=tb2,hubid=5",
-        "-device", "e1000e,netdev=tb2,bus=tbr,addr=0x2",
+        "-device",
+        "pci-bridge,id=tbr,chassis_nr=7,addr=0x18",
+        "-netdev",
+        "hubport,id=tb1,hubid=5",
+        "-device",
+        "e1000e,netdev=tb1,bus=tbr,addr=0x1",
+        "-netdev",
+        "hubport,id=tb2,hubid=5",
+        "-device",
+        "e1000e,netdev=tb2,bus=tbr,addr=0x2",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -142,7 +142,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             break;
         }
         iter = iter.wrapping_add(1);
-        if iter % 16 == 0 || args.rate.is_some() {
+        if iter.is_multiple_of(16) || args.rate.is_some() {
             let now = Instant::now();
             if duration.is_some_and(|d| now - start >= d) {
                 deadline_hit = true;

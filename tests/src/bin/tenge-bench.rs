@@ -93,7 +93,11 @@ fn phase<'a>(lines: &'a [String], name: &str) -> Vec<&'a str> {
 /// start-up and shut-down), and the rest averaged. The same rule for tenge and the peer.
 fn steady(samples: &[f64]) -> Option<f64> {
     let peak = samples.iter().cloned().fold(0.0, f64::max);
-    let active: Vec<f64> = samples.iter().cloned().filter(|v| *v >= peak / 10.0 && *v > 0.0).collect();
+    let active: Vec<f64> = samples
+        .iter()
+        .cloned()
+        .filter(|v| *v >= peak / 10.0 && *v > 0.0)
+        .collect();
     let core = if active.len() > 2 {
         &active[1..active.len() - 1]
     } else {
@@ -188,20 +192,29 @@ fn tx64(d: u32, rounds: u32) -> Result<(), String> {
         // after a few thousand frames under TCG) is reported and left out of the median.
         match (
             steady(&tenge_samples(&phase(&lines, &format!("tenge{r}")), "tx")),
-            steady(&testpmd_samples(&phase(&lines, &format!("peer{r}")), "Tx-pps:")),
+            steady(&testpmd_samples(
+                &phase(&lines, &format!("peer{r}")),
+                "Tx-pps:",
+            )),
         ) {
             (Some(t), Some(p)) => {
                 tenge.push(t);
                 peer.push(p);
             }
-            (t, p) => eprintln!("tenge-bench: e1000e-tx64 round {r} left out: tenge {t:?} peer {p:?}"),
+            (t, p) => {
+                eprintln!("tenge-bench: e1000e-tx64 round {r} left out: tenge {t:?} peer {p:?}")
+            }
         }
     }
     if tenge.is_empty() {
         return Err("no round produced rates on both sides".into());
     }
     println!("BENCH-ROUNDS case=e1000e-tx64 tenge={tenge:.3?} peer={peer:.3?}");
-    bench_line("e1000e-tx64", median(tenge).unwrap_or(0.0), median(peer).unwrap_or(f64::NAN));
+    bench_line(
+        "e1000e-tx64",
+        median(tenge).unwrap_or(0.0),
+        median(peer).unwrap_or(f64::NAN),
+    );
     Ok(())
 }
 
@@ -254,12 +267,17 @@ fn rx64(d: u32, rounds: u32) -> Result<(), String> {
         let ts = phase(&lines, &format!("tenge-source{r}"));
         let p = phase(&lines, &format!("peer{r}"));
         let ps = phase(&lines, &format!("peer-source{r}"));
-        match (steady(&tenge_samples(&t, "rx")), steady(&testpmd_samples(&p, "Rx-pps:"))) {
+        match (
+            steady(&tenge_samples(&t, "rx")),
+            steady(&testpmd_samples(&p, "Rx-pps:")),
+        ) {
             (Some(a), Some(b)) => {
                 tenge.push(a);
                 peer.push(b);
             }
-            (a, b) => eprintln!("tenge-bench: e1000e-rx64 round {r} left out: tenge {a:?} peer {b:?}"),
+            (a, b) => {
+                eprintln!("tenge-bench: e1000e-rx64 round {r} left out: tenge {a:?} peer {b:?}")
+            }
         }
         let t_rx = field(&t, "received").unwrap_or(0.0);
         let t_tx = testpmd_total(&ts, "TX-packets:").unwrap_or(0.0);
@@ -277,7 +295,11 @@ fn rx64(d: u32, rounds: u32) -> Result<(), String> {
         return Err("no round produced rates on both sides".into());
     }
     println!("BENCH-ROUNDS case=e1000e-rx64 tenge={tenge:.3?} peer={peer:.3?} tenge_loss={t_loss:.3?} peer_loss={p_loss:.3?}");
-    bench_line("e1000e-rx64", median(tenge).unwrap_or(0.0), median(peer).unwrap_or(f64::NAN));
+    bench_line(
+        "e1000e-rx64",
+        median(tenge).unwrap_or(0.0),
+        median(peer).unwrap_or(f64::NAN),
+    );
     Ok(())
 }
 

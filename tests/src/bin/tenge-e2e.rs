@@ -317,7 +317,7 @@ fn rx_sink(
             port.free_batch(&mut b);
         }
         i = i.wrapping_add(1);
-        if i % 64 == 0 {
+        if i.is_multiple_of(64) {
             let now = Instant::now();
             if now - start >= duration {
                 break;
