@@ -9,7 +9,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Legacy transmit descriptor (82574 §7.2.10.1, table 7-36).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct LegacyTxDesc {
     /// IOVA of the data buffer.
     pub buffer_addr: U64,
@@ -50,7 +52,9 @@ pub const TXD_STAT_DD: u8 = 1 << 0;
 
 /// TCP/IP context transmit descriptor (82574 §7.2.10.2, table 7-41).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct TxContextDesc {
     /// IP checksum start: offset of the IP header.
     pub ipcss: u8,
@@ -108,7 +112,9 @@ impl TxContextDesc {
 
 /// TCP/IP data transmit descriptor (82574 §7.2.10.3, table 7-44).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct TxDataDesc {
     /// IOVA of the data buffer.
     pub buffer_addr: U64,
@@ -137,7 +143,9 @@ impl TxDataDesc {
 
 /// Extended receive descriptor, read format: what the driver writes (82574 §7.1.5.2, table 7-9).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct RxDescExtRead {
     /// IOVA of the receive buffer.
     pub buffer_addr: U64,
@@ -149,7 +157,9 @@ const _: () = assert!(core::mem::size_of::<RxDescExtRead>() == 16);
 /// Extended receive descriptor, write-back format: what the device writes (82574 §7.1.5.2,
 /// table 7-10). Overlays [`RxDescExtRead`] in the same 16 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct RxDescExtWb {
     /// MRQ: RSS type in bits 3:0, queue in bits 8:4.
     pub mrq: U32,
@@ -278,7 +288,10 @@ mod tests {
         assert_eq!((d >> DTYP_SHIFT) & 0xf, DTYP_DATA);
         assert_eq!((d >> CMD_SHIFT) as u8, TXD_CMD_EOP | TXD_CMD_DEXT);
         // An oversized length cannot spill into DTYP.
-        assert_eq!((TxDataDesc::cmd_dword(0xfff_ffff, 0) >> DTYP_SHIFT) & 0xf, DTYP_DATA);
+        assert_eq!(
+            (TxDataDesc::cmd_dword(0xfff_ffff, 0) >> DTYP_SHIFT) & 0xf,
+            DTYP_DATA
+        );
         let c = TxContextDesc::cmd_dword(9000, TUCMD_TSE | TUCMD_DEXT);
         assert_eq!(c & LEN_MASK, 9000);
         assert_eq!((c >> DTYP_SHIFT) & 0xf, DTYP_CONTEXT);

@@ -81,7 +81,9 @@ impl DgramPeer {
 
     /// Sends one frame into the guest NIC.
     pub fn send(&self, frame: &[u8]) -> std::io::Result<()> {
-        self.sock.send_to(frame, ("127.0.0.1", self.qemu_port)).map(|_| ())
+        self.sock
+            .send_to(frame, ("127.0.0.1", self.qemu_port))
+            .map(|_| ())
     }
 
     /// Frames received from the guest so far.
@@ -102,12 +104,17 @@ impl Drop for DgramPeer {
 /// Every frame in a pcap file, in order.
 pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut r = pcap_file::pcap::PcapReader::new(f).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut r =
+        pcap_file::pcap::PcapReader::new(f).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
     while let Some(p) = r.next_packet() {
         let p = p.map_err(|e| format!("{}: {e}", path.display()))?;
         if p.data.len() as u32 != p.orig_len {
-            return Err(format!("truncated capture: {} of {} bytes", p.data.len(), p.orig_len));
+            return Err(format!(
+                "truncated capture: {} of {} bytes",
+                p.data.len(),
+                p.orig_len
+            ));
         }
         out.push(p.data.into_owned());
     }
