@@ -289,6 +289,18 @@ impl<T: FromBytes + IntoBytes + Immutable> DescRing<T> {
         unsafe { core::ptr::write_volatile(self.slot(idx), desc) }
     }
 
+    /// Volatile write of a 16-byte descriptor `idx` as two little-endian quadwords.
+    #[inline(always)]
+    pub fn write_qwords(&self, idx: u32, lo: u64, hi: u64) {
+        const { assert!(size_of::<T>() == 16) };
+        let p = self.slot(idx).cast::<u64>();
+        // SAFETY: as in write: the slot is 16 bytes, in bounds and at least 16-byte aligned.
+        unsafe {
+            core::ptr::write_volatile(p, lo.to_le());
+            core::ptr::write_volatile(p.add(1), hi.to_le());
+        }
+    }
+
     /// Volatile read of descriptor `idx` (masked).
     #[inline(always)]
     pub fn read(&self, idx: u32) -> T {

@@ -68,6 +68,8 @@ impl PacketMeta {
 
 struct PoolCore {
     region: DmaRegion,
+    /// One header per buffer (host memory, never device-visible); a PacketBuf points at one.
+    hdrs: Box<[std::cell::UnsafeCell<BufHdr>]>,
     free: ArrayQueue<u32>,
     stride: usize,
     headroom: u16,
@@ -139,7 +141,25 @@ impl Mempool {
         for i in 0..cfg.buffers {
             let _ = free.push(i);
         }
+        let stride_u = stride;
+        let hdrs: Box<[std::cell::UnsafeCell<BufHdr>]> = (0..cfg.buffers)
+            .map(|i| {
+                let off = i as usize * stride_u;
+                std::cell::UnsafeCell::new(BufHdr {
+                    core: NonNull::dangling(),
+                    base: NonNull::new(region.base_ptr().wrapping_add(off))
+                        .expect("non-null region"),
+                    iova: region.iova() + off as u64,
+                    idx: i,
+                    data_off: cfg.headroom as u16,
+                    len: 0,
+                    end: cfg.headroom + cfg.data_room,
+                    meta: PacketMeta::default(),
+                })
+            })
+            .collect();
         let core = Box::new(PoolCore {
+            hdrs,
             region,
             free,
             stride,
@@ -148,10 +168,14 @@ impl Mempool {
             buffers: cfg.buffers,
             in_use: AtomicUsize::new(0),
         });
+        let core = NonNull::from(Box::leak(core));
+        // SAFETY: just created, no buffer handed out yet.
+        for h in unsafe { core.as_ref() }.hdrs.iter() {
+            // SAFETY: as above: nothing else refers to the headers yet.
+            unsafe { (*h.get()).core = core };
+        }
         Ok(Mempool {
-            owner: Arc::new(PoolOwner {
-                core: NonNull::from(Box::leak(core)),
-            }),
+            owner: Arc::new(PoolOwner { core }),
         })
     }
 
@@ -211,7 +235,10 @@ impl Mempool {
         let size = size.max(2);
         MempoolCache {
             pool: self.clone(),
-            stack: Vec::with_capacity(size),
+            stack: vec![NonNull::dangling(); size].into_boxed_slice(),
+            len: 0,
+            core: self.owner.core,
+            headroom: self.core().headroom,
             size,
         }
     }
@@ -220,14 +247,21 @@ impl Mempool {
 /// One packet buffer, owned: while a `PacketBuf` exists, no device and no other handle
 /// touches its slot. Dropping it returns it to its pool.
 pub struct PacketBuf {
-    core: NonNull<PoolCore>,
+    hdr: NonNull<BufHdr>,
+}
+
+/// Per-buffer state, in host memory: a PacketBuf is a pointer to one.
+#[repr(C, align(64))]
+struct BufHdr {
     base: NonNull<u8>,
     iova: u64,
+    core: NonNull<PoolCore>,
     idx: u32,
     data_off: u16,
     len: u16,
-    /// Offload requests (TX) and results (RX).
-    pub meta: PacketMeta,
+    /// headroom + data room: the end of the data room, from the slot start.
+    end: u32,
+    meta: PacketMeta,
 }
 
 // SAFETY: a PacketBuf exclusively owns its slot; the core it points to is Sync and outlives
@@ -235,52 +269,74 @@ pub struct PacketBuf {
 unsafe impl Send for PacketBuf {}
 
 impl PacketBuf {
+    /// A handle for buffer `idx`, reset to a fresh buffer's offset, length and metadata.
     #[inline(always)]
     fn from_index(core_ptr: NonNull<PoolCore>, idx: u32) -> PacketBuf {
         // SAFETY: the caller holds a live handle to the pool or a buffer of it.
         let core = unsafe { core_ptr.as_ref() };
-        debug_assert!(idx < core.buffers);
-        let off = idx as usize * core.stride;
-        PacketBuf {
-            core: core_ptr,
-            // In bounds: idx < buffers, and the region holds buffers * stride bytes.
-            base: NonNull::new(core.region.base_ptr().wrapping_add(off)).expect("non-null region"),
-            iova: core.region.iova() + off as u64,
-            idx,
-            data_off: core.headroom,
-            len: 0,
-            meta: PacketMeta::default(),
-        }
+        let mut b =
+            PacketBuf::from_hdr(NonNull::new(core.hdrs[idx as usize].get()).expect("non-null"));
+        b.reset();
+        b
+    }
+
+    #[inline(always)]
+    fn from_hdr(hdr: NonNull<BufHdr>) -> PacketBuf {
+        PacketBuf { hdr }
+    }
+
+    #[inline(always)]
+    fn h(&self) -> &BufHdr {
+        // SAFETY: the handle owns its header exclusively while it exists.
+        unsafe { self.hdr.as_ref() }
+    }
+
+    #[inline(always)]
+    fn hm(&mut self) -> &mut BufHdr {
+        // SAFETY: as in h, and &mut self makes it exclusive.
+        unsafe { self.hdr.as_mut() }
     }
 
     #[inline(always)]
     fn core(&self) -> &PoolCore {
         // SAFETY: see the Send impl: the core outlives every buffer.
-        unsafe { self.core.as_ref() }
+        unsafe { self.h().core.as_ref() }
+    }
+
+    /// Offload requests (TX) and results (RX).
+    #[inline(always)]
+    pub fn meta(&self) -> &PacketMeta {
+        &self.h().meta
+    }
+
+    /// Offload requests (TX) and results (RX), writable.
+    #[inline(always)]
+    pub fn meta_mut(&mut self) -> &mut PacketMeta {
+        &mut self.hm().meta
     }
 
     /// Length of the packet data.
     #[inline(always)]
     pub fn len(&self) -> usize {
-        self.len as usize
+        self.h().len as usize
     }
 
     /// Whether the packet has no data.
     #[inline(always)]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.h().len == 0
     }
 
     /// Bytes that fit after the data offset.
     #[inline(always)]
     pub fn capacity(&self) -> usize {
-        let core = self.core();
-        core.headroom as usize + core.data_room as usize - self.data_off as usize
+        let h = self.h();
+        h.end as usize - h.data_off as usize
     }
 
     /// Room in front of the data, for prepending headers.
     pub fn headroom(&self) -> usize {
-        self.data_off as usize
+        self.h().data_off as usize
     }
 
     /// Sets the data length. Returns false (and changes nothing) if it does not fit.
@@ -289,14 +345,14 @@ impl PacketBuf {
         if len > self.capacity() || len > u16::MAX as usize {
             return false;
         }
-        self.len = len as u16;
+        self.hm().len = len as u16;
         true
     }
 
     /// IOVA of the first data byte: what a descriptor points at.
     #[inline(always)]
     pub fn data_iova(&self) -> u64 {
-        self.iova + self.data_off as u64
+        self.h().iova + self.h().data_off as u64
     }
 
     /// The packet data.
@@ -306,8 +362,8 @@ impl PacketBuf {
         // against capacity); the slot is owned by `self`, so no device writes it now.
         unsafe {
             core::slice::from_raw_parts(
-                self.base.as_ptr().add(self.data_off as usize),
-                self.len as usize,
+                self.h().base.as_ptr().add(self.h().data_off as usize),
+                self.h().len as usize,
             )
         }
     }
@@ -318,8 +374,8 @@ impl PacketBuf {
         // SAFETY: as in `data`, and `&mut self` makes the borrow exclusive.
         unsafe {
             core::slice::from_raw_parts_mut(
-                self.base.as_ptr().add(self.data_off as usize),
-                self.len as usize,
+                self.h().base.as_ptr().add(self.h().data_off as usize),
+                self.h().len as usize,
             )
         }
     }
@@ -336,40 +392,42 @@ impl PacketBuf {
     /// Moves the data start `n` bytes earlier (to prepend a header); false if the headroom
     /// is too small.
     pub fn prepend(&mut self, n: usize) -> bool {
-        if n > self.data_off as usize || self.len as usize + n > u16::MAX as usize {
+        if n > self.h().data_off as usize || self.h().len as usize + n > u16::MAX as usize {
             return false;
         }
-        self.data_off -= n as u16;
-        self.len += n as u16;
+        self.hm().data_off -= n as u16;
+        self.hm().len += n as u16;
         true
     }
 
     /// Drops `n` bytes from the front (to strip a header); false if shorter than `n`.
     pub fn adj(&mut self, n: usize) -> bool {
-        if n > self.len as usize {
+        if n > self.h().len as usize {
             return false;
         }
-        self.data_off += n as u16;
-        self.len -= n as u16;
+        self.hm().data_off += n as u16;
+        self.hm().len -= n as u16;
         true
     }
 
     /// Restores a fresh buffer's data offset, length and metadata.
     #[inline(always)]
     pub(crate) fn reset(&mut self) {
-        self.data_off = self.core().headroom;
-        self.len = 0;
-        self.meta = PacketMeta::default();
+        let headroom = self.core().headroom;
+        let h = self.hm();
+        h.data_off = headroom;
+        h.len = 0;
+        h.meta = PacketMeta::default();
     }
 
     /// Whether `self` belongs to `pool`.
     pub fn is_from(&self, pool: &Mempool) -> bool {
-        self.core == pool.owner.core
+        self.h().core == pool.owner.core
     }
 
     /// Index of the buffer in its pool (for debugging and tests).
     pub fn index(&self) -> u32 {
-        self.idx
+        self.h().idx
     }
 }
 
@@ -377,7 +435,7 @@ impl Drop for PacketBuf {
     fn drop(&mut self) {
         let core = self.core();
         // The free list holds every index at most once, so it cannot be full here.
-        let _ = core.free.push(self.idx);
+        let _ = core.free.push(self.h().idx);
         // Last access to the core: see PoolOwner::drop.
         core.in_use.fetch_sub(1, Ordering::Release);
     }
@@ -386,9 +444,9 @@ impl Drop for PacketBuf {
 impl std::fmt::Debug for PacketBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PacketBuf")
-            .field("idx", &self.idx)
-            .field("len", &self.len)
-            .field("data_off", &self.data_off)
+            .field("idx", &self.h().idx)
+            .field("len", &self.h().len)
+            .field("data_off", &self.h().data_off)
             .finish()
     }
 }
@@ -398,9 +456,16 @@ impl std::fmt::Debug for PacketBuf {
 /// cache at a time.
 pub struct MempoolCache {
     pool: Mempool,
-    stack: Vec<u32>,
+    /// `stack[..len]` are owned free buffers (the rest is stale).
+    stack: Box<[NonNull<BufHdr>]>,
+    len: usize,
+    core: NonNull<PoolCore>,
+    headroom: u16,
     size: usize,
 }
+
+// SAFETY: the header pointers are owned buffers of the pool, like PacketBufs (which are Send).
+unsafe impl Send for MempoolCache {}
 
 impl MempoolCache {
     /// The pool behind the cache.
@@ -410,12 +475,12 @@ impl MempoolCache {
 
     /// Buffers parked in this cache.
     pub fn len(&self) -> usize {
-        self.stack.len()
+        self.len
     }
 
     /// Whether the cache holds no buffer.
     pub fn is_empty(&self) -> bool {
-        self.stack.is_empty()
+        self.len == 0
     }
 
     #[cold]
@@ -426,7 +491,10 @@ impl MempoolCache {
         while got < want {
             match core.free.pop() {
                 Some(i) => {
-                    self.stack.push(i);
+                    let b = PacketBuf::from_index(self.pool.owner.core, i);
+                    self.stack[self.len] = b.hdr;
+                    self.len += 1;
+                    std::mem::forget(b);
                     got += 1;
                 }
                 None => break,
@@ -440,9 +508,11 @@ impl MempoolCache {
     fn spill(&mut self, keep: usize) {
         let core = self.pool.core();
         let mut n = 0;
-        while self.stack.len() > keep {
-            let i = self.stack.pop().expect("len > keep");
-            let _ = core.free.push(i);
+        while self.len > keep {
+            self.len -= 1;
+            let h = self.stack[self.len];
+            // SAFETY: the cache owns the buffers it holds.
+            let _ = core.free.push(unsafe { h.as_ref() }.idx);
             n += 1;
         }
         core.in_use.fetch_sub(n, Ordering::Release);
@@ -451,25 +521,33 @@ impl MempoolCache {
     /// A fresh buffer, or `None` if the pool is exhausted.
     #[inline(always)]
     pub fn alloc(&mut self) -> Option<PacketBuf> {
-        if self.stack.is_empty() && !self.refill() {
+        if self.len == 0 && !self.refill() {
             return None;
         }
-        let idx = self.stack.pop()?;
-        Some(PacketBuf::from_index(self.pool.owner.core, idx))
+        self.len -= 1;
+        // SAFETY: len < stack.len() by construction.
+        let h = *unsafe { self.stack.get_unchecked(self.len) };
+        Some(PacketBuf::from_hdr(h))
     }
 
     /// Returns a buffer. A buffer of another pool goes back to its own pool.
     #[inline(always)]
     pub fn free(&mut self, mut buf: PacketBuf) {
-        if buf.core != self.pool.owner.core {
+        if buf.h().core != self.core {
             drop(buf);
             return;
         }
-        if self.stack.len() >= self.size {
+        if self.len >= self.size {
             self.spill(self.size / 2);
         }
-        buf.reset();
-        self.stack.push(buf.idx);
+        let headroom = self.headroom;
+        let h = buf.hm();
+        h.data_off = headroom;
+        h.len = 0;
+        h.meta = PacketMeta::default();
+        // SAFETY: len < size == stack.len() after the spill above.
+        *unsafe { self.stack.get_unchecked_mut(self.len) } = buf.hdr;
+        self.len += 1;
         // The index now lives in the cache; the handle must not return it a second time.
         std::mem::forget(buf);
     }
@@ -491,6 +569,59 @@ pub fn host_pool(buffers: u32) -> Result<Mempool, Error> {
             ..MempoolConfig::default()
         },
     )
+}
+
+/// Buffers parked at ring positions: `entries` (a power of two) slots addressed by a
+/// free-running index, masked. Used by the ring engine for buffers the device holds.
+pub struct BufRing {
+    slots: Box<[Option<PacketBuf>]>,
+    mask: u32,
+}
+
+impl BufRing {
+    /// `entries` empty slots.
+    pub fn new(entries: u32) -> Self {
+        assert!(entries.is_power_of_two());
+        BufRing {
+            slots: (0..entries).map(|_| None).collect(),
+            mask: entries - 1,
+        }
+    }
+
+    #[inline(always)]
+    fn slot(&mut self, idx: u32) -> &mut Option<PacketBuf> {
+        let i = (idx & self.mask) as usize;
+        debug_assert!(i < self.slots.len());
+        // SAFETY: `slots` has exactly mask + 1 entries (built so in `new`, never resized),
+        // and i <= mask.
+        unsafe { self.slots.get_unchecked_mut(i) }
+    }
+
+    /// Whether slot `idx` holds a buffer.
+    #[inline(always)]
+    pub fn is_occupied(&mut self, idx: u32) -> bool {
+        self.slot(idx).is_some()
+    }
+
+    /// Parks `b` in slot `idx`, which the engine knows is empty: no drop check of the old
+    /// value on the data path (a broken invariant would leak a buffer, never free one twice).
+    #[inline(always)]
+    pub fn put(&mut self, idx: u32, b: PacketBuf) {
+        let old = self.slot(idx).replace(b);
+        debug_assert!(old.is_none(), "slot still holds a buffer");
+        std::mem::forget(old);
+    }
+
+    /// Takes the buffer in slot `idx`, if any.
+    #[inline(always)]
+    pub fn take(&mut self, idx: u32) -> Option<PacketBuf> {
+        self.slot(idx).take()
+    }
+
+    /// Every slot, for releasing all buffers.
+    pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Option<PacketBuf>> {
+        self.slots.iter_mut()
+    }
 }
 
 #[cfg(test)]

@@ -7,90 +7,143 @@
 //! is `index & mask` with a power-of-two ring, and `pidx.wrapping_sub(cidx)` is the number
 //! in flight, correct across the 2^32 wrap.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{fence, Ordering};
 
-use crate::mempool::{MempoolCache, PacketBuf};
+use crate::mempool::{BufRing, MempoolCache, PacketBuf};
+
+/// Stores `b` in a slot known to be empty, without a drop check of the old value.
+#[inline(always)]
+fn put(slot: &mut Option<PacketBuf>, b: PacketBuf) {
+    let old = slot.replace(b);
+    debug_assert!(old.is_none(), "slot still holds a buffer");
+    std::mem::forget(old);
+}
 
 /// A burst of packets: a fixed-capacity queue that never reallocates on the data path.
 /// `rx_burst` appends at the back; `tx_burst` takes from the front.
 pub struct PacketBatch {
-    bufs: VecDeque<PacketBuf>,
-    cap: usize,
+    /// `cap` slots; the packets are `slots[head..tail]`.
+    slots: Box<[Option<PacketBuf>]>,
+    head: usize,
+    tail: usize,
 }
 
 impl PacketBatch {
     /// An empty batch holding at most `cap` packets (DPDK's usual burst is 32).
     pub fn new(cap: usize) -> Self {
         PacketBatch {
-            bufs: VecDeque::with_capacity(cap),
-            cap,
+            slots: (0..cap).map(|_| None).collect(),
+            head: 0,
+            tail: 0,
         }
     }
 
     /// Packets in the batch.
     #[inline(always)]
     pub fn len(&self) -> usize {
-        self.bufs.len()
+        self.tail - self.head
     }
 
     /// Whether the batch is empty.
     #[inline(always)]
     pub fn is_empty(&self) -> bool {
-        self.bufs.is_empty()
+        self.tail == self.head
     }
 
     /// The most packets the batch holds.
     #[inline(always)]
     pub fn capacity(&self) -> usize {
-        self.cap
+        self.slots.len()
     }
 
     /// Free places.
     #[inline(always)]
     pub fn room(&self) -> usize {
-        self.cap - self.bufs.len()
+        self.slots.len() - self.len()
     }
 
     /// Appends a packet; gives it back if the batch is full.
     #[inline(always)]
     pub fn push(&mut self, buf: PacketBuf) -> Result<(), PacketBuf> {
-        if self.bufs.len() >= self.cap {
-            return Err(buf);
+        if self.tail == self.slots.len() {
+            if self.head == 0 {
+                return Err(buf);
+            }
+            self.compact();
         }
-        self.bufs.push_back(buf);
+        put(&mut self.slots[self.tail], buf);
+        self.tail += 1;
         Ok(())
+    }
+
+    #[cold]
+    fn compact(&mut self) {
+        let n = self.len();
+        for i in 0..n {
+            self.slots.swap(i, self.head + i);
+        }
+        self.head = 0;
+        self.tail = n;
+    }
+
+    /// Puts back a packet just popped, at the front.
+    #[inline(always)]
+    fn unpop(&mut self, buf: PacketBuf) {
+        if self.head == 0 {
+            // The pop emptied the batch (and rewound it).
+            debug_assert_eq!(self.tail, 0);
+            self.tail = 1;
+        } else {
+            self.head -= 1;
+        }
+        put(&mut self.slots[self.head], buf);
     }
 
     /// Removes and returns the first packet.
     #[inline(always)]
     pub fn pop(&mut self) -> Option<PacketBuf> {
-        self.bufs.pop_front()
+        if self.head == self.tail {
+            return None;
+        }
+        let b = self.slots[self.head].take();
+        self.head += 1;
+        if self.head == self.tail {
+            self.head = 0;
+            self.tail = 0;
+        }
+        b
     }
 
     /// The packet at `i`.
     pub fn get(&self, i: usize) -> Option<&PacketBuf> {
-        self.bufs.get(i)
+        if i >= self.len() {
+            return None;
+        }
+        self.slots[self.head + i].as_ref()
     }
 
     /// The packets, in order.
     pub fn iter(&self) -> impl Iterator<Item = &PacketBuf> {
-        self.bufs.iter()
+        self.slots[self.head..self.tail]
+            .iter()
+            .filter_map(|b| b.as_ref())
     }
 
     /// The packets, in order, mutable.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut PacketBuf> {
-        self.bufs.iter_mut()
+        self.slots[self.head..self.tail]
+            .iter_mut()
+            .filter_map(|b| b.as_mut())
     }
 
     /// Takes every packet out, in order.
-    pub fn drain(&mut self) -> std::collections::vec_deque::Drain<'_, PacketBuf> {
-        self.bufs.drain(..)
+    pub fn drain(&mut self) -> impl Iterator<Item = PacketBuf> + '_ {
+        std::iter::from_fn(move || self.pop())
     }
 
     /// Returns every packet to `cache`.
     pub fn free_into(&mut self, cache: &mut MempoolCache) {
-        for b in self.bufs.drain(..) {
+        while let Some(b) = self.pop() {
             cache.free(b);
         }
     }
@@ -182,7 +235,7 @@ pub struct TxStats {
 /// A receive ring driven by the engine.
 pub struct RxQueue<D: RxDescOps> {
     ops: D,
-    bufs: Box<[Option<PacketBuf>]>,
+    bufs: BufRing,
     mask: u32,
     /// Next index to poll.
     cidx: u32,
@@ -205,7 +258,7 @@ impl<D: RxDescOps> RxQueue<D> {
         let free_thresh = free_thresh.clamp(1, (n / 4).max(1));
         RxQueue {
             ops,
-            bufs: (0..n).map(|_| None).collect(),
+            bufs: BufRing::new(n),
             mask: n - 1,
             cidx: 0,
             pidx: 0,
@@ -233,11 +286,11 @@ impl<D: RxDescOps> RxQueue<D> {
     /// Posts buffers until the ring is full (one slot is always left empty: a ring whose
     /// tail equals its head is empty to the device) and rings the doorbell once.
     pub fn fill(&mut self, cache: &mut MempoolCache) -> u32 {
-        let limit = self.mask; // entries - 1
         let start = self.pidx;
-        while self.pidx.wrapping_sub(self.cidx) < limit {
-            let slot = (self.pidx & self.mask) as usize;
-            if self.bufs[slot].is_some() {
+        let end = self.cidx.wrapping_add(self.mask); // entries - 1 posted at most
+        let mut pidx = start;
+        while pidx != end {
+            if self.bufs.is_occupied(pidx) {
                 break; // the device still holds this slot (out-of-order completion)
             }
             let Some(buf) = cache.alloc() else {
@@ -245,15 +298,16 @@ impl<D: RxDescOps> RxQueue<D> {
                 break;
             };
             self.ops
-                .refill(self.pidx, buf.data_iova(), buf.capacity() as u32);
-            self.bufs[slot] = Some(buf);
-            self.pidx = self.pidx.wrapping_add(1);
+                .refill(pidx, buf.data_iova(), buf.capacity() as u32);
+            self.bufs.put(pidx, buf);
+            pidx = pidx.wrapping_add(1);
         }
-        let n = self.pidx.wrapping_sub(start);
+        self.pidx = pidx;
+        let n = pidx.wrapping_sub(start);
         if n > 0 {
             // Descriptor stores before the tail store (see mmio.rs on x86 ordering).
             fence(Ordering::Release);
-            self.ops.flush(self.pidx);
+            self.ops.flush(pidx);
             self.stats.doorbells += 1;
         }
         n
@@ -266,12 +320,14 @@ impl<D: RxDescOps> RxQueue<D> {
         let mut got = 0;
         let room = out.room();
         let mut bytes = 0u64;
-        while got < room && self.cidx != self.pidx {
-            let Some(c) = self.ops.poll(self.cidx) else {
+        let mut cidx = self.cidx;
+        let pidx = self.pidx;
+        while got < room && cidx != pidx {
+            let Some(c) = self.ops.poll(cidx) else {
                 break;
             };
-            self.cidx = self.cidx.wrapping_add(1);
-            let Some(mut buf) = self.bufs[(c.slot & self.mask) as usize].take() else {
+            cidx = cidx.wrapping_add(1);
+            let Some(mut buf) = self.bufs.take(c.slot) else {
                 self.stats.bad_slot += 1;
                 continue;
             };
@@ -295,12 +351,13 @@ impl<D: RxDescOps> RxQueue<D> {
                 cache.free(buf);
                 continue;
             }
-            buf.meta.flags = c.flags;
+            buf.meta_mut().flags = c.flags;
             bytes += c.len as u64;
             // Cannot fail: got < room.
             let _ = out.push(buf);
             got += 1;
         }
+        self.cidx = cidx;
         self.stats.packets += got as u64;
         self.stats.bytes += bytes;
         // Refill in batches of free_thresh, one tail write each. The device is never left
@@ -327,7 +384,7 @@ impl<D: RxDescOps> RxQueue<D> {
 pub struct TxQueue<D: TxDescOps> {
     ops: D,
     /// The buffer of each in-flight packet, at the index of its last descriptor.
-    bufs: Box<[Option<PacketBuf>]>,
+    bufs: BufRing,
     mask: u32,
     /// Next descriptor to fill.
     pidx: u32,
@@ -356,7 +413,7 @@ impl<D: TxDescOps> TxQueue<D> {
         let rs_interval = rs_interval.clamp(1, n / 2);
         TxQueue {
             ops,
-            bufs: (0..n).map(|_| None).collect(),
+            bufs: BufRing::new(n),
             mask: n - 1,
             pidx: 0,
             cidx: 0,
@@ -390,6 +447,8 @@ impl<D: TxDescOps> TxQueue<D> {
     #[inline]
     pub fn reclaim(&mut self, cache: &mut MempoolCache) -> u32 {
         let start = self.cidx;
+        let mut cidx = start;
+        let mut completed = 0u64;
         while self.rs_head != self.rs_tail {
             let idx = self.rs[(self.rs_head & self.mask) as usize];
             if !self.ops.is_done(idx) {
@@ -398,16 +457,18 @@ impl<D: TxDescOps> TxQueue<D> {
             // The device wrote DD after it had read every earlier descriptor.
             fence(Ordering::Acquire);
             let end = idx.wrapping_add(1);
-            while self.cidx != end {
-                if let Some(b) = self.bufs[(self.cidx & self.mask) as usize].take() {
+            while cidx != end {
+                if let Some(b) = self.bufs.take(cidx) {
                     cache.free(b);
-                    self.stats.completed += 1;
+                    completed += 1;
                 }
-                self.cidx = self.cidx.wrapping_add(1);
+                cidx = cidx.wrapping_add(1);
             }
             self.rs_head = self.rs_head.wrapping_add(1);
         }
-        self.cidx.wrapping_sub(start)
+        self.cidx = cidx;
+        self.stats.completed += completed;
+        cidx.wrapping_sub(start)
     }
 
     /// Queues the front of `pkts` for transmission, as many as fit, and rings the doorbell
@@ -416,47 +477,51 @@ impl<D: TxDescOps> TxQueue<D> {
     #[inline]
     pub fn tx_burst(&mut self, cache: &mut MempoolCache, pkts: &mut PacketBatch) -> usize {
         let entries = self.mask + 1;
-        if self.in_flight() + pkts.len() as u32 >= entries - self.rs_interval {
+        if self.rs_head != self.rs_tail {
             self.reclaim(cache);
         }
         let mut sent = 0;
         let mut bytes = 0u64;
-        while let Some(front) = pkts.bufs.front() {
-            if front.is_empty() || front.len() > self.max_frame {
+        let mut pidx = self.pidx;
+        let mut since_rs = self.since_rs;
+        // Keep one descriptor free: tail == head means empty to the device.
+        let mut free = entries - 1 - pidx.wrapping_sub(self.cidx);
+        while let Some(pkt) = pkts.pop() {
+            if pkt.is_empty() || pkt.len() > self.max_frame {
                 // Cannot be sent: drop it here rather than hand the device a bad descriptor.
-                if let Some(b) = pkts.pop() {
-                    cache.free(b);
-                }
+                cache.free(pkt);
                 self.stats.bad_packet += 1;
                 continue;
             }
-            let need = self.ops.descs_needed(front);
-            // Keep one descriptor free: tail == head means empty to the device.
-            if self.in_flight() + need > entries - 1 {
+            let need = self.ops.descs_needed(&pkt);
+            if need > free {
+                pkts.unpop(pkt);
                 self.stats.ring_full += 1;
                 break;
             }
-            let Some(pkt) = pkts.pop() else { break };
-            let report = self.since_rs + need >= self.rs_interval;
-            let used = self.ops.encap(self.pidx, &pkt, report);
+            let report = since_rs + need >= self.rs_interval;
+            let used = self.ops.encap(pidx, &pkt, report);
             debug_assert_eq!(used, need);
-            let last = self.pidx.wrapping_add(used - 1);
+            let last = pidx.wrapping_add(used - 1);
             bytes += pkt.len() as u64;
-            self.bufs[(last & self.mask) as usize] = Some(pkt);
+            self.bufs.put(last, pkt);
             if report {
                 self.rs[(self.rs_tail & self.mask) as usize] = last;
                 self.rs_tail = self.rs_tail.wrapping_add(1);
-                self.since_rs = 0;
+                since_rs = 0;
             } else {
-                self.since_rs += used;
+                since_rs += used;
             }
-            self.pidx = self.pidx.wrapping_add(used);
+            pidx = pidx.wrapping_add(used);
+            free -= used;
             sent += 1;
         }
+        self.pidx = pidx;
+        self.since_rs = since_rs;
         if sent > 0 {
             // Descriptor stores before the tail store (see mmio.rs on x86 ordering).
             fence(Ordering::Release);
-            self.ops.flush(self.pidx);
+            self.ops.flush(pidx);
             self.stats.doorbells += 1;
             self.stats.packets += sent as u64;
             self.stats.bytes += bytes;
