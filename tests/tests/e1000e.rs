@@ -97,22 +97,12 @@ fn check_wire(pcap: &Path, count: u64, size: usize) {
 #[ignore = "boots a QEMU guest"]
 fn tx_wire_holds_exactly_the_frames_sent_in_order() {
     let dir = scratch_dir("tx-wire");
-    let (qemu_port, our_port) = free_udp_ports();
-    let peer = DgramPeer::bind(our_port, qemu_port).unwrap();
-    let mut nic = e1000e(Backend::Dgram {
-        local_port: qemu_port,
-        remote_port: our_port,
-    });
+    let (mut nic, peer) = dgram_nic();
     let pcap64 = dir.join("tx64.pcap");
     nic.dump = Some(pcap64.clone());
     let pktgen = bin("pktgen");
     // Two runs in one boot would share one pcap; the size sweep runs on a second NIC.
-    let (q2, o2) = free_udp_ports();
-    let peer2 = DgramPeer::bind(o2, q2).unwrap();
-    let mut nic2 = e1000e(Backend::Dgram {
-        local_port: q2,
-        remote_port: o2,
-    });
+    let (mut nic2, peer2) = dgram_nic();
     let pcap1514 = dir.join("tx1514.pcap");
     nic2.dump = Some(pcap1514.clone());
     let a0 = Nic::pci_addr(0);
@@ -160,15 +150,29 @@ fn inject_after_ready(
     }
 }
 
-#[test]
-#[ignore = "boots a QEMU guest"]
-fn rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
+/// An e1000e wired to a host UDP peer (`-netdev dgram`), and that peer.
+fn dgram_nic() -> (Nic, DgramPeer) {
     let (qemu_port, our_port) = free_udp_ports();
     let peer = DgramPeer::bind(our_port, qemu_port).unwrap();
     let nic = e1000e(Backend::Dgram {
         local_port: qemu_port,
         remote_port: our_port,
     });
+    (nic, peer)
+}
+
+/// Waits for the guest to end; returns its log, asserting the script exited 0.
+fn wait_ok(guest: tenge_testbed::RunningGuest) -> String {
+    let out = guest.wait().unwrap();
+    let log = std::fs::read_to_string(&out.log).unwrap_or_default();
+    assert_eq!(out.exit_code, Some(0), "{}", tail(&log, 40));
+    log
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
+    let (nic, peer) = dgram_nic();
     let a0 = Nic::pci_addr(0);
     let e2e = bin("tenge-e2e");
     let count = 3000;
@@ -178,9 +182,7 @@ fn rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
     );
     let mut guest = Guest::boot(&config(vec![nic]), &script).unwrap();
     inject_after_ready(&mut guest, &peer, count, 60, 1514, 2000);
-    let out = guest.wait().unwrap();
-    let log = std::fs::read_to_string(&out.log).unwrap_or_default();
-    assert_eq!(out.exit_code, Some(0), "{}", tail(&log, 40));
+    let log = wait_ok(guest);
     assert!(
         log.contains(&format!("received={count} in_order=true")),
         "{}",
@@ -191,21 +193,14 @@ fn rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn mempool_exhaustion_is_counted_and_receive_recovers() {
-    let (qemu_port, our_port) = free_udp_ports();
-    let peer = DgramPeer::bind(our_port, qemu_port).unwrap();
-    let nic = e1000e(Backend::Dgram {
-        local_port: qemu_port,
-        remote_port: our_port,
-    });
+    let (nic, peer) = dgram_nic();
     let a0 = Nic::pci_addr(0);
     let e2e = bin("tenge-e2e");
     let script = format!("{e2e} mempool-exhaust {a0} --buffers 48 --timeout 120\n");
     let mut guest = Guest::boot(&config(vec![nic]), &script).unwrap();
     // Enough frames for both phases; the guest stops when it has recovered.
     inject_after_ready(&mut guest, &peer, 400, 60, 60, 1000);
-    let out = guest.wait().unwrap();
-    let log = std::fs::read_to_string(&out.log).unwrap_or_default();
-    assert_eq!(out.exit_code, Some(0), "{}", tail(&log, 40));
+    let log = wait_ok(guest);
     assert!(
         log.contains("mempool-exhaust: recovered"),
         "{}",
