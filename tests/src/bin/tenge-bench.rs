@@ -165,6 +165,17 @@ fn bench_line(case: &str, tenge: f64, peer: f64) {
     );
 }
 
+/// The BENCH line from the medians of the rounds that produced rates on both sides.
+fn report_median(case: &str, tenge: Vec<f64>, peer: Vec<f64>) -> Result<(), String> {
+    match (median(tenge), median(peer)) {
+        (Some(t), Some(p)) => {
+            bench_line(case, t, p);
+            Ok(())
+        }
+        _ => Err("no round produced rates on both sides".into()),
+    }
+}
+
 fn median(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied()
@@ -206,16 +217,8 @@ fn tx64(d: u32, rounds: u32) -> Result<(), String> {
             }
         }
     }
-    if tenge.is_empty() {
-        return Err("no round produced rates on both sides".into());
-    }
     println!("BENCH-ROUNDS case=e1000e-tx64 tenge={tenge:.3?} peer={peer:.3?}");
-    bench_line(
-        "e1000e-tx64",
-        median(tenge).unwrap_or(0.0),
-        median(peer).unwrap_or(f64::NAN),
-    );
-    Ok(())
+    report_median("e1000e-tx64", tenge, peer)
 }
 
 fn rx64(d: u32, rounds: u32) -> Result<(), String> {
@@ -291,16 +294,8 @@ fn rx64(d: u32, rounds: u32) -> Result<(), String> {
         t_loss.push(loss(t_rx, t_tx));
         p_loss.push(loss(p_rx, p_tx));
     }
-    if tenge.is_empty() {
-        return Err("no round produced rates on both sides".into());
-    }
     println!("BENCH-ROUNDS case=e1000e-rx64 tenge={tenge:.3?} peer={peer:.3?} tenge_loss={t_loss:.3?} peer_loss={p_loss:.3?}");
-    bench_line(
-        "e1000e-rx64",
-        median(tenge).unwrap_or(0.0),
-        median(peer).unwrap_or(f64::NAN),
-    );
-    Ok(())
+    report_median("e1000e-rx64", tenge, peer)
 }
 
 #[cfg(test)]
