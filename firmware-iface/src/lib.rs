@@ -17,4 +17,4 @@
 pub mod e1000e;
 pub mod mmio;
 
-pub use mmio::{Delay, Mmio, StdDelay};
+pub use mmio::{Delay, Mmio, NarrowMmio, StdDelay};

@@ -1,7 +1,8 @@
 //! Register access and waiting, as traits.
 //!
 //! [`Mmio`] is implemented by the driver's mapped BAR (volatile 32-bit loads and stores) and,
-//! for tests, by [`RecordedRegs`] (feature `testing`). [`Delay`] is implemented by
+//! for tests, by [`RecordedRegs`] (feature `testing`). [`NarrowMmio`] adds the 8- and 16-bit
+//! accesses that virtio's register structures need. [`Delay`] is implemented by
 //! [`StdDelay`] (a thread sleep) and, for tests, by [`RecordedDelay`], which advances the
 //! register file's virtual clock instead of sleeping.
 
@@ -35,6 +36,45 @@ impl<T: Mmio + ?Sized> Mmio for &T {
 
     fn write32(&self, offset: u32, value: u32) {
         (**self).write32(offset, value)
+    }
+}
+
+/// 8- and 16-bit access, for register blocks with fields narrower than 32 bits.
+///
+/// virtio 1.2 §4.1.3.1: "The driver MUST access each field using the 'natural' access
+/// method, i.e. 32-bit accesses for 32-bit fields, 16-bit accesses for 16-bit fields, and
+/// 8-bit accesses for 8-bit fields." There are deliberately no default implementations in
+/// terms of [`Mmio`]: a narrow write built from 32-bit accesses would be a read-modify-write
+/// of the whole dword, and in the virtio common configuration `queue_select` (0x16) shares
+/// its dword with `device_status` (0x14) and `config_generation` (0x15), so such a write
+/// would also rewrite the device status. An implementation must do exactly one access of
+/// exactly the given width per call.
+pub trait NarrowMmio: Mmio {
+    /// Reads the byte at `offset`.
+    fn read8(&self, offset: u32) -> u8;
+    /// Reads the 16-bit little-endian field at `offset` (a multiple of 2).
+    fn read16(&self, offset: u32) -> u16;
+    /// Writes the byte at `offset`.
+    fn write8(&self, offset: u32, value: u8);
+    /// Writes the 16-bit little-endian field at `offset` (a multiple of 2).
+    fn write16(&self, offset: u32, value: u16);
+}
+
+impl<T: NarrowMmio + ?Sized> NarrowMmio for &T {
+    fn read8(&self, offset: u32) -> u8 {
+        (**self).read8(offset)
+    }
+
+    fn read16(&self, offset: u32) -> u16 {
+        (**self).read16(offset)
+    }
+
+    fn write8(&self, offset: u32, value: u8) {
+        (**self).write8(offset, value)
+    }
+
+    fn write16(&self, offset: u32, value: u16) {
+        (**self).write16(offset, value)
     }
 }
 
@@ -90,6 +130,25 @@ mod tests {
         assert_eq!(
             regs.log(),
             vec![Access::Write(0x10, 7), Access::Read(0x10, 7)]
+        );
+    }
+
+    #[test]
+    fn narrow_references_forward_with_their_width() {
+        let regs = RecordedRegs::new();
+        let by_ref: &RecordedRegs = &regs;
+        by_ref.write8(0x14, 0xab);
+        by_ref.write16(0x16, 0x1234);
+        assert_eq!((&by_ref).read8(0x14), 0xab);
+        assert_eq!((&by_ref).read16(0x16), 0x1234);
+        assert_eq!(
+            regs.log_with_widths(),
+            vec![
+                (Access::Write(0x14, 0xab), 1),
+                (Access::Write(0x16, 0x1234), 2),
+                (Access::Read(0x14, 0xab), 1),
+                (Access::Read(0x16, 0x1234), 2),
+            ]
         );
     }
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Delay, Mmio};
+use super::{Delay, Mmio, NarrowMmio};
 use crate::e1000e::regs;
 
 /// One register access, as logged by [`RecordedRegs`].
@@ -87,6 +87,8 @@ pub type WriteHook = Box<dyn FnMut(&mut RegFile, u32, u32) + Send>;
 struct Inner {
     file: RegFile,
     log: Vec<Access>,
+    /// Width in bytes of each access in `log` (same length).
+    widths: Vec<u8>,
     read_hooks: HashMap<u32, ReadHook>,
     write_hooks: HashMap<u32, WriteHook>,
 }
@@ -96,7 +98,12 @@ struct Inner {
 /// - Values: a map offset → value; unset registers read 0. [`set`](Self::set) and
 ///   [`get`](Self::get) bypass hooks and the log.
 /// - Log: every [`Mmio`] access in order, as [`Access::Read`]/[`Access::Write`], with
-///   helpers to assert on writes and their order.
+///   helpers to assert on writes and their order. [`NarrowMmio`] accesses are logged the
+///   same way (value zero-extended) and [`log_with_widths`](Self::log_with_widths) tells
+///   them apart. A narrow access goes to the register at exactly its offset: registers are
+///   keyed by offset, so a model of a block with 8- and 16-bit fields keys each field by
+///   its own offset; a narrow read returns the low bytes of what the register (or its
+///   read hook) holds, a narrow write stores (or hands its hook) the zero-extended value.
 /// - Hooks: at most one read hook and one write hook per offset (installing another
 ///   replaces it). Without hooks a write stores and a read returns the stored value.
 ///   Ready-made hooks model the behaviours sequences wait for: self-clearing bits
@@ -307,14 +314,29 @@ impl RecordedRegs {
         self.lock().log.clone()
     }
 
+    /// Every access so far, in order, with its width in bytes (1, 2 or 4).
+    pub fn log_with_widths(&self) -> Vec<(Access, u8)> {
+        let inner = self.lock();
+        inner
+            .log
+            .iter()
+            .copied()
+            .zip(inner.widths.iter().copied())
+            .collect()
+    }
+
     /// Every access so far, in order, and forgets them.
     pub fn take_log(&self) -> Vec<Access> {
-        std::mem::take(&mut self.lock().log)
+        let mut inner = self.lock();
+        inner.widths.clear();
+        std::mem::take(&mut inner.log)
     }
 
     /// Forgets the accesses so far (values and hooks stay).
     pub fn clear_log(&self) {
-        self.lock().log.clear();
+        let mut inner = self.lock();
+        inner.log.clear();
+        inner.widths.clear();
     }
 
     /// Every write so far as `(offset, value)`, in order.
@@ -514,32 +536,38 @@ impl Delay for RecordedDelay<'_> {
     }
 }
 
-impl Mmio for RecordedRegs {
-    fn read32(&self, offset: u32) -> u32 {
+impl RecordedRegs {
+    /// One read of `bytes` bytes at `offset`: the hook's or the stored value, truncated.
+    fn read_sized(&self, offset: u32, bytes: u8) -> u32 {
         let mut guard = self.lock();
         let Inner {
             file,
             log,
+            widths,
             read_hooks,
             ..
         } = &mut *guard;
         let value = match read_hooks.get_mut(&offset) {
             Some(hook) => hook(file, offset),
             None => file.get(offset),
-        };
+        } & width_mask(bytes);
         log.push(Access::Read(offset, value));
+        widths.push(bytes);
         value
     }
 
-    fn write32(&self, offset: u32, value: u32) {
+    /// One write of `bytes` bytes at `offset`.
+    fn write_sized(&self, offset: u32, value: u32, bytes: u8) {
         let mut guard = self.lock();
         let Inner {
             file,
             log,
+            widths,
             write_hooks,
             ..
         } = &mut *guard;
         log.push(Access::Write(offset, value));
+        widths.push(bytes);
         match write_hooks.get_mut(&offset) {
             Some(hook) => hook(file, offset, value),
             None => file.set(offset, value),
@@ -547,9 +575,66 @@ impl Mmio for RecordedRegs {
     }
 }
 
+fn width_mask(bytes: u8) -> u32 {
+    match bytes {
+        1 => 0xff,
+        2 => 0xffff,
+        _ => u32::MAX,
+    }
+}
+
+impl Mmio for RecordedRegs {
+    fn read32(&self, offset: u32) -> u32 {
+        self.read_sized(offset, 4)
+    }
+
+    fn write32(&self, offset: u32, value: u32) {
+        self.write_sized(offset, value, 4)
+    }
+}
+
+impl NarrowMmio for RecordedRegs {
+    fn read8(&self, offset: u32) -> u8 {
+        self.read_sized(offset, 1) as u8
+    }
+
+    fn read16(&self, offset: u32) -> u16 {
+        self.read_sized(offset, 2) as u16
+    }
+
+    fn write8(&self, offset: u32, value: u8) {
+        self.write_sized(offset, u32::from(value), 1)
+    }
+
+    fn write16(&self, offset: u32, value: u16) {
+        self.write_sized(offset, u32::from(value), 2)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn narrow_accesses_truncate_and_log_their_width() {
+        let r = RecordedRegs::new().with(0x14, 0x1234_5678);
+        assert_eq!(r.read8(0x14), 0x78);
+        assert_eq!(r.read16(0x14), 0x5678);
+        r.on_read(0x20, |_, _| 0xdead_beef);
+        assert_eq!(r.read16(0x20), 0xbeef);
+        r.write8(0x15, 0xff);
+        assert_eq!(r.get(0x15), 0xff);
+        r.write16(0x16, 0xabcd);
+        assert_eq!(r.read32(0x16), 0xabcd);
+        let widths: Vec<u8> = r.log_with_widths().iter().map(|&(_, w)| w).collect();
+        assert_eq!(widths, vec![1, 2, 2, 1, 2, 4]);
+        assert_eq!(r.log()[1], Access::Read(0x14, 0x5678));
+        assert_eq!(r.take_log().len(), 6);
+        assert!(r.log_with_widths().is_empty());
+        r.write8(0x15, 1);
+        r.clear_log();
+        assert!(r.log_with_widths().is_empty());
+    }
 
     #[test]
     fn plain_registers_store_and_log() {
