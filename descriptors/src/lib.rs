@@ -6,3 +6,5 @@
 //! beyond accessors and bit constants: the driver decides what to put in them.
 
 pub mod e1000e;
+pub mod virtio;
+pub mod virtio_net;
