@@ -275,17 +275,80 @@ impl<T: FromBytes + IntoBytes + Immutable> DescRing<T> {
         self.entries() as usize * size_of::<T>()
     }
 
+    /// The ring's address and mask as a `Copy` value, for a data-path loop that keeps them
+    /// in registers (a loop reading them through the ring reloads them after every store
+    /// the compiler cannot prove leaves them alone).
+    #[inline(always)]
+    pub fn view(&self) -> RingView<'_, T> {
+        RingView {
+            base: self.base,
+            mask: self.mask,
+            _ring: PhantomData,
+        }
+    }
+
+    /// Volatile write of descriptor `idx` (masked).
+    #[inline(always)]
+    pub fn write(&self, idx: u32, desc: T) {
+        self.view().write(idx, desc)
+    }
+
+    /// Volatile write of a 16-byte descriptor `idx` as two little-endian quadwords.
+    #[inline(always)]
+    pub fn write_qwords(&self, idx: u32, lo: u64, hi: u64) {
+        self.view().write_qwords(idx, lo, hi)
+    }
+
+    /// Volatile read of descriptor `idx` (masked).
+    #[inline(always)]
+    pub fn read(&self, idx: u32) -> T {
+        self.view().read(idx)
+    }
+
+    /// Volatile read of the `u32` at `byte_off` inside descriptor `idx`: the status word a
+    /// driver polls before it reads the rest of a write-back (then an acquire fence).
+    #[inline(always)]
+    pub fn read_u32_at(&self, idx: u32, byte_off: usize) -> u32 {
+        self.view().read_u32_at(idx, byte_off)
+    }
+
+    /// Volatile read of the byte at `byte_off` inside descriptor `idx`.
+    #[inline(always)]
+    pub fn read_u8_at(&self, idx: u32, byte_off: usize) -> u8 {
+        self.view().read_u8_at(idx, byte_off)
+    }
+}
+
+/// A borrowed [`DescRing`]: its first descriptor and mask, copied. Every access is masked
+/// into the ring, which the borrow keeps alive.
+pub struct RingView<'a, T> {
+    base: *mut T,
+    mask: u32,
+    _ring: PhantomData<&'a DescRing<T>>,
+}
+
+impl<T> Clone for RingView<'_, T> {
+    #[inline(always)]
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for RingView<'_, T> {}
+
+impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
     #[inline(always)]
     fn slot(&self, idx: u32) -> *mut T {
-        // In bounds: the index is masked and the whole ring was checked in `new`.
+        // In bounds: the index is masked and the whole ring was checked in DescRing::new.
         self.base.wrapping_add((idx & self.mask) as usize)
     }
 
     /// Volatile write of descriptor `idx` (masked).
     #[inline(always)]
     pub fn write(&self, idx: u32, desc: T) {
-        // SAFETY: `slot` is in bounds and aligned for T (checked in `new`, index masked);
-        // ring memory is never behind a reference.
+        // SAFETY: `slot` is in bounds and aligned for T (checked in DescRing::new, index
+        // masked), and the borrowed ring keeps the region mapped; ring memory is never
+        // behind a reference.
         unsafe { core::ptr::write_volatile(self.slot(idx), desc) }
     }
 
@@ -308,8 +371,7 @@ impl<T: FromBytes + IntoBytes + Immutable> DescRing<T> {
         unsafe { core::ptr::read_volatile(self.slot(idx)) }
     }
 
-    /// Volatile read of the `u32` at `byte_off` inside descriptor `idx`: the status word a
-    /// driver polls before it reads the rest of a write-back (then an acquire fence).
+    /// Volatile read of the `u32` at `byte_off` inside descriptor `idx`.
     #[inline(always)]
     pub fn read_u32_at(&self, idx: u32, byte_off: usize) -> u32 {
         assert!(byte_off.is_multiple_of(4) && byte_off + 4 <= size_of::<T>());
@@ -324,6 +386,19 @@ impl<T: FromBytes + IntoBytes + Immutable> DescRing<T> {
         assert!(byte_off < size_of::<T>());
         // SAFETY: inside descriptor `idx` (checked against size_of::<T>).
         unsafe { core::ptr::read_volatile(self.slot(idx).cast::<u8>().add(byte_off)) }
+    }
+
+    /// Volatile read of the little-endian `u64` at `byte_off` inside descriptor `idx`, in one
+    /// access.
+    #[inline(always)]
+    pub fn read_u64_at(&self, idx: u32, byte_off: usize) -> u64 {
+        assert!(byte_off.is_multiple_of(8) && byte_off + 8 <= size_of::<T>());
+        // SAFETY: inside descriptor `idx` (checked against size_of::<T>), 8-byte aligned
+        // because T is at least 16-byte aligned in the region and byte_off.is_multiple_of(8).
+        let v = unsafe {
+            core::ptr::read_volatile(self.slot(idx).cast::<u8>().add(byte_off).cast::<u64>())
+        };
+        u64::from_le(v)
     }
 }
 

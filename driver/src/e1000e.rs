@@ -18,9 +18,9 @@ use tenge_descriptors::e1000e::{
 use tenge_firmware_iface::e1000e::regs;
 use tenge_firmware_iface::Mmio;
 
-use crate::dma::DescRing;
+use crate::dma::{DescRing, RingView};
 use crate::mempool::{PacketBuf, PacketMeta};
-use crate::ring::{RxCompletion, RxDescOps, TxDescOps};
+use crate::ring::{RxCompletion, RxDescOps, RxView, TxDescOps, TxView};
 
 /// PCI vendor ID of Intel.
 pub const VENDOR_INTEL: u16 = 0x8086;
@@ -52,26 +52,19 @@ impl<M: Mmio> E1000eTx<M> {
 }
 
 impl<M: Mmio> TxDescOps for E1000eTx<M> {
+    type View<'a>
+        = E1000eTxView<'a>
+    where
+        M: 'a;
+
+    #[inline(always)]
+    fn view(&self) -> E1000eTxView<'_> {
+        E1000eTxView(self.ring.view())
+    }
+
     #[inline(always)]
     fn entries(&self) -> u32 {
         self.ring.entries()
-    }
-
-    #[inline(always)]
-    fn descs_needed(&self, _pkt: &PacketBuf) -> u32 {
-        1
-    }
-
-    #[inline(always)]
-    fn encap(&mut self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32 {
-        let mut cmd = TXD_CMD_EOP | TXD_CMD_IFCS;
-        if report {
-            cmd |= TXD_CMD_RS;
-        }
-        // length (15:0), cso 0, cmd (31:24); status, css, special 0.
-        self.ring
-            .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64 | (cmd as u64) << 24);
-        1
     }
 
     #[inline(always)]
@@ -79,10 +72,33 @@ impl<M: Mmio> TxDescOps for E1000eTx<M> {
         self.regs
             .write32(regs::TDT, pidx & (self.ring.entries() - 1));
     }
+}
+
+/// The e1000e TX descriptor accesses, on a view of the ring.
+#[derive(Clone, Copy)]
+pub struct E1000eTxView<'a>(RingView<'a, LegacyTxDesc>);
+
+impl TxView for E1000eTxView<'_> {
+    #[inline(always)]
+    fn descs_needed(&self, _pkt: &PacketBuf) -> u32 {
+        1
+    }
+
+    #[inline(always)]
+    fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32 {
+        let mut cmd = TXD_CMD_EOP | TXD_CMD_IFCS;
+        if report {
+            cmd |= TXD_CMD_RS;
+        }
+        // length (15:0), cso 0, cmd (31:24); status, css, special 0.
+        self.0
+            .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64 | (cmd as u64) << 24);
+        1
+    }
 
     #[inline(always)]
     fn is_done(&self, idx: u32) -> bool {
-        self.ring.read_u8_at(idx, TX_STATUS_OFFSET) & TXD_STAT_DD != 0
+        self.0.read_u8_at(idx, TX_STATUS_OFFSET) & TXD_STAT_DD != 0
     }
 }
 
@@ -151,16 +167,19 @@ fn rx_csum_flags_lut(status_error: u32) -> u32 {
 }
 
 impl<M: Mmio> RxDescOps for E1000eRx<M> {
+    type View<'a>
+        = E1000eRxView<'a>
+    where
+        M: 'a;
+
     #[inline(always)]
-    fn entries(&self) -> u32 {
-        self.ring.entries()
+    fn view(&self) -> E1000eRxView<'_> {
+        E1000eRxView(self.ring.view())
     }
 
     #[inline(always)]
-    fn refill(&mut self, pidx: u32, iova: u64, _len: u32) {
-        // The buffer size is global (RCTL.BSIZE), not per descriptor. Writing the read format
-        // also clears the previous write-back's DD, which lives in the upper quadword.
-        self.ring.write_qwords(pidx, iova, 0);
+    fn entries(&self) -> u32 {
+        self.ring.entries()
     }
 
     #[inline(always)]
@@ -168,23 +187,38 @@ impl<M: Mmio> RxDescOps for E1000eRx<M> {
         self.regs
             .write32(regs::RDT, pidx & (self.ring.entries() - 1));
     }
+}
+
+/// The e1000e RX descriptor accesses, on a view of the ring.
+#[derive(Clone, Copy)]
+pub struct E1000eRxView<'a>(RingView<'a, RxDescExtRead>);
+
+impl RxView for E1000eRxView<'_> {
+    #[inline(always)]
+    fn refill(&self, pidx: u32, iova: u64, _len: u32) {
+        // The buffer size is global (RCTL.BSIZE), not per descriptor. Writing the read format
+        // also clears the previous write-back's DD, which lives in the upper quadword.
+        self.0.write_qwords(pidx, iova, 0);
+    }
 
     #[inline(always)]
-    fn poll(&mut self, cidx: u32) -> Option<RxCompletion> {
-        let status_error = self.ring.read_u32_at(cidx, RX_WB_STATUS_OFFSET);
-        if status_error & RXD_STAT_DD == 0 {
-            return None;
-        }
-        // DD first, then the rest of the write-back (length) once DD is seen.
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
-        let len = self.ring.read_u32_at(cidx, 12) & 0xffff;
-        Some(RxCompletion {
+    fn is_done(&self, cidx: u32) -> bool {
+        self.0.read_u32_at(cidx, RX_WB_STATUS_OFFSET) & RXD_STAT_DD != 0
+    }
+
+    #[inline(always)]
+    fn completion(&self, cidx: u32) -> RxCompletion {
+        // Status/errors and length in one read (the length is bytes 12..14).
+        let q = self.0.read_u64_at(cidx, RX_WB_STATUS_OFFSET);
+        let status_error = q as u32;
+        let len = (q >> 32) as u32 & 0xffff;
+        RxCompletion {
             slot: cidx,
             len,
             eop: status_error & RXD_STAT_EOP != 0,
             error: status_error & RXD_ERR_FRAME != 0,
             flags: rx_csum_flags_lut(status_error),
-        })
+        }
     }
 }
 

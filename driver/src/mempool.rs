@@ -151,9 +151,9 @@ impl Mempool {
                         .expect("non-null region"),
                     iova: region.iova() + off as u64,
                     idx: i,
+                    end: cfg.headroom + cfg.data_room,
                     data_off: cfg.headroom as u16,
                     len: 0,
-                    end: cfg.headroom + cfg.data_room,
                     meta: PacketMeta::default(),
                 })
             })
@@ -246,6 +246,7 @@ impl Mempool {
 
 /// One packet buffer, owned: while a `PacketBuf` exists, no device and no other handle
 /// touches its slot. Dropping it returns it to its pool.
+#[repr(transparent)]
 pub struct PacketBuf {
     hdr: NonNull<BufHdr>,
 }
@@ -257,10 +258,10 @@ struct BufHdr {
     iova: u64,
     core: NonNull<PoolCore>,
     idx: u32,
-    data_off: u16,
-    len: u16,
     /// headroom + data room: the end of the data room, from the slot start.
     end: u32,
+    data_off: u16,
+    len: u16,
     meta: PacketMeta,
 }
 
@@ -414,6 +415,12 @@ impl PacketBuf {
     #[inline(always)]
     pub(crate) fn reset(&mut self) {
         let headroom = self.core().headroom;
+        self.reset_to(headroom);
+    }
+
+    /// `reset` with the pool's headroom already at hand.
+    #[inline(always)]
+    fn reset_to(&mut self, headroom: u16) {
         let h = self.hm();
         h.data_off = headroom;
         h.len = 0;
@@ -506,16 +513,7 @@ impl MempoolCache {
 
     #[cold]
     fn spill(&mut self, keep: usize) {
-        let core = self.pool.core();
-        let mut n = 0;
-        while self.len > keep {
-            self.len -= 1;
-            let h = self.stack[self.len];
-            // SAFETY: the cache owns the buffers it holds.
-            let _ = core.free.push(unsafe { h.as_ref() }.idx);
-            n += 1;
-        }
-        core.in_use.fetch_sub(n, Ordering::Release);
+        self.len = spill(&self.pool, &self.stack, self.len, keep);
     }
 
     /// A fresh buffer, or `None` if the pool is exhausted.
@@ -527,12 +525,49 @@ impl MempoolCache {
         self.len -= 1;
         // SAFETY: len < stack.len() by construction.
         let h = *unsafe { self.stack.get_unchecked(self.len) };
-        Some(PacketBuf::from_hdr(h))
+        let mut b = PacketBuf::from_hdr(h);
+        // Buffers sit in the cache as they were freed: reset on the way out.
+        b.reset_to(self.headroom);
+        Some(b)
+    }
+
+    /// Up to `n` fresh buffers, fewer if the cache holds fewer (it does not go to the shared
+    /// list for them: [`MempoolCache::refill_if_empty`] does). Buffers the caller does not
+    /// take from the iterator stay in the cache.
+    #[inline(always)]
+    pub fn alloc_bulk(&mut self, n: usize) -> AllocBulk<'_> {
+        let len = self.len;
+        let start = len - n.min(len);
+        AllocBulk {
+            bufs: self.stack[start..len].iter(),
+            start,
+            len: &mut self.len,
+            headroom: self.headroom,
+        }
+    }
+
+    /// Brings buffers from the shared list if the cache is empty; false if it stays empty.
+    #[inline(always)]
+    pub fn refill_if_empty(&mut self) -> bool {
+        self.len != 0 || self.refill()
+    }
+
+    /// A cursor that frees buffers into the cache as [`MempoolCache::free`] does, with its
+    /// state in registers, for a loop that frees many.
+    #[inline(always)]
+    pub fn free_bulk(&mut self) -> FreeBulk<'_> {
+        FreeBulk {
+            len: self.len,
+            stack: &mut self.stack,
+            len_slot: &mut self.len,
+            core: self.core,
+            pool: &self.pool,
+        }
     }
 
     /// Returns a buffer. A buffer of another pool goes back to its own pool.
     #[inline(always)]
-    pub fn free(&mut self, mut buf: PacketBuf) {
+    pub fn free(&mut self, buf: PacketBuf) {
         if buf.h().core != self.core {
             drop(buf);
             return;
@@ -540,16 +575,101 @@ impl MempoolCache {
         if self.len >= self.size {
             self.spill(self.size / 2);
         }
-        let headroom = self.headroom;
-        let h = buf.hm();
-        h.data_off = headroom;
-        h.len = 0;
-        h.meta = PacketMeta::default();
+        // Not reset here: `alloc` (or RX, which sets every field) does it on the way out.
         // SAFETY: len < size == stack.len() after the spill above.
         *unsafe { self.stack.get_unchecked_mut(self.len) } = buf.hdr;
         self.len += 1;
         // The index now lives in the cache; the handle must not return it a second time.
         std::mem::forget(buf);
+    }
+}
+
+/// Returns `stack[keep..len]`, buffers a cache owns, to the shared free list; returns the
+/// new length.
+#[cold]
+#[inline(never)]
+fn spill(pool: &Mempool, stack: &[NonNull<BufHdr>], mut len: usize, keep: usize) -> usize {
+    let core = pool.core();
+    let mut n = 0;
+    while len > keep {
+        len -= 1;
+        let h = stack[len];
+        // SAFETY: the cache owns the buffers it holds, and with them their headers.
+        let _ = core.free.push(unsafe { h.as_ref() }.idx);
+        n += 1;
+    }
+    core.in_use.fetch_sub(n, Ordering::Release);
+    len
+}
+
+/// Fresh buffers taken from a cache in bulk: see [`MempoolCache::alloc_bulk`].
+pub struct AllocBulk<'a> {
+    /// What is left to hand out; taken from the back, like single allocations.
+    bufs: std::slice::Iter<'a, NonNull<BufHdr>>,
+    start: usize,
+    len: &'a mut usize,
+    headroom: u16,
+}
+
+impl Iterator for AllocBulk<'_> {
+    type Item = PacketBuf;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<PacketBuf> {
+        let mut b = PacketBuf::from_hdr(*self.bufs.next_back()?);
+        b.reset_to(self.headroom);
+        Some(b)
+    }
+
+    #[inline(always)]
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.bufs.size_hint()
+    }
+}
+
+impl ExactSizeIterator for AllocBulk<'_> {}
+
+impl Drop for AllocBulk<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // What was not handed out stays in the cache, where it was.
+        *self.len = self.start + self.bufs.len();
+    }
+}
+
+/// Frees buffers into a cache in bulk: see [`MempoolCache::free_bulk`].
+pub struct FreeBulk<'a> {
+    len: usize,
+    stack: &'a mut [NonNull<BufHdr>],
+    len_slot: &'a mut usize,
+    core: NonNull<PoolCore>,
+    pool: &'a Mempool,
+}
+
+impl FreeBulk<'_> {
+    /// Returns a buffer, as [`MempoolCache::free`] does.
+    #[inline(always)]
+    pub fn free(&mut self, buf: PacketBuf) {
+        if buf.h().core != self.core {
+            drop(buf);
+            return;
+        }
+        if self.len >= self.stack.len() {
+            self.len = spill(self.pool, self.stack, self.len, self.stack.len() / 2);
+        }
+        if let Some(slot) = self.stack.get_mut(self.len) {
+            *slot = buf.hdr;
+            self.len += 1;
+            // The index now lives in the cache; the handle must not return it a second time.
+            std::mem::forget(buf);
+        }
+    }
+}
+
+impl Drop for FreeBulk<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        *self.len_slot = self.len;
     }
 }
 
@@ -621,6 +741,53 @@ impl BufRing {
     /// Every slot, for releasing all buffers.
     pub fn iter_mut(&mut self) -> std::slice::IterMut<'_, Option<PacketBuf>> {
         self.slots.iter_mut()
+    }
+
+    /// The slots as a borrowed view whose address and mask a loop keeps in registers.
+    #[inline(always)]
+    pub fn view(&mut self) -> BufSlots<'_> {
+        BufSlots {
+            slots: &mut self.slots,
+            mask: self.mask,
+        }
+    }
+}
+
+/// A borrowed [`BufRing`]: the same operations, on a copy of its address and mask.
+pub struct BufSlots<'a> {
+    /// `mask + 1` slots.
+    slots: &'a mut [Option<PacketBuf>],
+    mask: u32,
+}
+
+impl BufSlots<'_> {
+    #[inline(always)]
+    fn slot(&mut self, idx: u32) -> &mut Option<PacketBuf> {
+        let i = (idx & self.mask) as usize;
+        debug_assert!(i < self.slots.len());
+        // SAFETY: `slots` is a BufRing's, mask + 1 entries (built so in BufRing::new, never
+        // resized), and i <= mask.
+        unsafe { self.slots.get_unchecked_mut(i) }
+    }
+
+    /// Whether slot `idx` holds a buffer.
+    #[inline(always)]
+    pub fn is_occupied(&mut self, idx: u32) -> bool {
+        self.slot(idx).is_some()
+    }
+
+    /// [`BufRing::put`].
+    #[inline(always)]
+    pub fn put(&mut self, idx: u32, b: PacketBuf) {
+        let old = self.slot(idx).replace(b);
+        debug_assert!(old.is_none(), "slot still holds a buffer");
+        std::mem::forget(old);
+    }
+
+    /// [`BufRing::take`].
+    #[inline(always)]
+    pub fn take(&mut self, idx: u32) -> Option<PacketBuf> {
+        self.slot(idx).take()
     }
 }
 

@@ -86,19 +86,6 @@ impl PacketBatch {
         self.tail = n;
     }
 
-    /// Puts back a packet just popped, at the front.
-    #[inline(always)]
-    fn unpop(&mut self, buf: PacketBuf) {
-        if self.head == 0 {
-            // The pop emptied the batch (and rewound it).
-            debug_assert_eq!(self.tail, 0);
-            self.tail = 1;
-        } else {
-            self.head -= 1;
-        }
-        put(&mut self.slots[self.head], buf);
-    }
-
     /// Removes and returns the first packet.
     #[inline(always)]
     pub fn pop(&mut self) -> Option<PacketBuf> {
@@ -147,6 +134,41 @@ impl PacketBatch {
             cache.free(b);
         }
     }
+
+    /// The free places after the last packet, all of them (the batch is compacted first):
+    /// every one is `None`. A burst loop fills a prefix and calls [`PacketBatch::commit_back`].
+    #[inline(always)]
+    pub(crate) fn back_room(&mut self) -> &mut [Option<PacketBuf>] {
+        if self.head != 0 {
+            self.compact();
+        }
+        &mut self.slots[self.tail..]
+    }
+
+    /// Appends the first `n` places [`PacketBatch::back_room`] gave, which the caller filled.
+    #[inline(always)]
+    pub(crate) fn commit_back(&mut self, n: usize) {
+        debug_assert!(n <= self.room());
+        self.tail += n;
+    }
+
+    /// The packets, in place. A burst loop takes a prefix and calls
+    /// [`PacketBatch::consume_front`].
+    #[inline(always)]
+    pub(crate) fn front(&mut self) -> &mut [Option<PacketBuf>] {
+        &mut self.slots[self.head..self.tail]
+    }
+
+    /// Drops the first `n` places [`PacketBatch::front`] gave, which the caller emptied.
+    #[inline(always)]
+    pub(crate) fn consume_front(&mut self, n: usize) {
+        debug_assert!(n <= self.len());
+        self.head += n;
+        if self.head == self.tail {
+            self.head = 0;
+            self.tail = 0;
+        }
+    }
 }
 
 /// What a device writes back for one received buffer.
@@ -167,28 +189,52 @@ pub struct RxCompletion {
 
 /// Per-device RX descriptor operations.
 pub trait RxDescOps {
+    /// What the burst loops use: a `Copy` of what descriptor accesses need (the ring's
+    /// address and mask), which they keep in registers.
+    type View<'a>: RxView
+    where
+        Self: 'a;
+    /// The data-path view of the ops.
+    fn view(&self) -> Self::View<'_>;
     /// Ring size (a power of two).
     fn entries(&self) -> u32;
-    /// Writes a receive descriptor for the buffer at `iova` at producer index `pidx`.
-    fn refill(&mut self, pidx: u32, iova: u64, len: u32);
     /// Hands every descriptor before producer index `pidx` to the device.
     fn flush(&mut self, pidx: u32);
-    /// The write-back at consumer index `cidx`, or `None` if the device is not done with it.
-    /// Must read the done bit first and fence before reading the rest.
-    fn poll(&mut self, cidx: u32) -> Option<RxCompletion>;
+}
+
+/// Per-device RX descriptor accesses, on a [`RxDescOps::View`].
+pub trait RxView: Copy {
+    /// Writes a receive descriptor for the buffer at `iova` at producer index `pidx`.
+    fn refill(&self, pidx: u32, iova: u64, len: u32);
+    /// Whether the device is done with the descriptor at consumer index `cidx` (reads only
+    /// the done bit).
+    fn is_done(&self, cidx: u32) -> bool;
+    /// The write-back at consumer index `cidx`, which [`RxView::is_done`] has seen done:
+    /// the caller fences (acquire) between the two.
+    fn completion(&self, cidx: u32) -> RxCompletion;
 }
 
 /// Per-device TX descriptor operations.
 pub trait TxDescOps {
+    /// What the burst loops use: see [`RxDescOps::View`].
+    type View<'a>: TxView
+    where
+        Self: 'a;
+    /// The data-path view of the ops.
+    fn view(&self) -> Self::View<'_>;
     /// Ring size (a power of two).
     fn entries(&self) -> u32;
+    /// Hands every descriptor before producer index `pidx` to the device (the doorbell).
+    fn flush(&mut self, pidx: u32);
+}
+
+/// Per-device TX descriptor accesses, on a [`TxDescOps::View`].
+pub trait TxView: Copy {
     /// Descriptors `pkt` needs.
     fn descs_needed(&self, pkt: &PacketBuf) -> u32;
     /// Writes `pkt`'s descriptors from producer index `pidx`; `report` asks the device to
     /// write back completion on the last one. Returns the number of descriptors written.
-    fn encap(&mut self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32;
-    /// Hands every descriptor before producer index `pidx` to the device (the doorbell).
-    fn flush(&mut self, pidx: u32);
+    fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32;
     /// Whether the descriptor at index `idx`, written with `report`, is complete.
     fn is_done(&self, idx: u32) -> bool;
 }
@@ -230,6 +276,49 @@ pub struct TxStats {
     pub doorbells: u64,
     /// Buffers recycled after the device finished with them.
     pub completed: u64,
+}
+
+/// A completion the fast path did not deliver: counts why and drops its buffer (`None`:
+/// the completion names a buffer that was not posted). Returns whether the rest of the
+/// frame is to be discarded.
+#[cold]
+#[inline(never)]
+fn rx_drop(
+    stats: &mut RxStats,
+    eop: bool,
+    error: bool,
+    buf: Option<PacketBuf>,
+    cache: &mut MempoolCache,
+    discarding: bool,
+) -> bool {
+    let Some(buf) = buf else {
+        stats.bad_slot += 1;
+        return discarding;
+    };
+    cache.free(buf);
+    if discarding || !eop {
+        // Frames spanning buffers are not assembled (no chain support yet): drop every
+        // buffer of the frame, counted once, at its last buffer.
+        if eop {
+            stats.multi_buffer += 1;
+        }
+        !eop
+    } else {
+        if error {
+            stats.errors += 1;
+        } else {
+            stats.bad_len += 1;
+        }
+        false
+    }
+}
+
+/// Drops a packet the device cannot send.
+#[cold]
+#[inline(never)]
+fn tx_drop(stats: &mut TxStats, pkt: PacketBuf, cache: &mut MempoolCache) {
+    stats.bad_packet += 1;
+    cache.free(pkt);
 }
 
 /// A receive ring driven by the engine.
@@ -288,19 +377,33 @@ impl<D: RxDescOps> RxQueue<D> {
     pub fn fill(&mut self, cache: &mut MempoolCache) -> u32 {
         let start = self.pidx;
         let end = self.cidx.wrapping_add(self.mask); // entries - 1 posted at most
+        let view = self.ops.view();
+        let mut slots = self.bufs.view();
         let mut pidx = start;
         while pidx != end {
-            if self.bufs.is_occupied(pidx) {
-                break; // the device still holds this slot (out-of-order completion)
-            }
-            let Some(buf) = cache.alloc() else {
+            if !cache.refill_if_empty() {
                 self.stats.no_buf += 1;
                 break;
-            };
-            self.ops
-                .refill(pidx, buf.data_iova(), buf.capacity() as u32);
-            self.bufs.put(pidx, buf);
-            pidx = pidx.wrapping_add(1);
+            }
+            // What the cache holds, in one go; what is not posted stays in it.
+            let mut bufs = cache.alloc_bulk(end.wrapping_sub(pidx) as usize);
+            let stop = pidx.wrapping_add(bufs.len() as u32);
+            let mut blocked = false;
+            while pidx != stop {
+                if slots.is_occupied(pidx) {
+                    blocked = true; // the device still holds this slot (out-of-order completion)
+                    break;
+                }
+                let Some(buf) = bufs.next() else {
+                    break;
+                };
+                view.refill(pidx, buf.data_iova(), buf.capacity() as u32);
+                slots.put(pidx, buf);
+                pidx = pidx.wrapping_add(1);
+            }
+            if blocked {
+                break;
+            }
         }
         self.pidx = pidx;
         let n = pidx.wrapping_sub(start);
@@ -317,47 +420,58 @@ impl<D: RxDescOps> RxQueue<D> {
     /// the tail once. Returns the number of frames received.
     #[inline]
     pub fn rx_burst(&mut self, cache: &mut MempoolCache, out: &mut PacketBatch) -> usize {
-        let mut got = 0;
-        let room = out.room();
-        let mut bytes = 0u64;
+        let view = self.ops.view();
         let mut cidx = self.cidx;
-        let pidx = self.pidx;
-        while got < room && cidx != pidx {
-            let Some(c) = self.ops.poll(cidx) else {
-                break;
-            };
-            cidx = cidx.wrapping_add(1);
-            let Some(mut buf) = self.bufs.take(c.slot) else {
-                self.stats.bad_slot += 1;
-                continue;
-            };
-            if self.discarding || !c.eop {
-                // Frames spanning buffers are not assembled (no chain support yet): drop
-                // every buffer of the frame, counted once, at its last buffer.
-                self.discarding = !c.eop;
-                if c.eop {
-                    self.stats.multi_buffer += 1;
-                }
-                cache.free(buf);
-                continue;
-            }
-            if c.error {
-                self.stats.errors += 1;
-                cache.free(buf);
-                continue;
-            }
-            if !buf.set_len(c.len as usize) {
-                self.stats.bad_len += 1;
-                cache.free(buf);
-                continue;
-            }
-            buf.meta_mut().flags = c.flags;
-            bytes += c.len as u64;
-            // Cannot fail: got < room.
-            let _ = out.push(buf);
-            got += 1;
+        let dst = out.back_room();
+        // At most `room` frames, and never past what was posted.
+        let n = (dst.len() as u32).min(self.pidx.wrapping_sub(cidx));
+        // How many the device is done with, then one acquire fence for all of them: every
+        // write-back read below comes after the done bit it depends on.
+        let mut ready = 0;
+        while ready < n && view.is_done(cidx.wrapping_add(ready)) {
+            ready += 1;
         }
-        self.cidx = cidx;
+        let mut got = 0;
+        let mut bytes = 0u64;
+        if ready > 0 {
+            fence(Ordering::Acquire);
+            let mut slots = self.bufs.view();
+            let mut discarding = self.discarding;
+            let end = cidx.wrapping_add(ready);
+            let room = dst.len();
+            let mut dst = dst.iter_mut();
+            while cidx != end {
+                let c = view.completion(cidx);
+                cidx = cidx.wrapping_add(1);
+                let buf = slots.take(c.slot);
+                // The common case in one test: a posted buffer, a whole good frame, not
+                // inside a frame being discarded, that fits.
+                let whole_good = c.eop & !c.error & !discarding;
+                match buf {
+                    Some(mut buf) if whole_good => {
+                        if buf.set_len(c.len as usize) {
+                            buf.meta_mut().flags = c.flags;
+                            bytes += c.len as u64;
+                            // At most `room` frames are taken, so there is a place for each.
+                            if let Some(d) = dst.next() {
+                                put(d, buf);
+                            }
+                        } else {
+                            discarding =
+                                rx_drop(&mut self.stats, c.eop, c.error, Some(buf), cache, false);
+                        }
+                    }
+                    other => {
+                        discarding =
+                            rx_drop(&mut self.stats, c.eop, c.error, other, cache, discarding)
+                    }
+                }
+            }
+            self.discarding = discarding;
+            self.cidx = cidx;
+            got = room - dst.len();
+            out.commit_back(got);
+        }
         self.stats.packets += got as u64;
         self.stats.bytes += bytes;
         // Refill in batches of free_thresh, one tail write each. The device is never left
@@ -446,26 +560,37 @@ impl<D: TxDescOps> TxQueue<D> {
     /// reclaimed.
     #[inline]
     pub fn reclaim(&mut self, cache: &mut MempoolCache) -> u32 {
+        let view = self.ops.view();
+        // The newest completed report, then one acquire fence: the device wrote DD after it
+        // had read every earlier descriptor.
+        let mut rs_head = self.rs_head;
+        let mut end = self.cidx;
+        while rs_head != self.rs_tail {
+            let idx = self.rs[(rs_head & self.mask) as usize];
+            if !view.is_done(idx) {
+                break;
+            }
+            end = idx.wrapping_add(1);
+            rs_head = rs_head.wrapping_add(1);
+        }
+        if rs_head == self.rs_head {
+            return 0;
+        }
+        fence(Ordering::Acquire);
+        self.rs_head = rs_head;
         let start = self.cidx;
         let mut cidx = start;
         let mut completed = 0u64;
-        while self.rs_head != self.rs_tail {
-            let idx = self.rs[(self.rs_head & self.mask) as usize];
-            if !self.ops.is_done(idx) {
-                break;
+        let mut slots = self.bufs.view();
+        let mut sink = cache.free_bulk();
+        while cidx != end {
+            if let Some(b) = slots.take(cidx) {
+                sink.free(b);
+                completed += 1;
             }
-            // The device wrote DD after it had read every earlier descriptor.
-            fence(Ordering::Acquire);
-            let end = idx.wrapping_add(1);
-            while cidx != end {
-                if let Some(b) = self.bufs.take(cidx) {
-                    cache.free(b);
-                    completed += 1;
-                }
-                cidx = cidx.wrapping_add(1);
-            }
-            self.rs_head = self.rs_head.wrapping_add(1);
+            cidx = cidx.wrapping_add(1);
         }
+        drop(sink);
         self.cidx = cidx;
         self.stats.completed += completed;
         cidx.wrapping_sub(start)
@@ -476,48 +601,64 @@ impl<D: TxDescOps> TxQueue<D> {
     /// Returns the number sent.
     #[inline]
     pub fn tx_burst(&mut self, cache: &mut MempoolCache, pkts: &mut PacketBatch) -> usize {
-        let entries = self.mask + 1;
         if self.rs_head != self.rs_tail {
             self.reclaim(cache);
         }
-        let mut sent = 0;
-        let mut bytes = 0u64;
-        let mut pidx = self.pidx;
-        let mut since_rs = self.since_rs;
+        let view = self.ops.view();
+        let mut slots = self.bufs.view();
+        let start = self.pidx;
+        let mut pidx = start;
+        let max_frame = self.max_frame;
+        // Descriptors until the one that asks for a report.
+        let mut until_rs = self.rs_interval - self.since_rs;
         // Keep one descriptor free: tail == head means empty to the device.
-        let mut free = entries - 1 - pidx.wrapping_sub(self.cidx);
-        while let Some(pkt) = pkts.pop() {
-            if pkt.is_empty() || pkt.len() > self.max_frame {
-                // Cannot be sent: drop it here rather than hand the device a bad descriptor.
-                cache.free(pkt);
-                self.stats.bad_packet += 1;
+        let limit = self.cidx.wrapping_add(self.mask);
+        let mut bytes = 0u64;
+        let mut dropped = 0;
+        let mut full = false;
+        let src = pkts.front();
+        let total = src.len();
+        let mut src = src.iter_mut();
+        for slot in src.by_ref() {
+            let Some(pkt) = slot.take() else {
+                continue;
+            };
+            let len = pkt.len();
+            if len.wrapping_sub(1) >= max_frame {
+                // Empty or too long: drop it here rather than hand the device a bad descriptor.
+                tx_drop(&mut self.stats, pkt, cache);
+                dropped += 1;
                 continue;
             }
-            let need = self.ops.descs_needed(&pkt);
-            if need > free {
-                pkts.unpop(pkt);
+            let need = view.descs_needed(&pkt);
+            if need > limit.wrapping_sub(pidx) {
+                put(slot, pkt);
                 self.stats.ring_full += 1;
+                full = true;
                 break;
             }
-            let report = since_rs + need >= self.rs_interval;
-            let used = self.ops.encap(pidx, &pkt, report);
+            let report = need >= until_rs;
+            let used = view.encap(pidx, &pkt, report);
             debug_assert_eq!(used, need);
             let last = pidx.wrapping_add(used - 1);
-            bytes += pkt.len() as u64;
-            self.bufs.put(last, pkt);
+            bytes += len as u64;
+            slots.put(last, pkt);
+            pidx = pidx.wrapping_add(used);
             if report {
                 self.rs[(self.rs_tail & self.mask) as usize] = last;
                 self.rs_tail = self.rs_tail.wrapping_add(1);
-                since_rs = 0;
+                until_rs = self.rs_interval;
             } else {
-                since_rs += used;
+                until_rs -= need;
             }
-            pidx = pidx.wrapping_add(used);
-            free -= used;
-            sent += 1;
         }
+        // Every slot before where `src` stopped is empty now, except the one a ring_full
+        // stop put its packet back in.
+        let taken = total - src.len() - full as usize;
+        pkts.consume_front(taken);
+        let sent = taken - dropped;
         self.pidx = pidx;
-        self.since_rs = since_rs;
+        self.since_rs = self.rs_interval - until_rs;
         if sent > 0 {
             // Descriptor stores before the tail store (see mmio.rs on x86 ordering).
             fence(Ordering::Release);
