@@ -143,10 +143,13 @@ const fn rx_csum_flags(status_error: u32) -> u32 {
 }
 
 /// The five status/error bits `rx_csum_flags` looks at, packed: UDPCS, TCPCS, IPCS in bits
-/// 2:0 (status bits 6:4), TCPE, IPE in bits 4:3 (error bits 30:29).
+/// 2:0 (status bits 6:4), TCPE, IPE in bits 4:3 (error bits 30:29). One multiply moves both
+/// groups at once: `<< 23` takes bits 6:4 to 29:27, `<< 1` takes bits 30:29 to 31:30, and
+/// neither product overlaps the other's bits there (the rest falls off the top or lands
+/// below bit 27).
 #[inline(always)]
 const fn csum_key(status_error: u32) -> usize {
-    (((status_error >> 4) & 0x7) | ((status_error >> 26) & 0x18)) as usize
+    ((status_error & 0x6000_0070).wrapping_mul((1 << 23) | (1 << 1)) >> 27) as usize
 }
 
 /// `rx_csum_flags` for every key, so the data path does a shift, two masks and a load.
