@@ -83,6 +83,17 @@ pub enum Backend {
     },
     /// `-netdev user` (slirp): a NATed network with DHCP and DNS at 10.0.2.x.
     User,
+    /// `-netdev tap,fd=N` on the existing tap `ifname` in network namespace `netns`, opened
+    /// by the harness with a vnet header (IFF_VNET_HDR): the namespace's Linux stack is the
+    /// peer, and with the vnet header QEMU's virtio-net offers its checksum and TSO
+    /// features. Make both with [`crate::TapPeer`], whose [`crate::TapPeer::backend`] is
+    /// this; QEMU itself stays in the host's namespace.
+    Tap {
+        /// The network namespace (`/run/netns/<netns>`).
+        netns: String,
+        /// The tap interface inside it.
+        ifname: String,
+    },
 }
 
 /// One NIC of the guest.
@@ -130,8 +141,8 @@ impl Nic {
 /// The text form used by the `testbed` binary's `--nic`:
 /// `MODEL[,FLAG...]:BACKEND[:novfio]` where
 /// MODEL is `e1000e`, `igb` or `virtio` (flags for virtio: `packed`, `no-event-idx`,
-/// `no-mrg-rxbuf`), and BACKEND is `hubN` (or `hub:N`), `dgram:LOCAL_PORT:REMOTE_PORT` or
-/// `user`. A trailing `:novfio` leaves the NIC to its Linux driver.
+/// `no-mrg-rxbuf`), and BACKEND is `hubN` (or `hub:N`), `dgram:LOCAL_PORT:REMOTE_PORT`,
+/// `user` or `tap:NETNS:IFNAME`. A trailing `:novfio` leaves the NIC to its Linux driver.
 impl FromStr for Nic {
     type Err = String;
 
@@ -227,8 +238,17 @@ fn parse_backend(parts: &[&str]) -> Result<Backend, String> {
             remote_port: port(remote)?,
         }),
         ["dgram", ..] => Err("dgram needs two ports: dgram:LOCAL_PORT:REMOTE_PORT".into()),
+        ["tap", netns, ifname] => {
+            crate::tap::validate_netns_name(netns)?;
+            crate::tap::validate_ifname(ifname)?;
+            Ok(Backend::Tap {
+                netns: (*netns).to_owned(),
+                ifname: (*ifname).to_owned(),
+            })
+        }
+        ["tap", ..] => Err("tap needs a namespace and an interface: tap:NETNS:IFNAME".into()),
         _ => Err(format!(
-            "unknown backend `{}` (known: hubN, dgram:LOCAL:REMOTE, user)",
+            "unknown backend `{}` (known: hubN, dgram:LOCAL:REMOTE, user, tap:NETNS:IFNAME)",
             parts.join(":")
         )),
     }
@@ -263,6 +283,7 @@ impl fmt::Display for Nic {
                 remote_port,
             } => write!(f, ":dgram:{local_port}:{remote_port}")?,
             Backend::User => write!(f, ":user")?,
+            Backend::Tap { netns, ifname } => write!(f, ":tap:{netns}:{ifname}")?,
         }
         if !self.bind_vfio {
             write!(f, ":novfio")?;
@@ -343,6 +364,16 @@ impl GuestConfig {
                 }
                 dgram_ports.push(local_port);
             }
+            if let Backend::Tap { netns, ifname } = &nic.backend {
+                crate::tap::validate_netns_name(netns).map_err(|e| format!("NIC {i}: {e}"))?;
+                crate::tap::validate_ifname(ifname).map_err(|e| format!("NIC {i}: {e}"))?;
+                let same = |n: &Nic| matches!(&n.backend, Backend::Tap { netns: a, ifname: b } if a == netns && b == ifname);
+                if self.nics[..i].iter().any(same) {
+                    return Err(format!(
+                        "NIC {i}: tap {ifname} in {netns} is used by another NIC (a tap has one queue)"
+                    ));
+                }
+            }
             if let Some(dump) = &nic.dump {
                 if dump.as_os_str().is_empty() {
                     return Err(format!("NIC {i}: empty dump path"));
@@ -397,6 +428,7 @@ mod tests {
         );
         for spec in [
             "virtio,packed,no-event-idx:dgram:1:2:novfio",
+            "virtio:tap:tenge-1-0:tap0:novfio",
             "e1000e:hub7",
             "igb:user",
         ] {
@@ -415,6 +447,9 @@ mod tests {
             "virtio,fast:user",
             "igb:dgram:0:5",
             "igb:tap",
+            "virtio:tap:ns",
+            "virtio:tap:a/b:tap0",
+            "virtio:tap:ns:a234567890123456",
         ] {
             assert!(bad.parse::<Nic>().is_err(), "{bad} parsed");
         }
@@ -429,5 +464,11 @@ mod tests {
         c.hugepages_2m = 0;
         c.nics = vec![Nic::new(NicModel::E1000e, Backend::Hub(0)); MAX_NICS + 1];
         assert!(c.validate().is_err());
+        let tap = Backend::Tap {
+            netns: "ns".into(),
+            ifname: "tap0".into(),
+        };
+        c.nics = vec![Nic::new(NicModel::virtio(), tap); 2];
+        assert!(c.validate().unwrap_err().contains("one queue"));
     }
 }

@@ -16,6 +16,10 @@
 //! assert_eq!(outcome.exit_code, Some(3), "{}", outcome.describe());
 //! ```
 //!
+//! [`TapPeer`] gives a NIC a real Linux peer: a vnet-header tap in a network namespace made
+//! for the test, which the test drives with [`TapPeer::exec`], [`TapPeer::ping`] and
+//! [`FrameSocket`] while the guest runs.
+//!
 //! Needs `qemu/install-deps.sh` to have run (QEMU 10, a Debian kernel, busybox-static) and
 //! root (for 9p with `security_model=none` and the initramfs's device node).
 
@@ -23,10 +27,15 @@ mod config;
 mod host;
 mod qemu;
 mod run;
+mod tap;
 
 pub use config::{Backend, GuestConfig, Nic, NicModel, MAX_NICS};
 pub use host::workspace_root;
 pub use run::{Guest, GuestOutcome, RunningGuest, EXIT_MARKER, SETUP_ERROR_MARKER};
+pub use tap::{
+    FrameSocket, PingResult, TapPeer, DEFAULT_GUEST_ADDR, DEFAULT_HOST_CIDR, DEFAULT_IFNAME,
+    OWNERS_DIR,
+};
 
 /// Builds the initramfs for the guest kernel if its inputs changed; returns its path
 /// (`target/testbed/initramfs-<release>.cpio.gz`). [`Guest::boot`] does this itself.

@@ -1,5 +1,6 @@
 //! The QEMU command line and the guest kernel command line for one run.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Backend, GuestConfig, Nic, NicModel, HOSTROOT_SLOT, OUT_SLOT};
@@ -80,8 +81,14 @@ pub(crate) fn kernel_cmdline(config: &GuestConfig, paths: &RunPaths) -> String {
     parts.join(" ")
 }
 
-/// QEMU's arguments (without the program name).
-pub(crate) fn qemu_args(config: &GuestConfig, paths: &RunPaths, aw_bits: bool) -> Vec<String> {
+/// QEMU's arguments (without the program name). `tap_fds[&i]` is the descriptor QEMU
+/// inherits for NIC `i` with a [`Backend::Tap`].
+pub(crate) fn qemu_args(
+    config: &GuestConfig,
+    paths: &RunPaths,
+    aw_bits: bool,
+    tap_fds: &BTreeMap<usize, i32>,
+) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| (*s).to_owned()));
     let mem = format!("{}M", config.memory_mb);
@@ -153,6 +160,12 @@ pub(crate) fn qemu_args(config: &GuestConfig, paths: &RunPaths, aw_bits: bool) -
                  remote.type=inet,remote.host=127.0.0.1,remote.port={remote_port}"
             ),
             Backend::User => format!("user,id={id}"),
+            // QEMU probes the vnet header from the descriptor (vnet_hdr= is refused with
+            // fd=) and then offers virtio-net's checksum/TSO features.
+            Backend::Tap { .. } => match tap_fds.get(&i) {
+                Some(fd) => format!("tap,id={id},fd={fd}"),
+                None => format!("tap,id={id},fd=MISSING"),
+            },
         };
         let slot = crate::config::FIRST_NIC_SLOT + i;
         let mut device = format!(
@@ -224,7 +237,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             extra_qemu_args: vec!["-trace".into(), "e1000e_rx_*".into()],
         };
-        let args = qemu_args(&config, &paths(), true);
+        let args = qemu_args(&config, &paths(), true, &BTreeMap::new());
         let joined = args.join(" ");
         assert!(joined.contains("-device e1000e,netdev=nic0,addr=0x3,mac=52:54:00:7e:00:00"));
         assert!(joined.contains("-object filter-dump,id=dump0,netdev=nic0,file=/w/x,,y.pcap"));
@@ -245,6 +258,21 @@ mod tests {
         assert!(cmdline.contains("tenge.kernel=0000:00:04.0"));
         assert!(cmdline.contains("tenge.hugepages=0"));
         assert!(cmdline.contains("tenge.script=/w/target/testbed/run-1-0/script.sh"));
+    }
+
+    #[test]
+    fn tap_backend_passes_the_descriptor() {
+        let nic = Nic::new(
+            NicModel::virtio(),
+            Backend::Tap {
+                netns: "ns".into(),
+                ifname: "tap0".into(),
+            },
+        );
+        let config = GuestConfig::with_nics(vec![Nic::new(NicModel::E1000e, Backend::Hub(0)), nic]);
+        let args = qemu_args(&config, &paths(), true, &BTreeMap::from([(1, 7)]));
+        let joined = args.join(" ");
+        assert!(joined.contains("-netdev tap,id=nic1,fd=7 -device virtio-net-pci,netdev=nic1"));
     }
 
     #[test]

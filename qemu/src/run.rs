@@ -1,8 +1,9 @@
 //! Booting a guest, following its console, and collecting its outcome.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -12,9 +13,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::config::{GuestConfig, NicModel};
+use crate::config::{Backend, GuestConfig, NicModel};
 use crate::host;
 use crate::qemu::{self, RunPaths};
+use crate::tap;
 
 /// The console line stage 2 prints with the script's exit code.
 pub const EXIT_MARKER: &str = "TENGE-GUEST-EXIT=";
@@ -164,7 +166,19 @@ impl Guest {
             script: host::guest_visible(&script_path, "script")?,
             out_dir: out_dir.clone(),
         };
-        let args = qemu::qemu_args(&config, &paths, caps.aw_bits);
+        // Tap backends: attach to each tap in its namespace here and let QEMU inherit the
+        // descriptor, so QEMU stays in our namespace (9p, dgram on 127.0.0.1 unchanged).
+        let mut tap_files = Vec::new();
+        let mut tap_fds = BTreeMap::new();
+        for (i, nic) in config.nics.iter().enumerate() {
+            if let Backend::Tap { netns, ifname } = &nic.backend {
+                let fd = tap::open_tap(netns, ifname)
+                    .map_err(|e| err(e.kind(), format!("NIC {i}: {e}")))?;
+                tap_fds.insert(i, fd.as_raw_fd());
+                tap_files.push(fd);
+            }
+        }
+        let args = qemu::qemu_args(&config, &paths, caps.aw_bits, &tap_fds);
 
         let mut log_file = File::create(&log)?;
         writeln!(
@@ -183,9 +197,26 @@ impl Guest {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let inherited: Vec<i32> = tap_fds.values().copied().collect();
+        if !inherited.is_empty() {
+            // SAFETY: runs between fork and exec and calls only fcntl(2), which is
+            // async-signal-safe; the descriptors are open (`tap_files` outlives the spawn).
+            unsafe {
+                cmd.pre_exec(move || {
+                    for &fd in &inherited {
+                        if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                            return Err(io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         let started = Instant::now();
         let mut child = spawn_guarded(cmd)
             .map_err(|e| err(e.kind(), format!("cannot start {}: {e}", qemu.display())))?;
+        // QEMU has its own copies now; with ours closed the tap's file goes when QEMU does.
+        drop(tap_files);
 
         let echo = Arc::new(AtomicBool::new(true));
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));

@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tenge_testbed::{command_script, Guest, GuestConfig, Nic, MAX_NICS};
+use tenge_testbed::{
+    command_script, Backend, Guest, GuestConfig, Nic, TapPeer, DEFAULT_HOST_CIDR, MAX_NICS,
+};
 
 /// Exit status when the run timed out (as timeout(1) does).
 const EXIT_TIMEOUT: u8 = 124;
@@ -43,11 +45,18 @@ NIC SPEC: MODEL[,FLAG...]:BACKEND[:novfio]
                            frames <-> UDP datagrams on 127.0.0.1 (QEMU listens on LOCAL,
                            sends to REMOTE)
            user            slirp user networking
+           tap:NETNS:IFNAME
+                           tap IFNAME (vnet header on) in network namespace NETNS, whose
+                           Linux stack is the peer; virtio then offers checksum/TSO. If
+                           NETNS does not exist, it is made with IFNAME at 10.99.0.1/24 (give
+                           the guest 10.99.0.2/24) and deleted at exit; talk to the guest
+                           with `ip netns exec NETNS ...` meanwhile
   novfio   leave the NIC to its Linux driver instead of binding it to vfio-pci
 
 Examples:
   testbed run --nic e1000e:hub0 --nic e1000e:hub0 --nic virtio:dgram:5555:5556 \\
       --dump 0=/tmp/x.pcap --hugepages 256 --timeout 300 --script FILE
+  testbed run --nic virtio:tap:tb0:tap0:novfio --script FILE
   testbed run --nic e1000e:hub0 -- dpdk-testpmd -l 0-1 -n 1 --no-telemetry \\
       -a 0000:00:03.0 -- --total-num-mbufs=8192 --forward-mode=txonly --stats-period 5")]
     Run(RunArgs),
@@ -164,6 +173,28 @@ fn run(args: RunArgs) -> ExitCode {
                     nics.len()
                 );
                 return ExitCode::from(2);
+            }
+        }
+    }
+    // Tap peers this run makes; dropped (namespaces deleted) when run() returns.
+    let mut peers = Vec::new();
+    for nic in &nics {
+        if let Backend::Tap { netns, ifname } = &nic.backend {
+            if std::path::Path::new("/run/netns").join(netns).exists() {
+                continue;
+            }
+            match TapPeer::create(netns, ifname, DEFAULT_HOST_CIDR) {
+                Ok(peer) => {
+                    eprintln!(
+                        "testbed: made netns {netns} with tap {ifname} at {DEFAULT_HOST_CIDR} \
+                         (deleted at exit): ip netns exec {netns} ..."
+                    );
+                    peers.push(peer);
+                }
+                Err(e) => {
+                    eprintln!("testbed: {e}");
+                    return ExitCode::from(EXIT_HARNESS);
+                }
             }
         }
     }
