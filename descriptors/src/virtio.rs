@@ -11,7 +11,8 @@
 //! The avail and used areas have a variable-length middle, so they are not one struct here:
 //! the fixed headers and elements are structs and the offsets of the rest are `const fn`s
 //! ([`avail_ring_offset`], [`avail_used_event_offset`], [`used_ring_offset`],
-//! [`used_avail_event_offset`]). The driver reads and writes each field with one volatile
+//! [`used_avail_event_offset`]); [`split_ring_layout`] and [`packed_ring_layout`] place a
+//! whole queue in one allocation. The driver reads and writes each field with one volatile
 //! access at `area base + offset`, never through a reference to the whole area (the device
 //! writes it concurrently).
 //!
@@ -180,6 +181,42 @@ pub const fn vring_need_event(event_idx: u16, new: u16, old: u16) -> bool {
     new.wrapping_sub(event_idx).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
+/// Byte offsets of a virtqueue's three areas when they share one DMA allocation, and the
+/// allocation's length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingLayout {
+    /// Offset of the descriptor area (`queue_desc`).
+    pub desc: usize,
+    /// Offset of the driver area (`queue_driver`).
+    pub driver: usize,
+    /// Offset of the device area (`queue_device`).
+    pub device: usize,
+    /// Bytes needed in total.
+    pub len: usize,
+}
+
+const fn align_up(x: usize, align: usize) -> usize {
+    (x + align - 1) & !(align - 1)
+}
+
+/// One split virtqueue in one allocation (which must be at least 16-byte aligned): the
+/// descriptor table, the avail ring right after it (2-aligned), the used ring at the next
+/// 4-byte boundary (§2.7 alignment table). Event-index fields are always included.
+pub const fn split_ring_layout(queue_size: u16) -> RingLayout {
+    let desc = 0;
+    let driver = desc + 16 * queue_size as usize;
+    let device = align_up(
+        driver + avail_area_size(queue_size),
+        SPLIT_USED_ALIGN as usize,
+    );
+    RingLayout {
+        desc,
+        driver,
+        device,
+        len: device + used_area_size(queue_size),
+    }
+}
+
 // ---- packed virtqueue (virtio 1.2 §2.8) ----
 
 /// Packed virtqueue descriptor (virtio 1.2 §2.8.13, `struct pvirtq_desc`).
@@ -254,6 +291,18 @@ pub struct PvirtqEventSuppress {
 }
 const _: () = assert!(core::mem::size_of::<PvirtqEventSuppress>() == 4);
 
+/// One packed virtqueue in one allocation (at least 16-byte aligned): the descriptor ring,
+/// then the driver and device event suppression structures (§2.8.10.1).
+pub const fn packed_ring_layout(queue_size: u16) -> RingLayout {
+    let driver = 16 * queue_size as usize;
+    RingLayout {
+        desc: 0,
+        driver,
+        device: driver + 4,
+        len: driver + 8,
+    }
+}
+
 /// Notify on every event (§2.8.14).
 pub const RING_EVENT_FLAGS_ENABLE: u16 = 0x0;
 /// Never notify.
@@ -282,6 +331,40 @@ impl PvirtqEventSuppress {
     /// Packs (offset, wrap) into `off_wrap` form.
     pub const fn pack_off_wrap(off: u16, wrap: bool) -> u16 {
         (off & RING_EVENT_OFF_MASK) | if wrap { RING_EVENT_WRAP } else { 0 }
+    }
+}
+
+/// The packed-ring notification test (virtio 1.2 §2.8.14, §2.8.22): after making `added`
+/// descriptors available, ending just before slot `next_avail` of a ring of `ring_size`
+/// with the driver's avail wrap counter now `avail_wrap`, must the driver notify the
+/// device, given the device event suppression structure `device_event`?
+///
+/// - `RING_EVENT_FLAGS_ENABLE`: always; `RING_EVENT_FLAGS_DISABLE`: never;
+/// - `RING_EVENT_FLAGS_DESC` (needs `VIRTIO_F_EVENT_IDX`): iff the descriptor the device
+///   named in `off_wrap` (slot and wrap counter) is among the `added` ones. The event
+///   slot is moved back by one ring length when its wrap counter differs from the driver's,
+///   which turns the question into the split ring's [`vring_need_event`].
+///
+/// `added` must be at most `ring_size` (one burst never exceeds the ring).
+#[inline]
+pub const fn pvirtq_need_event(
+    device_event: PvirtqEventSuppress,
+    next_avail: u16,
+    avail_wrap: bool,
+    added: u16,
+    ring_size: u16,
+) -> bool {
+    match device_event.event_flags() {
+        RING_EVENT_FLAGS_DESC => {
+            let (mut event, event_wrap) = device_event.event_off_wrap();
+            if event_wrap != avail_wrap {
+                event = event.wrapping_sub(ring_size);
+            }
+            vring_need_event(event, next_avail, next_avail.wrapping_sub(added))
+        }
+        RING_EVENT_FLAGS_DISABLE => false,
+        // ENABLE, and the reserved value 3, which a device must not use: notify.
+        _ => true,
     }
 }
 
@@ -385,7 +468,111 @@ mod tests {
         assert!(!vring_need_event(7, 7, 7));
     }
 
+    #[test]
+    fn ring_layouts_for_qemus_sizes() {
+        // RX/TX 256: table 4096, avail 4 + 512 + 2 = 518, used at 4616 (4-aligned).
+        assert_eq!(
+            split_ring_layout(256),
+            RingLayout {
+                desc: 0,
+                driver: 4096,
+                device: 4616,
+                len: 4616 + 6 + 8 * 256
+            }
+        );
+        // Control 64: avail ends at 1024 + 134 = 1158, used at 1160.
+        assert_eq!(split_ring_layout(64).device, 1160);
+        assert_eq!(
+            packed_ring_layout(256),
+            RingLayout {
+                desc: 0,
+                driver: 4096,
+                device: 4100,
+                len: 4104
+            }
+        );
+    }
+
+    fn event(off: u16, wrap: bool, flags: u16) -> PvirtqEventSuppress {
+        PvirtqEventSuppress {
+            off_wrap: U16::new(PvirtqEventSuppress::pack_off_wrap(off, wrap)),
+            flags: U16::new(flags),
+        }
+    }
+
+    #[test]
+    fn packed_need_event_examples() {
+        // Ring of 8, driver wrap counter 1, published slots 2..5.
+        let e = |off, wrap| event(off, wrap, RING_EVENT_FLAGS_DESC);
+        assert!(pvirtq_need_event(e(3, true), 5, true, 3, 8));
+        assert!(!pvirtq_need_event(e(5, true), 5, true, 3, 8));
+        assert!(!pvirtq_need_event(e(3, false), 5, true, 3, 8));
+        // Across the wrap: slots 6, 7 (wrap 1) then 0, 1 (wrap 0).
+        assert!(pvirtq_need_event(e(7, true), 2, false, 4, 8));
+        assert!(pvirtq_need_event(e(1, false), 2, false, 4, 8));
+        assert!(!pvirtq_need_event(e(7, false), 2, false, 4, 8));
+        assert!(pvirtq_need_event(
+            event(0, false, RING_EVENT_FLAGS_ENABLE),
+            1,
+            true,
+            1,
+            8
+        ));
+        assert!(!pvirtq_need_event(
+            event(0, false, RING_EVENT_FLAGS_DISABLE),
+            1,
+            true,
+            1,
+            8
+        ));
+    }
+
     proptest! {
+        #[test]
+        fn ring_layouts_are_aligned_and_disjoint(size in 1u16..=MAX_QUEUE_SIZE) {
+            let s = split_ring_layout(size);
+            prop_assert_eq!(s.desc as u64 % SPLIT_DESC_ALIGN, 0);
+            prop_assert_eq!(s.driver as u64 % SPLIT_AVAIL_ALIGN, 0);
+            prop_assert_eq!(s.device as u64 % SPLIT_USED_ALIGN, 0);
+            prop_assert!(s.desc + 16 * size as usize <= s.driver);
+            prop_assert!(s.driver + avail_area_size(size) <= s.device);
+            prop_assert_eq!(s.device + used_area_size(size), s.len);
+            let p = packed_ring_layout(size);
+            prop_assert_eq!(p.driver as u64 % PACKED_EVENT_ALIGN, 0);
+            prop_assert_eq!(p.device as u64 % PACKED_EVENT_ALIGN, 0);
+            prop_assert_eq!(p.len, 16 * size as usize + 8);
+        }
+
+        #[test]
+        fn packed_need_event_is_membership_in_the_published_slots(
+            size_log2 in 0u32..=15,
+            start in any::<u16>(),
+            start_wrap in any::<bool>(),
+            added_frac in any::<u16>(),
+            event_off in any::<u16>(),
+            event_wrap in any::<bool>(),
+        ) {
+            let size = 1u16 << size_log2;
+            let start = start % size;
+            let added = if size == 1 { added_frac % 2 } else { added_frac % (size + 1) };
+            let event_off = event_off % size;
+            // Reference: walk the published slots one by one.
+            let (mut pos, mut wrap) = (start, start_wrap);
+            let mut hit = false;
+            for _ in 0..added {
+                if pos == event_off && wrap == event_wrap {
+                    hit = true;
+                }
+                pos += 1;
+                if pos == size {
+                    pos = 0;
+                    wrap = !wrap;
+                }
+            }
+            let e = event(event_off, event_wrap, RING_EVENT_FLAGS_DESC);
+            prop_assert_eq!(pvirtq_need_event(e, pos, wrap, added, size), hit);
+        }
+
         #[test]
         fn need_event_is_membership_in_the_published_window(
             old in any::<u16>(),
