@@ -19,8 +19,37 @@
 //!    its doorbell.
 //! 5. [`driver_ok`]. From then on the data path touches only the rings and the doorbells.
 //!
-//! Every sequence runs against [`crate::mmio::RecordedRegs`] in tests, with a model of
-//! QEMU 10.0's virtio-pci and virtio-net ([`model`], feature `testing`).
+//! Every sequence runs against `RecordedRegs` in tests, with a model of QEMU 10.0's
+//! virtio-pci and virtio-net (`model`, feature `testing`).
+//!
+//! # QEMU 10.0 facts the data path depends on
+//!
+//! Measured on QEMU 10.0.2 (`-M q35`, `virtio-net-pci,disable-legacy=on,iommu_platform=on`)
+//! or read in its sources (`hw/virtio/virtio.c`, `hw/net/virtio-net.c`):
+//! - queues: RX 0 and TX 1 of 256 descriptors, control 2 of 64; `num_queues` 3. QEMU takes
+//!   any size written up to 1024 (no power-of-two check; `rx_queue_size=1024` raises the RX
+//!   default, `tx_queue_size` is capped at 256 for non-vhost-user backends);
+//! - doorbells: all in BAR 4 at 0x3000 + 4 × queue index (`notify_off_multiplier` 4,
+//!   `queue_notify_off` = index); QEMU ignores the value written and takes the queue from
+//!   the address;
+//! - features: hub, dgram, user and tap without `vnet_hdr` offer no checksum or
+//!   segmentation offload; tap with `vnet_hdr=on` adds CSUM, GUEST_CSUM, TSO4/6, ECN, UFO
+//!   and USO in both directions; MRG_RXBUF, EVENT_IDX, CTRL_VQ and CTRL_RX are offered by
+//!   default, RING_PACKED only with `packed=on`;
+//! - split ring with EVENT_IDX: QEMU publishes `avail_event` = the avail index it has
+//!   seen whenever it arms or disarms notifications, so a driver that notifies only when
+//!   `tenge_descriptors::virtio::vring_need_event` says so skips doorbells while QEMU's TX bottom half is still draining; without
+//!   EVENT_IDX it uses `VIRTQ_USED_F_NO_NOTIFY` instead;
+//! - packed ring (`tenge_descriptors::virtio::pvirtq_need_event`): QEMU writes the device
+//!   event suppression area: DISABLE while it processes, then DESC with its next avail slot and wrap counter (with EVENT_IDX) or
+//!   ENABLE (without);
+//! - RX: when the RX queue has no buffer, QEMU holds the frame in the backend queue and
+//!   arms the RX notification; it delivers again only after a doorbell on the RX queue, so
+//!   a refill must end with an RX notify (subject to the event test);
+//! - the header is always the 12-byte `virtio_net_hdr` with `num_buffers` (VERSION_1);
+//! - reset is synchronous (status reads 0 right after writing 0); a `queue_enable` write
+//!   other than 1 sets DEVICE_NEEDS_RESET; FEATURES_OK does not stick if ACCESS_PLATFORM
+//!   is offered but not accepted.
 
 mod caps;
 mod features;
