@@ -35,6 +35,10 @@ pub struct PortConfig {
     pub rx_free_thresh: u32,
     /// Receive every frame, whatever its destination MAC.
     pub promisc: bool,
+    /// RX checksum offload: the device checks IPv4/TCP/UDP checksums and each received
+    /// packet's `meta().flags` says good or bad. Off by default, as in DPDK: offloads are
+    /// what the application asks for (QEMU checks every frame in software when it is on).
+    pub rx_checksum: bool,
     /// Hugepage use for rings and buffers.
     pub hugepages: HugepagePolicy,
     /// How long to wait for link up before giving up (the port still opens, link down).
@@ -51,6 +55,7 @@ impl Default for PortConfig {
             tx_rs_interval: 32,
             rx_free_thresh: 32,
             promisc: true,
+            rx_checksum: false,
             hugepages: HugepagePolicy::Prefer,
             link_timeout: Duration::from_secs(3),
         }
@@ -164,6 +169,7 @@ impl Port {
                 ring_descs: cfg.rx_ring,
                 buf_size: pool.data_room(),
                 promisc: cfg.promisc,
+                checksum: cfg.rx_checksum,
             },
         );
         let txq = TxQueue::new(

@@ -178,7 +178,7 @@ fn rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
     let count = 3000;
     // A 16-entry ring drained 64 at a time: the ring wraps ~190 times.
     let script = format!(
-        "{e2e} rx-check {a0} --count {count} --min-size 60 --max-size 1514 --rx-ring 16 --batch 64 --timeout 120\n"
+        "{e2e} rx-check {a0} --count {count} --min-size 60 --max-size 1514 --rx-ring 16 --batch 64 --timeout 120 --rx-checksum\n"
     );
     let mut guest = Guest::boot(&config(vec![nic]), &script).unwrap();
     inject_after_ready(&mut guest, &peer, count, 60, 1514, 2000);

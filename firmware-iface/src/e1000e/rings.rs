@@ -29,6 +29,10 @@ pub struct RxRingConfig {
     pub buf_size: u32,
     /// Accept every unicast and multicast frame (RCTL.UPE | RCTL.MPE).
     pub promisc: bool,
+    /// RX checksum offload: the device checks IPv4 header and TCP/UDP checksums and
+    /// reports the result in the write-back (RXCSUM.IPOFLD | TUOFLD). Off, QEMU skips its
+    /// software checksum pass over every received frame.
+    pub checksum: bool,
 }
 
 /// Transmit queue 0.
@@ -151,8 +155,8 @@ const TCTL_VALUE: u32 = TCTL_EN
 /// 3. RFCTL.EXSTEN: extended RX descriptors (with RCTL.DTYP = 00 below). QEMU picks the
 ///    descriptor format and size when RCTL is written with EN (`e1000e_set_rx_control` →
 ///    `e1000e_calc_rxdesclen`, `hw/net/e1000e_core.c:1909-1937`), so RFCTL goes first.
-/// 4. RXCSUM = IPOFLD | TUOFLD (PCSD clear): the write-back reports IPCS/TCPCS/UDPCS and
-///    IPE/TCPE, and the IP ID instead of an RSS hash.
+/// 4. RXCSUM = IPOFLD | TUOFLD if `checksum` (PCSD clear): the write-back reports
+///    IPCS/TCPCS/UDPCS and IPE/TCPE, and the IP ID instead of an RSS hash; else 0.
 /// 5. RXDCTL (see `RXDCTL_VALUE`); RDTR = RADV = 0 and RSRPD = 0: no interrupt
 ///    delay, no small-packet interrupt.
 /// 6. MTA cleared (128 registers): its content is undefined after power-up and would let
@@ -180,7 +184,14 @@ pub fn configure_rx(regs: &impl Mmio, cfg: &RxRingConfig) {
     regs.write32(RDT, 0);
 
     regs.write32(RFCTL, RFCTL_EXSTEN);
-    regs.write32(RXCSUM, RXCSUM_IPOFLD | RXCSUM_TUOFLD);
+    regs.write32(
+        RXCSUM,
+        if cfg.checksum {
+            RXCSUM_IPOFLD | RXCSUM_TUOFLD
+        } else {
+            0
+        },
+    );
     regs.write32(RXDCTL, RXDCTL_VALUE);
     regs.write32(RDTR, 0);
     regs.write32(RADV, 0);
@@ -257,11 +268,28 @@ mod tests {
         ring_descs: 256,
         buf_size: 2048,
         promisc: false,
+        checksum: true,
     };
     const TX: TxRingConfig = TxRingConfig {
         ring_iova: 0x0000_0002_0000_1000,
         ring_descs: 512,
     };
+
+    #[test]
+    fn rx_checksum_offload_follows_the_config() {
+        let on = RecordedRegs::new();
+        configure_rx(&on, &RX);
+        assert_eq!(on.last_write(RXCSUM), Some(RXCSUM_IPOFLD | RXCSUM_TUOFLD));
+        let off = RecordedRegs::new();
+        configure_rx(
+            &off,
+            &RxRingConfig {
+                checksum: false,
+                ..RX
+            },
+        );
+        assert_eq!(off.last_write(RXCSUM), Some(0));
+    }
 
     #[test]
     fn configure_rx_writes_ring_before_enable() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use tenge::dma::HugepagePolicy;
-use tenge::{Error, PacketBatch, Port, PortConfig, VfioError};
+use tenge::{Error, PacketBatch, PacketMeta, Port, PortConfig, VfioError};
 use tenge_examples::frame::{self, Flow};
 use tenge_examples::{memory_summary, parse_secs};
 
@@ -43,6 +43,10 @@ enum Cmd {
         /// Give up after this many seconds.
         #[arg(long, default_value = "60", value_parser = parse_secs)]
         timeout: Duration,
+        /// Turn on RX checksum offload and require every frame to be reported IPv4
+        /// checksum good.
+        #[arg(long)]
+        rx_checksum: bool,
     },
     /// Receive while holding every buffer until the pool runs dry, check the drops are
     /// counted, give the buffers back, and check receive recovers.
@@ -75,6 +79,9 @@ enum Cmd {
         /// Stop once no frame arrived for this many seconds (after the first one).
         #[arg(long, value_parser = parse_secs)]
         idle_stop: Option<Duration>,
+        /// Turn on RX checksum offload.
+        #[arg(long)]
+        rx_checksum: bool,
     },
     /// Open a port expecting a specific error; the message must contain every --expect.
     ExpectError {
@@ -105,7 +112,19 @@ fn main() -> ExitCode {
             rx_ring,
             batch,
             timeout,
-        } => rx_check(&pci, count, min_size, max_size, rx_ring, batch, timeout),
+            rx_checksum,
+        } => rx_check(
+            &pci,
+            &RxCheck {
+                count,
+                min_size,
+                max_size,
+                rx_ring,
+                batch,
+                timeout,
+                rx_checksum,
+            },
+        ),
         Cmd::MempoolExhaust {
             pci,
             buffers,
@@ -118,7 +137,19 @@ fn main() -> ExitCode {
             rx_ring,
             free_thresh,
             idle_stop,
-        } => rx_sink(&pci, duration, batch, rx_ring, free_thresh, idle_stop),
+            rx_checksum,
+        } => rx_sink(
+            &pci,
+            duration,
+            batch,
+            idle_stop,
+            &PortConfig {
+                rx_ring,
+                rx_free_thresh: free_thresh,
+                rx_checksum,
+                ..PortConfig::default()
+            },
+        ),
         Cmd::ExpectError {
             pci,
             require_hugepages,
@@ -149,19 +180,32 @@ pub fn size_for(seq: u64, min: usize, max: usize) -> usize {
     }
 }
 
-fn rx_check(
-    pci: &str,
+/// What rx-check expects.
+struct RxCheck {
     count: u64,
     min_size: usize,
     max_size: usize,
     rx_ring: u32,
     batch: usize,
     timeout: Duration,
-) -> Res {
+    rx_checksum: bool,
+}
+
+fn rx_check(pci: &str, want: &RxCheck) -> Res {
+    let RxCheck {
+        count,
+        min_size,
+        max_size,
+        rx_ring,
+        batch,
+        timeout,
+        rx_checksum,
+    } = *want;
     let mut port = Port::open(
         pci,
         &PortConfig {
             rx_ring,
+            rx_checksum,
             ..PortConfig::default()
         },
     )?;
@@ -188,6 +232,18 @@ fn rx_check(
                 return Err(format!("frame {seq} arrived when {next} was expected").into());
             }
             let want = frame::build(&flow, size_for(seq, min_size, max_size), seq);
+            let flags = p.meta().flags;
+            if rx_checksum && flags & PacketMeta::RX_IP_CSUM_GOOD == 0 {
+                return Err(format!(
+                    "frame {seq}: IPv4 checksum not reported good (flags {flags:#x})"
+                )
+                .into());
+            }
+            if !rx_checksum && flags != 0 {
+                return Err(
+                    format!("frame {seq}: checksum flags {flags:#x} with offload off").into(),
+                );
+            }
             if p.data() != want.as_slice() {
                 return Err(format!(
                     "frame {seq}: {} bytes differ from the {} sent",
@@ -287,18 +343,10 @@ fn rx_sink(
     pci: &str,
     duration: Duration,
     batch: usize,
-    rx_ring: u32,
-    free_thresh: u32,
     idle_stop: Option<Duration>,
+    cfg: &PortConfig,
 ) -> Res {
-    let mut port = Port::open(
-        pci,
-        &PortConfig {
-            rx_ring,
-            rx_free_thresh: free_thresh,
-            ..PortConfig::default()
-        },
-    )?;
+    let mut port = Port::open(pci, cfg)?;
     println!("READY {pci}");
     let mut b = PacketBatch::new(batch);
     let mut got = 0u64;
