@@ -161,7 +161,8 @@ impl Port {
                 ring_iova: tx_ring.iova(),
                 ring_descs: cfg.tx_ring,
             },
-        );
+        )
+        .map_err(e1000e_err(addr))?;
         fw::configure_rx(
             &*regs,
             &RxRingConfig {
@@ -171,7 +172,8 @@ impl Port {
                 promisc: cfg.promisc,
                 checksum: cfg.rx_checksum,
             },
-        );
+        )
+        .map_err(e1000e_err(addr))?;
         let txq = TxQueue::new(
             E1000eTx::new(tx_ring, regs.clone()),
             cfg.tx_rs_interval,

@@ -167,13 +167,11 @@ const TCTL_VALUE: u32 = TCTL_EN
 /// unposted: the device treats RDH == RDT as "no buffers", so a ring of N descriptors holds
 /// at most N - 1 buffers (QEMU `e1000e_ring_free_descr_num`, `hw/net/e1000e_core.c:827-843`).
 ///
-/// # Panics
-/// If [`RxRingConfig::validate`] fails: programming a misaligned or mis-sized ring would
-/// make the device DMA outside it.
-pub fn configure_rx(regs: &impl Mmio, cfg: &RxRingConfig) {
-    if let Err(e) = cfg.validate() {
-        panic!("configure_rx: {e}");
-    }
+/// # Errors
+/// What [`RxRingConfig::validate`] finds, before any register is written: programming a
+/// misaligned or mis-sized ring would make the device DMA outside it.
+pub fn configure_rx(regs: &impl Mmio, cfg: &RxRingConfig) -> Result<(), E1000eError> {
+    cfg.validate()?;
     let rctl = regs.read32(RCTL);
     regs.write32(RCTL, rctl & !RCTL_EN);
 
@@ -201,6 +199,7 @@ pub fn configure_rx(regs: &impl Mmio, cfg: &RxRingConfig) {
     }
 
     regs.write32(RCTL, cfg.rctl());
+    Ok(())
 }
 
 /// Sets up transmit queue 0 and enables the transmitter, with an empty ring.
@@ -220,12 +219,10 @@ pub fn configure_rx(regs: &impl Mmio, cfg: &RxRingConfig) {
 /// TDT write. As with RX, TDH == TDT means empty, so at most N - 1 descriptors can be
 /// outstanding.
 ///
-/// # Panics
-/// If [`TxRingConfig::validate`] fails.
-pub fn configure_tx(regs: &impl Mmio, cfg: &TxRingConfig) {
-    if let Err(e) = cfg.validate() {
-        panic!("configure_tx: {e}");
-    }
+/// # Errors
+/// What [`TxRingConfig::validate`] finds, before any register is written.
+pub fn configure_tx(regs: &impl Mmio, cfg: &TxRingConfig) -> Result<(), E1000eError> {
+    cfg.validate()?;
     let tctl = regs.read32(TCTL);
     regs.write32(TCTL, tctl & !TCTL_EN);
 
@@ -243,6 +240,7 @@ pub fn configure_tx(regs: &impl Mmio, cfg: &TxRingConfig) {
     regs.write32(TIPG, TIPG_COPPER_DEFAULT);
 
     regs.write32(TCTL, TCTL_VALUE);
+    Ok(())
 }
 
 /// Turns unicast and multicast promiscuous mode (RCTL.UPE | RCTL.MPE) on or off, leaving
@@ -278,7 +276,7 @@ mod tests {
     #[test]
     fn rx_checksum_offload_follows_the_config() {
         let on = RecordedRegs::new();
-        configure_rx(&on, &RX);
+        configure_rx(&on, &RX).unwrap();
         assert_eq!(on.last_write(RXCSUM), Some(RXCSUM_IPOFLD | RXCSUM_TUOFLD));
         let off = RecordedRegs::new();
         configure_rx(
@@ -287,14 +285,14 @@ mod tests {
                 checksum: false,
                 ..RX
             },
-        );
+        ).unwrap();
         assert_eq!(off.last_write(RXCSUM), Some(0));
     }
 
     #[test]
     fn configure_rx_writes_ring_before_enable() {
         let r = RecordedRegs::new().with(RCTL, RCTL_EN | RCTL_UPE);
-        configure_rx(&r, &RX);
+        configure_rx(&r, &RX).unwrap();
         let w: Vec<(u32, u32)> = r
             .writes()
             .into_iter()
@@ -351,7 +349,7 @@ mod tests {
                 ..RX
             };
             let r = RecordedRegs::new();
-            configure_rx(&r, &cfg);
+            configure_rx(&r, &cfg).unwrap();
             let rctl = r.last_write(RCTL).unwrap();
             assert_eq!(rctl & (RCTL_BSIZE_MASK | RCTL_BSEX), bits, "size {size}");
             assert_eq!(rctl & RCTL_LPE != 0, lpe, "size {size}");
@@ -369,7 +367,7 @@ mod tests {
                 promisc: true,
                 ..RX
             },
-        );
+        ).unwrap();
         let rctl = r.last_write(RCTL).unwrap();
         assert_eq!(rctl & (RCTL_UPE | RCTL_MPE), RCTL_UPE | RCTL_MPE);
     }
@@ -377,7 +375,7 @@ mod tests {
     #[test]
     fn configure_rx_against_qemu_model_leaves_an_empty_enabled_ring() {
         let r = RecordedRegs::e1000e_qemu([0x52, 0x54, 0, 0, 0, 1]);
-        configure_rx(&r, &RX);
+        configure_rx(&r, &RX).unwrap();
         assert_eq!(r.get(RDBAL), 0x2345_6000);
         assert_eq!(r.get(RDLEN), 4096);
         assert_eq!(r.get(RDH), r.get(RDT));
@@ -434,28 +432,31 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "configure_rx: invalid ring configuration")]
     fn configure_rx_refuses_a_bad_ring() {
         let r = RecordedRegs::new();
-        configure_rx(
+        let e = configure_rx(
             &r,
             &RxRingConfig {
                 ring_iova: 0x1004,
                 ..RX
             },
         );
+        assert!(matches!(e, Err(E1000eError::InvalidRingConfig { .. })), "{e:?}");
+        assert!(r.writes().is_empty(), "nothing written for a refused ring");
     }
 
     #[test]
-    #[should_panic(expected = "configure_tx: invalid ring configuration")]
     fn configure_tx_refuses_a_bad_ring() {
-        configure_tx(
-            &RecordedRegs::new(),
+        let r = RecordedRegs::new();
+        let e = configure_tx(
+            &r,
             &TxRingConfig {
                 ring_descs: 4,
                 ..TX
             },
         );
+        assert!(matches!(e, Err(E1000eError::InvalidRingConfig { .. })), "{e:?}");
+        assert!(r.writes().is_empty(), "nothing written for a refused ring");
     }
 
     #[test]
@@ -463,7 +464,7 @@ mod tests {
         let r = RecordedRegs::new()
             .with(TCTL, TCTL_EN | TCTL_PSP)
             .with(TARC0, 0x3);
-        configure_tx(&r, &TX);
+        configure_tx(&r, &TX).unwrap();
         assert_eq!(
             r.writes(),
             vec![
@@ -490,7 +491,7 @@ mod tests {
     #[test]
     fn configure_tx_enables_last() {
         let r = RecordedRegs::e1000e_qemu([0x52, 0x54, 0, 0, 0, 1]);
-        configure_tx(&r, &TX);
+        configure_tx(&r, &TX).unwrap();
         let enable = r.last_write_index(TCTL).unwrap();
         assert_eq!(enable, r.log().len() - 1);
         for off in [TDBAL, TDBAH, TDLEN, TDH, TDT, TARC0] {
