@@ -285,7 +285,8 @@ mod tests {
                 checksum: false,
                 ..RX
             },
-        ).unwrap();
+        )
+        .unwrap();
         assert_eq!(off.last_write(RXCSUM), Some(0));
     }
 
@@ -367,7 +368,8 @@ mod tests {
                 promisc: true,
                 ..RX
             },
-        ).unwrap();
+        )
+        .unwrap();
         let rctl = r.last_write(RCTL).unwrap();
         assert_eq!(rctl & (RCTL_UPE | RCTL_MPE), RCTL_UPE | RCTL_MPE);
     }
@@ -441,7 +443,10 @@ mod tests {
                 ..RX
             },
         );
-        assert!(matches!(e, Err(E1000eError::InvalidRingConfig { .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(E1000eError::InvalidRingConfig { .. })),
+            "{e:?}"
+        );
         assert!(r.writes().is_empty(), "nothing written for a refused ring");
     }
 
@@ -455,7 +460,10 @@ mod tests {
                 ..TX
             },
         );
-        assert!(matches!(e, Err(E1000eError::InvalidRingConfig { .. })), "{e:?}");
+        assert!(
+            matches!(e, Err(E1000eError::InvalidRingConfig { .. })),
+            "{e:?}"
+        );
         assert!(r.writes().is_empty(), "nothing written for a refused ring");
     }
 
