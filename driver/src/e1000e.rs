@@ -164,6 +164,9 @@ const RX_CSUM_LUT: [u32; 32] = {
     t
 };
 
+/// The status bits that say a checksum was checked: without one, the flags are 0.
+const RX_CSUM_STAT: u32 = RXD_STAT_IPCS | RXD_STAT_TCPCS | RXD_STAT_UDPCS;
+
 #[inline(always)]
 fn rx_csum_flags_lut(status_error: u32) -> u32 {
     RX_CSUM_LUT[csum_key(status_error)]
@@ -215,12 +218,20 @@ impl RxView for E1000eRxView<'_> {
         let q = self.0.read_u64_at(cidx, RX_WB_STATUS_OFFSET);
         let status_error = q as u32;
         let len = (q >> 32) as u32 & 0xffff;
+        // Without a checksum-checked bit there is nothing to decode (offload off).
+        let flags = if status_error & RX_CSUM_STAT == 0 {
+            0
+        } else {
+            rx_csum_flags_lut(status_error)
+        };
         RxCompletion {
             slot: cidx,
             len,
             eop: status_error & RXD_STAT_EOP != 0,
             error: status_error & RXD_ERR_FRAME != 0,
-            flags: rx_csum_flags_lut(status_error),
+            // One masked compare: the last buffer, no frame error.
+            whole: status_error & (RXD_STAT_EOP | RXD_ERR_FRAME) == RXD_STAT_EOP,
+            flags,
         }
     }
 }

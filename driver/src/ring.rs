@@ -183,6 +183,8 @@ pub struct RxCompletion {
     pub eop: bool,
     /// The device flagged the frame as bad (CRC, symbol, length errors).
     pub error: bool,
+    /// `eop && !error`, which a device can test in one go: the fast path's test.
+    pub whole: bool,
     /// `PacketMeta::RX_*` checksum results.
     pub flags: u32,
 }
@@ -440,32 +442,43 @@ impl<D: RxDescOps> RxQueue<D> {
             let end = cidx.wrapping_add(ready);
             let room = dst.len();
             let mut dst = dst.iter_mut();
-            while cidx != end {
-                let c = view.completion(cidx);
-                cidx = cidx.wrapping_add(1);
-                let buf = slots.take(c.slot);
-                // The common case in one test: a posted buffer, a whole good frame, not
-                // inside a frame being discarded, that fits.
-                let whole_good = c.eop & !c.error & !discarding;
-                match buf {
-                    Some(mut buf) if whole_good => {
-                        if buf.set_len(c.len as usize) {
-                            buf.meta_mut().flags = c.flags;
-                            bytes += c.len as u64;
-                            // At most `room` frames are taken, so there is a place for each.
-                            if let Some(d) = dst.next() {
-                                put(d, buf);
+            'burst: while cidx != end {
+                // What the fast loop could not deliver, for the slow path.
+                let pending;
+                if discarding {
+                    pending = slots.take(view.completion(cidx).slot);
+                } else {
+                    // The common case, with no call in the loop: a posted buffer, a whole
+                    // good frame that fits. Anything else leaves for the slow path below.
+                    loop {
+                        let c = view.completion(cidx);
+                        match slots.take(c.slot) {
+                            Some(mut buf) if c.whole && c.len as usize <= buf.capacity() => {
+                                let fits = buf.set_len(c.len as usize);
+                                debug_assert!(fits);
+                                buf.meta_mut().flags = c.flags;
+                                bytes += c.len as u64;
+                                // At most `room` frames are taken, so there is a place for each.
+                                if let Some(d) = dst.next() {
+                                    put(d, buf);
+                                }
+                                cidx = cidx.wrapping_add(1);
+                                if cidx == end {
+                                    break 'burst;
+                                }
                             }
-                        } else {
-                            discarding =
-                                rx_drop(&mut self.stats, c.eop, c.error, Some(buf), cache, false);
+                            other => {
+                                pending = other;
+                                break;
+                            }
                         }
                     }
-                    other => {
-                        discarding =
-                            rx_drop(&mut self.stats, c.eop, c.error, other, cache, discarding)
-                    }
                 }
+                // The completion decoded again, off the fast path (the device leaves a done
+                // descriptor alone until it is refilled).
+                let c = view.completion(cidx);
+                discarding = rx_drop(&mut self.stats, c.eop, c.error, pending, cache, discarding);
+                cidx = cidx.wrapping_add(1);
             }
             self.discarding = discarding;
             self.cidx = cidx;
