@@ -751,6 +751,22 @@ impl BufRing {
             mask: self.mask,
         }
     }
+
+    /// [`BufRing::view`], masking with `entries - 1` computed from `entries` as the caller
+    /// has it: a descriptor ring of the same size whose mask the compiler then keeps in the
+    /// same register as this one. Panics unless `entries` is this ring's size.
+    #[inline(always)]
+    pub fn view_sized(&mut self, entries: u32) -> BufSlots<'_> {
+        assert_eq!(
+            entries.wrapping_sub(1),
+            self.mask,
+            "BufRing of another size"
+        );
+        BufSlots {
+            slots: &mut self.slots,
+            mask: entries.wrapping_sub(1),
+        }
+    }
 }
 
 /// A borrowed [`BufRing`]: the same operations, on a copy of its address and mask.

@@ -380,7 +380,7 @@ impl<D: RxDescOps> RxQueue<D> {
         let start = self.pidx;
         let end = self.cidx.wrapping_add(self.mask); // entries - 1 posted at most
         let view = self.ops.view();
-        let mut slots = self.bufs.view();
+        let mut slots = self.bufs.view_sized(self.ops.entries());
         let mut pidx = start;
         while pidx != end {
             if !cache.refill_if_empty() {
@@ -437,7 +437,7 @@ impl<D: RxDescOps> RxQueue<D> {
         let mut bytes = 0u64;
         if ready > 0 {
             fence(Ordering::Acquire);
-            let mut slots = self.bufs.view();
+            let mut slots = self.bufs.view_sized(self.ops.entries());
             let mut discarding = self.discarding;
             let end = cidx.wrapping_add(ready);
             let room = dst.len();
@@ -594,7 +594,7 @@ impl<D: TxDescOps> TxQueue<D> {
         let start = self.cidx;
         let mut cidx = start;
         let mut completed = 0u64;
-        let mut slots = self.bufs.view();
+        let mut slots = self.bufs.view_sized(self.ops.entries());
         let mut sink = cache.free_bulk();
         while cidx != end {
             if let Some(b) = slots.take(cidx) {
@@ -618,12 +618,10 @@ impl<D: TxDescOps> TxQueue<D> {
             self.reclaim(cache);
         }
         let view = self.ops.view();
-        let mut slots = self.bufs.view();
+        let mut slots = self.bufs.view_sized(self.ops.entries());
         let start = self.pidx;
         let mut pidx = start;
         let max_frame = self.max_frame;
-        // Descriptors until the one that asks for a report.
-        let mut until_rs = self.rs_interval - self.since_rs;
         // Keep one descriptor free: tail == head means empty to the device.
         let limit = self.cidx.wrapping_add(self.mask);
         let mut bytes = 0u64;
@@ -632,39 +630,55 @@ impl<D: TxDescOps> TxQueue<D> {
         let src = pkts.front();
         let total = src.len();
         let mut src = src.iter_mut();
-        for slot in src.by_ref() {
-            let Some(pkt) = slot.take() else {
-                continue;
+        // Descriptors until the one that asks for a report, counting down (signed: a packet
+        // of several descriptors may take it below zero).
+        let mut until_rs = (self.rs_interval - self.since_rs) as i32;
+        let interval = self.rs_interval;
+        'burst: loop {
+            // The common case, with no call in the loop: a sendable packet that fits.
+            let slot = loop {
+                let Some(slot) = src.next() else {
+                    break 'burst;
+                };
+                let Some(pkt) = slot.take() else {
+                    continue;
+                };
+                let len = pkt.len();
+                if len.wrapping_sub(1) >= max_frame {
+                    // Empty or too long: dropped below, rather than hand the device a bad
+                    // descriptor.
+                    put(slot, pkt);
+                    break slot;
+                }
+                let need = view.descs_needed(&pkt);
+                if need > limit.wrapping_sub(pidx) {
+                    put(slot, pkt);
+                    self.stats.ring_full += 1;
+                    full = true;
+                    break 'burst;
+                }
+                // Written without a report, then again with one if this packet's descriptors
+                // reach the report point (the device sees neither before the tail moves).
+                let used = view.encap(pidx, &pkt, false);
+                debug_assert_eq!(used, need);
+                let last = pidx.wrapping_add(used - 1);
+                until_rs -= used as i32;
+                if until_rs <= 0 {
+                    view.encap(pidx, &pkt, true);
+                    self.rs[(self.rs_tail & self.mask) as usize] = last;
+                    self.rs_tail = self.rs_tail.wrapping_add(1);
+                    until_rs = interval as i32;
+                }
+                bytes += len as u64;
+                slots.put(last, pkt);
+                pidx = pidx.wrapping_add(used);
             };
-            let len = pkt.len();
-            if len.wrapping_sub(1) >= max_frame {
-                // Empty or too long: drop it here rather than hand the device a bad descriptor.
+            if let Some(pkt) = slot.take() {
                 tx_drop(&mut self.stats, pkt, cache);
                 dropped += 1;
-                continue;
-            }
-            let need = view.descs_needed(&pkt);
-            if need > limit.wrapping_sub(pidx) {
-                put(slot, pkt);
-                self.stats.ring_full += 1;
-                full = true;
-                break;
-            }
-            let report = need >= until_rs;
-            let used = view.encap(pidx, &pkt, report);
-            debug_assert_eq!(used, need);
-            let last = pidx.wrapping_add(used - 1);
-            bytes += len as u64;
-            slots.put(last, pkt);
-            pidx = pidx.wrapping_add(used);
-            if report {
-                self.rs[(self.rs_tail & self.mask) as usize] = last;
-                self.rs_tail = self.rs_tail.wrapping_add(1);
-                until_rs = self.rs_interval;
-            } else {
-                until_rs -= need;
             }
         }
+        let until_rs = until_rs as u32;
         // Every slot before where `src` stopped is empty now, except the one a ring_full
         // stop put its packet back in.
         let taken = total - src.len() - full as usize;
