@@ -388,6 +388,43 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
         unsafe { core::ptr::read_volatile(self.slot(idx).cast::<u8>().add(byte_off)) }
     }
 
+    /// How many descriptors from index `start` on, at most `n` (at most the ring), have all
+    /// of `bits` set in the little-endian `u32` at `byte_off`: the done-bit scan of a burst,
+    /// as a pointer walk with the ring's wrap taken once.
+    #[inline(always)]
+    pub fn count_set_u32(&self, start: u32, n: u32, byte_off: usize, bits: u32) -> u32 {
+        assert!(byte_off.is_multiple_of(4) && byte_off + 4 <= size_of::<T>());
+        let n = n.min(self.mask + 1);
+        let first = start & self.mask;
+        // Up to the end of the ring, then from its start.
+        let head = n.min(self.mask + 1 - first);
+        let mut got = 0;
+        for (from, len) in [(first, head), (0, n - head)] {
+            let p = self
+                .base
+                .wrapping_add(from as usize)
+                .cast::<u8>()
+                .wrapping_add(byte_off);
+            let mut i = 0;
+            while i < len {
+                // SAFETY: descriptors from..from + len lie in the ring (from + len <= mask +
+                // 1, the ring checked in DescRing::new); the u32 at byte_off is inside one
+                // and 4-byte aligned, as in read_u32_at.
+                let v = unsafe {
+                    core::ptr::read_volatile(
+                        p.wrapping_add(i as usize * size_of::<T>()).cast::<u32>(),
+                    )
+                };
+                if u32::from_le(v) & bits != bits {
+                    return got + i;
+                }
+                i += 1;
+            }
+            got += len;
+        }
+        got
+    }
+
     /// Volatile read of the little-endian `u64` at `byte_off` inside descriptor `idx`, in one
     /// access.
     #[inline(always)]
@@ -427,6 +464,30 @@ mod tests {
         assert!(oob.is_err());
         let mis = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.read::<u32>(2)));
         assert!(mis.is_err());
+    }
+
+    #[test]
+    fn done_scan_wraps_and_stops_at_the_first_clear() {
+        let r = Arc::new(
+            DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never).unwrap(),
+        );
+        let ring: DescRing<D> = DescRing::new(r, 0, 8);
+        for i in [6, 7, 8, 9, 11] {
+            ring.write(
+                i,
+                D {
+                    a: U64::new(0),
+                    b: U64::new(1),
+                },
+            );
+        }
+        let v = ring.view();
+        assert_eq!(v.count_set_u32(6, 8, 8, 1), 4, "6, 7, 0, 1 across the wrap");
+        assert_eq!(v.count_set_u32(6, 3, 8, 1), 3, "at most n");
+        assert_eq!(v.count_set_u32(14, 100, 8, 1), 4, "index masked, n clamped");
+        assert_eq!(v.count_set_u32(2, 8, 8, 1), 0);
+        assert_eq!(v.count_set_u32(3, 8, 8, 1), 1);
+        assert_eq!(v.count_set_u32(6, 8, 8, 3), 0, "every bit asked for");
     }
 
     #[test]

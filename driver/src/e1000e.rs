@@ -213,6 +213,12 @@ impl RxView for E1000eRxView<'_> {
     }
 
     #[inline(always)]
+    fn done_count(&self, cidx: u32, n: u32) -> u32 {
+        self.0
+            .count_set_u32(cidx, n, RX_WB_STATUS_OFFSET, RXD_STAT_DD)
+    }
+
+    #[inline(always)]
     fn completion(&self, cidx: u32) -> RxCompletion {
         // Status/errors and length in one read (the length is bytes 12..14).
         let q = self.0.read_u64_at(cidx, RX_WB_STATUS_OFFSET);

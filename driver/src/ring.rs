@@ -211,6 +211,16 @@ pub trait RxView: Copy {
     /// Whether the device is done with the descriptor at consumer index `cidx` (reads only
     /// the done bit).
     fn is_done(&self, cidx: u32) -> bool;
+    /// How many descriptors from consumer index `cidx` on, at most `n`, the device is done
+    /// with, in a row ([`RxView::is_done`] on each; a device may do it faster).
+    #[inline(always)]
+    fn done_count(&self, cidx: u32, n: u32) -> u32 {
+        let mut ready = 0;
+        while ready < n && self.is_done(cidx.wrapping_add(ready)) {
+            ready += 1;
+        }
+        ready
+    }
     /// The write-back at consumer index `cidx`, which [`RxView::is_done`] has seen done:
     /// the caller fences (acquire) between the two.
     fn completion(&self, cidx: u32) -> RxCompletion;
@@ -429,10 +439,7 @@ impl<D: RxDescOps> RxQueue<D> {
         let n = (dst.len() as u32).min(self.pidx.wrapping_sub(cidx));
         // How many the device is done with, then one acquire fence for all of them: every
         // write-back read below comes after the done bit it depends on.
-        let mut ready = 0;
-        while ready < n && view.is_done(cidx.wrapping_add(ready)) {
-            ready += 1;
-        }
+        let ready = view.done_count(cidx, n);
         let mut got = 0;
         let mut bytes = 0u64;
         if ready > 0 {
