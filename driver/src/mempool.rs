@@ -565,6 +565,45 @@ impl MempoolCache {
         }
     }
 
+    /// Returns the buffers in slots `start..end` of `slots` (free-running indices; empty
+    /// slots are skipped), as [`MempoolCache::free`] would one by one; returns how many.
+    /// Room is made before each run of at most half the cache, so the loop that moves the
+    /// buffers has no spill test.
+    #[inline(always)]
+    pub fn free_slots(&mut self, slots: &mut BufSlots<'_>, start: u32, end: u32) -> u64 {
+        let half = self.size / 2; // size >= 2
+        let core = self.core;
+        let mut idx = start;
+        let mut freed = 0u64;
+        while idx != end {
+            let chunk = (end.wrapping_sub(idx) as usize).min(half);
+            if self.len + chunk > self.size {
+                self.spill(half);
+            }
+            let mut len = self.len;
+            let stop = idx.wrapping_add(chunk as u32);
+            while idx != stop {
+                if let Some(b) = slots.take(idx) {
+                    freed += 1;
+                    if b.h().core != core {
+                        drop_foreign(b);
+                    } else {
+                        // SAFETY: len <= size - chunk before this run (the spill above
+                        // leaves at most half), and at most chunk buffers are stored in it,
+                        // so len < size == stack.len() here.
+                        *unsafe { self.stack.get_unchecked_mut(len) } = b.hdr;
+                        len += 1;
+                        // The index now lives in the cache (see `free`).
+                        std::mem::forget(b);
+                    }
+                }
+                idx = idx.wrapping_add(1);
+            }
+            self.len = len;
+        }
+        freed
+    }
+
     /// Returns a buffer. A buffer of another pool goes back to its own pool.
     #[inline(always)]
     pub fn free(&mut self, buf: PacketBuf) {
@@ -582,6 +621,13 @@ impl MempoolCache {
         // The index now lives in the cache; the handle must not return it a second time.
         std::mem::forget(buf);
     }
+}
+
+/// A buffer of another pool, freed into a cache: back to its own pool.
+#[cold]
+#[inline(never)]
+fn drop_foreign(b: PacketBuf) {
+    drop(b);
 }
 
 /// Returns `stack[keep..len]`, buffers a cache owns, to the shared free list; returns the
@@ -866,6 +912,34 @@ mod tests {
         assert!(cache.len() <= 32);
         drop(cache);
         assert_eq!(pool.free_count(), 256);
+    }
+
+    #[test]
+    fn free_slots_skips_empty_slots_spills_and_sends_foreign_buffers_home() {
+        let pool = host_pool(64).unwrap();
+        let other = host_pool(4).unwrap();
+        let mut cache = pool.cache(8);
+        let mut ring = BufRing::new(16);
+        let mut slots = ring.view();
+        // Slots 14, 15, 0..10 across the wrap, every third empty, one foreign buffer.
+        let mut held = 0;
+        for i in 14u32..27 {
+            if i % 3 != 0 {
+                let b = if i == 20 {
+                    other.alloc().unwrap()
+                } else {
+                    pool.alloc().unwrap()
+                };
+                slots.put(i, b);
+                held += 1;
+            }
+        }
+        assert_eq!(cache.free_slots(&mut slots, 14, 27), held);
+        assert!(cache.len() <= 8);
+        assert_eq!(other.free_count(), 4, "the foreign buffer went home");
+        assert!((14u32..27).all(|i| slots.take(i).is_none()));
+        drop(cache);
+        assert_eq!(pool.free_count(), 64);
     }
 
     #[test]

@@ -599,21 +599,11 @@ impl<D: TxDescOps> TxQueue<D> {
         fence(Ordering::Acquire);
         self.rs_head = rs_head;
         let start = self.cidx;
-        let mut cidx = start;
-        let mut completed = 0u64;
         let mut slots = self.bufs.view_sized(self.ops.entries());
-        let mut sink = cache.free_bulk();
-        while cidx != end {
-            if let Some(b) = slots.take(cidx) {
-                sink.free(b);
-                completed += 1;
-            }
-            cidx = cidx.wrapping_add(1);
-        }
-        drop(sink);
-        self.cidx = cidx;
+        let completed = cache.free_slots(&mut slots, start, end);
+        self.cidx = end;
         self.stats.completed += completed;
-        cidx.wrapping_sub(start)
+        end.wrapping_sub(start)
     }
 
     /// Queues the front of `pkts` for transmission, as many as fit, and rings the doorbell
