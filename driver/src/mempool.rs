@@ -546,6 +546,49 @@ impl MempoolCache {
         }
     }
 
+    /// Moves up to `n` fresh buffers (fewer if the cache holds fewer) into slots `pidx`,
+    /// `pidx + 1`, ... of `slots`, calling `post(idx, &buf)` for each before it is parked;
+    /// stops at the first slot that is occupied.
+    #[inline(always)]
+    pub fn alloc_into_slots(
+        &mut self,
+        slots: &mut BufSlots<'_>,
+        pidx: u32,
+        n: u32,
+        mut post: impl FnMut(u32, &PacketBuf),
+    ) -> Posted {
+        let take = (n as usize).min(self.len);
+        let (stack, headroom) = (&self.stack, self.headroom);
+        // The cache's length, written back when this ends, also by an unwind from `post`,
+        // so no buffer is ever owned twice.
+        let mut len = LenGuard {
+            len: self.len,
+            slot: &mut self.len,
+        };
+        let stop = len.len - take;
+        let mut idx = pidx;
+        let mut blocked = false;
+        while len.len != stop {
+            if slots.is_occupied(idx) {
+                blocked = true;
+                break;
+            }
+            len.len -= 1;
+            // SAFETY: len.len < stack.len(), and stack[..len.len + 1] were owned free
+            // buffers: the cache no longer counts this one, so it moves here.
+            let mut b = PacketBuf::from_hdr(*unsafe { stack.get_unchecked(len.len) });
+            b.reset_to(headroom);
+            post(idx, &b);
+            slots.put(idx, b);
+            idx = idx.wrapping_add(1);
+        }
+        drop(len);
+        Posted {
+            got: idx.wrapping_sub(pidx),
+            blocked,
+        }
+    }
+
     /// Brings buffers from the shared list if the cache is empty; false if it stays empty.
     #[inline(always)]
     pub fn refill_if_empty(&mut self) -> bool {
@@ -646,6 +689,28 @@ fn spill(pool: &Mempool, stack: &[NonNull<BufHdr>], mut len: usize, keep: usize)
     }
     core.in_use.fetch_sub(n, Ordering::Release);
     len
+}
+
+/// A cache length kept in a register by a loop, stored back on drop.
+struct LenGuard<'a> {
+    len: usize,
+    slot: &'a mut usize,
+}
+
+impl Drop for LenGuard<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        *self.slot = self.len;
+    }
+}
+
+/// What [`MempoolCache::alloc_into_slots`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Posted {
+    /// Buffers parked in slots.
+    pub got: u32,
+    /// It stopped at an occupied slot.
+    pub blocked: bool,
 }
 
 /// Fresh buffers taken from a cache in bulk: see [`MempoolCache::alloc_bulk`].

@@ -397,23 +397,14 @@ impl<D: RxDescOps> RxQueue<D> {
                 self.stats.no_buf += 1;
                 break;
             }
-            // What the cache holds, in one go; what is not posted stays in it.
-            let mut bufs = cache.alloc_bulk(end.wrapping_sub(pidx) as usize);
-            let stop = pidx.wrapping_add(bufs.len() as u32);
-            let mut blocked = false;
-            while pidx != stop {
-                if slots.is_occupied(pidx) {
-                    blocked = true; // the device still holds this slot (out-of-order completion)
-                    break;
-                }
-                let Some(buf) = bufs.next() else {
-                    break;
-                };
-                view.refill(pidx, buf.data_iova(), buf.capacity() as u32);
-                slots.put(pidx, buf);
-                pidx = pidx.wrapping_add(1);
-            }
-            if blocked {
+            // What the cache holds, in one go, each into its slot; stops at a slot the
+            // device still holds (out-of-order completion).
+            let want = end.wrapping_sub(pidx);
+            let posted = cache.alloc_into_slots(&mut slots, pidx, want, |idx, buf| {
+                view.refill(idx, buf.data_iova(), buf.capacity() as u32);
+            });
+            pidx = pidx.wrapping_add(posted.got);
+            if posted.blocked {
                 break;
             }
         }
