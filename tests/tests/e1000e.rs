@@ -216,10 +216,15 @@ fn two_nics_on_a_hub_tenge_to_tenge() {
     let e2e = bin("tenge-e2e");
     let pktgen = bin("pktgen");
     let count = 5000;
-    // The receiver starts first (on vCPU 1); the sender is paced so QEMU's hub never has to
-    // drop while the receiver's ring is full.
+    // The receiver starts first (on vCPU 1) with a ring deep enough that it never fills at
+    // this paced rate. It must not fill: under backpressure QEMU's hub reorders frames.
+    // When the receiving NIC refills, qemu_flush_or_purge_queued_packets (net/net.c) first
+    // flushes the hub's other ports (newer frames, delivered straight into the ring) and
+    // only then the NIC's own incoming queue (older frames parked there when the ring was
+    // full). Seen here as "frame 123 arrived when 62 was expected" with a 32-entry ring;
+    // small rings are covered by the host-injected RX test, which has no hub.
     let script = format!(
-        "taskset -c 1 {e2e} rx-check {a1} --count {count} --rx-ring 32 --batch 64 --timeout 120 > /tmp/rx.log 2>&1 &\n\
+        "taskset -c 1 {e2e} rx-check {a1} --count {count} --rx-ring 512 --batch 32 --timeout 120 > /tmp/rx.log 2>&1 &\n\
          rx=$!\n\
          for i in $(seq 50); do grep -q READY /tmp/rx.log && break; sleep 0.2; done\n\
          taskset -c 0 {pktgen} {a0} --count {count} --size 60 --rate 20000 --interval 0 --dst-mac ff:ff:ff:ff:ff:ff --src-mac 02:00:00:00:00:01\n\
