@@ -212,6 +212,14 @@ pub trait RxView: Copy {
     /// The write-back at consumer index `cidx`, which [`RxView::is_done`] has seen done:
     /// the caller fences (acquire) between the two.
     fn completion(&self, cidx: u32) -> RxCompletion;
+    /// Whether a completion's `slot` can name a posted buffer at all. Buffers sit at masked
+    /// slots, so an out-of-range id a device wrote (virtio's used-ring id) would alias
+    /// another slot; such a completion is counted as `bad_slot`. A device whose slots are
+    /// the engine's own indices (e1000e) keeps the default, which costs nothing.
+    #[inline(always)]
+    fn slot_in_range(&self, _slot: u32) -> bool {
+        true
+    }
 }
 
 /// Per-device TX descriptor operations.
@@ -443,7 +451,11 @@ impl<D: RxDescOps> RxQueue<D> {
             while cidx != end {
                 let c = view.completion(cidx);
                 cidx = cidx.wrapping_add(1);
-                let buf = slots.take(c.slot);
+                let buf = if view.slot_in_range(c.slot) {
+                    slots.take(c.slot)
+                } else {
+                    None
+                };
                 // The common case in one test: a posted buffer, a whole good frame, not
                 // inside a frame being discarded, that fits.
                 let whole_good = c.eop & !c.error & !discarding;
