@@ -229,7 +229,12 @@ fn rx_check(pci: &str, want: &RxCheck) -> Res {
                 continue;
             };
             if seq != next {
-                return Err(format!("frame {seq} arrived when {next} was expected").into());
+                let s = port.stats();
+                return Err(format!(
+                    "frame {seq} arrived when {next} was expected (rx counters {:?})",
+                    s.rx
+                )
+                .into());
             }
             let want = frame::build(&flow, size_for(seq, min_size, max_size), seq);
             let flags = p.meta().flags;
