@@ -439,6 +439,28 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
     }
 }
 
+/// Device-side DMA for host tests whose memory is mapped by [`IdentityMapper`] (an IOVA
+/// is the host address): what a model device reads and writes. Test-only: the caller
+/// passes IOVAs of live buffers the engine handed to the model device.
+#[cfg(test)]
+pub(crate) mod identity_dma {
+    /// Writes `bytes` at `iova`.
+    pub(crate) fn write(iova: u64, bytes: &[u8]) {
+        // SAFETY (test): `iova` is the address of an identity-mapped buffer of at least
+        // `bytes.len()` bytes that the driver posted to the model device, so nothing else
+        // holds a reference to it.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), iova as *mut u8, bytes.len()) }
+    }
+
+    /// Reads `len` bytes at `iova`.
+    pub(crate) fn read(iova: u64, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        // SAFETY (test): as in write; the driver handed the buffer to the device to read.
+        unsafe { core::ptr::copy_nonoverlapping(iova as *const u8, out.as_mut_ptr(), len) };
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

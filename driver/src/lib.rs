@@ -29,6 +29,7 @@ pub mod port;
 pub mod ring;
 pub mod sysinfo;
 pub mod vfio;
+pub mod virtio;
 
 pub use error::{DmaError, Error, VfioError};
 pub use mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf, PacketMeta};
@@ -48,5 +49,7 @@ mod tests {
         send::<crate::Port>();
         send::<crate::ring::RxQueue<crate::e1000e::E1000eRx<crate::mmio::Bar>>>();
         send::<crate::ring::TxQueue<crate::e1000e::E1000eTx<crate::mmio::Bar>>>();
+        send::<crate::ring::RxQueue<crate::virtio::VirtioRx<crate::mmio::Bar>>>();
+        send::<crate::ring::TxQueue<crate::virtio::VirtioTx<crate::mmio::Bar>>>();
     }
 }

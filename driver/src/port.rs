@@ -17,6 +17,7 @@ use crate::mmio::Bar;
 use crate::pci::PciAddress;
 use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
 use crate::vfio::VfioDevice;
+use crate::virtio::{self, VirtioNet, VirtioQueueConfig, DEVICE_VIRTIO_NET, VENDOR_VIRTIO};
 
 /// How to set a port up. The defaults fit one queue pair in 8 MiB of DMA memory.
 #[derive(Clone, Debug)]
@@ -93,18 +94,31 @@ pub struct PortStats {
 
 /// An open NIC.
 pub struct Port {
-    rxq: RxQueue<E1000eRx<Bar>>,
-    txq: TxQueue<E1000eTx<Bar>>,
+    nic: Nic,
     cache: MempoolCache,
     /// A separate TX buffer cache when the application set its own TX pool.
     tx_cache: Option<MempoolCache>,
     pool: Mempool,
     mapper: Arc<dyn DmaMapper>,
+    mac: [u8; 6],
+    dev: VfioDevice,
+}
+
+/// The device behind a port: its queues on the one ring engine, and what its control path
+/// needs. Matched once per burst, never per packet. Not boxed: a port is one allocation
+/// the data path reaches without another pointer hop.
+#[allow(clippy::large_enum_variant)]
+enum Nic {
+    E1000e(E1000ePort),
+    Virtio(VirtioNet),
+}
+
+struct E1000ePort {
+    rxq: RxQueue<E1000eRx<Bar>>,
+    txq: TxQueue<E1000eTx<Bar>>,
     hw: HwStats,
     regs: Arc<Bar>,
-    mac: [u8; 6],
     _rings: Arc<DmaRegion>,
-    dev: VfioDevice,
 }
 
 fn e1000e_err(addr: PciAddress) -> impl Fn(fw::E1000eError) -> Error {
@@ -118,14 +132,60 @@ impl Port {
         cfg.validate()?;
         let addr: PciAddress = addr.parse()?;
         let dev = VfioDevice::open(addr)?;
-        let (vendor, device) = dev.ids();
-        if (vendor, device) != (VENDOR_INTEL, DEVICE_82574L) {
-            return Err(Error::Unsupported {
+        match dev.ids() {
+            (VENDOR_INTEL, DEVICE_82574L) => Self::open_e1000e(dev, cfg),
+            (VENDOR_VIRTIO, DEVICE_VIRTIO_NET) => Self::open_virtio(dev, cfg),
+            (vendor, device) => Err(Error::Unsupported {
                 addr,
                 vendor,
                 device,
-            });
+            }),
         }
+    }
+
+    fn open_virtio(dev: VfioDevice, cfg: &PortConfig) -> Result<Port, Error> {
+        let mapper: Arc<dyn DmaMapper> = dev.container().clone();
+        let mut net = VirtioNet::open(
+            &dev,
+            mapper.clone(),
+            &VirtioQueueConfig {
+                rx_ring: cfg.rx_ring,
+                tx_ring: cfg.tx_ring,
+                rx_free_thresh: cfg.rx_free_thresh,
+                tx_rs_interval: cfg.tx_rs_interval,
+                hugepages: cfg.hugepages,
+            },
+        )?;
+        if cfg.rx_checksum {
+            log::warn!(
+                "{}: RX checksum offload is not negotiated on virtio-net yet; packets carry no checksum flags",
+                dev.addr()
+            );
+        }
+        let pool_cfg = MempoolConfig {
+            buffers: cfg.mempool_buffers,
+            hugepages: cfg.hugepages,
+            ..MempoolConfig::default()
+        };
+        // RX buffers are posted 12 bytes before the data start (the header goes there).
+        assert!(pool_cfg.headroom as usize >= virtio::HDR_LEN);
+        let pool = Mempool::new(mapper.clone(), &pool_cfg)?;
+        let mut cache = pool.cache(cfg.cache_size);
+        net.rxq.fill(&mut cache);
+        let mac = net.mac();
+        Ok(Port {
+            nic: Nic::Virtio(net),
+            cache,
+            tx_cache: None,
+            pool,
+            mapper,
+            mac,
+            dev,
+        })
+    }
+
+    fn open_e1000e(dev: VfioDevice, cfg: &PortConfig) -> Result<Port, Error> {
+        let addr = dev.addr();
         let regs = Arc::new(dev.map_bar(0)?);
         dev.enable_bus_master()?;
         let mut delay = StdDelay;
@@ -199,16 +259,18 @@ impl Port {
             log::warn!("{addr}: link still down after {:?}", cfg.link_timeout);
         }
         Ok(Port {
-            rxq,
-            txq,
+            nic: Nic::E1000e(E1000ePort {
+                rxq,
+                txq,
+                hw: HwStats::default(),
+                regs,
+                _rings: rings,
+            }),
             cache,
             tx_cache: None,
             pool,
             mapper,
-            hw: HwStats::default(),
-            regs,
             mac,
-            _rings: rings,
             dev,
         })
     }
@@ -216,20 +278,29 @@ impl Port {
     /// Receives up to `out.room()` frames into `out`; returns how many.
     #[inline]
     pub fn rx_burst(&mut self, out: &mut PacketBatch) -> usize {
-        self.rxq.rx_burst(&mut self.cache, out)
+        match &mut self.nic {
+            Nic::E1000e(n) => n.rxq.rx_burst(&mut self.cache, out),
+            Nic::Virtio(n) => n.rxq.rx_burst(&mut self.cache, out),
+        }
     }
 
     /// Sends frames from the front of `pkts`; returns how many left the batch.
     #[inline]
     pub fn tx_burst(&mut self, pkts: &mut PacketBatch) -> usize {
         let cache = self.tx_cache.as_mut().unwrap_or(&mut self.cache);
-        self.txq.tx_burst(cache, pkts)
+        match &mut self.nic {
+            Nic::E1000e(n) => n.txq.tx_burst(cache, pkts),
+            Nic::Virtio(n) => virtio::tx_burst(&mut n.txq, cache, pkts),
+        }
     }
 
     /// Recycles buffers of completed transmissions now (tx_burst does it when needed).
     pub fn tx_reclaim(&mut self) -> u32 {
         let cache = self.tx_cache.as_mut().unwrap_or(&mut self.cache);
-        self.txq.reclaim(cache)
+        match &mut self.nic {
+            Nic::E1000e(n) => n.txq.reclaim(cache),
+            Nic::Virtio(n) => n.txq.reclaim(cache),
+        }
     }
 
     /// A new mempool in DMA memory this port (and every port of this process) can reach.
@@ -284,17 +355,57 @@ impl Port {
 
     /// Link state now.
     pub fn link(&self) -> LinkStatus {
-        fw::link_status(&*self.regs)
+        match &self.nic {
+            Nic::E1000e(n) => fw::link_status(&*n.regs),
+            // virtio-net reports no speed without VIRTIO_NET_F_SPEED_DUPLEX.
+            Nic::Virtio(n) => LinkStatus {
+                up: n.link_up(),
+                speed_mbps: 0,
+                full_duplex: n.link_up(),
+            },
+        }
+    }
+
+    /// Which device family drives the port: "e1000e" or "virtio-net".
+    pub fn driver_name(&self) -> &'static str {
+        match &self.nic {
+            Nic::E1000e(_) => "e1000e",
+            Nic::Virtio(_) => "virtio-net",
+        }
+    }
+
+    /// Doorbell writes the device actually received, (RX, TX): with virtio's notification
+    /// suppression fewer than the engine's `doorbells` (publishes); e1000e writes every one.
+    pub fn notifies(&self) -> (u64, u64) {
+        match &self.nic {
+            Nic::E1000e(n) => (n.rxq.stats().doorbells, n.txq.stats().doorbells),
+            Nic::Virtio(n) => (n.rxq.ops().bell().notifies(), n.txq.ops().bell().notifies()),
+        }
     }
 
     /// Counters. Reads (and so clears) the device's statistics registers, folding them
     /// into the port's running totals: call it from the control path, not per burst.
     pub fn stats(&mut self) -> PortStats {
-        self.hw.accumulate(&*self.regs);
-        PortStats {
-            rx: *self.rxq.stats(),
-            tx: *self.txq.stats(),
-            hw: self.hw.clone(),
+        match &mut self.nic {
+            Nic::E1000e(n) => {
+                n.hw.accumulate(&*n.regs);
+                PortStats {
+                    rx: *n.rxq.stats(),
+                    tx: *n.txq.stats(),
+                    hw: n.hw.clone(),
+                }
+            }
+            Nic::Virtio(n) => {
+                let mut tx = *n.txq.stats();
+                // The engine counted each frame with its 12-byte header.
+                tx.bytes -= tx.packets * virtio::HDR_LEN as u64;
+                PortStats {
+                    rx: *n.rxq.stats(),
+                    tx,
+                    // virtio-net has no statistics registers.
+                    hw: HwStats::default(),
+                }
+            }
         }
     }
 
@@ -303,9 +414,11 @@ impl Port {
     pub fn tx_drain(&mut self, timeout: Duration) -> bool {
         let start = std::time::Instant::now();
         loop {
-            let head = self.regs.read32(fw::regs::TDH);
-            let tail = self.regs.read32(fw::regs::TDT);
-            if head == tail {
+            let idle = match &self.nic {
+                Nic::E1000e(n) => n.regs.read32(fw::regs::TDH) == n.regs.read32(fw::regs::TDT),
+                Nic::Virtio(n) => n.txq.ops().pending() == 0,
+            };
+            if idle {
                 self.tx_reclaim();
                 return true;
             }
@@ -318,18 +431,30 @@ impl Port {
 
     /// Buffers posted to the RX ring.
     pub fn rx_posted(&self) -> u32 {
-        self.rxq.posted()
+        match &self.nic {
+            Nic::E1000e(n) => n.rxq.posted(),
+            Nic::Virtio(n) => n.rxq.posted(),
+        }
     }
 }
 
 impl Drop for Port {
     fn drop(&mut self) {
         // Stop the device before its buffers go back to the pool.
-        fw::disable(&*self.regs);
+        match &self.nic {
+            Nic::E1000e(n) => fw::disable(&*n.regs),
+            Nic::Virtio(n) => n.stop(),
+        }
         let _ = self.dev.disable_bus_master();
-        self.rxq.release(&mut self.cache);
+        match &mut self.nic {
+            Nic::E1000e(n) => n.rxq.release(&mut self.cache),
+            Nic::Virtio(n) => n.rxq.release(&mut self.cache),
+        }
         let cache = self.tx_cache.as_mut().unwrap_or(&mut self.cache);
-        self.txq.release(cache);
+        match &mut self.nic {
+            Nic::E1000e(n) => n.txq.release(cache),
+            Nic::Virtio(n) => n.txq.release(cache),
+        }
     }
 }
 

@@ -224,6 +224,14 @@ pub trait RxView: Copy {
     /// The write-back at consumer index `cidx`, which [`RxView::is_done`] has seen done:
     /// the caller fences (acquire) between the two.
     fn completion(&self, cidx: u32) -> RxCompletion;
+    /// Whether a completion's `slot` can name a posted buffer at all. Buffers sit at masked
+    /// slots, so an out-of-range id a device wrote (virtio's used-ring id) would alias
+    /// another slot; such a completion is counted as `bad_slot`. A device whose slots are
+    /// the engine's own indices (e1000e) keeps the default, which costs nothing.
+    #[inline(always)]
+    fn slot_in_range(&self, _slot: u32) -> bool {
+        true
+    }
 }
 
 /// Per-device TX descriptor operations.
@@ -444,13 +452,25 @@ impl<D: RxDescOps> RxQueue<D> {
                 // What the fast loop could not deliver, for the slow path.
                 let pending;
                 if discarding {
-                    pending = slots.take(view.completion(cidx).slot);
+                    let slot = view.completion(cidx).slot;
+                    pending = if view.slot_in_range(slot) {
+                        slots.take(slot)
+                    } else {
+                        None
+                    };
                 } else {
                     // The common case, with no call in the loop: a posted buffer, a whole
                     // good frame that fits. Anything else leaves for the slow path below.
                     loop {
                         let c = view.completion(cidx);
-                        match slots.take(c.slot) {
+                        // A slot the device names outside the ring would alias another
+                        // slot once masked: it is a bad slot, never a buffer.
+                        let posted = if view.slot_in_range(c.slot) {
+                            slots.take(c.slot)
+                        } else {
+                            None
+                        };
+                        match posted {
                             Some(mut buf) if c.whole && c.len as usize <= buf.capacity() => {
                                 let fits = buf.set_len(c.len as usize);
                                 debug_assert!(fits);

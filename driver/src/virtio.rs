@@ -1,0 +1,1235 @@
+//! virtio-net (modern virtio-pci, QEMU `virtio-net-pci,disable-legacy=on,iommu_platform=on`)
+//! on split virtqueues: the descriptor ops the ring engine drives, and the device bring-up.
+//!
+//! Transport and device configuration are `tenge_firmware_iface::virtio`; the ring layouts
+//! are `tenge_descriptors::virtio`; batching, refill, completion and doorbell policy are the
+//! one ring engine (`ring.rs`). This module supplies only what is virtio's own:
+//!
+//! - **Descriptor id == ring slot.** The buffer posted at engine index `i` sits in
+//!   descriptor `i & mask`, and the avail ring's entry `i & mask` always names descriptor
+//!   `i & mask`; so the avail ring is written once, at setup, and a refill or a send writes
+//!   one descriptor. The used ring names descriptors by id: for RX that id is the engine's
+//!   slot, checked by the engine (an id never made available, or beyond the ring, is a
+//!   counted `bad_slot`, never trusted).
+//! - **RX** (virtio 1.2 §5.1.6.3, without `VIRTIO_NET_F_MRG_RXBUF`): one device-writable
+//!   buffer per frame, posted 12 bytes before the packet's data start, so the device writes
+//!   the `virtio_net_hdr` into the headroom and the frame lands where the packet's data
+//!   begins; the used length less the header is the frame length, which the engine checks
+//!   against the buffer.
+//! - **TX** (§5.1.6.2): the 12-byte header (all zero: no offloads) is prepended into the
+//!   packet's headroom, so a frame is one device-readable descriptor. QEMU uses TX buffers
+//!   in order (`hw/net/virtio-net.c` `virtio_net_flush_tx` pops and pushes one element at a
+//!   time), so a send is complete once `used.idx` has passed it; TX never reads a used id.
+//! - **Notifications** (§2.7.10, §2.7.13.4): after a batch, `avail.idx` is published, a full
+//!   fence orders that store before the load of the device's suppression state, and the
+//!   doorbell is written only if the device asked for it: with `VIRTIO_F_EVENT_IDX` by
+//!   [`vring_need_event`] on `avail_event`, without it unless `VIRTQ_USED_F_NO_NOTIFY` is set.
+//!   Every RX refill goes through this: QEMU holds frames while the RX queue is empty and
+//!   delivers again only after an RX notify.
+//! - **No interrupts**: tenge polls; `VIRTQ_AVAIL_F_NO_INTERRUPT` is set and, with
+//!   EVENT_IDX, `used_event` is kept half the index space ahead of `avail.idx`, where the
+//!   device's used index never reaches.
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+
+use tenge_descriptors::virtio::{
+    avail_ring_offset, avail_used_event_offset, split_ring_layout, used_avail_event_offset,
+    used_ring_offset, vring_need_event, VirtqDesc, VirtqUsedElem, AVAIL_IDX_OFFSET,
+    USED_IDX_OFFSET, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
+};
+use tenge_descriptors::virtio_net::VIRTIO_NET_HDR_LEN;
+use tenge_firmware_iface::virtio::{
+    self as fw, FeatureNames, QueueConfig, QueueLayout, VirtioPciCaps, VirtioRegion,
+    VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MAC,
+    VIRTIO_NET_F_STATUS,
+};
+use tenge_firmware_iface::{NarrowMmio, StdDelay};
+
+use crate::dma::{DescRing, DmaMapper, DmaRegion, RingView};
+use crate::error::{Error, VfioError};
+use crate::mempool::{MempoolCache, PacketBuf};
+use crate::mmio::{Bar, BarWindow};
+use crate::pci::PciAddress;
+use crate::ring::{
+    PacketBatch, RxCompletion, RxDescOps, RxQueue, RxView, TxDescOps, TxQueue, TxView,
+};
+use crate::vfio::VfioDevice;
+
+/// PCI vendor ID of virtio devices (Red Hat, Inc.).
+pub const VENDOR_VIRTIO: u16 = 0x1af4;
+/// PCI device ID of a modern (virtio 1.x) network device: 0x1040 + device type 1.
+pub const DEVICE_VIRTIO_NET: u16 = 0x1041;
+
+/// Largest frame sent or received, as for e1000e (no MTU feature negotiated).
+pub const MAX_FRAME: usize = 1514;
+
+/// Bytes of `virtio_net_hdr` before every frame (VERSION_1, §5.1.6).
+pub const HDR_LEN: usize = VIRTIO_NET_HDR_LEN;
+
+/// What this data path asks for: a modern device behind the IOMMU, its MAC and link status,
+/// and event-index notification suppression. No MRG_RXBUF (one buffer per frame), no
+/// control queue, no offloads, split rings only.
+pub const DRIVER_FEATURES: u64 = VIRTIO_F_VERSION_1
+    | VIRTIO_F_ACCESS_PLATFORM
+    | VIRTIO_NET_F_MAC
+    | VIRTIO_NET_F_STATUS
+    | VIRTIO_F_EVENT_IDX;
+
+/// virtio-net's receive queue of the first queue pair (§5.1.2).
+pub const RX_QUEUE: u16 = 0;
+/// virtio-net's transmit queue of the first queue pair.
+pub const TX_QUEUE: u16 = 1;
+
+/// `used_event` is kept this far ahead of `avail.idx`: the device's used index never gets
+/// past `avail.idx`, so it never crosses `used_event` and never interrupts.
+const NO_INTERRUPT_DISTANCE: u16 = 0x8000;
+
+/// One split virtqueue in DMA memory (virtio 1.2 §2.7): descriptor table, driver area
+/// (avail ring) and device area (used ring), placed by [`split_ring_layout`].
+pub struct SplitRing {
+    desc: DescRing<VirtqDesc>,
+    region: Arc<DmaRegion>,
+    /// Byte offset of the driver area in `region`.
+    avail: usize,
+    /// Byte offset of the device area in `region`.
+    used: usize,
+    size: u16,
+}
+
+impl SplitRing {
+    /// A ring of `size` (a power of two) descriptors at byte `offset` (16-byte aligned) of
+    /// `region`, which must be zeroed there. Fills the avail ring with each slot's own
+    /// index (descriptor id == ring slot) and asks for no interrupts.
+    pub fn new(region: Arc<DmaRegion>, offset: usize, size: u16) -> Self {
+        assert!(
+            size.is_power_of_two(),
+            "queue size {size} is not a power of two"
+        );
+        let l = split_ring_layout(size);
+        assert!(
+            offset.is_multiple_of(16) && offset + l.len <= region.len(),
+            "split ring of {size} at {offset:#x} does not fit a {:#x}-byte region",
+            region.len()
+        );
+        let ring = SplitRing {
+            desc: DescRing::new(region.clone(), offset + l.desc, u32::from(size)),
+            region,
+            avail: offset + l.driver,
+            used: offset + l.device,
+            size,
+        };
+        for slot in 0..size {
+            ring.region
+                .write::<u16>(ring.avail + avail_ring_offset(slot), slot.to_le());
+        }
+        ring.region
+            .write::<u16>(ring.avail, VIRTQ_AVAIL_F_NO_INTERRUPT.to_le());
+        ring
+    }
+
+    /// Bytes a ring of `size` descriptors needs, rounded up to 64 so rings can follow each
+    /// other in one region.
+    pub const fn bytes(size: u16) -> usize {
+        split_ring_layout(size).len.div_ceil(64) * 64
+    }
+
+    /// Number of descriptors.
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// IOVAs of the descriptor, driver and device areas, for `queue_desc`/`_driver`/`_device`.
+    pub fn iovas(&self) -> (u64, u64, u64) {
+        let base = self.region.iova();
+        (
+            self.desc.iova(),
+            base + self.avail as u64,
+            base + self.used as u64,
+        )
+    }
+
+    /// The descriptor table.
+    pub fn descs(&self) -> &DescRing<VirtqDesc> {
+        &self.desc
+    }
+
+    /// `avail.idx` as last published.
+    pub fn avail_idx(&self) -> u16 {
+        u16::from_le(self.region.read::<u16>(self.avail + AVAIL_IDX_OFFSET))
+    }
+
+    /// `avail.ring[slot]` (masked).
+    pub fn avail_entry(&self, slot: u16) -> u16 {
+        u16::from_le(
+            self.region
+                .read::<u16>(self.avail + avail_ring_offset(slot & (self.size - 1))),
+        )
+    }
+
+    /// `used_event` (driver area, with EVENT_IDX).
+    pub fn used_event(&self) -> u16 {
+        u16::from_le(
+            self.region
+                .read::<u16>(self.avail + avail_used_event_offset(self.size)),
+        )
+    }
+
+    /// `used.idx` as the device wrote it.
+    pub fn used_idx(&self) -> u16 {
+        self.view().used_idx()
+    }
+
+    /// `used.flags` as the device wrote it.
+    pub fn used_flags(&self) -> u16 {
+        u16::from_le(self.region.read::<u16>(self.used))
+    }
+
+    /// `avail_event` (device area, with EVENT_IDX) as the device wrote it.
+    pub fn avail_event(&self) -> u16 {
+        u16::from_le(
+            self.region
+                .read::<u16>(self.used + used_avail_event_offset(self.size)),
+        )
+    }
+
+    /// Writes used element `slot` (masked) and `used.idx`: what a device does. For tests
+    /// and models.
+    pub fn device_push_used(&self, used_idx: u16, id: u32, len: u32) {
+        let slot = used_idx & (self.size - 1);
+        self.region.write(
+            self.used + used_ring_offset(slot),
+            VirtqUsedElem {
+                id: id.into(),
+                len: len.into(),
+            },
+        );
+        self.device_set_used_idx(used_idx.wrapping_add(1));
+    }
+
+    /// Writes `used.idx`: what a device does. For tests and models.
+    pub fn device_set_used_idx(&self, idx: u16) {
+        self.region
+            .write::<u16>(self.used + USED_IDX_OFFSET, idx.to_le());
+    }
+
+    /// Writes `used.flags`: what a device does. For tests and models.
+    pub fn device_set_used_flags(&self, flags: u16) {
+        self.region.write::<u16>(self.used, flags.to_le());
+    }
+
+    /// Writes `avail_event`: what a device does. For tests and models.
+    pub fn device_set_avail_event(&self, idx: u16) {
+        self.region
+            .write::<u16>(self.used + used_avail_event_offset(self.size), idx.to_le());
+    }
+
+    #[inline(always)]
+    fn view(&self) -> SplitView<'_> {
+        SplitView {
+            desc: self.desc.view(),
+            region: &self.region,
+            used: self.used,
+            mask: u32::from(self.size) - 1,
+        }
+    }
+
+    fn write_avail_idx(&self, idx: u16) {
+        self.region
+            .write::<u16>(self.avail + AVAIL_IDX_OFFSET, idx.to_le());
+    }
+
+    fn write_used_event(&self, idx: u16) {
+        self.region
+            .write::<u16>(self.avail + avail_used_event_offset(self.size), idx.to_le());
+    }
+}
+
+/// A borrowed [`SplitRing`] for the burst loops: the descriptor table's view, the region
+/// and the used ring's offset. Every index is masked, so no id or index the device wrote
+/// reaches outside the ring.
+#[derive(Clone, Copy)]
+pub struct SplitView<'a> {
+    desc: RingView<'a, VirtqDesc>,
+    region: &'a DmaRegion,
+    used: usize,
+    mask: u32,
+}
+
+impl SplitView<'_> {
+    /// `used.idx`: one 16-bit volatile load (the device writes it as one).
+    #[inline(always)]
+    fn used_idx(&self) -> u16 {
+        u16::from_le(self.region.read::<u16>(self.used + USED_IDX_OFFSET))
+    }
+
+    /// Whether the device has used the entry at free-running index `idx`: `used.idx` is
+    /// past it, modulo 2^16 (both sides count from 0 after reset).
+    #[inline(always)]
+    fn is_used(&self, idx: u32) -> bool {
+        (self.used_idx().wrapping_sub(idx as u16) as i16) > 0
+    }
+
+    /// Used element at free-running index `idx` (masked): (id, len).
+    #[inline(always)]
+    fn used_elem(&self, idx: u32) -> (u32, u32) {
+        let e: VirtqUsedElem = self
+            .region
+            .read(self.used + used_ring_offset((idx & self.mask) as u16));
+        (e.id.get(), e.len.get())
+    }
+}
+
+/// A queue's doorbell and its notification-suppression state.
+pub struct Doorbell<M: NarrowMmio> {
+    mmio: Arc<M>,
+    /// Offset of the queue's doorbell in `mmio` (`cap.offset + queue_notify_off *
+    /// notify_off_multiplier`).
+    offset: u32,
+    queue: u16,
+    event_idx: bool,
+    /// `avail.idx` at the last publish: with EVENT_IDX the device is notified if its
+    /// `avail_event` lies in `[last, new)`.
+    last: u16,
+    notifies: u64,
+}
+
+impl<M: NarrowMmio> Doorbell<M> {
+    /// The doorbell of `queue` at `offset` in `mmio`.
+    pub fn new(mmio: Arc<M>, offset: u32, queue: u16, event_idx: bool) -> Self {
+        Doorbell {
+            mmio,
+            offset,
+            queue,
+            event_idx,
+            last: 0,
+            notifies: 0,
+        }
+    }
+
+    /// Doorbell writes so far (publishes the device did not need to hear about are not
+    /// counted).
+    pub fn notifies(&self) -> u64 {
+        self.notifies
+    }
+
+    /// Publishes `avail.idx = new` on `ring` and notifies the device if it asked for it.
+    /// The caller has fenced (release) after the descriptor stores.
+    #[inline]
+    fn publish(&mut self, ring: &SplitRing, new: u16) {
+        ring.write_avail_idx(new);
+        if self.event_idx {
+            ring.write_used_event(new.wrapping_add(NO_INTERRUPT_DISTANCE));
+        }
+        // The avail.idx store must be visible to the device before we load its
+        // suppression state, or both sides could skip the notification (§2.7.13.4; Linux's
+        // virtqueue_kick_prepare has virtio_mb here). Store then load: x86 reorders that
+        // pair unless a full fence (mfence) sits between.
+        fence(Ordering::SeqCst);
+        let need = if self.event_idx {
+            vring_need_event(ring.avail_event(), new, self.last)
+        } else {
+            ring.used_flags() & VIRTQ_USED_F_NO_NOTIFY == 0
+        };
+        self.last = new;
+        if need {
+            // virtio 1.2 §4.1.5.2: the driver writes the queue index to the doorbell.
+            self.mmio.write16(self.offset, self.queue);
+            self.notifies += 1;
+        }
+    }
+}
+
+/// The virtio-net RX descriptor ops over a split ring.
+pub struct VirtioRx<M: NarrowMmio> {
+    ring: SplitRing,
+    bell: Doorbell<M>,
+}
+
+impl<M: NarrowMmio> VirtioRx<M> {
+    /// Ops over `ring`, notifying through `bell`.
+    pub fn new(ring: SplitRing, bell: Doorbell<M>) -> Self {
+        VirtioRx { ring, bell }
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &SplitRing {
+        &self.ring
+    }
+
+    /// The doorbell.
+    pub fn bell(&self) -> &Doorbell<M> {
+        &self.bell
+    }
+}
+
+impl<M: NarrowMmio> RxDescOps for VirtioRx<M> {
+    type View<'a>
+        = VirtioRxView<'a>
+    where
+        M: 'a;
+
+    #[inline(always)]
+    fn view(&self) -> VirtioRxView<'_> {
+        VirtioRxView(self.ring.view())
+    }
+
+    #[inline(always)]
+    fn entries(&self) -> u32 {
+        u32::from(self.ring.size)
+    }
+
+    #[inline(always)]
+    fn flush(&mut self, pidx: u32) {
+        self.bell.publish(&self.ring, pidx as u16);
+    }
+}
+
+/// The virtio-net RX descriptor accesses, on a view of the ring.
+#[derive(Clone, Copy)]
+pub struct VirtioRxView<'a>(SplitView<'a>);
+
+impl RxView for VirtioRxView<'_> {
+    #[inline(always)]
+    fn refill(&self, pidx: u32, iova: u64, len: u32) {
+        // The header goes into the 12 bytes before the data start (the pool's headroom is
+        // at least that, checked at open), so the frame lands at the packet's data.
+        // addr, then len (31:0) | flags WRITE (47:32) | next 0.
+        self.0.desc.write_qwords(
+            pidx,
+            iova.wrapping_sub(HDR_LEN as u64),
+            u64::from(len + HDR_LEN as u32) | u64::from(VIRTQ_DESC_F_WRITE) << 32,
+        );
+    }
+
+    #[inline(always)]
+    fn is_done(&self, cidx: u32) -> bool {
+        self.0.is_used(cidx)
+    }
+
+    #[inline(always)]
+    fn completion(&self, cidx: u32) -> RxCompletion {
+        let (id, len) = self.0.used_elem(cidx);
+        // The device counts the header; a used length that does not cover a header and at
+        // least one frame byte is not a frame: u32::MAX fails the engine's length check
+        // (bad_len).
+        let frame = if len > HDR_LEN as u32 {
+            len - HDR_LEN as u32
+        } else {
+            u32::MAX
+        };
+        RxCompletion {
+            slot: id,
+            len: frame,
+            eop: true,
+            error: false,
+            whole: true,
+            flags: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn slot_in_range(&self, slot: u32) -> bool {
+        slot <= self.0.mask
+    }
+}
+
+/// The virtio-net TX descriptor ops over a split ring.
+pub struct VirtioTx<M: NarrowMmio> {
+    ring: SplitRing,
+    bell: Doorbell<M>,
+}
+
+impl<M: NarrowMmio> VirtioTx<M> {
+    /// Ops over `ring`, notifying through `bell`.
+    pub fn new(ring: SplitRing, bell: Doorbell<M>) -> Self {
+        VirtioTx { ring, bell }
+    }
+
+    /// The ring.
+    pub fn ring(&self) -> &SplitRing {
+        &self.ring
+    }
+
+    /// The doorbell.
+    pub fn bell(&self) -> &Doorbell<M> {
+        &self.bell
+    }
+
+    /// Descriptors published but not yet used by the device.
+    pub fn pending(&self) -> u16 {
+        self.ring.avail_idx().wrapping_sub(self.ring.used_idx())
+    }
+}
+
+impl<M: NarrowMmio> TxDescOps for VirtioTx<M> {
+    type View<'a>
+        = VirtioTxView<'a>
+    where
+        M: 'a;
+
+    #[inline(always)]
+    fn view(&self) -> VirtioTxView<'_> {
+        VirtioTxView(self.ring.view())
+    }
+
+    #[inline(always)]
+    fn entries(&self) -> u32 {
+        u32::from(self.ring.size)
+    }
+
+    #[inline(always)]
+    fn flush(&mut self, pidx: u32) {
+        self.bell.publish(&self.ring, pidx as u16);
+    }
+}
+
+/// The virtio-net TX descriptor accesses, on a view of the ring.
+#[derive(Clone, Copy)]
+pub struct VirtioTxView<'a>(SplitView<'a>);
+
+impl TxView for VirtioTxView<'_> {
+    #[inline(always)]
+    fn descs_needed(&self, _pkt: &PacketBuf) -> u32 {
+        1
+    }
+
+    #[inline(always)]
+    fn encap(&self, pidx: u32, pkt: &PacketBuf, _report: bool) -> u32 {
+        // The packet starts with its virtio_net_hdr (tx_burst prepended it). Device-readable:
+        // flags 0, next 0. The device reports every buffer in the used ring, so `report`
+        // needs nothing here.
+        self.0
+            .desc
+            .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64);
+        1
+    }
+
+    #[inline(always)]
+    fn is_done(&self, idx: u32) -> bool {
+        self.0.is_used(idx)
+    }
+}
+
+/// Sends frames from the front of `pkts` on a virtio TX queue: prepends the (zero)
+/// `virtio_net_hdr` into each packet's headroom, runs the engine's burst (one publish and
+/// at most one doorbell), then strips the header again from what stayed in the batch, so
+/// the caller gets its packets back unchanged. A packet without 12 bytes of headroom cannot
+/// be sent: it is emptied, and the engine drops and counts it (`bad_packet`).
+#[inline]
+pub fn tx_burst<M: NarrowMmio>(
+    txq: &mut TxQueue<VirtioTx<M>>,
+    cache: &mut MempoolCache,
+    pkts: &mut PacketBatch,
+) -> usize {
+    for p in pkts.iter_mut() {
+        if p.is_empty() {
+            continue; // the engine drops it
+        }
+        if p.prepend(HDR_LEN) {
+            p.data_mut()[..HDR_LEN].fill(0);
+        } else {
+            p.set_len(0);
+        }
+    }
+    let sent = txq.tx_burst(cache, pkts);
+    for p in pkts.iter_mut() {
+        if !p.is_empty() {
+            p.adj(HDR_LEN);
+        }
+    }
+    sent
+}
+
+/// An open virtio-net function: its queues and its configuration registers.
+pub struct VirtioNet {
+    /// Receive queue 0.
+    pub rxq: RxQueue<VirtioRx<Bar>>,
+    /// Transmit queue 1.
+    pub txq: TxQueue<VirtioTx<Bar>>,
+    common: BarWindow,
+    device: Option<BarWindow>,
+    features: u64,
+    mac: [u8; 6],
+    _rings: Arc<DmaRegion>,
+}
+
+/// What [`VirtioNet::open`] needs from the port configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct VirtioQueueConfig {
+    /// RX descriptors wanted (clamped to the device's maximum).
+    pub rx_ring: u32,
+    /// TX descriptors wanted (clamped to the device's maximum).
+    pub tx_ring: u32,
+    /// See `PortConfig::rx_free_thresh`.
+    pub rx_free_thresh: u32,
+    /// See `PortConfig::tx_rs_interval`.
+    pub tx_rs_interval: u32,
+    /// Hugepage use for the rings.
+    pub hugepages: crate::dma::HugepagePolicy,
+}
+
+fn virtio_err(addr: PciAddress) -> impl Fn(fw::VirtioError) -> Error {
+    move |source| Error::Virtio { addr, source }
+}
+
+/// The largest power of two not above `want` and `max`, at least 4.
+fn queue_size(want: u32, max: u16) -> u16 {
+    let n = want.min(u32::from(max)).max(4);
+    let p = 1u32 << (31 - n.leading_zeros());
+    p as u16
+}
+
+impl VirtioNet {
+    /// Brings up the virtio-net function `dev`: finds its structures, resets it, negotiates
+    /// [`DRIVER_FEATURES`] (refusing a device without VERSION_1 or ACCESS_PLATFORM), reads
+    /// its MAC, registers RX queue 0 and TX queue 1 as split rings and sets DRIVER_OK. The
+    /// caller then fills the RX queue (which notifies the device).
+    pub fn open(
+        dev: &VfioDevice,
+        mapper: Arc<dyn DmaMapper>,
+        cfg: &VirtioQueueConfig,
+    ) -> Result<VirtioNet, Error> {
+        let addr = dev.addr();
+        let mut config = [0u8; 256];
+        dev.config_read(0, &mut config)?;
+        let caps = fw::parse_virtio_caps(&config).map_err(|e| virtio_err(addr)(e.into()))?;
+        let VirtioPciCaps {
+            common,
+            notify,
+            device,
+            ..
+        } = caps;
+        let mut bars = MappedBars::default();
+        let common = bars.window(dev, &common)?;
+        let device = match &device {
+            Some(r) => Some(bars.window(dev, r)?),
+            None => None,
+        };
+        // Doorbells are written through the whole BAR, at the offsets notify_offset checks
+        // against the notify structure (which must lie inside the BAR).
+        bars.window(dev, &notify.region)?;
+        let notify_bar = bars.bar(dev, notify.region.bar)?;
+        dev.enable_bus_master()?;
+
+        let err = virtio_err(addr);
+        fw::reset(&common, &mut StdDelay).map_err(&err)?;
+        let features = fw::start_negotiation(&common, DRIVER_FEATURES).map_err(&err)?;
+        let event_idx = features & VIRTIO_F_EVENT_IDX != 0;
+        log::info!(
+            "{addr}: virtio-net offers {}, accepted {}",
+            FeatureNames(fw::read_device_features(&common)),
+            FeatureNames(features)
+        );
+        let net = match &device {
+            Some(d) => fw::read_net_config(&common, d, features).map_err(&err)?,
+            None => fw::NetConfig::default(),
+        };
+        let mac = net.mac.unwrap_or_else(|| {
+            log::warn!("{addr}: the device has no MAC address (no VIRTIO_NET_F_MAC); using 02:00:00:00:00:00");
+            [2, 0, 0, 0, 0, 0]
+        });
+
+        let rx_size = queue_size(
+            cfg.rx_ring,
+            fw::queue_max_size(&common, RX_QUEUE).map_err(&err)?,
+        );
+        let tx_size = queue_size(
+            cfg.tx_ring,
+            fw::queue_max_size(&common, TX_QUEUE).map_err(&err)?,
+        );
+        if u32::from(rx_size) != cfg.rx_ring || u32::from(tx_size) != cfg.tx_ring {
+            log::info!(
+                "{addr}: virtio queues of {rx_size} RX / {tx_size} TX descriptors (asked for \
+                 {} / {}; the device's maximum bounds them)",
+                cfg.rx_ring,
+                cfg.tx_ring
+            );
+        }
+        let tx_off = SplitRing::bytes(rx_size);
+        let rings = Arc::new(DmaRegion::allocate(
+            mapper,
+            tx_off + SplitRing::bytes(tx_size),
+            cfg.hugepages,
+        )?);
+        let rx_ring = SplitRing::new(rings.clone(), 0, rx_size);
+        let tx_ring = SplitRing::new(rings.clone(), tx_off, tx_size);
+        let mut bells = Vec::with_capacity(2);
+        for (index, ring) in [(RX_QUEUE, &rx_ring), (TX_QUEUE, &tx_ring)] {
+            let (desc, driver, device) = ring.iovas();
+            let setup = fw::setup_queue(
+                &common,
+                index,
+                &QueueConfig {
+                    size: ring.size(),
+                    layout: QueueLayout::Split,
+                    desc,
+                    driver,
+                    device,
+                },
+            )
+            .map_err(&err)?;
+            let off = fw::notify_offset(&notify, setup.notify_off).map_err(&err)?;
+            bells.push(Doorbell::new(notify_bar.clone(), off, index, event_idx));
+        }
+        let tx_bell = bells.pop().expect("two doorbells");
+        let rx_bell = bells.pop().expect("two doorbells");
+        fw::driver_ok(&common).map_err(&err)?;
+        log::info!(
+            "{addr}: virtio-net {} link {}, split rings {rx_size} RX / {tx_size} TX, event index {}",
+            crate::port::fmt_mac(&mac),
+            if net.link_up() { "up" } else { "down" },
+            if event_idx { "on" } else { "off" }
+        );
+        Ok(VirtioNet {
+            rxq: RxQueue::new(VirtioRx::new(rx_ring, rx_bell), cfg.rx_free_thresh),
+            txq: TxQueue::new(
+                VirtioTx::new(tx_ring, tx_bell),
+                cfg.tx_rs_interval,
+                MAX_FRAME + HDR_LEN,
+            ),
+            common,
+            device,
+            features,
+            mac,
+            _rings: rings,
+        })
+    }
+
+    /// The MAC address the device reported.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// The negotiated features.
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
+    /// Whether the link is up (`VIRTIO_NET_S_LINK_UP`; up without `VIRTIO_NET_F_STATUS`).
+    pub fn link_up(&self) -> bool {
+        match &self.device {
+            Some(d) => fw::read_net_config(&self.common, d, self.features & VIRTIO_NET_F_STATUS)
+                .map(|c| c.link_up())
+                .unwrap_or(false),
+            None => true,
+        }
+    }
+
+    /// Resets the device: it stops using the rings at once (QEMU's reset is synchronous).
+    pub fn stop(&self) {
+        if let Err(e) = fw::reset(&self.common, &mut StdDelay) {
+            log::warn!("virtio reset on close: {e}");
+        }
+    }
+}
+
+/// The BARs mapped for one device, each once.
+#[derive(Default)]
+struct MappedBars(Vec<(u8, Arc<Bar>)>);
+
+impl MappedBars {
+    fn bar(&mut self, dev: &VfioDevice, index: u8) -> Result<Arc<Bar>, Error> {
+        if let Some((_, b)) = self.0.iter().find(|(i, _)| *i == index) {
+            return Ok(b.clone());
+        }
+        let b = Arc::new(dev.map_bar(u32::from(index))?);
+        self.0.push((index, b.clone()));
+        Ok(b)
+    }
+
+    /// The structure `r` names, as a window into its BAR.
+    fn window(&mut self, dev: &VfioDevice, r: &VirtioRegion) -> Result<BarWindow, Error> {
+        let bar = self.bar(dev, r.bar)?;
+        BarWindow::new(bar.clone(), r.offset, r.length).ok_or_else(|| {
+            Error::Vfio(VfioError::Bar {
+                addr: dev.addr(),
+                bar: u32::from(r.bar),
+                why: format!(
+                    "{:#x} bytes, too small for the virtio structure at {:#x}..{:#x} that the \
+                     capability at {:#04x} names: the device's capability list is wrong",
+                    bar.len(),
+                    r.offset,
+                    r.end(),
+                    r.cap_offset
+                ),
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dma::{identity_dma, HugepagePolicy, IdentityMapper};
+    use crate::mempool::host_pool;
+    use proptest::prelude::*;
+    use std::sync::Mutex;
+    use tenge_descriptors::virtio_net::VirtioNetHdr;
+    use tenge_firmware_iface::Mmio;
+    use zerocopy::IntoBytes;
+
+    /// A notify structure that records doorbell writes (offset, value).
+    #[derive(Default)]
+    struct Bells(Mutex<Vec<(u32, u16)>>);
+    impl Mmio for Bells {
+        fn read32(&self, _off: u32) -> u32 {
+            0
+        }
+        fn write32(&self, _off: u32, _v: u32) {}
+    }
+    impl NarrowMmio for Bells {
+        fn read8(&self, _off: u32) -> u8 {
+            0
+        }
+        fn read16(&self, _off: u32) -> u16 {
+            0
+        }
+        fn write8(&self, _off: u32, _v: u8) {}
+        fn write16(&self, off: u32, v: u16) {
+            self.0.lock().unwrap().push((off, v));
+        }
+    }
+    impl Bells {
+        fn take(&self) -> Vec<(u32, u16)> {
+            std::mem::take(&mut *self.0.lock().unwrap())
+        }
+    }
+
+    const RX_BELL: u32 = 0x3000;
+    const TX_BELL: u32 = 0x3004;
+
+    fn region() -> Arc<DmaRegion> {
+        Arc::new(
+            DmaRegion::allocate(Arc::new(IdentityMapper), 1 << 16, HugepagePolicy::Never).unwrap(),
+        )
+    }
+
+    fn rx_queue(
+        mem: &Arc<DmaRegion>,
+        bells: &Arc<Bells>,
+        size: u16,
+        event_idx: bool,
+        thresh: u32,
+    ) -> RxQueue<VirtioRx<Bells>> {
+        RxQueue::new(
+            VirtioRx::new(
+                SplitRing::new(mem.clone(), 0, size),
+                Doorbell::new(bells.clone(), RX_BELL, RX_QUEUE, event_idx),
+            ),
+            thresh,
+        )
+    }
+
+    fn tx_queue(
+        mem: &Arc<DmaRegion>,
+        bells: &Arc<Bells>,
+        size: u16,
+        event_idx: bool,
+        rs: u32,
+    ) -> TxQueue<VirtioTx<Bells>> {
+        TxQueue::new(
+            VirtioTx::new(
+                SplitRing::new(mem.clone(), 1 << 15, size),
+                Doorbell::new(bells.clone(), TX_BELL, TX_QUEUE, event_idx),
+            ),
+            rs,
+            MAX_FRAME + HDR_LEN,
+        )
+    }
+
+    /// The device side of a split ring as QEMU's virtio-net plays it: uses available
+    /// buffers in order; when it finds the ring empty it asks to be notified (EVENT_IDX:
+    /// `avail_event` = the avail index it saw; otherwise clears `VIRTQ_USED_F_NO_NOTIFY`),
+    /// and while it has buffers it asks not to be (sets NO_NOTIFY).
+    #[derive(Default)]
+    struct Dev {
+        last_avail: u16,
+        used: u16,
+    }
+
+    impl Dev {
+        fn arm(&self, ring: &SplitRing) {
+            ring.device_set_avail_event(ring.avail_idx());
+            ring.device_set_used_flags(0);
+        }
+
+        /// Receives `frame` into the next available buffer; false if there is none.
+        fn receive(&mut self, ring: &SplitRing, frame: &[u8]) -> bool {
+            if self.last_avail == ring.avail_idx() {
+                self.arm(ring);
+                return false;
+            }
+            ring.device_set_used_flags(VIRTQ_USED_F_NO_NOTIFY);
+            let id = ring.avail_entry(self.last_avail);
+            let d = ring.descs().read(u32::from(id));
+            assert_eq!(
+                d.flags.get(),
+                VIRTQ_DESC_F_WRITE,
+                "RX buffers are device-writable"
+            );
+            assert!(d.len.get() as usize >= HDR_LEN + frame.len());
+            let hdr = VirtioNetHdr {
+                num_buffers: 1.into(),
+                ..VirtioNetHdr::default()
+            };
+            identity_dma::write(d.addr.get(), hdr.as_bytes());
+            identity_dma::write(d.addr.get() + HDR_LEN as u64, frame);
+            ring.device_push_used(self.used, u32::from(id), (HDR_LEN + frame.len()) as u32);
+            self.used = self.used.wrapping_add(1);
+            self.last_avail = self.last_avail.wrapping_add(1);
+            true
+        }
+
+        /// Transmits everything available; returns the frames without their headers.
+        fn transmit(&mut self, ring: &SplitRing) -> Vec<Vec<u8>> {
+            let mut wire = Vec::new();
+            while self.last_avail != ring.avail_idx() {
+                let id = ring.avail_entry(self.last_avail);
+                let d = ring.descs().read(u32::from(id));
+                assert_eq!(
+                    d.flags.get(),
+                    0,
+                    "TX buffers are device-readable, unchained"
+                );
+                let bytes = identity_dma::read(d.addr.get(), d.len.get() as usize);
+                assert_eq!(
+                    &bytes[..HDR_LEN],
+                    &[0u8; HDR_LEN],
+                    "zero virtio_net_hdr first"
+                );
+                wire.push(bytes[HDR_LEN..].to_vec());
+                ring.device_push_used(self.used, u32::from(id), 0);
+                self.used = self.used.wrapping_add(1);
+                self.last_avail = self.last_avail.wrapping_add(1);
+            }
+            self.arm(ring);
+            wire
+        }
+    }
+
+    fn frame(seq: u32, len: usize) -> Vec<u8> {
+        let mut f = vec![(seq % 251) as u8; len];
+        f[..4].copy_from_slice(&seq.to_le_bytes());
+        f
+    }
+
+    #[test]
+    fn rx_frames_arrive_byte_exact_and_refills_kick_when_the_device_asks() {
+        for event_idx in [true, false] {
+            let mem = region();
+            let bells = Arc::new(Bells::default());
+            let pool = host_pool(64).unwrap();
+            let mut cache = pool.cache(16);
+            let mut rxq = rx_queue(&mem, &bells, 8, event_idx, 1);
+            let mut dev = Dev::default();
+            dev.arm(rxq.ops().ring());
+            assert_eq!(rxq.fill(&mut cache), 7, "one slot stays empty");
+            assert_eq!(bells.take(), vec![(RX_BELL, RX_QUEUE)], "first fill kicks");
+            let ring = rxq.ops().ring();
+            assert_eq!(ring.avail_idx(), 7);
+            // Each buffer is posted with room for the header in front of the data room.
+            let d = ring.descs().read(3);
+            assert_eq!(d.len.get() as usize, 2048 + HDR_LEN);
+            assert_eq!(d.flags.get(), VIRTQ_DESC_F_WRITE);
+            if event_idx {
+                assert_eq!(ring.used_event(), 7 + NO_INTERRUPT_DISTANCE);
+            }
+            let sizes = [60usize, 1514, 100];
+            for (i, &n) in sizes.iter().enumerate() {
+                assert!(dev.receive(ring, &frame(i as u32, n)));
+            }
+            let mut out = PacketBatch::new(32);
+            assert_eq!(rxq.rx_burst(&mut cache, &mut out), 3);
+            for (i, &n) in sizes.iter().enumerate() {
+                let p = out.pop().unwrap();
+                assert_eq!(
+                    p.data(),
+                    frame(i as u32, n).as_slice(),
+                    "event_idx {event_idx}"
+                );
+                assert_eq!(p.meta().flags, 0);
+                cache.free(p);
+            }
+            // The device still had buffers: the refill publishes without a doorbell.
+            assert_eq!(rxq.ops().ring().avail_idx(), 10);
+            assert!(
+                bells.take().is_empty(),
+                "event_idx {event_idx}: no kick needed"
+            );
+            // Drain the ring until the device finds it empty and asks for a kick.
+            let ring = rxq.ops().ring();
+            let mut n = 0;
+            while dev.receive(ring, &frame(100 + n, 64)) {
+                n += 1;
+            }
+            assert_eq!(n, 7);
+            assert_eq!(rxq.rx_burst(&mut cache, &mut out), 7);
+            assert_eq!(
+                bells.take(),
+                vec![(RX_BELL, RX_QUEUE)],
+                "event_idx {event_idx}: the refill after an empty ring kicks"
+            );
+            let s = *rxq.stats();
+            assert_eq!((s.packets, s.bad_slot, s.bad_len), (10, 0, 0));
+            assert_eq!(rxq.ops().bell().notifies(), 2);
+        }
+    }
+
+    #[test]
+    fn rx_bad_used_entries_are_counted_never_trusted() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut rxq = rx_queue(&mem, &bells, 8, true, 1);
+        rxq.fill(&mut cache);
+        let ring = rxq.ops().ring();
+        ring.device_push_used(0, 0, (HDR_LEN + 60) as u32); // good
+        ring.device_push_used(1, 0, (HDR_LEN + 60) as u32); // id 0 again: already returned
+        ring.device_push_used(2, 8, (HDR_LEN + 60) as u32); // beyond the ring (aliases 0)
+        ring.device_push_used(3, u32::MAX, 64); // far beyond
+        ring.device_push_used(4, 1, 5); // shorter than the header
+        ring.device_push_used(5, 2, HDR_LEN as u32); // a header and no frame
+        ring.device_push_used(6, 3, 5000); // longer than the buffer
+        let mut out = PacketBatch::new(32);
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), 1);
+        let s = *rxq.stats();
+        assert_eq!((s.packets, s.bad_slot, s.bad_len), (1, 3, 3));
+        out.free_into(&mut cache);
+        rxq.release(&mut cache);
+        drop(cache);
+        assert_eq!(pool.free_count(), 64, "every buffer came home once");
+    }
+
+    fn batch_of(cache: &mut MempoolCache, seqs: std::ops::Range<u32>, len: usize) -> PacketBatch {
+        let mut b = PacketBatch::new(64);
+        for s in seqs {
+            let mut p = cache.alloc().unwrap();
+            assert!(p.copy_from(&frame(s, len)));
+            b.push(p).unwrap();
+        }
+        b
+    }
+
+    #[test]
+    fn tx_prepends_the_header_and_notifies_once_per_burst_when_asked() {
+        for event_idx in [true, false] {
+            let mem = region();
+            let bells = Arc::new(Bells::default());
+            let pool = host_pool(64).unwrap();
+            let mut cache = pool.cache(16);
+            let mut txq = tx_queue(&mem, &bells, 8, event_idx, 2);
+            let mut dev = Dev::default();
+            dev.arm(txq.ops().ring());
+            let mut b = batch_of(&mut cache, 0..10, 60);
+            assert_eq!(
+                tx_burst(&mut txq, &mut cache, &mut b),
+                7,
+                "8-entry ring holds 7"
+            );
+            assert_eq!(
+                bells.take(),
+                vec![(TX_BELL, TX_QUEUE)],
+                "one doorbell per burst"
+            );
+            // What did not fit comes back unchanged.
+            assert_eq!(b.len(), 3);
+            for (i, p) in b.iter().enumerate() {
+                assert_eq!(p.data(), frame(7 + i as u32, 60).as_slice());
+                assert_eq!(p.headroom(), 128);
+            }
+            let wire = dev.transmit(txq.ops().ring());
+            assert_eq!(wire.len(), 7);
+            for (i, f) in wire.iter().enumerate() {
+                assert_eq!(f, &frame(i as u32, 60));
+            }
+            assert_eq!(txq.ops().pending(), 0);
+            // The device asked to hear again: the next burst notifies, once.
+            assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 3);
+            assert_eq!(bells.take(), vec![(TX_BELL, TX_QUEUE)]);
+            // A burst while the device is still busy (not re-armed) needs no doorbell.
+            if event_idx {
+                txq.ops().ring().device_set_avail_event(0);
+            } else {
+                txq.ops()
+                    .ring()
+                    .device_set_used_flags(VIRTQ_USED_F_NO_NOTIFY);
+            }
+            let mut more = batch_of(&mut cache, 10..11, 1514);
+            // Completed buffers are reclaimed by later bursts.
+            assert_eq!(tx_burst(&mut txq, &mut cache, &mut more), 1);
+            assert!(bells.take().is_empty(), "event_idx {event_idx}: suppressed");
+            assert!(txq.stats().completed >= 6);
+            let wire = dev.transmit(txq.ops().ring());
+            assert_eq!(wire.len(), 4);
+            assert_eq!(wire[3], frame(10, 1514));
+            // Unsendable frames: empty, too long, or no headroom for the header.
+            let mut bad = PacketBatch::new(4);
+            bad.push(cache.alloc().unwrap()).unwrap();
+            let mut long = cache.alloc().unwrap();
+            long.set_len(MAX_FRAME + 1);
+            bad.push(long).unwrap();
+            let mut nohead = cache.alloc().unwrap();
+            nohead.set_len(60);
+            assert!(nohead.prepend(nohead.headroom() - 4));
+            bad.push(nohead).unwrap();
+            assert_eq!(tx_burst(&mut txq, &mut cache, &mut bad), 0);
+            assert!(bad.is_empty());
+            assert_eq!(txq.stats().bad_packet, 3);
+            let s = *txq.stats();
+            assert_eq!((s.packets, s.bytes), (11, 10 * 72 + 1526));
+        }
+    }
+
+    #[test]
+    fn indices_wrap_past_two_to_the_sixteen() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut rxq = rx_queue(&mem, &bells, 8, true, 2);
+        let mut txq = tx_queue(&mem, &bells, 8, true, 2);
+        let (mut rdev, mut tdev) = (Dev::default(), Dev::default());
+        rdev.arm(rxq.ops().ring());
+        tdev.arm(txq.ops().ring());
+        rxq.fill(&mut cache);
+        let (mut rx_seq, mut tx_seq, mut dev_seq, mut wire_seq) = (0u32, 0u32, 0u32, 0u32);
+        let mut out = PacketBatch::new(8);
+        while rx_seq < 70_000 || wire_seq < 70_000 {
+            for _ in 0..5 {
+                if rdev.receive(rxq.ops().ring(), &frame(dev_seq, 60)) {
+                    dev_seq += 1;
+                }
+            }
+            rxq.rx_burst(&mut cache, &mut out);
+            for p in out.drain() {
+                assert_eq!(p.data(), frame(rx_seq, 60).as_slice());
+                rx_seq += 1;
+                cache.free(p);
+            }
+            let mut b = batch_of(&mut cache, tx_seq..tx_seq + 5, 64);
+            tx_seq += tx_burst(&mut txq, &mut cache, &mut b) as u32;
+            b.free_into(&mut cache);
+            for f in tdev.transmit(txq.ops().ring()) {
+                assert_eq!(f, frame(wire_seq, 64));
+                wire_seq += 1;
+            }
+        }
+        assert_eq!(rxq.stats().bad_slot + rxq.stats().bad_len, 0);
+        assert!(rxq.ops().ring().avail_idx() < 10_000, "wrapped");
+    }
+
+    #[derive(Clone, Debug)]
+    enum Fuzz {
+        /// The device writes a used element with any id and length.
+        Used(u32, u32),
+        /// The device writes any used.idx.
+        UsedIdx(u16),
+        /// The driver polls.
+        Burst(u8),
+        /// The driver sends.
+        Send(u8),
+        /// The device writes any suppression state.
+        Event(u16, u16),
+    }
+
+    fn fuzz_op() -> impl Strategy<Value = Fuzz> {
+        prop_oneof![
+            (0u32..20, any::<u32>()).prop_map(|(id, len)| Fuzz::Used(id, len % 3000)),
+            (any::<u32>(), any::<u32>()).prop_map(|(id, len)| Fuzz::Used(id, len)),
+            any::<u16>().prop_map(Fuzz::UsedIdx),
+            (1u8..40).prop_map(Fuzz::Burst),
+            (1u8..40).prop_map(Fuzz::Send),
+            (any::<u16>(), any::<u16>()).prop_map(|(e, f)| Fuzz::Event(e, f)),
+        ]
+    }
+
+    proptest! {
+        /// Whatever a device writes into the used rings (ids never made available or beyond
+        /// the ring, lengths short, long or absurd, used.idx anywhere, any suppression
+        /// state): no panic, no out-of-bounds access, every RX completion is a delivered
+        /// frame or a counted drop, and every buffer comes home exactly once.
+        #[test]
+        fn used_ring_writebacks_never_panic_and_lose_no_buffer(
+            log2 in 2u32..5,
+            event_idx in any::<bool>(),
+            ops in proptest::collection::vec(fuzz_op(), 1..120),
+        ) {
+            let size = 1u16 << log2;
+            let mem = region();
+            let bells = Arc::new(Bells::default());
+            let pool = host_pool(128).unwrap();
+            let mut cache = pool.cache(16);
+            let mut rxq = rx_queue(&mem, &bells, size, event_idx, 1);
+            let mut txq = tx_queue(&mem, &bells, size, event_idx, 1);
+            rxq.fill(&mut cache);
+            let mut rx_used = 0u16;
+            let mut held = Vec::new();
+            for op in ops {
+                match op {
+                    Fuzz::Used(id, len) => {
+                        rxq.ops().ring().device_push_used(rx_used, id, len);
+                        txq.ops().ring().device_push_used(rx_used, id, len);
+                        rx_used = rx_used.wrapping_add(1);
+                    }
+                    Fuzz::UsedIdx(i) => {
+                        rx_used = i;
+                        rxq.ops().ring().device_set_used_idx(i);
+                        txq.ops().ring().device_set_used_idx(i);
+                    }
+                    Fuzz::Burst(n) => {
+                        let mut out = PacketBatch::new(n as usize);
+                        let before = *rxq.stats();
+                        let got = rxq.rx_burst(&mut cache, &mut out);
+                        prop_assert_eq!(got, out.len());
+                        for p in out.drain() {
+                            prop_assert!(p.len() <= 2048);
+                            held.push(p);
+                        }
+                        let s = *rxq.stats();
+                        prop_assert_eq!(s.packets - before.packets, got as u64);
+                        prop_assert!(rxq.posted() < u32::from(size));
+                    }
+                    Fuzz::Send(n) => {
+                        let mut b = PacketBatch::new(n as usize);
+                        while b.room() > 0 {
+                            let Some(mut p) = cache.alloc() else { break };
+                            p.set_len(60);
+                            b.push(p).unwrap();
+                        }
+                        tx_burst(&mut txq, &mut cache, &mut b);
+                        prop_assert!(txq.in_flight() < u32::from(size));
+                        for p in b.iter() {
+                            prop_assert_eq!(p.len(), 60);
+                        }
+                        b.free_into(&mut cache);
+                    }
+                    Fuzz::Event(e, f) => {
+                        for r in [rxq.ops().ring(), txq.ops().ring()] {
+                            r.device_set_avail_event(e);
+                            r.device_set_used_flags(f);
+                        }
+                    }
+                }
+                if held.len() > 64 {
+                    held.drain(..).for_each(|p| cache.free(p));
+                }
+            }
+            held.drain(..).for_each(|p| cache.free(p));
+            rxq.release(&mut cache);
+            txq.release(&mut cache);
+            drop(cache);
+            prop_assert_eq!(pool.free_count(), 128);
+        }
+    }
+
+    #[test]
+    fn queue_sizes_are_powers_of_two_within_the_device_maximum() {
+        assert_eq!(queue_size(512, 256), 256);
+        assert_eq!(queue_size(16, 256), 16);
+        assert_eq!(queue_size(300, 1024), 256);
+        assert_eq!(queue_size(512, 100), 64);
+        assert_eq!(queue_size(1, 256), 4);
+    }
+}
