@@ -140,3 +140,98 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).expect("create scratch dir");
     d
 }
+
+/// A guest binary's absolute path as a string, for scripts.
+pub fn bin(name: &str) -> String {
+    guest_bin(name).display().to_string()
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A NIC bound to vfio-pci.
+pub fn nic(model: tenge_testbed::NicModel, backend: tenge_testbed::Backend) -> tenge_testbed::Nic {
+    tenge_testbed::Nic::new(model, backend)
+}
+
+/// A NIC of `model` wired to a host UDP peer (`-netdev dgram`), and that peer.
+pub fn dgram_nic(model: tenge_testbed::NicModel) -> (tenge_testbed::Nic, DgramPeer) {
+    let (qemu_port, our_port) = free_udp_ports();
+    let peer = DgramPeer::bind(our_port, qemu_port).expect("bind the host end of -netdev dgram");
+    let n = nic(
+        model,
+        tenge_testbed::Backend::Dgram {
+            local_port: qemu_port,
+            remote_port: our_port,
+        },
+    );
+    (n, peer)
+}
+
+/// Waits for the guest to end; returns its serial log, asserting the script exited 0.
+pub fn wait_ok(guest: tenge_testbed::RunningGuest) -> String {
+    let out = guest.wait().expect("wait for guest");
+    let log = std::fs::read_to_string(&out.log).unwrap_or_default();
+    assert!(
+        !out.timed_out && out.exit_code == Some(0),
+        "guest script failed (exit {:?}, timed out {}); serial log: {}\n{}",
+        out.exit_code,
+        out.timed_out,
+        out.log.display(),
+        tail(&log, 60)
+    );
+    log
+}
+
+/// Boots, runs `script`, returns the serial log; panics with the log's tail on failure.
+pub fn run_ok(cfg: &tenge_testbed::GuestConfig, script: &str) -> String {
+    wait_ok(tenge_testbed::Guest::boot(cfg, script).expect("boot guest"))
+}
+
+/// Source MAC the wire tests give pktgen.
+pub const TEST_SRC: &str = "02:00:00:00:00:01";
+/// Destination MAC the wire tests give pktgen.
+pub const TEST_DST: &str = "02:00:00:00:00:02";
+
+/// The flow pktgen sends with `--src-mac TEST_SRC --dst-mac TEST_DST`.
+pub fn test_flow() -> tenge_examples::frame::Flow {
+    tenge_examples::frame::Flow {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: [2, 0, 0, 0, 0, 2],
+        ..Default::default()
+    }
+}
+
+/// The pcap holds exactly `count` frames, each byte for byte what pktgen was asked to send
+/// (frame `i` has sequence number `i`), and an independent parser sees Ethernet / IPv4
+/// with a valid header checksum / UDP to the discard port in each.
+pub fn check_wire(pcap: &Path, count: u64, size: usize) {
+    use tenge_examples::frame;
+    let frames = read_pcap(pcap).expect("read pcap");
+    assert_eq!(frames.len() as u64, count, "frames on the wire");
+    for (i, f) in frames.iter().enumerate() {
+        let p = etherparse::SlicedPacket::from_ethernet(f).expect("frame parses");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            panic!("frame {i} is not IPv4")
+        };
+        let h = ip.header().to_header();
+        assert_eq!(
+            h.header_checksum,
+            h.calc_header_checksum(),
+            "frame {i} IPv4 checksum"
+        );
+        assert!(
+            matches!(p.transport, Some(etherparse::TransportSlice::Udp(u)) if u.destination_port() == frame::UDP_PORT),
+            "frame {i} is not UDP to the discard port"
+        );
+        let want = frame::build(&test_flow(), size, i as u64);
+        assert_eq!(
+            f.as_slice(),
+            want.as_slice(),
+            "frame {i} on the wire differs from what pktgen was asked to send"
+        );
+    }
+}

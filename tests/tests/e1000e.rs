@@ -5,20 +5,17 @@
 //! They boot QEMU, so they are `#[ignore]`d in a plain `cargo test`; the project's test
 //! command (`./tenge.sh test`) builds the guest binaries and runs them with `--ignored`.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tenge_examples::frame::{self, Flow};
 use tenge_testbed::{Backend, Guest, GuestConfig, Nic, NicModel};
-use tenge_tests::{free_udp_ports, guest_bin, read_pcap, scratch_dir, size_for, DgramPeer};
+use tenge_tests::{
+    bin, check_wire, nic, run_ok, scratch_dir, size_for, tail, wait_ok, DgramPeer, TEST_DST,
+    TEST_SRC,
+};
 
 fn e1000e(backend: Backend) -> Nic {
-    Nic {
-        model: NicModel::E1000e,
-        backend,
-        bind_vfio: true,
-        dump: None,
-    }
+    nic(NicModel::E1000e, backend)
 }
 
 fn config(nics: Vec<Nic>) -> GuestConfig {
@@ -29,68 +26,12 @@ fn config(nics: Vec<Nic>) -> GuestConfig {
     }
 }
 
-fn bin(name: &str) -> String {
-    guest_bin(name).display().to_string()
-}
+const SRC: &str = TEST_SRC;
+const DST: &str = TEST_DST;
 
-/// Boots, runs `script`, returns the serial log; panics with the log path on failure.
-fn run_ok(cfg: &GuestConfig, script: &str) -> String {
-    let guest = Guest::boot(cfg, script).expect("boot guest");
-    let out = guest.wait().expect("wait for guest");
-    let log = std::fs::read_to_string(&out.log).unwrap_or_default();
-    assert!(
-        !out.timed_out && out.exit_code == Some(0),
-        "guest script failed (exit {:?}, timed out {}); serial log: {}\n{}",
-        out.exit_code,
-        out.timed_out,
-        out.log.display(),
-        tail(&log, 60)
-    );
-    log
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-const SRC: &str = "02:00:00:00:00:01";
-const DST: &str = "02:00:00:00:00:02";
-
-fn flow() -> Flow {
-    Flow {
-        src_mac: [2, 0, 0, 0, 0, 1],
-        dst_mac: [2, 0, 0, 0, 0, 2],
-        ..Flow::default()
-    }
-}
-
-fn check_wire(pcap: &Path, count: u64, size: usize) {
-    let frames = read_pcap(pcap).expect("read pcap");
-    assert_eq!(frames.len() as u64, count, "frames on the wire");
-    for (i, f) in frames.iter().enumerate() {
-        // An independent parser must see Ethernet / IPv4 (valid header checksum) / UDP.
-        let p = etherparse::SlicedPacket::from_ethernet(f).expect("frame parses");
-        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
-            panic!("frame {i} is not IPv4")
-        };
-        let h = ip.header().to_header();
-        assert_eq!(
-            h.header_checksum,
-            h.calc_header_checksum(),
-            "frame {i} IPv4 checksum"
-        );
-        assert!(
-            matches!(p.transport, Some(etherparse::TransportSlice::Udp(u)) if u.destination_port() == frame::UDP_PORT),
-            "frame {i} is not UDP to the discard port"
-        );
-        let want = frame::build(&flow(), size, i as u64);
-        assert_eq!(
-            f.as_slice(),
-            want.as_slice(),
-            "frame {i} on the wire differs from what pktgen was asked to send"
-        );
-    }
+/// An e1000e wired to a host UDP peer (`-netdev dgram`), and that peer.
+fn dgram_nic() -> (Nic, DgramPeer) {
+    tenge_tests::dgram_nic(NicModel::E1000e)
 }
 
 #[test]
@@ -148,25 +89,6 @@ fn inject_after_ready(
         ))
         .unwrap();
     }
-}
-
-/// An e1000e wired to a host UDP peer (`-netdev dgram`), and that peer.
-fn dgram_nic() -> (Nic, DgramPeer) {
-    let (qemu_port, our_port) = free_udp_ports();
-    let peer = DgramPeer::bind(our_port, qemu_port).unwrap();
-    let nic = e1000e(Backend::Dgram {
-        local_port: qemu_port,
-        remote_port: our_port,
-    });
-    (nic, peer)
-}
-
-/// Waits for the guest to end; returns its log, asserting the script exited 0.
-fn wait_ok(guest: tenge_testbed::RunningGuest) -> String {
-    let out = guest.wait().unwrap();
-    let log = std::fs::read_to_string(&out.log).unwrap_or_default();
-    assert_eq!(out.exit_code, Some(0), "{}", tail(&log, 40));
-    log
 }
 
 #[test]

@@ -6,21 +6,13 @@
 //! `--ignored` after `cargo build --release --bins` (set TENGE_BIN_DIR if the binaries are
 //! not in <workspace>/target/release).
 
-use std::path::Path;
 use std::time::Duration;
 
-use tenge_examples::frame::{self, Flow};
-use tenge_testbed::{Backend, Guest, GuestConfig, Nic, NicModel};
-use tenge_tests::{free_udp_ports, guest_bin, read_pcap, scratch_dir, DgramPeer};
+use tenge_testbed::{GuestConfig, Nic, NicModel};
+use tenge_tests::{bin, check_wire, dgram_nic, run_ok, scratch_dir, tail, DgramPeer};
 
-fn nic(model: NicModel, backend: Backend) -> Nic {
-    Nic {
-        model,
-        backend,
-        bind_vfio: true,
-        dump: None,
-    }
-}
+const SRC: &str = tenge_tests::TEST_SRC;
+const DST: &str = tenge_tests::TEST_DST;
 
 #[cfg(feature = "hub-cross")]
 fn virtio(event_idx: bool) -> NicModel {
@@ -37,31 +29,6 @@ fn config(nics: Vec<Nic>) -> GuestConfig {
         timeout: Duration::from_secs(600),
         ..GuestConfig::default()
     }
-}
-
-fn bin(name: &str) -> String {
-    guest_bin(name).display().to_string()
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Boots, runs `script`, returns the serial log; panics with the log's tail on failure.
-fn run_ok(cfg: &GuestConfig, script: &str) -> String {
-    let guest = Guest::boot(cfg, script).expect("boot guest");
-    let out = guest.wait().expect("wait for guest");
-    let log = std::fs::read_to_string(&out.log).unwrap_or_default();
-    assert!(
-        !out.timed_out && out.exit_code == Some(0),
-        "guest script failed (exit {:?}, timed out {}); serial log: {}\n{}",
-        out.exit_code,
-        out.timed_out,
-        out.log.display(),
-        tail(&log, 60)
-    );
-    log
 }
 
 /// One direction: `rx-check` on `rx` (started first, on vCPU 1), then pktgen on `tx`
@@ -99,8 +66,8 @@ fn cross_device(event_idx: bool) {
         script += &one_way(&e1000e, &vnet, count, size);
     }
     let cfg = config(vec![
-        nic(NicModel::E1000e, Backend::Hub(0)),
-        nic(virtio(event_idx), Backend::Hub(0)),
+        tenge_tests::nic(NicModel::E1000e, tenge_testbed::Backend::Hub(0)),
+        tenge_tests::nic(virtio(event_idx), tenge_testbed::Backend::Hub(0)),
     ]);
     let log = run_ok(&cfg, &script);
     let got = log
@@ -123,44 +90,8 @@ fn virtio_and_e1000e_on_a_hub_both_ways_without_event_idx() {
     cross_device(false);
 }
 
-const SRC: &str = "02:00:00:00:00:01";
-const DST: &str = "02:00:00:00:00:02";
-
-fn flow() -> Flow {
-    Flow {
-        src_mac: [2, 0, 0, 0, 0, 1],
-        dst_mac: [2, 0, 0, 0, 0, 2],
-        ..Flow::default()
-    }
-}
-
-/// The pcap holds exactly `count` frames, each byte for byte what pktgen was asked to send
-/// (so no virtio_net_hdr leaked onto the wire), parsed by an independent parser.
-fn check_wire(pcap: &Path, count: u64, size: usize) {
-    let frames = read_pcap(pcap).expect("read pcap");
-    assert_eq!(frames.len() as u64, count, "frames on the wire");
-    for (i, f) in frames.iter().enumerate() {
-        let p = etherparse::SlicedPacket::from_ethernet(f).expect("frame parses");
-        assert!(
-            matches!(p.transport, Some(etherparse::TransportSlice::Udp(u)) if u.destination_port() == frame::UDP_PORT),
-            "frame {i} is not UDP to the discard port"
-        );
-        let want = frame::build(&flow(), size, i as u64);
-        assert_eq!(f.as_slice(), want.as_slice(), "frame {i} differs");
-    }
-}
-
 fn dgram_virtio() -> (Nic, DgramPeer) {
-    let (qemu_port, our_port) = free_udp_ports();
-    let peer = DgramPeer::bind(our_port, qemu_port).unwrap();
-    let n = nic(
-        NicModel::virtio(),
-        Backend::Dgram {
-            local_port: qemu_port,
-            remote_port: our_port,
-        },
-    );
-    (n, peer)
+    dgram_nic(NicModel::virtio())
 }
 
 #[test]
