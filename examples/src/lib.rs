@@ -1,7 +1,8 @@
-//! Shared bits of the example applications: the test frame format, MAC parsing and the
-//! summary every example prints.
+//! Shared bits of the example applications: the test frame format, the responder's ARP and
+//! ICMP logic, MAC parsing and the summary every example prints.
 
 pub mod frame;
+pub mod responder;
 
 use std::time::Duration;
 
