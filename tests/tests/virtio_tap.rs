@@ -85,6 +85,92 @@ fn offered_features(log: &[String]) -> Option<Vec<String>> {
     Some(offered.split('|').map(str::to_owned).collect())
 }
 
+/// The MAC of the guest's first NIC.
+fn guest_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    for (m, b) in mac.iter_mut().zip(Nic::mac(0).split(':')) {
+        *m = u8::from_str_radix(b, 16).expect("mac");
+    }
+    mac
+}
+
+/// A station that exists only in the frames this test sends.
+const FAKE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x77, 0x01];
+const FAKE_IP: [u8; 4] = [10, 99, 0, 77];
+
+fn guest_ip() -> [u8; 4] {
+    DEFAULT_GUEST_ADDR
+        .parse::<std::net::Ipv4Addr>()
+        .expect("guest address")
+        .octets()
+}
+
+/// An echo request from the fake station (TTL 20, id 0x4242, seq 7, `payload` bytes) and
+/// the reply the responder must send: built by etherparse's `PacketBuilder`, independently
+/// of the responder's in-place rewrite.
+fn echo_pair(mac: [u8; 6], payload: usize) -> (Vec<u8>, Vec<u8>) {
+    let data: Vec<u8> = (0..payload).map(|i| (i * 7 + 3) as u8).collect();
+    let build = |b: etherparse::PacketBuilderStep<etherparse::Icmpv4Header>| {
+        let mut out = Vec::new();
+        b.write(&mut out, &data).expect("build frame");
+        out
+    };
+    let request = build(
+        etherparse::PacketBuilder::ethernet2(FAKE_MAC, mac)
+            .ipv4(FAKE_IP, guest_ip(), 20)
+            .icmpv4_echo_request(0x4242, 7),
+    );
+    let reply = build(
+        etherparse::PacketBuilder::ethernet2(mac, FAKE_MAC)
+            .ipv4(guest_ip(), FAKE_IP, 64)
+            .icmpv4_echo_reply(0x4242, 7),
+    );
+    (request, reply)
+}
+
+/// A broadcast ARP request from the fake station for the guest's address, and the reply,
+/// spelled out field by field (RFC 826).
+fn arp_pair(mac: [u8; 6]) -> (Vec<u8>, Vec<u8>) {
+    let frame = |dst: [u8; 6], src: [u8; 6], op: u8, tha: [u8; 6], spa: [u8; 4], tpa: [u8; 4]| {
+        let mut f = Vec::new();
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, op]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&spa);
+        f.extend_from_slice(&tha);
+        f.extend_from_slice(&tpa);
+        f
+    };
+    (
+        frame([0xff; 6], FAKE_MAC, 1, [0; 6], FAKE_IP, guest_ip()),
+        frame(FAKE_MAC, mac, 2, FAKE_MAC, guest_ip(), FAKE_IP),
+    )
+}
+
+/// Waits (up to 10 s) for a frame to the fake station and checks it is `want`, plus at most
+/// the zero padding a NIC adds up to the 60-byte minimum.
+fn expect_reply(socket: &tenge_testbed::FrameSocket, want: &[u8], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = vec![0u8; 2048];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Some(n) = socket.recv(&mut buf, left).expect("recv") else {
+            break;
+        };
+        let got = &buf[..n];
+        if got.len() < 14 || got[..6] != FAKE_MAC {
+            continue;
+        }
+        let padded = want.len() < 60 && n == 60 && got[want.len()..].iter().all(|&b| b == 0);
+        assert!(
+            got.len() >= want.len() && &got[..want.len()] == want && (n == want.len() || padded),
+            "{what}: got {got:02x?}\nwant {want:02x?}"
+        );
+        return;
+    }
+    panic!("{what}: no reply within 10 s");
+}
+
 fn responder_answers_a_linux_peer(model: NicModel) {
     let peer = TapPeer::new().expect("create tap peer (needs root and iproute2)");
     let frames = SIZES.count();
@@ -132,14 +218,22 @@ fn responder_answers_a_linux_peer(model: NicModel) {
         );
     }
 
+    let socket = peer.frame_socket().expect("frame socket");
+    let mac = guest_mac();
+    // Byte-exact replies on the wire, to requests from an address the namespace does not
+    // have (so only this socket sees the replies).
+    for payload in [0, 1000, MAX_PING_PAYLOAD] {
+        let (request, want) = echo_pair(mac, payload);
+        socket.send(&request).expect("send echo request");
+        expect_reply(&socket, &want, &format!("echo reply, payload {payload}"));
+    }
+    let (request, want) = arp_pair(mac);
+    socket.send(&request).expect("send ARP request");
+    expect_reply(&socket, &want, "ARP reply");
+
     // Frames of every size to the guest's MAC, paced: the tap's queue holds ~1000 frames
     // and the TCG guest drains slowly.
-    let socket = peer.frame_socket().expect("frame socket");
     let mut frame = vec![0u8; *SIZES.end()];
-    let mac: Vec<u8> = Nic::mac(0)
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).expect("mac"))
-        .collect();
     frame[..6].copy_from_slice(&mac);
     frame[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
     frame[12..14].copy_from_slice(&EXPERIMENTAL_ETHERTYPE);
@@ -178,12 +272,12 @@ fn responder_answers_a_linux_peer(model: NicModel) {
         frames,
         "every experimental frame arrived and was counted; {summary}\ntap: {tap_stats}"
     );
-    let pings = 20 + 2 * payloads.len() as u64;
+    let pings = 20 + 2 * payloads.len() as u64 + 3;
     assert!(
         get("echo_replies") >= pings,
         "{pings} echo requests sent; {summary}"
     );
-    assert!(get("arp_replies") >= 1, "{summary}");
+    assert!(get("arp_replies") >= 2, "{summary}");
     for drop in [
         "tx_dropped",
         "port_rx_no_buf",
