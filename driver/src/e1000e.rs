@@ -79,6 +79,8 @@ impl<M: Mmio> TxDescOps for E1000eTx<M> {
 pub struct E1000eTxView<'a>(RingView<'a, LegacyTxDesc>);
 
 impl TxView for E1000eTxView<'_> {
+    const SINGLE_DESC: bool = true;
+
     #[inline(always)]
     fn descs_needed(&self, _pkt: &PacketBuf) -> u32 {
         1

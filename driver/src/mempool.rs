@@ -903,6 +903,13 @@ impl BufSlots<'_> {
         self.slot(idx).is_some()
     }
 
+    /// The buffer in slot `idx`, if any.
+    #[inline(always)]
+    pub fn get(&self, idx: u32) -> Option<&PacketBuf> {
+        let i = (idx & self.mask) as usize;
+        self.slots.get(i)?.as_ref()
+    }
+
     /// [`BufRing::put`].
     #[inline(always)]
     pub fn put(&mut self, idx: u32, b: PacketBuf) {

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{fence, Ordering};
 
-use crate::mempool::{BufRing, MempoolCache, PacketBuf};
+use crate::mempool::{BufRing, BufSlots, MempoolCache, PacketBuf};
 
 /// Stores `b` in a slot known to be empty, without a drop check of the old value.
 #[inline(always)]
@@ -257,6 +257,9 @@ pub trait TxView: Copy {
     fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32;
     /// Whether the descriptor at index `idx`, written with `report`, is complete.
     fn is_done(&self, idx: u32) -> bool;
+    /// Every packet takes exactly one descriptor (`descs_needed` and `encap` return 1):
+    /// the engine then sends runs of packets with no per-packet ring or report test.
+    const SINGLE_DESC: bool = false;
 }
 
 /// Receive counters: every dropped frame is counted under one reason.
@@ -330,6 +333,59 @@ fn rx_drop(
             stats.bad_len += 1;
         }
         false
+    }
+}
+
+/// What [`tx_run`] did.
+struct TxRun<'a> {
+    /// The next producer index.
+    pidx: u32,
+    /// Bytes written.
+    bytes: u64,
+    /// Packets looked at (the bad one too).
+    looked: usize,
+    /// The place of a packet it stopped at, which the device cannot send.
+    bad: Option<&'a mut Option<PacketBuf>>,
+}
+
+/// Writes one descriptor for each packet of `run` from `pidx`, without a report, parking
+/// each in `slots`; stops at a packet that is empty or longer than `max_frame`. The caller
+/// has checked the ring has room for all of them. Out of line: a loop of its own whose few
+/// values stay in registers.
+#[inline(never)]
+fn tx_run<'a, V: TxView>(
+    view: V,
+    slots: &mut BufSlots<'_>,
+    run: &'a mut [Option<PacketBuf>],
+    mut pidx: u32,
+    max_frame: usize,
+) -> TxRun<'a> {
+    let total = run.len();
+    let mut bytes = 0u64;
+    let mut it = run.iter_mut();
+    let mut bad = None;
+    for slot in it.by_ref() {
+        let Some(pkt) = slot.take() else {
+            continue;
+        };
+        let len = pkt.len();
+        if len.wrapping_sub(1) >= max_frame {
+            // Empty or too long: the caller drops it.
+            put(slot, pkt);
+            bad = Some(slot);
+            break;
+        }
+        let used = view.encap(pidx, &pkt, false);
+        debug_assert_eq!(used, 1);
+        bytes += len as u64;
+        slots.put(pidx, pkt);
+        pidx = pidx.wrapping_add(1);
+    }
+    TxRun {
+        pidx,
+        bytes,
+        looked: total - it.len(),
+        bad,
     }
 }
 
@@ -637,13 +693,48 @@ impl<D: TxDescOps> TxQueue<D> {
         let mut full = false;
         let src = pkts.front();
         let total = src.len();
-        let mut src = src.iter_mut();
-        // Descriptors until the one that asks for a report, counting down (signed: a packet
-        // of several descriptors may take it below zero).
-        let mut until_rs = (self.rs_interval - self.since_rs) as i32;
-        let interval = self.rs_interval;
+        // The index of the next descriptor that asks for a report: a packet whose
+        // descriptors cover it is written again with `report`.
+        let mut rs_at = pidx.wrapping_add(self.rs_interval - self.since_rs - 1);
+        // Packets of `src` looked at so far.
+        let mut pos = 0;
+        if <D::View<'_> as TxView>::SINGLE_DESC {
+            // One descriptor a packet: runs of packets that fit and reach the report point at
+            // most at their last, with no per-packet ring or report test. A full ring leaves
+            // what is left to the checked loop below.
+            loop {
+                let room = limit.wrapping_sub(pidx) as usize;
+                let n = (total - pos)
+                    .min(room)
+                    .min(rs_at.wrapping_sub(pidx) as usize + 1);
+                if n == 0 {
+                    break;
+                }
+                let run = tx_run(view, &mut slots, &mut src[pos..pos + n], pidx, max_frame);
+                pidx = run.pidx;
+                bytes += run.bytes;
+                let bad = run.bad;
+                pos += run.looked;
+                if pidx == rs_at.wrapping_add(1) {
+                    // The run's last packet reached the report point: written again, with it.
+                    if let Some(pkt) = slots.get(rs_at) {
+                        view.encap(rs_at, pkt, true);
+                    }
+                    self.rs[(self.rs_tail & self.mask) as usize] = rs_at;
+                    self.rs_tail = self.rs_tail.wrapping_add(1);
+                    rs_at = rs_at.wrapping_add(self.rs_interval);
+                }
+                if let Some(pkt) = bad.and_then(|slot| slot.take()) {
+                    tx_drop(&mut self.stats, pkt, cache);
+                    dropped += 1;
+                }
+            }
+        }
+        // Packet by packet: what the runs left (at a full ring), or every packet of a device
+        // that may take several descriptors for one.
+        let mut src = src[pos..].iter_mut();
         'burst: loop {
-            // The common case, with no call in the loop: a sendable packet that fits.
+            // With no call in the loop: a sendable packet that fits.
             let slot = loop {
                 let Some(slot) = src.next() else {
                     break 'burst;
@@ -670,12 +761,11 @@ impl<D: TxDescOps> TxQueue<D> {
                 let used = view.encap(pidx, &pkt, false);
                 debug_assert_eq!(used, need);
                 let last = pidx.wrapping_add(used - 1);
-                until_rs -= used as i32;
-                if until_rs <= 0 {
+                if rs_at.wrapping_sub(pidx) < used {
                     view.encap(pidx, &pkt, true);
                     self.rs[(self.rs_tail & self.mask) as usize] = last;
                     self.rs_tail = self.rs_tail.wrapping_add(1);
-                    until_rs = interval as i32;
+                    rs_at = last.wrapping_add(self.rs_interval);
                 }
                 bytes += len as u64;
                 slots.put(last, pkt);
@@ -686,14 +776,14 @@ impl<D: TxDescOps> TxQueue<D> {
                 dropped += 1;
             }
         }
-        let until_rs = until_rs as u32;
         // Every slot before where `src` stopped is empty now, except the one a ring_full
         // stop put its packet back in.
         let taken = total - src.len() - full as usize;
         pkts.consume_front(taken);
         let sent = taken - dropped;
         self.pidx = pidx;
-        self.since_rs = self.rs_interval - until_rs;
+        // Descriptors written since the last report.
+        self.since_rs = self.rs_interval - 1 - rs_at.wrapping_sub(pidx);
         if sent > 0 {
             // Descriptor stores before the tail store (see mmio.rs on x86 ordering).
             fence(Ordering::Release);

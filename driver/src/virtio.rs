@@ -489,6 +489,8 @@ impl<M: NarrowMmio> TxDescOps for VirtioTx<M> {
 pub struct VirtioTxView<'a>(SplitView<'a>);
 
 impl TxView for VirtioTxView<'_> {
+    const SINGLE_DESC: bool = true;
+
     #[inline(always)]
     fn descs_needed(&self, _pkt: &PacketBuf) -> u32 {
         1
