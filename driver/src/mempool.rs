@@ -903,6 +903,15 @@ impl BufSlots<'_> {
         self.slot(idx).is_some()
     }
 
+    /// Slots `idx`, `idx + 1`, ... in place: `n` of them, fewer if the ring's end comes
+    /// first.
+    #[inline(always)]
+    pub fn contiguous(&mut self, idx: u32, n: usize) -> &mut [Option<PacketBuf>] {
+        let i = (idx & self.mask) as usize;
+        let end = self.slots.len().min(i.saturating_add(n));
+        &mut self.slots[i..end]
+    }
+
     /// The buffer in slot `idx`, if any.
     #[inline(always)]
     pub fn get(&self, idx: u32) -> Option<&PacketBuf> {

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{fence, Ordering};
 
-use crate::mempool::{BufRing, BufSlots, MempoolCache, PacketBuf};
+use crate::mempool::{BufRing, MempoolCache, PacketBuf};
 
 /// Stores `b` in a slot known to be empty, without a drop check of the old value.
 #[inline(always)]
@@ -337,54 +337,55 @@ fn rx_drop(
 }
 
 /// What [`tx_run`] did.
-struct TxRun<'a> {
-    /// The next producer index.
-    pidx: u32,
+struct TxRun {
+    /// Packets written.
+    sent: u32,
     /// Bytes written.
     bytes: u64,
-    /// Packets looked at (the bad one too).
+    /// Places of the batch looked at (emptied).
     looked: usize,
-    /// The place of a packet it stopped at, which the device cannot send.
-    bad: Option<&'a mut Option<PacketBuf>>,
+    /// A packet it stopped at, which the device cannot send.
+    bad: Option<PacketBuf>,
 }
 
-/// Writes one descriptor for each packet of `run` from `pidx`, without a report, parking
-/// each in `slots`; stops at a packet that is empty or longer than `max_frame`. The caller
-/// has checked the ring has room for all of them. Out of line: a loop of its own whose few
-/// values stay in registers.
+/// Writes one descriptor for each packet of `src` from `pidx`, without a report, parking
+/// each in the place of `dst` alike (the slots of those descriptors, empty); stops at a
+/// packet that is empty or longer than `max_frame`, and at an empty place of `src`. The
+/// caller has checked the ring has room for all of them. Out of line: a loop of its own
+/// whose few values stay in registers.
 #[inline(never)]
-fn tx_run<'a, V: TxView>(
+fn tx_run<V: TxView>(
     view: V,
-    slots: &mut BufSlots<'_>,
-    run: &'a mut [Option<PacketBuf>],
-    mut pidx: u32,
+    dst: &mut [Option<PacketBuf>],
+    src: &mut [Option<PacketBuf>],
+    pidx: u32,
     max_frame: usize,
-) -> TxRun<'a> {
-    let total = run.len();
+) -> TxRun {
+    let n = dst.len().min(src.len());
     let mut bytes = 0u64;
-    let mut it = run.iter_mut();
     let mut bad = None;
-    for slot in it.by_ref() {
-        let Some(pkt) = slot.take() else {
-            continue;
+    let mut sent = 0u32;
+    let mut it = dst.iter_mut().zip(src.iter_mut());
+    for (d, s) in it.by_ref() {
+        let Some(pkt) = s.take() else {
+            break;
         };
         let len = pkt.len();
         if len.wrapping_sub(1) >= max_frame {
             // Empty or too long: the caller drops it.
-            put(slot, pkt);
-            bad = Some(slot);
+            bad = Some(pkt);
             break;
         }
-        let used = view.encap(pidx, &pkt, false);
+        let used = view.encap(pidx.wrapping_add(sent), &pkt, false);
         debug_assert_eq!(used, 1);
         bytes += len as u64;
-        slots.put(pidx, pkt);
-        pidx = pidx.wrapping_add(1);
+        put(d, pkt);
+        sent += 1;
     }
     TxRun {
-        pidx,
+        sent,
         bytes,
-        looked: total - it.len(),
+        looked: n - it.len(),
         bad,
     }
 }
@@ -710,10 +711,11 @@ impl<D: TxDescOps> TxQueue<D> {
                 if n == 0 {
                     break;
                 }
-                let run = tx_run(view, &mut slots, &mut src[pos..pos + n], pidx, max_frame);
-                pidx = run.pidx;
+                // The slots of the run's descriptors, up to the end of the ring.
+                let dst = slots.contiguous(pidx, n);
+                let run = tx_run(view, dst, &mut src[pos..pos + n], pidx, max_frame);
+                pidx = pidx.wrapping_add(run.sent);
                 bytes += run.bytes;
-                let bad = run.bad;
                 pos += run.looked;
                 if pidx == rs_at.wrapping_add(1) {
                     // The run's last packet reached the report point: written again, with it.
@@ -724,7 +726,7 @@ impl<D: TxDescOps> TxQueue<D> {
                     self.rs_tail = self.rs_tail.wrapping_add(1);
                     rs_at = rs_at.wrapping_add(self.rs_interval);
                 }
-                if let Some(pkt) = bad.and_then(|slot| slot.take()) {
+                if let Some(pkt) = run.bad {
                     tx_drop(&mut self.stats, pkt, cache);
                     dropped += 1;
                 }
