@@ -336,6 +336,50 @@ fn rx_drop(
     }
 }
 
+/// What [`rx_run`] did.
+struct RxRun {
+    /// Frames delivered.
+    got: usize,
+    /// Their bytes.
+    bytes: u64,
+}
+
+/// Delivers the completions from consumer index `cidx` on into `dst`, one for each place of
+/// `slots` (the slots of those indices, where the buffers were posted), while each is a
+/// whole good frame that fits in the buffer posted at its own index (`mask` masks a slot the
+/// device names). Stops at the first that is not, leaving its slot as it was. Out of line:
+/// a loop of its own whose few values stay in registers.
+#[inline(never)]
+fn rx_run<V: RxView>(
+    view: V,
+    slots: &mut [Option<PacketBuf>],
+    dst: &mut [Option<PacketBuf>],
+    cidx: u32,
+    mask: u32,
+) -> RxRun {
+    let mut bytes = 0u64;
+    let mut got = 0usize;
+    for (s, d) in slots.iter_mut().zip(dst.iter_mut()) {
+        let idx = cidx.wrapping_add(got as u32);
+        let c = view.completion(idx);
+        if !(c.whole && view.slot_in_range(c.slot) && (c.slot ^ idx) & mask == 0) {
+            break;
+        }
+        let Some(mut buf) = s.take() else {
+            break;
+        };
+        if !buf.set_len(c.len as usize) {
+            put(s, buf);
+            break;
+        }
+        buf.meta_mut().flags = c.flags;
+        bytes += c.len as u64;
+        put(d, buf);
+        got += 1;
+    }
+    RxRun { got, bytes }
+}
+
 /// What [`tx_run`] did.
 struct TxRun {
     /// Packets written.
@@ -503,10 +547,9 @@ impl<D: RxDescOps> RxQueue<D> {
             let mut slots = self.bufs.view_sized(self.ops.entries());
             let mut discarding = self.discarding;
             let end = cidx.wrapping_add(ready);
-            let room = dst.len();
-            let mut dst = dst.iter_mut();
+            let mask = self.mask;
             'burst: while cidx != end {
-                // What the fast loop could not deliver, for the slow path.
+                // What the fast runs could not deliver, for the slow path.
                 let pending;
                 if discarding {
                     let slot = view.completion(cidx).slot;
@@ -516,37 +559,49 @@ impl<D: RxDescOps> RxQueue<D> {
                         None
                     };
                 } else {
-                    // The common case, with no call in the loop: a posted buffer, a whole
-                    // good frame that fits. Anything else leaves for the slow path below.
+                    // The common case: runs of completions, each of the buffer posted at its
+                    // own index, a whole good frame that fits, out of line with no call.
                     loop {
-                        let c = view.completion(cidx);
-                        // A slot the device names outside the ring would alias another
-                        // slot once masked: it is a bad slot, never a buffer.
-                        let posted = if view.slot_in_range(c.slot) {
-                            slots.take(c.slot)
-                        } else {
-                            None
-                        };
-                        match posted {
-                            Some(mut buf) if c.whole && c.len as usize <= buf.capacity() => {
-                                let fits = buf.set_len(c.len as usize);
-                                debug_assert!(fits);
-                                buf.meta_mut().flags = c.flags;
-                                bytes += c.len as u64;
-                                // At most `room` frames are taken, so there is a place for each.
-                                if let Some(d) = dst.next() {
-                                    put(d, buf);
-                                }
-                                cidx = cidx.wrapping_add(1);
-                                if cidx == end {
-                                    break 'burst;
-                                }
-                            }
-                            other => {
-                                pending = other;
-                                break;
-                            }
+                        let want = end.wrapping_sub(cidx) as usize;
+                        // The slots from `cidx` on, up to the end of the ring.
+                        let run_slots = slots.contiguous(cidx, want);
+                        let len = run_slots.len();
+                        let run = rx_run(view, run_slots, &mut dst[got..], cidx, mask);
+                        cidx = cidx.wrapping_add(run.got as u32);
+                        got += run.got;
+                        bytes += run.bytes;
+                        if cidx == end {
+                            break 'burst;
                         }
+                        if run.got < len {
+                            // Stopped at a completion it does not deliver.
+                            break;
+                        }
+                    }
+                    // The same checks for a completion of any posted buffer (a device may
+                    // complete out of order). A slot the device names outside the ring would
+                    // alias another slot once masked: it is a bad slot, never a buffer.
+                    let c = view.completion(cidx);
+                    let posted = if view.slot_in_range(c.slot) {
+                        slots.take(c.slot)
+                    } else {
+                        None
+                    };
+                    match posted {
+                        Some(mut buf) if c.whole && c.len as usize <= buf.capacity() => {
+                            let fits = buf.set_len(c.len as usize);
+                            debug_assert!(fits);
+                            buf.meta_mut().flags = c.flags;
+                            bytes += c.len as u64;
+                            // At most `room` frames are taken, so there is a place for each.
+                            if let Some(d) = dst.get_mut(got) {
+                                put(d, buf);
+                                got += 1;
+                            }
+                            cidx = cidx.wrapping_add(1);
+                            continue 'burst;
+                        }
+                        other => pending = other,
                     }
                 }
                 // The completion decoded again, off the fast path (the device leaves a done
@@ -557,7 +612,6 @@ impl<D: RxDescOps> RxQueue<D> {
             }
             self.discarding = discarding;
             self.cidx = cidx;
-            got = room - dst.len();
             out.commit_back(got);
         }
         self.stats.packets += got as u64;
