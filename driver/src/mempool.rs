@@ -619,30 +619,36 @@ impl MempoolCache {
         let mut idx = start;
         let mut freed = 0u64;
         while idx != end {
-            let chunk = (end.wrapping_sub(idx) as usize).min(half);
-            if self.len + chunk > self.size {
+            let want = (end.wrapping_sub(idx) as usize).min(half);
+            if self.len + want > self.size {
                 self.spill(half);
             }
-            let mut len = self.len;
-            let stop = idx.wrapping_add(chunk as u32);
-            while idx != stop {
-                if let Some(b) = slots.take(idx) {
-                    freed += 1;
+            // The slots from `idx` on, up to the end of the ring.
+            let run = slots.contiguous(idx, want);
+            let n = run.len();
+            let start_len = self.len;
+            let mut len = start_len;
+            let mut foreign = 0u64;
+            let stack = &mut *self.stack;
+            for slot in run.iter_mut() {
+                if let Some(b) = slot.take() {
                     if b.h().core != core {
                         drop_foreign(b);
+                        foreign += 1;
                     } else {
-                        // SAFETY: len <= size - chunk before this run (the spill above
-                        // leaves at most half), and at most chunk buffers are stored in it,
-                        // so len < size == stack.len() here.
-                        *unsafe { self.stack.get_unchecked_mut(len) } = b.hdr;
+                        // SAFETY: len <= size - want before this run (the spill above
+                        // leaves at most half), and at most n <= want buffers are stored in
+                        // it, so len < size == stack.len() here.
+                        *unsafe { stack.get_unchecked_mut(len) } = b.hdr;
                         len += 1;
                         // The index now lives in the cache (see `free`).
                         std::mem::forget(b);
                     }
                 }
-                idx = idx.wrapping_add(1);
             }
             self.len = len;
+            freed += (len - start_len) as u64 + foreign;
+            idx = idx.wrapping_add(n as u32);
         }
         freed
     }
