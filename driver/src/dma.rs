@@ -405,20 +405,17 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
                 .wrapping_add(from as usize)
                 .cast::<u8>()
                 .wrapping_add(byte_off);
-            let mut i = 0;
-            while i < len {
+            let end = p.wrapping_add(len as usize * size_of::<T>());
+            let mut q = p;
+            while q != end {
                 // SAFETY: descriptors from..from + len lie in the ring (from + len <= mask +
-                // 1, the ring checked in DescRing::new); the u32 at byte_off is inside one
-                // and 4-byte aligned, as in read_u32_at.
-                let v = unsafe {
-                    core::ptr::read_volatile(
-                        p.wrapping_add(i as usize * size_of::<T>()).cast::<u32>(),
-                    )
-                };
+                // 1, the ring checked in DescRing::new), and q is at one of them; the u32 at
+                // byte_off is inside one and 4-byte aligned, as in read_u32_at.
+                let v = unsafe { core::ptr::read_volatile(q.cast::<u32>()) };
                 if u32::from_le(v) & bits != bits {
-                    return got + i;
+                    return got + ((q as usize - p as usize) / size_of::<T>()) as u32;
                 }
-                i += 1;
+                q = q.wrapping_add(size_of::<T>());
             }
             got += len;
         }
