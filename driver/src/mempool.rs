@@ -343,7 +343,10 @@ impl PacketBuf {
     /// Sets the data length. Returns false (and changes nothing) if it does not fit.
     #[inline(always)]
     pub fn set_len(&mut self, len: usize) -> bool {
-        if len > self.capacity() || len > u16::MAX as usize {
+        // `capacity() < len` as one add and a compare with the end, in memory (data_off + len
+        // cannot overflow: len <= u16::MAX is tested first).
+        let h = self.h();
+        if len > u16::MAX as usize || h.data_off as usize + len > h.end as usize {
             return false;
         }
         self.hm().len = len as u16;
