@@ -49,7 +49,7 @@ pub struct PortConfig {
 impl Default for PortConfig {
     fn default() -> Self {
         PortConfig {
-            rx_ring: 512,
+            rx_ring: 256,
             tx_ring: 512,
             mempool_buffers: 2048,
             cache_size: 256,

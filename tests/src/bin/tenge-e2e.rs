@@ -71,7 +71,7 @@ enum Cmd {
         #[arg(long, default_value_t = 32)]
         batch: usize,
         /// RX descriptors.
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, default_value_t = 256)]
         rx_ring: u32,
         /// Refill once this many descriptors are free.
         #[arg(long, default_value_t = 32)]
