@@ -6,6 +6,23 @@ pub mod responder;
 
 use std::time::Duration;
 
+/// The body of every example's `main`: control-path logging at info level (RUST_LOG
+/// overrides), then `run`, whose error is printed as `<name>: <error>` with exit status 1.
+pub fn run_main<A>(
+    name: &str,
+    args: A,
+    run: impl FnOnce(&A) -> Result<(), Box<dyn std::error::Error>>,
+) -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match run(&args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     let parts: Vec<&str> = s.split(':').collect();

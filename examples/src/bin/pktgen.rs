@@ -53,15 +53,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let args = Args::parse();
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("pktgen: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    tenge_examples::run_main("pktgen", Args::parse(), run)
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
