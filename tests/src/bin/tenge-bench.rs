@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tenge_testbed::{Backend, Guest, GuestConfig, Nic, NicModel};
-use tenge_tests::guest_bin;
+use tenge_tests::{dgram_nic, guest_bin, DgramPeer};
 
 /// Run tenge against DPDK testpmd on QEMU's emulated NICs inside one guest boot per case,
 /// and print one BENCH line per case.
@@ -16,6 +16,15 @@ use tenge_tests::guest_bin;
 ///   e1000e-tx64  tenge pktgen vs testpmd txonly, 64-byte frames, e1000e on a lone hub
 ///   e1000e-rx64  a second e1000e on the hub sends (testpmd txonly, the same source for
 ///                both); the measured port is drained by tenge, then by testpmd rxonly
+///   virtio-tx64  tenge pktgen vs testpmd txonly (DPDK's virtio PMD), 64-byte frames,
+///                modern virtio-net (split rings) wired to a host UDP port (-netdev dgram,
+///                drained by this program); tenge also runs once on a second virtio-net
+///                without EVENT_IDX (BENCH-DETAIL: what EVENT_IDX buys); the host end
+///                counts the datagrams it took per phase (a lower bound: the host's UDP
+///                socket drops when its reader falls behind)
+///   virtio-rx64  as e1000e-rx64 with a virtio-net sink (e1000e testpmd txonly as the
+///                source); tenge also drains, once, a virtio-net without EVENT_IDX fed by a
+///                second e1000e on its own hub
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -23,7 +32,10 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     duration: u32,
     /// Comma-separated cases to run.
-    #[arg(long, default_value = "e1000e-tx64,e1000e-rx64")]
+    #[arg(
+        long,
+        default_value = "e1000e-tx64,e1000e-rx64,virtio-tx64,virtio-rx64"
+    )]
     cases: String,
     /// Rounds per case, alternating tenge and the peer in one boot; the median is reported
     /// (TCG timing is noisy: one round can be off by a third).
@@ -40,6 +52,8 @@ fn main() -> ExitCode {
         let r = match case {
             "e1000e-tx64" => tx64(args.duration, args.rounds),
             "e1000e-rx64" => rx64(args.duration, args.rounds),
+            "virtio-tx64" => virtio_tx64(args.duration, args.rounds),
+            "virtio-rx64" => virtio_rx64(args.duration, args.rounds),
             other => Err(format!("unknown case {other}")),
         };
         if let Err(e) = r {
@@ -58,8 +72,28 @@ fn e1000e(backend: Backend) -> Nic {
     Nic::new(NicModel::E1000e, backend)
 }
 
+/// virtio-net (split rings, mergeable RX buffers) with or without EVENT_IDX.
+fn virtio(event_idx: bool) -> NicModel {
+    NicModel::VirtioNet {
+        packed: false,
+        event_idx,
+        mrg_rxbuf: true,
+    }
+}
+
 /// Runs the script, returns the console lines (also streamed to stdout).
 fn run(nics: Vec<Nic>, script: &str, duration: u32, rounds: u32) -> Result<Vec<String>, String> {
+    run_with(nics, script, duration, rounds, |_| {})
+}
+
+/// As [`run`], calling `on_line` with each console line as it arrives.
+fn run_with(
+    nics: Vec<Nic>,
+    script: &str,
+    duration: u32,
+    rounds: u32,
+    mut on_line: impl FnMut(&str),
+) -> Result<Vec<String>, String> {
     let cfg = GuestConfig {
         timeout: Duration::from_secs(120 + 6 * (duration * rounds) as u64),
         ..GuestConfig::with_nics(nics)
@@ -67,6 +101,7 @@ fn run(nics: Vec<Nic>, script: &str, duration: u32, rounds: u32) -> Result<Vec<S
     let mut g = Guest::boot(&cfg, script).map_err(|e| e.to_string())?;
     let mut lines = Vec::new();
     while let Some(l) = g.next_line() {
+        on_line(&l);
         lines.push(l);
     }
     let out = g.wait().map_err(|e| e.to_string())?;
@@ -182,6 +217,56 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 fn tx64(d: u32, rounds: u32) -> Result<(), String> {
+    let nics = vec![e1000e(Backend::Hub(0))];
+    tx_bench("e1000e-tx64", nics, None, d, rounds, None)
+}
+
+/// tenge's TX port against DPDK's virtio PMD on a virtio-net wired to a host UDP port that
+/// always accepts; the same once more on a second virtio-net (also on a UDP port) that
+/// offers no EVENT_IDX. The host ends count what reached them in each phase.
+fn virtio_tx64(d: u32, rounds: u32) -> Result<(), String> {
+    // Both peers stay alive (and drain) until the guest is gone.
+    let (n0, p0) = dgram_nic(virtio(true));
+    let (n1, p1) = dgram_nic(virtio(false));
+    let peers = [p0, p1];
+    tx_bench(
+        "virtio-tx64",
+        vec![n0, n1],
+        Some(Nic::pci_addr(1)),
+        d,
+        rounds,
+        Some(&peers),
+    )
+}
+
+/// Frames the host ends of `-netdev dgram` received, in all.
+fn host_received(peers: Option<&[DgramPeer]>) -> u64 {
+    peers.map_or(0, |ps| ps.iter().map(DgramPeer::received).sum())
+}
+
+/// From `(phase, running count when its marker appeared)` in console order, the count
+/// each phase added (up to the next marker); a phase with no next marker gets none.
+fn phase_counts(marks: &[(String, u64)]) -> Vec<(String, u64)> {
+    marks
+        .windows(2)
+        .map(|w| (w[0].0.clone(), w[1].1.saturating_sub(w[0].1)))
+        .collect()
+}
+
+fn count_of(counts: &[(String, u64)], phase: &str) -> Option<u64> {
+    counts.iter().find(|(p, _)| p == phase).map(|(_, c)| *c)
+}
+
+/// Alternating rounds of tenge pktgen and testpmd txonly on NIC 0; with `no_evidx`, tenge
+/// once more on that port after the first round (a NIC without EVENT_IDX).
+fn tx_bench(
+    case: &str,
+    nics: Vec<Nic>,
+    no_evidx: Option<String>,
+    d: u32,
+    rounds: u32,
+    peers: Option<&[DgramPeer]>,
+) -> Result<(), String> {
     let pktgen = guest_bin("pktgen").display().to_string();
     let a0 = Nic::pci_addr(0);
     let mut script = String::from("set -e\n");
@@ -190,86 +275,183 @@ fn tx64(d: u32, rounds: u32) -> Result<(), String> {
             "echo BENCH-PHASE tenge{r}\n\
              {pktgen} {a0} --duration {d} --size 64 --interval 1\n\
              echo BENCH-PHASE peer{r}\n\
-             timeout -s INT {t} {TESTPMD} -l 0-1 -a {a0} -- --total-num-mbufs=8192 --forward-mode=txonly --stats-period 1 --txpkts=64 2>&1 | tr -d '\\033' | grep -E 'pps|packets|Bye'\n",
+             timeout -s INT {t} {TESTPMD} -l 0-1 -a {a0} -- --total-num-mbufs=8192 --forward-mode=txonly --stats-period 1 --txpkts=64 2>&1 | tr -d '\\033' | grep -E 'pps|packets|Accumulated|Bye'\n",
             t = d + 3
         );
+        if let (0, Some(a1)) = (r, &no_evidx) {
+            script += &format!(
+                "echo BENCH-PHASE tenge-noevidx\n\
+                 {pktgen} {a1} --duration {d} --size 64 --interval 1\n"
+            );
+        }
     }
     script += "echo BENCH-PHASE end\n";
-    let lines = run(vec![e1000e(Backend::Hub(0))], &script, d, rounds)?;
+    let extra = u32::from(no_evidx.is_some());
+    let mut marks = Vec::new();
+    let lines = run_with(nics, &script, d, rounds + extra, |l| {
+        if let Some(p) = l.trim().strip_prefix("BENCH-PHASE ") {
+            marks.push((p.to_string(), host_received(peers)));
+        }
+    })?;
+    let counts = phase_counts(&marks);
     let mut tenge = Vec::new();
     let mut peer = Vec::new();
     for r in 0..rounds {
+        let t = phase(&lines, &format!("tenge{r}"));
+        let p = phase(&lines, &format!("peer{r}"));
         // A round where either side never got going (testpmd's txonly sometimes stalls
         // after a few thousand frames under TCG) is reported and left out of the median.
         match (
-            steady(&tenge_samples(&phase(&lines, &format!("tenge{r}")), "tx")),
-            steady(&testpmd_samples(
-                &phase(&lines, &format!("peer{r}")),
-                "Tx-pps:",
-            )),
+            steady(&tenge_samples(&t, "tx")),
+            steady(&testpmd_samples(&p, "Tx-pps:")),
         ) {
             (Some(t), Some(p)) => {
                 tenge.push(t);
                 peer.push(p);
             }
             (t, p) => {
-                eprintln!("tenge-bench: e1000e-tx64 round {r} left out: tenge {t:?} peer {p:?}")
+                eprintln!("tenge-bench: {case} round {r} left out: tenge {t:?} peer {p:?}")
             }
         }
+        if peers.is_some() {
+            let host = |ph: String| count_of(&counts, &ph).unwrap_or(0);
+            println!(
+                "BENCH-DETAIL case={case} round={r} tenge_sent={} tenge_host_received={} peer_sent={} peer_host_received={}",
+                field(&t, "sent").unwrap_or(0.0),
+                host(format!("tenge{r}")),
+                testpmd_total(&p, "TX-packets:").unwrap_or(0.0),
+                host(format!("peer{r}")),
+            );
+        }
     }
-    println!("BENCH-ROUNDS case=e1000e-tx64 tenge={tenge:.3?} peer={peer:.3?}");
-    report_median("e1000e-tx64", tenge, peer)
+    println!("BENCH-ROUNDS case={case} tenge={tenge:.3?} peer={peer:.3?}");
+    if no_evidx.is_some() {
+        let n = phase(&lines, "tenge-noevidx");
+        let with = median(tenge.clone());
+        let without = steady(&tenge_samples(&n, "tx"));
+        evidx_detail(
+            case,
+            with,
+            without,
+            &format!(
+                "tenge_no_event_idx_sent={} host_received_no_event_idx={}",
+                field(&n, "sent").unwrap_or(0.0),
+                count_of(&counts, "tenge-noevidx").unwrap_or(0),
+            ),
+        );
+    }
+    report_median(case, tenge, peer)
+}
+
+/// The BENCH-DETAIL line for tenge with and without EVENT_IDX.
+fn evidx_detail(case: &str, with: Option<f64>, without: Option<f64>, rest: &str) {
+    let fmt = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("{v:.4}"));
+    let gain = match (with, without) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.3}", a / b),
+        _ => "none".into(),
+    };
+    println!(
+        "BENCH-DETAIL case={case} tenge_event_idx_mpps={} tenge_no_event_idx_mpps={} event_idx_gain={gain} {rest}",
+        fmt(with),
+        fmt(without)
+    );
 }
 
 fn rx64(d: u32, rounds: u32) -> Result<(), String> {
+    let nics = vec![e1000e(Backend::Hub(0)), e1000e(Backend::Hub(0))];
+    rx_bench("e1000e-rx64", nics, None, d, rounds)
+}
+
+/// e1000e testpmd txonly into a virtio-net on hub 0 (tenge vs DPDK's virtio PMD); once,
+/// a second e1000e into a virtio-net without EVENT_IDX on hub 1, drained by tenge.
+fn virtio_rx64(d: u32, rounds: u32) -> Result<(), String> {
+    let nics = vec![
+        e1000e(Backend::Hub(0)),
+        Nic::new(virtio(true), Backend::Hub(0)),
+        e1000e(Backend::Hub(1)),
+        Nic::new(virtio(false), Backend::Hub(1)),
+    ];
+    rx_bench(
+        "virtio-rx64",
+        nics,
+        Some((Nic::pci_addr(2), Nic::pci_addr(3))),
+        d,
+        rounds,
+    )
+}
+
+/// Shows the source's own log when it never reached its final statistics (it failed to
+/// start, or started too late for its time limit).
+const WHY_NO_SOURCE: &str =
+    "grep -q Accumulated /tmp/src.log || { echo 'source: no final statistics:'; tail -15 /tmp/src.log; }";
+
+/// NIC 0 sends (testpmd txonly), NIC 1 is drained by tenge, then by testpmd rxonly, in
+/// alternating rounds; with `no_evidx` (source, sink), tenge once more on that pair.
+fn rx_bench(
+    case: &str,
+    nics: Vec<Nic>,
+    no_evidx: Option<(String, String)>,
+    d: u32,
+    rounds: u32,
+) -> Result<(), String> {
     let e2e = guest_bin("tenge-e2e").display().to_string();
     let (src, dst) = (Nic::pci_addr(0), Nic::pci_addr(1));
     // The source is testpmd txonly with its forwarding lcore on vCPU 0 (main lcore 1);
     // the sink runs on vCPU 1, started first (QEMU-RECIPE: this pairing works).
-    let source = format!(
-        "timeout -s INT {t} {TESTPMD} -l 0-1 --main-lcore 1 --file-prefix src -a {src} -- --total-num-mbufs=8192 --forward-mode=txonly --stats-period 1 --txpkts=64 > /tmp/src.log 2>&1",
-        t = d + 3
-    );
+    let source = |src: &str| {
+        format!(
+            "timeout -s INT {t} {TESTPMD} -l 0-1 --main-lcore 1 --file-prefix src -a {src} -- --total-num-mbufs=8192 --forward-mode=txonly --stats-period 1 --txpkts=64 > /tmp/src.log 2>&1",
+            t = d + 3
+        )
+    };
     let show = "tr -d '\\033' | grep -E 'pps|packets|Accumulated'";
-    let mut script = String::new();
-    for r in 0..rounds {
-        script += &format!(
-            "echo BENCH-PHASE tenge{r}\n\
+    let tenge_phase = |name: &str, src: &str, dst: &str| {
+        format!(
+            "echo BENCH-PHASE {name}\n\
              taskset -c 1 {e2e} rx-sink {dst} --duration {sd} --idle-stop 2 > /tmp/sink.log 2>&1 &\n\
              sink=$!\n\
              for i in $(seq 100); do grep -q READY /tmp/sink.log && break; sleep 0.1; done\n\
              {source}\n\
              wait $sink\n\
              cat /tmp/sink.log\n\
-             echo BENCH-PHASE tenge-source{r}\n\
+             echo BENCH-PHASE {name}-source\n\
              {show} < /tmp/src.log\n\
-             echo BENCH-PHASE peer{r}\n\
+             {WHY_NO_SOURCE}\n",
+            sd = d + 30,
+            source = source(src),
+        )
+    };
+    let mut script = String::new();
+    for r in 0..rounds {
+        script += &tenge_phase(&format!("tenge{r}"), &src, &dst);
+        script += &format!(
+            "echo BENCH-PHASE peer{r}\n\
              {TESTPMD} -l 0-1 --main-lcore 0 --file-prefix dst -a {dst} -- --total-num-mbufs=8192 --forward-mode=rxonly --stats-period 1 > /tmp/psink.log 2>&1 &\n\
              psink=$!\n\
              for i in $(seq 200); do grep -q 'Port statistics' /tmp/psink.log && break; sleep 0.1; done\n\
              {source}\n\
              sleep 1; kill -INT $psink; wait $psink\n\
              {show} < /tmp/psink.log\n\
-             echo BENCH-PHASE peer-source{r}\n\
-             {show} < /tmp/src.log\n",
-            sd = d + 30
+             echo BENCH-PHASE peer{r}-source\n\
+             {show} < /tmp/src.log\n\
+             {WHY_NO_SOURCE}\n",
+            source = source(&src),
         );
+        if let (0, Some((s2, d2))) = (r, &no_evidx) {
+            script += &tenge_phase("tenge-noevidx", s2, d2);
+        }
     }
     script += "echo BENCH-PHASE end\n";
-    let lines = run(
-        vec![e1000e(Backend::Hub(0)), e1000e(Backend::Hub(0))],
-        &script,
-        2 * d,
-        rounds,
-    )?;
+    let extra = u32::from(no_evidx.is_some());
+    let lines = run(nics, &script, 2 * d, rounds + extra)?;
     let loss = |rx: f64, tx: f64| if tx > 0.0 { 1.0 - rx / tx } else { f64::NAN };
     let (mut tenge, mut peer) = (Vec::new(), Vec::new());
     let (mut t_loss, mut p_loss) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         let t = phase(&lines, &format!("tenge{r}"));
-        let ts = phase(&lines, &format!("tenge-source{r}"));
+        let ts = phase(&lines, &format!("tenge{r}-source"));
         let p = phase(&lines, &format!("peer{r}"));
-        let ps = phase(&lines, &format!("peer-source{r}"));
+        let ps = phase(&lines, &format!("peer{r}-source"));
         match (
             steady(&tenge_samples(&t, "rx")),
             steady(&testpmd_samples(&p, "Rx-pps:")),
@@ -279,7 +461,7 @@ fn rx64(d: u32, rounds: u32) -> Result<(), String> {
                 peer.push(b);
             }
             (a, b) => {
-                eprintln!("tenge-bench: e1000e-rx64 round {r} left out: tenge {a:?} peer {b:?}")
+                eprintln!("tenge-bench: {case} round {r} left out: tenge {a:?} peer {b:?}")
             }
         }
         let t_rx = field(&t, "received").unwrap_or(0.0);
@@ -287,15 +469,32 @@ fn rx64(d: u32, rounds: u32) -> Result<(), String> {
         let p_rx = testpmd_total(&p, "RX-packets:").unwrap_or(0.0);
         let p_tx = testpmd_total(&ps, "TX-packets:").unwrap_or(0.0);
         println!(
-            "BENCH-DETAIL case=e1000e-rx64 round={r} tenge_source_sent={t_tx} tenge_received={t_rx} tenge_loss={:.3} peer_source_sent={p_tx} peer_received={p_rx} peer_loss={:.3}",
+            "BENCH-DETAIL case={case} round={r} tenge_source_sent={t_tx} tenge_received={t_rx} tenge_loss={:.3} peer_source_sent={p_tx} peer_received={p_rx} peer_loss={:.3}",
             loss(t_rx, t_tx),
             loss(p_rx, p_tx)
         );
         t_loss.push(loss(t_rx, t_tx));
         p_loss.push(loss(p_rx, p_tx));
     }
-    println!("BENCH-ROUNDS case=e1000e-rx64 tenge={tenge:.3?} peer={peer:.3?} tenge_loss={t_loss:.3?} peer_loss={p_loss:.3?}");
-    report_median("e1000e-rx64", tenge, peer)
+    println!("BENCH-ROUNDS case={case} tenge={tenge:.3?} peer={peer:.3?} tenge_loss={t_loss:.3?} peer_loss={p_loss:.3?}");
+    if no_evidx.is_some() {
+        let n = phase(&lines, "tenge-noevidx");
+        let ns = phase(&lines, "tenge-noevidx-source");
+        let (n_rx, n_tx) = (
+            field(&n, "received").unwrap_or(0.0),
+            testpmd_total(&ns, "TX-packets:").unwrap_or(0.0),
+        );
+        evidx_detail(
+            case,
+            median(tenge.clone()),
+            steady(&tenge_samples(&n, "rx")),
+            &format!(
+                "no_event_idx_source_sent={n_tx} no_event_idx_received={n_rx} no_event_idx_loss={:.3}",
+                loss(n_rx, n_tx)
+            ),
+        );
+    }
+    report_median(case, tenge, peer)
 }
 
 #[cfg(test)]
@@ -324,5 +523,24 @@ mod tests {
         assert_eq!(testpmd_samples(&lines, "Tx-pps:"), vec![1.631413]);
         assert_eq!(testpmd_total(&lines, "TX-packets:"), Some(10113248.0));
         assert_eq!(field(&lines, "received"), Some(123.0));
+    }
+
+    #[test]
+    fn phase_counts_are_differences_between_markers() {
+        let marks: Vec<(String, u64)> = [
+            ("tenge0", 0),
+            ("peer0", 1000),
+            ("tenge-noevidx", 1500),
+            ("end", 1900),
+        ]
+        .iter()
+        .map(|(p, c)| (p.to_string(), *c))
+        .collect();
+        let counts = phase_counts(&marks);
+        assert_eq!(count_of(&counts, "tenge0"), Some(1000));
+        assert_eq!(count_of(&counts, "peer0"), Some(500));
+        assert_eq!(count_of(&counts, "tenge-noevidx"), Some(400));
+        assert_eq!(count_of(&counts, "end"), None);
+        assert!(phase_counts(&marks[..1]).is_empty());
     }
 }
