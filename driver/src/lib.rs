@@ -30,6 +30,7 @@ pub mod ring;
 pub mod sysinfo;
 pub mod vfio;
 pub mod virtio;
+pub mod virtio_packed;
 
 pub use error::{DmaError, Error, VfioError};
 pub use mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf, PacketMeta};
@@ -51,5 +52,7 @@ mod tests {
         send::<crate::ring::TxQueue<crate::e1000e::E1000eTx<crate::mmio::Bar>>>();
         send::<crate::ring::RxQueue<crate::virtio::VirtioRx<crate::mmio::Bar>>>();
         send::<crate::ring::TxQueue<crate::virtio::VirtioTx<crate::mmio::Bar>>>();
+        send::<crate::ring::RxQueue<crate::virtio_packed::PackedRx<crate::mmio::Bar>>>();
+        send::<crate::ring::TxQueue<crate::virtio_packed::PackedTx<crate::mmio::Bar>>>();
     }
 }

@@ -17,7 +17,10 @@ use crate::mmio::Bar;
 use crate::pci::PciAddress;
 use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
 use crate::vfio::VfioDevice;
-use crate::virtio::{self, VirtioNet, VirtioQueueConfig, DEVICE_VIRTIO_NET, VENDOR_VIRTIO};
+use crate::virtio::{
+    self, OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig, DEVICE_VIRTIO_NET,
+    VENDOR_VIRTIO,
+};
 
 /// How to set a port up. The defaults fit one queue pair in 8 MiB of DMA memory.
 #[derive(Clone, Debug)]
@@ -111,6 +114,7 @@ pub struct Port {
 enum Nic {
     E1000e(E1000ePort),
     Virtio(VirtioNet),
+    VirtioPacked(VirtioNetPacked),
 }
 
 struct E1000ePort {
@@ -119,6 +123,17 @@ struct E1000ePort {
     hw: HwStats,
     regs: Arc<Bar>,
     _rings: Arc<DmaRegion>,
+}
+
+/// A virtio port's counters: the engine's, less the 12-byte header it counted in each
+/// frame sent; virtio-net has no statistics registers.
+fn virtio_stats(rx: RxStats, mut tx: TxStats) -> PortStats {
+    tx.bytes -= tx.packets * virtio::HDR_LEN as u64;
+    PortStats {
+        rx,
+        tx,
+        hw: HwStats::default(),
+    }
 }
 
 fn e1000e_err(addr: PciAddress) -> impl Fn(fw::E1000eError) -> Error {
@@ -145,7 +160,7 @@ impl Port {
 
     fn open_virtio(dev: VfioDevice, cfg: &PortConfig) -> Result<Port, Error> {
         let mapper: Arc<dyn DmaMapper> = dev.container().clone();
-        let mut net = VirtioNet::open(
+        let net = VirtioNet::open(
             &dev,
             mapper.clone(),
             &VirtioQueueConfig {
@@ -171,10 +186,20 @@ impl Port {
         assert!(pool_cfg.headroom as usize >= virtio::HDR_LEN);
         let pool = Mempool::new(mapper.clone(), &pool_cfg)?;
         let mut cache = pool.cache(cfg.cache_size);
-        net.rxq.fill(&mut cache);
-        let mac = net.mac();
+        let (nic, mac) = match net {
+            OpenedVirtio::Split(mut n) => {
+                n.rxq.fill(&mut cache);
+                let mac = n.mac();
+                (Nic::Virtio(n), mac)
+            }
+            OpenedVirtio::Packed(mut n) => {
+                n.rxq.fill(&mut cache);
+                let mac = n.mac();
+                (Nic::VirtioPacked(n), mac)
+            }
+        };
         Ok(Port {
-            nic: Nic::Virtio(net),
+            nic,
             cache,
             tx_cache: None,
             pool,
@@ -281,6 +306,7 @@ impl Port {
         match &mut self.nic {
             Nic::E1000e(n) => n.rxq.rx_burst(&mut self.cache, out),
             Nic::Virtio(n) => n.rxq.rx_burst(&mut self.cache, out),
+            Nic::VirtioPacked(n) => n.rxq.rx_burst(&mut self.cache, out),
         }
     }
 
@@ -291,6 +317,7 @@ impl Port {
         match &mut self.nic {
             Nic::E1000e(n) => n.txq.tx_burst(cache, pkts),
             Nic::Virtio(n) => virtio::tx_burst(&mut n.txq, cache, pkts),
+            Nic::VirtioPacked(n) => virtio::tx_burst(&mut n.txq, cache, pkts),
         }
     }
 
@@ -300,6 +327,7 @@ impl Port {
         match &mut self.nic {
             Nic::E1000e(n) => n.txq.reclaim(cache),
             Nic::Virtio(n) => n.txq.reclaim(cache),
+            Nic::VirtioPacked(n) => n.txq.reclaim(cache),
         }
     }
 
@@ -363,6 +391,11 @@ impl Port {
                 speed_mbps: 0,
                 full_duplex: n.link_up(),
             },
+            Nic::VirtioPacked(n) => LinkStatus {
+                up: n.link_up(),
+                speed_mbps: 0,
+                full_duplex: n.link_up(),
+            },
         }
     }
 
@@ -370,7 +403,7 @@ impl Port {
     pub fn driver_name(&self) -> &'static str {
         match &self.nic {
             Nic::E1000e(_) => "e1000e",
-            Nic::Virtio(_) => "virtio-net",
+            Nic::Virtio(_) | Nic::VirtioPacked(_) => "virtio-net",
         }
     }
 
@@ -380,6 +413,7 @@ impl Port {
         match &self.nic {
             Nic::E1000e(n) => (n.rxq.stats().doorbells, n.txq.stats().doorbells),
             Nic::Virtio(n) => (n.rxq.ops().bell().notifies(), n.txq.ops().bell().notifies()),
+            Nic::VirtioPacked(n) => (n.rxq.ops().bell().notifies(), n.txq.ops().bell().notifies()),
         }
     }
 
@@ -395,17 +429,8 @@ impl Port {
                     hw: n.hw.clone(),
                 }
             }
-            Nic::Virtio(n) => {
-                let mut tx = *n.txq.stats();
-                // The engine counted each frame with its 12-byte header.
-                tx.bytes -= tx.packets * virtio::HDR_LEN as u64;
-                PortStats {
-                    rx: *n.rxq.stats(),
-                    tx,
-                    // virtio-net has no statistics registers.
-                    hw: HwStats::default(),
-                }
-            }
+            Nic::Virtio(n) => virtio_stats(*n.rxq.stats(), *n.txq.stats()),
+            Nic::VirtioPacked(n) => virtio_stats(*n.rxq.stats(), *n.txq.stats()),
         }
     }
 
@@ -417,6 +442,7 @@ impl Port {
             let idle = match &self.nic {
                 Nic::E1000e(n) => n.regs.read32(fw::regs::TDH) == n.regs.read32(fw::regs::TDT),
                 Nic::Virtio(n) => n.txq.ops().pending() == 0,
+                Nic::VirtioPacked(n) => n.txq.ops().pending() == 0,
             };
             if idle {
                 self.tx_reclaim();
@@ -434,6 +460,7 @@ impl Port {
         match &self.nic {
             Nic::E1000e(n) => n.rxq.posted(),
             Nic::Virtio(n) => n.rxq.posted(),
+            Nic::VirtioPacked(n) => n.rxq.posted(),
         }
     }
 }
@@ -444,16 +471,19 @@ impl Drop for Port {
         match &self.nic {
             Nic::E1000e(n) => fw::disable(&*n.regs),
             Nic::Virtio(n) => n.stop(),
+            Nic::VirtioPacked(n) => n.stop(),
         }
         let _ = self.dev.disable_bus_master();
         match &mut self.nic {
             Nic::E1000e(n) => n.rxq.release(&mut self.cache),
             Nic::Virtio(n) => n.rxq.release(&mut self.cache),
+            Nic::VirtioPacked(n) => n.rxq.release(&mut self.cache),
         }
         let cache = self.tx_cache.as_mut().unwrap_or(&mut self.cache);
         match &mut self.nic {
             Nic::E1000e(n) => n.txq.release(cache),
             Nic::Virtio(n) => n.txq.release(cache),
+            Nic::VirtioPacked(n) => n.txq.release(cache),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! virtio-net (modern virtio-pci, QEMU `virtio-net-pci,disable-legacy=on,iommu_platform=on`)
-//! on split virtqueues: the descriptor ops the ring engine drives, and the device bring-up.
+//! on split virtqueues: the descriptor ops the ring engine drives, and the device bring-up,
+//! which picks packed rings (`virtio_packed.rs`) instead when the device offers
+//! `VIRTIO_F_RING_PACKED`.
 //!
 //! Transport and device configuration are `tenge_firmware_iface::virtio`; the ring layouts
 //! are `tenge_descriptors::virtio`; batching, refill, completion and doorbell policy are the
@@ -41,8 +43,8 @@ use tenge_descriptors::virtio::{
 use tenge_descriptors::virtio_net::VIRTIO_NET_HDR_LEN;
 use tenge_firmware_iface::virtio::{
     self as fw, FeatureNames, QueueConfig, QueueLayout, VirtioPciCaps, VirtioRegion,
-    VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_EVENT_IDX, VIRTIO_F_VERSION_1, VIRTIO_NET_F_MAC,
-    VIRTIO_NET_F_STATUS,
+    VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1,
+    VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS,
 };
 use tenge_firmware_iface::{NarrowMmio, StdDelay};
 
@@ -55,6 +57,7 @@ use crate::ring::{
     PacketBatch, RxCompletion, RxDescOps, RxQueue, RxView, TxDescOps, TxQueue, TxView,
 };
 use crate::vfio::VfioDevice;
+use crate::virtio_packed::{PackedRing, PackedRx, PackedTx};
 
 /// PCI vendor ID of virtio devices (Red Hat, Inc.).
 pub const VENDOR_VIRTIO: u16 = 0x1af4;
@@ -68,13 +71,15 @@ pub const MAX_FRAME: usize = 1514;
 pub const HDR_LEN: usize = VIRTIO_NET_HDR_LEN;
 
 /// What this data path asks for: a modern device behind the IOMMU, its MAC and link status,
-/// and event-index notification suppression. No MRG_RXBUF (one buffer per frame), no
-/// control queue, no offloads, split rings only.
+/// event-index notification suppression, and packed rings when offered (split otherwise;
+/// see `virtio_packed.rs`). No MRG_RXBUF (one buffer per frame), no control queue, no
+/// offloads.
 pub const DRIVER_FEATURES: u64 = VIRTIO_F_VERSION_1
     | VIRTIO_F_ACCESS_PLATFORM
     | VIRTIO_NET_F_MAC
     | VIRTIO_NET_F_STATUS
-    | VIRTIO_F_EVENT_IDX;
+    | VIRTIO_F_EVENT_IDX
+    | VIRTIO_F_RING_PACKED;
 
 /// virtio-net's receive queue of the first queue pair (§5.1.2).
 pub const RX_QUEUE: u16 = 0;
@@ -287,10 +292,10 @@ pub struct Doorbell<M: NarrowMmio> {
     /// notify_off_multiplier`).
     offset: u32,
     queue: u16,
-    event_idx: bool,
-    /// `avail.idx` at the last publish: with EVENT_IDX the device is notified if its
-    /// `avail_event` lies in `[last, new)`.
-    last: u16,
+    pub(crate) event_idx: bool,
+    /// `avail.idx` at the last publish (packed: the producer index, truncated): with
+    /// EVENT_IDX the device is notified if its `avail_event` lies in `[last, new)`.
+    pub(crate) last: u16,
     notifies: u64,
 }
 
@@ -333,10 +338,16 @@ impl<M: NarrowMmio> Doorbell<M> {
         };
         self.last = new;
         if need {
-            // virtio 1.2 §4.1.5.2: the driver writes the queue index to the doorbell.
-            self.mmio.write16(self.offset, self.queue);
-            self.notifies += 1;
+            self.notify();
         }
+    }
+
+    /// Writes the doorbell.
+    #[inline]
+    pub(crate) fn notify(&mut self) {
+        // virtio 1.2 §4.1.5.2: the driver writes the queue index to the doorbell.
+        self.mmio.write16(self.offset, self.queue);
+        self.notifies += 1;
     }
 }
 
@@ -513,14 +524,14 @@ impl TxView for VirtioTxView<'_> {
     }
 }
 
-/// Sends frames from the front of `pkts` on a virtio TX queue: prepends the (zero)
+/// Sends frames from the front of `pkts` on a virtio TX queue (split or packed): prepends the (zero)
 /// `virtio_net_hdr` into each packet's headroom, runs the engine's burst (one publish and
 /// at most one doorbell), then strips the header again from what stayed in the batch, so
 /// the caller gets its packets back unchanged. A packet without 12 bytes of headroom cannot
 /// be sent: it is emptied, and the engine drops and counts it (`bad_packet`).
 #[inline]
-pub fn tx_burst<M: NarrowMmio>(
-    txq: &mut TxQueue<VirtioTx<M>>,
+pub fn tx_burst<D: TxDescOps>(
+    txq: &mut TxQueue<D>,
     cache: &mut MempoolCache,
     pkts: &mut PacketBatch,
 ) -> usize {
@@ -543,17 +554,30 @@ pub fn tx_burst<M: NarrowMmio>(
     sent
 }
 
-/// An open virtio-net function: its queues and its configuration registers.
-pub struct VirtioNet {
+/// An open virtio-net function: its queues (split rings by default, or
+/// [`VirtioNetPacked`]) and its configuration registers.
+pub struct VirtioNet<R: RxDescOps = VirtioRx<Bar>, T: TxDescOps = VirtioTx<Bar>> {
     /// Receive queue 0.
-    pub rxq: RxQueue<VirtioRx<Bar>>,
+    pub rxq: RxQueue<R>,
     /// Transmit queue 1.
-    pub txq: TxQueue<VirtioTx<Bar>>,
+    pub txq: TxQueue<T>,
     common: BarWindow,
     device: Option<BarWindow>,
     features: u64,
     mac: [u8; 6],
     _rings: Arc<DmaRegion>,
+}
+
+/// A virtio-net function on packed rings.
+pub type VirtioNetPacked = VirtioNet<PackedRx<Bar>, PackedTx<Bar>>;
+
+/// What [`VirtioNet::open`] brought up: split or packed rings, as negotiated.
+#[allow(clippy::large_enum_variant)]
+pub enum OpenedVirtio {
+    /// `VIRTIO_F_RING_PACKED` was not offered.
+    Split(VirtioNet),
+    /// `VIRTIO_F_RING_PACKED` was offered and accepted.
+    Packed(VirtioNetPacked),
 }
 
 /// What [`VirtioNet::open`] needs from the port configuration.
@@ -585,13 +609,14 @@ fn queue_size(want: u32, max: u16) -> u16 {
 impl VirtioNet {
     /// Brings up the virtio-net function `dev`: finds its structures, resets it, negotiates
     /// [`DRIVER_FEATURES`] (refusing a device without VERSION_1 or ACCESS_PLATFORM), reads
-    /// its MAC, registers RX queue 0 and TX queue 1 as split rings and sets DRIVER_OK. The
-    /// caller then fills the RX queue (which notifies the device).
+    /// its MAC, registers RX queue 0 and TX queue 1 as packed rings if the device offered
+    /// `VIRTIO_F_RING_PACKED` and as split rings otherwise, and sets DRIVER_OK. The caller
+    /// then fills the RX queue (which notifies the device).
     pub fn open(
         dev: &VfioDevice,
         mapper: Arc<dyn DmaMapper>,
         cfg: &VirtioQueueConfig,
-    ) -> Result<VirtioNet, Error> {
+    ) -> Result<OpenedVirtio, Error> {
         let addr = dev.addr();
         let mut config = [0u8; 256];
         dev.config_read(0, &mut config)?;
@@ -618,6 +643,7 @@ impl VirtioNet {
         fw::reset(&common, &mut StdDelay).map_err(&err)?;
         let features = fw::start_negotiation(&common, DRIVER_FEATURES).map_err(&err)?;
         let event_idx = features & VIRTIO_F_EVENT_IDX != 0;
+        let packed = features & VIRTIO_F_RING_PACKED != 0;
         log::info!(
             "{addr}: virtio-net offers {}, accepted {}",
             FeatureNames(fw::read_device_features(&common)),
@@ -648,23 +674,22 @@ impl VirtioNet {
                 cfg.tx_ring
             );
         }
-        let tx_off = SplitRing::bytes(rx_size);
-        let rings = Arc::new(DmaRegion::allocate(
-            mapper,
-            tx_off + SplitRing::bytes(tx_size),
-            cfg.hugepages,
-        )?);
-        let rx_ring = SplitRing::new(rings.clone(), 0, rx_size);
-        let tx_ring = SplitRing::new(rings.clone(), tx_off, tx_size);
-        let mut bells = Vec::with_capacity(2);
-        for (index, ring) in [(RX_QUEUE, &rx_ring), (TX_QUEUE, &tx_ring)] {
-            let (desc, driver, device) = ring.iovas();
+        let (ring_bytes, tx_off) = if packed {
+            let tx_off = PackedRing::bytes(rx_size);
+            (tx_off + PackedRing::bytes(tx_size), tx_off)
+        } else {
+            let tx_off = SplitRing::bytes(rx_size);
+            (tx_off + SplitRing::bytes(tx_size), tx_off)
+        };
+        let rings = Arc::new(DmaRegion::allocate(mapper, ring_bytes, cfg.hugepages)?);
+        // Registers queue `index` with the device and returns its doorbell.
+        let setup = |index: u16, size: u16, layout: QueueLayout, (desc, driver, device)| {
             let setup = fw::setup_queue(
                 &common,
                 index,
                 &QueueConfig {
-                    size: ring.size(),
-                    layout: QueueLayout::Split,
+                    size,
+                    layout,
                     desc,
                     driver,
                     device,
@@ -672,32 +697,73 @@ impl VirtioNet {
             )
             .map_err(&err)?;
             let off = fw::notify_offset(&notify, setup.notify_off).map_err(&err)?;
-            bells.push(Doorbell::new(notify_bar.clone(), off, index, event_idx));
-        }
-        let tx_bell = bells.pop().expect("two doorbells");
-        let rx_bell = bells.pop().expect("two doorbells");
+            Ok::<_, Error>(Doorbell::new(notify_bar.clone(), off, index, event_idx))
+        };
+        let queues = if packed {
+            let rx_ring = PackedRing::new(rings.clone(), 0, rx_size);
+            let tx_ring = PackedRing::new(rings.clone(), tx_off, tx_size);
+            let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Packed, rx_ring.iovas())?;
+            let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Packed, tx_ring.iovas())?;
+            Queues::Packed(
+                RxQueue::new(PackedRx::new(rx_ring, rx_bell), cfg.rx_free_thresh),
+                TxQueue::new(
+                    PackedTx::new(tx_ring, tx_bell),
+                    cfg.tx_rs_interval,
+                    MAX_FRAME + HDR_LEN,
+                ),
+            )
+        } else {
+            let rx_ring = SplitRing::new(rings.clone(), 0, rx_size);
+            let tx_ring = SplitRing::new(rings.clone(), tx_off, tx_size);
+            let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Split, rx_ring.iovas())?;
+            let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Split, tx_ring.iovas())?;
+            Queues::Split(
+                RxQueue::new(VirtioRx::new(rx_ring, rx_bell), cfg.rx_free_thresh),
+                TxQueue::new(
+                    VirtioTx::new(tx_ring, tx_bell),
+                    cfg.tx_rs_interval,
+                    MAX_FRAME + HDR_LEN,
+                ),
+            )
+        };
         fw::driver_ok(&common).map_err(&err)?;
         log::info!(
-            "{addr}: virtio-net {} link {}, split rings {rx_size} RX / {tx_size} TX, event index {}",
+            "{addr}: virtio-net {} link {}, {} rings {rx_size} RX / {tx_size} TX, event index {}",
             crate::port::fmt_mac(&mac),
             if net.link_up() { "up" } else { "down" },
+            if packed { "packed" } else { "split" },
             if event_idx { "on" } else { "off" }
         );
-        Ok(VirtioNet {
-            rxq: RxQueue::new(VirtioRx::new(rx_ring, rx_bell), cfg.rx_free_thresh),
-            txq: TxQueue::new(
-                VirtioTx::new(tx_ring, tx_bell),
-                cfg.tx_rs_interval,
-                MAX_FRAME + HDR_LEN,
-            ),
-            common,
-            device,
-            features,
-            mac,
-            _rings: rings,
+        Ok(match queues {
+            Queues::Split(rxq, txq) => OpenedVirtio::Split(VirtioNet {
+                rxq,
+                txq,
+                common,
+                device,
+                features,
+                mac,
+                _rings: rings,
+            }),
+            Queues::Packed(rxq, txq) => OpenedVirtio::Packed(VirtioNet {
+                rxq,
+                txq,
+                common,
+                device,
+                features,
+                mac,
+                _rings: rings,
+            }),
         })
     }
+}
 
+/// The queues [`VirtioNet::open`] made, before the rest of the function joins them.
+enum Queues {
+    Split(RxQueue<VirtioRx<Bar>>, TxQueue<VirtioTx<Bar>>),
+    Packed(RxQueue<PackedRx<Bar>>, TxQueue<PackedTx<Bar>>),
+}
+
+impl<R: RxDescOps, T: TxDescOps> VirtioNet<R, T> {
     /// The MAC address the device reported.
     pub fn mac(&self) -> [u8; 6] {
         self.mac
