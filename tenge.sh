@@ -45,7 +45,9 @@ test)
     run cargo test --workspace -- --ignored --test-threads 1
     # Benchmarks: instructions per packet (callgrind), then tenge vs testpmd in the guest.
     run ./target/release/engine-ipp
-    run ./target/release/tenge-bench --duration "${DURATION:-5}" --rounds "${ROUNDS:-1}"
+    # The e1000e cases (issue 3's figures); ./tenge.sh bench runs every case, virtio too.
+    run ./target/release/tenge-bench --duration "${DURATION:-5}" --rounds "${ROUNDS:-1}" \
+        --cases e1000e-tx64,e1000e-rx64
     passed=$(grep -o '[0-9]* passed' "$log" | awk '{s+=$1} END {print s+0}')
     failed=$(grep -o '[0-9]* failed' "$log" | awk '{s+=$1} END {print s+0}')
     echo "tenge: $passed passed, $failed failed"
