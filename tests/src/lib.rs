@@ -235,3 +235,32 @@ pub fn check_wire(pcap: &Path, count: u64, size: usize) {
         );
     }
 }
+
+/// Sends `count` frames into the guest NIC once the guest prints READY, paced at `pps`.
+pub fn inject_after_ready(
+    guest: &mut tenge_testbed::RunningGuest,
+    peer: &DgramPeer,
+    count: u64,
+    min: usize,
+    max: usize,
+    pps: u64,
+) {
+    let line = guest
+        .wait_for_line(|l| {
+            l.contains("READY") || l.contains("TENGE-GUEST-EXIT") || l.contains("E2E-FAIL")
+        })
+        .expect("guest output");
+    assert!(line.contains("READY"), "guest never said READY: {line}");
+    let start = std::time::Instant::now();
+    for seq in 0..count {
+        while start.elapsed().as_secs_f64() * (pps as f64) < seq as f64 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        peer.send(&tenge_examples::frame::build(
+            &tenge_examples::frame::Flow::default(),
+            size_for(seq, min, max),
+            seq,
+        ))
+        .unwrap();
+    }
+}

@@ -5,13 +5,12 @@
 //! They boot QEMU, so they are `#[ignore]`d in a plain `cargo test`; the project's test
 //! command (`./tenge.sh test`) builds the guest binaries and runs them with `--ignored`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tenge_examples::frame::{self, Flow};
 use tenge_testbed::{Backend, Guest, GuestConfig, Nic, NicModel};
 use tenge_tests::{
-    bin, check_wire, nic, run_ok, scratch_dir, size_for, tail, wait_ok, DgramPeer, TEST_DST,
-    TEST_SRC,
+    bin, check_wire, inject_after_ready, nic, run_ok, scratch_dir, tail, wait_ok, DgramPeer,
+    TEST_DST, TEST_SRC,
 };
 
 fn e1000e(backend: Backend) -> Nic {
@@ -60,35 +59,6 @@ fn tx_wire_holds_exactly_the_frames_sent_in_order() {
     // The UDP peer saw the frames too (loopback may drop a few under load: not asserted
     // exactly, the pcap is the oracle).
     assert!(peer.received() > 0 && peer2.received() > 0);
-}
-
-/// Sends `count` frames into the guest NIC once the guest prints READY, paced at `pps`.
-fn inject_after_ready(
-    guest: &mut tenge_testbed::RunningGuest,
-    peer: &DgramPeer,
-    count: u64,
-    min: usize,
-    max: usize,
-    pps: u64,
-) {
-    let line = guest
-        .wait_for_line(|l| {
-            l.contains("READY") || l.contains("TENGE-GUEST-EXIT") || l.contains("E2E-FAIL")
-        })
-        .expect("guest output");
-    assert!(line.contains("READY"), "guest never said READY: {line}");
-    let start = Instant::now();
-    for seq in 0..count {
-        while start.elapsed().as_secs_f64() * (pps as f64) < seq as f64 {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        peer.send(&frame::build(
-            &Flow::default(),
-            size_for(seq, min, max),
-            seq,
-        ))
-        .unwrap();
-    }
 }
 
 #[test]

@@ -8,12 +8,11 @@
 //! `--ignored` after `cargo build --release --bins` (set TENGE_BIN_DIR if the binaries are
 //! not in <workspace>/target/release).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tenge_examples::frame::{self, Flow};
 use tenge_testbed::{Guest, GuestConfig, Nic, NicModel};
 use tenge_tests::{
-    bin, check_wire, dgram_nic, run_ok, scratch_dir, size_for, tail, wait_ok, DgramPeer,
+    bin, check_wire, dgram_nic, inject_after_ready, run_ok, scratch_dir, tail, wait_ok, DgramPeer,
 };
 
 const SRC: &str = tenge_tests::TEST_SRC;
@@ -162,36 +161,6 @@ fn virtio_packed_tx_wire_holds_exactly_the_frames_sent_in_order() {
     check_wire(&pcap64, 20000, 64);
     check_wire(&pcap1514, 2000, 1514);
     assert!(peer0.received() > 0 && peer1.received() > 0);
-}
-
-/// Sends `count` frames into the guest NIC once the guest prints READY, paced at `pps`
-/// (as tests/tests/e1000e.rs does).
-fn inject_after_ready(
-    guest: &mut tenge_testbed::RunningGuest,
-    peer: &DgramPeer,
-    count: u64,
-    min: usize,
-    max: usize,
-    pps: u64,
-) {
-    let line = guest
-        .wait_for_line(|l| {
-            l.contains("READY") || l.contains("TENGE-GUEST-EXIT") || l.contains("E2E-FAIL")
-        })
-        .expect("guest output");
-    assert!(line.contains("READY"), "guest never said READY: {line}");
-    let start = Instant::now();
-    for seq in 0..count {
-        while start.elapsed().as_secs_f64() * (pps as f64) < seq as f64 {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        peer.send(&frame::build(
-            &Flow::default(),
-            size_for(seq, min, max),
-            seq,
-        ))
-        .unwrap();
-    }
 }
 
 /// Frames of every size from 60 to 1514 bytes injected from the host over `-netdev dgram`
