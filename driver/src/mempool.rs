@@ -828,34 +828,22 @@ impl BufRing {
         }
     }
 
-    #[inline(always)]
-    fn slot(&mut self, idx: u32) -> &mut Option<PacketBuf> {
-        let i = (idx & self.mask) as usize;
-        debug_assert!(i < self.slots.len());
-        // SAFETY: `slots` has exactly mask + 1 entries (built so in `new`, never resized),
-        // and i <= mask.
-        unsafe { self.slots.get_unchecked_mut(i) }
-    }
-
     /// Whether slot `idx` holds a buffer.
     #[inline(always)]
     pub fn is_occupied(&mut self, idx: u32) -> bool {
-        self.slot(idx).is_some()
+        self.view().is_occupied(idx)
     }
 
-    /// Parks `b` in slot `idx`, which the engine knows is empty: no drop check of the old
-    /// value on the data path (a broken invariant would leak a buffer, never free one twice).
+    /// Parks `b` in slot `idx`, which the engine knows is empty (see [`BufSlots::put`]).
     #[inline(always)]
     pub fn put(&mut self, idx: u32, b: PacketBuf) {
-        let old = self.slot(idx).replace(b);
-        debug_assert!(old.is_none(), "slot still holds a buffer");
-        std::mem::forget(old);
+        self.view().put(idx, b)
     }
 
     /// Takes the buffer in slot `idx`, if any.
     #[inline(always)]
     pub fn take(&mut self, idx: u32) -> Option<PacketBuf> {
-        self.slot(idx).take()
+        self.view().take(idx)
     }
 
     /// Every slot, for releasing all buffers.
@@ -928,7 +916,8 @@ impl BufSlots<'_> {
         self.slots.get(i)?.as_ref()
     }
 
-    /// [`BufRing::put`].
+    /// Parks `b` in slot `idx`, which the engine knows is empty: no drop check of the old
+    /// value on the data path (a broken invariant would leak a buffer, never free one twice).
     #[inline(always)]
     pub fn put(&mut self, idx: u32, b: PacketBuf) {
         let old = self.slot(idx).replace(b);
