@@ -925,7 +925,7 @@ impl BufSlots<'_> {
         std::mem::forget(old);
     }
 
-    /// [`BufRing::take`].
+    /// Takes the buffer in slot `idx`, if any.
     #[inline(always)]
     pub fn take(&mut self, idx: u32) -> Option<PacketBuf> {
         self.slot(idx).take()
