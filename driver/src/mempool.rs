@@ -155,6 +155,7 @@ impl Mempool {
                     data_off: cfg.headroom as u16,
                     len: 0,
                     meta: PacketMeta::default(),
+                    next: None,
                 })
             })
             .collect();
@@ -263,7 +264,13 @@ struct BufHdr {
     data_off: u16,
     len: u16,
     meta: PacketMeta,
+    /// The next segment of a packet that spans several buffers (a received frame larger
+    /// than one buffer). Owned: a buffer in a free list or a cache always has `None` here.
+    next: Option<PacketBuf>,
 }
+
+// A header stays one cache line: the data path reads and writes it once per packet.
+const _: () = assert!(std::mem::size_of::<BufHdr>() == 64);
 
 // SAFETY: a PacketBuf exclusively owns its slot; the core it points to is Sync and outlives
 // it (PoolOwner leaks the core rather than free it under a live buffer).
@@ -430,6 +437,64 @@ impl PacketBuf {
         h.meta = PacketMeta::default();
     }
 
+    /// The next segment, for a packet that spans several buffers.
+    #[inline(always)]
+    pub fn next(&self) -> Option<&PacketBuf> {
+        self.h().next.as_ref()
+    }
+
+    /// The next segment, writable.
+    #[inline(always)]
+    pub fn next_mut(&mut self) -> Option<&mut PacketBuf> {
+        self.hm().next.as_mut()
+    }
+
+    /// Whether the packet spans more than this buffer.
+    #[inline(always)]
+    pub fn is_chained(&self) -> bool {
+        self.h().next.is_some()
+    }
+
+    /// Detaches and returns the rest of the chain.
+    pub fn take_next(&mut self) -> Option<PacketBuf> {
+        self.hm().next.take()
+    }
+
+    /// Makes `next` the next segment; returns the one it replaces.
+    pub fn set_next(&mut self, next: Option<PacketBuf>) -> Option<PacketBuf> {
+        std::mem::replace(&mut self.hm().next, next)
+    }
+
+    /// The buffers of the packet, this one first.
+    pub fn segments(&self) -> Segments<'_> {
+        Segments { next: Some(self) }
+    }
+
+    /// Buffers the packet spans.
+    pub fn nb_segs(&self) -> usize {
+        self.segments().count()
+    }
+
+    /// Bytes of the whole packet, over every segment.
+    pub fn pkt_len(&self) -> usize {
+        self.segments().map(PacketBuf::len).sum()
+    }
+
+    /// Appends the whole packet's bytes, every segment in order, to `out`.
+    pub fn append_to(&self, out: &mut Vec<u8>) {
+        for s in self.segments() {
+            out.extend_from_slice(s.data());
+        }
+    }
+
+    /// The headroom's bytes: what lies in front of the data (a device may have written a
+    /// header there, as virtio-net does).
+    #[inline(always)]
+    pub fn headroom_bytes(&self) -> &[u8] {
+        // SAFETY: [0, data_off) lies in this buffer's slot (data_off <= end), owned by `self`.
+        unsafe { core::slice::from_raw_parts(self.h().base.as_ptr(), self.h().data_off as usize) }
+    }
+
     /// Whether `self` belongs to `pool`.
     pub fn is_from(&self, pool: &Mempool) -> bool {
         self.h().core == pool.owner.core
@@ -443,6 +508,13 @@ impl PacketBuf {
 
 impl Drop for PacketBuf {
     fn drop(&mut self) {
+        // The rest of a chain, freed segment by segment after this one (a loop, not a
+        // recursion as deep as the chain).
+        let mut rest = self.hm().next.take();
+        while let Some(mut seg) = rest {
+            rest = seg.hm().next.take();
+            drop(seg);
+        }
         let core = self.core();
         // The free list holds every index at most once, so it cannot be full here.
         let _ = core.free.push(self.h().idx);
@@ -458,6 +530,21 @@ impl std::fmt::Debug for PacketBuf {
             .field("len", &self.h().len)
             .field("data_off", &self.h().data_off)
             .finish()
+    }
+}
+
+/// The segments of a packet: see [`PacketBuf::segments`].
+pub struct Segments<'a> {
+    next: Option<&'a PacketBuf>,
+}
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a PacketBuf;
+
+    fn next(&mut self) -> Option<&'a PacketBuf> {
+        let cur = self.next?;
+        self.next = cur.next();
+        Some(cur)
     }
 }
 
@@ -635,7 +722,8 @@ impl MempoolCache {
             let stack = &mut *self.stack;
             for slot in run.iter_mut() {
                 if let Some(b) = slot.take() {
-                    if b.h().core != core {
+                    // The core and the link share the header's cache line.
+                    if b.h().core != core || b.h().next.is_some() {
                         drop_foreign(b);
                         foreign += 1;
                     } else {
@@ -659,8 +747,8 @@ impl MempoolCache {
     /// Returns a buffer. A buffer of another pool goes back to its own pool.
     #[inline(always)]
     pub fn free(&mut self, buf: PacketBuf) {
-        if buf.h().core != self.core {
-            drop(buf);
+        if buf.h().core != self.core || buf.h().next.is_some() {
+            self.free_slow(buf);
             return;
         }
         if self.len >= self.size {
@@ -675,7 +763,27 @@ impl MempoolCache {
     }
 }
 
-/// A buffer of another pool, freed into a cache: back to its own pool.
+impl MempoolCache {
+    /// A buffer of another pool (back to its own pool), or a chain (segment by segment).
+    #[cold]
+    #[inline(never)]
+    fn free_slow(&mut self, mut buf: PacketBuf) {
+        if buf.h().core != self.core {
+            drop(buf);
+            return;
+        }
+        loop {
+            let next = buf.hm().next.take();
+            self.free(buf);
+            match next {
+                Some(n) => buf = n,
+                None => return,
+            }
+        }
+    }
+}
+
+/// A buffer of another pool, or a chain, freed into a cache: back to its pool.
 #[cold]
 #[inline(never)]
 fn drop_foreign(b: PacketBuf) {
@@ -770,7 +878,7 @@ impl FreeBulk<'_> {
     /// Returns a buffer, as [`MempoolCache::free`] does.
     #[inline(always)]
     pub fn free(&mut self, buf: PacketBuf) {
-        if buf.h().core != self.core {
+        if buf.h().core != self.core || buf.h().next.is_some() {
             drop(buf);
             return;
         }
@@ -1019,6 +1127,63 @@ mod tests {
         assert!((14u32..27).all(|i| slots.take(i).is_none()));
         drop(cache);
         assert_eq!(pool.free_count(), 64);
+    }
+
+    /// A chain of `n` buffers holding `seg` bytes each, from `cache`.
+    fn chain(cache: &mut MempoolCache, n: usize, seg: usize) -> PacketBuf {
+        let mut bufs: Vec<PacketBuf> = (0..n)
+            .map(|i| {
+                let mut b = cache.alloc().unwrap();
+                assert!(b.copy_from(&vec![i as u8; seg]));
+                b
+            })
+            .collect();
+        let mut head = bufs.pop().unwrap();
+        while let Some(mut b) = bufs.pop() {
+            b.set_next(Some(head));
+            head = b;
+        }
+        head
+    }
+
+    #[test]
+    fn chains_carry_their_bytes_and_every_segment_goes_home() {
+        let pool = host_pool(16).unwrap();
+        let mut cache = pool.cache(8);
+        let c = chain(&mut cache, 3, 100);
+        assert!(c.is_chained());
+        assert_eq!((c.nb_segs(), c.pkt_len(), c.len()), (3, 300, 100));
+        let mut bytes = Vec::new();
+        c.append_to(&mut bytes);
+        assert_eq!(&bytes[..], &[[0u8; 100], [1; 100], [2; 100]].concat()[..]);
+        // Freed into a cache: three buffers, each unlinked (a fresh one has no next).
+        cache.free(c);
+        assert_eq!(cache.len() + pool.free_count(), 16);
+        let all: Vec<PacketBuf> = (0..16).map(|_| cache.alloc().unwrap()).collect();
+        assert!(all.iter().all(|b| !b.is_chained()));
+        drop(all);
+        drop(cache);
+        // Dropped: every segment back in the shared list.
+        let pool = host_pool(16).unwrap();
+        let mut cache = pool.cache(8);
+        let c = chain(&mut cache, 5, 10);
+        drop(cache);
+        assert_eq!(pool.free_count(), 11);
+        drop(c);
+        assert_eq!(pool.free_count(), 16);
+    }
+
+    #[test]
+    fn free_slots_returns_chains_whole() {
+        let pool = host_pool(16).unwrap();
+        let mut cache = pool.cache(8);
+        let mut ring = BufRing::new(4);
+        let c = chain(&mut cache, 4, 10);
+        ring.put(1, c);
+        let mut slots = ring.view();
+        assert_eq!(cache.free_slots(&mut slots, 0, 4), 1);
+        drop(cache);
+        assert_eq!(pool.free_count(), 16);
     }
 
     #[test]
