@@ -247,6 +247,7 @@ impl RxView for E1000eRxView<'_> {
             eop: status_error & RXD_STAT_EOP != 0,
             error: status_error & RXD_ERR_FRAME != 0,
             whole,
+            bufs: 0,
             flags,
         }
     }
@@ -338,17 +339,23 @@ mod tests {
         );
         regs.clear();
         let mut out = PacketBatch::new(32);
-        assert_eq!(rxq.rx_burst(&mut cache, &mut out), 2);
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), 3);
         let a = out.pop().unwrap();
         assert_eq!(a.data(), &[0xaa; 60][..]);
         assert_eq!(a.meta().flags, PacketMeta::RX_IP_CSUM_GOOD);
+        // The two-buffer frame: one packet, a chain of both buffers.
+        let c = out.pop().unwrap();
+        assert_eq!((c.nb_segs(), c.pkt_len()), (2, 200));
+        let mut bytes = Vec::new();
+        c.append_to(&mut bytes);
+        assert_eq!(bytes, [0xdd; 200]);
         let b = out.pop().unwrap();
         assert_eq!(b.len(), 1514);
         assert_eq!(b.meta().flags, PacketMeta::RX_L4_CSUM_BAD);
         let s = *rxq.stats();
         assert_eq!(
-            (s.packets, s.bad_len, s.errors, s.multi_buffer),
-            (2, 1, 1, 1)
+            (s.packets, s.bad_len, s.errors, s.multi_buffer, s.chains),
+            (3, 1, 1, 0, 1)
         );
         // Six consumed, six refilled, one tail write that keeps one slot empty.
         assert_eq!(regs.writes(), vec![(regs::RDT, 5)]);
@@ -473,6 +480,14 @@ mod tests {
         );
         let mut batch = PacketBatch::new(32);
         batch.push(cache.alloc().unwrap()).unwrap(); // empty: unsendable
+                                                     // A chain of two buffers: TX takes single buffers only, so it is dropped (both
+                                                     // buffers back to the pool), never sent as its first segment alone.
+        let mut head = cache.alloc().unwrap();
+        head.set_len(64);
+        let mut tail = cache.alloc().unwrap();
+        tail.set_len(64);
+        head.set_next(Some(tail));
+        batch.push(head).unwrap();
         for _ in 0..10 {
             let mut b = cache.alloc().unwrap();
             b.set_len(64);
@@ -485,7 +500,11 @@ mod tests {
         );
         assert_eq!(batch.len(), 3, "the caller keeps what did not fit");
         let s = *txq.stats();
-        assert_eq!((s.bad_packet, s.ring_full, s.doorbells), (1, 1, 1));
+        assert_eq!((s.bad_packet, s.ring_full, s.doorbells), (2, 1, 1));
+        drop(batch);
+        txq.release(&mut cache);
+        drop(cache);
+        assert_eq!(pool.free_count(), 64, "no buffer lost");
     }
 
     /// A model of QEMU's e1000e rings over the same memory: transmits descriptors from its

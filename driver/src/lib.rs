@@ -19,6 +19,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod csum;
 pub mod dma;
 pub mod e1000e;
 pub mod error;

@@ -43,6 +43,19 @@ pub struct PortConfig {
     /// packet's `meta().flags` says good or bad. Off by default, as in DPDK: offloads are
     /// what the application asks for (QEMU checks every frame in software when it is on).
     pub rx_checksum: bool,
+    /// LRO: the device may hand over several TCP segments of one flow coalesced into one
+    /// frame (a chain; `meta().flags` has `RX_LRO`, `meta().mss` the segment size). On
+    /// virtio-net, GUEST_TSO4/6 (with GUEST_CSUM). Off by default: like every offload,
+    /// what the application asks for.
+    pub lro: bool,
+    /// TX checksum offload accepted from the device (virtio-net: CSUM).
+    pub tx_checksum: bool,
+    /// TCP segmentation offload accepted from the device (virtio-net: HOST_TSO4/6, with
+    /// CSUM).
+    pub tso: bool,
+    /// Bytes of packet data in each buffer: a frame received into smaller buffers arrives
+    /// as a chain of them (virtio-net's mergeable buffers).
+    pub buf_size: u32,
     /// Hugepage use for rings and buffers.
     pub hugepages: HugepagePolicy,
     /// How long to wait for link up before giving up (the port still opens, link down).
@@ -60,6 +73,10 @@ impl Default for PortConfig {
             rx_free_thresh: 32,
             promisc: true,
             rx_checksum: false,
+            lro: false,
+            tx_checksum: false,
+            tso: false,
+            buf_size: 2048,
             hugepages: HugepagePolicy::Prefer,
             link_timeout: Duration::from_secs(3),
         }
@@ -76,6 +93,12 @@ impl PortConfig {
                     "{name} = {n}: use a power of two from 8 to 4096"
                 )));
             }
+        }
+        if !(256..=u16::MAX as u32).contains(&self.buf_size) {
+            return Err(Error::Config(format!(
+                "buf_size = {}: use 256 to 65535 bytes",
+                self.buf_size
+            )));
         }
         if self.mempool_buffers < 2 {
             return Err(Error::Config("mempool_buffers must be at least 2".into()));
@@ -125,6 +148,25 @@ struct E1000ePort {
     _rings: Arc<DmaRegion>,
 }
 
+/// The virtio-net offload features `cfg` asks for.
+fn virtio_offloads(cfg: &PortConfig) -> u64 {
+    use tenge_firmware_iface::virtio as vf;
+    let mut f = 0;
+    if cfg.rx_checksum || cfg.lro {
+        f |= vf::VIRTIO_NET_F_GUEST_CSUM;
+    }
+    if cfg.lro {
+        f |= vf::VIRTIO_NET_F_GUEST_TSO4 | vf::VIRTIO_NET_F_GUEST_TSO6;
+    }
+    if cfg.tx_checksum || cfg.tso {
+        f |= vf::VIRTIO_NET_F_CSUM;
+    }
+    if cfg.tso {
+        f |= vf::VIRTIO_NET_F_HOST_TSO4 | vf::VIRTIO_NET_F_HOST_TSO6;
+    }
+    f
+}
+
 /// A virtio port's counters: the engine's, less the 12-byte header it counted in each
 /// frame sent; virtio-net has no statistics registers.
 fn virtio_stats(rx: RxStats, mut tx: TxStats) -> PortStats {
@@ -169,16 +211,12 @@ impl Port {
                 rx_free_thresh: cfg.rx_free_thresh,
                 tx_rs_interval: cfg.tx_rs_interval,
                 hugepages: cfg.hugepages,
+                offloads: virtio_offloads(cfg),
             },
         )?;
-        if cfg.rx_checksum {
-            log::warn!(
-                "{}: RX checksum offload is not negotiated on virtio-net yet; packets carry no checksum flags",
-                dev.addr()
-            );
-        }
         let pool_cfg = MempoolConfig {
             buffers: cfg.mempool_buffers,
+            data_room: cfg.buf_size,
             hugepages: cfg.hugepages,
             ..MempoolConfig::default()
         };
@@ -234,11 +272,21 @@ impl Port {
             mapper.clone(),
             &MempoolConfig {
                 buffers: cfg.mempool_buffers,
+                data_room: cfg.buf_size,
                 hugepages: cfg.hugepages,
                 ..MempoolConfig::default()
             },
         )?;
         let mut cache = pool.cache(cfg.cache_size);
+        for (asked, what) in [
+            (cfg.lro, "LRO"),
+            (cfg.tx_checksum, "TX checksum offload"),
+            (cfg.tso, "TSO"),
+        ] {
+            if asked {
+                log::warn!("{addr}: {what} is not implemented on e1000e yet; it stays off");
+            }
+        }
 
         fw::configure_tx(
             &*regs,

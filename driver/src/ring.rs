@@ -183,8 +183,12 @@ pub struct RxCompletion {
     pub eop: bool,
     /// The device flagged the frame as bad (CRC, symbol, length errors).
     pub error: bool,
-    /// `eop && !error`, which a device can test in one go: the fast path's test.
+    /// `eop && !error`, which a device can test in one go, and nothing left for
+    /// [`RxView::finish`] to do: the fast path's test.
     pub whole: bool,
+    /// Buffers the frame spans, when its first buffer says so (virtio's `num_buffers`);
+    /// 0 when its last buffer says so (`eop`, as e1000e does).
+    pub bufs: u32,
     /// `PacketMeta::RX_*` checksum results.
     pub flags: u32,
 }
@@ -232,6 +236,28 @@ pub trait RxView: Copy {
     fn slot_in_range(&self, _slot: u32) -> bool {
         true
     }
+    /// Whether a completion is only known once [`RxView::inspect`] has read what the device
+    /// wrote into the buffer itself (virtio's header). A device that writes everything into
+    /// its descriptors keeps `false`, and the engine never calls `inspect`.
+    const INSPECT: bool = false;
+    /// Completes `c`, the completion of a frame's first buffer, from what the device wrote
+    /// into `buf` (virtio's `num_buffers` and checksum flags): clears `whole` when the frame
+    /// spans several buffers or needs [`RxView::finish`].
+    #[inline(always)]
+    fn inspect(&self, _c: &mut RxCompletion, _buf: &PacketBuf) {}
+    /// Sets the data of `buf`, a buffer that continues a frame (not its first), from its
+    /// completion; false if it does not fit.
+    #[inline(always)]
+    fn continuation(&self, c: &RxCompletion, buf: &mut PacketBuf) -> bool {
+        buf.set_len(c.len as usize)
+    }
+    /// Finishes a frame the fast path did not deliver (a chain, or a frame `inspect` marked):
+    /// virtio completes a partial checksum and records a coalesced segment's size. False:
+    /// the device described the frame inconsistently (dropped, counted as an error).
+    #[inline(always)]
+    fn finish(&self, _pkt: &mut PacketBuf) -> bool {
+        true
+    }
 }
 
 /// Per-device TX descriptor operations.
@@ -273,12 +299,16 @@ pub struct RxStats {
     pub no_buf: u64,
     /// Frames dropped because the device reported a length beyond the buffer.
     pub bad_len: u64,
-    /// Frames dropped because the device flagged a receive error.
+    /// Frames dropped because the device flagged a receive error or described the frame
+    /// inconsistently.
     pub errors: u64,
-    /// Completions naming a buffer that was not posted (dropped).
+    /// Completions naming a buffer that was not posted (dropped, and with it a frame it was
+    /// part of).
     pub bad_slot: u64,
-    /// Frames dropped because they spanned several buffers (no chain support configured).
+    /// Frames dropped because they spanned more buffers than the queue assembles.
     pub multi_buffer: u64,
+    /// Frames delivered as chains of several buffers (counted in `packets` too).
+    pub chains: u64,
     /// Doorbell (tail) writes.
     pub doorbells: u64,
 }
@@ -292,8 +322,8 @@ pub struct TxStats {
     pub bytes: u64,
     /// Bursts cut short because the ring was full (the caller keeps the rest).
     pub ring_full: u64,
-    /// Frames refused because they cannot be sent (empty, or longer than the device takes);
-    /// they are dropped.
+    /// Frames refused because they cannot be sent (empty, longer than the device takes, or
+    /// chains of several buffers, which TX does not take yet); they are dropped.
     pub bad_packet: u64,
     /// Doorbell (tail) writes.
     pub doorbells: u64,
@@ -301,38 +331,195 @@ pub struct TxStats {
     pub completed: u64,
 }
 
-/// A completion the fast path did not deliver: counts why and drops its buffer (`None`:
-/// the completion names a buffer that was not posted). Returns whether the rest of the
-/// frame is to be discarded.
-#[cold]
-#[inline(never)]
-fn rx_drop(
-    stats: &mut RxStats,
-    eop: bool,
-    error: bool,
-    buf: Option<PacketBuf>,
-    cache: &mut MempoolCache,
-    discarding: bool,
-) -> bool {
-    let Some(buf) = buf else {
-        stats.bad_slot += 1;
-        return discarding;
-    };
-    cache.free(buf);
-    if discarding || !eop {
-        // Frames spanning buffers are not assembled (no chain support yet): drop every
-        // buffer of the frame, counted once, at its last buffer.
-        if eop {
-            stats.multi_buffer += 1;
+/// `Assembly::left` when the frame's last buffer says it is the last (`eop`).
+const UNTIL_EOP: u32 = u32::MAX;
+
+/// Most buffers one received frame may span by default: a 64 KiB coalesced segment in
+/// 2 KiB buffers takes 33.
+pub const DEFAULT_MAX_SEGS: usize = 64;
+
+/// What the slow path is doing between completions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AsmState {
+    /// The next completion starts a frame.
+    Idle,
+    /// Collecting the buffers of a frame into `segs`.
+    Collecting,
+    /// Dropping the rest of a frame whose first buffers were dropped.
+    Discarding,
+}
+
+/// The RX slow path: every completion the fast runs do not deliver, and frames that span
+/// several buffers, assembled into chains. Lives across bursts (a frame may straddle two).
+struct Assembly {
+    state: AsmState,
+    /// The frame's buffers so far, first first (capacity `max_segs`, never grown).
+    segs: Vec<PacketBuf>,
+    /// Buffers of the frame still to come, or [`UNTIL_EOP`].
+    left: u32,
+    max_segs: usize,
+}
+
+impl Assembly {
+    fn new(max_segs: usize) -> Self {
+        let max_segs = max_segs.max(1);
+        Assembly {
+            state: AsmState::Idle,
+            segs: Vec::with_capacity(max_segs),
+            left: UNTIL_EOP,
+            max_segs,
         }
-        !eop
-    } else {
-        if error {
-            stats.errors += 1;
+    }
+
+    /// Whether the completion `c`, which continues a frame, is its last buffer.
+    fn last(&mut self, c: &RxCompletion) -> bool {
+        if self.left == UNTIL_EOP {
+            c.eop
         } else {
-            stats.bad_len += 1;
+            self.left = self.left.saturating_sub(1);
+            self.left == 0
         }
-        false
+    }
+
+    /// Drops the frame in progress; `last`: the current completion ended it.
+    fn drop_frame(&mut self, cache: &mut MempoolCache, last: bool) {
+        for s in self.segs.drain(..) {
+            cache.free(s);
+        }
+        self.state = if last {
+            AsmState::Idle
+        } else {
+            AsmState::Discarding
+        };
+    }
+
+    /// Buffers still to come after a first buffer whose completion is `c`.
+    fn rest_of(c: &RxCompletion) -> u32 {
+        if c.bufs == 0 {
+            UNTIL_EOP
+        } else {
+            c.bufs - 1
+        }
+    }
+
+    /// Takes one completion and the buffer it names (`None`: not a posted buffer); returns
+    /// a frame when this completed one. Every frame dropped is counted under one reason.
+    #[inline(never)]
+    fn step<V: RxView>(
+        &mut self,
+        view: V,
+        mut c: RxCompletion,
+        buf: Option<PacketBuf>,
+        stats: &mut RxStats,
+        cache: &mut MempoolCache,
+    ) -> Option<PacketBuf> {
+        match self.state {
+            AsmState::Idle => {
+                // The first buffer of a frame.
+                let Some(mut buf) = buf else {
+                    stats.bad_slot += 1;
+                    return None;
+                };
+                if V::INSPECT {
+                    view.inspect(&mut c, &buf);
+                }
+                let single = c.eop && c.bufs <= 1;
+                let dropped = if c.error {
+                    Some(&mut stats.errors)
+                } else if c.len == 0 || !buf.set_len(c.len as usize) {
+                    Some(&mut stats.bad_len)
+                } else if !single && self.max_segs == 1 {
+                    Some(&mut stats.multi_buffer)
+                } else {
+                    None
+                };
+                if let Some(counter) = dropped {
+                    *counter += 1;
+                    cache.free(buf);
+                    if !single {
+                        self.left = Self::rest_of(&c);
+                        self.state = AsmState::Discarding;
+                    }
+                    return None;
+                }
+                buf.meta_mut().flags = c.flags;
+                if single {
+                    return self.finish(view, buf, stats);
+                }
+                self.left = Self::rest_of(&c);
+                self.segs.push(buf);
+                self.state = AsmState::Collecting;
+                None
+            }
+            AsmState::Collecting => {
+                let last = self.last(&c);
+                let Some(mut buf) = buf else {
+                    stats.bad_slot += 1;
+                    self.drop_frame(cache, last);
+                    return None;
+                };
+                let dropped = if c.error {
+                    Some(&mut stats.errors)
+                } else if !view.continuation(&c, &mut buf) {
+                    Some(&mut stats.bad_len)
+                } else if self.segs.len() == self.max_segs {
+                    Some(&mut stats.multi_buffer)
+                } else {
+                    None
+                };
+                if let Some(counter) = dropped {
+                    *counter += 1;
+                    cache.free(buf);
+                    self.drop_frame(cache, last);
+                    return None;
+                }
+                self.segs.push(buf);
+                if !last {
+                    return None;
+                }
+                // Linked back to front: each segment takes the rest as its next.
+                let mut rest = None;
+                while let Some(mut seg) = self.segs.pop() {
+                    seg.set_next(rest);
+                    rest = Some(seg);
+                }
+                self.state = AsmState::Idle;
+                let head = rest?;
+                stats.chains += 1;
+                self.finish(view, head, stats)
+            }
+            AsmState::Discarding => {
+                if self.last(&c) {
+                    self.state = AsmState::Idle;
+                }
+                match buf {
+                    Some(b) => cache.free(b),
+                    None => stats.bad_slot += 1,
+                }
+                None
+            }
+        }
+    }
+
+    /// A whole frame, finished by the device's ops; dropped if they refuse it.
+    fn finish<V: RxView>(
+        &mut self,
+        view: V,
+        mut pkt: PacketBuf,
+        stats: &mut RxStats,
+    ) -> Option<PacketBuf> {
+        if view.finish(&mut pkt) {
+            Some(pkt)
+        } else {
+            stats.errors += 1;
+            // Dropped here: its segments go back to the pool.
+            None
+        }
+    }
+
+    /// Returns the frame in progress to `cache`.
+    fn release(&mut self, cache: &mut MempoolCache) {
+        self.drop_frame(cache, true);
     }
 }
 
@@ -368,6 +555,14 @@ fn rx_run<V: RxView>(
         let Some(mut buf) = s.take() else {
             break;
         };
+        let mut c = c;
+        if V::INSPECT {
+            view.inspect(&mut c, &buf);
+            if !c.whole {
+                put(s, buf);
+                break;
+            }
+        }
         if !buf.set_len(c.len as usize) {
             put(s, buf);
             break;
@@ -414,9 +609,9 @@ fn tx_run<V: TxView>(
         let Some(pkt) = s.take() else {
             break;
         };
+        // Empty, too long, or a chain (not sent yet): the caller drops it.
         let len = pkt.len();
-        if len.wrapping_sub(1) >= max_frame {
-            // Empty or too long: the caller drops it.
+        if len.wrapping_sub(1) >= max_frame || pkt.is_chained() {
             bad = Some(pkt);
             break;
         }
@@ -451,8 +646,8 @@ pub struct RxQueue<D: RxDescOps> {
     cidx: u32,
     /// Next index to refill.
     pidx: u32,
-    /// Discarding the rest of a frame whose first buffer was dropped.
-    discarding: bool,
+    /// The slow path's frame in progress.
+    asm: Assembly,
     /// Refill (and write the tail) once this many descriptors are free.
     free_thresh: u32,
     stats: RxStats,
@@ -472,7 +667,7 @@ impl<D: RxDescOps> RxQueue<D> {
             mask: n - 1,
             cidx: 0,
             pidx: 0,
-            discarding: false,
+            asm: Assembly::new(DEFAULT_MAX_SEGS),
             free_thresh,
             stats: RxStats::default(),
         }
@@ -545,20 +740,10 @@ impl<D: RxDescOps> RxQueue<D> {
         if ready > 0 {
             fence(Ordering::Acquire);
             let mut slots = self.bufs.view_sized(self.ops.entries());
-            let mut discarding = self.discarding;
             let end = cidx.wrapping_add(ready);
             let mask = self.mask;
             'burst: while cidx != end {
-                // What the fast runs could not deliver, for the slow path.
-                let pending;
-                if discarding {
-                    let slot = view.completion(cidx).slot;
-                    pending = if view.slot_in_range(slot) {
-                        slots.take(slot)
-                    } else {
-                        None
-                    };
-                } else {
+                if self.asm.state == AsmState::Idle {
                     // The common case: runs of completions, each of the buffer posted at its
                     // own index, a whole good frame that fits, out of line with no call.
                     loop {
@@ -578,39 +763,27 @@ impl<D: RxDescOps> RxQueue<D> {
                             break;
                         }
                     }
-                    // The same checks for a completion of any posted buffer (a device may
-                    // complete out of order). A slot the device names outside the ring would
-                    // alias another slot once masked: it is a bad slot, never a buffer.
-                    let c = view.completion(cidx);
-                    let posted = if view.slot_in_range(c.slot) {
-                        slots.take(c.slot)
-                    } else {
-                        None
-                    };
-                    match posted {
-                        Some(mut buf) if c.whole && c.len as usize <= buf.capacity() => {
-                            let fits = buf.set_len(c.len as usize);
-                            debug_assert!(fits);
-                            buf.meta_mut().flags = c.flags;
-                            bytes += c.len as u64;
-                            // At most `room` frames are taken, so there is a place for each.
-                            if let Some(d) = dst.get_mut(got) {
-                                put(d, buf);
-                                got += 1;
-                            }
-                            cidx = cidx.wrapping_add(1);
-                            continue 'burst;
-                        }
-                        other => pending = other,
+                }
+                // The slow path, one completion: a buffer posted anywhere (a device may
+                // complete out of order), a frame over several buffers, a drop. A slot the
+                // device names outside the ring would alias another slot once masked: it is
+                // a bad slot, never a buffer.
+                let c = view.completion(cidx);
+                let posted = if view.slot_in_range(c.slot) {
+                    slots.take(c.slot)
+                } else {
+                    None
+                };
+                if let Some(pkt) = self.asm.step(view, c, posted, &mut self.stats, cache) {
+                    bytes += pkt.pkt_len() as u64;
+                    // At most `room` completions are taken, so there is a place for each frame.
+                    if let Some(d) = dst.get_mut(got) {
+                        put(d, pkt);
+                        got += 1;
                     }
                 }
-                // The completion decoded again, off the fast path (the device leaves a done
-                // descriptor alone until it is refilled).
-                let c = view.completion(cidx);
-                discarding = rx_drop(&mut self.stats, c.eop, c.error, pending, cache, discarding);
                 cidx = cidx.wrapping_add(1);
             }
-            self.discarding = discarding;
             self.cidx = cidx;
             out.commit_back(got);
         }
@@ -625,13 +798,21 @@ impl<D: RxDescOps> RxQueue<D> {
         got
     }
 
-    /// Returns every posted buffer to `cache` (after the device's receiver is off).
+    /// Most buffers one frame may span (at least 1: frames over several buffers dropped
+    /// as `multi_buffer`); [`DEFAULT_MAX_SEGS`] unless set.
+    pub fn set_max_segs(&mut self, max_segs: usize) {
+        self.asm = Assembly::new(max_segs);
+    }
+
+    /// Returns every posted buffer, and a frame half assembled, to `cache` (after the
+    /// device's receiver is off).
     pub fn release(&mut self, cache: &mut MempoolCache) {
         for b in self.bufs.iter_mut() {
             if let Some(b) = b.take() {
                 cache.free(b);
             }
         }
+        self.asm.release(cache);
         self.cidx = self.pidx;
     }
 }
@@ -799,8 +980,8 @@ impl<D: TxDescOps> TxQueue<D> {
                     continue;
                 };
                 let len = pkt.len();
-                if len.wrapping_sub(1) >= max_frame {
-                    // Empty or too long: dropped below, rather than hand the device a bad
+                if len.wrapping_sub(1) >= max_frame || pkt.is_chained() {
+                    // Empty, too long or a chain: dropped below, rather than hand the device a bad
                     // descriptor.
                     put(slot, pkt);
                     break slot;

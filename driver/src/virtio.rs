@@ -40,17 +40,24 @@ use tenge_descriptors::virtio::{
     used_ring_offset, vring_need_event, VirtqDesc, VirtqUsedElem, AVAIL_IDX_OFFSET,
     USED_IDX_OFFSET, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
 };
-use tenge_descriptors::virtio_net::VIRTIO_NET_HDR_LEN;
+use tenge_descriptors::virtio_net::{
+    VirtioNetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
+    VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    VIRTIO_NET_HDR_LEN,
+};
 use tenge_firmware_iface::virtio::{
     self as fw, FeatureNames, QueueConfig, QueueLayout, VirtioPciCaps, VirtioRegion,
     VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1,
-    VIRTIO_NET_F_MAC, VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_STATUS,
 };
 use tenge_firmware_iface::{NarrowMmio, StdDelay};
+use zerocopy::FromBytes;
 
 use crate::dma::{DescRing, DmaMapper, DmaRegion, RingView};
 use crate::error::{Error, VfioError};
-use crate::mempool::{MempoolCache, PacketBuf};
+use crate::mempool::{MempoolCache, PacketBuf, PacketMeta};
 use crate::mmio::{Bar, BarWindow};
 use crate::pci::PciAddress;
 use crate::ring::{
@@ -70,16 +77,56 @@ pub const MAX_FRAME: usize = 1514;
 /// Bytes of `virtio_net_hdr` before every frame (VERSION_1, §5.1.6).
 pub const HDR_LEN: usize = VIRTIO_NET_HDR_LEN;
 
-/// What this data path asks for: a modern device behind the IOMMU, its MAC and link status,
+/// What this data path always asks for: a modern device behind the IOMMU, its MAC and link
+/// status, mergeable RX buffers (a frame larger than one buffer arrives as a chain),
 /// event-index notification suppression, and packed rings when offered (split otherwise;
-/// see `virtio_packed.rs`). No MRG_RXBUF (one buffer per frame), no control queue, no
-/// offloads.
+/// see `virtio_packed.rs`). Offloads are accepted only when the application asks
+/// ([`OFFLOAD_FEATURES`]).
 pub const DRIVER_FEATURES: u64 = VIRTIO_F_VERSION_1
     | VIRTIO_F_ACCESS_PLATFORM
     | VIRTIO_NET_F_MAC
     | VIRTIO_NET_F_STATUS
+    | VIRTIO_NET_F_MRG_RXBUF
     | VIRTIO_F_EVENT_IDX
     | VIRTIO_F_RING_PACKED;
+
+/// The offload features tenge can accept (an application asks for them through
+/// `PortConfig`): RX checksum (GUEST_CSUM), RX coalesced TCP segments (GUEST_TSO4/6, which
+/// need GUEST_CSUM and, with tenge's 2 KiB buffers, MRG_RXBUF, §5.1.6.3.1), TX checksum
+/// (CSUM) and TSO (HOST_TSO4/6, which need CSUM).
+pub const OFFLOAD_FEATURES: u64 = VIRTIO_NET_F_GUEST_CSUM
+    | VIRTIO_NET_F_GUEST_TSO4
+    | VIRTIO_NET_F_GUEST_TSO6
+    | VIRTIO_NET_F_CSUM
+    | VIRTIO_NET_F_HOST_TSO4
+    | VIRTIO_NET_F_HOST_TSO6;
+
+/// The feature set to ask for, given the offloads an application wants: each offload only
+/// with what it depends on (§5.1.3.1), so a device offering GUEST_TSO4 but not GUEST_CSUM
+/// does not get GUEST_TSO4 accepted.
+pub fn wanted_features(offloads: u64) -> u64 {
+    let mut f = DRIVER_FEATURES | (offloads & OFFLOAD_FEATURES);
+    if f & VIRTIO_NET_F_GUEST_CSUM == 0 {
+        f &= !(VIRTIO_NET_F_GUEST_TSO4 | VIRTIO_NET_F_GUEST_TSO6);
+    }
+    if f & VIRTIO_NET_F_CSUM == 0 {
+        f &= !(VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6);
+    }
+    f
+}
+
+/// `negotiated` less any feature whose dependency the device did not offer (and so was
+/// not negotiated): what [`wanted_features`] does, applied to what the device agreed to.
+fn consistent(negotiated: u64) -> u64 {
+    let mut f = negotiated;
+    if f & VIRTIO_NET_F_GUEST_CSUM == 0 || f & VIRTIO_NET_F_MRG_RXBUF == 0 {
+        f &= !(VIRTIO_NET_F_GUEST_TSO4 | VIRTIO_NET_F_GUEST_TSO6);
+    }
+    if f & VIRTIO_NET_F_CSUM == 0 {
+        f &= !(VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_HOST_TSO6);
+    }
+    f
+}
 
 /// virtio-net's receive queue of the first queue pair (§5.1.2).
 pub const RX_QUEUE: u16 = 0;
@@ -351,16 +398,139 @@ impl<M: NarrowMmio> Doorbell<M> {
     }
 }
 
+/// What a device may write into the header of a received frame, from the negotiated
+/// features (virtio 1.2 §5.1.6.4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RxHdrMode {
+    /// MRG_RXBUF: `num_buffers` says how many buffers the frame spans.
+    pub mergeable: bool,
+    /// GUEST_CSUM (and GUEST_TSO4/6, which need it): `flags` may say the checksum is
+    /// partial (`NEEDS_CSUM`) or checked (`DATA_VALID`), `gso_type` that the frame is a
+    /// coalesced TCP segment.
+    pub offloads: bool,
+}
+
+impl RxHdrMode {
+    /// The mode the negotiated `features` give.
+    pub fn from_features(features: u64) -> Self {
+        RxHdrMode {
+            mergeable: features & VIRTIO_NET_F_MRG_RXBUF != 0,
+            offloads: features & VIRTIO_NET_F_GUEST_CSUM != 0,
+        }
+    }
+
+    /// See [`RxView::inspect`]: a frame over several buffers, or one with a partial
+    /// checksum or a segment size, leaves the fast path; a checked checksum is flagged.
+    #[inline(always)]
+    pub(crate) fn inspect(self, c: &mut RxCompletion, buf: &PacketBuf) {
+        if !(self.mergeable || self.offloads) {
+            return;
+        }
+        let Some(h) = rx_hdr(buf) else {
+            c.error = true;
+            c.whole = false;
+            return;
+        };
+        if self.mergeable {
+            let n = h.num_buffers.get();
+            if n != 1 {
+                c.whole = false;
+                if n == 0 {
+                    // Not a frame at all: a device that says so is wrong.
+                    c.error = true;
+                } else {
+                    c.eop = false;
+                    c.bufs = u32::from(n);
+                }
+            }
+        }
+        if self.offloads {
+            if h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 || h.gso_type != VIRTIO_NET_HDR_GSO_NONE {
+                c.whole = false;
+            } else if h.flags & VIRTIO_NET_HDR_F_DATA_VALID != 0 {
+                c.flags |= PacketMeta::RX_L4_CSUM_GOOD;
+            }
+        }
+    }
+
+    /// See [`RxView::finish`]: completes a partial checksum (the frame came from a local
+    /// sender that left it to the NIC: as a driver that hands frames on, tenge finishes
+    /// it, so a forwarded frame is valid on any wire) and records a coalesced segment's MSS.
+    pub(crate) fn finish(self, pkt: &mut PacketBuf) -> bool {
+        if !self.offloads {
+            return true;
+        }
+        let Some(h) = rx_hdr(pkt) else {
+            return false;
+        };
+        if h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+            let (start, offset) = (h.csum_start.get(), h.csum_offset.get());
+            if !crate::csum::complete_partial(pkt, start.into(), offset.into()) {
+                return false;
+            }
+            pkt.meta_mut().flags |= PacketMeta::RX_L4_CSUM_GOOD;
+        } else if h.flags & VIRTIO_NET_HDR_F_DATA_VALID != 0 {
+            pkt.meta_mut().flags |= PacketMeta::RX_L4_CSUM_GOOD;
+        }
+        match h.gso_type & !VIRTIO_NET_HDR_GSO_ECN {
+            VIRTIO_NET_HDR_GSO_NONE => {}
+            VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_TCPV6 => {
+                let m = pkt.meta_mut();
+                m.flags |= PacketMeta::RX_LRO;
+                m.mss = h.gso_size.get();
+            }
+            // UFO and UDP_L4 are never negotiated: a device that sends them is wrong.
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// The header of a received frame: the last bytes of `buf`'s headroom, where
+/// [`RxView::refill`] had the device write it.
+#[inline(always)]
+fn rx_hdr(buf: &PacketBuf) -> Option<VirtioNetHdr> {
+    let room = buf.headroom_bytes();
+    let at = room.len().checked_sub(HDR_LEN)?;
+    VirtioNetHdr::read_from_bytes(&room[at..]).ok()
+}
+
+/// The completion of a used buffer (split or packed ring) of `len` bytes, header included:
+/// the frame's bytes after the header. A length that does not cover a header and one frame
+/// byte is not a frame if the buffer is a frame's first: its `len` wraps to beyond any
+/// buffer (bad_len), or is 0 (refused too), and it is never `whole`.
+#[inline(always)]
+pub(crate) fn rx_completion(id: u32, len: u32) -> RxCompletion {
+    RxCompletion {
+        slot: id,
+        len: len.wrapping_sub(HDR_LEN as u32),
+        eop: true,
+        error: false,
+        whole: len > HDR_LEN as u32,
+        bufs: 0,
+        flags: 0,
+    }
+}
+
+/// See [`RxView::continuation`]: a buffer after a frame's first holds no header (§5.1.6.4):
+/// its data starts where a first buffer's header would, `HDR_LEN` before the packet's data
+/// start, and all `len` bytes the device wrote are frame.
+#[inline(always)]
+pub(crate) fn rx_continuation(c: &RxCompletion, buf: &mut PacketBuf) -> bool {
+    buf.prepend(HDR_LEN) && buf.set_len(c.len.wrapping_add(HDR_LEN as u32) as usize)
+}
+
 /// The virtio-net RX descriptor ops over a split ring.
 pub struct VirtioRx<M: NarrowMmio> {
     ring: SplitRing,
     bell: Doorbell<M>,
+    hdr: RxHdrMode,
 }
 
 impl<M: NarrowMmio> VirtioRx<M> {
-    /// Ops over `ring`, notifying through `bell`.
-    pub fn new(ring: SplitRing, bell: Doorbell<M>) -> Self {
-        VirtioRx { ring, bell }
+    /// Ops over `ring`, notifying through `bell`; headers read as `hdr` says.
+    pub fn new(ring: SplitRing, bell: Doorbell<M>, hdr: RxHdrMode) -> Self {
+        VirtioRx { ring, bell, hdr }
     }
 
     /// The ring.
@@ -382,7 +552,7 @@ impl<M: NarrowMmio> RxDescOps for VirtioRx<M> {
 
     #[inline(always)]
     fn view(&self) -> VirtioRxView<'_> {
-        VirtioRxView(self.ring.view())
+        VirtioRxView(self.ring.view(), self.hdr)
     }
 
     #[inline(always)]
@@ -398,9 +568,11 @@ impl<M: NarrowMmio> RxDescOps for VirtioRx<M> {
 
 /// The virtio-net RX descriptor accesses, on a view of the ring.
 #[derive(Clone, Copy)]
-pub struct VirtioRxView<'a>(SplitView<'a>);
+pub struct VirtioRxView<'a>(SplitView<'a>, RxHdrMode);
 
 impl RxView for VirtioRxView<'_> {
+    const INSPECT: bool = true;
+
     #[inline(always)]
     fn refill(&self, pidx: u32, iova: u64, len: u32) {
         // The header goes into the 12 bytes before the data start (the pool's headroom is
@@ -421,27 +593,26 @@ impl RxView for VirtioRxView<'_> {
     #[inline(always)]
     fn completion(&self, cidx: u32) -> RxCompletion {
         let (id, len) = self.0.used_elem(cidx);
-        // The device counts the header; a used length that does not cover a header and at
-        // least one frame byte is not a frame: u32::MAX fails the engine's length check
-        // (bad_len).
-        let frame = if len > HDR_LEN as u32 {
-            len - HDR_LEN as u32
-        } else {
-            u32::MAX
-        };
-        RxCompletion {
-            slot: id,
-            len: frame,
-            eop: true,
-            error: false,
-            whole: true,
-            flags: 0,
-        }
+        rx_completion(id, len)
     }
 
     #[inline(always)]
     fn slot_in_range(&self, slot: u32) -> bool {
         slot <= self.0.mask
+    }
+
+    #[inline(always)]
+    fn inspect(&self, c: &mut RxCompletion, buf: &PacketBuf) {
+        self.1.inspect(c, buf);
+    }
+
+    #[inline(always)]
+    fn continuation(&self, c: &RxCompletion, buf: &mut PacketBuf) -> bool {
+        rx_continuation(c, buf)
+    }
+
+    fn finish(&self, pkt: &mut PacketBuf) -> bool {
+        self.1.finish(pkt)
     }
 }
 
@@ -593,6 +764,9 @@ pub struct VirtioQueueConfig {
     pub tx_rs_interval: u32,
     /// Hugepage use for the rings.
     pub hugepages: crate::dma::HugepagePolicy,
+    /// Offload features to accept if offered, on top of [`DRIVER_FEATURES`]: any of
+    /// [`OFFLOAD_FEATURES`].
+    pub offloads: u64,
 }
 
 fn virtio_err(addr: PciAddress) -> impl Fn(fw::VirtioError) -> Error {
@@ -641,7 +815,13 @@ impl VirtioNet {
 
         let err = virtio_err(addr);
         fw::reset(&common, &mut StdDelay).map_err(&err)?;
-        let features = fw::start_negotiation(&common, DRIVER_FEATURES).map_err(&err)?;
+        // What is wanted, less offloads whose dependencies the device does not offer (a
+        // feature must not be accepted without the ones it depends on, §5.1.3.1).
+        let offered = fw::read_device_features(&common);
+        let wanted = consistent(wanted_features(cfg.offloads) & offered)
+            | (wanted_features(cfg.offloads) & fw::REQUIRED_FEATURES);
+        let features = fw::start_negotiation(&common, wanted).map_err(&err)?;
+        let hdr_mode = RxHdrMode::from_features(features);
         let event_idx = features & VIRTIO_F_EVENT_IDX != 0;
         let packed = features & VIRTIO_F_RING_PACKED != 0;
         log::info!(
@@ -705,7 +885,10 @@ impl VirtioNet {
             let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Packed, rx_ring.iovas())?;
             let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Packed, tx_ring.iovas())?;
             Queues::Packed(
-                RxQueue::new(PackedRx::new(rx_ring, rx_bell), cfg.rx_free_thresh),
+                RxQueue::new(
+                    PackedRx::new(rx_ring, rx_bell, hdr_mode),
+                    cfg.rx_free_thresh,
+                ),
                 TxQueue::new(
                     PackedTx::new(tx_ring, tx_bell),
                     cfg.tx_rs_interval,
@@ -718,7 +901,10 @@ impl VirtioNet {
             let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Split, rx_ring.iovas())?;
             let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Split, tx_ring.iovas())?;
             Queues::Split(
-                RxQueue::new(VirtioRx::new(rx_ring, rx_bell), cfg.rx_free_thresh),
+                RxQueue::new(
+                    VirtioRx::new(rx_ring, rx_bell, hdr_mode),
+                    cfg.rx_free_thresh,
+                ),
                 TxQueue::new(
                     VirtioTx::new(tx_ring, tx_bell),
                     cfg.tx_rs_interval,
@@ -873,6 +1059,12 @@ mod tests {
         )
     }
 
+    /// What the driver negotiates by default: mergeable buffers, no offloads.
+    const MERGEABLE: RxHdrMode = RxHdrMode {
+        mergeable: true,
+        offloads: false,
+    };
+
     fn rx_queue(
         mem: &Arc<DmaRegion>,
         bells: &Arc<Bells>,
@@ -880,10 +1072,22 @@ mod tests {
         event_idx: bool,
         thresh: u32,
     ) -> RxQueue<VirtioRx<Bells>> {
+        rx_queue_with(mem, bells, size, event_idx, thresh, MERGEABLE)
+    }
+
+    fn rx_queue_with(
+        mem: &Arc<DmaRegion>,
+        bells: &Arc<Bells>,
+        size: u16,
+        event_idx: bool,
+        thresh: u32,
+        mode: RxHdrMode,
+    ) -> RxQueue<VirtioRx<Bells>> {
         RxQueue::new(
             VirtioRx::new(
                 SplitRing::new(mem.clone(), 0, size),
                 Doorbell::new(bells.clone(), RX_BELL, RX_QUEUE, event_idx),
+                mode,
             ),
             thresh,
         )
@@ -946,6 +1150,48 @@ mod tests {
             ring.device_push_used(self.used, u32::from(id), (HDR_LEN + frame.len()) as u32);
             self.used = self.used.wrapping_add(1);
             self.last_avail = self.last_avail.wrapping_add(1);
+            true
+        }
+
+        /// Receives `frame` as QEMU does with MRG_RXBUF (virtio_net_receive_rcu): over as
+        /// many available buffers as it takes, the header (with `num_buffers` set) at the
+        /// start of the first, every next buffer filled from its start; the used entries
+        /// are published together. False (nothing used) if too few buffers are available.
+        fn receive_merged(&mut self, ring: &SplitRing, frame: &[u8], hdr: VirtioNetHdr) -> bool {
+            let mut parts = Vec::new(); // (id, addr, frame bytes, first)
+            let mut off = 0;
+            let mut idx = self.last_avail;
+            while off < frame.len() || parts.is_empty() {
+                if idx == ring.avail_idx() {
+                    self.arm(ring);
+                    return false;
+                }
+                let id = ring.avail_entry(idx);
+                let d = ring.descs().read(u32::from(id));
+                let first = parts.is_empty();
+                let room = d.len.get() as usize - if first { HDR_LEN } else { 0 };
+                let take = room.min(frame.len() - off);
+                parts.push((id, d.addr.get(), off..off + take, first));
+                off += take;
+                idx = idx.wrapping_add(1);
+            }
+            let hdr = VirtioNetHdr {
+                num_buffers: (parts.len() as u16).into(),
+                ..hdr
+            };
+            for (id, addr, range, first) in parts {
+                let len = range.len();
+                if first {
+                    identity_dma::write(addr, hdr.as_bytes());
+                    identity_dma::write(addr + HDR_LEN as u64, &frame[range]);
+                } else {
+                    identity_dma::write(addr, &frame[range]);
+                }
+                let used = len + if first { HDR_LEN } else { 0 };
+                ring.device_push_used(self.used, u32::from(id), used as u32);
+                self.used = self.used.wrapping_add(1);
+            }
+            self.last_avail = idx;
             true
         }
 
@@ -1053,6 +1299,7 @@ mod tests {
         let mut rxq = rx_queue(&mem, &bells, 8, true, 1);
         rxq.fill(&mut cache);
         let ring = rxq.ops().ring();
+        stamp_headers(ring);
         ring.device_push_used(0, 0, (HDR_LEN + 60) as u32); // good
         ring.device_push_used(1, 0, (HDR_LEN + 60) as u32); // id 0 again: already returned
         ring.device_push_used(2, 8, (HDR_LEN + 60) as u32); // beyond the ring (aliases 0)
@@ -1068,6 +1315,261 @@ mod tests {
         rxq.release(&mut cache);
         drop(cache);
         assert_eq!(pool.free_count(), 64, "every buffer came home once");
+    }
+
+    /// Writes a one-buffer header (as QEMU does with MRG_RXBUF) into every posted buffer, for
+    /// tests that write used entries by hand.
+    fn stamp_headers(ring: &SplitRing) {
+        let hdr = VirtioNetHdr {
+            num_buffers: 1.into(),
+            ..VirtioNetHdr::default()
+        };
+        for id in 0..u32::from(ring.size()) {
+            let d = ring.descs().read(id);
+            if d.addr.get() != 0 {
+                identity_dma::write(d.addr.get(), hdr.as_bytes());
+            }
+        }
+    }
+
+    /// A pool of small buffers (`data_room` bytes each), so frames span several.
+    fn small_pool(buffers: u32, data_room: u32) -> crate::mempool::Mempool {
+        crate::mempool::Mempool::new(
+            Arc::new(IdentityMapper),
+            &crate::mempool::MempoolConfig {
+                buffers,
+                data_room,
+                hugepages: HugepagePolicy::Never,
+                ..crate::mempool::MempoolConfig::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// Receives from `rxq` until `n` frames came or nothing more does, in bursts of at most
+    /// `burst`; returns each frame's bytes and segment count.
+    fn receive_all(
+        rxq: &mut RxQueue<VirtioRx<Bells>>,
+        cache: &mut MempoolCache,
+        n: usize,
+        burst: usize,
+    ) -> Vec<(Vec<u8>, usize, PacketMeta)> {
+        let mut got = Vec::new();
+        let mut out = PacketBatch::new(burst);
+        for _ in 0..1000 {
+            if got.len() == n {
+                break;
+            }
+            rxq.rx_burst(cache, &mut out);
+            while let Some(p) = out.pop() {
+                let mut bytes = Vec::new();
+                p.append_to(&mut bytes);
+                got.push((bytes, p.nb_segs(), *p.meta()));
+                cache.free(p);
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn mergeable_frames_arrive_as_chains_byte_exact_across_bursts() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = small_pool(64, 256);
+        let mut cache = pool.cache(16);
+        let mut rxq = rx_queue(&mem, &bells, 16, true, 1);
+        let mut dev = Dev::default();
+        dev.arm(rxq.ops().ring());
+        rxq.fill(&mut cache);
+        // 256 data bytes fit the first buffer (268 with the header); every next buffer
+        // takes 268 frame bytes.
+        let cases = [(60, 1), (256, 1), (257, 2), (524, 2), (525, 3), (1514, 6)];
+        for (i, &(len, segs)) in cases.iter().enumerate() {
+            let f = frame(i as u32, len);
+            let ring = rxq.ops().ring();
+            assert!(dev.receive_merged(ring, &f, VirtioNetHdr::default()));
+            // Bursts of 2 completions: a 6-buffer frame straddles three bursts.
+            let got = receive_all(&mut rxq, &mut cache, 1, 2);
+            assert_eq!(got.len(), 1, "frame of {len}");
+            assert_eq!(got[0].0, f, "frame of {len}");
+            assert_eq!(got[0].1, segs, "frame of {len}");
+        }
+        let s = *rxq.stats();
+        assert_eq!((s.packets, s.chains), (6, 4));
+        assert_eq!(s.bytes, cases.iter().map(|c| c.0 as u64).sum::<u64>());
+        assert_eq!(
+            (s.bad_len, s.bad_slot, s.errors, s.multi_buffer),
+            (0, 0, 0, 0)
+        );
+        rxq.release(&mut cache);
+        drop(cache);
+        assert_eq!(pool.free_count(), 64, "no buffer lost");
+    }
+
+    #[test]
+    fn broken_chains_are_counted_and_the_next_frame_arrives() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = small_pool(64, 256);
+        let mut cache = pool.cache(16);
+        let mut rxq = rx_queue(&mem, &bells, 32, true, 1);
+        let mut dev = Dev::default();
+        dev.arm(rxq.ops().ring());
+        rxq.fill(&mut cache);
+        let ring = rxq.ops().ring();
+        // A 3-buffer frame whose second used entry names a descriptor never posted.
+        assert!(dev.receive_merged(ring, &frame(1, 600), VirtioNetHdr::default()));
+        let (id, _) = ring.view().used_elem(1);
+        assert_eq!(id, 1);
+        ring.device_push_used(1, 999, 268);
+        // num_buffers 0: not a frame.
+        assert!(dev.receive_merged(ring, &frame(2, 60), VirtioNetHdr::default()));
+        let at = ring.descs().read(3).addr.get();
+        identity_dma::write(at + 10, &0u16.to_le_bytes());
+        // A good frame after both.
+        assert!(dev.receive_merged(ring, &frame(3, 1000), VirtioNetHdr::default()));
+        let got = receive_all(&mut rxq, &mut cache, 1, 32);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, frame(3, 1000));
+        let s = *rxq.stats();
+        assert_eq!((s.packets, s.bad_slot, s.errors), (1, 1, 1));
+        // Longer than the queue assembles: dropped as multi_buffer, whole.
+        rxq.set_max_segs(2);
+        let ring = rxq.ops().ring();
+        assert!(dev.receive_merged(ring, &frame(4, 1514), VirtioNetHdr::default()));
+        assert!(dev.receive_merged(ring, &frame(5, 300), VirtioNetHdr::default()));
+        let got = receive_all(&mut rxq, &mut cache, 1, 32);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, frame(5, 300));
+        assert_eq!(rxq.stats().multi_buffer, 1);
+        rxq.release(&mut cache);
+        drop(cache);
+        assert_eq!(pool.free_count(), 64, "no buffer lost");
+    }
+
+    /// An Ethernet + IPv4 + UDP frame of `payload` bytes, its UDP checksum left as a
+    /// sender with checksum offload leaves it: the pseudo-header sum only.
+    fn partial_udp(payload: usize) -> Vec<u8> {
+        let udp_len = 8 + payload;
+        let mut f = vec![0u8; 14 + 20 + udp_len];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        let ip = &mut f[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+        ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        let udp = &mut f[34..];
+        udp[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        udp[2..4].copy_from_slice(&5678u16.to_be_bytes());
+        udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
+        for (i, b) in udp[8..].iter_mut().enumerate() {
+            *b = (i * 7) as u8;
+        }
+        let pseudo = [10, 0, 0, 1, 10, 0, 0, 2, 0, 17]
+            .iter()
+            .copied()
+            .chain((udp_len as u16).to_be_bytes())
+            .collect::<Vec<u8>>();
+        let seed = crate::csum::fold(crate::csum::add_bytes(0, &pseudo, false));
+        f[40..42].copy_from_slice(&seed.to_be_bytes());
+        f
+    }
+
+    /// Whether the UDP checksum of `f` (from partial_udp) verifies.
+    fn udp_checksum_ok(f: &[u8]) -> bool {
+        let udp_len = f.len() - 34;
+        let mut acc = crate::csum::add_bytes(0, &f[26..34], false);
+        acc += 17 + udp_len as u64;
+        acc = crate::csum::add_bytes(acc, &f[34..], false);
+        crate::csum::fold(acc) == 0xffff
+    }
+
+    #[test]
+    fn offload_headers_complete_partial_checksums_and_record_coalesced_segments() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = small_pool(64, 512);
+        let mut cache = pool.cache(16);
+        let mode = RxHdrMode {
+            mergeable: true,
+            offloads: true,
+        };
+        let mut rxq = rx_queue_with(&mem, &bells, 32, true, 1, mode);
+        let mut dev = Dev::default();
+        dev.arm(rxq.ops().ring());
+        rxq.fill(&mut cache);
+        let partial = VirtioNetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            csum_start: 34.into(),
+            csum_offset: 6.into(),
+            ..VirtioNetHdr::default()
+        };
+        let ring = rxq.ops().ring();
+        // Partial checksums, in one buffer and over a chain (the field in the first).
+        let small = partial_udp(100);
+        let big = partial_udp(1400);
+        assert!(!udp_checksum_ok(&small) && !udp_checksum_ok(&big));
+        assert!(dev.receive_merged(ring, &small, partial));
+        assert!(dev.receive_merged(ring, &big, partial));
+        // Checked by the device: flagged good, on the fast path.
+        let valid = VirtioNetHdr {
+            flags: VIRTIO_NET_HDR_F_DATA_VALID,
+            ..VirtioNetHdr::default()
+        };
+        assert!(dev.receive_merged(ring, &frame(7, 200), valid));
+        // A coalesced TCP segment: flagged, its MSS recorded.
+        let gso = VirtioNetHdr {
+            flags: VIRTIO_NET_HDR_F_DATA_VALID,
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+            gso_size: 1448.into(),
+            ..VirtioNetHdr::default()
+        };
+        assert!(dev.receive_merged(ring, &frame(8, 3000), gso));
+        // A checksum field beyond the frame: refused.
+        let beyond = VirtioNetHdr {
+            csum_start: 90.into(),
+            ..partial
+        };
+        assert!(dev.receive_merged(ring, &frame(9, 80), beyond));
+        let got = receive_all(&mut rxq, &mut cache, 4, 32);
+        assert_eq!(got.len(), 4);
+        let good = PacketMeta::RX_L4_CSUM_GOOD;
+        assert!(udp_checksum_ok(&got[0].0), "completed in one buffer");
+        assert_eq!(got[0].0[..40], small[..40]);
+        assert_eq!(got[0].0[42..], small[42..]);
+        assert_eq!(got[0].2.flags, good);
+        assert!(udp_checksum_ok(&got[1].0), "completed over a chain");
+        assert_eq!(got[1].1, 3);
+        assert_eq!(got[1].2.flags, good);
+        assert_eq!(got[2].0, frame(7, 200));
+        assert_eq!(got[2].2.flags, good);
+        assert_eq!(got[3].0, frame(8, 3000));
+        assert_eq!(got[3].2.flags, good | PacketMeta::RX_LRO);
+        assert_eq!(got[3].2.mss, 1448);
+        assert_eq!(rxq.stats().errors, 1, "the checksum field beyond the frame");
+        rxq.release(&mut cache);
+        drop(cache);
+        assert_eq!(pool.free_count(), 64, "no buffer lost");
+    }
+
+    #[test]
+    fn offloads_are_asked_for_only_with_what_they_depend_on() {
+        let all = OFFLOAD_FEATURES;
+        assert_eq!(wanted_features(0), DRIVER_FEATURES);
+        assert_eq!(wanted_features(all), DRIVER_FEATURES | all);
+        // TSO without the checksum offload it needs: not asked for.
+        assert_eq!(
+            wanted_features(VIRTIO_NET_F_HOST_TSO4 | VIRTIO_NET_F_GUEST_TSO4),
+            DRIVER_FEATURES
+        );
+        // A device that offers GUEST_TSO4 but no MRG_RXBUF: GUEST_TSO4 dropped (tenge's
+        // buffers cannot take 64 KiB frames).
+        let offered = (DRIVER_FEATURES | all) & !VIRTIO_NET_F_MRG_RXBUF;
+        let got = consistent(wanted_features(all) & offered);
+        assert_eq!(got & (VIRTIO_NET_F_GUEST_TSO4 | VIRTIO_NET_F_GUEST_TSO6), 0);
+        assert_ne!(got & VIRTIO_NET_F_HOST_TSO4, 0);
     }
 
     fn batch_of(cache: &mut MempoolCache, seqs: std::ops::Range<u32>, len: usize) -> PacketBatch {

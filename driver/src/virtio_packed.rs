@@ -50,7 +50,7 @@ use tenge_firmware_iface::NarrowMmio;
 use crate::dma::{DescRing, DmaRegion, RingView};
 use crate::mempool::PacketBuf;
 use crate::ring::{RxCompletion, RxDescOps, RxView, TxDescOps, TxView};
-use crate::virtio::{Doorbell, HDR_LEN};
+use crate::virtio::{rx_completion, rx_continuation, Doorbell, RxHdrMode, HDR_LEN};
 
 /// One packed virtqueue in DMA memory (virtio 1.2 §2.8): the descriptor ring and the
 /// driver and device event suppression structures, placed by [`packed_ring_layout`].
@@ -255,12 +255,13 @@ impl<M: NarrowMmio> Doorbell<M> {
 pub struct PackedRx<M: NarrowMmio> {
     ring: PackedRing,
     bell: Doorbell<M>,
+    hdr: RxHdrMode,
 }
 
 impl<M: NarrowMmio> PackedRx<M> {
-    /// Ops over `ring`, notifying through `bell`.
-    pub fn new(ring: PackedRing, bell: Doorbell<M>) -> Self {
-        PackedRx { ring, bell }
+    /// Ops over `ring`, notifying through `bell`; headers read as `hdr` says.
+    pub fn new(ring: PackedRing, bell: Doorbell<M>, hdr: RxHdrMode) -> Self {
+        PackedRx { ring, bell, hdr }
     }
 
     /// The ring.
@@ -282,7 +283,7 @@ impl<M: NarrowMmio> RxDescOps for PackedRx<M> {
 
     #[inline(always)]
     fn view(&self) -> PackedRxView<'_> {
-        PackedRxView(self.ring.view())
+        PackedRxView(self.ring.view(), self.hdr)
     }
 
     #[inline(always)]
@@ -298,9 +299,11 @@ impl<M: NarrowMmio> RxDescOps for PackedRx<M> {
 
 /// The virtio-net RX descriptor accesses, on a view of a packed ring.
 #[derive(Clone, Copy)]
-pub struct PackedRxView<'a>(PackedView<'a>);
+pub struct PackedRxView<'a>(PackedView<'a>, RxHdrMode);
 
 impl RxView for PackedRxView<'_> {
+    const INSPECT: bool = true;
+
     #[inline(always)]
     fn refill(&self, pidx: u32, iova: u64, len: u32) {
         // As on the split ring: the header goes into the 12 bytes before the data start.
@@ -320,26 +323,26 @@ impl RxView for PackedRxView<'_> {
     #[inline(always)]
     fn completion(&self, cidx: u32) -> RxCompletion {
         let (id, len) = self.0.used_elem(cidx);
-        // A used length that does not cover a header and one frame byte is not a frame:
-        // u32::MAX fails the engine's length check (bad_len).
-        let frame = if len > HDR_LEN as u32 {
-            len - HDR_LEN as u32
-        } else {
-            u32::MAX
-        };
-        RxCompletion {
-            slot: id,
-            len: frame,
-            eop: true,
-            error: false,
-            whole: true,
-            flags: 0,
-        }
+        rx_completion(id, len)
     }
 
     #[inline(always)]
     fn slot_in_range(&self, slot: u32) -> bool {
         slot <= self.0.mask
+    }
+
+    #[inline(always)]
+    fn inspect(&self, c: &mut RxCompletion, buf: &PacketBuf) {
+        self.1.inspect(c, buf);
+    }
+
+    #[inline(always)]
+    fn continuation(&self, c: &RxCompletion, buf: &mut PacketBuf) -> bool {
+        rx_continuation(c, buf)
+    }
+
+    fn finish(&self, pkt: &mut PacketBuf) -> bool {
+        self.1.finish(pkt)
     }
 }
 
@@ -504,6 +507,10 @@ mod tests {
             PackedRx::new(
                 PackedRing::new(mem.clone(), 0, size),
                 Doorbell::new(bells.clone(), RX_BELL, RX_QUEUE, event_idx),
+                RxHdrMode {
+                    mergeable: true,
+                    offloads: false,
+                },
             ),
             thresh,
         )
@@ -726,6 +733,14 @@ mod tests {
         let ring = rxq.ops().ring();
         let used = VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED;
         let l = (HDR_LEN + 60) as u32;
+        // A one-buffer header in every posted buffer, as QEMU writes with MRG_RXBUF.
+        let one = VirtioNetHdr {
+            num_buffers: 1.into(),
+            ..VirtioNetHdr::default()
+        };
+        for i in 0..7 {
+            identity_dma::write(ring.descs().read(i).addr.get(), one.as_bytes());
+        }
         ring.device_write(0, 0, l, used); // good
         ring.device_write(1, 0, l, used); // id 0 again: already returned
         ring.device_write(2, 8, l, used); // beyond the ring (aliases 0)

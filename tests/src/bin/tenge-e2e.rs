@@ -47,6 +47,10 @@ enum Cmd {
         /// checksum good.
         #[arg(long)]
         rx_checksum: bool,
+        /// Bytes of data per RX buffer: frames larger than this arrive as chains, which
+        /// are checked byte for byte like the rest.
+        #[arg(long, default_value_t = 2048)]
+        buf_size: u32,
     },
     /// Receive while holding every buffer until the pool runs dry, check the drops are
     /// counted, give the buffers back, and check receive recovers.
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
             batch,
             timeout,
             rx_checksum,
+            buf_size,
         } => rx_check(
             &pci,
             &RxCheck {
@@ -123,6 +128,7 @@ fn main() -> ExitCode {
                 batch,
                 timeout,
                 rx_checksum,
+                buf_size,
             },
         ),
         Cmd::MempoolExhaust {
@@ -189,6 +195,7 @@ struct RxCheck {
     batch: usize,
     timeout: Duration,
     rx_checksum: bool,
+    buf_size: u32,
 }
 
 fn rx_check(pci: &str, want: &RxCheck) -> Res {
@@ -200,15 +207,18 @@ fn rx_check(pci: &str, want: &RxCheck) -> Res {
         batch,
         timeout,
         rx_checksum,
+        buf_size,
     } = *want;
     let mut port = Port::open(
         pci,
         &PortConfig {
             rx_ring,
             rx_checksum,
+            buf_size,
             ..PortConfig::default()
         },
     )?;
+    let mut bytes = Vec::with_capacity(2048);
     println!("READY {pci}");
     let flow = Flow::default();
     let mut b = PacketBatch::new(batch);
@@ -249,10 +259,14 @@ fn rx_check(pci: &str, want: &RxCheck) -> Res {
                     format!("frame {seq}: checksum flags {flags:#x} with offload off").into(),
                 );
             }
-            if p.data() != want.as_slice() {
+            // The whole frame, over every buffer of a chain.
+            bytes.clear();
+            p.append_to(&mut bytes);
+            if bytes != want {
                 return Err(format!(
-                    "frame {seq}: {} bytes differ from the {} sent",
-                    p.len(),
+                    "frame {seq}: {} bytes in {} buffers differ from the {} sent",
+                    bytes.len(),
+                    p.nb_segs(),
                     want.len()
                 )
                 .into());
@@ -263,7 +277,8 @@ fn rx_check(pci: &str, want: &RxCheck) -> Res {
     }
     let s = port.stats();
     println!(
-        "rx-check: received={next} in_order=true other={other} rx_doorbells={} no_buf={} bad_len={} hw_gprc={} hw_mpc={} {}",
+        "rx-check: received={next} in_order=true other={other} chains={} rx_doorbells={} no_buf={} bad_len={} hw_gprc={} hw_mpc={} {}",
+        s.rx.chains,
         s.rx.doorbells,
         s.rx.no_buf,
         s.rx.bad_len,
