@@ -34,14 +34,22 @@ pub fn fold(mut acc: u64) -> u16 {
 /// The ones'-complement sum of the packet's bytes from `start` to its end, over every
 /// segment; `None` if the packet is shorter than `start`.
 pub fn sum_from(pkt: &PacketBuf, start: usize) -> Option<u64> {
+    sum_range(pkt, start, usize::MAX)
+}
+
+/// The ones'-complement sum of the packet's bytes `start..end` (`end` capped at the
+/// packet's end: Ethernet padding after an IP datagram stays out if `end` says where the
+/// datagram ends), over every segment; `None` if the packet is shorter than `start`.
+pub fn sum_range(pkt: &PacketBuf, start: usize, end: usize) -> Option<u64> {
     let mut acc = 0u64;
     let mut off = 0usize; // offset of the segment's first byte in the packet
     let mut summed = 0usize; // bytes summed so far
     for seg in pkt.segments() {
         let d = seg.data();
         let from = start.saturating_sub(off).min(d.len());
-        acc = add_bytes(acc, &d[from..], summed % 2 == 1);
-        summed += d.len() - from;
+        let to = end.saturating_sub(off).min(d.len()).max(from);
+        acc = add_bytes(acc, &d[from..to], summed % 2 == 1);
+        summed += to - from;
         off += d.len();
     }
     (off >= start).then_some(acc)

@@ -5,7 +5,10 @@
 //!
 //! The same test runs on virtio-net and on e1000e: an application switches NIC by changing
 //! a PCI address and nothing else. With this backend QEMU's virtio-net offers its checksum
-//! and TSO features, and the virtio test checks that from tenge's log of the negotiation.
+//! and TSO features; the responder asks for every offload, and the virtio test checks from
+//! tenge's log of the negotiation that they were taken, then sends UDP from Linux's stack
+//! and one 8000-byte TCP segment with a GSO header, which must arrive whole (one chain of
+//! mergeable buffers, flagged LRO) with every checksum good.
 //!
 //! They boot QEMU and need root (network namespaces), so they are `#[ignore]`d in a plain
 //! `cargo test`; run them with `--ignored` after `cargo build --release --bins` (set
@@ -27,8 +30,26 @@ const EXPERIMENTAL_ETHERTYPE: [u8; 2] = [0x88, 0xb5];
 const MAX_PING_PAYLOAD: usize = 1472;
 
 /// Offload features QEMU's virtio-net offers only with a vnet-header backend, as tenge's
-/// feature log names them (bits 0, 1, 7, 11).
-const TAP_OFFLOADS: [&str; 4] = ["CSUM", "GUEST_CSUM", "GUEST_TSO4", "HOST_TSO4"];
+/// feature log names them (bits 0, 1, 7, 8, 11, 12); the responder asks for all of them
+/// (`--offloads`), and tenge takes them with MRG_RXBUF (bit 15), which GUEST_TSO needs.
+const TAP_OFFLOADS: [&str; 6] = [
+    "CSUM",
+    "GUEST_CSUM",
+    "GUEST_TSO4",
+    "GUEST_TSO6",
+    "HOST_TSO4",
+    "HOST_TSO6",
+];
+
+/// UDP datagrams the namespace sends the guest (bash's /dev/udp), payload sizes: Linux
+/// leaves their checksum to the tap when QEMU turned the tap's offloads on (it does once
+/// the guest negotiated GUEST_CSUM), so tenge completes them.
+const UDP_PAYLOADS: [usize; 8] = [1, 18, 19, 100, 511, 1000, 1471, 1472];
+
+/// The TCP payload of the one large segment sent with a GSO header (about 5.5 MSS).
+const GSO_PAYLOAD: usize = 8000;
+/// Its MSS.
+const GSO_MSS: u16 = 1448;
 
 /// The guest side: the responder in the background, its start-up log on the console, then
 /// `GUEST_READY`; it runs until the host creates /out/done and every experimental frame
@@ -40,7 +61,7 @@ fn guest_script(frames: usize) -> String {
     format!(
         r#"
 set -e
-{responder} {pci} --ip {DEFAULT_GUEST_ADDR} > /tmp/resp.log 2>&1 &
+{responder} {pci} --ip {DEFAULT_GUEST_ADDR} --offloads > /tmp/resp.log 2>&1 &
 pid=$!
 n=0
 until grep -q '^READY' /tmp/resp.log; do
@@ -83,6 +104,48 @@ fn offered_features(log: &[String]) -> Option<Vec<String>> {
     let rest = line.split_once("virtio-net offers ")?.1;
     let offered = rest.split_once(", accepted").map_or(rest, |(o, _)| o);
     Some(offered.split('|').map(str::to_owned).collect())
+}
+
+/// The names after `accepted ` in the same line.
+fn accepted_features(log: &[String]) -> Option<Vec<String>> {
+    let line = log.iter().find(|l| l.contains("virtio-net offers "))?;
+    let accepted = line.split_once(", accepted ")?.1.trim();
+    Some(accepted.split('|').map(str::to_owned).collect())
+}
+
+/// A TCP segment of `GSO_PAYLOAD` bytes from the fake station to the guest, behind the
+/// 10-byte `virtio_net_hdr` a GSO socket takes: GSO TCPV4 with `GSO_MSS`, its checksum
+/// partial (the pseudo-header sum in the field, NEEDS_CSUM from the TCP header on), as
+/// Linux hands a TSO segment to a NIC.
+fn gso_segment(mac: [u8; 6]) -> Vec<u8> {
+    let payload: Vec<u8> = (0..GSO_PAYLOAD).map(|i| (i * 31 + 7) as u8).collect();
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2(FAKE_MAC, mac)
+        .ipv4(FAKE_IP, guest_ip(), 64)
+        .tcp(40000, 9, 1, 65535)
+        .ack(1)
+        .write(&mut frame, &payload)
+        .expect("build segment");
+    // The partial checksum: the pseudo header's sum, not complemented.
+    let tcp_len = (frame.len() - 34) as u32;
+    let mut sum: u32 = 6 + tcp_len;
+    for w in FAKE_IP.chunks(2).chain(guest_ip().chunks(2)) {
+        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[50..52].copy_from_slice(&(sum as u16).to_be_bytes());
+    let mut out = vec![
+        1, // VIRTIO_NET_HDR_F_NEEDS_CSUM
+        1, // VIRTIO_NET_HDR_GSO_TCPV4
+    ];
+    out.extend_from_slice(&54u16.to_le_bytes()); // hdr_len: Ethernet + IPv4 + TCP
+    out.extend_from_slice(&GSO_MSS.to_le_bytes());
+    out.extend_from_slice(&34u16.to_le_bytes()); // csum_start: the TCP header
+    out.extend_from_slice(&16u16.to_le_bytes()); // csum_offset: TCP's checksum field
+    out.extend_from_slice(&frame);
+    out
 }
 
 /// The MAC of the guest's first NIC.
@@ -195,13 +258,21 @@ fn responder_answers_a_linux_peer(model: NicModel) {
                 tail(&startup.join("\n"), 20)
             )
         });
+        let accepted = accepted_features(&startup).unwrap_or_default();
         for f in TAP_OFFLOADS {
             assert!(
                 offered.iter().any(|o| o == f),
                 "the tap backend should make QEMU offer {f}; offered: {offered:?}"
             );
+            assert!(
+                accepted.iter().any(|o| o == f),
+                "the responder asked for {f} and QEMU offered it: not negotiated; accepted: \
+                 {accepted:?}"
+            );
         }
+        assert!(accepted.iter().any(|o| o == "MRG_RXBUF"), "{accepted:?}");
     }
+    let virtio = matches!(model, NicModel::VirtioNet { .. });
 
     // Ping: the namespace resolves the guest's address by ARP first.
     let ping = peer.ping(DEFAULT_GUEST_ADDR, 20, 56).expect("ping");
@@ -230,6 +301,21 @@ fn responder_answers_a_linux_peer(model: NicModel) {
     let (request, want) = arp_pair(mac);
     socket.send(&request).expect("send ARP request");
     expect_reply(&socket, &want, "ARP reply");
+
+    // UDP from the namespace's own stack (the guest's MAC is in its neighbour table since
+    // the pings): the responder checks every checksum in software.
+    let udp = UDP_PAYLOADS
+        .iter()
+        .map(|n| format!("printf '%{n}s' x > /dev/udp/{DEFAULT_GUEST_ADDR}/9"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    peer.exec_ok(&["bash", "-c", &udp]).expect("send UDP");
+    // One large TCP segment with a GSO header: with GUEST_TSO4 negotiated QEMU hands it to
+    // the guest whole, over several mergeable buffers, its checksum partial.
+    if virtio {
+        let gso = peer.gso_socket().expect("GSO socket");
+        gso.send(&gso_segment(mac)).expect("send GSO segment");
+    }
 
     // Frames of every size to the guest's MAC, paced: the tap's queue holds ~1000 frames
     // and the TCG guest drains slowly.
@@ -290,7 +376,17 @@ fn responder_answers_a_linux_peer(model: NicModel) {
     ] {
         assert_eq!(get(drop), 0, "{drop}: {summary}");
     }
-    assert_eq!(get("port_rx"), get("rx"), "{summary}");
+    // Everything but chains went through the responder's frame logic.
+    assert_eq!(get("port_rx"), get("rx") + get("rx_chained"), "{summary}");
+    // Every UDP datagram and the GSO segment checked good in software: checksums Linux
+    // left partial were completed (virtio-net), or came whole (e1000e).
+    let segments = UDP_PAYLOADS.len() as u64 + u64::from(virtio);
+    assert_eq!(get("l4_csum_good"), segments, "{summary}");
+    assert_eq!(get("l4_csum_bad"), 0, "{summary}");
+    // The GSO segment arrived whole, as one chain, flagged as coalesced.
+    assert_eq!(get("lro"), u64::from(virtio), "{summary}");
+    assert_eq!(get("rx_chained"), u64::from(virtio), "{summary}");
+    assert_eq!(get("port_rx_chains"), u64::from(virtio), "{summary}");
 }
 
 #[test]
@@ -327,4 +423,5 @@ fn parses_summary_fields_and_feature_log() {
             "VERSION_1"
         ]
     );
+    assert_eq!(accepted_features(&log).unwrap(), ["MAC", "VERSION_1"]);
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tenge::dma::HugepagePolicy;
-use tenge::{PacketBatch, Port, PortConfig};
-use tenge_examples::responder::{Counters, Responder, Verdict};
+use tenge::{PacketBatch, PacketMeta, Port, PortConfig};
+use tenge_examples::responder::{l4_checksum, Counters, L4Checksum, Responder, Verdict};
 use tenge_examples::{memory_summary, parse_secs};
 
 /// Answer ARP and ICMP echo (ping) for one IPv4 address on a NIC driven by tenge.
@@ -50,6 +50,11 @@ struct Args {
     /// Fail instead of falling back to 4 KiB pages when no hugepages are free.
     #[arg(long)]
     require_hugepages: bool,
+    /// Ask for every offload the device has: RX checksum, LRO (virtio-net's GUEST_TSO), TX
+    /// checksum and TSO. The responder checks the TCP/UDP checksum of every IPv4 segment
+    /// it receives in software either way and counts what it found.
+    #[arg(long)]
+    offloads: bool,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +72,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         tx_ring: args.ring,
         mempool_buffers: (args.ring * 4).max(1024),
         cache_size: 64,
+        rx_checksum: args.offloads,
+        lro: args.offloads,
+        tx_checksum: args.offloads,
+        tso: args.offloads,
         hugepages: if args.require_hugepages {
             HugepagePolicy::Require
         } else {
@@ -94,12 +103,30 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut tx = PacketBatch::new(burst * 2);
     let mut counters = Counters::default();
     let mut tx_dropped = 0u64;
+    // TCP/UDP over IPv4: checksums found good, bad, absent (UDP); coalesced segments (LRO);
+    // frames over several buffers (not answered: ARP and ping fit one buffer).
+    let (mut l4_good, mut l4_bad, mut l4_absent, mut lro, mut chained) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let start = Instant::now();
     let mut last_report = start;
     let mut iter = 0u32;
     loop {
         if port.rx_burst(&mut rx) > 0 {
             while let Some(mut b) = rx.pop() {
+                match l4_checksum(&b) {
+                    Some(L4Checksum::Good) => l4_good += 1,
+                    Some(L4Checksum::Bad) => l4_bad += 1,
+                    Some(L4Checksum::Absent) => l4_absent += 1,
+                    None => {}
+                }
+                if b.meta().flags & PacketMeta::RX_LRO != 0 {
+                    lro += 1;
+                }
+                if b.is_chained() {
+                    chained += 1;
+                    port.free(b);
+                    continue;
+                }
                 let v = responder.handle(b.data_mut());
                 counters.count(v);
                 match v {
@@ -143,7 +170,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "responder: done: seconds={seconds:.3} {} tx={} tx_dropped={tx_dropped} port_rx={} \
          port_rx_no_buf={} port_rx_bad_len={} port_rx_errors={} port_rx_bad_slot={} \
-         port_rx_multi_buffer={} port_tx={} port_tx_ring_full={} port_tx_bad_packet={} {}",
+         port_rx_multi_buffer={} port_rx_chains={} port_tx={} port_tx_ring_full={} \
+         port_tx_bad_packet={} rx_chained={chained} l4_csum_good={l4_good} \
+         l4_csum_bad={l4_bad} l4_csum_absent={l4_absent} lro={lro} {}",
         counters.summary(),
         counters.arp_replies + counters.echo_replies - tx_dropped,
         s.rx.packets,
@@ -152,6 +181,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         s.rx.errors,
         s.rx.bad_slot,
         s.rx.multi_buffer,
+        s.rx.chains,
         s.tx.packets,
         s.tx.ring_full,
         s.tx.bad_packet,
