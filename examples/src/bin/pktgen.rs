@@ -162,11 +162,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let stats = port.stats();
     let mpps = sent as f64 / elapsed / 1e6;
     println!(
-        "pktgen: done: sent={sent} seconds={elapsed:.3} mpps={mpps:.4} gbps={:.4} hw_gptc={} hw_gotc={} tx_doorbells={} unsent={unsent} drained={drained} {}",
+        "pktgen: done: sent={sent} seconds={elapsed:.3} mpps={mpps:.4} gbps={:.4} hw_gptc={} hw_gotc={} tx_doorbells={} tx_notifies={} unsent={unsent} drained={drained} {}",
         mpps * size as f64 * 8.0 / 1e3,
         stats.hw.gptc,
         stats.hw.gotc,
         stats.tx.doorbells,
+        port.notifies().1,
         memory_summary()
     );
     if !deadline_hit && limit.is_some_and(|n| sent != n) {

@@ -25,6 +25,10 @@ use tenge_tests::{dgram_nic, guest_bin, DgramPeer};
 ///   virtio-rx64  as e1000e-rx64 with a virtio-net sink (e1000e testpmd txonly as the
 ///                source); tenge also drains, once, a virtio-net without EVENT_IDX fed by a
 ///                second e1000e on its own hub
+///   virtio-packed-tx64, virtio-packed-rx64
+///                the same with packed rings (packed=on; both drivers take RING_PACKED)
+/// The virtio cases' BENCH-DETAIL lines also give notifications (doorbell writes the
+/// device received) per 1000 frames with and without EVENT_IDX.
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -34,7 +38,7 @@ struct Args {
     /// Comma-separated cases to run.
     #[arg(
         long,
-        default_value = "e1000e-tx64,e1000e-rx64,virtio-tx64,virtio-rx64"
+        default_value = "e1000e-tx64,e1000e-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64"
     )]
     cases: String,
     /// Rounds per case, alternating tenge and the peer in one boot; the median is reported
@@ -52,8 +56,14 @@ fn main() -> ExitCode {
         let r = match case {
             "e1000e-tx64" => tx64(args.duration, args.rounds),
             "e1000e-rx64" => rx64(args.duration, args.rounds),
-            "virtio-tx64" => virtio_tx64(args.duration, args.rounds),
-            "virtio-rx64" => virtio_rx64(args.duration, args.rounds),
+            "virtio-tx64" => virtio_tx64("virtio-tx64", false, args.duration, args.rounds),
+            "virtio-rx64" => virtio_rx64("virtio-rx64", false, args.duration, args.rounds),
+            "virtio-packed-tx64" => {
+                virtio_tx64("virtio-packed-tx64", true, args.duration, args.rounds)
+            }
+            "virtio-packed-rx64" => {
+                virtio_rx64("virtio-packed-rx64", true, args.duration, args.rounds)
+            }
             other => Err(format!("unknown case {other}")),
         };
         if let Err(e) = r {
@@ -72,10 +82,10 @@ fn e1000e(backend: Backend) -> Nic {
     Nic::new(NicModel::E1000e, backend)
 }
 
-/// virtio-net (split rings, mergeable RX buffers) with or without EVENT_IDX.
-fn virtio(event_idx: bool) -> NicModel {
+/// virtio-net (split or packed rings, mergeable RX buffers) with or without EVENT_IDX.
+fn virtio(packed: bool, event_idx: bool) -> NicModel {
     NicModel::VirtioNet {
-        packed: false,
+        packed,
         event_idx,
         mrg_rxbuf: true,
     }
@@ -224,13 +234,13 @@ fn tx64(d: u32, rounds: u32) -> Result<(), String> {
 /// tenge's TX port against DPDK's virtio PMD on a virtio-net wired to a host UDP port that
 /// always accepts; the same once more on a second virtio-net (also on a UDP port) that
 /// offers no EVENT_IDX. The host ends count what reached them in each phase.
-fn virtio_tx64(d: u32, rounds: u32) -> Result<(), String> {
+fn virtio_tx64(case: &str, packed: bool, d: u32, rounds: u32) -> Result<(), String> {
     // Both peers stay alive (and drain) until the guest is gone.
-    let (n0, p0) = dgram_nic(virtio(true));
-    let (n1, p1) = dgram_nic(virtio(false));
+    let (n0, p0) = dgram_nic(virtio(packed, true));
+    let (n1, p1) = dgram_nic(virtio(packed, false));
     let peers = [p0, p1];
     tx_bench(
-        "virtio-tx64",
+        case,
         vec![n0, n1],
         Some(Nic::pci_addr(1)),
         d,
@@ -334,13 +344,29 @@ fn tx_bench(
             with,
             without,
             &format!(
-                "tenge_no_event_idx_sent={} host_received_no_event_idx={}",
+                "tenge_no_event_idx_sent={} host_received_no_event_idx={} {}",
                 field(&n, "sent").unwrap_or(0.0),
                 count_of(&counts, "tenge-noevidx").unwrap_or(0),
+                notifies_detail(&phase(&lines, "tenge0"), &n, "sent", "tx_notifies"),
             ),
         );
     }
     report_median(case, tenge, peer)
+}
+
+/// Notifications the device received per 1000 frames, in tenge's first round (EVENT_IDX
+/// on) and in its round without EVENT_IDX: `frames` and `notifies` name the counters of
+/// its summary line.
+fn notifies_detail(with: &[&str], without: &[&str], frames: &str, notifies: &str) -> String {
+    let per_k = |l: &[&str]| match (field(l, frames), field(l, notifies)) {
+        (Some(f), Some(n)) if f > 0.0 => format!("{:.2}", n * 1000.0 / f),
+        _ => "none".into(),
+    };
+    format!(
+        "notifies_per_1000_event_idx={} notifies_per_1000_no_event_idx={}",
+        per_k(with),
+        per_k(without)
+    )
 }
 
 /// The BENCH-DETAIL line for tenge with and without EVENT_IDX.
@@ -364,15 +390,15 @@ fn rx64(d: u32, rounds: u32) -> Result<(), String> {
 
 /// e1000e testpmd txonly into a virtio-net on hub 0 (tenge vs DPDK's virtio PMD); once,
 /// a second e1000e into a virtio-net without EVENT_IDX on hub 1, drained by tenge.
-fn virtio_rx64(d: u32, rounds: u32) -> Result<(), String> {
+fn virtio_rx64(case: &str, packed: bool, d: u32, rounds: u32) -> Result<(), String> {
     let nics = vec![
         e1000e(Backend::Hub(0)),
-        Nic::new(virtio(true), Backend::Hub(0)),
+        Nic::new(virtio(packed, true), Backend::Hub(0)),
         e1000e(Backend::Hub(1)),
-        Nic::new(virtio(false), Backend::Hub(1)),
+        Nic::new(virtio(packed, false), Backend::Hub(1)),
     ];
     rx_bench(
-        "virtio-rx64",
+        case,
         nics,
         Some((Nic::pci_addr(2), Nic::pci_addr(3))),
         d,
@@ -498,8 +524,9 @@ fn rx_bench(
             median(tenge.clone()),
             steady(&tenge_samples(&n, "rx")).filter(|_| source_ran(n_tx)),
             &format!(
-                "no_event_idx_source_sent={n_tx} no_event_idx_received={n_rx} no_event_idx_loss={:.3}",
-                loss(n_rx, n_tx)
+                "no_event_idx_source_sent={n_tx} no_event_idx_received={n_rx} no_event_idx_loss={:.3} {}",
+                loss(n_rx, n_tx),
+                notifies_detail(&phase(&lines, "tenge0"), &n, "received", "rx_notifies"),
             ),
         );
     }
