@@ -9,7 +9,8 @@
 //! 4. [`configure_rx`] / [`configure_tx`]: one queue each, extended RX descriptors, no
 //!    interrupt moderation (the driver polls).
 //! 5. The driver posts RX buffers and writes RDT, queues TX descriptors and writes TDT.
-//! 6. [`HwStats::accumulate`] now and then; [`disable`] on drop.
+//! 6. [`HwStats::accumulate`] now and then; [`set_promisc`] and [`set_unicast_filter`]
+//!    (receive filtering) whenever the application asks; [`disable`] on drop.
 //!
 //! Nothing here enables PCI bus mastering: that is the PCI command register, which the
 //! driver sets through VFIO. QEMU drops every received frame while it is off
@@ -20,6 +21,7 @@
 
 use crate::mmio::{Delay, Mmio};
 
+mod filter;
 mod link;
 mod nvm;
 pub mod regs;
@@ -27,6 +29,7 @@ mod reset;
 mod rings;
 mod stats;
 
+pub use filter::{set_unicast_filter, unicast_filter, UNICAST_FILTER_ENTRIES};
 pub use link::{
     link_status, setup_link, LinkStatus, DEFAULT_LINK_TIMEOUT_US, LINK_POLL_US, QEMU_AUTONEG_US,
 };
@@ -93,6 +96,18 @@ pub enum E1000eError {
     InvalidMac {
         /// What the NVM held.
         mac: [u8; 6],
+    },
+    /// More unicast addresses than the receive address table holds.
+    #[error(
+        "{count} unicast addresses do not fit the receive address table: it holds {max} \
+         besides the station address (RAL/RAH entries 1-15); filter on fewer, or turn on \
+         promiscuous mode and filter in software"
+    )]
+    TooManyUnicastAddresses {
+        /// Addresses asked for.
+        count: usize,
+        /// Entries available.
+        max: usize,
     },
     /// A ring configuration the device cannot take.
     #[error("invalid ring configuration: {reason}")]

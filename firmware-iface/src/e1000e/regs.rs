@@ -236,9 +236,13 @@ pub const RFCTL: u32 = 0x0_5008;
 /// Multicast Table Array: 128 registers from here (4096 hash bits).
 pub const MTA: u32 = 0x0_5200;
 pub const MTA_LEN: u32 = 128;
-/// Receive Address Low/High, entry 0 (16 entries of 8 bytes from here).
+/// Receive Address Low/High, entry 0 ([`RAR_ENTRIES`] entries of 8 bytes from here).
 pub const RAL0: u32 = 0x0_5400;
 pub const RAH0: u32 = 0x0_5404;
+/// Receive address (RAL/RAH) pairs: 16 on the 82574 (0x05400 + 8*n, n = 0..=15), entry 0
+/// holding the station address. QEMU's e1000e compares the same 16 (`e1000x_rx_group_filter`
+/// walks `RA` to `RA + 32` registers).
+pub const RAR_ENTRIES: u32 = 16;
 /// VLAN Filter Table Array: 128 registers.
 pub const VFTA: u32 = 0x0_5600;
 /// Multiple Receive Queues Command (RSS).

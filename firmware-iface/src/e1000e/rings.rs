@@ -243,9 +243,11 @@ pub fn configure_tx(regs: &impl Mmio, cfg: &TxRingConfig) -> Result<(), E1000eEr
     Ok(())
 }
 
-/// Turns unicast and multicast promiscuous mode (RCTL.UPE | RCTL.MPE) on or off, leaving
-/// the rest of RCTL as it is. Broadcasts are governed by RCTL.BAM, which
-/// [`configure_rx`] sets.
+/// Turns unicast and multicast promiscuous mode (RCTL.UPE | RCTL.MPE, 82574 §10.2.5 RCTL
+/// bits 3 and 4) on or off, leaving the rest of RCTL as it is. Broadcasts are governed by
+/// RCTL.BAM, which [`configure_rx`] sets; with both off, unicast frames must match a
+/// receive address entry ([`super::set_unicast_filter`]) and multicast frames the MTA,
+/// which [`configure_rx`] clears.
 pub fn set_promisc(regs: &impl Mmio, on: bool) {
     let rctl = regs.read32(RCTL);
     let rctl = if on {
