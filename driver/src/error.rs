@@ -161,4 +161,39 @@ pub enum Error {
     /// A configuration value out of range.
     #[error("invalid port configuration: {0}")]
     Config(String),
+    /// A receive filter change the device cannot make.
+    #[error(
+        "{addr}: cannot {request}: the virtio-net device did not negotiate \
+         VIRTIO_NET_F_CTRL_RX (negotiated: {}), so tenge cannot program its receive filter \
+         (virtio 1.2 §5.1.6.5.1) and it receives what it always does (QEMU's virtio-net: \
+         every frame); start the device with its control queue and RX filtering \
+         (QEMU: ctrl_vq=on,ctrl_rx=on, the default), or keep promiscuous mode on and filter \
+         in software",
+        tenge_firmware_iface::virtio::FeatureNames(*features)
+    )]
+    RxFilterUnsupported {
+        /// The device.
+        addr: PciAddress,
+        /// What was asked, e.g. "turn promiscuous mode off".
+        request: String,
+        /// The negotiated features.
+        features: u64,
+    },
+    /// A virtio-net control queue command failed.
+    #[error("{addr}: virtio-net control queue: {source}")]
+    VirtioCtrl {
+        /// The device.
+        addr: PciAddress,
+        /// What went wrong.
+        #[source]
+        source: crate::virtio_ctrl::CtrlError,
+    },
+    /// A unicast filter the port cannot take.
+    #[error("{addr}: unicast filter not set: {reason}")]
+    UnicastFilter {
+        /// The device.
+        addr: PciAddress,
+        /// What is wrong with it and what would be accepted.
+        reason: String,
+    },
 }

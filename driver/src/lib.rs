@@ -31,6 +31,7 @@ pub mod ring;
 pub mod sysinfo;
 pub mod vfio;
 pub mod virtio;
+pub mod virtio_ctrl;
 pub mod virtio_packed;
 
 pub use error::{DmaError, Error, VfioError};

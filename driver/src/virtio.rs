@@ -31,6 +31,9 @@
 //! - **No interrupts**: tenge polls; `VIRTQ_AVAIL_F_NO_INTERRUPT` is set and, with
 //!   EVENT_IDX, `used_event` is kept half the index space ahead of `avail.idx`, where the
 //!   device's used index never reaches.
+//! - **Control queue** (`VIRTIO_NET_F_CTRL_VQ`, queue 2): set up at open when offered, in
+//!   the same ring format and region as the data queues; its synchronous command driver and
+//!   the receive filter commands are `virtio_ctrl.rs`.
 
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
@@ -48,9 +51,9 @@ use tenge_descriptors::virtio_net::{
 use tenge_firmware_iface::virtio::{
     self as fw, FeatureNames, QueueConfig, QueueLayout, VirtioPciCaps, VirtioRegion,
     VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1,
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
-    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
-    VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_GUEST_CSUM,
+    VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
+    VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
 };
 use tenge_firmware_iface::{NarrowMmio, StdDelay};
 use zerocopy::FromBytes;
@@ -64,6 +67,7 @@ use crate::ring::{
     PacketBatch, RxCompletion, RxDescOps, RxQueue, RxView, TxDescOps, TxQueue, TxView,
 };
 use crate::vfio::VfioDevice;
+use crate::virtio_ctrl::{CtrlQueue, CtrlRing, CTRL_QUEUE, CTRL_QUEUE_SIZE};
 use crate::virtio_packed::{PackedRing, PackedRx, PackedTx};
 
 /// PCI vendor ID of virtio devices (Red Hat, Inc.).
@@ -79,16 +83,19 @@ pub const HDR_LEN: usize = VIRTIO_NET_HDR_LEN;
 
 /// What this data path always asks for: a modern device behind the IOMMU, its MAC and link
 /// status, mergeable RX buffers (a frame larger than one buffer arrives as a chain),
-/// event-index notification suppression, and packed rings when offered (split otherwise;
-/// see `virtio_packed.rs`). Offloads are accepted only when the application asks
-/// ([`OFFLOAD_FEATURES`]).
+/// event-index notification suppression, packed rings when offered (split otherwise; see
+/// `virtio_packed.rs`), and the control queue with receive filtering (promiscuous mode and
+/// the MAC table; see `virtio_ctrl.rs`). Each is accepted only if offered. Offloads are
+/// accepted only when the application asks ([`OFFLOAD_FEATURES`]).
 pub const DRIVER_FEATURES: u64 = VIRTIO_F_VERSION_1
     | VIRTIO_F_ACCESS_PLATFORM
     | VIRTIO_NET_F_MAC
     | VIRTIO_NET_F_STATUS
     | VIRTIO_NET_F_MRG_RXBUF
     | VIRTIO_F_EVENT_IDX
-    | VIRTIO_F_RING_PACKED;
+    | VIRTIO_F_RING_PACKED
+    | VIRTIO_NET_F_CTRL_VQ
+    | VIRTIO_NET_F_CTRL_RX;
 
 /// The offload features tenge can accept (an application asks for them through
 /// `PortConfig`): RX checksum (GUEST_CSUM), RX coalesced TCP segments (GUEST_TSO4/6, which
@@ -231,6 +238,12 @@ impl SplitRing {
         )
     }
 
+    /// Used element at free-running used index `idx` (masked): (id, len) as the device
+    /// wrote them. Read it only once `used.idx` is past `idx`, behind an acquire fence.
+    pub fn used_elem(&self, idx: u16) -> (u32, u32) {
+        self.view().used_elem(u32::from(idx))
+    }
+
     /// Writes used element `slot` (masked) and `used.idx`: what a device does. For tests
     /// and models.
     pub fn device_push_used(&self, used_idx: u16, id: u32, len: u32) {
@@ -354,7 +367,7 @@ impl<M: NarrowMmio> Doorbell<M> {
     /// Publishes `avail.idx = new` on `ring` and notifies the device if it asked for it.
     /// The caller has fenced (release) after the descriptor stores.
     #[inline]
-    fn publish(&mut self, ring: &SplitRing, new: u16) {
+    pub(crate) fn publish(&mut self, ring: &SplitRing, new: u16) {
         ring.write_avail_idx(new);
         if self.event_idx {
             ring.write_used_event(new.wrapping_add(NO_INTERRUPT_DISTANCE));
@@ -718,6 +731,9 @@ pub struct VirtioNet<R: RxDescOps = VirtioRx<Bar>, T: TxDescOps = VirtioTx<Bar>>
     pub rxq: RxQueue<R>,
     /// Transmit queue 1.
     pub txq: TxQueue<T>,
+    /// The control queue (2), if `VIRTIO_NET_F_CTRL_VQ` was negotiated.
+    pub(crate) ctrl: Option<CtrlQueue<Bar>>,
+    pub(crate) addr: PciAddress,
     common: BarWindow,
     device: Option<BarWindow>,
     features: u64,
@@ -837,13 +853,28 @@ impl VirtioNet {
                 cfg.tx_ring
             );
         }
-        let (ring_bytes, tx_off) = if packed {
+        let (data_bytes, tx_off) = if packed {
             let tx_off = PackedRing::bytes(rx_size);
             (tx_off + PackedRing::bytes(tx_size), tx_off)
         } else {
             let tx_off = SplitRing::bytes(rx_size);
             (tx_off + SplitRing::bytes(tx_size), tx_off)
         };
+        let layout = if packed {
+            QueueLayout::Packed
+        } else {
+            QueueLayout::Split
+        };
+        // The control queue and its command area follow the data rings in the region.
+        let ctrl_size = if features & VIRTIO_NET_F_CTRL_VQ != 0 {
+            Some(queue_size(
+                u32::from(CTRL_QUEUE_SIZE),
+                fw::queue_max_size(&common, CTRL_QUEUE).map_err(&err)?,
+            ))
+        } else {
+            None
+        };
+        let ring_bytes = data_bytes + ctrl_size.map_or(0, |size| CtrlRing::bytes(size, layout));
         let rings = Arc::new(DmaRegion::allocate(mapper, ring_bytes, cfg.hugepages)?);
         // Registers queue `index` with the device and returns its doorbell.
         let setup = |index: u16, size: u16, layout: QueueLayout, (desc, driver, device)| {
@@ -895,18 +926,33 @@ impl VirtioNet {
                 ),
             )
         };
+        let ctrl = match ctrl_size {
+            Some(size) => {
+                let ring = CtrlRing::new(rings.clone(), data_bytes, size, layout);
+                let bell = setup(CTRL_QUEUE, size, layout, ring.iovas())?;
+                Some(CtrlQueue::new(ring, bell))
+            }
+            None => None,
+        };
         fw::driver_ok(&common).map_err(&err)?;
         log::info!(
-            "{addr}: virtio-net {} link {}, {} rings {rx_size} RX / {tx_size} TX, event index {}",
+            "{addr}: virtio-net {} link {}, {} rings {rx_size} RX / {tx_size} TX, event index {}, control queue {}",
             crate::port::fmt_mac(&mac),
             if net.link_up() { "up" } else { "down" },
             if packed { "packed" } else { "split" },
-            if event_idx { "on" } else { "off" }
+            if event_idx { "on" } else { "off" },
+            match (&ctrl, features & VIRTIO_NET_F_CTRL_RX != 0) {
+                (Some(q), true) => format!("{} descriptors with RX filtering", q.size()),
+                (Some(q), false) => format!("{} descriptors without RX filtering", q.size()),
+                (None, _) => "none (receive filter fixed)".to_string(),
+            }
         );
         Ok(match queues {
             Queues::Split(rxq, txq) => OpenedVirtio::Split(VirtioNet {
                 rxq,
                 txq,
+                ctrl,
+                addr,
                 common,
                 device,
                 features,
@@ -916,6 +962,8 @@ impl VirtioNet {
             Queues::Packed(rxq, txq) => OpenedVirtio::Packed(VirtioNet {
                 rxq,
                 txq,
+                ctrl,
+                addr,
                 common,
                 device,
                 features,

@@ -226,7 +226,7 @@ impl<M: NarrowMmio> Doorbell<M> {
     /// The packed ring's publish: the descriptors before `pidx` are already visible (their
     /// flags were the publish); notifies the device if its event area asks for it.
     #[inline]
-    fn publish_packed(&mut self, ring: &PackedRing, pidx: u32) {
+    pub(crate) fn publish_packed(&mut self, ring: &PackedRing, pidx: u32) {
         // The flag stores before the load of the device's suppression state (§2.8.22;
         // Linux's virtqueue_kick_prepare_packed has virtio_mb here): store then load needs
         // a full fence on x86.
