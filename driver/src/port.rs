@@ -21,6 +21,8 @@ use crate::virtio::{
     self, OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig, DEVICE_VIRTIO_NET,
     VENDOR_VIRTIO,
 };
+use crate::virtio_ctrl::{RxFilter, UNICAST_FILTER_MAX};
+use tenge_firmware_iface::virtio::VIRTIO_NET_F_CTRL_RX;
 
 /// How to set a port up. The defaults fit one queue pair in 8 MiB of DMA memory.
 #[derive(Clone, Debug)]
@@ -37,7 +39,10 @@ pub struct PortConfig {
     pub tx_rs_interval: u32,
     /// Refill RX (one tail write) once this many descriptors are free.
     pub rx_free_thresh: u32,
-    /// Receive every frame, whatever its destination MAC.
+    /// Receive every frame, whatever its destination MAC (on by default). Off, a port
+    /// receives frames to its own MAC, to the addresses of [`Port::set_unicast_filter`]
+    /// and broadcasts; applied at open as [`Port::set_promiscuous`] applies it, so off needs
+    /// a device that can filter (virtio-net: `VIRTIO_NET_F_CTRL_RX`).
     pub promisc: bool,
     /// RX checksum offload: the device checks IPv4/TCP/UDP checksums and each received
     /// packet's `meta().flags` says good or bad. Off by default, as in DPDK: offloads are
@@ -224,13 +229,26 @@ impl Port {
         assert!(pool_cfg.headroom as usize >= virtio::HDR_LEN);
         let pool = Mempool::new(mapper.clone(), &pool_cfg)?;
         let mut cache = pool.cache(cfg.cache_size);
+        // The receive filter before any buffer is posted, through the same command as
+        // Port::set_promiscuous (sent even to turn it on: the spec leaves a reset device's
+        // filter to the device; QEMU's starts promiscuous). The MAC table is empty after a
+        // reset (virtio 1.2 §5.1.6.5.2).
+        let promisc = RxFilter::Promisc(cfg.promisc);
         let (nic, mac) = match net {
             OpenedVirtio::Split(mut n) => {
+                if let Err(e) = n.set_rx_filter(promisc) {
+                    n.stop(); // before its rings go
+                    return Err(e);
+                }
                 n.rxq.fill(&mut cache);
                 let mac = n.mac();
                 (Nic::Virtio(n), mac)
             }
             OpenedVirtio::Packed(mut n) => {
+                if let Err(e) = n.set_rx_filter(promisc) {
+                    n.stop(); // before its rings go
+                    return Err(e);
+                }
                 n.rxq.fill(&mut cache);
                 let mac = n.mac();
                 (Nic::VirtioPacked(n), mac)
@@ -302,11 +320,17 @@ impl Port {
                 ring_iova: rx_ring.iova(),
                 ring_descs: cfg.rx_ring,
                 buf_size: pool.data_room(),
-                promisc: cfg.promisc,
+                // Applied just below, as Port::set_promiscuous does, before any buffer is
+                // posted.
+                promisc: false,
                 checksum: cfg.rx_checksum,
             },
         )
         .map_err(e1000e_err(addr))?;
+        // No extra unicast addresses: entries 1-15 of the receive address table cleared
+        // (their content after a reset is the device's; QEMU zeroes them).
+        fw::set_unicast_filter(&*regs, &[]).map_err(e1000e_err(addr))?;
+        fw::set_promisc(&*regs, cfg.promisc);
         let txq = TxQueue::new(
             E1000eTx::new(tx_ring, regs.clone()),
             cfg.tx_rs_interval,
@@ -503,6 +527,101 @@ impl Port {
         }
     }
 
+    /// Turns promiscuous mode on (every frame is received, whatever its destination) or
+    /// off (only frames to the port's MAC, to an address of [`Port::set_unicast_filter`],
+    /// and broadcasts; multicast frames are dropped, as no multicast filter is programmed).
+    ///
+    /// e1000e: RCTL.UPE and RCTL.MPE (82574 §10.2.5). virtio-net: the control queue's
+    /// `VIRTIO_NET_CTRL_RX_PROMISC` (virtio 1.2 §5.1.6.5.1), which needs
+    /// `VIRTIO_NET_F_CTRL_RX`; without it promiscuous mode is all the device does, so
+    /// turning it on succeeds and turning it off fails.
+    ///
+    /// # Errors
+    /// [`Error::RxFilterUnsupported`] (virtio-net without `VIRTIO_NET_F_CTRL_RX`, `on`
+    /// false); [`Error::VirtioCtrl`] if the device refused the command or did not answer.
+    pub fn set_promiscuous(&mut self, on: bool) -> Result<(), Error> {
+        match &mut self.nic {
+            Nic::E1000e(n) => {
+                fw::set_promisc(&*n.regs, on);
+                log::debug!(
+                    "{}: promiscuous mode {} (RCTL.UPE|MPE)",
+                    self.dev.addr(),
+                    if on { "on" } else { "off" }
+                );
+                Ok(())
+            }
+            Nic::Virtio(n) => n.set_rx_filter(RxFilter::Promisc(on)),
+            Nic::VirtioPacked(n) => n.set_rx_filter(RxFilter::Promisc(on)),
+        }
+    }
+
+    /// Accepts unicast frames to `macs` too, besides the port's own MAC (what matters with
+    /// promiscuous mode off); replaces the previous list, and an empty one clears it. At
+    /// most [`Port::unicast_filter_capacity`] addresses, each an individual (unicast,
+    /// nonzero) address.
+    ///
+    /// e1000e: receive address entries 1 to 15 (RAL/RAH with AV; entry 0 holds the port's
+    /// MAC). virtio-net: `VIRTIO_NET_CTRL_MAC_TABLE_SET` with these as the unicast table and
+    /// an empty multicast table (virtio 1.2 §5.1.6.5.2), which needs
+    /// `VIRTIO_NET_F_CTRL_RX`; clearing on a device without it succeeds (it has no table).
+    ///
+    /// # Errors
+    /// [`Error::UnicastFilter`] for a multicast, broadcast or zero address or more than
+    /// the capacity (nothing changes); [`Error::RxFilterUnsupported`] for a non-empty list
+    /// on virtio-net without `VIRTIO_NET_F_CTRL_RX`; [`Error::VirtioCtrl`] if the device
+    /// refused the command or did not answer.
+    pub fn set_unicast_filter(&mut self, macs: &[[u8; 6]]) -> Result<(), Error> {
+        let addr = self.dev.addr();
+        let (max, why) = match &self.nic {
+            Nic::E1000e(_) => (
+                self.unicast_filter_capacity(),
+                "the 82574 has 16 receive address entries and the first holds the port's MAC",
+            ),
+            // Without CTRL_RX the capacity is 0, but clearing succeeds and anything else is
+            // the RxFilterUnsupported error set_rx_filter gives.
+            Nic::Virtio(_) | Nic::VirtioPacked(_) => (
+                match self.unicast_filter_capacity() {
+                    0 => usize::MAX,
+                    n => n,
+                },
+                "above 64 entries QEMU's virtio-net silently receives every unicast frame",
+            ),
+        };
+        if let Some(reason) = unicast_filter_problem(macs, max, why) {
+            return Err(Error::UnicastFilter { addr, reason });
+        }
+        match &mut self.nic {
+            Nic::E1000e(n) => {
+                fw::set_unicast_filter(&*n.regs, macs).map_err(e1000e_err(addr))?;
+                log::debug!(
+                    "{addr}: unicast filter of {} addresses in RAL/RAH 1-{}",
+                    macs.len(),
+                    macs.len()
+                );
+                Ok(())
+            }
+            Nic::Virtio(n) => n.set_rx_filter(RxFilter::Unicast(macs)),
+            Nic::VirtioPacked(n) => n.set_rx_filter(RxFilter::Unicast(macs)),
+        }
+    }
+
+    /// How many addresses [`Port::set_unicast_filter`] takes: 15 on e1000e, 64 on
+    /// virtio-net with `VIRTIO_NET_F_CTRL_RX`, 0 on virtio-net without it.
+    pub fn unicast_filter_capacity(&self) -> usize {
+        let virtio = |features: u64| {
+            if features & VIRTIO_NET_F_CTRL_RX != 0 {
+                UNICAST_FILTER_MAX
+            } else {
+                0
+            }
+        };
+        match &self.nic {
+            Nic::E1000e(_) => fw::UNICAST_FILTER_ENTRIES,
+            Nic::Virtio(n) => virtio(n.features()),
+            Nic::VirtioPacked(n) => virtio(n.features()),
+        }
+    }
+
     /// Buffers posted to the RX ring.
     pub fn rx_posted(&self) -> u32 {
         match &self.nic {
@@ -536,10 +655,52 @@ impl Drop for Port {
     }
 }
 
+/// What is wrong with `macs` as a unicast filter of at most `max` addresses (`why` says
+/// where the limit comes from), if anything.
+fn unicast_filter_problem(macs: &[[u8; 6]], max: usize, why: &str) -> Option<String> {
+    if let Some(bad) = macs.iter().find(|m| m[0] & 1 != 0 || **m == [0; 6]) {
+        return Some(format!(
+            "{} is a group (multicast or broadcast) or all-zero address; the unicast filter \
+             takes individual addresses only",
+            fmt_mac(bad)
+        ));
+    }
+    (macs.len() > max).then(|| {
+        format!(
+            "{} addresses, but the device takes at most {max} besides its own MAC ({why}); \
+             turn promiscuous mode on and filter in software instead",
+            macs.len()
+        )
+    })
+}
+
 /// Formats a MAC address as `52:54:00:12:34:56`.
 pub fn fmt_mac(mac: &[u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unicast_filters_take_individual_addresses_up_to_the_capacity() {
+        let a = [0x02, 0, 0, 0, 0, 1];
+        assert_eq!(unicast_filter_problem(&[], 0, "x"), None);
+        assert_eq!(unicast_filter_problem(&[a; 15], 15, "x"), None);
+        let e = unicast_filter_problem(&[a; 16], 15, "the table").unwrap();
+        assert!(e.contains("16 addresses") && e.contains("at most 15") && e.contains("the table"));
+        for bad in [
+            [0xff; 6],
+            [0x01, 0, 0x5e, 0, 0, 1],
+            [0x33, 0x33, 0, 0, 0, 1],
+            [0; 6],
+        ] {
+            let e = unicast_filter_problem(&[a, bad], 15, "x").unwrap();
+            assert!(e.contains(&fmt_mac(&bad)), "{e}");
+        }
+    }
 }
