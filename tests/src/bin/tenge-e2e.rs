@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use tenge::dma::HugepagePolicy;
 use tenge::{Error, PacketBatch, PacketMeta, Port, PortConfig, VfioError};
 use tenge_examples::frame::{self, Flow};
-use tenge_examples::{memory_summary, parse_secs};
+use tenge_examples::{memory_summary, parse_mac, parse_secs};
 
 /// tenge end-to-end scenarios (run inside the test guest).
 #[derive(Parser, Debug)]
@@ -86,6 +86,24 @@ enum Cmd {
         /// Turn on RX checksum offload.
         #[arg(long)]
         rx_checksum: bool,
+        /// Open the port with promiscuous mode off (PortConfig::promisc = false).
+        #[arg(long)]
+        no_promisc: bool,
+        /// After opening, turn promiscuous mode on or off (Port::set_promiscuous).
+        #[arg(long, value_parser = parse_on_off)]
+        set_promisc: Option<bool>,
+        /// After opening, accept unicast frames to this MAC too (Port::set_unicast_filter
+        /// with every --accept-mac given); repeatable.
+        #[arg(long, value_parser = parse_mac)]
+        accept_mac: Vec<[u8; 6]>,
+        /// Stop when the test frame with this sequence number arrives (the sender's end
+        /// marker; not counted in --by-dst).
+        #[arg(long)]
+        end_seq: Option<u64>,
+        /// Count the frames received by destination (the port's MAC, broadcast, other
+        /// multicast, other unicast) and print them on an `rx-sink: by-dst:` line.
+        #[arg(long)]
+        by_dst: bool,
     },
     /// Open a port expecting a specific error; the message must contain every --expect.
     ExpectError {
@@ -144,15 +162,27 @@ fn main() -> ExitCode {
             free_thresh,
             idle_stop,
             rx_checksum,
+            no_promisc,
+            set_promisc,
+            accept_mac,
+            end_seq,
+            by_dst,
         } => rx_sink(
             &pci,
-            duration,
-            batch,
-            idle_stop,
+            &RxSink {
+                duration,
+                batch,
+                idle_stop,
+                set_promisc,
+                accept_mac,
+                end_seq,
+                by_dst,
+            },
             &PortConfig {
                 rx_ring,
                 rx_free_thresh: free_thresh,
                 rx_checksum,
+                promisc: !no_promisc,
                 ..PortConfig::default()
             },
         ),
@@ -176,6 +206,14 @@ fn main() -> ExitCode {
 }
 
 type Res = Result<(), Box<dyn std::error::Error>>;
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("'{s}': say on or off")),
+    }
+}
 
 /// Frame size for sequence number `seq`, cycling through [min, max].
 pub fn size_for(seq: u64, min: usize, max: usize) -> usize {
@@ -359,14 +397,45 @@ fn mempool_exhaust(pci: &str, buffers: u32, timeout: Duration) -> Res {
     Ok(())
 }
 
-fn rx_sink(
-    pci: &str,
+/// What rx-sink does besides draining.
+struct RxSink {
     duration: Duration,
     batch: usize,
     idle_stop: Option<Duration>,
-    cfg: &PortConfig,
-) -> Res {
+    set_promisc: Option<bool>,
+    accept_mac: Vec<[u8; 6]>,
+    end_seq: Option<u64>,
+    by_dst: bool,
+}
+
+/// Frames received, by destination address.
+#[derive(Default)]
+struct ByDst {
+    own: u64,
+    broadcast: u64,
+    multicast: u64,
+    other: u64,
+}
+
+fn rx_sink(pci: &str, sink: &RxSink, cfg: &PortConfig) -> Res {
+    let RxSink {
+        duration,
+        batch,
+        idle_stop,
+        end_seq,
+        by_dst,
+        ..
+    } = *sink;
     let mut port = Port::open(pci, cfg)?;
+    if let Some(on) = sink.set_promisc {
+        port.set_promiscuous(on)?;
+    }
+    if !sink.accept_mac.is_empty() {
+        port.set_unicast_filter(&sink.accept_mac)?;
+    }
+    let mac = port.mac();
+    let mut dst = ByDst::default();
+    let mut end_seen = false;
     println!("READY {pci}");
     let mut b = PacketBatch::new(batch);
     let mut got = 0u64;
@@ -382,7 +451,29 @@ fn rx_sink(
         if n > 0 {
             got += n as u64;
             first.get_or_insert_with(Instant::now);
+            if by_dst || end_seq.is_some() {
+                for p in b.iter() {
+                    let d = p.data();
+                    if end_seq.is_some() && frame::seq_of(d) == end_seq {
+                        end_seen = true;
+                        continue;
+                    }
+                    let Some(to) = d.get(..6) else { continue };
+                    if to == mac {
+                        dst.own += 1;
+                    } else if to == [0xff; 6] {
+                        dst.broadcast += 1;
+                    } else if to[0] & 1 != 0 {
+                        dst.multicast += 1;
+                    } else {
+                        dst.other += 1;
+                    }
+                }
+            }
             port.free_batch(&mut b);
+            if end_seen {
+                break;
+            }
         }
         i = i.wrapping_add(1);
         if i.is_multiple_of(64) {
@@ -420,6 +511,12 @@ fn rx_sink(
         s.hw.rnbc,
         memory_summary()
     );
+    if by_dst {
+        println!(
+            "rx-sink: by-dst: own={} broadcast={} multicast={} other={} end_seen={end_seen}",
+            dst.own, dst.broadcast, dst.multicast, dst.other
+        );
+    }
     Ok(())
 }
 
