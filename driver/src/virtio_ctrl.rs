@@ -583,6 +583,7 @@ impl fmt::Display for RxFilter<'_> {
                 )
             }
             RxFilter::Unicast([]) => f.write_str("clear the unicast filter"),
+            RxFilter::Unicast([_]) => f.write_str("set a unicast filter of 1 address"),
             RxFilter::Unicast(macs) => {
                 write!(f, "set a unicast filter of {} addresses", macs.len())
             }
