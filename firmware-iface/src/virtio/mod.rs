@@ -47,6 +47,12 @@
 //!   arms the RX notification; it delivers again only after a doorbell on the RX queue, so
 //!   a refill must end with an RX notify (subject to the event test);
 //! - the header is always the 12-byte `virtio_net_hdr` with `num_buffers` (VERSION_1);
+//! - control queue (`virtio_net_handle_ctrl`): a command is answered from QEMU's main loop
+//!   after its doorbell, with one ack byte and a used length of 1; `RX_PROMISC` off makes
+//!   it drop frames to other unicast MACs and to multicast groups, `MAC_TABLE_SET`'s
+//!   unicast table lets those MACs through again (tenge's rx_filter tests); with
+//!   `ctrl_rx=off` it still offers CTRL_RX_EXTRA, which depends on CTRL_RX (dropped by
+//!   [`negotiate`]);
 //! - reset is synchronous (status reads 0 right after writing 0); a `queue_enable` write
 //!   other than 1 sets DEVICE_NEEDS_RESET; FEATURES_OK does not stick if ACCESS_PLATFORM
 //!   is offered but not accepted.
