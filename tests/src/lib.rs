@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub mod seq;
+pub use seq::{parse_summary, Arrival, SeqTally};
+
 /// The workspace root (holds the workspace Cargo.toml).
 pub fn workspace_root() -> PathBuf {
     if let Ok(r) = std::env::var("TENGE_ROOT") {

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use tenge::dma::HugepagePolicy;
-use tenge::{Error, PacketBatch, PacketMeta, Port, PortConfig, VfioError};
+use tenge::{Error, PacketBatch, PacketBuf, PacketMeta, Port, PortConfig, VfioError};
 use tenge_examples::frame::{self, Flow};
 use tenge_examples::{memory_summary, parse_mac, parse_secs};
+use tenge_tests::{size_for, Arrival, SeqTally};
 
 /// tenge end-to-end scenarios (run inside the test guest).
 #[derive(Parser, Debug)]
@@ -21,7 +22,8 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Receive N test frames and check every byte and the order.
+    /// Receive N test frames and check every byte and the order (with --any-order: that
+    /// each arrives exactly once, byte-exact, in whatever order).
     RxCheck {
         /// PCI address of the receiving NIC.
         pci: String,
@@ -51,6 +53,21 @@ enum Cmd {
         /// are checked byte for byte like the rest.
         #[arg(long, default_value_t = 2048)]
         buf_size: u32,
+        /// Accept any order: every sequence number 0..count must arrive exactly once and
+        /// byte-exact (duplicates, missing and corrupt frames are counted and fail the
+        /// check); frames arriving after a newer one are reported as `out_of_order=`, not
+        /// failed. Stops once all have arrived and --linger has passed, or after --idle
+        /// without a frame, or at --timeout, and always prints the tally.
+        #[arg(long)]
+        any_order: bool,
+        /// With --any-order: keep receiving this long after the last expected frame, to
+        /// catch late duplicates.
+        #[arg(long, default_value = "0.3", value_parser = parse_secs)]
+        linger: Duration,
+        /// With --any-order: give up this long after the last test frame (once one has
+        /// arrived), reporting what is missing.
+        #[arg(long, default_value = "5", value_parser = parse_secs)]
+        idle: Duration,
     },
     /// Receive while holding every buffer until the pool runs dry, check the drops are
     /// counted, give the buffers back, and check receive recovers.
@@ -136,9 +153,11 @@ fn main() -> ExitCode {
             timeout,
             rx_checksum,
             buf_size,
-        } => rx_check(
-            &pci,
-            &RxCheck {
+            any_order,
+            linger,
+            idle,
+        } => {
+            let want = RxCheck {
                 count,
                 min_size,
                 max_size,
@@ -147,8 +166,13 @@ fn main() -> ExitCode {
                 timeout,
                 rx_checksum,
                 buf_size,
-            },
-        ),
+            };
+            if any_order {
+                rx_check_any_order(&pci, &want, linger, idle)
+            } else {
+                rx_check(&pci, &want)
+            }
+        }
         Cmd::MempoolExhaust {
             pci,
             buffers,
@@ -215,15 +239,6 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
     }
 }
 
-/// Frame size for sequence number `seq`, cycling through [min, max].
-pub fn size_for(seq: u64, min: usize, max: usize) -> usize {
-    if max <= min {
-        min
-    } else {
-        min + (seq as usize % (max - min + 1))
-    }
-}
-
 /// What rx-check expects.
 struct RxCheck {
     count: u64,
@@ -239,13 +254,12 @@ struct RxCheck {
 fn rx_check(pci: &str, want: &RxCheck) -> Res {
     let RxCheck {
         count,
-        min_size,
-        max_size,
         rx_ring,
         batch,
         timeout,
         rx_checksum,
         buf_size,
+        ..
     } = *want;
     let mut port = Port::open(
         pci,
@@ -284,31 +298,7 @@ fn rx_check(pci: &str, want: &RxCheck) -> Res {
                 )
                 .into());
             }
-            let want = frame::build(&flow, size_for(seq, min_size, max_size), seq);
-            let flags = p.meta().flags;
-            if rx_checksum && flags & PacketMeta::RX_IP_CSUM_GOOD == 0 {
-                return Err(format!(
-                    "frame {seq}: IPv4 checksum not reported good (flags {flags:#x})"
-                )
-                .into());
-            }
-            if !rx_checksum && flags != 0 {
-                return Err(
-                    format!("frame {seq}: checksum flags {flags:#x} with offload off").into(),
-                );
-            }
-            // The whole frame, over every buffer of a chain.
-            bytes.clear();
-            p.append_to(&mut bytes);
-            if bytes != want {
-                return Err(format!(
-                    "frame {seq}: {} bytes in {} buffers differ from the {} sent",
-                    bytes.len(),
-                    p.nb_segs(),
-                    want.len()
-                )
-                .into());
-            }
+            check_frame(&p, &flow, seq, want, &mut bytes)?;
             next += 1;
             port.free(p);
         }
@@ -326,6 +316,127 @@ fn rx_check(pci: &str, want: &RxCheck) -> Res {
     );
     if s.rx.packets < count {
         return Err("software counter below frames received".into());
+    }
+    Ok(())
+}
+
+/// Whether received frame `p` (a chain or one buffer) carrying `seq` is byte for byte the
+/// frame sent with that number, with the checksum flags `want` asks for; if not, why.
+/// `bytes` is scratch space for the frame gathered from its buffers.
+fn check_frame(
+    p: &PacketBuf,
+    flow: &Flow,
+    seq: u64,
+    want: &RxCheck,
+    bytes: &mut Vec<u8>,
+) -> Result<(), String> {
+    let flags = p.meta().flags;
+    if want.rx_checksum && flags & PacketMeta::RX_IP_CSUM_GOOD == 0 {
+        return Err(format!(
+            "frame {seq}: IPv4 checksum not reported good (flags {flags:#x})"
+        ));
+    }
+    if !want.rx_checksum && flags != 0 {
+        return Err(format!(
+            "frame {seq}: checksum flags {flags:#x} with offload off"
+        ));
+    }
+    let sent = frame::build(flow, size_for(seq, want.min_size, want.max_size), seq);
+    // The whole frame, over every buffer of a chain.
+    bytes.clear();
+    p.append_to(bytes);
+    if *bytes != sent {
+        return Err(format!(
+            "frame {seq}: {} bytes in {} buffers differ from the {} sent",
+            bytes.len(),
+            p.nb_segs(),
+            sent.len()
+        ));
+    }
+    Ok(())
+}
+
+/// rx-check --any-order: a bitmap of the sequence numbers seen; see `Cmd::RxCheck`.
+fn rx_check_any_order(pci: &str, want: &RxCheck, linger: Duration, idle: Duration) -> Res {
+    let mut port = Port::open(
+        pci,
+        &PortConfig {
+            rx_ring: want.rx_ring,
+            rx_checksum: want.rx_checksum,
+            buf_size: want.buf_size,
+            ..PortConfig::default()
+        },
+    )?;
+    println!("READY {pci}");
+    let flow = Flow::default();
+    let mut b = PacketBatch::new(want.batch);
+    let mut bytes = Vec::with_capacity(2048);
+    let mut tally = SeqTally::new(want.count);
+    let mut other = 0u64;
+    let mut reasons = Vec::new();
+    let start = Instant::now();
+    let mut last_frame: Option<Instant> = None;
+    let mut complete_at: Option<Instant> = None;
+    let mut polls = 0u32;
+    let stop = loop {
+        if port.rx_burst(&mut b) > 0 {
+            for p in b.drain() {
+                let Some(seq) = frame::seq_of(p.data()) else {
+                    other += 1; // e.g. a stray frame from the guest kernel: not ours
+                    port.free(p);
+                    continue;
+                };
+                let check = check_frame(&p, &flow, seq, want, &mut bytes);
+                port.free(p);
+                let arrival = tally.record(seq, check.is_ok());
+                if arrival != Arrival::New && reasons.len() < 5 {
+                    reasons.push(match (arrival, check) {
+                        (Arrival::Duplicate, _) => format!("frame {seq} again"),
+                        (_, Err(why)) => why,
+                        _ => format!("frame {seq} beyond --count {}", want.count),
+                    });
+                }
+            }
+            last_frame = Some(Instant::now());
+        }
+        polls = polls.wrapping_add(1);
+        if !polls.is_multiple_of(64) {
+            continue;
+        }
+        let now = Instant::now();
+        if tally.complete() {
+            let at = *complete_at.get_or_insert(now);
+            if now - at >= linger {
+                break "all arrived";
+            }
+        } else if now - start >= want.timeout {
+            break "timeout";
+        } else if last_frame.is_some_and(|t| now - t >= idle) {
+            break "idle";
+        }
+    };
+    let s = port.stats();
+    println!(
+        "rx-check: any-order stop={stop} count={} {} other={other} chains={} rx_doorbells={} no_buf={} bad_len={} bad_slot={} hw_gprc={} hw_mpc={} {}",
+        want.count,
+        tally.summary(),
+        s.rx.chains,
+        s.rx.doorbells,
+        s.rx.no_buf,
+        s.rx.bad_len,
+        s.rx.bad_slot,
+        s.hw.gprc,
+        s.hw.mpc,
+        memory_summary()
+    );
+    if !tally.exact() {
+        return Err(format!(
+            "not every frame exactly once, byte-exact: {}; first missing {:?}; {}",
+            tally.summary(),
+            tally.first_missing(10),
+            reasons.join("; ")
+        )
+        .into());
     }
     Ok(())
 }
