@@ -2,8 +2,9 @@
 # tenge's two front doors (see README.md):
 #   ./tenge.sh demo   install what is missing, build, boot the QEMU guest and run pktgen
 #                     against an emulated e1000e, printing live rates
-#   ./tenge.sh test   every test: format and lint, host-side unit tests, in-guest end-to-end
-#                     tests against QEMU's NICs, then the benchmarks (BENCH lines)
+#   ./tenge.sh test   every test: format and lint, host-side unit tests, 60 s of fuzzing
+#                     (FUZZ_SECONDS per target), in-guest end-to-end tests against QEMU's
+#                     NICs, then the benchmarks (BENCH lines)
 # and two more:
 #   ./tenge.sh bench  only the benchmarks, longer runs (DURATION=10 ROUNDS=3 by default)
 #   ./tenge.sh help
@@ -41,6 +42,25 @@ test)
     run cargo clippy --workspace --all-targets -- -D warnings
     # Host-side: unit tests, property tests, doc tests.
     run cargo test --workspace
+    # Host-side fuzzing (fuzz/, its own workspace): a device writing arbitrary used-ring
+    # entries into the split and packed virtio rings, under AddressSanitizer, from the
+    # committed seeds. cargo-fuzz passes -Zsanitizer=address; RUSTC_BOOTSTRAP=1 lets the
+    # stable compiler (which ships the ASan runtime) accept it. A crash fails the run.
+    run cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+    for t in used_ring used_ring_packed; do
+        mkdir -p "fuzz/corpus/$t" fuzz/artifacts
+        echo "+ cargo fuzz run $t (${FUZZ_SECONDS:-30} s)" >&2
+        if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+            -max_total_time="${FUZZ_SECONDS:-30}" -verbosity=0 -print_final_stats=1 \
+            >"fuzz/artifacts/$t.log" 2>&1; then
+            tail -n 40 "fuzz/artifacts/$t.log"
+            echo "tenge: fuzz target $t failed: crash input in fuzz/artifacts/$t/, log in fuzz/artifacts/$t.log" >&2
+            exit 1
+        fi
+        awk -v t="$t" '/^stat::number_of_executed_units/ {n = $2} /^stat::new_units_added/ {u = $2}
+            END {print "fuzz " t ": " n " runs, " u " new inputs, no crash"}' \
+            "fuzz/artifacts/$t.log" | tee -a "$log"
+    done
     # In-guest: every #[ignore = "boots a QEMU guest"] test, one guest at a time (2 cores).
     run cargo test --workspace -- --ignored --test-threads 1
     # Benchmarks: instructions per packet (callgrind), then tenge vs testpmd in the guest.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the in-guest test bed needs on a fresh Debian 12 machine:
 # QEMU 10 (bookworm-backports, for the `igb` model), a guest kernel, busybox-static
-# for the initramfs, DPDK's testpmd as the benchmark peer, valgrind for callgrind.
+# for the initramfs, DPDK's testpmd as the benchmark peer, valgrind for callgrind; and for
+# the host-side fuzz targets (fuzz/), g++ (libfuzzer-sys builds libFuzzer) and cargo-fuzz.
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 
@@ -26,8 +27,18 @@ command -v sha256sum >/dev/null || need+=(coreutils)
 command -v gzip >/dev/null || need+=(gzip)
 # extract-vmlinux.sh unpacks Debian's xz-compressed kernel for a PVH boot.
 command -v xz >/dev/null || need+=(xz-utils)
+# libfuzzer-sys compiles libFuzzer (C++) for the fuzz targets.
+command -v g++ >/dev/null || need+=(g++)
+
+# cargo-fuzz, from crates.io (runs on the stable toolchain, see tenge.sh).
+install_cargo_fuzz() {
+    cargo fuzz --version >/dev/null 2>&1 && return
+    echo "tenge: installing cargo-fuzz" >&2
+    cargo install --locked cargo-fuzz --version '^0.13' >&2
+}
 
 if [ ${#need[@]} -eq 0 ]; then
+    install_cargo_fuzz
     exit 0
 fi
 
@@ -57,3 +68,4 @@ for p in "${need[@]}"; do
     fi
 done
 qemu-system-x86_64 --version | head -1 >&2
+install_cargo_fuzz
