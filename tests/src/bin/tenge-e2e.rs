@@ -68,6 +68,14 @@ enum Cmd {
         /// arrived), reporting what is missing.
         #[arg(long, default_value = "5", value_parser = parse_secs)]
         idle: Duration,
+        /// With --any-order: once this many test frames have arrived, stop polling for
+        /// --pause, so the ring fills and the sender (or QEMU's hub) meets backpressure at a
+        /// known point of every run.
+        #[arg(long)]
+        pause_after: Option<u64>,
+        /// How long --pause-after stops polling.
+        #[arg(long, default_value = "0.2", value_parser = parse_secs)]
+        pause: Duration,
     },
     /// Receive while holding every buffer until the pool runs dry, check the drops are
     /// counted, give the buffers back, and check receive recovers.
@@ -156,6 +164,8 @@ fn main() -> ExitCode {
             any_order,
             linger,
             idle,
+            pause_after,
+            pause,
         } => {
             let want = RxCheck {
                 count,
@@ -168,7 +178,8 @@ fn main() -> ExitCode {
                 buf_size,
             };
             if any_order {
-                rx_check_any_order(&pci, &want, linger, idle)
+                let pause = pause_after.map(|n| (n, pause));
+                rx_check_any_order(&pci, &want, linger, idle, pause)
             } else {
                 rx_check(&pci, &want)
             }
@@ -357,7 +368,14 @@ fn check_frame(
 }
 
 /// rx-check --any-order: a bitmap of the sequence numbers seen; see `Cmd::RxCheck`.
-fn rx_check_any_order(pci: &str, want: &RxCheck, linger: Duration, idle: Duration) -> Res {
+/// `pause`: (after this many test frames, stop polling this long), once.
+fn rx_check_any_order(
+    pci: &str,
+    want: &RxCheck,
+    linger: Duration,
+    idle: Duration,
+    mut pause: Option<(u64, Duration)>,
+) -> Res {
     let mut port = Port::open(
         pci,
         &PortConfig {
@@ -398,6 +416,10 @@ fn rx_check_any_order(pci: &str, want: &RxCheck, linger: Duration, idle: Duratio
                 }
             }
             last_frame = Some(Instant::now());
+            let seen = tally.received + tally.duplicates + tally.corrupt;
+            if let Some((_, d)) = pause.take_if(|(after, _)| seen >= *after) {
+                std::thread::sleep(d);
+            }
         }
         polls = polls.wrapping_add(1);
         if !polls.is_multiple_of(64) {
