@@ -31,16 +31,23 @@ fn config(nics: Vec<Nic>) -> GuestConfig {
 const HUB_FRAMES: u64 = 10_000;
 
 /// One direction: `rx-check --any-order` on `rx` (started first, on vCPU 1), then pktgen on
-/// `tx` paced at 20,000 frames/s, `count` frames of `size` bytes. A failing direction is
-/// noted and the script goes on, so every direction's tally gets reported.
+/// `tx` paced at 20,000 frames/s, `count` frames of `size` bytes. The receiver stops polling
+/// for 0.2 s after a fifth of the frames, so its ring fills and the hub holds frames back
+/// (backpressure, and with it reordering) in every run, not only when TCG falls behind. A
+/// sender that has not finished after 60 s is killed and reported (`PKTGEN-STALLED`). A
+/// failing direction is noted and the script goes on, so every direction's tally gets
+/// reported.
 fn one_way(rx: &str, tx: &str, count: u64, size: usize) -> String {
     let e2e = bin("tenge-e2e");
     let pktgen = bin("pktgen");
+    let pause_after = count / 5;
     format!(
-        "taskset -c 1 {e2e} rx-check {rx} --any-order --count {count} --min-size {size} --max-size {size} --rx-ring 256 --batch 64 --timeout 120 > /tmp/rx.log 2>&1 &\n\
+        "taskset -c 1 {e2e} rx-check {rx} --any-order --count {count} --min-size {size} --max-size {size} --rx-ring 256 --batch 64 --timeout 120 --pause-after {pause_after} --pause 0.2 > /tmp/rx.log 2>&1 &\n\
          rx=$!\n\
          for i in $(seq 100); do grep -q READY /tmp/rx.log && break; sleep 0.2; done\n\
-         taskset -c 0 {pktgen} {tx} --count {count} --size {size} --rate 20000 --interval 0 --dst-mac ff:ff:ff:ff:ff:ff --src-mac 02:00:00:00:00:01 || fail=1\n\
+         st=0; taskset -c 0 timeout 60 {pktgen} {tx} --count {count} --size {size} --rate 20000 --interval 0 --dst-mac ff:ff:ff:ff:ff:ff --src-mac 02:00:00:00:00:01 || st=$?\n\
+         [ $st = 0 ] || fail=1\n\
+         [ $st = 124 ] && echo \"PKTGEN-STALLED {tx}: not done after 60 s, killed\"\n\
          st=0; wait $rx || st=$?\n\
          echo \"== rx {rx} from {tx} size {size}\"\n\
          cat /tmp/rx.log\n\
@@ -95,6 +102,11 @@ fn cross_device(model: NicModel) {
         log.lines()
             .any(|l| l.contains(&rings) && l.contains(&events)),
         "no `{rings} ... {events}` in the log: {}",
+        tail(&log, 40)
+    );
+    assert!(
+        !log.contains("PKTGEN-STALLED"),
+        "a sender stalled (its TX ring stopped moving): {}",
         tail(&log, 40)
     );
     for d in &directions {
