@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use tenge_descriptors::virtio::{
     packed_ring_layout, pvirtq_avail_flags, pvirtq_is_used, pvirtq_need_event, PvirtqDesc,
-    PvirtqEventSuppress, RING_EVENT_FLAGS_DISABLE, VIRTQ_DESC_F_WRITE,
+    PvirtqEventSuppress, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, VIRTQ_DESC_F_WRITE,
 };
 use tenge_firmware_iface::NarrowMmio;
 
@@ -234,13 +234,14 @@ impl<M: NarrowMmio> Doorbell<M> {
         let new = pidx as u16;
         let ev = ring.device_event();
         let need = if self.event_idx {
-            pvirtq_need_event(
-                ev,
-                (pidx & (u32::from(ring.size) - 1)) as u16,
-                ring.wrap(pidx),
-                new.wrapping_sub(self.last),
-                ring.size,
-            )
+            stale_event(ring, ev)
+                || pvirtq_need_event(
+                    ev,
+                    (pidx & (u32::from(ring.size) - 1)) as u16,
+                    ring.wrap(pidx),
+                    new.wrapping_sub(self.last),
+                    ring.size,
+                )
         } else {
             ev.event_flags() != RING_EVENT_FLAGS_DISABLE
         };
@@ -249,6 +250,24 @@ impl<M: NarrowMmio> Doorbell<M> {
             self.notify();
         }
     }
+}
+
+/// Whether the device asked to be notified at a descriptor it has already used: a request
+/// it left behind and will not renew, so it waits for a notification that
+/// `pvirtq_need_event` would never send. QEMU does this on TX: after a transmission its
+/// hub could not take at once completes (`virtio_net_tx_complete`), it enables
+/// notifications naming the descriptor after the one it parked, then goes on sending past
+/// it without moving the event (its split ring moves `avail_event` on every pop, the
+/// packed ring does not); once the driver's ring is full nothing would wake it. Notifying
+/// then costs one doorbell and ends the stall.
+#[inline]
+fn stale_event(ring: &PackedRing, ev: PvirtqEventSuppress) -> bool {
+    if ev.event_flags() != RING_EVENT_FLAGS_DESC {
+        return false;
+    }
+    let (off, wrap) = ev.event_off_wrap();
+    let flags = ring.descs().read(u32::from(off)).flags.get();
+    pvirtq_is_used(flags, wrap)
 }
 
 /// The virtio-net RX descriptor ops over a packed ring.
@@ -808,6 +827,50 @@ mod tests {
             let s = *txq.stats();
             assert_eq!((s.packets, s.bytes), (11, 10 * 72 + 1526));
         }
+    }
+
+    /// QEMU's stale TX event (see `stale_event`): the device asks to hear at a descriptor,
+    /// then uses it and more without moving the request. The next publish notifies, though
+    /// the descriptor it names lies before the ones just published.
+    #[test]
+    fn a_request_for_a_descriptor_already_used_is_answered() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut txq = tx_queue(&mem, &bells, 8, true, 2);
+        let mut dev = Dev::new(true);
+        dev.arm(txq.ops().ring());
+        let mut b = batch_of(&mut cache, 0..4, 60);
+        assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 4);
+        assert_eq!(bells.take().len(), 1);
+        // The device sends all four but leaves its request at descriptor 1 (lap 0, wrap
+        // counter 1): already used.
+        let ring = txq.ops().ring();
+        for pos in 0..4 {
+            let flags = ring.descs().read(pos).flags.get();
+            ring.device_write(pos, pos as u16, 0, flags | VIRTQ_DESC_F_USED);
+        }
+        ring.device_set_event(
+            PvirtqEventSuppress::pack_off_wrap(1, true),
+            RING_EVENT_FLAGS_DESC,
+        );
+        let mut more = batch_of(&mut cache, 4..6, 60);
+        assert_eq!(tx_burst(&mut txq, &mut cache, &mut more), 2);
+        assert_eq!(
+            bells.take(),
+            vec![(TX_BELL, TX_QUEUE)],
+            "a stale request is answered"
+        );
+        // A request for a descriptor not yet used (5, published, not sent) stays suppressed
+        // while the device has work: no doorbell for the next burst.
+        txq.ops().ring().device_set_event(
+            PvirtqEventSuppress::pack_off_wrap(5, true),
+            RING_EVENT_FLAGS_DESC,
+        );
+        let mut last = batch_of(&mut cache, 6..7, 60);
+        assert_eq!(tx_burst(&mut txq, &mut cache, &mut last), 1);
+        assert!(bells.take().is_empty());
     }
 
     #[test]
