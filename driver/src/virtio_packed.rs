@@ -839,7 +839,7 @@ mod tests {
         let pool = host_pool(64).unwrap();
         let mut cache = pool.cache(16);
         let mut txq = tx_queue(&mem, &bells, 8, true, 2);
-        let mut dev = Dev::new(true);
+        let dev = Dev::new(true);
         dev.arm(txq.ops().ring());
         let mut b = batch_of(&mut cache, 0..4, 60);
         assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 4);
