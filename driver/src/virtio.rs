@@ -499,7 +499,7 @@ fn rx_hdr(buf: &PacketBuf) -> Option<VirtioNetHdr> {
 /// byte is not a frame if the buffer is a frame's first: its `len` wraps to beyond any
 /// buffer (bad_len), or is 0 (refused too), and it is never `whole`.
 #[inline(always)]
-pub(crate) fn rx_completion(id: u32, len: u32) -> RxCompletion {
+fn rx_completion(id: u32, len: u32) -> RxCompletion {
     RxCompletion {
         slot: id,
         len: len.wrapping_sub(HDR_LEN as u32),
@@ -515,7 +515,7 @@ pub(crate) fn rx_completion(id: u32, len: u32) -> RxCompletion {
 /// its data starts where a first buffer's header would, `HDR_LEN` before the packet's data
 /// start, and all `len` bytes the device wrote are frame.
 #[inline(always)]
-pub(crate) fn rx_continuation(c: &RxCompletion, buf: &mut PacketBuf) -> bool {
+fn rx_continuation(c: &RxCompletion, buf: &mut PacketBuf) -> bool {
     buf.prepend(HDR_LEN) && buf.set_len(c.len.wrapping_add(HDR_LEN as u32) as usize)
 }
 
@@ -545,13 +545,13 @@ impl<M: NarrowMmio> VirtioRx<M> {
 
 impl<M: NarrowMmio> RxDescOps for VirtioRx<M> {
     type View<'a>
-        = VirtioRxView<'a>
+        = VirtioRxView<SplitView<'a>>
     where
         M: 'a;
 
     #[inline(always)]
-    fn view(&self) -> VirtioRxView<'_> {
-        VirtioRxView(self.ring.view(), self.hdr)
+    fn view(&self) -> VirtioRxView<SplitView<'_>> {
+        VirtioRxView::new(self.ring.view(), self.hdr)
     }
 
     #[inline(always)]
@@ -565,22 +565,63 @@ impl<M: NarrowMmio> RxDescOps for VirtioRx<M> {
     }
 }
 
-/// The virtio-net RX descriptor accesses, on a view of the ring.
-#[derive(Clone, Copy)]
-pub struct VirtioRxView<'a>(SplitView<'a>, RxHdrMode);
+/// What the RX accesses need of a ring view, split or packed: the one place the two
+/// layouts differ for [`VirtioRxView`].
+pub trait VirtqView: Copy {
+    /// Makes the device-writable buffer at `iova` of `len` bytes available at free-running
+    /// index `idx`, as buffer id `idx & mask`.
+    fn post_writable(&self, idx: u32, iova: u64, len: u32);
+    /// Whether the device has used the entry at free-running index `idx`.
+    fn is_used(&self, idx: u32) -> bool;
+    /// (id, len) the device wrote for the entry at free-running index `idx` (masked).
+    fn used_elem(&self, idx: u32) -> (u32, u32);
+    /// Ring size - 1: the largest buffer id posted.
+    fn mask(&self) -> u32;
+}
 
-impl RxView for VirtioRxView<'_> {
+impl VirtqView for SplitView<'_> {
+    #[inline(always)]
+    fn post_writable(&self, idx: u32, iova: u64, len: u32) {
+        // addr, then len (31:0) | flags WRITE (47:32) | next 0.
+        self.desc.write_qwords(
+            idx,
+            iova,
+            u64::from(len) | u64::from(VIRTQ_DESC_F_WRITE) << 32,
+        );
+    }
+
+    #[inline(always)]
+    fn is_used(&self, idx: u32) -> bool {
+        SplitView::is_used(self, idx)
+    }
+
+    #[inline(always)]
+    fn used_elem(&self, idx: u32) -> (u32, u32) {
+        SplitView::used_elem(self, idx)
+    }
+
+    #[inline(always)]
+    fn mask(&self) -> u32 {
+        self.mask
+    }
+}
+
+/// The virtio-net RX descriptor accesses on a view of a split or packed ring, with the
+/// header mode the negotiated features give.
+#[derive(Clone, Copy)]
+pub struct VirtioRxView<V>(V, RxHdrMode);
+
+impl<V: VirtqView> RxView for VirtioRxView<V> {
     const INSPECT: bool = true;
 
     #[inline(always)]
     fn refill(&self, pidx: u32, iova: u64, len: u32) {
         // The header goes into the 12 bytes before the data start (the pool's headroom is
         // at least that, checked at open), so the frame lands at the packet's data.
-        // addr, then len (31:0) | flags WRITE (47:32) | next 0.
-        self.0.desc.write_qwords(
+        self.0.post_writable(
             pidx,
             iova.wrapping_sub(HDR_LEN as u64),
-            u64::from(len + HDR_LEN as u32) | u64::from(VIRTQ_DESC_F_WRITE) << 32,
+            len + HDR_LEN as u32,
         );
     }
 
@@ -597,7 +638,7 @@ impl RxView for VirtioRxView<'_> {
 
     #[inline(always)]
     fn slot_in_range(&self, slot: u32) -> bool {
-        slot <= self.0.mask
+        slot <= self.0.mask()
     }
 
     #[inline(always)]
@@ -612,6 +653,14 @@ impl RxView for VirtioRxView<'_> {
 
     fn finish(&self, pkt: &mut PacketBuf) -> bool {
         self.1.finish(pkt)
+    }
+}
+
+impl<V> VirtioRxView<V> {
+    /// Accesses over `view`, headers read as `hdr` says.
+    #[inline(always)]
+    pub(crate) fn new(view: V, hdr: RxHdrMode) -> Self {
+        VirtioRxView(view, hdr)
     }
 }
 

@@ -49,8 +49,8 @@ use tenge_firmware_iface::NarrowMmio;
 
 use crate::dma::{DescRing, DmaRegion, RingView};
 use crate::mempool::PacketBuf;
-use crate::ring::{RxCompletion, RxDescOps, RxView, TxDescOps, TxView};
-use crate::virtio::{rx_completion, rx_continuation, Doorbell, RxHdrMode, HDR_LEN};
+use crate::ring::{RxDescOps, TxDescOps, TxView};
+use crate::virtio::{Doorbell, RxHdrMode, VirtioRxView, VirtqView};
 
 /// One packed virtqueue in DMA memory (virtio 1.2 §2.8): the descriptor ring and the
 /// driver and device event suppression structures, placed by [`packed_ring_layout`].
@@ -296,13 +296,13 @@ impl<M: NarrowMmio> PackedRx<M> {
 
 impl<M: NarrowMmio> RxDescOps for PackedRx<M> {
     type View<'a>
-        = PackedRxView<'a>
+        = VirtioRxView<PackedView<'a>>
     where
         M: 'a;
 
     #[inline(always)]
-    fn view(&self) -> PackedRxView<'_> {
-        PackedRxView(self.ring.view(), self.hdr)
+    fn view(&self) -> VirtioRxView<PackedView<'_>> {
+        VirtioRxView::new(self.ring.view(), self.hdr)
     }
 
     #[inline(always)]
@@ -316,52 +316,25 @@ impl<M: NarrowMmio> RxDescOps for PackedRx<M> {
     }
 }
 
-/// The virtio-net RX descriptor accesses, on a view of a packed ring.
-#[derive(Clone, Copy)]
-pub struct PackedRxView<'a>(PackedView<'a>, RxHdrMode);
-
-impl RxView for PackedRxView<'_> {
-    const INSPECT: bool = true;
-
+impl VirtqView for PackedView<'_> {
     #[inline(always)]
-    fn refill(&self, pidx: u32, iova: u64, len: u32) {
-        // As on the split ring: the header goes into the 12 bytes before the data start.
-        self.0.post(
-            pidx,
-            iova.wrapping_sub(HDR_LEN as u64),
-            len + HDR_LEN as u32,
-            VIRTQ_DESC_F_WRITE,
-        );
+    fn post_writable(&self, idx: u32, iova: u64, len: u32) {
+        self.post(idx, iova, len, VIRTQ_DESC_F_WRITE);
     }
 
     #[inline(always)]
-    fn is_done(&self, cidx: u32) -> bool {
-        self.0.is_used(cidx)
+    fn is_used(&self, idx: u32) -> bool {
+        PackedView::is_used(self, idx)
     }
 
     #[inline(always)]
-    fn completion(&self, cidx: u32) -> RxCompletion {
-        let (id, len) = self.0.used_elem(cidx);
-        rx_completion(id, len)
+    fn used_elem(&self, idx: u32) -> (u32, u32) {
+        PackedView::used_elem(self, idx)
     }
 
     #[inline(always)]
-    fn slot_in_range(&self, slot: u32) -> bool {
-        slot <= self.0.mask
-    }
-
-    #[inline(always)]
-    fn inspect(&self, c: &mut RxCompletion, buf: &PacketBuf) {
-        self.1.inspect(c, buf);
-    }
-
-    #[inline(always)]
-    fn continuation(&self, c: &RxCompletion, buf: &mut PacketBuf) -> bool {
-        rx_continuation(c, buf)
-    }
-
-    fn finish(&self, pkt: &mut PacketBuf) -> bool {
-        self.1.finish(pkt)
+    fn mask(&self) -> u32 {
+        self.mask
     }
 }
 
@@ -468,7 +441,7 @@ mod tests {
     use crate::dma::{identity_dma, HugepagePolicy, IdentityMapper};
     use crate::mempool::{host_pool, MempoolCache};
     use crate::ring::{PacketBatch, RxQueue, TxQueue};
-    use crate::virtio::{tx_burst, MAX_FRAME, RX_QUEUE, TX_QUEUE};
+    use crate::virtio::{tx_burst, HDR_LEN, MAX_FRAME, RX_QUEUE, TX_QUEUE};
     use proptest::prelude::*;
     use std::sync::Mutex;
     use tenge_descriptors::virtio::{
