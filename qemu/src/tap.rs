@@ -499,16 +499,21 @@ fn netns_exists(netns: &str) -> bool {
     netns_path(netns).exists()
 }
 
-/// A namespace name `ip netns` and the NIC spec syntax both take.
-pub(crate) fn validate_netns_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
+/// Whether `name` is 1 to `max` of A-Z a-z 0-9 - _ . and not `.` or `..`: what both a
+/// namespace name and an interface name may be here.
+fn valid_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
         && name != "."
         && name != ".."
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// A namespace name `ip netns` and the NIC spec syntax both take.
+pub(crate) fn validate_netns_name(name: &str) -> Result<(), String> {
+    if valid_name(name, 64) {
         Ok(())
     } else {
         Err(format!(
@@ -519,14 +524,7 @@ pub(crate) fn validate_netns_name(name: &str) -> Result<(), String> {
 
 /// An interface name Linux takes.
 pub(crate) fn validate_ifname(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_IFNAME
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if ok {
+    if valid_name(name, MAX_IFNAME) {
         Ok(())
     } else {
         Err(format!(
