@@ -94,6 +94,17 @@ pub enum Backend {
         /// The tap interface inside it.
         ifname: String,
     },
+    /// `-netdev vhost-user` on a unix socket served by a host DPDK vhost port: the rings are
+    /// polled by a host process instead of QEMU's model. Make the host side with
+    /// [`crate::VhostHost`], whose [`crate::VhostHost::backend`] is this; only a virtio-net
+    /// NIC can have it. The guest's memory is then shared (memfd) and the vIOMMU has a
+    /// device IOTLB.
+    VhostUser {
+        /// The vhost-user socket (the host process is the server).
+        socket: PathBuf,
+        /// Queue pairs (more than one: the device gets `mq=on`).
+        queues: u16,
+    },
 }
 
 /// One NIC of the guest.
@@ -142,7 +153,8 @@ impl Nic {
 /// `MODEL[,FLAG...]:BACKEND[:novfio]` where
 /// MODEL is `e1000e`, `igb` or `virtio` (flags for virtio: `packed`, `no-event-idx`,
 /// `no-mrg-rxbuf`), and BACKEND is `hubN` (or `hub:N`), `dgram:LOCAL_PORT:REMOTE_PORT`,
-/// `user` or `tap:NETNS:IFNAME`. A trailing `:novfio` leaves the NIC to its Linux driver.
+/// `user`, `tap:NETNS:IFNAME` or `vhost:SOCKET[:QUEUES]` (virtio only; see
+/// [`crate::VhostHost`]). A trailing `:novfio` leaves the NIC to its Linux driver.
 impl FromStr for Nic {
     type Err = String;
 
@@ -247,8 +259,36 @@ fn parse_backend(parts: &[&str]) -> Result<Backend, String> {
             })
         }
         ["tap", ..] => Err("tap needs a namespace and an interface: tap:NETNS:IFNAME".into()),
+        // No socket: served by the `testbed` binary's own host testpmd (`--vhost MODE`).
+        ["vhost"] => Ok(Backend::VhostUser {
+            socket: PathBuf::new(),
+            queues: 1,
+        }),
+        ["vhost", q] if !q.starts_with('/') => match q.parse::<u16>() {
+            Ok(queues) if queues > 0 => Ok(Backend::VhostUser {
+                socket: PathBuf::new(),
+                queues,
+            }),
+            _ => Err(format!(
+                "vhost: `{q}` is neither a socket path (absolute) nor a number of queue pairs"
+            )),
+        },
+        ["vhost", socket, _] if !socket.starts_with('/') => Err(format!(
+            "vhost socket `{socket}` must be an absolute path"
+        )),
+        ["vhost", socket] => Ok(Backend::VhostUser {
+            socket: PathBuf::from(socket),
+            queues: 1,
+        }),
+        ["vhost", socket, q] => match q.parse::<u16>() {
+            Ok(queues) if queues > 0 => Ok(Backend::VhostUser {
+                socket: PathBuf::from(socket),
+                queues,
+            }),
+            _ => Err(format!("`{q}` is not a number of queue pairs (1 or more)")),
+        },
         _ => Err(format!(
-            "unknown backend `{}` (known: hubN, dgram:LOCAL:REMOTE, user, tap:NETNS:IFNAME)",
+            "unknown backend `{}` (known: hubN, dgram:LOCAL:REMOTE, user, tap:NETNS:IFNAME, vhost:SOCKET[:QUEUES])",
             parts.join(":")
         )),
     }
@@ -284,6 +324,15 @@ impl fmt::Display for Nic {
             } => write!(f, ":dgram:{local_port}:{remote_port}")?,
             Backend::User => write!(f, ":user")?,
             Backend::Tap { netns, ifname } => write!(f, ":tap:{netns}:{ifname}")?,
+            Backend::VhostUser { socket, queues } => {
+                write!(f, ":vhost")?;
+                if !socket.as_os_str().is_empty() {
+                    write!(f, ":{}", socket.display())?;
+                }
+                if *queues != 1 {
+                    write!(f, ":{queues}")?;
+                }
+            }
         }
         if !self.bind_vfio {
             write!(f, ":novfio")?;
@@ -321,6 +370,14 @@ impl Default for GuestConfig {
 }
 
 impl GuestConfig {
+    /// Some NIC has a vhost-user backend: guest memory must be shareable with the host
+    /// process, and the vIOMMU needs a device IOTLB.
+    pub fn has_vhost_user(&self) -> bool {
+        self.nics
+            .iter()
+            .any(|n| matches!(n.backend, Backend::VhostUser { .. }))
+    }
+
     /// A default guest with these NICs.
     pub fn with_nics(nics: Vec<Nic>) -> Self {
         GuestConfig {
@@ -371,6 +428,29 @@ impl GuestConfig {
                 if self.nics[..i].iter().any(same) {
                     return Err(format!(
                         "NIC {i}: tap {ifname} in {netns} is used by another NIC (a tap has one queue)"
+                    ));
+                }
+            }
+            if let Backend::VhostUser { queues, .. } = nic.backend {
+                if !matches!(nic.model, NicModel::VirtioNet { .. }) {
+                    return Err(format!(
+                        "NIC {i}: a vhost-user backend serves virtio-net only, not {}",
+                        nic.model.qemu_device()
+                    ));
+                }
+                if queues == 0 {
+                    return Err(format!("NIC {i}: a vhost-user NIC needs a queue pair"));
+                }
+                if let Backend::VhostUser { socket, .. } = &nic.backend {
+                    if socket.as_os_str().is_empty() {
+                        return Err(format!(
+                            "NIC {i}: a vhost-user NIC without a socket: start a VhostHost and give the NIC its backend()"
+                        ));
+                    }
+                }
+                if nic.dump.is_some() {
+                    return Err(format!(
+                        "NIC {i}: QEMU cannot dump a vhost-user netdev (its frames never pass QEMU): capture on the host side (VhostHostConfig::pcap)"
                     ));
                 }
             }
@@ -429,6 +509,10 @@ mod tests {
         for spec in [
             "virtio,packed,no-event-idx:dgram:1:2:novfio",
             "virtio:tap:tenge-1-0:tap0:novfio",
+            "virtio,packed:vhost:/tmp/v/vhost0.sock",
+            "virtio:vhost:/tmp/v/vhost1.sock:4",
+            "virtio,packed:vhost",
+            "virtio:vhost:2",
             "e1000e:hub7",
             "igb:user",
         ] {
@@ -450,6 +534,10 @@ mod tests {
             "virtio:tap:ns",
             "virtio:tap:a/b:tap0",
             "virtio:tap:ns:a234567890123456",
+            "virtio:vhost:rel.sock",
+            "virtio:vhost:0",
+            "virtio:vhost:rel.sock:2",
+            "virtio:vhost:/tmp/v.sock:0",
         ] {
             assert!(bad.parse::<Nic>().is_err(), "{bad} parsed");
         }
@@ -470,5 +558,15 @@ mod tests {
         };
         c.nics = vec![Nic::new(NicModel::virtio(), tap); 2];
         assert!(c.validate().unwrap_err().contains("one queue"));
+        let vhost = Backend::VhostUser {
+            socket: "/tmp/v.sock".into(),
+            queues: 1,
+        };
+        c.nics = vec![Nic::new(NicModel::E1000e, vhost.clone())];
+        assert!(c.validate().unwrap_err().contains("virtio-net only"));
+        c.nics = vec![Nic::new(NicModel::virtio(), vhost)];
+        assert!(c.validate().is_ok());
+        c.nics[0].dump = Some("/tmp/x.pcap".into());
+        assert!(c.validate().unwrap_err().contains("host side"));
     }
 }

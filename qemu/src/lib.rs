@@ -28,6 +28,7 @@ mod host;
 mod qemu;
 mod run;
 mod tap;
+mod vhost;
 
 pub use config::{Backend, GuestConfig, Nic, NicModel, MAX_NICS};
 pub use host::workspace_root;
@@ -36,6 +37,7 @@ pub use tap::{
     FrameSocket, PingResult, TapPeer, DEFAULT_GUEST_ADDR, DEFAULT_HOST_CIDR, DEFAULT_IFNAME,
     OWNERS_DIR,
 };
+pub use vhost::{FwdCounters, HostMode, PortCounters, VhostHost, VhostHostConfig};
 
 /// Builds the initramfs for the guest kernel if its inputs changed; returns its path
 /// (`target/testbed/initramfs-<release>.cpio.gz`). [`Guest::boot`] does this itself.

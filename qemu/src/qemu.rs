@@ -92,12 +92,19 @@ pub(crate) fn qemu_args(
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| (*s).to_owned()));
     let mem = format!("{}M", config.memory_mb);
-    let iommu = if aw_bits {
+    let mut iommu = String::from("intel-iommu,intremap=on,caching-mode=on");
+    if aw_bits {
         // 48-bit IOVAs so a driver may use process virtual addresses as IOVAs.
-        "intel-iommu,intremap=on,caching-mode=on,aw-bits=48"
-    } else {
-        "intel-iommu,intremap=on,caching-mode=on"
-    };
+        iommu.push_str(",aw-bits=48");
+    }
+    let vhost = config.has_vhost_user();
+    let mut machine = String::from("q35,kernel-irqchip=split");
+    if vhost {
+        // A vhost-user device translates IOVAs through QEMU's IOTLB messages (device
+        // IOTLB), and reads guest memory it has mapped from a shared memfd.
+        iommu.push_str(",device-iotlb=on");
+        machine.push_str(",memory-backend=mem");
+    }
     push(&[
         // KVM is unusable on this machine kind (see shared/QEMU-RECIPE.md): TCG, one host
         // thread per vCPU.
@@ -105,7 +112,7 @@ pub(crate) fn qemu_args(
         "tcg,thread=multi",
         // The split irqchip is what intremap=on needs.
         "-M",
-        "q35,kernel-irqchip=split",
+        &machine,
         "-cpu",
         "max",
         "-m",
@@ -121,8 +128,15 @@ pub(crate) fn qemu_args(
         "stdio",
         "-no-reboot",
         "-device",
-        iommu,
+        &iommu,
     ]);
+    if vhost {
+        let backend = format!(
+            "memory-backend-memfd,id=mem,size={}M,share=on",
+            config.memory_mb
+        );
+        push(&["-object", &backend]);
+    }
     let kernel = paths.kernel.to_string_lossy().into_owned();
     let initrd = paths.initrd.to_string_lossy().into_owned();
     let cmdline = kernel_cmdline(config, paths);
@@ -166,6 +180,11 @@ pub(crate) fn qemu_args(
                 Some(fd) => format!("tap,id={id},fd={fd}"),
                 None => format!("tap,id={id},fd=MISSING"),
             },
+            Backend::VhostUser { ref socket, queues } => {
+                let chardev = format!("socket,id=chr{i},path={}", opt_path(socket));
+                push(&["-chardev", &chardev]);
+                format!("vhost-user,id={id},chardev=chr{i},queues={queues}")
+            }
         };
         let slot = crate::config::FIRST_NIC_SLOT + i;
         let mut device = format!(
@@ -187,6 +206,12 @@ pub(crate) fn qemu_args(
                 on_off(event_idx),
                 on_off(mrg_rxbuf)
             ));
+        }
+        if let Backend::VhostUser { queues, .. } = nic.backend {
+            if queues > 1 {
+                // A vector per queue plus config and control (virtio-net's own rule).
+                device.push_str(&format!(",mq=on,vectors={}", 2 * u32::from(queues) + 2));
+            }
         }
         push(&["-netdev", &netdev, "-device", &device]);
         if let Some(dump) = &nic.dump {
@@ -273,6 +298,32 @@ mod tests {
         let args = qemu_args(&config, &paths(), true, &BTreeMap::from([(1, 7)]));
         let joined = args.join(" ");
         assert!(joined.contains("-netdev tap,id=nic1,fd=7 -device virtio-net-pci,netdev=nic1"));
+    }
+
+    #[test]
+    fn vhost_user_shares_memory_and_has_a_device_iotlb() {
+        let nic = |socket: &str, queues| {
+            Nic::new(
+                NicModel::virtio(),
+                Backend::VhostUser {
+                    socket: socket.into(),
+                    queues,
+                },
+            )
+        };
+        let config = GuestConfig::with_nics(vec![nic("/tmp/v/a.sock", 1), nic("/tmp/v/b.sock", 2)]);
+        let joined = qemu_args(&config, &paths(), true, &BTreeMap::new()).join(" ");
+        assert!(joined.contains("-M q35,kernel-irqchip=split,memory-backend=mem"));
+        assert!(joined.contains("-object memory-backend-memfd,id=mem,size=2048M,share=on"));
+        assert!(joined.contains("aw-bits=48,device-iotlb=on"));
+        assert!(joined.contains(
+            "-chardev socket,id=chr0,path=/tmp/v/a.sock -netdev vhost-user,id=nic0,chardev=chr0,queues=1 -device virtio-net-pci,netdev=nic0"
+        ));
+        assert!(joined.contains("-netdev vhost-user,id=nic1,chardev=chr1,queues=2"));
+        assert!(joined.contains("mrg_rxbuf=on,mq=on,vectors=6"));
+        let plain = GuestConfig::with_nics(vec![Nic::new(NicModel::E1000e, Backend::Hub(0))]);
+        let joined = qemu_args(&plain, &paths(), true, &BTreeMap::new()).join(" ");
+        assert!(!joined.contains("memfd") && !joined.contains("device-iotlb"));
     }
 
     #[test]

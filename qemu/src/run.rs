@@ -578,7 +578,7 @@ fn qemu_caps(qemu: &Path) -> io::Result<QemuCaps> {
 /// SIGKILL when its parent dies (PR_SET_PDEATHSIG). Linux's "parent" there is the spawning
 /// *thread*, so all spawns go through one thread that lives as long as the process;
 /// otherwise a guest booted from a short-lived thread would be killed with it.
-fn spawn_guarded(cmd: Command) -> io::Result<Child> {
+pub(crate) fn spawn_guarded(cmd: Command) -> io::Result<Child> {
     type Job = (Command, Sender<io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {

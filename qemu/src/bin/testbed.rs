@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tenge_testbed::{
-    command_script, Backend, Guest, GuestConfig, Nic, TapPeer, DEFAULT_HOST_CIDR, MAX_NICS,
+    command_script, Backend, Guest, GuestConfig, HostMode, Nic, TapPeer, VhostHost,
+    VhostHostConfig, DEFAULT_HOST_CIDR, MAX_NICS,
 };
 
 /// Exit status when the run timed out (as timeout(1) does).
@@ -51,12 +52,20 @@ NIC SPEC: MODEL[,FLAG...]:BACKEND[:novfio]
                            NETNS does not exist, it is made with IFNAME at 10.99.0.1/24 (give
                            the guest 10.99.0.2/24) and deleted at exit; talk to the guest
                            with `ip netns exec NETNS ...` meanwhile
+           vhost[:QUEUES]  (virtio only) vhost-user, served by a host dpdk-testpmd with a
+                           DPDK vhost port per such NIC, started before the guest in the
+                           --vhost mode and stopped after it (its counters are printed);
+                           QUEUES queue pairs (mq=on when more than 1)
+           vhost:SOCKET[:QUEUES]
+                           vhost-user on an existing socket served by another process
   novfio   leave the NIC to its Linux driver instead of binding it to vfio-pci
 
 Examples:
   testbed run --nic e1000e:hub0 --nic e1000e:hub0 --nic virtio:dgram:5555:5556 \\
       --dump 0=/tmp/x.pcap --hugepages 256 --timeout 300 --script FILE
   testbed run --nic virtio:tap:tb0:tap0:novfio --script FILE
+  testbed run --nic virtio,packed:vhost --vhost rxonly -- \
+      target/release/pktgen 0000:00:03.0 --duration 5
   testbed run --nic e1000e:hub0 -- dpdk-testpmd -l 0-1 -n 1 --no-telemetry \\
       -a 0000:00:03.0 -- --total-num-mbufs=8192 --forward-mode=txonly --stats-period 5")]
     Run(RunArgs),
@@ -95,6 +104,12 @@ struct RunArgs {
     #[arg(long = "qemu-arg", value_name = "ARG", allow_hyphen_values = true)]
     qemu_args: Vec<String>,
 
+    /// What the host testpmd serving `vhost` NICs does: rxonly (a sink for the guest's
+    /// frames), txonly[:SIZE] (sends SIZE-byte frames, 64 by default, from the start) or io
+    /// (forwards between pairs of vhost NICs).
+    #[arg(long, value_name = "MODE", default_value = "rxonly", value_parser = parse_vhost_mode)]
+    vhost: HostMode,
+
     /// Do not echo the guest console (it is still written to the run's serial.log).
     #[arg(long, short)]
     quiet: bool,
@@ -119,6 +134,19 @@ fn parse_dump(s: &str) -> Result<(usize, PathBuf), String> {
         return Err(format!("`{s}`: empty path"));
     }
     Ok((index, PathBuf::from(path)))
+}
+
+fn parse_vhost_mode(s: &str) -> Result<HostMode, String> {
+    match s.split_once(':') {
+        None if s == "rxonly" => Ok(HostMode::RxOnly),
+        None if s == "io" => Ok(HostMode::Io),
+        None if s == "txonly" => Ok(HostMode::TxOnly { size: 64 }),
+        Some(("txonly", size)) => match size.parse::<u16>() {
+            Ok(size) if (60..=1514).contains(&size) => Ok(HostMode::TxOnly { size }),
+            _ => Err(format!("`{size}`: a frame size is 60 to 1514")),
+        },
+        _ => Err(format!("`{s}`: expected rxonly, txonly[:SIZE] or io")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -198,6 +226,47 @@ fn run(args: RunArgs) -> ExitCode {
             }
         }
     }
+    // vhost NICs without a socket: one host testpmd serves them all, forwarding from the
+    // start; dropped (quit) when run() returns, after the guest.
+    let served: Vec<usize> = (0..nics.len())
+        .filter(|&i| matches!(&nics[i].backend, Backend::VhostUser { socket, .. } if socket.as_os_str().is_empty()))
+        .collect();
+    let mut vhost_host = None;
+    if !served.is_empty() {
+        let ports = served
+            .iter()
+            .map(|&i| match nics[i].backend {
+                Backend::VhostUser { queues, .. } => queues,
+                _ => 1,
+            })
+            .collect();
+        let host_config = VhostHostConfig {
+            ports,
+            ..VhostHostConfig::new(args.vhost.clone())
+        };
+        let mut host = match VhostHost::start(&host_config).and_then(|mut h| {
+            h.start_forwarding()?;
+            Ok(h)
+        }) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("testbed: vhost host: {e}");
+                return ExitCode::from(EXIT_HARNESS);
+            }
+        };
+        for (port, &i) in served.iter().enumerate() {
+            nics[i].backend = host.backend(port);
+        }
+        eprintln!(
+            "testbed: host dpdk-testpmd serves {} vhost-user NIC(s) ({:?}), sockets in {}",
+            served.len(),
+            args.vhost,
+            host.dir().display()
+        );
+        // The counters of a previous command are not needed.
+        let _ = host.clear_port_stats();
+        vhost_host = Some(host);
+    }
     let config = GuestConfig {
         nics,
         hugepages_2m: args.hugepages,
@@ -227,7 +296,12 @@ fn run(args: RunArgs) -> ExitCode {
         }
     }
     let outcome = match guest.wait() {
-        Ok(o) => o,
+        Ok(o) => {
+            if let Some(host) = &mut vhost_host {
+                print_host_counters(host);
+            }
+            o
+        }
         Err(e) => {
             eprintln!("testbed: {e}");
             return ExitCode::from(EXIT_HARNESS);
@@ -246,6 +320,28 @@ fn run(args: RunArgs) -> ExitCode {
     match outcome.exit_code {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(EXIT_HARNESS)),
         None => ExitCode::from(EXIT_HARNESS),
+    }
+}
+
+/// The host testpmd's forward statistics and port counters, one line per port.
+fn print_host_counters(host: &mut VhostHost) {
+    match host.stop_forwarding() {
+        Ok(fwd) => {
+            for (i, f) in fwd.iter().enumerate() {
+                eprintln!(
+                    "testbed: host port {i}: rx {} tx {} tx_dropped {} rx polls {} ({:.1} % empty)",
+                    f.rx_packets,
+                    f.tx_packets,
+                    f.tx_dropped,
+                    f.rx_bursts,
+                    100.0 * f.rx_empty_share
+                );
+            }
+        }
+        Err(e) => eprintln!("testbed: vhost host: {e}"),
+    }
+    if std::env::var_os("TESTBED_VHOST_TRANSCRIPT").is_some() {
+        eprintln!("{}", host.transcript());
     }
 }
 
