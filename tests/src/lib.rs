@@ -124,6 +124,24 @@ pub fn read_pcap(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
+/// Writes `frames` to a pcap file (Ethernet link type), e.g. for a host-side sender.
+pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> Result<(), String> {
+    use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+    let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let header = PcapHeader {
+        datalink: pcap_file::DataLink::ETHERNET,
+        ..PcapHeader::default()
+    };
+    let mut w =
+        PcapWriter::with_header(f, header).map_err(|e| format!("{}: {e}", path.display()))?;
+    for (i, frame) in frames.iter().enumerate() {
+        let ts = Duration::from_micros(i as u64);
+        w.write_packet(&PcapPacket::new(ts, frame.len() as u32, frame))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Frame size for sequence number `seq`, cycling through [min, max] (the rule the in-guest
 /// receiver checks against).
 pub fn size_for(seq: u64, min: usize, max: usize) -> usize {
@@ -212,8 +230,13 @@ pub fn test_flow() -> tenge_examples::frame::Flow {
 /// (frame `i` has sequence number `i`), and an independent parser sees Ethernet / IPv4
 /// with a valid header checksum / UDP to the discard port in each.
 pub fn check_wire(pcap: &Path, count: u64, size: usize) {
+    check_frames(&read_pcap(pcap).expect("read pcap"), count, size);
+}
+
+/// [`check_wire`] on frames already read: exactly `count`, frame `i` byte for byte pktgen's
+/// frame with sequence number `i`, each parsed as Ethernet / IPv4 / UDP by etherparse.
+pub fn check_frames(frames: &[Vec<u8>], count: u64, size: usize) {
     use tenge_examples::frame;
-    let frames = read_pcap(pcap).expect("read pcap");
     assert_eq!(frames.len() as u64, count, "frames on the wire");
     for (i, f) in frames.iter().enumerate() {
         let p = etherparse::SlicedPacket::from_ethernet(f).expect("frame parses");

@@ -110,6 +110,12 @@ struct RunArgs {
     #[arg(long, value_name = "MODE", default_value = "rxonly", value_parser = parse_vhost_mode)]
     vhost: HostMode,
 
+    /// Extra EAL argument for the host testpmd serving `vhost` NICs (repeat for more), e.g.
+    /// --vhost-eal=--log-level=lib.vhost.*:debug; its output is printed at the end with
+    /// TESTBED_VHOST_TRANSCRIPT=1.
+    #[arg(long = "vhost-eal", value_name = "ARG", allow_hyphen_values = true)]
+    vhost_eal: Vec<String>,
+
     /// Do not echo the guest console (it is still written to the run's serial.log).
     #[arg(long, short)]
     quiet: bool,
@@ -242,6 +248,7 @@ fn run(args: RunArgs) -> ExitCode {
             .collect();
         let host_config = VhostHostConfig {
             ports,
+            extra_eal: args.vhost_eal.clone(),
             ..VhostHostConfig::new(args.vhost.clone())
         };
         let mut host = match VhostHost::start(&host_config).and_then(|mut h| {

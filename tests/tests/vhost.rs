@@ -1,0 +1,285 @@
+//! End-to-end tests against an independent virtio-net device: QEMU's vhost-user backend
+//! connected to a DPDK vhost port (`net_vhost`) polled by a host `dpdk-testpmd`
+//! ([`tenge_testbed::VhostHost`]). The oracle is on the host: for TX, testpmd's io mode
+//! forwards the vhost port to a `net_pcap` port, so every frame tenge sends lands in a pcap
+//! file (parsed by etherparse, compared byte for byte); for RX, testpmd forwards one vhost
+//! port to another, so pktgen's sequence frames reach `rx-check` through DPDK's enqueue
+//! path. testpmd's own counters must agree with both.
+//!
+//! They boot QEMU, so they are `#[ignore]`d in a plain `cargo test`; run them with
+//! `--ignored` after `cargo build --release --bins`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tenge_testbed::{
+    FwdCounters, Guest, GuestConfig, HostMode, Nic, NicModel, VhostHost, VhostHostConfig,
+};
+use tenge_tests::{bin, check_frames, read_pcap, scratch_dir, tail, wait_ok, write_pcap};
+
+const SRC: &str = tenge_tests::TEST_SRC;
+const DST: &str = tenge_tests::TEST_DST;
+
+fn virtio(packed: bool) -> NicModel {
+    NicModel::VirtioNet {
+        packed,
+        event_idx: true,
+        mrg_rxbuf: true,
+    }
+}
+
+fn rings(packed: bool) -> &'static str {
+    if packed {
+        "packed rings"
+    } else {
+        "split rings"
+    }
+}
+
+/// A host testpmd in io mode between one vhost port (port 0) and a pcap port (port 1):
+/// the guest's frames go to `<dir>/from-guest.pcap` (the pcap port's input is an empty
+/// file). Not forwarding yet.
+fn pcap_host(dir: &std::path::Path) -> (VhostHost, PathBuf) {
+    let to_guest = dir.join("empty.pcap");
+    let from_guest = dir.join("from-guest.pcap");
+    write_pcap(&to_guest, &[]).expect("write pcap");
+    let config = VhostHostConfig {
+        pcap: Some((to_guest, from_guest.clone())),
+        ..VhostHostConfig::new(HostMode::Io)
+    };
+    (
+        VhostHost::start(&config).expect("start the host testpmd"),
+        from_guest,
+    )
+}
+
+fn config(nic: Nic) -> GuestConfig {
+    GuestConfig {
+        timeout: Duration::from_secs(300),
+        ..GuestConfig::with_nics(vec![nic])
+    }
+}
+
+/// Stops the host's forwarding and quits it (flushing its pcap); returns the vhost port's
+/// and the pcap port's forward statistics.
+fn finish(mut host: VhostHost) -> (FwdCounters, FwdCounters) {
+    let fwd = host.stop_forwarding().expect("stop the host");
+    host.quit().expect("quit the host testpmd");
+    assert_eq!(fwd.len(), 2, "two ports' statistics: {fwd:?}");
+    (fwd[0], fwd[1])
+}
+
+/// pktgen sends 20,000 64-byte frames, then (a second open of the port) 2,000 1514-byte
+/// frames through a 64-entry ring 7 at a time: the host's pcap holds those frames, in
+/// order, byte for byte, and testpmd counted as many.
+///
+/// On packed rings DPDK's vhost library drops a TX descriptor whose buffer misses its
+/// IOTLB (`fill_vec_buf_packed` counts the descriptor before `map_one_desc` fails, and
+/// `virtio_dev_tx_single_packed` then marks it used; the split ring's dequeue stops
+/// without consuming it): the frames tenge posts while the first miss on each 2 MiB IOVA
+/// page is answered never reach the host. See docs/vhost-user.md. `lost_allowed` bounds
+/// that loss; every frame that did arrive must still be the right one, in order.
+fn tx_wire(packed: bool, lost_allowed: u64) {
+    let dir = scratch_dir(if packed {
+        "vhost-packed-tx"
+    } else {
+        "vhost-split-tx"
+    });
+    let (mut host, from_guest) = pcap_host(&dir);
+    host.start_forwarding().expect("start forwarding");
+    let nic = Nic::new(virtio(packed), host.backend(0));
+    let pktgen = bin("pktgen");
+    let a0 = Nic::pci_addr(0);
+    let script = format!(
+        "set -e\n\
+         {pktgen} {a0} --count 20000 --size 64 --src-mac {SRC} --dst-mac {DST} --interval 0\n\
+         {pktgen} {a0} --count 2000 --size 1514 --src-mac {SRC} --dst-mac {DST} --interval 0 --batch 7 --tx-ring 64\n"
+    );
+    let log = wait_ok(Guest::boot(&config(nic), &script).expect("boot guest"));
+    assert!(log.contains(rings(packed)), "{}", tail(&log, 30));
+    assert!(
+        log.contains("sent=20000 ") && log.contains("sent=2000 "),
+        "{}",
+        tail(&log, 20)
+    );
+    let (vhost, pcap) = finish(host);
+    let frames = read_pcap(&from_guest).expect("read the host's pcap");
+    assert_eq!(
+        (vhost.rx_packets, pcap.tx_packets),
+        (frames.len() as u64, frames.len() as u64),
+        "host received / wrote to the pcap / pcap frames"
+    );
+    // The 64-byte run's frames come first, then the 1514-byte run's.
+    let split_at = frames
+        .iter()
+        .position(|f| f.len() != 64)
+        .unwrap_or(frames.len());
+    let mut lost = Vec::new();
+    for (part, count, size) in [
+        (&frames[..split_at], 20_000, 64),
+        (&frames[split_at..], 2_000, 1514),
+    ] {
+        let missing = check_in_order_subset(part, count, size);
+        if lost_allowed == 0 {
+            check_frames(part, count, size);
+        }
+        lost.push((size, missing));
+    }
+    eprintln!("frames lost before the host (size, sequence numbers): {lost:?}");
+    let total: u64 = lost.iter().map(|(_, m)| m.len() as u64).sum();
+    assert!(
+        total <= lost_allowed,
+        "{total} frames lost (allowed {lost_allowed}): {lost:?}"
+    );
+}
+
+/// Every frame is pktgen's frame of its sequence number, byte for byte, and the sequence
+/// numbers rise; returns the ones of `0..count` that are missing.
+fn check_in_order_subset(frames: &[Vec<u8>], count: u64, size: usize) -> Vec<u64> {
+    let flow = tenge_tests::test_flow();
+    let mut next = 0;
+    let mut missing = Vec::new();
+    for (i, f) in frames.iter().enumerate() {
+        let seq = tenge_examples::frame::seq_of(f)
+            .unwrap_or_else(|| panic!("frame {i} ({size} bytes) has no sequence number"));
+        assert!(
+            seq >= next && seq < count,
+            "frame {i} ({size} bytes): sequence {seq} after {next} (a duplicate or out of order)"
+        );
+        assert_eq!(
+            f.as_slice(),
+            tenge_examples::frame::build(&flow, size, seq).as_slice(),
+            "frame {i}: sequence {seq} differs from what pktgen was asked to send"
+        );
+        missing.extend(next..seq);
+        next = seq + 1;
+    }
+    missing.extend(next..count);
+    missing
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn vhost_split_tx_reaches_the_host_byte_exact_in_order() {
+    tx_wire(false, 0);
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn vhost_packed_tx_reaches_the_host_byte_exact_in_order_but_for_iotlb_misses() {
+    // Seen: 20-172 frames of 22,000 (two opens of the port), all at each run's start.
+    tx_wire(true, 440);
+}
+
+/// Frames from the host: tenge's pktgen sends `count` sequence frames of `size` bytes on
+/// vhost NIC 0 (split rings, whose TX loses nothing to IOTLB misses, see [`tx_wire`]); the
+/// host testpmd forwards them (io mode, retrying while the receiver's ring
+/// is full) from its vhost port 0 to vhost port 1, whose guest NIC runs `rx-check` on an
+/// `rx_ring`-entry ring of `buf_size`-byte buffers. Every frame must arrive once, in order,
+/// byte for byte what pktgen built, and the host must count `count` received and sent with
+/// none dropped. (DPDK's `net_pcap` would be the natural source, but its non-replaying RX
+/// reads nothing from a file in DPDK 22.11 here; see docs/vhost-user.md.) Returns the
+/// guest log.
+fn rx_from_host(packed: bool, size: usize, rx_ring: u32, buf_size: u32) -> String {
+    let count = 3000;
+    let mut host = VhostHost::start(&VhostHostConfig {
+        ports: vec![1, 1],
+        // Up to 1 s per burst: a receiver that stops draining fails the run, not hangs it.
+        retry: Some(100_000),
+        ..VhostHostConfig::new(HostMode::Io)
+    })
+    .expect("start the host testpmd");
+    host.start_forwarding().expect("start forwarding");
+    let nics = vec![
+        Nic::new(virtio(false), host.backend(0)),
+        Nic::new(virtio(packed), host.backend(1)),
+    ];
+    let (e2e, pktgen) = (bin("tenge-e2e"), bin("pktgen"));
+    let (tx, rx) = (Nic::pci_addr(0), Nic::pci_addr(1));
+    let script = format!(
+        "set -e\n\
+         {e2e} rx-check {rx} --count {count} --min-size {size} --max-size {size} --rx-ring {rx_ring} --buf-size {buf_size} --batch 64 --timeout 120 > /tmp/rx.log 2>&1 &\n\
+         checker=$!\n\
+         for i in $(seq 100); do grep -q READY /tmp/rx.log && break; sleep 0.2; done\n\
+         {pktgen} {tx} --count {count} --size {size} --src-mac 02:00:00:00:00:01 --interval 0\n\
+         st=0; wait $checker || st=$?\n\
+         cat /tmp/rx.log\n\
+         exit $st\n"
+    );
+    let outcome = Guest::run(
+        &GuestConfig {
+            timeout: Duration::from_secs(300),
+            ..GuestConfig::with_nics(nics)
+        },
+        &script,
+    )
+    .expect("boot guest");
+    let fwd = host.stop_forwarding().expect("stop the host");
+    host.quit().expect("quit the host testpmd");
+    let log = std::fs::read_to_string(&outcome.log).unwrap_or_default();
+    assert!(
+        outcome.success(),
+        "{}: {}",
+        outcome.describe(),
+        tail(&log, 30)
+    );
+    assert!(
+        log.contains(&format!(
+            "0000:00:04.0: virtio-net {} link up, {}",
+            Nic::mac(1),
+            rings(packed)
+        )),
+        "{}",
+        tail(&log, 30)
+    );
+    assert!(
+        log.contains(&format!("received={count} in_order=true")),
+        "{}",
+        tail(&log, 20)
+    );
+    let count = count as u64;
+    assert_eq!(
+        (fwd[0].rx_packets, fwd[1].tx_packets, fwd[1].tx_dropped),
+        (count, count, 0),
+        "host received from NIC 0 / sent to NIC 1 / dropped: {fwd:?}"
+    );
+    log
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn vhost_split_rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
+    for size in [60, 1514] {
+        let log = rx_from_host(false, size, 16, 2048);
+        assert!(log.contains(" chains=0 "), "{}", tail(&log, 20));
+    }
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn vhost_packed_rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
+    for size in [60, 1514] {
+        let log = rx_from_host(true, size, 16, 2048);
+        assert!(log.contains(" chains=0 "), "{}", tail(&log, 20));
+    }
+}
+
+/// DPDK's vhost spreads a frame over as many 256-byte buffers as it takes (MRG_RXBUF,
+/// `num_buffers`): 1514-byte frames arrive as chains of six, byte-exact, in order.
+fn mergeable(packed: bool) {
+    let log = rx_from_host(packed, 1514, 64, 256);
+    assert!(log.contains("MRG_RXBUF"), "{}", tail(&log, 30));
+    assert!(log.contains(" chains=3000 "), "{}", tail(&log, 20));
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn vhost_split_mergeable_rx_reassembles_frames_over_small_buffers() {
+    mergeable(false);
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn vhost_packed_mergeable_rx_reassembles_frames_over_small_buffers() {
+    mergeable(true);
+}
