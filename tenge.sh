@@ -6,7 +6,8 @@
 #                     (FUZZ_SECONDS per target), in-guest end-to-end tests against QEMU's
 #                     NICs, then the benchmarks (BENCH lines)
 # and two more:
-#   ./tenge.sh bench  only the benchmarks, longer runs (DURATION=10 ROUNDS=3 by default)
+#   ./tenge.sh bench  only the benchmarks, longer runs (DURATION=10 ROUNDS=5 by default;
+#                     CASES=a,b to pick), raw BENCH lines kept in docs/benchmarks/
 #   ./tenge.sh help
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -65,9 +66,10 @@ test)
     run cargo test --workspace -- --ignored --test-threads 1
     # Benchmarks: instructions per packet (callgrind), then tenge vs testpmd in the guest.
     run ./target/release/engine-ipp
-    # The e1000e cases (issue 3's figures); ./tenge.sh bench runs every case, virtio too.
-    run ./target/release/tenge-bench --duration "${DURATION:-5}" --rounds "${ROUNDS:-1}" \
-        --cases e1000e-tx64,e1000e-rx64
+    # Short versions of the e1000e cases and the vhost-user 64-byte cases (five alternating
+    # rounds each); ./tenge.sh bench runs every case, longer.
+    run ./target/release/tenge-bench --duration "${DURATION:-3}" --rounds "${ROUNDS:-5}" \
+        --cases e1000e-tx64,e1000e-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64
     passed=$(grep -o '[0-9]* passed' "$log" | awk '{s+=$1} END {print s+0}')
     failed=$(grep -o '[0-9]* failed' "$log" | awk '{s+=$1} END {print s+0}')
     echo "tenge: $passed passed, $failed failed"
@@ -75,8 +77,20 @@ test)
     ;;
 bench)
     setup
-    ./target/release/engine-ipp
-    ./target/release/tenge-bench --duration "${DURATION:-10}" --rounds "${ROUNDS:-3}"
+    # The raw lines of every run are kept: docs/benchmarks/<date>-<commit>.txt, the machine
+    # and the commit first.
+    mkdir -p docs/benchmarks
+    raw="docs/benchmarks/$(date -u +%Y-%m-%dT%H%M)-$(git rev-parse --short HEAD 2>/dev/null || echo nogit).txt"
+    {
+        echo "# tenge benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
+        echo "# commit $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+        echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(qemu-system-x86_64 --version | head -1), $(uname -r) host kernel"
+        echo "# ./tenge.sh bench: DURATION=${DURATION:-10} ROUNDS=${ROUNDS:-5} CASES=${CASES:-default}"
+    } > "$raw"
+    ./target/release/engine-ipp | tee -a "$raw"
+    ./target/release/tenge-bench --duration "${DURATION:-10}" --rounds "${ROUNDS:-5}" \
+        ${CASES:+--cases "$CASES"} | tee -a "$raw"
+    echo "tenge: raw figures in $raw" >&2
     ;;
 help|-h|--help)
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'

@@ -95,6 +95,11 @@ pub struct PortCounters {
     pub tx_packets: u64,
     pub tx_errors: u64,
     pub tx_bytes: u64,
+    /// Frames per second received since the previous `show port stats` (testpmd's own
+    /// throughput figure).
+    pub rx_pps: u64,
+    /// Frames per second sent since the previous `show port stats`.
+    pub tx_pps: u64,
 }
 
 /// One port's forward statistics, from `stop`.
@@ -486,6 +491,8 @@ pub(crate) fn parse_port_stats(text: &str) -> Vec<PortCounters> {
         set(&mut c.tx_packets, "TX-packets:");
         set(&mut c.tx_errors, "TX-errors:");
         set(&mut c.tx_bytes, "TX-bytes:");
+        set(&mut c.rx_pps, "Rx-pps:");
+        set(&mut c.tx_pps, "Tx-pps:");
     }
     ports.extend(cur);
     ports
@@ -548,7 +555,8 @@ mod tests {
   TX-packets: 34         TX-errors: 2          TX-bytes:  2040
 
   Throughput (since last show)
-  Rx-pps:            0          Rx-bps:            0
+  Rx-pps:            7          Rx-bps:            0
+  Tx-pps:           99          Tx-bps:            0
   ############################################################################
   ######################## NIC statistics for port 1  ########################
   RX-packets: 5          RX-missed: 1          RX-bytes:  300
@@ -564,6 +572,8 @@ mod tests {
                 tx_packets: 34,
                 tx_errors: 2,
                 tx_bytes: 2040,
+                rx_pps: 7,
+                tx_pps: 99,
                 ..Default::default()
             }
         );

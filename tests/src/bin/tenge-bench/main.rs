@@ -1,6 +1,9 @@
 //! tenge-bench: in-guest benchmarks, tenge and DPDK testpmd side by side in one guest boot,
-//! on the same emulated NIC, the same frame size and duration, one after the other.
-//! Prints `BENCH case=<name> tenge_mpps=<x> peer=dpdk-testpmd peer_mpps=<y> ratio=<x/y>`.
+//! on the same NIC, the same frame size and duration, alternating over several rounds.
+//! Prints per case `BENCH case=<name> tenge_mpps=<median> tenge_range=<min>..<max>
+//! peer=dpdk-testpmd peer_mpps=.. peer_range=.. ratio=<median/median>
+//! ratio_range=<lo>..<hi> verdict=tenge-faster|peer-faster|within-noise rounds=N left_out=K`
+//! (see `stats.rs`), with `BENCH-ROUNDS` (every round's figure) and `BENCH-DETAIL` lines.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +11,9 @@ use std::time::Duration;
 use clap::Parser;
 use tenge_testbed::{Backend, Guest, GuestConfig, Nic, NicModel};
 use tenge_tests::{dgram_nic, guest_bin, DgramPeer};
+
+mod stats;
+mod vhost;
 
 /// Run tenge against DPDK testpmd on QEMU's emulated NICs inside one guest boot per case,
 /// and print one BENCH line per case.
@@ -27,8 +33,16 @@ use tenge_tests::{dgram_nic, guest_bin, DgramPeer};
 ///                second e1000e on its own hub
 ///   virtio-packed-tx64, virtio-packed-rx64
 ///                the same with packed rings (packed=on; both drivers take RING_PACKED)
+///   vhost-tx64, vhost-rx64, vhost-packed-tx64, vhost-packed-rx64, vhost-tx1514,
+///   vhost-rx1514, vhost-packed-tx1514, vhost-packed-rx1514
+///                virtio-net served by a host DPDK vhost port (vhost-user): tenge vs DPDK's
+///                virtio PMD (--iova-mode=pa) and the same PMD on its scalar paths; the
+///                host testpmd (rxonly for tx cases, txonly for rx cases) counts what each
+///                side moved, and its per-second throughput is the rate reported
 /// The virtio cases' BENCH-DETAIL lines also give notifications (doorbell writes the
-/// device received) per 1000 frames with and without EVENT_IDX.
+/// device received) per 1000 frames with and without EVENT_IDX. Every case alternates the
+/// sides over --rounds rounds in one boot and reports each side's median and spread; a
+/// ratio whose spread crosses 1.0 is "within-noise".
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -38,16 +52,16 @@ struct Args {
     /// Comma-separated cases to run.
     #[arg(
         long,
-        default_value = "e1000e-tx64,e1000e-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64"
+        default_value = "e1000e-tx64,e1000e-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514"
     )]
     cases: String,
-    /// Rounds per case, alternating tenge and the peer in one boot; the median is reported
-    /// (TCG timing is noisy: one round can be off by a third).
-    #[arg(long, default_value_t = 3)]
+    /// Rounds per case, alternating tenge and the peer in one boot; the median and spread
+    /// are reported (TCG timing is noisy: one round can be off by a third).
+    #[arg(long, default_value_t = 5)]
     rounds: u32,
 }
 
-const TESTPMD: &str = "dpdk-testpmd -n 1 --no-telemetry";
+pub(crate) const TESTPMD: &str = "dpdk-testpmd -n 1 --no-telemetry";
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -64,7 +78,10 @@ fn main() -> ExitCode {
             "virtio-packed-rx64" => {
                 virtio_rx64("virtio-packed-rx64", true, args.duration, args.rounds)
             }
-            other => Err(format!("unknown case {other}")),
+            other => match vhost::CASES.iter().find(|c| c.name == other) {
+                Some(c) => vhost::run(c, args.duration, args.rounds),
+                None => Err(format!("unknown case {other}")),
+            },
         };
         if let Err(e) = r {
             eprintln!("tenge-bench: {case}: {e}");
@@ -122,7 +139,7 @@ fn run_with(
 }
 
 /// Lines between `BENCH-PHASE <name>` and the next phase marker.
-fn phase<'a>(lines: &'a [String], name: &str) -> Vec<&'a str> {
+pub(crate) fn phase<'a>(lines: &'a [String], name: &str) -> Vec<&'a str> {
     let marker = format!("BENCH-PHASE {name}");
     lines
         .iter()
@@ -136,7 +153,7 @@ fn phase<'a>(lines: &'a [String], name: &str) -> Vec<&'a str> {
 /// The steady-state rate of a series of per-second samples: idle samples (below a tenth
 /// of the peak) are dropped, then the first and last active ones (partial seconds at
 /// start-up and shut-down), and the rest averaged. The same rule for tenge and the peer.
-fn steady(samples: &[f64]) -> Option<f64> {
+pub(crate) fn steady(samples: &[f64]) -> Option<f64> {
     let peak = samples.iter().cloned().fold(0.0, f64::max);
     let active: Vec<f64> = samples
         .iter()
@@ -177,7 +194,7 @@ fn testpmd_samples(lines: &[&str], key: &str) -> Vec<f64> {
 }
 
 /// `key=value` from the first line that has it.
-fn field(lines: &[&str], key: &str) -> Option<f64> {
+pub(crate) fn field(lines: &[&str], key: &str) -> Option<f64> {
     let k = format!("{key}=");
     lines.iter().find_map(|l| {
         let i = l.find(&k)?;
@@ -186,7 +203,7 @@ fn field(lines: &[&str], key: &str) -> Option<f64> {
 }
 
 /// testpmd's final accumulated "TX-packets: N" or "RX-packets: N".
-fn testpmd_total(lines: &[&str], key: &str) -> Option<f64> {
+pub(crate) fn testpmd_total(lines: &[&str], key: &str) -> Option<f64> {
     let mut after_accum = false;
     let mut v = None;
     for l in lines {
@@ -203,27 +220,8 @@ fn testpmd_total(lines: &[&str], key: &str) -> Option<f64> {
     v
 }
 
-fn bench_line(case: &str, tenge: f64, peer: f64) {
-    println!(
-        "BENCH case={case} tenge_mpps={tenge:.4} peer=dpdk-testpmd peer_mpps={peer:.4} ratio={:.3}",
-        tenge / peer
-    );
-}
-
-/// The BENCH line from the medians of the rounds that produced rates on both sides.
-fn report_median(case: &str, tenge: Vec<f64>, peer: Vec<f64>) -> Result<(), String> {
-    match (median(tenge), median(peer)) {
-        (Some(t), Some(p)) => {
-            bench_line(case, t, p);
-            Ok(())
-        }
-        _ => Err("no round produced rates on both sides".into()),
-    }
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied()
+fn median(v: &[f64]) -> Option<f64> {
+    stats::Spread::of(v).map(|s| s.median)
 }
 
 fn tx64(d: u32, rounds: u32) -> Result<(), String> {
@@ -306,6 +304,7 @@ fn tx_bench(
     let counts = phase_counts(&marks);
     let mut tenge = Vec::new();
     let mut peer = Vec::new();
+    let mut left_out = Vec::new();
     for r in 0..rounds {
         let t = phase(&lines, &format!("tenge{r}"));
         let p = phase(&lines, &format!("peer{r}"));
@@ -319,9 +318,9 @@ fn tx_bench(
                 tenge.push(t);
                 peer.push(p);
             }
-            (t, p) => {
-                eprintln!("tenge-bench: {case} round {r} left out: tenge {t:?} peer {p:?}")
-            }
+            (t, p) => left_out.push(format!(
+                "round={r} why=no-steady-rate tenge={t:?} peer={p:?}"
+            )),
         }
         if peers.is_some() {
             let host = |ph: String| count_of(&counts, &ph).unwrap_or(0);
@@ -337,7 +336,7 @@ fn tx_bench(
     println!("BENCH-ROUNDS case={case} tenge={tenge:.3?} peer={peer:.3?}");
     if no_evidx.is_some() {
         let n = phase(&lines, "tenge-noevidx");
-        let with = median(tenge.clone());
+        let with = median(&tenge);
         let without = steady(&tenge_samples(&n, "tx"));
         evidx_detail(
             case,
@@ -351,7 +350,7 @@ fn tx_bench(
             ),
         );
     }
-    report_median(case, tenge, peer)
+    stats::report(case, &tenge, &peer, &left_out, "")
 }
 
 /// Notifications the device received per 1000 frames, in tenge's first round (EVENT_IDX
@@ -481,6 +480,7 @@ fn rx_bench(
     let loss = |rx: f64, tx: f64| if tx > 0.0 { 1.0 - rx / tx } else { f64::NAN };
     let (mut tenge, mut peer) = (Vec::new(), Vec::new());
     let (mut t_loss, mut p_loss) = (Vec::new(), Vec::new());
+    let mut left_out = Vec::new();
     for r in 0..rounds {
         let t = phase(&lines, &format!("tenge{r}"));
         let ts = phase(&lines, &format!("tenge{r}-source"));
@@ -499,9 +499,9 @@ fn rx_bench(
                 tenge.push(a);
                 peer.push(b);
             }
-            (a, b) => {
-                eprintln!("tenge-bench: {case} round {r} left out (no rate, or its source stalled): tenge {a:?} peer {b:?}")
-            }
+            (a, b) => left_out.push(format!(
+                "round={r} why=no-rate-or-source-stalled tenge={a:?} peer={b:?}"
+            )),
         }
         println!(
             "BENCH-DETAIL case={case} round={r} tenge_source_sent={t_tx} tenge_received={t_rx} tenge_loss={:.3} peer_source_sent={p_tx} peer_received={p_rx} peer_loss={:.3}",
@@ -521,7 +521,7 @@ fn rx_bench(
         );
         evidx_detail(
             case,
-            median(tenge.clone()),
+            median(&tenge),
             steady(&tenge_samples(&n, "rx")).filter(|_| source_ran(n_tx)),
             &format!(
                 "no_event_idx_source_sent={n_tx} no_event_idx_received={n_rx} no_event_idx_loss={:.3} {}",
@@ -530,7 +530,7 @@ fn rx_bench(
             ),
         );
     }
-    report_median(case, tenge, peer)
+    stats::report(case, &tenge, &peer, &left_out, "")
 }
 
 #[cfg(test)]

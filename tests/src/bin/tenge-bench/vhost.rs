@@ -1,0 +1,328 @@
+//! Benchmarks on a virtio-net device served at host speed: QEMU's vhost-user backend and a
+//! DPDK vhost port polled by a host testpmd (see docs/vhost-user.md). The guest driver is
+//! the bottleneck here, not QEMU's device model, and the host's counters judge every side.
+//!
+//! Each round runs tenge, then DPDK's virtio PMD (testpmd in the guest, `--iova-mode=pa`,
+//! its default vector paths), then the same PMD on its scalar paths
+//! (`--force-max-simd-bitwidth=64`), one after the other in one boot against the same host
+//! process. The host's forwarding runs only while a side runs (`BENCH-HOST-START NAME` ..
+//! `BENCH-HOST-STOP` on the console); meanwhile the harness reads the host's throughput
+//! every second (`show port stats`), and a side's rate is the steady part of those samples
+//! ([`super::steady`]): what the host received (TX cases) or managed to put in the guest's
+//! ring (RX cases). The host's share of empty polls (TX) and its drops on a full guest ring
+//! (RX) show it was not the limit.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::time::{Duration, Instant};
+
+use tenge_testbed::{
+    FwdCounters, Guest, GuestConfig, HostMode, Nic, NicModel, PortCounters, VhostHost,
+    VhostHostConfig,
+};
+
+use super::{field, guest_bin, phase, stats, steady, testpmd_total, TESTPMD};
+
+/// DPDK's virtio PMD in the guest. IOVA-as-VA stalls after 32 frames on this device (see
+/// docs/vhost-user.md); PA mode maps through the same vIOMMU and the device translates
+/// through the same IOTLB as for tenge, so it is the fair comparison.
+const PMD_EAL: &str = "--iova-mode=pa -l 0-1 --main-lcore 0";
+/// The same PMD told to use its scalar paths.
+const SCALAR: &str = "--force-max-simd-bitwidth=64";
+
+/// What the host measured while one side ran.
+#[derive(Debug, Default)]
+struct HostPhase {
+    /// `show port stats` of every port, about once a second.
+    samples: Vec<Vec<PortCounters>>,
+    /// Forward statistics at `stop`.
+    fwd: Vec<FwdCounters>,
+}
+
+/// One vhost benchmark case.
+pub struct Case {
+    pub name: &'static str,
+    pub packed: bool,
+    pub size: u16,
+    /// The guest sends (host rxonly) or receives (host txonly).
+    pub tx: bool,
+}
+
+pub const CASES: &[Case] = &[
+    Case {
+        name: "vhost-tx64",
+        packed: false,
+        size: 64,
+        tx: true,
+    },
+    Case {
+        name: "vhost-rx64",
+        packed: false,
+        size: 64,
+        tx: false,
+    },
+    Case {
+        name: "vhost-packed-tx64",
+        packed: true,
+        size: 64,
+        tx: true,
+    },
+    Case {
+        name: "vhost-packed-rx64",
+        packed: true,
+        size: 64,
+        tx: false,
+    },
+    Case {
+        name: "vhost-tx1514",
+        packed: false,
+        size: 1514,
+        tx: true,
+    },
+    Case {
+        name: "vhost-rx1514",
+        packed: false,
+        size: 1514,
+        tx: false,
+    },
+    Case {
+        name: "vhost-packed-tx1514",
+        packed: true,
+        size: 1514,
+        tx: true,
+    },
+    Case {
+        name: "vhost-packed-rx1514",
+        packed: true,
+        size: 1514,
+        tx: false,
+    },
+];
+
+/// The sides of a round, in the order they run.
+const SIDES: [&str; 3] = ["tenge", "peer", "scalar"];
+
+/// Guest script lines for one TX side: the host receives while `cmd` sends.
+fn tx_side(name: &str, cmd: &str) -> String {
+    format!("echo BENCH-PHASE {name}\necho BENCH-HOST-START {name}\n{cmd}\necho BENCH-HOST-STOP\n")
+}
+
+/// Guest script lines for one RX side: `start` launches the sink in the background and
+/// waits until it is ready; the host then sends for `d` seconds; `finish` stops the sink
+/// and prints its totals.
+fn rx_side(name: &str, start: &str, d: u32, finish: &str) -> String {
+    format!(
+        "echo BENCH-PHASE {name}\n{start}\necho BENCH-HOST-START {name}\nsleep {d}\necho BENCH-HOST-STOP\n{finish}\n"
+    )
+}
+
+fn script(case: &Case, d: u32, rounds: u32) -> String {
+    let a0 = Nic::pci_addr(0);
+    let size = case.size;
+    let pktgen = guest_bin("pktgen").display().to_string();
+    let e2e = guest_bin("tenge-e2e").display().to_string();
+    let show = "tr -d '\\033' | grep -E 'pps|packets|Accumulated'";
+    let mut s = String::new();
+    for r in 0..rounds {
+        for side in SIDES {
+            let name = format!("{side}{r}");
+            let simd = if side == "scalar" { SCALAR } else { "" };
+            s += &if case.tx {
+                let cmd = if side == "tenge" {
+                    format!("taskset -c 1 {pktgen} {a0} --duration {d} --size {size} --interval 1")
+                } else {
+                    // EAL start-up takes a few seconds under TCG: the steady rate ignores it.
+                    format!(
+                        "timeout -s INT {t} {TESTPMD} {PMD_EAL} {simd} -a {a0} -- --total-num-mbufs=8192 --forward-mode=txonly --stats-period 1 --txpkts={size} 2>&1 | {show}",
+                        t = d + 6
+                    )
+                };
+                tx_side(&name, &cmd)
+            } else if side == "tenge" {
+                rx_side(
+                    &name,
+                    &format!(
+                        "taskset -c 1 {e2e} rx-sink {a0} --duration {sd} --idle-stop 2 > /tmp/sink.log 2>&1 &\n\
+                         sink=$!\n\
+                         for i in $(seq 200); do grep -q READY /tmp/sink.log && break; sleep 0.1; done",
+                        sd = d + 60
+                    ),
+                    d,
+                    "wait $sink\ncat /tmp/sink.log",
+                )
+            } else {
+                rx_side(
+                    &name,
+                    &format!(
+                        "{TESTPMD} {PMD_EAL} {simd} -a {a0} -- --total-num-mbufs=8192 --forward-mode=rxonly --stats-period 1 > /tmp/psink.log 2>&1 &\n\
+                         psink=$!\n\
+                         for i in $(seq 300); do grep -q 'Port statistics' /tmp/psink.log && break; sleep 0.1; done"
+                    ),
+                    d,
+                    &format!("sleep 1; kill -INT $psink; wait $psink\n{show} < /tmp/psink.log"),
+                )
+            };
+        }
+    }
+    s + "echo BENCH-PHASE end\n"
+}
+
+/// Boots the guest with `nics` and runs `script`, driving `host` at the console's
+/// `BENCH-HOST-START NAME` / `BENCH-HOST-STOP` lines and sampling its counters every second
+/// in between. Returns the console lines and what the host measured per phase.
+fn run_with_host(
+    nics: Vec<Nic>,
+    script: &str,
+    timeout: Duration,
+    host: &mut VhostHost,
+) -> Result<(Vec<String>, BTreeMap<String, HostPhase>), String> {
+    let cfg = GuestConfig {
+        timeout,
+        ..GuestConfig::with_nics(nics)
+    };
+    let mut guest = Guest::boot(&cfg, script).map_err(|e| e.to_string())?;
+    let host_err = |e: io::Error| format!("host testpmd: {e}");
+    let mut lines = Vec::new();
+    let mut phases = BTreeMap::new();
+    let mut open: Option<(String, HostPhase)> = None;
+    let mut next_sample = Instant::now();
+    loop {
+        let wait = if open.is_some() {
+            next_sample.saturating_duration_since(Instant::now())
+        } else {
+            timeout
+        };
+        match guest.next_line_within(wait) {
+            Ok(Some(line)) => {
+                let l = line.trim();
+                if let Some(name) = l.strip_prefix("BENCH-HOST-START ") {
+                    host.clear_port_stats().map_err(host_err)?;
+                    host.start_forwarding().map_err(host_err)?;
+                    open = Some((name.to_string(), HostPhase::default()));
+                    next_sample = Instant::now() + Duration::from_secs(1);
+                } else if l == "BENCH-HOST-STOP" {
+                    if let Some((name, mut p)) = open.take() {
+                        p.fwd = host.stop_forwarding().map_err(host_err)?;
+                        phases.insert(name, p);
+                    }
+                }
+                lines.push(line);
+            }
+            Ok(None) => break,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                if let Some((_, p)) = open.as_mut() {
+                    p.samples.push(host.port_stats().map_err(host_err)?);
+                }
+                next_sample += Duration::from_secs(1);
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let out = guest.wait().map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(out.describe());
+    }
+    Ok((lines, phases))
+}
+
+/// The host-side rate of port 0 in a phase, in Mpps: received (the guest sent) or sent
+/// (the guest received).
+fn host_rate(p: &HostPhase, guest_tx: bool) -> Option<f64> {
+    let samples: Vec<f64> = p
+        .samples
+        .iter()
+        .filter_map(|ports| ports.first())
+        .map(|c| (if guest_tx { c.rx_pps } else { c.tx_pps }) as f64 / 1e6)
+        .collect();
+    steady(&samples)
+}
+
+/// Runs one case: `rounds` rounds of tenge, the PMD and the scalar PMD, `d` seconds each.
+pub fn run(case: &Case, d: u32, rounds: u32) -> Result<(), String> {
+    let mode = if case.tx {
+        HostMode::RxOnly
+    } else {
+        HostMode::TxOnly { size: case.size }
+    };
+    let mut host =
+        VhostHost::start(&VhostHostConfig::new(mode)).map_err(|e| format!("host: {e}"))?;
+    let nic = Nic::new(
+        NicModel::VirtioNet {
+            packed: case.packed,
+            event_idx: true,
+            mrg_rxbuf: true,
+        },
+        host.backend(0),
+    );
+    let timeout = Duration::from_secs(120 + u64::from(rounds) * 3 * (u64::from(d) + 25));
+    let (lines, phases) = run_with_host(vec![nic], &script(case, d, rounds), timeout, &mut host)?;
+    let mut rates: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut left_out = Vec::new();
+    for r in 0..rounds {
+        let mut detail = format!("BENCH-DETAIL case={} round={r}", case.name);
+        for side in SIDES {
+            let name = format!("{side}{r}");
+            let Some(p) = phases.get(&name) else {
+                left_out.push(format!("round={r} side={side} why=no-host-phase"));
+                continue;
+            };
+            let g = phase(&lines, &name);
+            let fwd = p.fwd.first().copied().unwrap_or_default();
+            // What the guest side says it moved, from its own summary.
+            let guest_count = match (case.tx, side) {
+                (true, "tenge") => field(&g, "sent"),
+                (true, _) => testpmd_total(&g, "TX-packets:"),
+                (false, "tenge") => field(&g, "received"),
+                (false, _) => testpmd_total(&g, "RX-packets:"),
+            }
+            .unwrap_or(0.0);
+            let rate = host_rate(p, case.tx);
+            detail += &if case.tx {
+                format!(
+                    " {side}_mpps={} {side}_guest_sent={guest_count} {side}_host_received={} {side}_host_idle_polls={:.3}",
+                    rate.map_or("none".into(), |v| format!("{v:.4}")),
+                    fwd.rx_packets,
+                    fwd.rx_empty_share
+                )
+            } else {
+                format!(
+                    " {side}_mpps={} {side}_guest_received={guest_count} {side}_host_sent={} {side}_host_ring_full_drops={}",
+                    rate.map_or("none".into(), |v| format!("{v:.4}")),
+                    fwd.tx_packets,
+                    fwd.tx_dropped
+                )
+            };
+            match rate {
+                Some(v) => rates.entry(side).or_default().push(v),
+                None => left_out.push(format!("round={r} side={side} why=no-steady-rate")),
+            }
+        }
+        println!("{detail}");
+    }
+    let get = |side: &str| rates.get(side).cloned().unwrap_or_default();
+    let (tenge, peer, scalar) = (get("tenge"), get("peer"), get("scalar"));
+    println!(
+        "BENCH-ROUNDS case={} tenge={tenge:.3?} peer={peer:.3?} peer_scalar={scalar:.3?}",
+        case.name
+    );
+    let gbps = |v: &[f64]| {
+        stats::Spread::of(v).map_or("none".into(), |s| {
+            format!("{:.3}", s.median * f64::from(case.size) * 8.0 / 1000.0)
+        })
+    };
+    if let (Some(t), Some(s)) = (stats::Spread::of(&tenge), stats::Spread::of(&scalar)) {
+        let (ratio, lo, hi, verdict) = stats::compare(&t, &s);
+        println!(
+            "BENCH-DETAIL case={} peer=dpdk-testpmd-scalar {} ratio={ratio:.3} ratio_range={lo:.3}..{hi:.3} verdict={verdict}",
+            case.name,
+            stats::side_fields("peer", &s)
+        );
+    }
+    let extra = format!(
+        " size={} tenge_gbps={} peer_gbps={}",
+        case.size,
+        gbps(&tenge),
+        gbps(&peer)
+    );
+    stats::report(case.name, &tenge, &peer, &left_out, &extra)
+}
