@@ -64,13 +64,7 @@ use tenge_descriptors::virtio::{
 };
 use tenge_descriptors::virtio_net::VirtioNetHdr;
 use tenge_firmware_iface::e1000e::regs;
-use tenge_firmware_iface::virtio::{
-    negotiate, VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC,
-    VIRTIO_F_RING_PACKED, VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1,
-    VIRTIO_NET_F_CTRL_GUEST_OFFLOADS, VIRTIO_NET_F_CTRL_MAC_ADDR, VIRTIO_NET_F_CTRL_RX,
-    VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_CTRL_VLAN, VIRTIO_NET_F_CTRL_VQ,
-    VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
-};
+use tenge_firmware_iface::virtio::{negotiate, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED};
 use tenge_firmware_iface::{Mmio, NarrowMmio};
 use zerocopy::little_endian::{U16, U32};
 use zerocopy::IntoBytes;
@@ -459,24 +453,8 @@ fn e1000e<W: Work>() -> Result<Setup<DeviceModel<W>>, String> {
 // virtio-net
 
 /// What QEMU 10.0 offers for `virtio-net-pci,disable-legacy=on,iommu_platform=on` on a
-/// hub backend (firmware-iface's `QemuVirtioNet::HUB_FEATURES`, measured there); `packed=on`
-/// adds RING_PACKED.
-const QEMU_OFFER: u64 = VIRTIO_F_VERSION_1
-    | VIRTIO_F_ACCESS_PLATFORM
-    | VIRTIO_F_INDIRECT_DESC
-    | VIRTIO_F_EVENT_IDX
-    | VIRTIO_F_RING_RESET
-    | VIRTIO_NET_F_MAC
-    | VIRTIO_NET_F_MRG_RXBUF
-    | VIRTIO_NET_F_STATUS
-    | VIRTIO_NET_F_CTRL_VQ
-    | VIRTIO_NET_F_CTRL_RX
-    | VIRTIO_NET_F_CTRL_VLAN
-    | VIRTIO_NET_F_CTRL_RX_EXTRA
-    | VIRTIO_NET_F_GUEST_ANNOUNCE
-    | VIRTIO_NET_F_CTRL_MAC_ADDR
-    | VIRTIO_NET_F_CTRL_GUEST_OFFLOADS;
-const _: () = assert!(QEMU_OFFER == 0x0000_0103_30bf_8024);
+/// hub backend, as measured in firmware-iface's model; `packed=on` adds RING_PACKED.
+const QEMU_OFFER: u64 = tenge_firmware_iface::virtio::model::QemuVirtioNet::HUB_FEATURES;
 
 /// The features `VirtioNet::open` accepts from QEMU's offer (no offloads asked for): the
 /// RX header mode and whether EVENT_IDX is on.
