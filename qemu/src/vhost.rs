@@ -71,6 +71,17 @@ pub struct VhostHostConfig {
     pub extra_eal: Vec<String>,
 }
 
+impl HostMode {
+    /// testpmd's name for the forwarding mode.
+    fn name(&self) -> &'static str {
+        match self {
+            HostMode::RxOnly => "rxonly",
+            HostMode::TxOnly { .. } => "txonly",
+            HostMode::Io => "io",
+        }
+    }
+}
+
 impl VhostHostConfig {
     /// One vhost port with one queue pair, in `mode`.
     pub fn new(mode: HostMode) -> Self {
@@ -138,12 +149,23 @@ impl VhostHost {
                 "vhost host: give at least one port, each with at least one queue pair",
             ));
         }
+        // testpmd sets up the same number of queues on every port.
+        if config.ports.iter().any(|&q| q != config.ports[0]) {
+            return Err(err(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "vhost host: ports of {:?} queue pairs: testpmd gives every port the same number; use one VhostHost per queue count",
+                    config.ports
+                ),
+            ));
+        }
         let testpmd = crate::host::find_in_path("dpdk-testpmd").ok_or_else(|| {
             err(
                 io::ErrorKind::NotFound,
                 "dpdk-testpmd not found: run qemu/install-deps.sh (Debian's dpdk-dev)",
             )
         })?;
+        remove_stale_hugepage_files();
         ensure_hugepages(HOST_HUGEPAGES)?;
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -183,21 +205,13 @@ impl VhostHost {
                 tx.display()
             ));
         }
-        let max_q = config.ports.iter().copied().max().unwrap_or(1);
+        let queues = config.ports[0];
         cmd.args(["--", "-i", "--total-num-mbufs=16384"])
-            .arg(format!("--rxq={max_q}"))
-            .arg(format!("--txq={max_q}"));
-        match &config.mode {
-            HostMode::RxOnly => {
-                cmd.arg("--forward-mode=rxonly");
-            }
-            HostMode::TxOnly { size } => {
-                cmd.arg("--forward-mode=txonly")
-                    .arg(format!("--txpkts={size}"));
-            }
-            HostMode::Io => {
-                cmd.arg("--forward-mode=io");
-            }
+            .arg(format!("--rxq={queues}"))
+            .arg(format!("--txq={queues}"));
+        cmd.arg(format!("--forward-mode={}", config.mode.name()));
+        if let HostMode::TxOnly { size } = config.mode {
+            cmd.arg(format!("--txpkts={size}"));
         }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -240,12 +254,7 @@ impl VhostHost {
             ));
         }
         if let Some(tries) = config.retry {
-            let mode = match config.mode {
-                HostMode::RxOnly => "rxonly",
-                HostMode::TxOnly { .. } => "txonly",
-                HostMode::Io => "io",
-            };
-            host.command(&format!("set fwd {mode} retry"))?;
+            host.command(&format!("set fwd {} retry", config.mode.name()))?;
             host.command(&format!("set burst tx delay 10 retry {tries}"))?;
         }
         host.command("set record-burst-stats on")?;
@@ -403,6 +412,36 @@ fn read_chunks(mut from: impl Read, to: mpsc::Sender<String>) {
         pending.drain(..valid);
         if to.send(text).is_err() {
             break;
+        }
+    }
+}
+
+/// Deletes the hugepage files and runtime directories of host testpmds started by a process
+/// that is gone (DPDK removes its own only on a clean exit; a killed run would otherwise
+/// keep its hugepages reserved for good).
+fn remove_stale_hugepage_files() {
+    for dir in ["/dev/hugepages", "/var/run/dpdk"] {
+        let Ok(entries) = fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("tenge-vhost-"))
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new("/proc").join(pid.to_string()).exists() {
+                let path = entry.path();
+                let _ = if path.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+            }
         }
     }
 }
