@@ -283,3 +283,57 @@ fn vhost_split_mergeable_rx_reassembles_frames_over_small_buffers() {
 fn vhost_packed_mergeable_rx_reassembles_frames_over_small_buffers() {
     mergeable(true);
 }
+
+/// Two vhost-user NICs of two queue pairs each in one guest (one host testpmd, a vhost port
+/// each): both devices offer MQ (QEMU `mq=on`, from the host port's queue count), tenge
+/// opens each on its first pair, and the host counts every frame pktgen sent on the split
+/// one (the packed one within its IOTLB-miss loss, see `tx_wire`).
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn two_vhost_nics_of_two_queue_pairs_in_one_guest() {
+    let count: u64 = 100_000;
+    let mut host = VhostHost::start(&VhostHostConfig {
+        ports: vec![2, 2],
+        ..VhostHostConfig::new(HostMode::RxOnly)
+    })
+    .expect("start the host testpmd");
+    host.start_forwarding().expect("start forwarding");
+    let nics = vec![
+        Nic::new(virtio(false), host.backend(0)),
+        Nic::new(virtio(true), host.backend(1)),
+    ];
+    let pktgen = bin("pktgen");
+    let script = format!(
+        "set -e\n{pktgen} {} --count {count} --size 64 --interval 0\n{pktgen} {} --count {count} --size 64 --interval 0\n",
+        Nic::pci_addr(0),
+        Nic::pci_addr(1)
+    );
+    let log = wait_ok(
+        Guest::boot(
+            &GuestConfig {
+                timeout: Duration::from_secs(300),
+                ..GuestConfig::with_nics(nics)
+            },
+            &script,
+        )
+        .expect("boot guest"),
+    );
+    let fwd = host.stop_forwarding().expect("stop the host");
+    host.quit().expect("quit the host testpmd");
+    let offers_mq = log
+        .lines()
+        .filter(|l| l.contains("virtio-net offers") && l.contains("|MQ|"))
+        .count();
+    assert_eq!(offers_mq, 2, "both devices offer MQ: {}", tail(&log, 30));
+    assert_eq!(
+        log.matches(&format!("sent={count} ")).count(),
+        2,
+        "{}",
+        tail(&log, 20)
+    );
+    assert_eq!(fwd[0].rx_packets, count, "split NIC: host received {fwd:?}");
+    assert!(
+        fwd[1].rx_packets <= count && fwd[1].rx_packets >= count - count / 50,
+        "packed NIC: host received {fwd:?}"
+    );
+}
