@@ -38,25 +38,29 @@ fn rings(packed: bool) -> &'static str {
 
 /// A host testpmd in io mode between one vhost port (port 0) and a pcap port (port 1):
 /// the guest's frames go to `<dir>/from-guest.pcap` (the pcap port's input is an empty
-/// file). Not forwarding yet.
+/// file). Forwarding.
 fn pcap_host(dir: &std::path::Path) -> (VhostHost, PathBuf) {
     let to_guest = dir.join("empty.pcap");
     let from_guest = dir.join("from-guest.pcap");
     write_pcap(&to_guest, &[]).expect("write pcap");
-    let config = VhostHostConfig {
+    let host = forwarding_host(&VhostHostConfig {
         pcap: Some((to_guest, from_guest.clone())),
         ..VhostHostConfig::new(HostMode::Io)
-    };
-    (
-        VhostHost::start(&config).expect("start the host testpmd"),
-        from_guest,
-    )
+    });
+    (host, from_guest)
 }
 
-fn config(nic: Nic) -> GuestConfig {
+/// The host testpmd of `config`, started and forwarding.
+fn forwarding_host(config: &VhostHostConfig) -> VhostHost {
+    let mut host = VhostHost::start(config).expect("start the host testpmd");
+    host.start_forwarding().expect("start forwarding");
+    host
+}
+
+fn config(nics: Vec<Nic>) -> GuestConfig {
     GuestConfig {
         timeout: Duration::from_secs(300),
-        ..GuestConfig::with_nics(vec![nic])
+        ..GuestConfig::with_nics(nics)
     }
 }
 
@@ -85,8 +89,7 @@ fn tx_wire(packed: bool, lost_allowed: u64) {
     } else {
         "vhost-split-tx"
     });
-    let (mut host, from_guest) = pcap_host(&dir);
-    host.start_forwarding().expect("start forwarding");
+    let (host, from_guest) = pcap_host(&dir);
     let nic = Nic::new(virtio(packed), host.backend(0));
     let pktgen = bin("pktgen");
     let a0 = Nic::pci_addr(0);
@@ -95,7 +98,7 @@ fn tx_wire(packed: bool, lost_allowed: u64) {
          {pktgen} {a0} --count 20000 --size 64 --src-mac {SRC} --dst-mac {DST} --interval 0\n\
          {pktgen} {a0} --count 2000 --size 1514 --src-mac {SRC} --dst-mac {DST} --interval 0 --batch 7 --tx-ring 64\n"
     );
-    let log = wait_ok(Guest::boot(&config(nic), &script).expect("boot guest"));
+    let log = wait_ok(Guest::boot(&config(vec![nic]), &script).expect("boot guest"));
     assert!(log.contains(rings(packed)), "{}", tail(&log, 30));
     assert!(
         log.contains("sent=20000 ") && log.contains("sent=2000 "),
@@ -182,14 +185,12 @@ fn vhost_packed_tx_reaches_the_host_byte_exact_in_order_but_for_iotlb_misses() {
 /// guest log.
 fn rx_from_host(packed: bool, size: usize, rx_ring: u32, buf_size: u32) -> String {
     let count = 3000;
-    let mut host = VhostHost::start(&VhostHostConfig {
+    let mut host = forwarding_host(&VhostHostConfig {
         ports: vec![1, 1],
         // Up to 1 s per burst: a receiver that stops draining fails the run, not hangs it.
         retry: Some(100_000),
         ..VhostHostConfig::new(HostMode::Io)
-    })
-    .expect("start the host testpmd");
-    host.start_forwarding().expect("start forwarding");
+    });
     let nics = vec![
         Nic::new(virtio(false), host.backend(0)),
         Nic::new(virtio(packed), host.backend(1)),
@@ -206,14 +207,7 @@ fn rx_from_host(packed: bool, size: usize, rx_ring: u32, buf_size: u32) -> Strin
          cat /tmp/rx.log\n\
          exit $st\n"
     );
-    let outcome = Guest::run(
-        &GuestConfig {
-            timeout: Duration::from_secs(300),
-            ..GuestConfig::with_nics(nics)
-        },
-        &script,
-    )
-    .expect("boot guest");
+    let outcome = Guest::run(&config(nics), &script).expect("boot guest");
     let fwd = host.stop_forwarding().expect("stop the host");
     host.quit().expect("quit the host testpmd");
     let log = std::fs::read_to_string(&outcome.log).unwrap_or_default();
@@ -292,12 +286,10 @@ fn vhost_packed_mergeable_rx_reassembles_frames_over_small_buffers() {
 #[ignore = "boots a QEMU guest"]
 fn two_vhost_nics_of_two_queue_pairs_in_one_guest() {
     let count: u64 = 100_000;
-    let mut host = VhostHost::start(&VhostHostConfig {
+    let mut host = forwarding_host(&VhostHostConfig {
         ports: vec![2, 2],
         ..VhostHostConfig::new(HostMode::RxOnly)
-    })
-    .expect("start the host testpmd");
-    host.start_forwarding().expect("start forwarding");
+    });
     let nics = vec![
         Nic::new(virtio(false), host.backend(0)),
         Nic::new(virtio(true), host.backend(1)),
@@ -308,16 +300,7 @@ fn two_vhost_nics_of_two_queue_pairs_in_one_guest() {
         Nic::pci_addr(0),
         Nic::pci_addr(1)
     );
-    let log = wait_ok(
-        Guest::boot(
-            &GuestConfig {
-                timeout: Duration::from_secs(300),
-                ..GuestConfig::with_nics(nics)
-            },
-            &script,
-        )
-        .expect("boot guest"),
-    );
+    let log = wait_ok(Guest::boot(&config(nics), &script).expect("boot guest"));
     let fwd = host.stop_forwarding().expect("stop the host");
     host.quit().expect("quit the host testpmd");
     let offers_mq = log
