@@ -38,7 +38,14 @@ test)
     setup
     log=$(mktemp)
     trap 'rm -f "$log"' EXIT
-    run() { echo "+ $*" >&2; "$@" 2>&1 | tee -a "$log"; }
+    # A failing step stops the run and says which it was, last, where a log's tail shows it.
+    run() {
+        echo "+ $*" >&2
+        if ! "$@" 2>&1 | tee -a "$log"; then
+            echo "tenge: FAILED: $*" >&2
+            exit 1
+        fi
+    }
     run cargo fmt --all -- --check
     run cargo clippy --workspace --all-targets -- -D warnings
     # Host-side: unit tests, property tests, doc tests.

@@ -28,6 +28,7 @@ pub mod mmio;
 pub mod pci;
 pub mod port;
 pub mod ring;
+pub mod soft_filter;
 pub mod sysinfo;
 pub mod vfio;
 pub mod virtio;

@@ -16,6 +16,7 @@ use crate::mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf};
 use crate::mmio::Bar;
 use crate::pci::PciAddress;
 use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
+use crate::soft_filter::SoftRxFilter;
 use crate::vfio::VfioDevice;
 use crate::virtio::{
     self, OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig, DEVICE_VIRTIO_NET,
@@ -132,6 +133,13 @@ pub struct Port {
     pool: Mempool,
     mapper: Arc<dyn DmaMapper>,
     mac: [u8; 6],
+    /// The receive filter in software (virtio-net with promiscuous mode off): see
+    /// [`crate::soft_filter`].
+    soft_filter: Option<SoftRxFilter>,
+    /// The unicast filter last set, which the software filter takes too.
+    unicast: Vec<[u8; 6]>,
+    /// Frames the software filter dropped.
+    filtered: u64,
     dev: VfioDevice,
 }
 
@@ -254,6 +262,7 @@ impl Port {
                 (Nic::VirtioPacked(n), mac)
             }
         };
+        let soft_filter = (!cfg.promisc).then(|| SoftRxFilter::new(mac, &[]));
         Ok(Port {
             nic,
             cache,
@@ -261,6 +270,9 @@ impl Port {
             pool,
             mapper,
             mac,
+            soft_filter,
+            unicast: Vec::new(),
+            filtered: 0,
             dev,
         })
     }
@@ -368,6 +380,9 @@ impl Port {
             pool,
             mapper,
             mac,
+            soft_filter: None,
+            unicast: Vec::new(),
+            filtered: 0,
             dev,
         })
     }
@@ -375,10 +390,19 @@ impl Port {
     /// Receives up to `out.room()` frames into `out`; returns how many.
     #[inline]
     pub fn rx_burst(&mut self, out: &mut PacketBatch) -> usize {
-        match &mut self.nic {
+        let before = out.len();
+        let got = match &mut self.nic {
             Nic::E1000e(n) => n.rxq.rx_burst(&mut self.cache, out),
             Nic::Virtio(n) => n.rxq.rx_burst(&mut self.cache, out),
             Nic::VirtioPacked(n) => n.rxq.rx_burst(&mut self.cache, out),
+        };
+        match &self.soft_filter {
+            Some(f) if got > 0 => {
+                let gone = out.retain_from(before, |p| f.accepts_packet(p), &mut self.cache);
+                self.filtered += gone as u64;
+                got - gone
+            }
+            _ => got,
         }
     }
 
@@ -492,7 +516,7 @@ impl Port {
     /// Counters. Reads (and so clears) the device's statistics registers, folding them
     /// into the port's running totals: call it from the control path, not per burst.
     pub fn stats(&mut self) -> PortStats {
-        match &mut self.nic {
+        let mut s = match &mut self.nic {
             Nic::E1000e(n) => {
                 n.hw.accumulate(&*n.regs);
                 PortStats {
@@ -503,7 +527,9 @@ impl Port {
             }
             Nic::Virtio(n) => virtio_stats(*n.rxq.stats(), *n.txq.stats()),
             Nic::VirtioPacked(n) => virtio_stats(*n.rxq.stats(), *n.txq.stats()),
-        }
+        };
+        s.rx.filtered = self.filtered;
+        s
     }
 
     /// Waits until the device has fetched every queued TX descriptor (head caught up with
@@ -550,8 +576,16 @@ impl Port {
                 );
                 Ok(())
             }
-            Nic::Virtio(n) => n.set_rx_filter(RxFilter::Promisc(on)),
-            Nic::VirtioPacked(n) => n.set_rx_filter(RxFilter::Promisc(on)),
+            Nic::Virtio(n) => {
+                n.set_rx_filter(RxFilter::Promisc(on))?;
+                self.soft_filter = (!on).then(|| SoftRxFilter::new(self.mac, &self.unicast));
+                Ok(())
+            }
+            Nic::VirtioPacked(n) => {
+                n.set_rx_filter(RxFilter::Promisc(on))?;
+                self.soft_filter = (!on).then(|| SoftRxFilter::new(self.mac, &self.unicast));
+                Ok(())
+            }
         }
     }
 
@@ -598,11 +632,15 @@ impl Port {
                     macs.len(),
                     macs.len()
                 );
-                Ok(())
             }
-            Nic::Virtio(n) => n.set_rx_filter(RxFilter::Unicast(macs)),
-            Nic::VirtioPacked(n) => n.set_rx_filter(RxFilter::Unicast(macs)),
+            Nic::Virtio(n) => n.set_rx_filter(RxFilter::Unicast(macs))?,
+            Nic::VirtioPacked(n) => n.set_rx_filter(RxFilter::Unicast(macs))?,
         }
+        self.unicast = macs.to_vec();
+        if self.soft_filter.is_some() {
+            self.soft_filter = Some(SoftRxFilter::new(self.mac, macs));
+        }
+        Ok(())
     }
 
     /// How many addresses [`Port::set_unicast_filter`] takes: 15 on e1000e, 64 on

@@ -135,6 +135,36 @@ impl PacketBatch {
         }
     }
 
+    /// Keeps the packets from position `from` on for which `keep` is true, in order, and
+    /// returns the others to `cache`; returns how many went.
+    pub fn retain_from(
+        &mut self,
+        from: usize,
+        mut keep: impl FnMut(&PacketBuf) -> bool,
+        cache: &mut MempoolCache,
+    ) -> usize {
+        let start = self.head + from.min(self.len());
+        let mut kept = start;
+        for i in start..self.tail {
+            let Some(pkt) = self.slots[i].take() else {
+                continue;
+            };
+            if keep(&pkt) {
+                put(&mut self.slots[kept], pkt);
+                kept += 1;
+            } else {
+                cache.free(pkt);
+            }
+        }
+        let gone = self.tail - kept;
+        self.tail = kept;
+        if self.head == self.tail {
+            self.head = 0;
+            self.tail = 0;
+        }
+        gone
+    }
+
     /// The free places after the last packet, all of them (the batch is compacted first):
     /// every one is `None`. A burst loop fills a prefix and calls [`PacketBatch::commit_back`].
     #[inline(always)]
@@ -309,6 +339,9 @@ pub struct RxStats {
     pub multi_buffer: u64,
     /// Frames delivered as chains of several buffers (counted in `packets` too).
     pub chains: u64,
+    /// Frames the port's software receive filter dropped (see [`crate::soft_filter`]):
+    /// counted in `packets` too, which counts what the device delivered.
+    pub filtered: u64,
     /// Doorbell (tail) writes.
     pub doorbells: u64,
 }
@@ -1041,5 +1074,35 @@ impl<D: TxDescOps> TxQueue<D> {
         }
         self.cidx = self.pidx;
         self.rs_head = self.rs_tail;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mempool::host_pool;
+
+    #[test]
+    fn retain_from_keeps_order_and_returns_the_rest_to_the_pool() {
+        let pool = host_pool(16).unwrap();
+        let mut cache = pool.cache(0);
+        let mut batch = PacketBatch::new(8);
+        for i in 0..6u8 {
+            let mut b = cache.alloc().unwrap();
+            assert!(b.copy_from(&[i; 60]));
+            batch.push(b).unwrap();
+        }
+        // Packets 0 and 1 are before `from` and stay whatever `keep` says.
+        let gone = batch.retain_from(2, |p| p.data()[0] % 2 == 1, &mut cache);
+        assert_eq!(gone, 2);
+        let firsts: Vec<u8> = batch.iter().map(|p| p.data()[0]).collect();
+        assert_eq!(firsts, [0, 1, 3, 5]);
+        drop(cache);
+        assert_eq!(pool.free_count(), 12);
+        let mut cache = pool.cache(0);
+        assert_eq!(batch.retain_from(0, |_| false, &mut cache), 4);
+        assert!(batch.is_empty());
+        drop(cache);
+        assert_eq!(pool.free_count(), 16);
     }
 }

@@ -26,6 +26,9 @@ struct Args {
     /// Send exactly this many frames (sequence numbers 0..N-1), then stop.
     #[arg(long, conflicts_with = "duration")]
     count: Option<u64>,
+    /// The first frame's sequence number (the next ones count up from it).
+    #[arg(long, default_value_t = 0)]
+    first_seq: u64,
     /// Send for this many seconds (default 10 when --count is not given).
     #[arg(long, value_parser = parse_secs)]
     duration: Option<Duration>,
@@ -105,6 +108,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let mut batch = PacketBatch::new(args.batch as usize);
+    // Frames built so far; frame i carries sequence number first_seq + i.
     let mut seq: u64 = 0;
     let mut sent: u64 = 0;
     let start = Instant::now();
@@ -124,7 +128,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }
             let Some(mut b) = port.alloc_tx() else { break };
             b.set_len(size);
-            frame::set_seq(b.data_mut(), seq);
+            frame::set_seq(b.data_mut(), args.first_seq.wrapping_add(seq));
             let _ = batch.push(b);
             seq += 1;
         }

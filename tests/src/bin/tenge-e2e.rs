@@ -634,9 +634,10 @@ fn rx_sink(pci: &str, sink: &RxSink, cfg: &PortConfig) -> Res {
     let secs = start.elapsed().as_secs_f64();
     let s = port.stats();
     println!(
-        "rx-sink: done: received={got} seconds={secs:.3} mpps={:.4} no_buf={} rx_doorbells={} rx_notifies={} hw_gprc={} hw_mpc={} hw_rnbc={} {}",
+        "rx-sink: done: received={got} seconds={secs:.3} mpps={:.4} no_buf={} filtered={} rx_doorbells={} rx_notifies={} hw_gprc={} hw_mpc={} hw_rnbc={} {}",
         got as f64 / secs / 1e6,
         s.rx.no_buf,
+        s.rx.filtered,
         s.rx.doorbells,
         port.notifies().0,
         s.hw.gprc,
