@@ -468,6 +468,80 @@ mod tests {
         assert_eq!(txq.in_flight(), 6);
     }
 
+    /// Marks TX descriptor `idx` done, as the device does for one written with RS.
+    fn device_sent(ring: &DescRing<LegacyTxDesc>, idx: u32) {
+        let mut d = ring.read(idx);
+        assert!(
+            d.cmd & TXD_CMD_RS != 0,
+            "descriptor {idx} asks for no report"
+        );
+        d.status = TXD_STAT_DD;
+        ring.write(idx, d);
+    }
+
+    /// A sender of one frame at a time (a frame a second, say) gets every buffer back
+    /// after each: the interval of 32 is never reached, so each burst onto the idle ring
+    /// asks for its own report. Before, the buffers waited for a 32nd descriptor.
+    #[test]
+    fn tx_a_low_rate_sender_gets_every_buffer_back() {
+        let regs = Arc::new(Regs::default());
+        let pool = host_pool(8).unwrap();
+        let mut cache = pool.cache(0);
+        let mut txq = TxQueue::new(
+            E1000eTx::new(DescRing::new(region(), 0, 64), regs.clone()),
+            32,
+            MAX_FRAME,
+        );
+        let mut batch = PacketBatch::new(4);
+        for i in 0..100u32 {
+            let mut b = cache.alloc().expect("every buffer came back");
+            b.copy_from(&[i as u8; 60]);
+            batch.push(b).unwrap();
+            assert_eq!(txq.tx_burst(&mut cache, &mut batch), 1);
+            device_sent(txq.ops().ring(), i % 64);
+            assert_eq!(txq.reclaim(&mut cache), 1);
+            assert_eq!(txq.in_flight(), 0);
+        }
+        assert_eq!(txq.stats().completed, 100);
+        drop(cache);
+        assert_eq!(pool.free_count(), 8);
+    }
+
+    /// reclaim_all (Port::tx_drain, once the head has caught up) takes back the buffers a
+    /// busy ring left after its last report.
+    #[test]
+    fn tx_reclaim_all_takes_back_unreported_buffers() {
+        let regs = Arc::new(Regs::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(0);
+        let mut txq = TxQueue::new(
+            E1000eTx::new(DescRing::new(region(), 0, 64), regs.clone()),
+            8,
+            MAX_FRAME,
+        );
+        let mut batch = PacketBatch::new(32);
+        let mut burst = |txq: &mut TxQueue<_>, cache: &mut crate::mempool::MempoolCache, n: u8| {
+            for i in 0..n {
+                let mut b = cache.alloc().unwrap();
+                b.copy_from(&[i; 60]);
+                batch.push(b).unwrap();
+            }
+            assert_eq!(txq.tx_burst(cache, &mut batch), n as usize);
+        };
+        burst(&mut txq, &mut cache, 10); // a report at 7
+        burst(&mut txq, &mut cache, 5); // 10..14: 7 outstanding, the next report at 15
+        assert_eq!(txq.in_flight(), 15);
+        let ring = txq.ops().ring();
+        assert!((8..15).all(|i| ring.read(i).cmd & TXD_CMD_RS == 0));
+        device_sent(ring, 7);
+        assert_eq!(txq.reclaim(&mut cache), 8);
+        assert_eq!(txq.in_flight(), 7, "8..14 wait for a report");
+        assert_eq!(txq.reclaim_all(&mut cache), 7);
+        assert_eq!(txq.in_flight(), 0);
+        drop(cache);
+        assert_eq!(pool.free_count(), 64);
+    }
+
     #[test]
     fn tx_stops_at_a_full_ring_and_drops_unsendable_frames() {
         let regs = Arc::new(Regs::default());

@@ -532,8 +532,10 @@ impl Port {
         s
     }
 
-    /// Waits until the device has fetched every queued TX descriptor (head caught up with
-    /// tail), then recycles what completed. Returns false on timeout.
+    /// Waits until the device is done with every queued TX descriptor (e1000e: head caught
+    /// up with tail; virtio: every descriptor used), then recycles every TX buffer, whether
+    /// or not a completion was asked for on it. Returns false on timeout (nothing recycled
+    /// beyond what completed).
     pub fn tx_drain(&mut self, timeout: Duration) -> bool {
         let start = std::time::Instant::now();
         loop {
@@ -542,11 +544,17 @@ impl Port {
                 Nic::Virtio(n) => n.txq.ops().pending() == 0,
                 Nic::VirtioPacked(n) => n.txq.ops().pending() == 0,
             };
+            let cache = self.tx_cache.as_mut().unwrap_or(&mut self.cache);
             if idle {
-                self.tx_reclaim();
+                match &mut self.nic {
+                    Nic::E1000e(n) => n.txq.reclaim_all(cache),
+                    Nic::Virtio(n) => n.txq.reclaim_all(cache),
+                    Nic::VirtioPacked(n) => n.txq.reclaim_all(cache),
+                };
                 return true;
             }
             if start.elapsed() >= timeout {
+                self.tx_reclaim();
                 return false;
             }
             std::thread::sleep(Duration::from_micros(100));

@@ -950,6 +950,8 @@ impl<D: TxDescOps> TxQueue<D> {
         if self.rs_head != self.rs_tail {
             self.reclaim(cache);
         }
+        // No report outstanding: the device finished everything reported.
+        let idle_rs_tail = (self.rs_head == self.rs_tail).then_some(self.rs_tail);
         let view = self.ops.view();
         let mut slots = self.bufs.view_sized(self.ops.entries());
         let start = self.pidx;
@@ -1003,6 +1005,8 @@ impl<D: TxDescOps> TxQueue<D> {
         // Packet by packet: what the runs left (at a full ring), or every packet of a device
         // that may take several descriptors for one.
         let mut src = src[pos..].iter_mut();
+        // Where the last packet written starts (its descriptors end at `pidx - 1`).
+        let mut last_start = pidx.wrapping_sub(1);
         'burst: loop {
             // With no call in the loop: a sendable packet that fits.
             let slot = loop {
@@ -1030,6 +1034,7 @@ impl<D: TxDescOps> TxQueue<D> {
                 // reach the report point (the device sees neither before the tail moves).
                 let used = view.encap(pidx, &pkt, false);
                 debug_assert_eq!(used, need);
+                last_start = pidx;
                 let last = pidx.wrapping_add(used - 1);
                 if rs_at.wrapping_sub(pidx) < used {
                     view.encap(pidx, &pkt, true);
@@ -1051,6 +1056,27 @@ impl<D: TxDescOps> TxQueue<D> {
         let taken = total - src.len() - full as usize;
         pkts.consume_front(taken);
         let sent = taken - dropped;
+        // A burst that reached no report point, onto a ring with no report outstanding (a
+        // sender at a low rate), asks for a report on its last packet, so its buffers come
+        // back without waiting for `rs_interval` more descriptors, which may never be sent.
+        // A busy ring has a report outstanding, and a burst that reached a report point
+        // will have its buffers back by the next burst's report or by Port::tx_drain: both
+        // keep the interval.
+        if sent > 0 && idle_rs_tail == Some(self.rs_tail) {
+            // The runs above write one descriptor per packet: the last started at pidx - 1.
+            let start = if <D::View<'_> as TxView>::SINGLE_DESC {
+                pidx.wrapping_sub(1)
+            } else {
+                last_start
+            };
+            let last = pidx.wrapping_sub(1);
+            if let Some(pkt) = slots.get(last) {
+                view.encap(start, pkt, true);
+            }
+            self.rs[(self.rs_tail & self.mask) as usize] = last;
+            self.rs_tail = self.rs_tail.wrapping_add(1);
+            rs_at = last.wrapping_add(self.rs_interval);
+        }
         self.pidx = pidx;
         // Descriptors written since the last report.
         self.since_rs = self.rs_interval - 1 - rs_at.wrapping_sub(pidx);
@@ -1063,6 +1089,28 @@ impl<D: TxDescOps> TxQueue<D> {
             self.stats.bytes += bytes;
         }
         sent
+    }
+
+    /// Recycles every in-flight buffer into `cache`, reported or not: for a caller that
+    /// knows the device is done with every descriptor written: an e1000e whose head has
+    /// caught up with its tail (the 82574 datasheet's TDH holds the descriptor in progress,
+    /// so every one before it is done), a virtio device that has used everything. Returns
+    /// descriptors reclaimed.
+    pub fn reclaim_all(&mut self, cache: &mut MempoolCache) -> u32 {
+        let (start, end) = (self.cidx, self.pidx);
+        if start == end {
+            return 0;
+        }
+        // The caller's idle test read a device register or ring after the device's last
+        // write: order the buffer reuse after it.
+        fence(Ordering::Acquire);
+        let mut slots = self.bufs.view_sized(self.ops.entries());
+        self.stats.completed += cache.free_slots(&mut slots, start, end);
+        self.cidx = end;
+        self.rs_head = self.rs_tail;
+        // The next report counts from here again.
+        self.since_rs = 0;
+        end.wrapping_sub(start)
     }
 
     /// Returns every in-flight buffer to `cache` (after the device's transmitter is off).

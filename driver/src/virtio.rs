@@ -145,8 +145,10 @@ pub struct SplitRing {
 impl SplitRing {
     /// A ring of `size` (a power of two) descriptors at byte `offset` (16-byte aligned) of
     /// `region`, which must be zeroed there. Fills the avail ring with each slot's own
-    /// index (descriptor id == ring slot) and asks for no interrupts.
-    pub fn new(region: Arc<DmaRegion>, offset: usize, size: u16) -> Self {
+    /// index (descriptor id == ring slot) and asks for no interrupts: with `event_idx`
+    /// (VIRTIO_F_EVENT_IDX negotiated) through `used_event` alone, as the avail ring's
+    /// flags must then be 0 (virtio 1.2 §2.7.7.1), else with `VIRTQ_AVAIL_F_NO_INTERRUPT`.
+    pub fn new(region: Arc<DmaRegion>, offset: usize, size: u16, event_idx: bool) -> Self {
         assert!(
             size.is_power_of_two(),
             "queue size {size} is not a power of two"
@@ -168,9 +170,21 @@ impl SplitRing {
             ring.region
                 .write::<u16>(ring.avail + avail_ring_offset(slot), slot.to_le());
         }
-        ring.region
-            .write::<u16>(ring.avail, VIRTQ_AVAIL_F_NO_INTERRUPT.to_le());
+        if event_idx {
+            // Interrupts are suppressed by keeping used_event out of the device's reach; the
+            // publishes move it along.
+            ring.region.write::<u16>(ring.avail, 0);
+            ring.write_used_event(NO_INTERRUPT_DISTANCE);
+        } else {
+            ring.region
+                .write::<u16>(ring.avail, VIRTQ_AVAIL_F_NO_INTERRUPT.to_le());
+        }
         ring
+    }
+
+    /// The avail ring's flags (what the device reads for interrupt suppression).
+    pub fn avail_flags(&self) -> u16 {
+        u16::from_le(self.region.read::<u16>(self.avail))
     }
 
     /// Bytes a ring of `size` descriptors needs, rounded up to 64 so rings can follow each
@@ -942,48 +956,63 @@ impl VirtioNet {
             let off = fw::notify_offset(&notify, setup.notify_off).map_err(&err)?;
             Ok::<_, Error>(Doorbell::new(notify_bar.clone(), off, index, event_idx))
         };
-        let queues = if packed {
-            let rx_ring = PackedRing::new(rings.clone(), 0, rx_size);
-            let tx_ring = PackedRing::new(rings.clone(), tx_off, tx_size);
-            let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Packed, rx_ring.iovas())?;
-            let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Packed, tx_ring.iovas())?;
-            Queues::Packed(
-                RxQueue::new(
-                    PackedRx::new(rx_ring, rx_bell, hdr_mode),
-                    cfg.rx_free_thresh,
-                ),
-                TxQueue::new(
-                    PackedTx::new(tx_ring, tx_bell),
-                    cfg.tx_rs_interval,
-                    MAX_FRAME + HDR_LEN,
-                ),
-            )
-        } else {
-            let rx_ring = SplitRing::new(rings.clone(), 0, rx_size);
-            let tx_ring = SplitRing::new(rings.clone(), tx_off, tx_size);
-            let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Split, rx_ring.iovas())?;
-            let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Split, tx_ring.iovas())?;
-            Queues::Split(
-                RxQueue::new(
-                    VirtioRx::new(rx_ring, rx_bell, hdr_mode),
-                    cfg.rx_free_thresh,
-                ),
-                TxQueue::new(
-                    VirtioTx::new(tx_ring, tx_bell),
-                    cfg.tx_rs_interval,
-                    MAX_FRAME + HDR_LEN,
-                ),
-            )
-        };
-        let ctrl = match ctrl_size {
-            Some(size) => {
-                let ring = CtrlRing::new(rings.clone(), data_bytes, size, layout);
-                let bell = setup(CTRL_QUEUE, size, layout, ring.iovas())?;
-                Some(CtrlQueue::new(ring, bell))
+        // Once a queue is registered the device may read its ring: a failure from here on
+        // resets the device before the rings can go (they stay mapped until this function
+        // returns, through `rings`).
+        let brought_up = (|| {
+            let queues = if packed {
+                let rx_ring = PackedRing::new(rings.clone(), 0, rx_size);
+                let tx_ring = PackedRing::new(rings.clone(), tx_off, tx_size);
+                let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Packed, rx_ring.iovas())?;
+                let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Packed, tx_ring.iovas())?;
+                Queues::Packed(
+                    RxQueue::new(
+                        PackedRx::new(rx_ring, rx_bell, hdr_mode),
+                        cfg.rx_free_thresh,
+                    ),
+                    TxQueue::new(
+                        PackedTx::new(tx_ring, tx_bell),
+                        cfg.tx_rs_interval,
+                        MAX_FRAME + HDR_LEN,
+                    ),
+                )
+            } else {
+                let rx_ring = SplitRing::new(rings.clone(), 0, rx_size, event_idx);
+                let tx_ring = SplitRing::new(rings.clone(), tx_off, tx_size, event_idx);
+                let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Split, rx_ring.iovas())?;
+                let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Split, tx_ring.iovas())?;
+                Queues::Split(
+                    RxQueue::new(
+                        VirtioRx::new(rx_ring, rx_bell, hdr_mode),
+                        cfg.rx_free_thresh,
+                    ),
+                    TxQueue::new(
+                        VirtioTx::new(tx_ring, tx_bell),
+                        cfg.tx_rs_interval,
+                        MAX_FRAME + HDR_LEN,
+                    ),
+                )
+            };
+            let ctrl = match ctrl_size {
+                Some(size) => {
+                    let ring = CtrlRing::new(rings.clone(), data_bytes, size, layout, event_idx);
+                    let bell = setup(CTRL_QUEUE, size, layout, ring.iovas())?;
+                    Some(CtrlQueue::new(ring, bell))
+                }
+                None => None,
+            };
+            fw::driver_ok(&common).map_err(&err)?;
+            Ok::<_, Error>((queues, ctrl))
+        })();
+        let (queues, ctrl) = match brought_up {
+            Ok(q) => q,
+            Err(e) => {
+                if let Err(r) = fw::reset(&common, &mut StdDelay) {
+                    log::warn!("{addr}: virtio reset after a failed open: {r}");
+                }
+                return Err(e);
             }
-            None => None,
         };
-        fw::driver_ok(&common).map_err(&err)?;
         log::info!(
             "{addr}: virtio-net {} link {}, {} rings {rx_size} RX / {tx_size} TX, event index {}, control queue {}",
             crate::port::fmt_mac(&mac),
@@ -1055,6 +1084,15 @@ impl<R: RxDescOps, T: TxDescOps> VirtioNet<R, T> {
         if let Err(e) = fw::reset(&self.common, &mut StdDelay) {
             log::warn!("virtio reset on close: {e}");
         }
+    }
+}
+
+impl<R: RxDescOps, T: TxDescOps> Drop for VirtioNet<R, T> {
+    /// However the function goes (a port dropped, or a port's open failing after this
+    /// opened), the device is reset before its rings and buffers go: the fields drop after
+    /// this body.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -1165,7 +1203,7 @@ mod tests {
     ) -> RxQueue<VirtioRx<Bells>> {
         RxQueue::new(
             VirtioRx::new(
-                SplitRing::new(mem.clone(), 0, size),
+                SplitRing::new(mem.clone(), 0, size, event_idx),
                 Doorbell::new(bells.clone(), RX_BELL, RX_QUEUE, event_idx),
                 mode,
             ),
@@ -1182,7 +1220,7 @@ mod tests {
     ) -> TxQueue<VirtioTx<Bells>> {
         TxQueue::new(
             VirtioTx::new(
-                SplitRing::new(mem.clone(), 1 << 15, size),
+                SplitRing::new(mem.clone(), 1 << 15, size, event_idx),
                 Doorbell::new(bells.clone(), TX_BELL, TX_QUEUE, event_idx),
             ),
             rs,
@@ -1732,6 +1770,21 @@ mod tests {
             let s = *txq.stats();
             assert_eq!((s.packets, s.bytes), (11, 10 * 72 + 1526));
         }
+    }
+
+    /// virtio 1.2 §2.7.7.1: with VIRTIO_F_EVENT_IDX the driver MUST set the avail ring's
+    /// flags to 0 and suppress interrupts through `used_event` alone; without it,
+    /// VIRTQ_AVAIL_F_NO_INTERRUPT does. (The flags were NO_INTERRUPT either way before.)
+    #[test]
+    fn avail_flags_are_zero_with_event_idx() {
+        let mem = Arc::new(
+            DmaRegion::allocate(Arc::new(IdentityMapper), 1 << 16, HugepagePolicy::Never).unwrap(),
+        );
+        let with = SplitRing::new(mem.clone(), 0, 8, true);
+        assert_eq!(with.avail_flags(), 0);
+        assert_eq!(with.used_event(), NO_INTERRUPT_DISTANCE);
+        let without = SplitRing::new(mem.clone(), 1 << 14, 8, false);
+        assert_eq!(without.avail_flags(), VIRTQ_AVAIL_F_NO_INTERRUPT);
     }
 
     #[test]

@@ -223,14 +223,21 @@ impl CtrlRing {
 
     /// A ring of `size` (a power of two, at least 4) descriptors in `layout` and its
     /// command area, at byte `offset` (64-byte aligned) of `region`, zeroed there.
-    pub fn new(region: Arc<DmaRegion>, offset: usize, size: u16, layout: QueueLayout) -> Self {
+    /// `event_idx`: VIRTIO_F_EVENT_IDX was negotiated (see [`SplitRing::new`]).
+    pub fn new(
+        region: Arc<DmaRegion>,
+        offset: usize,
+        size: u16,
+        layout: QueueLayout,
+        event_idx: bool,
+    ) -> Self {
         assert!(
             size >= 4,
             "a control queue of {size} descriptors cannot hold a 3-descriptor command"
         );
         let (ring, ring_bytes) = match layout {
             QueueLayout::Split => (
-                Ring::Split(SplitRing::new(region.clone(), offset, size)),
+                Ring::Split(SplitRing::new(region.clone(), offset, size, event_idx)),
                 SplitRing::bytes(size),
             ),
             QueueLayout::Packed => (
@@ -933,7 +940,7 @@ mod tests {
         let region = Arc::new(
             DmaRegion::allocate(Arc::new(IdentityMapper), 1 << 14, HugepagePolicy::Never).unwrap(),
         );
-        let ring = CtrlRing::new(region.clone(), 0x40, CTRL_QUEUE_SIZE, layout);
+        let ring = CtrlRing::new(region.clone(), 0x40, CTRL_QUEUE_SIZE, layout, event_idx);
         let (d, r, v) = ring.iovas();
         let base = region.iova();
         let dev = Arc::new(Mutex::new(CtrlDevice {

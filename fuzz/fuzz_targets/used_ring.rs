@@ -94,12 +94,12 @@ fuzz_target!(|input: Input| {
     let mut d = Driver::new(
         &setup,
         VirtioRx::new(
-            SplitRing::new(mem.clone(), 0, size),
+            SplitRing::new(mem.clone(), 0, size, setup.event_idx),
             bells(RX_QUEUE, setup.event_idx),
             setup.hdr_mode(),
         ),
         VirtioTx::new(
-            SplitRing::new(mem.clone(), TX_RING_OFFSET, size),
+            SplitRing::new(mem.clone(), TX_RING_OFFSET, size, setup.event_idx),
             bells(TX_QUEUE, setup.event_idx),
         ),
     );

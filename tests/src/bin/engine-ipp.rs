@@ -685,7 +685,7 @@ fn virtio_split<W: Work>() -> Result<Setup<SplitDev<W>>, String> {
     let bell = |queue| VirtqBell::new(Arc::new(Notify::default()), 0, queue, event_idx);
     let rxq = RxQueue::new(
         VirtioRx::new(
-            SplitRing::new(region.clone(), 0, VIRTIO_RING),
+            SplitRing::new(region.clone(), 0, VIRTIO_RING, event_idx),
             bell(RX_QUEUE),
             mode,
         ),
@@ -693,7 +693,7 @@ fn virtio_split<W: Work>() -> Result<Setup<SplitDev<W>>, String> {
     );
     let txq = TxQueue::new(
         VirtioTx::new(
-            SplitRing::new(region, ring_bytes, VIRTIO_RING),
+            SplitRing::new(region, ring_bytes, VIRTIO_RING, event_idx),
             bell(TX_QUEUE),
         ),
         RS_INTERVAL,
