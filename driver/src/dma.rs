@@ -69,6 +69,18 @@ pub enum HugepagePolicy {
 }
 
 /// A block of memory the device can reach at `iova`.
+///
+/// Shared (`Sync`, in an `Arc`) by the rings and pools carved out of it, so its bytes are
+/// not for anyone holding a `&DmaRegion` to read or write: two threads could then race on
+/// the same bytes. Outside this crate, a region is reached only through the types built
+/// on it ([`DescRing`], the mempool):
+///
+/// ```compile_fail
+/// # use std::sync::Arc;
+/// # use tenge::dma::{DmaRegion, HugepagePolicy, IdentityMapper};
+/// let region = DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never);
+/// region.unwrap().write::<u32>(0, 1);
+/// ```
 pub struct DmaRegion {
     map: MmapRaw,
     iova: u64,
@@ -80,8 +92,12 @@ pub struct DmaRegion {
 // SAFETY: the region is raw memory reached only through raw pointers with volatile access;
 // nothing in it is tied to the creating thread.
 unsafe impl Send for DmaRegion {}
-// SAFETY: as above; concurrent users own disjoint parts (descriptors of one ring, buffers
-// owned by one PacketBuf each), which the types built on DmaRegion enforce.
+// SAFETY: as above. Through `&DmaRegion` safe code outside this crate gets only the IOVA and
+// length, and rings (DescRing, whose whole-descriptor and field accesses are in bounds and
+// aligned); the byte accessors that could race on the same bytes (read, write, copy_in,
+// copy_out) are crate-private, under the contract stated on `read`. Known gap: nothing yet
+// stops two DescRings over the same bytes, used from two threads (DescRing::new does not
+// claim its range).
 unsafe impl Sync for DmaRegion {}
 
 impl DmaRegion {
@@ -118,6 +134,12 @@ impl DmaRegion {
             }
         };
         let map_len = map.len();
+        // Every alignment argument below (accessors, rings) starts from a page-aligned base,
+        // which mmap gives.
+        assert!(
+            (map.as_ptr() as usize).is_multiple_of(SMALL_PAGE_SIZE),
+            "mmap returned an address that is not page-aligned"
+        );
         // SAFETY: `map` is owned by the region being built, stays mapped until Drop (which
         // unmaps from the IOMMU first), and is only reached through raw pointers.
         let iova = unsafe { mapper.map(map.as_mut_ptr(), map_len) }?;
@@ -170,7 +192,8 @@ impl DmaRegion {
         self.hugepages
     }
 
-    /// The first byte, for the few modules that build typed views (rings, packet buffers).
+    /// The first byte, page-aligned, for the few modules that build typed views (rings,
+    /// packet buffers).
     pub(crate) fn base_ptr(&self) -> *mut u8 {
         self.map.as_mut_ptr()
     }
@@ -184,22 +207,33 @@ impl DmaRegion {
     }
 
     /// Volatile read of a `T` at byte offset `off`.
-    pub fn read<T: FromBytes>(&self, off: usize) -> T {
+    ///
+    /// Crate-private, with a contract, because a region is `Sync`: no two threads may access
+    /// overlapping bytes through [`DmaRegion::read`], [`DmaRegion::write`],
+    /// [`DmaRegion::copy_in`] or [`DmaRegion::copy_out`] at the same time unless both only
+    /// read (a device may, it is outside the program). Volatile does not make racing
+    /// accesses sound, and atomics cannot either: a `T` of a size other than 1, 2, 4 or 8 is
+    /// not one atomic access, and racing atomics of different sizes on the same bytes are
+    /// undefined behaviour too. The crate keeps the contract by ownership: a ring's areas
+    /// are accessed only by the queue that owns the ring (and by the device), a control
+    /// queue's buffer only by the control queue.
+    pub(crate) fn read<T: FromBytes>(&self, off: usize) -> T {
         self.check(off, size_of::<T>(), align_of::<T>());
         // SAFETY: in bounds and aligned (checked); any bit pattern is a valid T (FromBytes).
         unsafe { core::ptr::read_volatile(self.base_ptr().add(off).cast::<T>()) }
     }
 
-    /// Volatile write of a `T` at byte offset `off`.
-    pub fn write<T: IntoBytes + Immutable>(&self, off: usize, value: T) {
+    /// Volatile write of a `T` at byte offset `off`, under the contract of
+    /// [`DmaRegion::read`].
+    pub(crate) fn write<T: IntoBytes + Immutable>(&self, off: usize, value: T) {
         self.check(off, size_of::<T>(), align_of::<T>());
         // SAFETY: in bounds and aligned (checked); the region is raw memory with no live
         // references into it.
         unsafe { core::ptr::write_volatile(self.base_ptr().add(off).cast::<T>(), value) }
     }
 
-    /// Copies `data` into the region at `off`.
-    pub fn copy_in(&self, off: usize, data: &[u8]) {
+    /// Copies `data` into the region at `off`, under the contract of [`DmaRegion::read`].
+    pub(crate) fn copy_in(&self, off: usize, data: &[u8]) {
         self.check(off, data.len(), 1);
         // SAFETY: destination in bounds (checked); the source is a Rust slice, which cannot
         // overlap a region that is never behind a reference.
@@ -208,8 +242,10 @@ impl DmaRegion {
         }
     }
 
-    /// Copies bytes at `off` out of the region.
-    pub fn copy_out(&self, off: usize, out: &mut [u8]) {
+    /// Copies bytes at `off` out of the region, under the contract of [`DmaRegion::read`].
+    /// What the device models of host tests read commands with.
+    #[cfg(test)]
+    pub(crate) fn copy_out(&self, off: usize, out: &mut [u8]) {
         self.check(off, out.len(), 1);
         // SAFETY: as in copy_in, in the other direction.
         unsafe {
@@ -248,7 +284,13 @@ impl<T: FromBytes + IntoBytes + Immutable> DescRing<T> {
             entries.is_power_of_two(),
             "ring size {entries} is not a power of two"
         );
-        let bytes = entries as usize * size_of::<T>();
+        let bytes = (entries as usize)
+            .checked_mul(size_of::<T>())
+            .expect("ring size overflows the address space");
+        // Descriptor 0 at a multiple of 16 from the page-aligned base: every descriptor is
+        // then aligned for T (its size is a multiple of its alignment), and a field access
+        // is aligned when the descriptor size and the field offset are multiples of the
+        // field size (see read_u32_at).
         region.check(offset, bytes, align_of::<T>().max(16));
         DescRing {
             base: region.base_ptr().wrapping_add(offset).cast::<T>(),
@@ -357,7 +399,8 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
     pub fn write_qwords(&self, idx: u32, lo: u64, hi: u64) {
         const { assert!(size_of::<T>() == 16) };
         let p = self.slot(idx).cast::<u64>();
-        // SAFETY: as in write: the slot is 16 bytes, in bounds and at least 16-byte aligned.
+        // SAFETY: as in write: the slot is 16 bytes, in bounds and 16-byte aligned (the ring
+        // starts 16-byte aligned and every descriptor is 16 bytes).
         unsafe {
             core::ptr::write_volatile(p, lo.to_le());
             core::ptr::write_volatile(p.add(1), hi.to_le());
@@ -371,12 +414,34 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
         unsafe { core::ptr::read_volatile(self.slot(idx)) }
     }
 
-    /// Volatile read of the `u32` at `byte_off` inside descriptor `idx`.
+    /// Volatile read of the `u32` at `byte_off` inside descriptor `idx`, in one access.
+    ///
+    /// Only for descriptors whose size is a multiple of 4, so that the field is aligned in
+    /// every descriptor, not just the first (a compile-time check: descriptor types are
+    /// mostly of alignment 1, little-endian zerocopy fields, so their alignment says
+    /// nothing):
+    ///
+    /// ```compile_fail
+    /// # use std::sync::Arc;
+    /// # use tenge::dma::{DescRing, DmaRegion, HugepagePolicy, IdentityMapper};
+    /// # let region = DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never);
+    /// // Descriptor 1 of a ring of 6-byte descriptors starts at byte 6.
+    /// let ring: DescRing<[u8; 6]> = DescRing::new(Arc::new(region.unwrap()), 0, 8);
+    /// ring.read_u32_at(1, 0);
+    /// ```
     #[inline(always)]
     pub fn read_u32_at(&self, idx: u32, byte_off: usize) -> u32 {
-        assert!(byte_off.is_multiple_of(4) && byte_off + 4 <= size_of::<T>());
-        // SAFETY: inside descriptor `idx` (checked against size_of::<T>), 4-byte aligned
-        // because T is at least 16-byte aligned in the region and byte_off.is_multiple_of(4).
+        const {
+            assert!(
+                size_of::<T>().is_multiple_of(4),
+                "u32 field access needs a descriptor size that is a multiple of 4"
+            )
+        };
+        // byte_off < size with both multiples of 4: byte_off + 4 <= size, with no overflow.
+        assert!(byte_off.is_multiple_of(4) && byte_off < size_of::<T>());
+        // SAFETY: inside descriptor `idx` (checked against size_of::<T>, index masked into the
+        // ring checked in DescRing::new); 4-byte aligned: the ring starts 16-byte aligned and
+        // size_of::<T>() and byte_off are multiples of 4 (checked above).
         unsafe { core::ptr::read_volatile(self.slot(idx).cast::<u8>().add(byte_off).cast::<u32>()) }
     }
 
@@ -393,7 +458,14 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
     /// as a pointer walk with the ring's wrap taken once.
     #[inline(always)]
     pub fn count_set_u32(&self, start: u32, n: u32, byte_off: usize, bits: u32) -> u32 {
-        assert!(byte_off.is_multiple_of(4) && byte_off + 4 <= size_of::<T>());
+        const {
+            assert!(
+                size_of::<T>().is_multiple_of(4),
+                "u32 field access needs a descriptor size that is a multiple of 4"
+            )
+        };
+        // As in read_u32_at.
+        assert!(byte_off.is_multiple_of(4) && byte_off < size_of::<T>());
         let n = n.min(self.mask + 1);
         let first = start & self.mask;
         // Up to the end of the ring, then from its start.
@@ -410,7 +482,8 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
             while q != end {
                 // SAFETY: descriptors from..from + len lie in the ring (from + len <= mask +
                 // 1, the ring checked in DescRing::new), and q is at one of them; the u32 at
-                // byte_off is inside one and 4-byte aligned, as in read_u32_at.
+                // byte_off is inside it and 4-byte aligned, as in read_u32_at (the size of
+                // T is a multiple of 4, so every descriptor's field is aligned).
                 let v = unsafe { core::ptr::read_volatile(q.cast::<u32>()) };
                 if u32::from_le(v) & bits != bits {
                     return got + ((q as usize - p as usize) / size_of::<T>()) as u32;
@@ -423,12 +496,29 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
     }
 
     /// Volatile read of the little-endian `u64` at `byte_off` inside descriptor `idx`, in one
-    /// access.
+    /// access. Only for descriptors whose size is a multiple of 8 (see
+    /// [`RingView::read_u32_at`]):
+    ///
+    /// ```compile_fail
+    /// # use std::sync::Arc;
+    /// # use tenge::dma::{DescRing, DmaRegion, HugepagePolicy, IdentityMapper};
+    /// # let region = DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never);
+    /// // Descriptor 1 of a ring of 12-byte descriptors starts at byte 12.
+    /// let ring: DescRing<[u8; 12]> = DescRing::new(Arc::new(region.unwrap()), 0, 8);
+    /// ring.view().read_u64_at(1, 0);
+    /// ```
     #[inline(always)]
     pub fn read_u64_at(&self, idx: u32, byte_off: usize) -> u64 {
-        assert!(byte_off.is_multiple_of(8) && byte_off + 8 <= size_of::<T>());
-        // SAFETY: inside descriptor `idx` (checked against size_of::<T>), 8-byte aligned
-        // because T is at least 16-byte aligned in the region and byte_off.is_multiple_of(8).
+        const {
+            assert!(
+                size_of::<T>().is_multiple_of(8),
+                "u64 field access needs a descriptor size that is a multiple of 8"
+            )
+        };
+        // As in read_u32_at, for 8 bytes.
+        assert!(byte_off.is_multiple_of(8) && byte_off < size_of::<T>());
+        // SAFETY: inside descriptor `idx` (checked against size_of::<T>); 8-byte aligned: the
+        // ring starts 16-byte aligned and size_of::<T>() and byte_off are multiples of 8.
         let v = unsafe {
             core::ptr::read_volatile(self.slot(idx).cast::<u8>().add(byte_off).cast::<u64>())
         };
@@ -507,6 +597,56 @@ mod tests {
         assert_eq!(v.count_set_u32(2, 8, 8, 1), 0);
         assert_eq!(v.count_set_u32(3, 8, 8, 1), 1);
         assert_eq!(v.count_set_u32(6, 8, 8, 3), 0, "every bit asked for");
+    }
+
+    #[test]
+    fn field_reads_are_aligned_in_every_descriptor_of_alignment_one() {
+        // Descriptor types are little-endian zerocopy structs of alignment 1: a field read is
+        // aligned because the descriptor size is a multiple of the field size (checked at
+        // compile time), which debug builds verify on every volatile read here.
+        let r = Arc::new(
+            DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never).unwrap(),
+        );
+        let twelve: DescRing<[u8; 12]> = DescRing::new(r.clone(), 0, 8);
+        let sixteen: DescRing<D> = DescRing::new(r, 1024, 8);
+        for i in 0..8u32 {
+            let mut d = [0u8; 12];
+            d[8..].copy_from_slice(&(0x100 + i).to_le_bytes());
+            twelve.write(i, d);
+            sixteen.write_qwords(i, u64::from(i), 1 << 32 | 1);
+        }
+        for i in 0..8u32 {
+            for off in [0, 4, 8] {
+                let want = if off == 8 { 0x100 + i } else { 0 };
+                assert_eq!(u32::from_le(twelve.read_u32_at(i, off)), want);
+            }
+            assert_eq!(sixteen.view().read_u64_at(i, 0), u64::from(i));
+            assert_eq!(sixteen.view().read_u64_at(i, 8), 1 << 32 | 1);
+        }
+        assert_eq!(twelve.view().count_set_u32(0, 8, 8, 0x100), 8);
+        assert_eq!(sixteen.view().count_set_u32(3, 8, 12, 1), 8);
+    }
+
+    #[test]
+    fn field_offsets_outside_a_descriptor_are_refused() {
+        let r = Arc::new(
+            DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never).unwrap(),
+        );
+        let ring: DescRing<D> = DescRing::new(r, 0, 8);
+        let v = ring.view();
+        // Offsets whose end (offset + 4 or + 8) wraps around usize, and the first past the end.
+        for off in [16, usize::MAX - 3, usize::MAX - 7] {
+            let r32 =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| v.read_u32_at(0, off)));
+            assert!(r32.is_err(), "u32 at {off:#x}");
+            let r64 =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| v.read_u64_at(0, off)));
+            assert!(r64.is_err(), "u64 at {off:#x}");
+            let scan = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                v.count_set_u32(0, 1, off, 1)
+            }));
+            assert!(scan.is_err(), "scan at {off:#x}");
+        }
     }
 
     #[test]

@@ -219,17 +219,39 @@ impl Mempool {
 
     /// Writes `data` into the data room of every buffer in the pool, as a template that
     /// survives alloc/free cycles: a generator that sends the same frame with a few bytes
-    /// changed touches only those bytes per packet. Only valid while every buffer is free.
+    /// changed touches only those bytes per packet. Fails, writing nothing, unless every
+    /// buffer is in the shared free list (none held by a cache, a queue or the application):
+    /// call it before creating queues or caches on the pool.
     pub fn fill_template(&self, data: &[u8]) -> Result<(), Error> {
         let core = self.core();
-        if core.in_use.load(Ordering::Acquire) != 0 || data.len() > core.data_room as usize {
-            return Err(Error::Config(
-                "template larger than a buffer, or buffers in use".into(),
-            ));
+        if data.len() > core.data_room as usize {
+            return Err(Error::Config(format!(
+                "a {}-byte template does not fit a mempool buffer's {}-byte data room",
+                data.len(),
+                core.data_room
+            )));
         }
-        for i in 0..core.buffers as usize {
-            core.region
-                .copy_in(i * core.stride + core.headroom as usize, data);
+        // Every buffer is taken out of the pool before any byte is written, so the writes
+        // go to buffers this call owns: checking that the pool is idle and then writing
+        // would race an allocation on another thread in between. A buffer that cannot be
+        // taken is held by someone, and all taken go back (dropped) on the error path.
+        let mut owned = Vec::with_capacity(core.buffers as usize);
+        owned.extend(std::iter::from_fn(|| self.alloc()));
+        if owned.len() != core.buffers as usize {
+            return Err(Error::Config(format!(
+                "mempool template needs every buffer free, but {} of {} are held \
+                 (by queue caches, devices or the application): fill it before creating queues",
+                core.buffers as usize - owned.len(),
+                core.buffers
+            )));
+        }
+        for b in &owned {
+            // The data room of an owned buffer (data_room bytes after the headroom; the
+            // template fits, checked above).
+            core.region.copy_in(
+                b.index() as usize * core.stride + core.headroom as usize,
+                data,
+            );
         }
         Ok(())
     }
@@ -1202,6 +1224,80 @@ mod tests {
             assert_eq!(b.data(), &[0xab; 64]);
             cache.free(b);
         }
+    }
+
+    #[test]
+    fn a_template_never_lands_in_a_held_buffer() {
+        let pool = host_pool(8).unwrap();
+        let mut held = pool.alloc().unwrap();
+        assert!(held.copy_from(&[0x55; 64]));
+        let e = pool.fill_template(&[0xab; 64]).unwrap_err();
+        assert!(e.to_string().contains("1 of 8"), "{e}");
+        assert_eq!(held.data(), &[0x55; 64], "the holder's bytes are untouched");
+        assert_eq!(
+            pool.free_count(),
+            7,
+            "the buffers taken for the attempt went back"
+        );
+        // Nothing was written to the free ones either: the call writes all or nothing.
+        let mut free: Vec<PacketBuf> = std::iter::from_fn(|| pool.alloc()).collect();
+        assert_eq!(free.len(), 7);
+        for b in &mut free {
+            assert!(b.set_len(64));
+            assert_eq!(b.data(), &[0; 64]);
+        }
+        drop(free);
+        drop(held);
+        pool.fill_template(&[0xab; 64]).unwrap();
+        let mut b = pool.alloc().unwrap();
+        assert!(b.set_len(64));
+        assert_eq!(b.data(), &[0xab; 64]);
+        drop(b);
+        let too_big = vec![0u8; pool.data_room() as usize + 1];
+        assert!(pool.fill_template(&too_big).is_err());
+    }
+
+    #[test]
+    fn a_template_races_no_allocation_on_another_thread() {
+        // One thread allocates, stamps and checks buffers while this one fills templates
+        // over and over: a fill between another thread's alloc and free would show in its
+        // bytes (an allocation between a check of the pool and the writes).
+        let pool = host_pool(64).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p2, stop2) = (pool.clone(), stop.clone());
+        let holder = std::thread::spawn(move || {
+            let mut torn = 0u32;
+            while !stop2.load(Ordering::Relaxed) {
+                let Some(mut b) = p2.alloc() else {
+                    continue;
+                };
+                assert!(b.copy_from(&[0x55; 2048]));
+                for _ in 0..50 {
+                    std::hint::spin_loop();
+                }
+                if b.data().iter().any(|&x| x != 0x55) {
+                    torn += 1;
+                }
+            }
+            torn
+        });
+        // At least 100 ms, and at least 10 templates written unless that takes 5 s.
+        let start = std::time::Instant::now();
+        let mut filled = 0u32;
+        while start.elapsed() < std::time::Duration::from_millis(100)
+            || (filled < 10 && start.elapsed() < std::time::Duration::from_secs(5))
+        {
+            if pool.fill_template(&[0xab; 2048]).is_ok() {
+                filled += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert_eq!(
+            holder.join().unwrap(),
+            0,
+            "a template landed in a held buffer"
+        );
+        assert!(filled > 0, "no template written: the race was never tried");
     }
 
     #[test]
