@@ -364,6 +364,30 @@ mod tests {
         assert_eq!(rxq.rx_burst(&mut cache, &mut out), 0);
     }
 
+    /// A poll that finds every posted buffer used counts a dry ring (QEMU holds frames back
+    /// then, and its RNBC stays 0); one that finds some still posted does not.
+    #[test]
+    fn rx_a_ring_used_up_is_counted_dry() {
+        let regs = Arc::new(Regs::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut rxq = RxQueue::new(E1000eRx::new(DescRing::new(region(), 0, 8), regs), 1);
+        assert_eq!(rxq.fill(&mut cache), 7);
+        let mut out = PacketBatch::new(32);
+        for idx in 0..3 {
+            device_receive(rxq.ops().ring(), idx, 60, RXD_STAT_DD | RXD_STAT_EOP, 1);
+        }
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), 3);
+        assert_eq!(rxq.stats().ring_dry, 0);
+        out.free_into(&mut cache);
+        // The refill posted 3 more (indices 7..9): the device uses all 7 posted.
+        for idx in 3..10 {
+            device_receive(rxq.ops().ring(), idx % 8, 60, RXD_STAT_DD | RXD_STAT_EOP, 2);
+        }
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), 7);
+        assert_eq!(rxq.stats().ring_dry, 1);
+    }
+
     #[test]
     fn rx_tail_writes_are_batched_by_free_thresh() {
         let regs = Arc::new(Regs::default());

@@ -339,6 +339,9 @@ pub struct RxStats {
     pub multi_buffer: u64,
     /// Frames delivered as chains of several buffers (counted in `packets` too).
     pub chains: u64,
+    /// Polls that found the device done with every buffer posted: the ring ran dry, and the
+    /// device held back (QEMU) or dropped (hardware: MPC/RNBC) what arrived meanwhile.
+    pub ring_dry: u64,
     /// Frames the port's software receive filter dropped (see [`crate::soft_filter`]):
     /// counted in `packets` too, which counts what the device delivered.
     pub filtered: u64,
@@ -768,6 +771,9 @@ impl<D: RxDescOps> RxQueue<D> {
         // How many the device is done with, then one acquire fence for all of them: every
         // write-back read below comes after the done bit it depends on.
         let ready = view.done_count(cidx, n);
+        if ready == self.pidx.wrapping_sub(cidx) && ready > 0 {
+            self.stats.ring_dry += 1;
+        }
         let mut got = 0;
         let mut bytes = 0u64;
         if ready > 0 {

@@ -439,7 +439,7 @@ fn rx_check_any_order(
     };
     let s = port.stats();
     println!(
-        "rx-check: any-order stop={stop} count={} {} other={other} chains={} rx_doorbells={} no_buf={} bad_len={} bad_slot={} hw_gprc={} hw_mpc={} {}",
+        "rx-check: any-order stop={stop} count={} {} other={other} chains={} rx_doorbells={} no_buf={} bad_len={} bad_slot={} ring_dry={} hw_gprc={} hw_mpc={} {}",
         want.count,
         tally.summary(),
         s.rx.chains,
@@ -447,6 +447,7 @@ fn rx_check_any_order(
         s.rx.no_buf,
         s.rx.bad_len,
         s.rx.bad_slot,
+        s.rx.ring_dry,
         s.hw.gprc,
         s.hw.mpc,
         memory_summary()
