@@ -311,11 +311,33 @@ pub trait TxView: Copy {
     /// Writes `pkt`'s descriptors from producer index `pidx`; `report` asks the device to
     /// write back completion on the last one. Returns the number of descriptors written.
     fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32;
-    /// Whether the descriptor at index `idx`, written with `report`, is complete.
+    /// Whether the descriptor at index `idx`, written with `report`, is complete (not
+    /// called when [`TxView::COMPLETES_BY_ID`]).
     fn is_done(&self, idx: u32) -> bool;
     /// Every packet takes exactly one descriptor (`descs_needed` and `encap` return 1):
     /// the engine then sends runs of packets with no per-packet ring or report test.
     const SINGLE_DESC: bool = false;
+    /// The device names each buffer it is done with in a used entry of its own, and may
+    /// finish them in any order (virtio without `VIRTIO_F_IN_ORDER`, §2.7.8 and §2.8.21):
+    /// the engine takes buffers back by the ids of [`TxView::used_end`] and
+    /// [`TxView::used_id`], never by position, and needs `SINGLE_DESC` (id == the slot of
+    /// the packet's one descriptor). False (e1000e): a descriptor written with `report`
+    /// reads done once the device is done with it and with every one before it.
+    const COMPLETES_BY_ID: bool = false;
+    /// With `COMPLETES_BY_ID`: the free-running index up to which the device has written
+    /// used entries, from `seen` (the engine's count of entries read) on, at most `n` past
+    /// it. Reads only what says an entry is there (an index, flags); the engine fences
+    /// before it reads an id.
+    #[inline(always)]
+    fn used_end(&self, seen: u32, _n: u32) -> u32 {
+        seen
+    }
+    /// With `COMPLETES_BY_ID`: the buffer id in the used entry at free-running index `idx`,
+    /// as the device wrote it (the engine checks it).
+    #[inline(always)]
+    fn used_id(&self, _idx: u32) -> u32 {
+        u32::MAX
+    }
 }
 
 /// Receive counters: every dropped frame is counted under one reason.
@@ -362,6 +384,11 @@ pub struct TxStats {
     pub doorbells: u64,
     /// Buffers recycled after the device finished with them.
     pub completed: u64,
+    /// Completions naming no buffer in flight (an id beyond the ring, or a slot already
+    /// returned or never posted), from a device that completes by buffer id (virtio):
+    /// counted and skipped, never trusted. The buffer the entry was meant for stays held
+    /// until the device is idle (`TxQueue::reclaim_all`) or the queue is released.
+    pub bad_completion: u64,
 }
 
 /// `Assembly::left` when the frame's last buffer says it is the last (`eop`).
@@ -858,8 +885,11 @@ pub struct TxQueue<D: TxDescOps> {
     mask: u32,
     /// Next descriptor to fill.
     pidx: u32,
-    /// Oldest descriptor not yet reclaimed.
+    /// Oldest descriptor not yet reclaimed. With [`TxView::COMPLETES_BY_ID`], the oldest
+    /// slot still holding a buffer (or `pidx`): later slots may be empty already.
     cidx: u32,
+    /// With [`TxView::COMPLETES_BY_ID`]: used entries read so far (free-running).
+    used: u32,
     /// Indices of descriptors written with `report`, oldest first (a ring of `entries`).
     rs: Box<[u32]>,
     rs_head: u32,
@@ -887,6 +917,7 @@ impl<D: TxDescOps> TxQueue<D> {
             mask: n - 1,
             pidx: 0,
             cidx: 0,
+            used: 0,
             rs: vec![0; n as usize].into_boxed_slice(),
             rs_head: 0,
             rs_tail: 0,
@@ -912,10 +943,13 @@ impl<D: TxDescOps> TxQueue<D> {
         self.pidx.wrapping_sub(self.cidx)
     }
 
-    /// Recycles the buffers of every completed report into `cache`; returns descriptors
-    /// reclaimed.
+    /// Recycles the buffers of every completed report into `cache` (with
+    /// [`TxView::COMPLETES_BY_ID`]: of every used entry); returns descriptors reclaimed.
     #[inline]
     pub fn reclaim(&mut self, cache: &mut MempoolCache) -> u32 {
+        if <D::View<'_> as TxView>::COMPLETES_BY_ID {
+            return self.reclaim_by_id(cache);
+        }
         let view = self.ops.view();
         // The newest completed report, then one acquire fence: the device wrote DD after it
         // had read every earlier descriptor.
@@ -942,12 +976,89 @@ impl<D: TxDescOps> TxQueue<D> {
         end.wrapping_sub(start)
     }
 
+    /// [`TxQueue::reclaim`] for a device that names the buffers it is done with: frees the
+    /// buffer in each slot a new used entry names; an id beyond the ring, or naming a slot
+    /// with no buffer (returned already, or never posted), is counted (`bad_completion`)
+    /// and skipped. `cidx` then moves over the empty slots from it and stops at the first
+    /// buffer the device still holds: the burst's room (`cidx + mask`) never reaches that
+    /// slot, so its descriptor and buffer id are not written again while the device may
+    /// read them. Returns the slots `cidx` moved over.
+    #[inline]
+    fn reclaim_by_id(&mut self, cache: &mut MempoolCache) -> u32 {
+        let view = self.ops.view();
+        let seen = self.used;
+        // At most one used entry for each buffer posted since.
+        let end = view.used_end(seen, self.pidx.wrapping_sub(seen));
+        if end == seen {
+            return 0;
+        }
+        // The index or flags that said the entries are there, before their ids.
+        fence(Ordering::Acquire);
+        let mask = self.mask;
+        let mut slots = self.bufs.view_sized(self.ops.entries());
+        let start = self.cidx;
+        let n = end.wrapping_sub(seen);
+        // The usual case: the entries name the slots from `cidx` on, in order (as QEMU
+        // uses TX buffers). Then they are freed as one run, like a report's.
+        let mut in_order = n <= self.pidx.wrapping_sub(start);
+        let mut k = 0;
+        while in_order && k < n {
+            in_order = view.used_id(seen.wrapping_add(k)) == (start.wrapping_add(k) & mask);
+            k += 1;
+        }
+        let mut cidx = start;
+        let completed = if in_order {
+            let freed = cache.free_slots(&mut slots, start, start.wrapping_add(n));
+            // Slots of the run already empty (returned out of order before).
+            self.stats.bad_completion += u64::from(n) - freed;
+            cidx = start.wrapping_add(n);
+            freed
+        } else {
+            let mut completed = 0u64;
+            let mut u = seen;
+            while u != end {
+                let id = view.used_id(u);
+                u = u.wrapping_add(1);
+                // Only slots in [cidx, pidx) hold buffers (at most a ring's worth, so one id
+                // names one of them).
+                let buf = if id <= mask { slots.take(id) } else { None };
+                match buf {
+                    Some(b) => {
+                        cache.free(b);
+                        completed += 1;
+                    }
+                    None => self.stats.bad_completion += 1,
+                }
+            }
+            completed
+        };
+        self.used = end;
+        while cidx != self.pidx && !slots.is_occupied(cidx) {
+            cidx = cidx.wrapping_add(1);
+        }
+        self.cidx = cidx;
+        // Reports `cidx` has passed are done.
+        let passed = cidx.wrapping_sub(start);
+        while self.rs_head != self.rs_tail
+            && self.rs[(self.rs_head & mask) as usize].wrapping_sub(start) < passed
+        {
+            self.rs_head = self.rs_head.wrapping_add(1);
+        }
+        self.stats.completed += completed;
+        passed
+    }
+
     /// Queues the front of `pkts` for transmission, as many as fit, and rings the doorbell
     /// once. Sent packets leave `pkts`; the rest stay for the caller to retry or free.
     /// Returns the number sent.
     #[inline]
     pub fn tx_burst(&mut self, cache: &mut MempoolCache, pkts: &mut PacketBatch) -> usize {
-        if self.rs_head != self.rs_tail {
+        if <D::View<'_> as TxView>::COMPLETES_BY_ID {
+            debug_assert!(<D::View<'_> as TxView>::SINGLE_DESC);
+            if self.cidx != self.pidx {
+                self.reclaim_by_id(cache);
+            }
+        } else if self.rs_head != self.rs_tail {
             self.reclaim(cache);
         }
         // No report outstanding: the device finished everything reported.
@@ -1107,6 +1218,8 @@ impl<D: TxDescOps> TxQueue<D> {
         let mut slots = self.bufs.view_sized(self.ops.entries());
         self.stats.completed += cache.free_slots(&mut slots, start, end);
         self.cidx = end;
+        // An idle device has written one used entry for each buffer.
+        self.used = end;
         self.rs_head = self.rs_tail;
         // The next report counts from here again.
         self.since_rs = 0;
@@ -1121,6 +1234,7 @@ impl<D: TxDescOps> TxQueue<D> {
             }
         }
         self.cidx = self.pidx;
+        self.used = self.pidx;
         self.rs_head = self.rs_tail;
     }
 }
