@@ -332,6 +332,14 @@ pub trait TxView: Copy {
     fn used_end(&self, seen: u32, _n: u32) -> u32 {
         seen
     }
+    /// With `COMPLETES_BY_ID`: how many used entries from `seen` on, at most `n`, are there
+    /// and name the slots from `slot` on, in order (masked): the usual completion, checked
+    /// as one run. Each id is read after what says its entry is there (a fence between, or
+    /// the same load).
+    #[inline(always)]
+    fn used_in_order(&self, _seen: u32, _n: u32, _slot: u32) -> u32 {
+        0
+    }
     /// With `COMPLETES_BY_ID`: the buffer id in the used entry at free-running index `idx`,
     /// as the device wrote it (the engine checks it).
     #[inline(always)]
@@ -987,65 +995,82 @@ impl<D: TxDescOps> TxQueue<D> {
     fn reclaim_by_id(&mut self, cache: &mut MempoolCache) -> u32 {
         let view = self.ops.view();
         let seen = self.used;
-        // At most one used entry for each buffer posted since.
-        let end = view.used_end(seen, self.pidx.wrapping_sub(seen));
-        if end == seen {
+        let start = self.cidx;
+        let pidx = self.pidx;
+        // The usual case: the new entries name the slots from `cidx` on, in order (as QEMU
+        // uses TX buffers), checked as one run and freed as one, like a report's. At most
+        // one used entry for each buffer posted since `seen`, and only slots in
+        // [cidx, pidx) hold buffers.
+        let max = pidx.wrapping_sub(seen).min(pidx.wrapping_sub(start));
+        let run = view.used_in_order(seen, max, start);
+        let mut used = seen;
+        if run != 0 {
+            // The ids read before the buffers are freed.
+            fence(Ordering::Acquire);
+            let mut slots = self.bufs.view_sized(self.ops.entries());
+            let freed = cache.free_slots(&mut slots, start, start.wrapping_add(run));
+            // Slots of the run already empty (returned out of order before).
+            self.stats.bad_completion += u64::from(run) - freed;
+            self.stats.completed += freed;
+            used = seen.wrapping_add(run);
+            self.used = used;
+        }
+        // An entry after the run: out of order, or an id naming no buffer in flight.
+        if view.used_end(used, pidx.wrapping_sub(used)) != used {
+            self.reclaim_unordered(cache);
+        } else if run == 0 {
             return 0;
         }
-        // The index or flags that said the entries are there, before their ids.
-        fence(Ordering::Acquire);
-        let mask = self.mask;
         let mut slots = self.bufs.view_sized(self.ops.entries());
-        let start = self.cidx;
-        let n = end.wrapping_sub(seen);
-        // The usual case: the entries name the slots from `cidx` on, in order (as QEMU
-        // uses TX buffers). Then they are freed as one run, like a report's.
-        let mut in_order = n <= self.pidx.wrapping_sub(start);
-        let mut k = 0;
-        while in_order && k < n {
-            in_order = view.used_id(seen.wrapping_add(k)) == (start.wrapping_add(k) & mask);
-            k += 1;
-        }
-        let mut cidx = start;
-        let completed = if in_order {
-            let freed = cache.free_slots(&mut slots, start, start.wrapping_add(n));
-            // Slots of the run already empty (returned out of order before).
-            self.stats.bad_completion += u64::from(n) - freed;
-            cidx = start.wrapping_add(n);
-            freed
-        } else {
-            let mut completed = 0u64;
-            let mut u = seen;
-            while u != end {
-                let id = view.used_id(u);
-                u = u.wrapping_add(1);
-                // Only slots in [cidx, pidx) hold buffers (at most a ring's worth, so one id
-                // names one of them).
-                let buf = if id <= mask { slots.take(id) } else { None };
-                match buf {
-                    Some(b) => {
-                        cache.free(b);
-                        completed += 1;
-                    }
-                    None => self.stats.bad_completion += 1,
-                }
-            }
-            completed
-        };
-        self.used = end;
-        while cidx != self.pidx && !slots.is_occupied(cidx) {
+        let mut cidx = start.wrapping_add(run);
+        while cidx != pidx && !slots.is_occupied(cidx) {
             cidx = cidx.wrapping_add(1);
         }
         self.cidx = cidx;
         // Reports `cidx` has passed are done.
+        let mask = self.mask;
         let passed = cidx.wrapping_sub(start);
         while self.rs_head != self.rs_tail
             && self.rs[(self.rs_head & mask) as usize].wrapping_sub(start) < passed
         {
             self.rs_head = self.rs_head.wrapping_add(1);
         }
-        self.stats.completed += completed;
         passed
+    }
+
+    /// The slow path of [`TxQueue::reclaim_by_id`], from the first used entry that is not
+    /// the next in order: frees the buffer in each slot a new used entry names; an id
+    /// beyond the ring, or naming a slot with no buffer (returned already, or never
+    /// posted), is counted (`bad_completion`) and skipped. Moves `used` past the entries
+    /// read, not `cidx`.
+    #[cold]
+    #[inline(never)]
+    fn reclaim_unordered(&mut self, cache: &mut MempoolCache) {
+        let view = self.ops.view();
+        let seen = self.used;
+        let end = view.used_end(seen, self.pidx.wrapping_sub(seen));
+        // The index or flags that said the entries are there, before their ids.
+        fence(Ordering::Acquire);
+        let mask = self.mask;
+        let mut slots = self.bufs.view_sized(self.ops.entries());
+        let mut completed = 0u64;
+        let mut u = seen;
+        while u != end {
+            let id = view.used_id(u);
+            u = u.wrapping_add(1);
+            // Only slots in [cidx, pidx) hold buffers (at most a ring's worth, so one id
+            // names one of them).
+            let buf = if id <= mask { slots.take(id) } else { None };
+            match buf {
+                Some(b) => {
+                    cache.free(b);
+                    completed += 1;
+                }
+                None => self.stats.bad_completion += 1,
+            }
+        }
+        self.used = end;
+        self.stats.completed += completed;
     }
 
     /// Queues the front of `pkts` for transmission, as many as fit, and rings the doorbell

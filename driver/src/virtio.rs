@@ -349,6 +349,20 @@ impl SplitView<'_> {
         )
     }
 
+    /// How many used elements from free-running index `idx` on, at most `n`, have the ids
+    /// `id`, `id + 1`, ... (masked): one bounds check for the run.
+    #[inline(always)]
+    fn used_ids_in_order(&self, idx: u32, n: u32, id: u32) -> u32 {
+        self.region.count_seq_u32(
+            self.used + used_ring_offset(0),
+            size_of::<VirtqUsedElem>(),
+            self.mask + 1,
+            idx,
+            n,
+            id,
+        )
+    }
+
     /// Used element at free-running index `idx` (masked): (id, len).
     #[inline(always)]
     fn used_elem(&self, idx: u32) -> (u32, u32) {
@@ -756,6 +770,17 @@ impl TxView for VirtioTxView<'_> {
         // used.idx counts entries modulo 2^16, as `seen` does truncated.
         let new = u32::from(self.0.used_idx().wrapping_sub(seen as u16));
         seen.wrapping_add(new.min(n))
+    }
+
+    #[inline(always)]
+    fn used_in_order(&self, seen: u32, n: u32, slot: u32) -> u32 {
+        let new = u32::from(self.0.used_idx().wrapping_sub(seen as u16)).min(n);
+        if new == 0 {
+            return 0;
+        }
+        // used.idx before the ids of the entries it counts.
+        fence(Ordering::Acquire);
+        self.0.used_ids_in_order(seen, new, slot)
     }
 
     #[inline(always)]

@@ -45,7 +45,8 @@ use std::sync::Arc;
 
 use tenge_descriptors::virtio::{
     packed_ring_layout, pvirtq_avail_flags, pvirtq_is_used, pvirtq_need_event, PvirtqDesc,
-    PvirtqEventSuppress, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, VIRTQ_DESC_F_WRITE,
+    PvirtqEventSuppress, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, VIRTQ_DESC_F_AVAIL,
+    VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE,
 };
 use tenge_firmware_iface::NarrowMmio;
 
@@ -214,6 +215,32 @@ impl PackedView<'_> {
         // id (15:0) | flags (31:16) of the descriptor, one aligned load.
         let flags = (self.desc.read_u32_at(idx, 12) >> 16) as u16;
         pvirtq_is_used(flags, wrap_of(idx, self.shift))
+    }
+
+    /// How many descriptors from free-running index `idx` on, at most `n`, read used and
+    /// name the buffer ids `id`, `id + 1`, ... (masked): the used-flags scan and the id check
+    /// in one pass over each descriptor's id (15:0) | flags (31:16) word. The id comes from
+    /// the same aligned 4-byte load as the flags that say it is written (the device writes
+    /// flags last), so no fence is needed between them.
+    #[inline(always)]
+    fn used_ids_in_order(&self, idx: u32, n: u32, id: u32) -> u32 {
+        let wrap_bits = (u32::from(VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED)) << 16;
+        // Used in this lap: AVAIL and USED both equal the wrap counter; the lap after the
+        // ring's end has the other one.
+        let tag = if wrap_of(idx, self.shift) {
+            wrap_bits
+        } else {
+            0
+        };
+        self.desc.count_seq_u32(
+            idx,
+            n,
+            12,
+            0xffff | wrap_bits,
+            id,
+            self.mask,
+            [tag, tag ^ wrap_bits],
+        )
     }
 
     /// (id, len) of the used descriptor at `idx`.
@@ -425,6 +452,11 @@ impl TxView for PackedTxView<'_> {
             k += 1;
         }
         seen.wrapping_add(k)
+    }
+
+    #[inline(always)]
+    fn used_in_order(&self, seen: u32, n: u32, slot: u32) -> u32 {
+        self.0.used_ids_in_order(seen, n, slot)
     }
 
     #[inline(always)]
