@@ -285,9 +285,32 @@ unsafe fn count_seq_u32(
     let n = n.min(mask + 1);
     let first = start & mask;
     let head = n.min(mask + 1 - first);
+    let segs = [(first, head, tags[0]), (0, n - head, tags[1])];
+    if id_mask == mask && id.wrapping_sub(start) & mask == 0 {
+        // The usual case: the ids are the indices (they wrap with the ring, not inside a
+        // segment), so the word wanted is the index with the tag, counted up: no mask.
+        let mut got = 0;
+        for (from, len, tag) in segs {
+            let p = base.wrapping_add(from as usize * stride);
+            let end = p.wrapping_add(len as usize * stride);
+            let mut want = from | tag;
+            let mut q = p;
+            while q != end {
+                // SAFETY: as below.
+                let v = u32::from_le(unsafe { core::ptr::read_volatile(q.cast::<u32>()) });
+                if v & keep != want {
+                    return got + ((q as usize - p as usize) / stride) as u32;
+                }
+                want = want.wrapping_add(1);
+                q = q.wrapping_add(stride);
+            }
+            got += len;
+        }
+        return got;
+    }
     let mut want = id;
     let mut got = 0;
-    for (from, len, tag) in [(first, head, tags[0]), (0, n - head, tags[1])] {
+    for (from, len, tag) in segs {
         let p = base.wrapping_add(from as usize * stride);
         let end = p.wrapping_add(len as usize * stride);
         let mut q = p;
@@ -678,6 +701,33 @@ mod tests {
             "index masked, n clamped"
         );
         assert_eq!(r.count_seq_u32(8, 16, 8, 6, 8, 3), 0, "tag bits differ");
+        // Ids that are the indices (the walk without a mask): slots 0..3 name 0..3, then
+        // slot 4 names 5.
+        for (i, v) in [(0, 0), (1, 1), (2, 2), (3, 3), (4, 5)] {
+            ring.write(
+                i,
+                D {
+                    a: U64::new(0),
+                    b: U64::new(v),
+                },
+            );
+        }
+        assert_eq!(v.count_seq_u32(0, 8, 8, 0xffff, 0, 7, [0, 0]), 4);
+        assert_eq!(
+            v.count_seq_u32(8, 3, 8, 0xffff, 8, 7, [0, 0]),
+            3,
+            "at most n"
+        );
+        assert_eq!(
+            r.count_seq_u32(8, 16, 8, 16, 8, 8),
+            4,
+            "free-running, masked"
+        );
+        assert_eq!(
+            v.count_seq_u32(0, 8, 8, 0x1_ffff, 0, 7, [0x1_0000, 0]),
+            0,
+            "tag"
+        );
     }
 
     #[test]

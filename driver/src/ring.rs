@@ -334,11 +334,12 @@ pub trait TxView: Copy {
     }
     /// With `COMPLETES_BY_ID`: how many used entries from `seen` on, at most `n`, are there
     /// and name the slots from `slot` on, in order (masked): the usual completion, checked
-    /// as one run. Each id is read after what says its entry is there (a fence between, or
-    /// the same load).
+    /// as one run; and whether a used entry follows the run (out of order, or naming no
+    /// buffer in flight). Each id is read after what says its entry is there (a fence
+    /// between, or the same load).
     #[inline(always)]
-    fn used_in_order(&self, _seen: u32, _n: u32, _slot: u32) -> u32 {
-        0
+    fn used_in_order(&self, _seen: u32, _n: u32, _slot: u32) -> (u32, bool) {
+        (0, false)
     }
     /// With `COMPLETES_BY_ID`: the buffer id in the used entry at free-running index `idx`,
     /// as the device wrote it (the engine checks it).
@@ -1002,8 +1003,7 @@ impl<D: TxDescOps> TxQueue<D> {
         // one used entry for each buffer posted since `seen`, and only slots in
         // [cidx, pidx) hold buffers.
         let max = pidx.wrapping_sub(seen).min(pidx.wrapping_sub(start));
-        let run = view.used_in_order(seen, max, start);
-        let mut used = seen;
+        let (run, more) = view.used_in_order(seen, max, start);
         if run != 0 {
             // The ids read before the buffers are freed.
             fence(Ordering::Acquire);
@@ -1012,11 +1012,10 @@ impl<D: TxDescOps> TxQueue<D> {
             // Slots of the run already empty (returned out of order before).
             self.stats.bad_completion += u64::from(run) - freed;
             self.stats.completed += freed;
-            used = seen.wrapping_add(run);
-            self.used = used;
+            self.used = seen.wrapping_add(run);
         }
         // An entry after the run: out of order, or an id naming no buffer in flight.
-        if view.used_end(used, pidx.wrapping_sub(used)) != used {
+        if more {
             self.reclaim_unordered(cache);
         } else if run == 0 {
             return 0;

@@ -773,14 +773,16 @@ impl TxView for VirtioTxView<'_> {
     }
 
     #[inline(always)]
-    fn used_in_order(&self, seen: u32, n: u32, slot: u32) -> u32 {
+    fn used_in_order(&self, seen: u32, n: u32, slot: u32) -> (u32, bool) {
+        // used.idx counts entries modulo 2^16, as `seen` does truncated.
         let new = u32::from(self.0.used_idx().wrapping_sub(seen as u16)).min(n);
         if new == 0 {
-            return 0;
+            return (0, false);
         }
         // used.idx before the ids of the entries it counts.
         fence(Ordering::Acquire);
-        self.0.used_ids_in_order(seen, new, slot)
+        let run = self.0.used_ids_in_order(seen, new, slot);
+        (run, run != new)
     }
 
     #[inline(always)]

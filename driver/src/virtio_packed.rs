@@ -455,8 +455,9 @@ impl TxView for PackedTxView<'_> {
     }
 
     #[inline(always)]
-    fn used_in_order(&self, seen: u32, n: u32, slot: u32) -> u32 {
-        self.0.used_ids_in_order(seen, n, slot)
+    fn used_in_order(&self, seen: u32, n: u32, slot: u32) -> (u32, bool) {
+        let run = self.0.used_ids_in_order(seen, n, slot);
+        (run, run != n && self.0.is_used(seen.wrapping_add(run)))
     }
 
     #[inline(always)]
