@@ -295,6 +295,25 @@ unsafe fn count_seq_u32(
             let end = p.wrapping_add(len as usize * stride);
             let mut want = from | tag;
             let mut q = p;
+            // Two at a time while two are left; the first that differs is then found one at
+            // a time below.
+            let two = 2 * stride;
+            while end as usize - q as usize >= two {
+                // SAFETY: as below, for the two elements from q (both before end).
+                let (v0, v1) = unsafe {
+                    (
+                        core::ptr::read_volatile(q.cast::<u32>()),
+                        core::ptr::read_volatile(q.wrapping_add(stride).cast::<u32>()),
+                    )
+                };
+                if u32::from_le(v0) & keep != want
+                    || u32::from_le(v1) & keep != want.wrapping_add(1)
+                {
+                    break;
+                }
+                want = want.wrapping_add(2);
+                q = q.wrapping_add(two);
+            }
             while q != end {
                 // SAFETY: as below.
                 let v = u32::from_le(unsafe { core::ptr::read_volatile(q.cast::<u32>()) });
