@@ -232,6 +232,41 @@ impl DmaRegion {
         unsafe { core::ptr::write_volatile(self.base_ptr().add(off).cast::<T>(), value) }
     }
 
+    /// [`RingView::count_seq_u32`] over a ring of `entries` (a power of two) elements of
+    /// `stride` bytes at byte `off` whose first field is a little-endian `u32` id (a split
+    /// virtqueue's used ring): how many from index `start` on, at most `n`, name the ids
+    /// from `id` on (masked by `entries - 1`). One bounds check for the whole ring. Under
+    /// the contract of [`DmaRegion::read`].
+    #[inline(always)]
+    pub(crate) fn count_seq_u32(
+        &self,
+        off: usize,
+        stride: usize,
+        entries: u32,
+        start: u32,
+        n: u32,
+        id: u32,
+    ) -> u32 {
+        assert!(entries.is_power_of_two() && stride.is_multiple_of(4));
+        self.check(off, entries as usize * stride, 4);
+        let mask = entries - 1;
+        // SAFETY: the ring's entries * stride bytes are in the region and start 4-byte
+        // aligned (checked just above), so each element's first u32 is mapped and aligned.
+        unsafe {
+            count_seq_u32(
+                self.base_ptr().add(off),
+                stride,
+                mask,
+                start,
+                n,
+                u32::MAX,
+                id,
+                mask,
+                [0, 0],
+            )
+        }
+    }
+
     /// Copies `data` into the region at `off`, under the contract of [`DmaRegion::read`].
     pub(crate) fn copy_in(&self, off: usize, data: &[u8]) {
         self.check(off, data.len(), 1);
@@ -259,6 +294,96 @@ impl Drop for DmaRegion {
         self.mapper.unmap(self.iova, self.len);
         DMA_BYTES_MAPPED.fetch_sub(self.len, Ordering::Relaxed);
     }
+}
+
+/// The walk of [`RingView::count_seq_u32`] and [`DmaRegion::count_seq_u32`]: over the ring
+/// of `mask + 1` elements of `stride` bytes whose `u32` of interest is at `base`, from index
+/// `start` (masked) on, at most `n` (clamped to the ring), counts how many in a row read,
+/// under `keep`, `((id + k) & id_mask) | tag` (`tags[0]` up to the end of the ring, `tags[1]`
+/// after it). A pointer walk: the ring's wrap is taken once, no per-element bounds check.
+///
+/// # Safety
+///
+/// For each index `i` in `0..=mask`, `base + i * stride` must be mapped, readable memory
+/// holding a 4-byte aligned `u32`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn count_seq_u32(
+    base: *const u8,
+    stride: usize,
+    mask: u32,
+    start: u32,
+    n: u32,
+    keep: u32,
+    id: u32,
+    id_mask: u32,
+    tags: [u32; 2],
+) -> u32 {
+    let n = n.min(mask + 1);
+    let first = start & mask;
+    let head = n.min(mask + 1 - first);
+    let segs = [(first, head, tags[0]), (0, n - head, tags[1])];
+    if id_mask == mask && id.wrapping_sub(start) & mask == 0 {
+        // The usual case: the ids are the indices (they wrap with the ring, not inside a
+        // segment), so the word wanted is the index with the tag, counted up: no mask.
+        let mut got = 0;
+        for (from, len, tag) in segs {
+            let p = base.wrapping_add(from as usize * stride);
+            let end = p.wrapping_add(len as usize * stride);
+            let mut want = from | tag;
+            let mut q = p;
+            // Two at a time while two are left; the first that differs is then found one at
+            // a time below.
+            let two = 2 * stride;
+            while end as usize - q as usize >= two {
+                // SAFETY: as below, for the two elements from q (both before end).
+                let (v0, v1) = unsafe {
+                    (
+                        core::ptr::read_volatile(q.cast::<u32>()),
+                        core::ptr::read_volatile(q.wrapping_add(stride).cast::<u32>()),
+                    )
+                };
+                if u32::from_le(v0) & keep != want
+                    || u32::from_le(v1) & keep != want.wrapping_add(1)
+                {
+                    break;
+                }
+                want = want.wrapping_add(2);
+                q = q.wrapping_add(two);
+            }
+            while q != end {
+                // SAFETY: as below.
+                let v = u32::from_le(unsafe { core::ptr::read_volatile(q.cast::<u32>()) });
+                if v & keep != want {
+                    return got + ((q as usize - p as usize) / stride) as u32;
+                }
+                want = want.wrapping_add(1);
+                q = q.wrapping_add(stride);
+            }
+            got += len;
+        }
+        return got;
+    }
+    let mut want = id;
+    let mut got = 0;
+    for (from, len, tag) in segs {
+        let p = base.wrapping_add(from as usize * stride);
+        let end = p.wrapping_add(len as usize * stride);
+        let mut q = p;
+        while q != end {
+            // SAFETY: q is at element from + j of the ring, j < len, from + len <= mask + 1
+            // (head is at most the elements left to the end; the second run starts at 0 and
+            // n <= mask + 1): mapped and 4-byte aligned by the caller's contract.
+            let v = u32::from_le(unsafe { core::ptr::read_volatile(q.cast::<u32>()) });
+            if v & keep != (want & id_mask) | tag {
+                return got + ((q as usize - p as usize) / stride) as u32;
+            }
+            want = want.wrapping_add(1);
+            q = q.wrapping_add(stride);
+        }
+        got += len;
+    }
+    got
 }
 
 /// A ring of `T` descriptors in DMA memory, power-of-two sized: every index is masked, so
@@ -495,6 +620,42 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
         got
     }
 
+    /// How many descriptors from index `start` on, at most `n` (at most the ring), have the
+    /// little-endian `u32` at `byte_off`, under `keep`, equal to `((id + k) & id_mask) | tag`
+    /// for the `k`-th of them, `tag` being `tags[0]` up to the end of the ring and `tags[1]`
+    /// after it: a run of completions naming consecutive ids, with no per-descriptor bounds
+    /// check (see [`count_seq_u32`]).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn count_seq_u32(
+        &self,
+        start: u32,
+        n: u32,
+        byte_off: usize,
+        keep: u32,
+        id: u32,
+        id_mask: u32,
+        tags: [u32; 2],
+    ) -> u32 {
+        assert!(byte_off.is_multiple_of(4) && byte_off + 4 <= size_of::<T>());
+        // SAFETY: the ring's mask + 1 descriptors lie in the region (checked in
+        // DescRing::new, at least 16-byte aligned), so the u32 at byte_off (inside a
+        // descriptor, 4-byte aligned) of each is mapped and aligned.
+        unsafe {
+            count_seq_u32(
+                self.base.cast::<u8>().wrapping_add(byte_off),
+                size_of::<T>(),
+                self.mask,
+                start,
+                n,
+                keep,
+                id,
+                id_mask,
+                tags,
+            )
+        }
+    }
+
     /// Volatile read of the little-endian `u64` at `byte_off` inside descriptor `idx`, in one
     /// access. Only for descriptors whose size is a multiple of 8 (see
     /// [`RingView::read_u32_at`]):
@@ -647,6 +808,86 @@ mod tests {
             }));
             assert!(scan.is_err(), "scan at {off:#x}");
         }
+    }
+
+    #[test]
+    fn seq_scan_follows_ids_across_the_wrap_and_stops_at_the_first_mismatch() {
+        let r = Arc::new(
+            DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never).unwrap(),
+        );
+        let ring: DescRing<D> = DescRing::new(r.clone(), 0, 8);
+        // Slots 6, 7 (tagged) then 0..3 (not) name ids 3, 4, 5, 6, 7, 0; slot 4 names 0.
+        for (i, v) in [
+            (6, 0x1_0003),
+            (7, 0x1_0004),
+            (8, 5),
+            (9, 6),
+            (10, 7),
+            (11, 0),
+        ] {
+            ring.write(
+                i,
+                D {
+                    a: U64::new(0),
+                    b: U64::new(v),
+                },
+            );
+        }
+        let v = ring.view();
+        let tags = [0x1_0000, 0];
+        assert_eq!(v.count_seq_u32(6, 8, 8, 0x1_ffff, 3, 7, tags), 6);
+        assert_eq!(
+            v.count_seq_u32(6, 4, 8, 0x1_ffff, 3, 7, tags),
+            4,
+            "at most n"
+        );
+        assert_eq!(
+            v.count_seq_u32(14, 100, 8, 0x1_ffff, 3, 7, tags),
+            6,
+            "clamped"
+        );
+        assert_eq!(v.count_seq_u32(6, 8, 8, 0x1_ffff, 3, 7, [0, 0]), 0, "tag");
+        assert_eq!(
+            v.count_seq_u32(6, 8, 8, 0xffff, 3, 7, [0, 0]),
+            6,
+            "tag not kept"
+        );
+        assert_eq!(v.count_seq_u32(7, 8, 8, 0x1_ffff, 3, 7, tags), 0, "id");
+        // The region's walk: the whole u32, ids masked by the ring.
+        assert_eq!(r.count_seq_u32(8, 16, 8, 0, 8, 5), 4);
+        assert_eq!(
+            r.count_seq_u32(8, 16, 8, 8, 100, 13),
+            4,
+            "index masked, n clamped"
+        );
+        assert_eq!(r.count_seq_u32(8, 16, 8, 6, 8, 3), 0, "tag bits differ");
+        // Ids that are the indices (the walk without a mask): slots 0..3 name 0..3, then
+        // slot 4 names 5.
+        for (i, v) in [(0, 0), (1, 1), (2, 2), (3, 3), (4, 5)] {
+            ring.write(
+                i,
+                D {
+                    a: U64::new(0),
+                    b: U64::new(v),
+                },
+            );
+        }
+        assert_eq!(v.count_seq_u32(0, 8, 8, 0xffff, 0, 7, [0, 0]), 4);
+        assert_eq!(
+            v.count_seq_u32(8, 3, 8, 0xffff, 8, 7, [0, 0]),
+            3,
+            "at most n"
+        );
+        assert_eq!(
+            r.count_seq_u32(8, 16, 8, 16, 8, 8),
+            4,
+            "free-running, masked"
+        );
+        assert_eq!(
+            v.count_seq_u32(0, 8, 8, 0x1_ffff, 0, 7, [0x1_0000, 0]),
+            0,
+            "tag"
+        );
     }
 
     #[test]

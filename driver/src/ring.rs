@@ -311,11 +311,42 @@ pub trait TxView: Copy {
     /// Writes `pkt`'s descriptors from producer index `pidx`; `report` asks the device to
     /// write back completion on the last one. Returns the number of descriptors written.
     fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32;
-    /// Whether the descriptor at index `idx`, written with `report`, is complete.
+    /// Whether the descriptor at index `idx`, written with `report`, is complete (not
+    /// called when [`TxView::COMPLETES_BY_ID`]).
     fn is_done(&self, idx: u32) -> bool;
     /// Every packet takes exactly one descriptor (`descs_needed` and `encap` return 1):
     /// the engine then sends runs of packets with no per-packet ring or report test.
     const SINGLE_DESC: bool = false;
+    /// The device names each buffer it is done with in a used entry of its own, and may
+    /// finish them in any order (virtio without `VIRTIO_F_IN_ORDER`, §2.7.8 and §2.8.21):
+    /// the engine takes buffers back by the ids of [`TxView::used_end`] and
+    /// [`TxView::used_id`], never by position, and needs `SINGLE_DESC` (id == the slot of
+    /// the packet's one descriptor). False (e1000e): a descriptor written with `report`
+    /// reads done once the device is done with it and with every one before it.
+    const COMPLETES_BY_ID: bool = false;
+    /// With `COMPLETES_BY_ID`: the free-running index up to which the device has written
+    /// used entries, from `seen` (the engine's count of entries read) on, at most `n` past
+    /// it. Reads only what says an entry is there (an index, flags); the engine fences
+    /// before it reads an id.
+    #[inline(always)]
+    fn used_end(&self, seen: u32, _n: u32) -> u32 {
+        seen
+    }
+    /// With `COMPLETES_BY_ID`: how many used entries from `seen` on, at most `n`, are there
+    /// and name the slots from `slot` on, in order (masked): the usual completion, checked
+    /// as one run; and whether a used entry follows the run (out of order, or naming no
+    /// buffer in flight). Each id is read after what says its entry is there (a fence
+    /// between, or the same load).
+    #[inline(always)]
+    fn used_in_order(&self, _seen: u32, _n: u32, _slot: u32) -> (u32, bool) {
+        (0, false)
+    }
+    /// With `COMPLETES_BY_ID`: the buffer id in the used entry at free-running index `idx`,
+    /// as the device wrote it (the engine checks it).
+    #[inline(always)]
+    fn used_id(&self, _idx: u32) -> u32 {
+        u32::MAX
+    }
 }
 
 /// Receive counters: every dropped frame is counted under one reason.
@@ -365,6 +396,11 @@ pub struct TxStats {
     pub doorbells: u64,
     /// Buffers recycled after the device finished with them.
     pub completed: u64,
+    /// Completions naming no buffer in flight (an id beyond the ring, or a slot already
+    /// returned or never posted), from a device that completes by buffer id (virtio):
+    /// counted and skipped, never trusted. The buffer the entry was meant for stays held
+    /// until the device is idle (`TxQueue::reclaim_all`) or the queue is released.
+    pub bad_completion: u64,
 }
 
 /// `Assembly::left` when the frame's last buffer says it is the last (`eop`).
@@ -864,8 +900,11 @@ pub struct TxQueue<D: TxDescOps> {
     mask: u32,
     /// Next descriptor to fill.
     pidx: u32,
-    /// Oldest descriptor not yet reclaimed.
+    /// Oldest descriptor not yet reclaimed. With [`TxView::COMPLETES_BY_ID`], the oldest
+    /// slot still holding a buffer (or `pidx`): later slots may be empty already.
     cidx: u32,
+    /// With [`TxView::COMPLETES_BY_ID`]: used entries read so far (free-running).
+    used: u32,
     /// Indices of descriptors written with `report`, oldest first (a ring of `entries`).
     rs: Box<[u32]>,
     rs_head: u32,
@@ -893,6 +932,7 @@ impl<D: TxDescOps> TxQueue<D> {
             mask: n - 1,
             pidx: 0,
             cidx: 0,
+            used: 0,
             rs: vec![0; n as usize].into_boxed_slice(),
             rs_head: 0,
             rs_tail: 0,
@@ -918,10 +958,13 @@ impl<D: TxDescOps> TxQueue<D> {
         self.pidx.wrapping_sub(self.cidx)
     }
 
-    /// Recycles the buffers of every completed report into `cache`; returns descriptors
-    /// reclaimed.
+    /// Recycles the buffers of every completed report into `cache` (with
+    /// [`TxView::COMPLETES_BY_ID`]: of every used entry); returns descriptors reclaimed.
     #[inline]
     pub fn reclaim(&mut self, cache: &mut MempoolCache) -> u32 {
+        if <D::View<'_> as TxView>::COMPLETES_BY_ID {
+            return self.reclaim_by_id(cache);
+        }
         let view = self.ops.view();
         // The newest completed report, then one acquire fence: the device wrote DD after it
         // had read every earlier descriptor.
@@ -948,12 +991,104 @@ impl<D: TxDescOps> TxQueue<D> {
         end.wrapping_sub(start)
     }
 
+    /// [`TxQueue::reclaim`] for a device that names the buffers it is done with: frees the
+    /// buffer in each slot a new used entry names; an id beyond the ring, or naming a slot
+    /// with no buffer (returned already, or never posted), is counted (`bad_completion`)
+    /// and skipped. `cidx` then moves over the empty slots from it and stops at the first
+    /// buffer the device still holds: the burst's room (`cidx + mask`) never reaches that
+    /// slot, so its descriptor and buffer id are not written again while the device may
+    /// read them. Returns the slots `cidx` moved over.
+    #[inline]
+    fn reclaim_by_id(&mut self, cache: &mut MempoolCache) -> u32 {
+        let view = self.ops.view();
+        let seen = self.used;
+        let start = self.cidx;
+        let pidx = self.pidx;
+        // The usual case: the new entries name the slots from `cidx` on, in order (as QEMU
+        // uses TX buffers), checked as one run and freed as one, like a report's. At most
+        // one used entry for each buffer posted since `seen`, and only slots in
+        // [cidx, pidx) hold buffers.
+        let max = pidx.wrapping_sub(seen).min(pidx.wrapping_sub(start));
+        let (run, more) = view.used_in_order(seen, max, start);
+        if run != 0 {
+            // The ids read before the buffers are freed.
+            fence(Ordering::Acquire);
+            let mut slots = self.bufs.view_sized(self.ops.entries());
+            let freed = cache.free_slots(&mut slots, start, start.wrapping_add(run));
+            // Slots of the run already empty (returned out of order before).
+            self.stats.bad_completion += u64::from(run) - freed;
+            self.stats.completed += freed;
+            self.used = seen.wrapping_add(run);
+        }
+        // An entry after the run: out of order, or an id naming no buffer in flight.
+        if more {
+            self.reclaim_unordered(cache);
+        } else if run == 0 {
+            return 0;
+        }
+        let mut slots = self.bufs.view_sized(self.ops.entries());
+        let mut cidx = start.wrapping_add(run);
+        while cidx != pidx && !slots.is_occupied(cidx) {
+            cidx = cidx.wrapping_add(1);
+        }
+        self.cidx = cidx;
+        // Reports `cidx` has passed are done.
+        let mask = self.mask;
+        let passed = cidx.wrapping_sub(start);
+        while self.rs_head != self.rs_tail
+            && self.rs[(self.rs_head & mask) as usize].wrapping_sub(start) < passed
+        {
+            self.rs_head = self.rs_head.wrapping_add(1);
+        }
+        passed
+    }
+
+    /// The slow path of [`TxQueue::reclaim_by_id`], from the first used entry that is not
+    /// the next in order: frees the buffer in each slot a new used entry names; an id
+    /// beyond the ring, or naming a slot with no buffer (returned already, or never
+    /// posted), is counted (`bad_completion`) and skipped. Moves `used` past the entries
+    /// read, not `cidx`.
+    #[cold]
+    #[inline(never)]
+    fn reclaim_unordered(&mut self, cache: &mut MempoolCache) {
+        let view = self.ops.view();
+        let seen = self.used;
+        let end = view.used_end(seen, self.pidx.wrapping_sub(seen));
+        // The index or flags that said the entries are there, before their ids.
+        fence(Ordering::Acquire);
+        let mask = self.mask;
+        let mut slots = self.bufs.view_sized(self.ops.entries());
+        let mut completed = 0u64;
+        let mut u = seen;
+        while u != end {
+            let id = view.used_id(u);
+            u = u.wrapping_add(1);
+            // Only slots in [cidx, pidx) hold buffers (at most a ring's worth, so one id
+            // names one of them).
+            let buf = if id <= mask { slots.take(id) } else { None };
+            match buf {
+                Some(b) => {
+                    cache.free(b);
+                    completed += 1;
+                }
+                None => self.stats.bad_completion += 1,
+            }
+        }
+        self.used = end;
+        self.stats.completed += completed;
+    }
+
     /// Queues the front of `pkts` for transmission, as many as fit, and rings the doorbell
     /// once. Sent packets leave `pkts`; the rest stay for the caller to retry or free.
     /// Returns the number sent.
     #[inline]
     pub fn tx_burst(&mut self, cache: &mut MempoolCache, pkts: &mut PacketBatch) -> usize {
-        if self.rs_head != self.rs_tail {
+        if <D::View<'_> as TxView>::COMPLETES_BY_ID {
+            debug_assert!(<D::View<'_> as TxView>::SINGLE_DESC);
+            if self.cidx != self.pidx {
+                self.reclaim_by_id(cache);
+            }
+        } else if self.rs_head != self.rs_tail {
             self.reclaim(cache);
         }
         // No report outstanding: the device finished everything reported.
@@ -1113,6 +1248,8 @@ impl<D: TxDescOps> TxQueue<D> {
         let mut slots = self.bufs.view_sized(self.ops.entries());
         self.stats.completed += cache.free_slots(&mut slots, start, end);
         self.cidx = end;
+        // An idle device has written one used entry for each buffer.
+        self.used = end;
         self.rs_head = self.rs_tail;
         // The next report counts from here again.
         self.since_rs = 0;
@@ -1127,6 +1264,7 @@ impl<D: TxDescOps> TxQueue<D> {
             }
         }
         self.cidx = self.pidx;
+        self.used = self.pidx;
         self.rs_head = self.rs_tail;
     }
 }

@@ -19,9 +19,12 @@
 //!   begins; the used length less the header is the frame length, which the engine checks
 //!   against the buffer.
 //! - **TX** (§5.1.6.2): the 12-byte header (all zero: no offloads) is prepended into the
-//!   packet's headroom, so a frame is one device-readable descriptor. QEMU uses TX buffers
-//!   in order (`hw/net/virtio-net.c` `virtio_net_flush_tx` pops and pushes one element at a
-//!   time), so a send is complete once `used.idx` has passed it; TX never reads a used id.
+//!   packet's headroom, so a frame is one device-readable descriptor. Without
+//!   `VIRTIO_F_IN_ORDER` (not negotiated) a device may use buffers in any order (§2.7.8;
+//!   QEMU happens to use TX in order, a vhost backend need not), so a send is complete when
+//!   a used element names its id (descriptor index == ring slot): the engine frees that
+//!   slot's buffer (an id naming no buffer in flight is a counted `bad_completion`) and
+//!   never writes a descriptor again while an older buffer before it is still held.
 //! - **Notifications** (§2.7.10, §2.7.13.4): after a batch, `avail.idx` is published, a full
 //!   fence orders that store before the load of the device's suppression state, and the
 //!   doorbell is written only if the device asked for it: with `VIRTIO_F_EVENT_IDX` by
@@ -333,6 +336,31 @@ impl SplitView<'_> {
     #[inline(always)]
     fn is_used(&self, idx: u32) -> bool {
         (self.used_idx().wrapping_sub(idx as u16) as i16) > 0
+    }
+
+    /// The id of the used element at free-running index `idx` (masked): one aligned 4-byte
+    /// load (the element's fields are byte arrays, which a whole-element read loads byte
+    /// by byte).
+    #[inline(always)]
+    fn used_id(&self, idx: u32) -> u32 {
+        u32::from_le(
+            self.region
+                .read::<u32>(self.used + used_ring_offset((idx & self.mask) as u16)),
+        )
+    }
+
+    /// How many used elements from free-running index `idx` on, at most `n`, have the ids
+    /// `id`, `id + 1`, ... (masked): one bounds check for the run.
+    #[inline(always)]
+    fn used_ids_in_order(&self, idx: u32, n: u32, id: u32) -> u32 {
+        self.region.count_seq_u32(
+            self.used + used_ring_offset(0),
+            size_of::<VirtqUsedElem>(),
+            self.mask + 1,
+            idx,
+            n,
+            id,
+        )
     }
 
     /// Used element at free-running index `idx` (masked): (id, len).
@@ -734,6 +762,33 @@ pub struct VirtioTxView<'a>(SplitView<'a>);
 
 impl TxView for VirtioTxView<'_> {
     const SINGLE_DESC: bool = true;
+    // Buffer id == descriptor index == ring slot (avail.ring[i] is i).
+    const COMPLETES_BY_ID: bool = true;
+
+    #[inline(always)]
+    fn used_end(&self, seen: u32, n: u32) -> u32 {
+        // used.idx counts entries modulo 2^16, as `seen` does truncated.
+        let new = u32::from(self.0.used_idx().wrapping_sub(seen as u16));
+        seen.wrapping_add(new.min(n))
+    }
+
+    #[inline(always)]
+    fn used_in_order(&self, seen: u32, n: u32, slot: u32) -> (u32, bool) {
+        // used.idx counts entries modulo 2^16, as `seen` does truncated.
+        let new = u32::from(self.0.used_idx().wrapping_sub(seen as u16)).min(n);
+        if new == 0 {
+            return (0, false);
+        }
+        // used.idx before the ids of the entries it counts.
+        fence(Ordering::Acquire);
+        let run = self.0.used_ids_in_order(seen, new, slot);
+        (run, run != new)
+    }
+
+    #[inline(always)]
+    fn used_id(&self, idx: u32) -> u32 {
+        self.0.used_id(idx)
+    }
 
     #[inline(always)]
     fn descs_needed(&self, _pkt: &PacketBuf) -> u32 {
@@ -1770,6 +1825,116 @@ mod tests {
             let s = *txq.stats();
             assert_eq!((s.packets, s.bytes), (11, 10 * 72 + 1526));
         }
+    }
+
+    impl Dev {
+        /// Takes every available buffer without using it (a device that holds buffers and
+        /// completes them later, in any order): (id, descriptor) in avail order.
+        fn take_all(&mut self, ring: &SplitRing) -> Vec<(u16, VirtqDesc)> {
+            let mut taken = Vec::new();
+            while self.last_avail != ring.avail_idx() {
+                let id = ring.avail_entry(self.last_avail);
+                taken.push((id, ring.descs().read(u32::from(id))));
+                self.last_avail = self.last_avail.wrapping_add(1);
+            }
+            taken
+        }
+
+        /// Puts `id` in the used ring (the device is done with that buffer).
+        fn complete(&mut self, ring: &SplitRing, id: u32) {
+            ring.device_push_used(self.used, id, 0);
+            self.used = self.used.wrapping_add(1);
+        }
+    }
+
+    /// The bytes the device reads for a TX descriptor.
+    fn tx_bytes(d: &VirtqDesc) -> Vec<u8> {
+        identity_dma::read(d.addr.get(), d.len.get() as usize)
+    }
+
+    /// virtio 1.2 §2.7.8: without VIRTIO_F_IN_ORDER the device may use TX buffers in any
+    /// order. A buffer is taken back by the id in its used element, never by its position:
+    /// one the device still holds keeps its descriptor and its bytes, and blocks the ring
+    /// behind it, however many later ones come back; a used id naming no buffer in flight
+    /// is counted, not trusted.
+    #[test]
+    fn tx_buffers_come_back_by_used_id_out_of_order() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut txq = tx_queue(&mem, &bells, 8, true, 2);
+        let mut dev = Dev::default();
+        let mut b = batch_of(&mut cache, 0..7, 60);
+        assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 7);
+        let taken = dev.take_all(txq.ops().ring());
+        assert_eq!(taken.len(), 7);
+        let (held_id, held) = taken[0];
+        let held_bytes = tx_bytes(&held);
+        // Used in reverse: 6..2, then buffer 1 with a garbage id; buffer 0 stays held.
+        for &(id, _) in taken[2..].iter().rev() {
+            dev.complete(txq.ops().ring(), u32::from(id));
+        }
+        dev.complete(txq.ops().ring(), 0xdead);
+        let mut more = batch_of(&mut cache, 7..14, 60);
+        assert_eq!(
+            tx_burst(&mut txq, &mut cache, &mut more),
+            0,
+            "slot 0 is held: the ring has no room"
+        );
+        let s = *txq.stats();
+        assert_eq!((s.completed, s.bad_completion), (5, 1));
+        assert_eq!(txq.in_flight(), 7);
+        // The held buffer: its descriptor untouched, and not in the pool for anyone to
+        // allocate and overwrite.
+        let ring = txq.ops().ring();
+        assert_eq!(ring.descs().read(u32::from(held_id)), held);
+        let mut grabbed = Vec::new();
+        while let Some(mut p) = cache.alloc() {
+            p.set_len(p.capacity().min(2048));
+            p.data_mut().fill(0xee);
+            grabbed.push(p);
+        }
+        assert_eq!(tx_bytes(&held), held_bytes, "a held buffer was reused");
+        for p in grabbed {
+            cache.free(p);
+        }
+        // The device finishes buffer 0: the ring opens up to slot 1 (buffer 1's entry was
+        // garbage, so the engine still counts it as held).
+        dev.complete(txq.ops().ring(), u32::from(held_id));
+        assert_eq!(tx_burst(&mut txq, &mut cache, &mut more), 1);
+        assert_eq!(txq.stats().completed, 6);
+        assert_eq!(txq.in_flight(), 7);
+        let wire = dev.transmit(txq.ops().ring());
+        assert_eq!(wire, vec![frame(7, 60)]);
+        assert_eq!(txq.ops().pending(), 0);
+        // The device is idle: everything comes back, buffer 1 included.
+        assert_eq!(txq.reclaim_all(&mut cache), 7);
+        assert_eq!(txq.in_flight(), 0);
+        // And the ring goes on, over several laps, completing each burst in reverse.
+        let mut seq = 8;
+        for _ in 0..20 {
+            let mut b = batch_of(&mut cache, seq..seq + 5, 60);
+            assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 5);
+            let taken = dev.take_all(txq.ops().ring());
+            assert_eq!(taken.len(), 5);
+            for (i, (_, d)) in taken.iter().enumerate() {
+                assert_eq!(
+                    &tx_bytes(d)[HDR_LEN..],
+                    frame(seq + i as u32, 60).as_slice()
+                );
+            }
+            for &(id, _) in taken.iter().rev() {
+                dev.complete(txq.ops().ring(), u32::from(id));
+            }
+            seq += 5;
+        }
+        more.free_into(&mut cache);
+        txq.reclaim(&mut cache);
+        assert_eq!(txq.in_flight(), 0);
+        assert_eq!(txq.stats().bad_completion, 1);
+        drop(cache);
+        assert_eq!(pool.free_count(), 64, "every buffer came home once");
     }
 
     /// virtio 1.2 §2.7.7.1: with VIRTIO_F_EVENT_IDX the driver MUST set the avail ring's

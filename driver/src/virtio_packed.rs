@@ -22,11 +22,13 @@
 //! - **Used** (§2.8.6): a descriptor at consumer index `i` is used when its AVAIL and USED
 //!   bits both equal the used wrap counter of `i`; `id` and `len` are read after that, behind
 //!   the engine's acquire fence.
-//! - **TX in order.** As on the split ring, QEMU uses TX buffers in order
-//!   (`virtio_net_flush_tx` pops and pushes one element at a time, so each used descriptor
-//!   is written, flags last, before the next is popped): the used descriptor at ring
-//!   position `i` is for the buffer posted at `i`, and a send is complete once the descriptor
-//!   at its index reads used. TX never reads a used id. The engine's "write again with a
+//! - **TX by buffer id.** As on the split ring, the device may use TX buffers in any order
+//!   (§2.8.21, no `VIRTIO_F_IN_ORDER`): used descriptors come in ring order from the
+//!   device's used position, each naming the buffer id it is done with, and the engine
+//!   frees that slot's buffer (an id naming no buffer in flight is a counted
+//!   `bad_completion`). A buffer id is posted again only once the engine's consumer index
+//!   has passed it, so no id the device still holds is reused; and the driver's reads of
+//!   used descriptors stay ahead of its writes of new ones. The engine's "write again with a
 //!   report" is a no-op here: rewriting a descriptor the device may already have used would
 //!   make it available again.
 //! - **Notifications** (§2.8.10, §2.8.14): the driver event area says DISABLE (tenge polls, no
@@ -43,7 +45,8 @@ use std::sync::Arc;
 
 use tenge_descriptors::virtio::{
     packed_ring_layout, pvirtq_avail_flags, pvirtq_is_used, pvirtq_need_event, PvirtqDesc,
-    PvirtqEventSuppress, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, VIRTQ_DESC_F_WRITE,
+    PvirtqEventSuppress, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, VIRTQ_DESC_F_AVAIL,
+    VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE,
 };
 use tenge_firmware_iface::NarrowMmio;
 
@@ -212,6 +215,32 @@ impl PackedView<'_> {
         // id (15:0) | flags (31:16) of the descriptor, one aligned load.
         let flags = (self.desc.read_u32_at(idx, 12) >> 16) as u16;
         pvirtq_is_used(flags, wrap_of(idx, self.shift))
+    }
+
+    /// How many descriptors from free-running index `idx` on, at most `n`, read used and
+    /// name the buffer ids `id`, `id + 1`, ... (masked): the used-flags scan and the id check
+    /// in one pass over each descriptor's id (15:0) | flags (31:16) word. The id comes from
+    /// the same aligned 4-byte load as the flags that say it is written (the device writes
+    /// flags last), so no fence is needed between them.
+    #[inline(always)]
+    fn used_ids_in_order(&self, idx: u32, n: u32, id: u32) -> u32 {
+        let wrap_bits = (u32::from(VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED)) << 16;
+        // Used in this lap: AVAIL and USED both equal the wrap counter; the lap after the
+        // ring's end has the other one.
+        let tag = if wrap_of(idx, self.shift) {
+            wrap_bits
+        } else {
+            0
+        };
+        self.desc.count_seq_u32(
+            idx,
+            n,
+            12,
+            0xffff | wrap_bits,
+            id,
+            self.mask,
+            [tag, tag ^ wrap_bits],
+        )
     }
 
     /// (id, len) of the used descriptor at `idx`.
@@ -411,6 +440,30 @@ pub struct PackedTxView<'a>(PackedView<'a>);
 
 impl TxView for PackedTxView<'_> {
     const SINGLE_DESC: bool = true;
+    // Buffer id == the slot it was posted at.
+    const COMPLETES_BY_ID: bool = true;
+
+    #[inline(always)]
+    fn used_end(&self, seen: u32, n: u32) -> u32 {
+        // Used descriptors are written in ring order from the device's used position,
+        // which starts where the driver's first one did.
+        let mut k = 0;
+        while k < n && self.0.is_used(seen.wrapping_add(k)) {
+            k += 1;
+        }
+        seen.wrapping_add(k)
+    }
+
+    #[inline(always)]
+    fn used_in_order(&self, seen: u32, n: u32, slot: u32) -> (u32, bool) {
+        let run = self.0.used_ids_in_order(seen, n, slot);
+        (run, run != n && self.0.is_used(seen.wrapping_add(run)))
+    }
+
+    #[inline(always)]
+    fn used_id(&self, idx: u32) -> u32 {
+        self.0.used_elem(idx).0
+    }
 
     #[inline(always)]
     fn descs_needed(&self, _pkt: &PacketBuf) -> u32 {
@@ -430,7 +483,7 @@ impl TxView for PackedTxView<'_> {
 
     #[inline(always)]
     fn is_done(&self, idx: u32) -> bool {
-        // In order: the used descriptor at idx's position is idx's buffer.
+        // Not used by the engine (COMPLETES_BY_ID); in ring order, whatever the ids.
         self.0.is_used(idx)
     }
 }
@@ -747,6 +800,129 @@ mod tests {
         assert_eq!((s.packets, s.bad_slot, s.bad_len), (1, 3, 3));
         out.free_into(&mut cache);
         rxq.release(&mut cache);
+        drop(cache);
+        assert_eq!(pool.free_count(), 64, "every buffer came home once");
+    }
+
+    /// A packed-ring device that holds TX buffers and uses them in any order: it takes
+    /// available descriptors in ring order (`avail`) and writes used descriptors in ring
+    /// order from its own used position (`used`), each naming the buffer id it is done with.
+    #[derive(Default)]
+    struct OooDev {
+        avail: u32,
+        used: u32,
+    }
+
+    impl OooDev {
+        /// Takes every available descriptor: (buffer id, address, length) in ring order.
+        fn take_all(&mut self, ring: &PackedRing) -> Vec<(u16, u64, u32)> {
+            let mut taken = Vec::new();
+            loop {
+                let d = ring.descs().read(self.avail);
+                let f = d.flags.get();
+                let wrap = ring.wrap(self.avail);
+                if (f & VIRTQ_DESC_F_AVAIL != 0) != wrap || (f & VIRTQ_DESC_F_USED != 0) == wrap {
+                    return taken;
+                }
+                taken.push((d.id.get(), d.addr.get(), d.len.get()));
+                self.avail = self.avail.wrapping_add(1);
+            }
+        }
+
+        /// Writes the next used descriptor, naming buffer `id`.
+        fn complete(&mut self, ring: &PackedRing, id: u16) {
+            let flags = if ring.wrap(self.used) {
+                VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED
+            } else {
+                0
+            };
+            ring.device_write(self.used, id, 0, flags);
+            self.used = self.used.wrapping_add(1);
+        }
+    }
+
+    /// The packed ring's TX completes by buffer id too (virtio 1.2 §2.8.21: without
+    /// VIRTIO_F_IN_ORDER the device may use buffers in any order): a buffer the device holds
+    /// is never freed, its id never posted again, while later ones come back; a used id
+    /// naming a slot with no buffer (one already returned) is counted, not trusted.
+    #[test]
+    fn tx_buffers_come_back_by_used_id_out_of_order() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut txq = tx_queue(&mem, &bells, 8, true, 2);
+        let mut dev = OooDev::default();
+        let mut b = batch_of(&mut cache, 0..7, 60);
+        assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 7);
+        let taken = dev.take_all(txq.ops().ring());
+        assert_eq!(taken.len(), 7);
+        let (held_id, held_addr, held_len) = taken[0];
+        let held_bytes = identity_dma::read(held_addr, held_len as usize);
+        // Used in reverse: 6..2, then buffer 1 named as 6 again (already returned); buffer 0
+        // stays held.
+        for &(id, _, _) in taken[2..].iter().rev() {
+            dev.complete(txq.ops().ring(), id);
+        }
+        dev.complete(txq.ops().ring(), taken[6].0);
+        let mut more = batch_of(&mut cache, 7..14, 60);
+        assert_eq!(
+            tx_burst(&mut txq, &mut cache, &mut more),
+            0,
+            "buffer 0 is held: the ring has no room"
+        );
+        let s = *txq.stats();
+        assert_eq!((s.completed, s.bad_completion), (5, 1));
+        assert_eq!(txq.in_flight(), 7);
+        let mut grabbed = Vec::new();
+        while let Some(mut p) = cache.alloc() {
+            p.set_len(p.capacity().min(2048));
+            p.data_mut().fill(0xee);
+            grabbed.push(p);
+        }
+        assert_eq!(
+            identity_dma::read(held_addr, held_len as usize),
+            held_bytes,
+            "a held buffer was reused"
+        );
+        for p in grabbed {
+            cache.free(p);
+        }
+        // Buffer 0 comes back: the ring opens up to slot 1 (its used entry was garbage).
+        dev.complete(txq.ops().ring(), held_id);
+        assert_eq!(tx_burst(&mut txq, &mut cache, &mut more), 1);
+        assert_eq!(txq.stats().completed, 6);
+        let taken = dev.take_all(txq.ops().ring());
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].0, 7, "a new buffer id, not a held one");
+        assert_eq!(
+            &identity_dma::read(taken[0].1, taken[0].2 as usize)[HDR_LEN..],
+            frame(7, 60).as_slice()
+        );
+        dev.complete(txq.ops().ring(), 7);
+        assert_eq!(txq.ops().pending(), 0);
+        assert_eq!(txq.reclaim_all(&mut cache), 7);
+        assert_eq!(txq.in_flight(), 0);
+        // Several laps (wrap counters flip), each burst used in reverse.
+        let mut seq = 8;
+        for _ in 0..20 {
+            let mut b = batch_of(&mut cache, seq..seq + 5, 60);
+            assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 5);
+            let taken = dev.take_all(txq.ops().ring());
+            assert_eq!(taken.len(), 5);
+            for (i, &(_, addr, len)) in taken.iter().enumerate() {
+                let bytes = identity_dma::read(addr, len as usize);
+                assert_eq!(&bytes[HDR_LEN..], frame(seq + i as u32, 60).as_slice());
+            }
+            for &(id, _, _) in taken.iter().rev() {
+                dev.complete(txq.ops().ring(), id);
+            }
+            seq += 5;
+        }
+        more.free_into(&mut cache);
+        txq.reclaim(&mut cache);
+        assert_eq!(txq.in_flight(), 0);
+        assert_eq!(txq.stats().bad_completion, 1);
         drop(cache);
         assert_eq!(pool.free_count(), 64, "every buffer came home once");
     }
