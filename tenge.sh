@@ -48,8 +48,9 @@ test)
     }
     run cargo fmt --all -- --check
     run cargo clippy --workspace --all-targets -- -D warnings
-    # Host-side: unit tests, property tests, doc tests.
+    # Host-side: unit tests, property tests, doc tests; the API docs build without a warning.
     run cargo test --workspace
+    run env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
     # Host-side fuzzing (fuzz/, its own workspace): a device writing arbitrary used-ring
     # entries into the split and packed virtio rings, under AddressSanitizer, from the
     # committed seeds. cargo-fuzz passes -Zsanitizer=address; RUSTC_BOOTSTRAP=1 lets the

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::pci::PciAddress;
+use crate::platform::pci::PciAddress;
 
 /// Opening a device through VFIO.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +186,7 @@ pub enum Error {
         addr: PciAddress,
         /// What went wrong.
         #[source]
-        source: crate::virtio_ctrl::CtrlError,
+        source: crate::virtio::ctrl::CtrlError,
     },
     /// A unicast filter the port cannot take.
     #[error("{addr}: unicast filter not set: {reason}")]

@@ -14,30 +14,37 @@
 //! # Ok::<(), tenge::Error>(())
 //! ```
 //!
-//! `unsafe` lives in three modules only: [`mmio`] (BAR registers), [`dma`] and [`mempool`]
-//! (DMA memory and packet buffer views) and [`vfio`] (ioctls).
+//! # Layout
+//! - [`platform`]: how tenge reaches a device: [`platform::vfio`] (container, group, device,
+//!   BAR mmap, config space), [`platform::pci`] (addresses, sysfs checks),
+//!   [`platform::mmio`] (BAR registers, memory ordering against the device) and
+//!   [`platform::dma`] (hugepage regions mapped through the IOMMU, typed descriptor rings).
+//! - [`packet`]: packet buffers and their metadata ([`packet::mempool`]) and checksums
+//!   ([`packet::csum`]).
+//! - [`ring`]: the one ring engine every device runs on (batching, refill, completion,
+//!   doorbells); a device supplies small descriptor ops.
+//! - One folder per device: [`e1000e`] (the 82574's descriptor ops; its register-level
+//!   control path is the `tenge-firmware-iface` crate), [`virtio`] (the transport and
+//!   device bring-up, with [`virtio::split`], [`virtio::packed`] and [`virtio::ctrl`]).
+//! - [`port`]: the application's API over all of them (open, burst, filters, counters).
+//!
+//! `unsafe` lives in three modules only: [`platform::mmio`] (BAR registers),
+//! [`platform::dma`] and [`packet::mempool`] (DMA memory and packet buffer views) and
+//! [`platform::vfio`] (ioctls).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-pub mod csum;
-pub mod dma;
 pub mod e1000e;
 pub mod error;
-pub mod mempool;
-pub mod mmio;
-pub mod pci;
+pub mod packet;
+pub mod platform;
 pub mod port;
 pub mod ring;
-pub mod soft_filter;
-pub mod sysinfo;
-pub mod vfio;
 pub mod virtio;
-pub mod virtio_ctrl;
-pub mod virtio_packed;
 
 pub use error::{DmaError, Error, VfioError};
-pub use mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf, PacketMeta};
-pub use pci::PciAddress;
+pub use packet::mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf, PacketMeta};
+pub use platform::pci::PciAddress;
 pub use port::{Port, PortConfig, PortStats};
 pub use ring::{PacketBatch, RxStats, TxStats};
 
@@ -51,11 +58,11 @@ mod tests {
         send::<crate::PacketBatch>();
         send::<crate::MempoolCache>();
         send::<crate::Port>();
-        send::<crate::ring::RxQueue<crate::e1000e::E1000eRx<crate::mmio::Bar>>>();
-        send::<crate::ring::TxQueue<crate::e1000e::E1000eTx<crate::mmio::Bar>>>();
-        send::<crate::ring::RxQueue<crate::virtio::VirtioRx<crate::mmio::Bar>>>();
-        send::<crate::ring::TxQueue<crate::virtio::VirtioTx<crate::mmio::Bar>>>();
-        send::<crate::ring::RxQueue<crate::virtio_packed::PackedRx<crate::mmio::Bar>>>();
-        send::<crate::ring::TxQueue<crate::virtio_packed::PackedTx<crate::mmio::Bar>>>();
+        send::<crate::ring::RxQueue<crate::e1000e::E1000eRx<crate::platform::mmio::Bar>>>();
+        send::<crate::ring::TxQueue<crate::e1000e::E1000eTx<crate::platform::mmio::Bar>>>();
+        send::<crate::ring::RxQueue<crate::virtio::VirtioRx<crate::platform::mmio::Bar>>>();
+        send::<crate::ring::TxQueue<crate::virtio::VirtioTx<crate::platform::mmio::Bar>>>();
+        send::<crate::ring::RxQueue<crate::virtio::packed::PackedRx<crate::platform::mmio::Bar>>>();
+        send::<crate::ring::TxQueue<crate::virtio::packed::PackedTx<crate::platform::mmio::Bar>>>();
     }
 }

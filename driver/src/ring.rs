@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{fence, Ordering};
 
-use crate::mempool::{BufRing, MempoolCache, PacketBuf};
+use crate::packet::mempool::{BufRing, MempoolCache, PacketBuf};
 
 /// Stores `b` in a slot known to be empty, without a drop check of the old value.
 #[inline(always)]
@@ -373,7 +373,7 @@ pub struct RxStats {
     /// Polls that found the device done with every buffer posted: the ring ran dry, and the
     /// device held back (QEMU) or dropped (hardware: MPC/RNBC) what arrived meanwhile.
     pub ring_dry: u64,
-    /// Frames the port's software receive filter dropped (see [`crate::soft_filter`]):
+    /// Frames the port's software receive filter dropped (see [`crate::port::soft_filter`]):
     /// counted in `packets` too, which counts what the device delivered.
     pub filtered: u64,
     /// Doorbell (tail) writes.
@@ -1272,7 +1272,7 @@ impl<D: TxDescOps> TxQueue<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mempool::host_pool;
+    use crate::packet::mempool::host_pool;
 
     #[test]
     fn retain_from_keeps_order_and_returns_the_rest_to_the_pool() {

@@ -41,9 +41,9 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 pub fn memory_summary() -> String {
     format!(
         "dma_mapped={} peak_rss={}",
-        tenge::sysinfo::mib(tenge::dma::dma_bytes_peak() as u64),
-        tenge::sysinfo::peak_rss_bytes()
-            .map(tenge::sysinfo::mib)
+        tenge::platform::sysinfo::mib(tenge::platform::dma::dma_bytes_peak() as u64),
+        tenge::platform::sysinfo::peak_rss_bytes()
+            .map(tenge::platform::sysinfo::mib)
             .unwrap_or_else(|| "unknown".into())
     )
 }

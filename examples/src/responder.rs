@@ -327,7 +327,7 @@ pub enum L4Checksum {
 /// over every segment; `None` if it is not TCP or UDP over IPv4 with its headers whole in
 /// the first buffer.
 pub fn l4_checksum(pkt: &tenge::PacketBuf) -> Option<L4Checksum> {
-    use tenge::csum::{add_bytes, fold, sum_range};
+    use tenge::packet::csum::{add_bytes, fold, sum_range};
     let eth = pkt.data();
     let ip = Ipv4HeaderSlice::from_slice(eth.get(ETH_LEN..)?).ok()?;
     let proto = ip.protocol();
@@ -366,7 +366,7 @@ mod tests {
 
     #[test]
     fn l4_checksums_are_checked_over_chains_and_padding() {
-        let pool = tenge::mempool::host_pool(8).unwrap();
+        let pool = tenge::packet::mempool::host_pool(8).unwrap();
         let payload: Vec<u8> = (0..1000).map(|i| (i * 13) as u8).collect();
         for tcp in [false, true] {
             let b = etherparse::PacketBuilder::ethernet2([2; 6], MAC).ipv4([10, 0, 0, 1], IP, 64);

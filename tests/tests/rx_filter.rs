@@ -103,7 +103,7 @@ fn run_phase(guest: &mut tenge_testbed::RunningGuest, peer: &DgramPeer, phase: &
     };
     peer.send(&frame::build(&end, 60, END_SEQ)).unwrap();
     // QEMU's models filter before the guest sees a frame: tenge's software filter behind
-    // virtio-net's (driver/src/soft_filter.rs) has nothing left to drop.
+    // virtio-net's (driver/src/port/soft_filter.rs) has nothing left to drop.
     let done = guest
         .wait_for_line(|l| l.contains("rx-sink: done:") || stop(l))
         .expect("guest output");

@@ -337,7 +337,7 @@ const GROUP: &str = "01:00:5e:00:00:01";
 /// then an end marker; the host forwards them to the receiver (split or packed), where
 /// rx-sink counts them by destination. Each phase is a fresh open of the receiver. With
 /// promiscuous mode off, the frames that reach the receiver and are not its own are what
-/// the device did not filter: tenge's software filter (driver/src/soft_filter.rs) drops
+/// the device did not filter: tenge's software filter (driver/src/port/soft_filter.rs) drops
 /// them and counts them as `filtered`, so the count shows the device really did not filter.
 fn rx_filter(packed: bool) {
     let mut host = forwarding_host(&VhostHostConfig {

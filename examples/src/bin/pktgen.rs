@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tenge::dma::HugepagePolicy;
+use tenge::platform::dma::HugepagePolicy;
 use tenge::{MempoolConfig, PacketBatch, Port, PortConfig};
 use tenge_examples::frame::{self, Flow};
 use tenge_examples::{memory_summary, parse_mac, parse_secs};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tenge::dma::HugepagePolicy;
+use tenge::platform::dma::HugepagePolicy;
 use tenge::{PacketBatch, PacketMeta, Port, PortConfig};
 use tenge_examples::responder::{l4_checksum, Counters, L4Checksum, Responder, Verdict};
 use tenge_examples::{memory_summary, parse_secs};
@@ -20,7 +20,7 @@ use tenge_examples::{memory_summary, parse_secs};
 /// (SIGINT or SIGTERM end it with a summary) or for --duration seconds. Prints READY once
 /// the port is open, live counters every --interval, and a summary at the end:
 ///   responder: done: seconds=.. rx=.. arp_replies=.. echo_replies=.. ignored=..
-///     rx_<reason>=.. (one per reason a frame got no reply) tx=.. tx_dropped=..
+///     rx_REASON=.. (one per reason a frame got no reply) tx=.. tx_dropped=..
 ///     port_rx=.. port_rx_no_buf=.. ... dma_mapped=.. peak_rss=..
 ///
 /// Example, in the test guest (the peer at 10.99.0.1 pings 10.99.0.2):

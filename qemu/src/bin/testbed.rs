@@ -105,7 +105,7 @@ struct RunArgs {
     qemu_args: Vec<String>,
 
     /// What the host testpmd serving `vhost` NICs does: rxonly (a sink for the guest's
-    /// frames), txonly[:SIZE] (sends SIZE-byte frames, 64 by default, from the start) or io
+    /// frames), txonly or txonly:SIZE (sends SIZE-byte frames, 64 by default, from the start) or io
     /// (forwards between pairs of vhost NICs).
     #[arg(long, value_name = "MODE", default_value = "rxonly", value_parser = parse_vhost_mode)]
     vhost: HostMode,

@@ -45,15 +45,15 @@ use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
-use tenge::dma::{DescRing, DmaRegion, HugepagePolicy, IdentityMapper};
 use tenge::e1000e::{E1000eRx, E1000eTx, MAX_FRAME};
-use tenge::mempool::host_pool;
+use tenge::packet::mempool::host_pool;
+use tenge::platform::dma::{DescRing, DmaRegion, HugepagePolicy, IdentityMapper};
 use tenge::ring::{PacketBatch, RxDescOps, RxQueue, TxDescOps, TxQueue};
+use tenge::virtio::packed::{PackedRing, PackedRx, PackedTx};
 use tenge::virtio::{
     wanted_features, Doorbell as VirtqBell, RxHdrMode, SplitRing, VirtioRx, VirtioTx, HDR_LEN,
     MAX_FRAME as VIRTIO_MAX_FRAME, RX_QUEUE, TX_QUEUE,
 };
-use tenge::virtio_packed::{PackedRing, PackedRx, PackedTx};
 use tenge::MempoolCache;
 use tenge_descriptors::e1000e::{
     LegacyTxDesc, RxDescExtRead, RxDescExtWb, RXD_STAT_DD, RXD_STAT_EOP, TXD_CMD_RS, TXD_STAT_DD,

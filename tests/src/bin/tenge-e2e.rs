@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use tenge::dma::HugepagePolicy;
+use tenge::platform::dma::HugepagePolicy;
 use tenge::{Error, PacketBatch, PacketBuf, PacketMeta, Port, PortConfig, VfioError};
 use tenge_examples::frame::{self, Flow};
 use tenge_examples::{memory_summary, parse_mac, parse_secs};

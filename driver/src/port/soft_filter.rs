@@ -11,7 +11,7 @@
 //! (`RxStats::filtered`). On a device that filters, nothing reaches it to drop; the check
 //! costs a compare or two per frame, and nothing at all with promiscuous mode on.
 
-use crate::mempool::PacketBuf;
+use crate::packet::mempool::PacketBuf;
 
 /// The addresses a port with promiscuous mode off accepts, besides broadcast.
 #[derive(Clone, Debug)]

@@ -56,12 +56,12 @@ use tenge_firmware_iface::virtio::{
 };
 use tenge_firmware_iface::NarrowMmio;
 
-use crate::dma::DmaRegion;
 use crate::error::Error;
-use crate::mmio::Bar;
+use crate::platform::dma::DmaRegion;
+use crate::platform::mmio::Bar;
 use crate::ring::{RxDescOps, TxDescOps};
+use crate::virtio::packed::PackedRing;
 use crate::virtio::{Doorbell, SplitRing, VirtioNet};
-use crate::virtio_packed::PackedRing;
 
 /// The control queue's index with one queue pair (no `VIRTIO_NET_F_MQ`): 2 (§5.1.2).
 pub const CTRL_QUEUE: u16 = 2;
@@ -629,8 +629,8 @@ pub struct NeedsCtrlRx;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dma::{HugepagePolicy, IdentityMapper};
-    use crate::pci::PciAddress;
+    use crate::platform::dma::{HugepagePolicy, IdentityMapper};
+    use crate::platform::pci::PciAddress;
     use std::sync::Mutex;
     use tenge_descriptors::virtio::{
         avail_ring_offset, used_avail_event_offset, used_ring_offset, PvirtqDesc,

@@ -9,20 +9,22 @@ use tenge_descriptors::e1000e::{LegacyTxDesc, RxDescExtRead};
 use tenge_firmware_iface::e1000e::{self as fw, HwStats, LinkStatus, RxRingConfig, TxRingConfig};
 use tenge_firmware_iface::{Mmio, StdDelay};
 
-use crate::dma::{DescRing, DmaMapper, DmaRegion, HugepagePolicy};
 use crate::e1000e::{E1000eRx, E1000eTx, DEVICE_82574L, MAX_FRAME, VENDOR_INTEL};
 use crate::error::Error;
-use crate::mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf};
-use crate::mmio::Bar;
-use crate::pci::PciAddress;
+use crate::packet::mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf};
+use crate::platform::dma::{DescRing, DmaMapper, DmaRegion, HugepagePolicy};
+use crate::platform::mmio::Bar;
+use crate::platform::pci::PciAddress;
 use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
-use crate::soft_filter::SoftRxFilter;
-use crate::vfio::VfioDevice;
+pub mod soft_filter;
+
+use crate::platform::vfio::VfioDevice;
+use crate::virtio::ctrl::{RxFilter, UNICAST_FILTER_MAX};
 use crate::virtio::{
     self, OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig, DEVICE_VIRTIO_NET,
     VENDOR_VIRTIO,
 };
-use crate::virtio_ctrl::{RxFilter, UNICAST_FILTER_MAX};
+use soft_filter::SoftRxFilter;
 use tenge_firmware_iface::virtio::VIRTIO_NET_F_CTRL_RX;
 
 /// How to set a port up. The defaults fit one queue pair in 8 MiB of DMA memory.
@@ -134,7 +136,7 @@ pub struct Port {
     mapper: Arc<dyn DmaMapper>,
     mac: [u8; 6],
     /// The receive filter in software (virtio-net with promiscuous mode off): see
-    /// [`crate::soft_filter`].
+    /// [`crate::port::soft_filter`].
     soft_filter: Option<SoftRxFilter>,
     /// The unicast filter last set, which the software filter takes too.
     unicast: Vec<[u8; 6]>,

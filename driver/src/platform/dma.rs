@@ -77,7 +77,7 @@ pub enum HugepagePolicy {
 ///
 /// ```compile_fail
 /// # use std::sync::Arc;
-/// # use tenge::dma::{DmaRegion, HugepagePolicy, IdentityMapper};
+/// # use tenge::platform::dma::{DmaRegion, HugepagePolicy, IdentityMapper};
 /// let region = DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never);
 /// region.unwrap().write::<u32>(0, 1);
 /// ```
@@ -548,7 +548,7 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
     ///
     /// ```compile_fail
     /// # use std::sync::Arc;
-    /// # use tenge::dma::{DescRing, DmaRegion, HugepagePolicy, IdentityMapper};
+    /// # use tenge::platform::dma::{DescRing, DmaRegion, HugepagePolicy, IdentityMapper};
     /// # let region = DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never);
     /// // Descriptor 1 of a ring of 6-byte descriptors starts at byte 6.
     /// let ring: DescRing<[u8; 6]> = DescRing::new(Arc::new(region.unwrap()), 0, 8);
@@ -624,7 +624,7 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
     /// little-endian `u32` at `byte_off`, under `keep`, equal to `((id + k) & id_mask) | tag`
     /// for the `k`-th of them, `tag` being `tags[0]` up to the end of the ring and `tags[1]`
     /// after it: a run of completions naming consecutive ids, with no per-descriptor bounds
-    /// check (see [`count_seq_u32`]).
+    /// check (see the free function `count_seq_u32` below).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     pub fn count_seq_u32(
@@ -662,7 +662,7 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
     ///
     /// ```compile_fail
     /// # use std::sync::Arc;
-    /// # use tenge::dma::{DescRing, DmaRegion, HugepagePolicy, IdentityMapper};
+    /// # use tenge::platform::dma::{DescRing, DmaRegion, HugepagePolicy, IdentityMapper};
     /// # let region = DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never);
     /// // Descriptor 1 of a ring of 12-byte descriptors starts at byte 12.
     /// let ring: DescRing<[u8; 12]> = DescRing::new(Arc::new(region.unwrap()), 0, 8);

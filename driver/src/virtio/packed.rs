@@ -17,7 +17,7 @@
 //!   `len | id << 32 | flags << 48` as one 8-byte store, so the flags (AVAIL = the avail wrap
 //!   counter, USED = its inverse) become visible together with id and length and after the
 //!   address: x86 keeps stores in program order, and the two volatile stores are not
-//!   reordered by the compiler (the same reliance as `mmio.rs`). The device may take it at
+//!   reordered by the compiler (the same reliance as `platform/mmio.rs`). The device may take it at
 //!   once; the engine's flush afterwards only decides whether to notify.
 //! - **Used** (§2.8.6): a descriptor at consumer index `i` is used when its AVAIL and USED
 //!   bits both equal the used wrap counter of `i`; `id` and `len` are read after that, behind
@@ -50,8 +50,8 @@ use tenge_descriptors::virtio::{
 };
 use tenge_firmware_iface::NarrowMmio;
 
-use crate::dma::{DescRing, DmaRegion, RingView};
-use crate::mempool::PacketBuf;
+use crate::packet::mempool::PacketBuf;
+use crate::platform::dma::{DescRing, DmaRegion, RingView};
 use crate::ring::{RxDescOps, TxDescOps, TxView};
 use crate::virtio::{Doorbell, RxHdrMode, VirtioRxView, VirtqView};
 
@@ -491,8 +491,8 @@ impl TxView for PackedTxView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dma::{identity_dma, HugepagePolicy, IdentityMapper};
-    use crate::mempool::{host_pool, MempoolCache};
+    use crate::packet::mempool::{host_pool, MempoolCache};
+    use crate::platform::dma::{identity_dma, HugepagePolicy, IdentityMapper};
     use crate::ring::{PacketBatch, RxQueue, TxQueue};
     use crate::virtio::{tx_burst, HDR_LEN, MAX_FRAME, RX_QUEUE, TX_QUEUE};
     use proptest::prelude::*;

@@ -21,10 +21,10 @@ use vfio_bindings::bindings::vfio::{
 use vfio_ioctls::{VfioContainer, VfioOps};
 use vmm_sys_util::ioctl::ioctl_with_mut_ptr;
 
-use crate::dma::DmaMapper;
 use crate::error::{DmaError, VfioError};
-use crate::mmio::Bar;
-use crate::pci::{check_vfio_ready, PciAddress, SysfsDevice};
+use crate::platform::dma::DmaMapper;
+use crate::platform::mmio::Bar;
+use crate::platform::pci::{check_vfio_ready, PciAddress, SysfsDevice};
 
 // VFIO_IOMMU_GET_INFO = _IO(VFIO_TYPE, VFIO_BASE + 12), include/uapi/linux/vfio.h.
 const VFIO_TYPE: u32 = b';' as u32;

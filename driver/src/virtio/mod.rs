@@ -1,6 +1,6 @@
 //! virtio-net (modern virtio-pci, QEMU `virtio-net-pci,disable-legacy=on,iommu_platform=on`)
 //! on split virtqueues: the descriptor ops the ring engine drives, and the device bring-up,
-//! which picks packed rings (`virtio_packed.rs`) instead when the device offers
+//! which picks packed rings (`packed.rs`) instead when the device offers
 //! `VIRTIO_F_RING_PACKED`.
 //!
 //! Transport and device configuration are `tenge_firmware_iface::virtio`; the ring layouts
@@ -36,42 +36,38 @@
 //!   device's used index never reaches.
 //! - **Control queue** (`VIRTIO_NET_F_CTRL_VQ`, queue 2): set up at open when offered, in
 //!   the same ring format and region as the data queues; its synchronous command driver and
-//!   the receive filter commands are `virtio_ctrl.rs`.
+//!   the receive filter commands are `ctrl.rs`.
 
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
-use tenge_descriptors::virtio::{
-    avail_ring_offset, avail_used_event_offset, split_ring_layout, used_avail_event_offset,
-    used_ring_offset, vring_need_event, VirtqDesc, VirtqUsedElem, AVAIL_IDX_OFFSET,
-    USED_IDX_OFFSET, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY,
-};
+use tenge_descriptors::virtio::{vring_need_event, VIRTQ_USED_F_NO_NOTIFY};
 use tenge_descriptors::virtio_net::{
     VirtioNetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
     VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
     VIRTIO_NET_HDR_LEN,
 };
 use tenge_firmware_iface::virtio::{
-    self as fw, FeatureNames, QueueConfig, QueueLayout, VirtioPciCaps, VirtioRegion,
     VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1,
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_GUEST_CSUM,
     VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
     VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
 };
-use tenge_firmware_iface::{NarrowMmio, StdDelay};
+use tenge_firmware_iface::NarrowMmio;
 use zerocopy::FromBytes;
 
-use crate::dma::{DescRing, DmaMapper, DmaRegion, RingView};
-use crate::error::{Error, VfioError};
-use crate::mempool::{MempoolCache, PacketBuf, PacketMeta};
-use crate::mmio::{Bar, BarWindow};
-use crate::pci::PciAddress;
-use crate::ring::{
-    PacketBatch, RxCompletion, RxDescOps, RxQueue, RxView, TxDescOps, TxQueue, TxView,
-};
-use crate::vfio::VfioDevice;
-use crate::virtio_ctrl::{CtrlQueue, CtrlRing, CTRL_QUEUE, CTRL_QUEUE_SIZE};
-use crate::virtio_packed::{PackedRing, PackedRx, PackedTx};
+use crate::packet::mempool::{MempoolCache, PacketBuf, PacketMeta};
+use crate::ring::{PacketBatch, RxCompletion, RxView, TxDescOps, TxQueue};
+
+pub mod ctrl;
+mod net;
+pub mod packed;
+pub mod split;
+
+pub use net::{OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig};
+pub use split::{SplitRing, SplitView, VirtioRx, VirtioTx, VirtioTxView};
+
+use split::NO_INTERRUPT_DISTANCE;
 
 /// PCI vendor ID of virtio devices (Red Hat, Inc.).
 pub const VENDOR_VIRTIO: u16 = 0x1af4;
@@ -87,8 +83,8 @@ pub const HDR_LEN: usize = VIRTIO_NET_HDR_LEN;
 /// What this data path always asks for: a modern device behind the IOMMU, its MAC and link
 /// status, mergeable RX buffers (a frame larger than one buffer arrives as a chain),
 /// event-index notification suppression, packed rings when offered (split otherwise; see
-/// `virtio_packed.rs`), and the control queue with receive filtering (promiscuous mode and
-/// the MAC table; see `virtio_ctrl.rs`). Each is accepted only if offered. Offloads are
+/// `packed.rs`), and the control queue with receive filtering (promiscuous mode and
+/// the MAC table; see `ctrl.rs`). Each is accepted only if offered. Offloads are
 /// accepted only when the application asks ([`OFFLOAD_FEATURES`]).
 pub const DRIVER_FEATURES: u64 = VIRTIO_F_VERSION_1
     | VIRTIO_F_ACCESS_PLATFORM
@@ -128,250 +124,6 @@ pub fn wanted_features(offloads: u64, offered: u64) -> u64 {
 pub const RX_QUEUE: u16 = 0;
 /// virtio-net's transmit queue of the first queue pair.
 pub const TX_QUEUE: u16 = 1;
-
-/// `used_event` is kept this far ahead of `avail.idx`: the device's used index never gets
-/// past `avail.idx`, so it never crosses `used_event` and never interrupts.
-const NO_INTERRUPT_DISTANCE: u16 = 0x8000;
-
-/// One split virtqueue in DMA memory (virtio 1.2 §2.7): descriptor table, driver area
-/// (avail ring) and device area (used ring), placed by [`split_ring_layout`].
-pub struct SplitRing {
-    desc: DescRing<VirtqDesc>,
-    region: Arc<DmaRegion>,
-    /// Byte offset of the driver area in `region`.
-    avail: usize,
-    /// Byte offset of the device area in `region`.
-    used: usize,
-    size: u16,
-}
-
-impl SplitRing {
-    /// A ring of `size` (a power of two) descriptors at byte `offset` (16-byte aligned) of
-    /// `region`, which must be zeroed there. Fills the avail ring with each slot's own
-    /// index (descriptor id == ring slot) and asks for no interrupts: with `event_idx`
-    /// (VIRTIO_F_EVENT_IDX negotiated) through `used_event` alone, as the avail ring's
-    /// flags must then be 0 (virtio 1.2 §2.7.7.1), else with `VIRTQ_AVAIL_F_NO_INTERRUPT`.
-    pub fn new(region: Arc<DmaRegion>, offset: usize, size: u16, event_idx: bool) -> Self {
-        assert!(
-            size.is_power_of_two(),
-            "queue size {size} is not a power of two"
-        );
-        let l = split_ring_layout(size);
-        assert!(
-            offset.is_multiple_of(16) && offset + l.len <= region.len(),
-            "split ring of {size} at {offset:#x} does not fit a {:#x}-byte region",
-            region.len()
-        );
-        let ring = SplitRing {
-            desc: DescRing::new(region.clone(), offset + l.desc, u32::from(size)),
-            region,
-            avail: offset + l.driver,
-            used: offset + l.device,
-            size,
-        };
-        for slot in 0..size {
-            ring.region
-                .write::<u16>(ring.avail + avail_ring_offset(slot), slot.to_le());
-        }
-        if event_idx {
-            // Interrupts are suppressed by keeping used_event out of the device's reach; the
-            // publishes move it along.
-            ring.region.write::<u16>(ring.avail, 0);
-            ring.write_used_event(NO_INTERRUPT_DISTANCE);
-        } else {
-            ring.region
-                .write::<u16>(ring.avail, VIRTQ_AVAIL_F_NO_INTERRUPT.to_le());
-        }
-        ring
-    }
-
-    /// The avail ring's flags (what the device reads for interrupt suppression).
-    pub fn avail_flags(&self) -> u16 {
-        u16::from_le(self.region.read::<u16>(self.avail))
-    }
-
-    /// Bytes a ring of `size` descriptors needs, rounded up to 64 so rings can follow each
-    /// other in one region.
-    pub const fn bytes(size: u16) -> usize {
-        split_ring_layout(size).len.div_ceil(64) * 64
-    }
-
-    /// Number of descriptors.
-    pub fn size(&self) -> u16 {
-        self.size
-    }
-
-    /// IOVAs of the descriptor, driver and device areas, for `queue_desc`/`_driver`/`_device`.
-    pub fn iovas(&self) -> (u64, u64, u64) {
-        let base = self.region.iova();
-        (
-            self.desc.iova(),
-            base + self.avail as u64,
-            base + self.used as u64,
-        )
-    }
-
-    /// The descriptor table.
-    pub fn descs(&self) -> &DescRing<VirtqDesc> {
-        &self.desc
-    }
-
-    /// `avail.idx` as last published.
-    pub fn avail_idx(&self) -> u16 {
-        u16::from_le(self.region.read::<u16>(self.avail + AVAIL_IDX_OFFSET))
-    }
-
-    /// `avail.ring[slot]` (masked).
-    pub fn avail_entry(&self, slot: u16) -> u16 {
-        u16::from_le(
-            self.region
-                .read::<u16>(self.avail + avail_ring_offset(slot & (self.size - 1))),
-        )
-    }
-
-    /// `used_event` (driver area, with EVENT_IDX).
-    pub fn used_event(&self) -> u16 {
-        u16::from_le(
-            self.region
-                .read::<u16>(self.avail + avail_used_event_offset(self.size)),
-        )
-    }
-
-    /// `used.idx` as the device wrote it.
-    pub fn used_idx(&self) -> u16 {
-        self.view().used_idx()
-    }
-
-    /// `used.flags` as the device wrote it.
-    pub fn used_flags(&self) -> u16 {
-        u16::from_le(self.region.read::<u16>(self.used))
-    }
-
-    /// `avail_event` (device area, with EVENT_IDX) as the device wrote it.
-    pub fn avail_event(&self) -> u16 {
-        u16::from_le(
-            self.region
-                .read::<u16>(self.used + used_avail_event_offset(self.size)),
-        )
-    }
-
-    /// Used element at free-running used index `idx` (masked): (id, len) as the device
-    /// wrote them. Read it only once `used.idx` is past `idx`, behind an acquire fence.
-    pub fn used_elem(&self, idx: u16) -> (u32, u32) {
-        self.view().used_elem(u32::from(idx))
-    }
-
-    /// Writes used element `slot` (masked) and `used.idx`: what a device does. For tests
-    /// and models.
-    pub fn device_push_used(&self, used_idx: u16, id: u32, len: u32) {
-        let slot = used_idx & (self.size - 1);
-        self.region.write(
-            self.used + used_ring_offset(slot),
-            VirtqUsedElem {
-                id: id.into(),
-                len: len.into(),
-            },
-        );
-        self.device_set_used_idx(used_idx.wrapping_add(1));
-    }
-
-    /// Writes `used.idx`: what a device does. For tests and models.
-    pub fn device_set_used_idx(&self, idx: u16) {
-        self.region
-            .write::<u16>(self.used + USED_IDX_OFFSET, idx.to_le());
-    }
-
-    /// Writes `used.flags`: what a device does. For tests and models.
-    pub fn device_set_used_flags(&self, flags: u16) {
-        self.region.write::<u16>(self.used, flags.to_le());
-    }
-
-    /// Writes `avail_event`: what a device does. For tests and models.
-    pub fn device_set_avail_event(&self, idx: u16) {
-        self.region
-            .write::<u16>(self.used + used_avail_event_offset(self.size), idx.to_le());
-    }
-
-    #[inline(always)]
-    fn view(&self) -> SplitView<'_> {
-        SplitView {
-            desc: self.desc.view(),
-            region: &self.region,
-            used: self.used,
-            mask: u32::from(self.size) - 1,
-        }
-    }
-
-    fn write_avail_idx(&self, idx: u16) {
-        self.region
-            .write::<u16>(self.avail + AVAIL_IDX_OFFSET, idx.to_le());
-    }
-
-    fn write_used_event(&self, idx: u16) {
-        self.region
-            .write::<u16>(self.avail + avail_used_event_offset(self.size), idx.to_le());
-    }
-}
-
-/// A borrowed [`SplitRing`] for the burst loops: the descriptor table's view, the region
-/// and the used ring's offset. Every index is masked, so no id or index the device wrote
-/// reaches outside the ring.
-#[derive(Clone, Copy)]
-pub struct SplitView<'a> {
-    desc: RingView<'a, VirtqDesc>,
-    region: &'a DmaRegion,
-    used: usize,
-    mask: u32,
-}
-
-impl SplitView<'_> {
-    /// `used.idx`: one 16-bit volatile load (the device writes it as one).
-    #[inline(always)]
-    fn used_idx(&self) -> u16 {
-        u16::from_le(self.region.read::<u16>(self.used + USED_IDX_OFFSET))
-    }
-
-    /// Whether the device has used the entry at free-running index `idx`: `used.idx` is
-    /// past it, modulo 2^16 (both sides count from 0 after reset).
-    #[inline(always)]
-    fn is_used(&self, idx: u32) -> bool {
-        (self.used_idx().wrapping_sub(idx as u16) as i16) > 0
-    }
-
-    /// The id of the used element at free-running index `idx` (masked): one aligned 4-byte
-    /// load (the element's fields are byte arrays, which a whole-element read loads byte
-    /// by byte).
-    #[inline(always)]
-    fn used_id(&self, idx: u32) -> u32 {
-        u32::from_le(
-            self.region
-                .read::<u32>(self.used + used_ring_offset((idx & self.mask) as u16)),
-        )
-    }
-
-    /// How many used elements from free-running index `idx` on, at most `n`, have the ids
-    /// `id`, `id + 1`, ... (masked): one bounds check for the run.
-    #[inline(always)]
-    fn used_ids_in_order(&self, idx: u32, n: u32, id: u32) -> u32 {
-        self.region.count_seq_u32(
-            self.used + used_ring_offset(0),
-            size_of::<VirtqUsedElem>(),
-            self.mask + 1,
-            idx,
-            n,
-            id,
-        )
-    }
-
-    /// Used element at free-running index `idx` (masked): (id, len).
-    #[inline(always)]
-    fn used_elem(&self, idx: u32) -> (u32, u32) {
-        let e: VirtqUsedElem = self
-            .region
-            .read(self.used + used_ring_offset((idx & self.mask) as u16));
-        (e.id.get(), e.len.get())
-    }
-}
 
 /// A queue's doorbell and its notification-suppression state.
 pub struct Doorbell<M: NarrowMmio> {
@@ -506,7 +258,7 @@ impl RxHdrMode {
         };
         if h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
             let (start, offset) = (h.csum_start.get(), h.csum_offset.get());
-            if !crate::csum::complete_partial(pkt, start.into(), offset.into()) {
+            if !crate::packet::csum::complete_partial(pkt, start.into(), offset.into()) {
                 return false;
             }
             pkt.meta_mut().flags |= PacketMeta::RX_L4_CSUM_GOOD;
@@ -561,52 +313,6 @@ fn rx_continuation(c: &RxCompletion, buf: &mut PacketBuf) -> bool {
     buf.prepend(HDR_LEN) && buf.set_len(c.len.wrapping_add(HDR_LEN as u32) as usize)
 }
 
-/// The virtio-net RX descriptor ops over a split ring.
-pub struct VirtioRx<M: NarrowMmio> {
-    ring: SplitRing,
-    bell: Doorbell<M>,
-    hdr: RxHdrMode,
-}
-
-impl<M: NarrowMmio> VirtioRx<M> {
-    /// Ops over `ring`, notifying through `bell`; headers read as `hdr` says.
-    pub fn new(ring: SplitRing, bell: Doorbell<M>, hdr: RxHdrMode) -> Self {
-        VirtioRx { ring, bell, hdr }
-    }
-
-    /// The ring.
-    pub fn ring(&self) -> &SplitRing {
-        &self.ring
-    }
-
-    /// The doorbell.
-    pub fn bell(&self) -> &Doorbell<M> {
-        &self.bell
-    }
-}
-
-impl<M: NarrowMmio> RxDescOps for VirtioRx<M> {
-    type View<'a>
-        = VirtioRxView<SplitView<'a>>
-    where
-        M: 'a;
-
-    #[inline(always)]
-    fn view(&self) -> VirtioRxView<SplitView<'_>> {
-        VirtioRxView::new(self.ring.view(), self.hdr)
-    }
-
-    #[inline(always)]
-    fn entries(&self) -> u32 {
-        u32::from(self.ring.size)
-    }
-
-    #[inline(always)]
-    fn flush(&mut self, pidx: u32) {
-        self.bell.publish(&self.ring, pidx as u16);
-    }
-}
-
 /// What the RX accesses need of a ring view, split or packed: the one place the two
 /// layouts differ for [`VirtioRxView`].
 pub trait VirtqView: Copy {
@@ -619,33 +325,6 @@ pub trait VirtqView: Copy {
     fn used_elem(&self, idx: u32) -> (u32, u32);
     /// Ring size - 1: the largest buffer id posted.
     fn mask(&self) -> u32;
-}
-
-impl VirtqView for SplitView<'_> {
-    #[inline(always)]
-    fn post_writable(&self, idx: u32, iova: u64, len: u32) {
-        // addr, then len (31:0) | flags WRITE (47:32) | next 0.
-        self.desc.write_qwords(
-            idx,
-            iova,
-            u64::from(len) | u64::from(VIRTQ_DESC_F_WRITE) << 32,
-        );
-    }
-
-    #[inline(always)]
-    fn is_used(&self, idx: u32) -> bool {
-        SplitView::is_used(self, idx)
-    }
-
-    #[inline(always)]
-    fn used_elem(&self, idx: u32) -> (u32, u32) {
-        SplitView::used_elem(self, idx)
-    }
-
-    #[inline(always)]
-    fn mask(&self) -> u32 {
-        self.mask
-    }
 }
 
 /// The virtio-net RX descriptor accesses on a view of a split or packed ring, with the
@@ -706,112 +385,6 @@ impl<V> VirtioRxView<V> {
     }
 }
 
-/// The virtio-net TX descriptor ops over a split ring.
-pub struct VirtioTx<M: NarrowMmio> {
-    ring: SplitRing,
-    bell: Doorbell<M>,
-}
-
-impl<M: NarrowMmio> VirtioTx<M> {
-    /// Ops over `ring`, notifying through `bell`.
-    pub fn new(ring: SplitRing, bell: Doorbell<M>) -> Self {
-        VirtioTx { ring, bell }
-    }
-
-    /// The ring.
-    pub fn ring(&self) -> &SplitRing {
-        &self.ring
-    }
-
-    /// The doorbell.
-    pub fn bell(&self) -> &Doorbell<M> {
-        &self.bell
-    }
-
-    /// Descriptors published but not yet used by the device.
-    pub fn pending(&self) -> u16 {
-        self.ring.avail_idx().wrapping_sub(self.ring.used_idx())
-    }
-}
-
-impl<M: NarrowMmio> TxDescOps for VirtioTx<M> {
-    type View<'a>
-        = VirtioTxView<'a>
-    where
-        M: 'a;
-
-    #[inline(always)]
-    fn view(&self) -> VirtioTxView<'_> {
-        VirtioTxView(self.ring.view())
-    }
-
-    #[inline(always)]
-    fn entries(&self) -> u32 {
-        u32::from(self.ring.size)
-    }
-
-    #[inline(always)]
-    fn flush(&mut self, pidx: u32) {
-        self.bell.publish(&self.ring, pidx as u16);
-    }
-}
-
-/// The virtio-net TX descriptor accesses, on a view of the ring.
-#[derive(Clone, Copy)]
-pub struct VirtioTxView<'a>(SplitView<'a>);
-
-impl TxView for VirtioTxView<'_> {
-    const SINGLE_DESC: bool = true;
-    // Buffer id == descriptor index == ring slot (avail.ring[i] is i).
-    const COMPLETES_BY_ID: bool = true;
-
-    #[inline(always)]
-    fn used_end(&self, seen: u32, n: u32) -> u32 {
-        // used.idx counts entries modulo 2^16, as `seen` does truncated.
-        let new = u32::from(self.0.used_idx().wrapping_sub(seen as u16));
-        seen.wrapping_add(new.min(n))
-    }
-
-    #[inline(always)]
-    fn used_in_order(&self, seen: u32, n: u32, slot: u32) -> (u32, bool) {
-        // used.idx counts entries modulo 2^16, as `seen` does truncated.
-        let new = u32::from(self.0.used_idx().wrapping_sub(seen as u16)).min(n);
-        if new == 0 {
-            return (0, false);
-        }
-        // used.idx before the ids of the entries it counts.
-        fence(Ordering::Acquire);
-        let run = self.0.used_ids_in_order(seen, new, slot);
-        (run, run != new)
-    }
-
-    #[inline(always)]
-    fn used_id(&self, idx: u32) -> u32 {
-        self.0.used_id(idx)
-    }
-
-    #[inline(always)]
-    fn descs_needed(&self, _pkt: &PacketBuf) -> u32 {
-        1
-    }
-
-    #[inline(always)]
-    fn encap(&self, pidx: u32, pkt: &PacketBuf, _report: bool) -> u32 {
-        // The packet starts with its virtio_net_hdr (tx_burst prepended it). Device-readable:
-        // flags 0, next 0. The device reports every buffer in the used ring, so `report`
-        // needs nothing here.
-        self.0
-            .desc
-            .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64);
-        1
-    }
-
-    #[inline(always)]
-    fn is_done(&self, idx: u32) -> bool {
-        self.0.is_used(idx)
-    }
-}
-
 /// Sends frames from the front of `pkts` on a virtio TX queue (split or packed): prepends the (zero)
 /// `virtio_net_hdr` into each packet's headroom, runs the engine's burst (one publish and
 /// at most one doorbell), then strips the header again from what stayed in the batch, so
@@ -842,357 +415,19 @@ pub fn tx_burst<D: TxDescOps>(
     sent
 }
 
-/// An open virtio-net function: its queues (split rings by default, or
-/// [`VirtioNetPacked`]) and its configuration registers.
-pub struct VirtioNet<R: RxDescOps = VirtioRx<Bar>, T: TxDescOps = VirtioTx<Bar>> {
-    /// Receive queue 0.
-    pub rxq: RxQueue<R>,
-    /// Transmit queue 1.
-    pub txq: TxQueue<T>,
-    /// The control queue (2), if `VIRTIO_NET_F_CTRL_VQ` was negotiated.
-    pub(crate) ctrl: Option<CtrlQueue<Bar>>,
-    pub(crate) addr: PciAddress,
-    common: BarWindow,
-    device: Option<BarWindow>,
-    features: u64,
-    mac: [u8; 6],
-    _rings: Arc<DmaRegion>,
-}
-
-/// A virtio-net function on packed rings.
-pub type VirtioNetPacked = VirtioNet<PackedRx<Bar>, PackedTx<Bar>>;
-
-/// What [`VirtioNet::open`] brought up: split or packed rings, as negotiated.
-#[allow(clippy::large_enum_variant)]
-pub enum OpenedVirtio {
-    /// `VIRTIO_F_RING_PACKED` was not offered.
-    Split(VirtioNet),
-    /// `VIRTIO_F_RING_PACKED` was offered and accepted.
-    Packed(VirtioNetPacked),
-}
-
-/// What [`VirtioNet::open`] needs from the port configuration.
-#[derive(Clone, Copy, Debug)]
-pub struct VirtioQueueConfig {
-    /// RX descriptors wanted (clamped to the device's maximum).
-    pub rx_ring: u32,
-    /// TX descriptors wanted (clamped to the device's maximum).
-    pub tx_ring: u32,
-    /// See `PortConfig::rx_free_thresh`.
-    pub rx_free_thresh: u32,
-    /// See `PortConfig::tx_rs_interval`.
-    pub tx_rs_interval: u32,
-    /// Hugepage use for the rings.
-    pub hugepages: crate::dma::HugepagePolicy,
-    /// Offload features to accept if offered, on top of [`DRIVER_FEATURES`]: any of
-    /// [`OFFLOAD_FEATURES`].
-    pub offloads: u64,
-}
-
-fn virtio_err(addr: PciAddress) -> impl Fn(fw::VirtioError) -> Error {
-    move |source| Error::Virtio { addr, source }
-}
-
-/// The largest power of two not above `want` and `max`, at least 4.
-fn queue_size(want: u32, max: u16) -> u16 {
-    let n = want.min(u32::from(max)).max(4);
-    let p = 1u32 << (31 - n.leading_zeros());
-    p as u16
-}
-
-impl VirtioNet {
-    /// Brings up the virtio-net function `dev`: finds its structures, resets it, negotiates
-    /// [`DRIVER_FEATURES`] (refusing a device without VERSION_1 or ACCESS_PLATFORM), reads
-    /// its MAC, registers RX queue 0 and TX queue 1 as packed rings if the device offered
-    /// `VIRTIO_F_RING_PACKED` and as split rings otherwise, and sets DRIVER_OK. The caller
-    /// then fills the RX queue (which notifies the device).
-    pub fn open(
-        dev: &VfioDevice,
-        mapper: Arc<dyn DmaMapper>,
-        cfg: &VirtioQueueConfig,
-    ) -> Result<OpenedVirtio, Error> {
-        let addr = dev.addr();
-        let mut config = [0u8; 256];
-        dev.config_read(0, &mut config)?;
-        let caps = fw::parse_virtio_caps(&config).map_err(|e| virtio_err(addr)(e.into()))?;
-        let VirtioPciCaps {
-            common,
-            notify,
-            device,
-            ..
-        } = caps;
-        let mut bars = MappedBars::default();
-        let common = bars.window(dev, &common)?;
-        let device = match &device {
-            Some(r) => Some(bars.window(dev, r)?),
-            None => None,
-        };
-        // Doorbells are written through the whole BAR, at the offsets notify_offset checks
-        // against the notify structure (which must lie inside the BAR).
-        bars.window(dev, &notify.region)?;
-        let notify_bar = bars.bar(dev, notify.region.bar)?;
-        dev.enable_bus_master()?;
-
-        let err = virtio_err(addr);
-        fw::reset(&common, &mut StdDelay).map_err(&err)?;
-        let offered = fw::read_device_features(&common);
-        let wanted = wanted_features(cfg.offloads, offered);
-        let features = fw::start_negotiation(&common, wanted).map_err(&err)?;
-        let hdr_mode = RxHdrMode::from_features(features);
-        let event_idx = features & VIRTIO_F_EVENT_IDX != 0;
-        let packed = features & VIRTIO_F_RING_PACKED != 0;
-        log::info!(
-            "{addr}: virtio-net offers {}, accepted {}",
-            FeatureNames(fw::read_device_features(&common)),
-            FeatureNames(features)
-        );
-        let net = match &device {
-            Some(d) => fw::read_net_config(&common, d, features).map_err(&err)?,
-            None => fw::NetConfig::default(),
-        };
-        let mac = net.mac.unwrap_or_else(|| {
-            log::warn!("{addr}: the device has no MAC address (no VIRTIO_NET_F_MAC); using 02:00:00:00:00:00");
-            [2, 0, 0, 0, 0, 0]
-        });
-
-        let rx_size = queue_size(
-            cfg.rx_ring,
-            fw::queue_max_size(&common, RX_QUEUE).map_err(&err)?,
-        );
-        let tx_size = queue_size(
-            cfg.tx_ring,
-            fw::queue_max_size(&common, TX_QUEUE).map_err(&err)?,
-        );
-        if u32::from(rx_size) != cfg.rx_ring || u32::from(tx_size) != cfg.tx_ring {
-            log::info!(
-                "{addr}: virtio queues of {rx_size} RX / {tx_size} TX descriptors (asked for \
-                 {} / {}; the device's maximum bounds them)",
-                cfg.rx_ring,
-                cfg.tx_ring
-            );
-        }
-        let (data_bytes, tx_off) = if packed {
-            let tx_off = PackedRing::bytes(rx_size);
-            (tx_off + PackedRing::bytes(tx_size), tx_off)
-        } else {
-            let tx_off = SplitRing::bytes(rx_size);
-            (tx_off + SplitRing::bytes(tx_size), tx_off)
-        };
-        let layout = if packed {
-            QueueLayout::Packed
-        } else {
-            QueueLayout::Split
-        };
-        // The control queue and its command area follow the data rings in the region.
-        let ctrl_size = if features & VIRTIO_NET_F_CTRL_VQ != 0 {
-            Some(queue_size(
-                u32::from(CTRL_QUEUE_SIZE),
-                fw::queue_max_size(&common, CTRL_QUEUE).map_err(&err)?,
-            ))
-        } else {
-            None
-        };
-        let ring_bytes = data_bytes + ctrl_size.map_or(0, |size| CtrlRing::bytes(size, layout));
-        let rings = Arc::new(DmaRegion::allocate(mapper, ring_bytes, cfg.hugepages)?);
-        // Registers queue `index` with the device and returns its doorbell.
-        let setup = |index: u16, size: u16, layout: QueueLayout, (desc, driver, device)| {
-            let setup = fw::setup_queue(
-                &common,
-                index,
-                &QueueConfig {
-                    size,
-                    layout,
-                    desc,
-                    driver,
-                    device,
-                },
-            )
-            .map_err(&err)?;
-            let off = fw::notify_offset(&notify, setup.notify_off).map_err(&err)?;
-            Ok::<_, Error>(Doorbell::new(notify_bar.clone(), off, index, event_idx))
-        };
-        // Once a queue is registered the device may read its ring: a failure from here on
-        // resets the device before the rings can go (they stay mapped until this function
-        // returns, through `rings`).
-        let brought_up = (|| {
-            let queues = if packed {
-                let rx_ring = PackedRing::new(rings.clone(), 0, rx_size);
-                let tx_ring = PackedRing::new(rings.clone(), tx_off, tx_size);
-                let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Packed, rx_ring.iovas())?;
-                let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Packed, tx_ring.iovas())?;
-                Queues::Packed(
-                    RxQueue::new(
-                        PackedRx::new(rx_ring, rx_bell, hdr_mode),
-                        cfg.rx_free_thresh,
-                    ),
-                    TxQueue::new(
-                        PackedTx::new(tx_ring, tx_bell),
-                        cfg.tx_rs_interval,
-                        MAX_FRAME + HDR_LEN,
-                    ),
-                )
-            } else {
-                let rx_ring = SplitRing::new(rings.clone(), 0, rx_size, event_idx);
-                let tx_ring = SplitRing::new(rings.clone(), tx_off, tx_size, event_idx);
-                let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Split, rx_ring.iovas())?;
-                let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Split, tx_ring.iovas())?;
-                Queues::Split(
-                    RxQueue::new(
-                        VirtioRx::new(rx_ring, rx_bell, hdr_mode),
-                        cfg.rx_free_thresh,
-                    ),
-                    TxQueue::new(
-                        VirtioTx::new(tx_ring, tx_bell),
-                        cfg.tx_rs_interval,
-                        MAX_FRAME + HDR_LEN,
-                    ),
-                )
-            };
-            let ctrl = match ctrl_size {
-                Some(size) => {
-                    let ring = CtrlRing::new(rings.clone(), data_bytes, size, layout, event_idx);
-                    let bell = setup(CTRL_QUEUE, size, layout, ring.iovas())?;
-                    Some(CtrlQueue::new(ring, bell))
-                }
-                None => None,
-            };
-            fw::driver_ok(&common).map_err(&err)?;
-            Ok::<_, Error>((queues, ctrl))
-        })();
-        let (queues, ctrl) = match brought_up {
-            Ok(q) => q,
-            Err(e) => {
-                if let Err(r) = fw::reset(&common, &mut StdDelay) {
-                    log::warn!("{addr}: virtio reset after a failed open: {r}");
-                }
-                return Err(e);
-            }
-        };
-        log::info!(
-            "{addr}: virtio-net {} link {}, {} rings {rx_size} RX / {tx_size} TX, event index {}, control queue {}",
-            crate::port::fmt_mac(&mac),
-            if net.link_up() { "up" } else { "down" },
-            if packed { "packed" } else { "split" },
-            if event_idx { "on" } else { "off" },
-            match (&ctrl, features & VIRTIO_NET_F_CTRL_RX != 0) {
-                (Some(q), true) => format!("{} descriptors with RX filtering", q.size()),
-                (Some(q), false) => format!("{} descriptors without RX filtering", q.size()),
-                (None, _) => "none (receive filter fixed)".to_string(),
-            }
-        );
-        Ok(match queues {
-            Queues::Split(rxq, txq) => OpenedVirtio::Split(VirtioNet {
-                rxq,
-                txq,
-                ctrl,
-                addr,
-                common,
-                device,
-                features,
-                mac,
-                _rings: rings,
-            }),
-            Queues::Packed(rxq, txq) => OpenedVirtio::Packed(VirtioNet {
-                rxq,
-                txq,
-                ctrl,
-                addr,
-                common,
-                device,
-                features,
-                mac,
-                _rings: rings,
-            }),
-        })
-    }
-}
-
-/// The queues [`VirtioNet::open`] made, before the rest of the function joins them.
-enum Queues {
-    Split(RxQueue<VirtioRx<Bar>>, TxQueue<VirtioTx<Bar>>),
-    Packed(RxQueue<PackedRx<Bar>>, TxQueue<PackedTx<Bar>>),
-}
-
-impl<R: RxDescOps, T: TxDescOps> VirtioNet<R, T> {
-    /// The MAC address the device reported.
-    pub fn mac(&self) -> [u8; 6] {
-        self.mac
-    }
-
-    /// The negotiated features.
-    pub fn features(&self) -> u64 {
-        self.features
-    }
-
-    /// Whether the link is up (`VIRTIO_NET_S_LINK_UP`; up without `VIRTIO_NET_F_STATUS`).
-    pub fn link_up(&self) -> bool {
-        match &self.device {
-            Some(d) => fw::read_net_config(&self.common, d, self.features & VIRTIO_NET_F_STATUS)
-                .map(|c| c.link_up())
-                .unwrap_or(false),
-            None => true,
-        }
-    }
-
-    /// Resets the device: it stops using the rings at once (QEMU's reset is synchronous).
-    pub fn stop(&self) {
-        if let Err(e) = fw::reset(&self.common, &mut StdDelay) {
-            log::warn!("virtio reset on close: {e}");
-        }
-    }
-}
-
-impl<R: RxDescOps, T: TxDescOps> Drop for VirtioNet<R, T> {
-    /// However the function goes (a port dropped, or a port's open failing after this
-    /// opened), the device is reset before its rings and buffers go: the fields drop after
-    /// this body.
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The BARs mapped for one device, each once.
-#[derive(Default)]
-struct MappedBars(Vec<(u8, Arc<Bar>)>);
-
-impl MappedBars {
-    fn bar(&mut self, dev: &VfioDevice, index: u8) -> Result<Arc<Bar>, Error> {
-        if let Some((_, b)) = self.0.iter().find(|(i, _)| *i == index) {
-            return Ok(b.clone());
-        }
-        let b = Arc::new(dev.map_bar(u32::from(index))?);
-        self.0.push((index, b.clone()));
-        Ok(b)
-    }
-
-    /// The structure `r` names, as a window into its BAR.
-    fn window(&mut self, dev: &VfioDevice, r: &VirtioRegion) -> Result<BarWindow, Error> {
-        let bar = self.bar(dev, r.bar)?;
-        BarWindow::new(bar.clone(), r.offset, r.length).ok_or_else(|| {
-            Error::Vfio(VfioError::Bar {
-                addr: dev.addr(),
-                bar: u32::from(r.bar),
-                why: format!(
-                    "{:#x} bytes, too small for the virtio structure at {:#x}..{:#x} that the \
-                     capability at {:#04x} names: the device's capability list is wrong",
-                    bar.len(),
-                    r.offset,
-                    r.end(),
-                    r.cap_offset
-                ),
-            })
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::net::queue_size;
     use super::*;
-    use crate::dma::{identity_dma, HugepagePolicy, IdentityMapper};
-    use crate::mempool::host_pool;
+    use crate::packet::mempool::host_pool;
+    use crate::platform::dma::DmaRegion;
+    use crate::platform::dma::{identity_dma, HugepagePolicy, IdentityMapper};
+    use crate::ring::RxQueue;
     use proptest::prelude::*;
     use std::sync::Mutex;
+    use tenge_descriptors::virtio::{VirtqDesc, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_WRITE};
     use tenge_descriptors::virtio_net::VirtioNetHdr;
+    use tenge_firmware_iface::virtio as fw;
     use tenge_firmware_iface::Mmio;
     use zerocopy::IntoBytes;
 
@@ -1506,14 +741,14 @@ mod tests {
     }
 
     /// A pool of small buffers (`data_room` bytes each), so frames span several.
-    fn small_pool(buffers: u32, data_room: u32) -> crate::mempool::Mempool {
-        crate::mempool::Mempool::new(
+    fn small_pool(buffers: u32, data_room: u32) -> crate::packet::mempool::Mempool {
+        crate::packet::mempool::Mempool::new(
             Arc::new(IdentityMapper),
-            &crate::mempool::MempoolConfig {
+            &crate::packet::mempool::MempoolConfig {
                 buffers,
                 data_room,
                 hugepages: HugepagePolicy::Never,
-                ..crate::mempool::MempoolConfig::default()
+                ..crate::packet::mempool::MempoolConfig::default()
             },
         )
         .unwrap()
@@ -1645,7 +880,7 @@ mod tests {
             .copied()
             .chain((udp_len as u16).to_be_bytes())
             .collect::<Vec<u8>>();
-        let seed = crate::csum::fold(crate::csum::add_bytes(0, &pseudo, false));
+        let seed = crate::packet::csum::fold(crate::packet::csum::add_bytes(0, &pseudo, false));
         f[40..42].copy_from_slice(&seed.to_be_bytes());
         f
     }
@@ -1653,10 +888,10 @@ mod tests {
     /// Whether the UDP checksum of `f` (from partial_udp) verifies.
     fn udp_checksum_ok(f: &[u8]) -> bool {
         let udp_len = f.len() - 34;
-        let mut acc = crate::csum::add_bytes(0, &f[26..34], false);
+        let mut acc = crate::packet::csum::add_bytes(0, &f[26..34], false);
         acc += 17 + udp_len as u64;
-        acc = crate::csum::add_bytes(acc, &f[34..], false);
-        crate::csum::fold(acc) == 0xffff
+        acc = crate::packet::csum::add_bytes(acc, &f[34..], false);
+        crate::packet::csum::fold(acc) == 0xffff
     }
 
     #[test]

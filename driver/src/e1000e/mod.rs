@@ -18,8 +18,8 @@ use tenge_descriptors::e1000e::{
 use tenge_firmware_iface::e1000e::regs;
 use tenge_firmware_iface::Mmio;
 
-use crate::dma::{DescRing, RingView};
-use crate::mempool::{PacketBuf, PacketMeta};
+use crate::packet::mempool::{PacketBuf, PacketMeta};
+use crate::platform::dma::{DescRing, RingView};
 use crate::ring::{RxCompletion, RxDescOps, RxView, TxDescOps, TxView};
 
 /// PCI vendor ID of Intel.
@@ -258,8 +258,8 @@ const _: () = assert!(size_of::<RxDescExtWb>() == size_of::<RxDescExtRead>());
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dma::{DmaRegion, HugepagePolicy, IdentityMapper};
-    use crate::mempool::host_pool;
+    use crate::packet::mempool::host_pool;
+    use crate::platform::dma::{DmaRegion, HugepagePolicy, IdentityMapper};
     use crate::ring::{PacketBatch, RxQueue, TxQueue};
     use std::collections::HashMap;
     use std::sync::Mutex;
@@ -544,14 +544,15 @@ mod tests {
             MAX_FRAME,
         );
         let mut batch = PacketBatch::new(32);
-        let mut burst = |txq: &mut TxQueue<_>, cache: &mut crate::mempool::MempoolCache, n: u8| {
-            for i in 0..n {
-                let mut b = cache.alloc().unwrap();
-                b.copy_from(&[i; 60]);
-                batch.push(b).unwrap();
-            }
-            assert_eq!(txq.tx_burst(cache, &mut batch), n as usize);
-        };
+        let mut burst =
+            |txq: &mut TxQueue<_>, cache: &mut crate::packet::mempool::MempoolCache, n: u8| {
+                for i in 0..n {
+                    let mut b = cache.alloc().unwrap();
+                    b.copy_from(&[i; 60]);
+                    batch.push(b).unwrap();
+                }
+                assert_eq!(txq.tx_burst(cache, &mut batch), n as usize);
+            };
         burst(&mut txq, &mut cache, 10); // a report at 7
         burst(&mut txq, &mut cache, 5); // 10..14: 7 outstanding, the next report at 15
         assert_eq!(txq.in_flight(), 15);

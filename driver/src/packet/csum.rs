@@ -1,7 +1,7 @@
 //! The Internet checksum (RFC 1071) over packet chains: what the software offloads need
 //! (completing a checksum a sender left partial; software GSO and TX checksum fallbacks).
 
-use crate::mempool::PacketBuf;
+use crate::packet::mempool::PacketBuf;
 
 /// Adds `data` to the ones'-complement sum `acc` as big-endian 16-bit words; `odd`: the
 /// data starts at an odd offset of the summed range, so its first byte is a word's low byte.
@@ -102,7 +102,7 @@ pub fn complete_partial(pkt: &mut PacketBuf, start: usize, offset: usize) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mempool::host_pool;
+    use crate::packet::mempool::host_pool;
     use proptest::prelude::*;
 
     /// RFC 1071's reference: the sum of 16-bit words, odd byte padded.

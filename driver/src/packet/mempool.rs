@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use crossbeam_queue::ArrayQueue;
 
-use crate::dma::{DmaMapper, DmaRegion, HugepagePolicy};
 use crate::error::Error;
+use crate::platform::dma::{DmaMapper, DmaRegion, HugepagePolicy};
 
 /// How a pool is laid out.
 #[derive(Clone, Copy, Debug)]
@@ -939,7 +939,7 @@ impl Drop for MempoolCache {
 /// Convenience: a pool on an identity-mapped (device-less) region, for tests and models.
 pub fn host_pool(buffers: u32) -> Result<Mempool, Error> {
     Mempool::new(
-        Arc::new(crate::dma::IdentityMapper),
+        Arc::new(crate::platform::dma::IdentityMapper),
         &MempoolConfig {
             buffers,
             hugepages: HugepagePolicy::Never,

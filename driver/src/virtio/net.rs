@@ -1,0 +1,365 @@
+//! Bringing a virtio-net function up (virtio 1.2 §3.1, §5.1): capabilities, feature
+//! negotiation, queues on split or packed rings, the control queue; and taking it down.
+
+use std::sync::Arc;
+
+use tenge_firmware_iface::virtio::{
+    self as fw, FeatureNames, QueueConfig, QueueLayout, VirtioPciCaps, VirtioRegion,
+    VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ,
+    VIRTIO_NET_F_STATUS,
+};
+use tenge_firmware_iface::StdDelay;
+
+use crate::error::{Error, VfioError};
+use crate::platform::dma::{DmaMapper, DmaRegion};
+use crate::platform::mmio::{Bar, BarWindow};
+use crate::platform::pci::PciAddress;
+use crate::platform::vfio::VfioDevice;
+use crate::ring::{RxDescOps, RxQueue, TxDescOps, TxQueue};
+use crate::virtio::ctrl::{CtrlQueue, CtrlRing, CTRL_QUEUE, CTRL_QUEUE_SIZE};
+use crate::virtio::packed::{PackedRing, PackedRx, PackedTx};
+
+use super::*;
+
+/// An open virtio-net function: its queues (split rings by default, or
+/// [`VirtioNetPacked`]) and its configuration registers.
+pub struct VirtioNet<R: RxDescOps = VirtioRx<Bar>, T: TxDescOps = VirtioTx<Bar>> {
+    /// Receive queue 0.
+    pub rxq: RxQueue<R>,
+    /// Transmit queue 1.
+    pub txq: TxQueue<T>,
+    /// The control queue (2), if `VIRTIO_NET_F_CTRL_VQ` was negotiated.
+    pub(crate) ctrl: Option<CtrlQueue<Bar>>,
+    pub(crate) addr: PciAddress,
+    common: BarWindow,
+    device: Option<BarWindow>,
+    features: u64,
+    mac: [u8; 6],
+    _rings: Arc<DmaRegion>,
+}
+
+/// A virtio-net function on packed rings.
+pub type VirtioNetPacked = VirtioNet<PackedRx<Bar>, PackedTx<Bar>>;
+
+/// What [`VirtioNet::open`] brought up: split or packed rings, as negotiated.
+#[allow(clippy::large_enum_variant)]
+pub enum OpenedVirtio {
+    /// `VIRTIO_F_RING_PACKED` was not offered.
+    Split(VirtioNet),
+    /// `VIRTIO_F_RING_PACKED` was offered and accepted.
+    Packed(VirtioNetPacked),
+}
+
+/// What [`VirtioNet::open`] needs from the port configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct VirtioQueueConfig {
+    /// RX descriptors wanted (clamped to the device's maximum).
+    pub rx_ring: u32,
+    /// TX descriptors wanted (clamped to the device's maximum).
+    pub tx_ring: u32,
+    /// See `PortConfig::rx_free_thresh`.
+    pub rx_free_thresh: u32,
+    /// See `PortConfig::tx_rs_interval`.
+    pub tx_rs_interval: u32,
+    /// Hugepage use for the rings.
+    pub hugepages: crate::platform::dma::HugepagePolicy,
+    /// Offload features to accept if offered, on top of [`DRIVER_FEATURES`]: any of
+    /// [`OFFLOAD_FEATURES`].
+    pub offloads: u64,
+}
+
+fn virtio_err(addr: PciAddress) -> impl Fn(fw::VirtioError) -> Error {
+    move |source| Error::Virtio { addr, source }
+}
+
+/// The largest power of two not above `want` and `max`, at least 4.
+pub(super) fn queue_size(want: u32, max: u16) -> u16 {
+    let n = want.min(u32::from(max)).max(4);
+    let p = 1u32 << (31 - n.leading_zeros());
+    p as u16
+}
+
+impl VirtioNet {
+    /// Brings up the virtio-net function `dev`: finds its structures, resets it, negotiates
+    /// [`DRIVER_FEATURES`] (refusing a device without VERSION_1 or ACCESS_PLATFORM), reads
+    /// its MAC, registers RX queue 0 and TX queue 1 as packed rings if the device offered
+    /// `VIRTIO_F_RING_PACKED` and as split rings otherwise, and sets DRIVER_OK. The caller
+    /// then fills the RX queue (which notifies the device).
+    pub fn open(
+        dev: &VfioDevice,
+        mapper: Arc<dyn DmaMapper>,
+        cfg: &VirtioQueueConfig,
+    ) -> Result<OpenedVirtio, Error> {
+        let addr = dev.addr();
+        let mut config = [0u8; 256];
+        dev.config_read(0, &mut config)?;
+        let caps = fw::parse_virtio_caps(&config).map_err(|e| virtio_err(addr)(e.into()))?;
+        let VirtioPciCaps {
+            common,
+            notify,
+            device,
+            ..
+        } = caps;
+        let mut bars = MappedBars::default();
+        let common = bars.window(dev, &common)?;
+        let device = match &device {
+            Some(r) => Some(bars.window(dev, r)?),
+            None => None,
+        };
+        // Doorbells are written through the whole BAR, at the offsets notify_offset checks
+        // against the notify structure (which must lie inside the BAR).
+        bars.window(dev, &notify.region)?;
+        let notify_bar = bars.bar(dev, notify.region.bar)?;
+        dev.enable_bus_master()?;
+
+        let err = virtio_err(addr);
+        fw::reset(&common, &mut StdDelay).map_err(&err)?;
+        let offered = fw::read_device_features(&common);
+        let wanted = wanted_features(cfg.offloads, offered);
+        let features = fw::start_negotiation(&common, wanted).map_err(&err)?;
+        let hdr_mode = RxHdrMode::from_features(features);
+        let event_idx = features & VIRTIO_F_EVENT_IDX != 0;
+        let packed = features & VIRTIO_F_RING_PACKED != 0;
+        log::info!(
+            "{addr}: virtio-net offers {}, accepted {}",
+            FeatureNames(fw::read_device_features(&common)),
+            FeatureNames(features)
+        );
+        let net = match &device {
+            Some(d) => fw::read_net_config(&common, d, features).map_err(&err)?,
+            None => fw::NetConfig::default(),
+        };
+        let mac = net.mac.unwrap_or_else(|| {
+            log::warn!("{addr}: the device has no MAC address (no VIRTIO_NET_F_MAC); using 02:00:00:00:00:00");
+            [2, 0, 0, 0, 0, 0]
+        });
+
+        let rx_size = queue_size(
+            cfg.rx_ring,
+            fw::queue_max_size(&common, RX_QUEUE).map_err(&err)?,
+        );
+        let tx_size = queue_size(
+            cfg.tx_ring,
+            fw::queue_max_size(&common, TX_QUEUE).map_err(&err)?,
+        );
+        if u32::from(rx_size) != cfg.rx_ring || u32::from(tx_size) != cfg.tx_ring {
+            log::info!(
+                "{addr}: virtio queues of {rx_size} RX / {tx_size} TX descriptors (asked for \
+                 {} / {}; the device's maximum bounds them)",
+                cfg.rx_ring,
+                cfg.tx_ring
+            );
+        }
+        let (data_bytes, tx_off) = if packed {
+            let tx_off = PackedRing::bytes(rx_size);
+            (tx_off + PackedRing::bytes(tx_size), tx_off)
+        } else {
+            let tx_off = SplitRing::bytes(rx_size);
+            (tx_off + SplitRing::bytes(tx_size), tx_off)
+        };
+        let layout = if packed {
+            QueueLayout::Packed
+        } else {
+            QueueLayout::Split
+        };
+        // The control queue and its command area follow the data rings in the region.
+        let ctrl_size = if features & VIRTIO_NET_F_CTRL_VQ != 0 {
+            Some(queue_size(
+                u32::from(CTRL_QUEUE_SIZE),
+                fw::queue_max_size(&common, CTRL_QUEUE).map_err(&err)?,
+            ))
+        } else {
+            None
+        };
+        let ring_bytes = data_bytes + ctrl_size.map_or(0, |size| CtrlRing::bytes(size, layout));
+        let rings = Arc::new(DmaRegion::allocate(mapper, ring_bytes, cfg.hugepages)?);
+        // Registers queue `index` with the device and returns its doorbell.
+        let setup = |index: u16, size: u16, layout: QueueLayout, (desc, driver, device)| {
+            let setup = fw::setup_queue(
+                &common,
+                index,
+                &QueueConfig {
+                    size,
+                    layout,
+                    desc,
+                    driver,
+                    device,
+                },
+            )
+            .map_err(&err)?;
+            let off = fw::notify_offset(&notify, setup.notify_off).map_err(&err)?;
+            Ok::<_, Error>(Doorbell::new(notify_bar.clone(), off, index, event_idx))
+        };
+        // Once a queue is registered the device may read its ring: a failure from here on
+        // resets the device before the rings can go (they stay mapped until this function
+        // returns, through `rings`).
+        let brought_up = (|| {
+            let queues = if packed {
+                let rx_ring = PackedRing::new(rings.clone(), 0, rx_size);
+                let tx_ring = PackedRing::new(rings.clone(), tx_off, tx_size);
+                let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Packed, rx_ring.iovas())?;
+                let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Packed, tx_ring.iovas())?;
+                Queues::Packed(
+                    RxQueue::new(
+                        PackedRx::new(rx_ring, rx_bell, hdr_mode),
+                        cfg.rx_free_thresh,
+                    ),
+                    TxQueue::new(
+                        PackedTx::new(tx_ring, tx_bell),
+                        cfg.tx_rs_interval,
+                        MAX_FRAME + HDR_LEN,
+                    ),
+                )
+            } else {
+                let rx_ring = SplitRing::new(rings.clone(), 0, rx_size, event_idx);
+                let tx_ring = SplitRing::new(rings.clone(), tx_off, tx_size, event_idx);
+                let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Split, rx_ring.iovas())?;
+                let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Split, tx_ring.iovas())?;
+                Queues::Split(
+                    RxQueue::new(
+                        VirtioRx::new(rx_ring, rx_bell, hdr_mode),
+                        cfg.rx_free_thresh,
+                    ),
+                    TxQueue::new(
+                        VirtioTx::new(tx_ring, tx_bell),
+                        cfg.tx_rs_interval,
+                        MAX_FRAME + HDR_LEN,
+                    ),
+                )
+            };
+            let ctrl = match ctrl_size {
+                Some(size) => {
+                    let ring = CtrlRing::new(rings.clone(), data_bytes, size, layout, event_idx);
+                    let bell = setup(CTRL_QUEUE, size, layout, ring.iovas())?;
+                    Some(CtrlQueue::new(ring, bell))
+                }
+                None => None,
+            };
+            fw::driver_ok(&common).map_err(&err)?;
+            Ok::<_, Error>((queues, ctrl))
+        })();
+        let (queues, ctrl) = match brought_up {
+            Ok(q) => q,
+            Err(e) => {
+                if let Err(r) = fw::reset(&common, &mut StdDelay) {
+                    log::warn!("{addr}: virtio reset after a failed open: {r}");
+                }
+                return Err(e);
+            }
+        };
+        log::info!(
+            "{addr}: virtio-net {} link {}, {} rings {rx_size} RX / {tx_size} TX, event index {}, control queue {}",
+            crate::port::fmt_mac(&mac),
+            if net.link_up() { "up" } else { "down" },
+            if packed { "packed" } else { "split" },
+            if event_idx { "on" } else { "off" },
+            match (&ctrl, features & VIRTIO_NET_F_CTRL_RX != 0) {
+                (Some(q), true) => format!("{} descriptors with RX filtering", q.size()),
+                (Some(q), false) => format!("{} descriptors without RX filtering", q.size()),
+                (None, _) => "none (receive filter fixed)".to_string(),
+            }
+        );
+        Ok(match queues {
+            Queues::Split(rxq, txq) => OpenedVirtio::Split(VirtioNet {
+                rxq,
+                txq,
+                ctrl,
+                addr,
+                common,
+                device,
+                features,
+                mac,
+                _rings: rings,
+            }),
+            Queues::Packed(rxq, txq) => OpenedVirtio::Packed(VirtioNet {
+                rxq,
+                txq,
+                ctrl,
+                addr,
+                common,
+                device,
+                features,
+                mac,
+                _rings: rings,
+            }),
+        })
+    }
+}
+
+/// The queues [`VirtioNet::open`] made, before the rest of the function joins them.
+enum Queues {
+    Split(RxQueue<VirtioRx<Bar>>, TxQueue<VirtioTx<Bar>>),
+    Packed(RxQueue<PackedRx<Bar>>, TxQueue<PackedTx<Bar>>),
+}
+
+impl<R: RxDescOps, T: TxDescOps> VirtioNet<R, T> {
+    /// The MAC address the device reported.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// The negotiated features.
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
+    /// Whether the link is up (`VIRTIO_NET_S_LINK_UP`; up without `VIRTIO_NET_F_STATUS`).
+    pub fn link_up(&self) -> bool {
+        match &self.device {
+            Some(d) => fw::read_net_config(&self.common, d, self.features & VIRTIO_NET_F_STATUS)
+                .map(|c| c.link_up())
+                .unwrap_or(false),
+            None => true,
+        }
+    }
+
+    /// Resets the device: it stops using the rings at once (QEMU's reset is synchronous).
+    pub fn stop(&self) {
+        if let Err(e) = fw::reset(&self.common, &mut StdDelay) {
+            log::warn!("virtio reset on close: {e}");
+        }
+    }
+}
+
+impl<R: RxDescOps, T: TxDescOps> Drop for VirtioNet<R, T> {
+    /// However the function goes (a port dropped, or a port's open failing after this
+    /// opened), the device is reset before its rings and buffers go: the fields drop after
+    /// this body.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The BARs mapped for one device, each once.
+#[derive(Default)]
+struct MappedBars(Vec<(u8, Arc<Bar>)>);
+
+impl MappedBars {
+    fn bar(&mut self, dev: &VfioDevice, index: u8) -> Result<Arc<Bar>, Error> {
+        if let Some((_, b)) = self.0.iter().find(|(i, _)| *i == index) {
+            return Ok(b.clone());
+        }
+        let b = Arc::new(dev.map_bar(u32::from(index))?);
+        self.0.push((index, b.clone()));
+        Ok(b)
+    }
+
+    /// The structure `r` names, as a window into its BAR.
+    fn window(&mut self, dev: &VfioDevice, r: &VirtioRegion) -> Result<BarWindow, Error> {
+        let bar = self.bar(dev, r.bar)?;
+        BarWindow::new(bar.clone(), r.offset, r.length).ok_or_else(|| {
+            Error::Vfio(VfioError::Bar {
+                addr: dev.addr(),
+                bar: u32::from(r.bar),
+                why: format!(
+                    "{:#x} bytes, too small for the virtio structure at {:#x}..{:#x} that the \
+                     capability at {:#04x} names: the device's capability list is wrong",
+                    bar.len(),
+                    r.offset,
+                    r.end(),
+                    r.cap_offset
+                ),
+            })
+        })
+    }
+}
