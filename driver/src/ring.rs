@@ -7,7 +7,7 @@
 //! is `index & mask` with a power-of-two ring, and `pidx.wrapping_sub(cidx)` is the number
 //! in flight, correct across the 2^32 wrap.
 
-use std::sync::atomic::{fence, Ordering};
+use crate::platform::barrier;
 
 use crate::packet::mempool::{BufRing, MempoolCache, PacketBuf};
 
@@ -788,7 +788,7 @@ impl<D: RxDescOps> RxQueue<D> {
         let n = pidx.wrapping_sub(start);
         if n > 0 {
             // Descriptor stores before the tail store (see mmio.rs on x86 ordering).
-            fence(Ordering::Release);
+            barrier::dma_wmb();
             self.ops.flush(pidx);
             self.stats.doorbells += 1;
         }
@@ -804,7 +804,7 @@ impl<D: RxDescOps> RxQueue<D> {
         let dst = out.back_room();
         // At most `room` frames, and never past what was posted.
         let n = (dst.len() as u32).min(self.pidx.wrapping_sub(cidx));
-        // How many the device is done with, then one acquire fence for all of them: every
+        // How many the device is done with, then one `dma_rmb` for all of them: every
         // write-back read below comes after the done bit it depends on.
         let ready = view.done_count(cidx, n);
         if ready == self.pidx.wrapping_sub(cidx) && ready > 0 {
@@ -813,7 +813,7 @@ impl<D: RxDescOps> RxQueue<D> {
         let mut got = 0;
         let mut bytes = 0u64;
         if ready > 0 {
-            fence(Ordering::Acquire);
+            barrier::dma_rmb();
             let mut slots = self.bufs.view_sized(self.ops.entries());
             let end = cidx.wrapping_add(ready);
             let mask = self.mask;
@@ -966,7 +966,7 @@ impl<D: TxDescOps> TxQueue<D> {
             return self.reclaim_by_id(cache);
         }
         let view = self.ops.view();
-        // The newest completed report, then one acquire fence: the device wrote DD after it
+        // The newest completed report, then one `dma_rmb`: the device wrote DD after it
         // had read every earlier descriptor.
         let mut rs_head = self.rs_head;
         let mut end = self.cidx;
@@ -981,7 +981,7 @@ impl<D: TxDescOps> TxQueue<D> {
         if rs_head == self.rs_head {
             return 0;
         }
-        fence(Ordering::Acquire);
+        barrier::dma_rmb();
         self.rs_head = rs_head;
         let start = self.cidx;
         let mut slots = self.bufs.view_sized(self.ops.entries());
@@ -1012,7 +1012,7 @@ impl<D: TxDescOps> TxQueue<D> {
         let (run, more) = view.used_in_order(seen, max, start);
         if run != 0 {
             // The ids read before the buffers are freed.
-            fence(Ordering::Acquire);
+            barrier::dma_rmb();
             let mut slots = self.bufs.view_sized(self.ops.entries());
             let freed = cache.free_slots(&mut slots, start, start.wrapping_add(run));
             // Slots of the run already empty (returned out of order before).
@@ -1055,7 +1055,7 @@ impl<D: TxDescOps> TxQueue<D> {
         let seen = self.used;
         let end = view.used_end(seen, self.pidx.wrapping_sub(seen));
         // The index or flags that said the entries are there, before their ids.
-        fence(Ordering::Acquire);
+        barrier::dma_rmb();
         let mask = self.mask;
         let mut slots = self.bufs.view_sized(self.ops.entries());
         let mut completed = 0u64;
@@ -1223,7 +1223,7 @@ impl<D: TxDescOps> TxQueue<D> {
         self.since_rs = self.rs_interval - 1 - rs_at.wrapping_sub(pidx);
         if sent > 0 {
             // Descriptor stores before the tail store (see mmio.rs on x86 ordering).
-            fence(Ordering::Release);
+            barrier::dma_wmb();
             self.ops.flush(pidx);
             self.stats.doorbells += 1;
             self.stats.packets += sent as u64;
@@ -1244,7 +1244,7 @@ impl<D: TxDescOps> TxQueue<D> {
         }
         // The caller's idle test read a device register or ring after the device's last
         // write: order the buffer reuse after it.
-        fence(Ordering::Acquire);
+        barrier::dma_rmb();
         let mut slots = self.bufs.view_sized(self.ops.entries());
         self.stats.completed += cache.free_slots(&mut slots, start, end);
         self.cidx = end;

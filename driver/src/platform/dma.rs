@@ -466,6 +466,12 @@ impl<T: FromBytes + IntoBytes + Immutable> DescRing<T> {
         self.view().write_qwords(idx, lo, hi)
     }
 
+    /// See [`RingView::write_qwords_publishing`].
+    #[inline(always)]
+    pub fn write_qwords_publishing(&self, idx: u32, lo: u64, hi: u64) {
+        self.view().write_qwords_publishing(idx, lo, hi)
+    }
+
     /// Volatile read of descriptor `idx` (masked).
     #[inline(always)]
     pub fn read(&self, idx: u32) -> T {
@@ -473,7 +479,7 @@ impl<T: FromBytes + IntoBytes + Immutable> DescRing<T> {
     }
 
     /// Volatile read of the `u32` at `byte_off` inside descriptor `idx`: the status word a
-    /// driver polls before it reads the rest of a write-back (then an acquire fence).
+    /// driver polls before it reads the rest of a write-back (then `barrier::dma_rmb`).
     #[inline(always)]
     pub fn read_u32_at(&self, idx: u32, byte_off: usize) -> u32 {
         self.view().read_u32_at(idx, byte_off)
@@ -519,7 +525,9 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
         unsafe { core::ptr::write_volatile(self.slot(idx), desc) }
     }
 
-    /// Volatile write of a 16-byte descriptor `idx` as two little-endian quadwords.
+    /// Volatile write of a 16-byte descriptor `idx` as two little-endian quadwords, for a
+    /// descriptor a later store publishes (an index, a tail): the two may become visible in
+    /// either order.
     #[inline(always)]
     pub fn write_qwords(&self, idx: u32, lo: u64, hi: u64) {
         const { assert!(size_of::<T>() == 16) };
@@ -530,6 +538,21 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
             core::ptr::write_volatile(p, lo.to_le());
             core::ptr::write_volatile(p.add(1), hi.to_le());
         }
+    }
+
+    /// [`RingView::write_qwords`] for a descriptor the second quadword publishes (a packed
+    /// ring's flags): the first is ordered before it
+    /// ([`crate::platform::barrier::dma_wmb`]), so the device never sees the descriptor
+    /// available with an old address.
+    #[inline(always)]
+    pub fn write_qwords_publishing(&self, idx: u32, lo: u64, hi: u64) {
+        const { assert!(size_of::<T>() == 16) };
+        let p = self.slot(idx).cast::<u64>();
+        // SAFETY: as in write_qwords.
+        unsafe { core::ptr::write_volatile(p, lo.to_le()) };
+        crate::platform::barrier::dma_wmb();
+        // SAFETY: the slot's second quadword, as above.
+        unsafe { core::ptr::write_volatile(p.add(1), hi.to_le()) };
     }
 
     /// Volatile read of descriptor `idx` (masked).

@@ -8,8 +8,9 @@
 //! Ordering: on x86-64 a volatile store compiles to a plain `mov`, and x86 does not reorder
 //! stores with older stores (Intel SDM vol. 3A §9.2.2), so descriptor writes to write-back
 //! memory are visible before a later doorbell write to uncached MMIO. The ring engine still
-//! puts an explicit `fence(Release)` before every doorbell, which keeps the compiler from
-//! moving descriptor stores past it and makes the requirement visible on other targets.
+//! puts [`crate::platform::barrier::dma_wmb`] before every doorbell, which keeps the
+//! compiler from moving descriptor stores past it and is where another architecture
+//! writes its barrier.
 
 use std::sync::Arc;
 

@@ -2,6 +2,7 @@
 //! space, the IOMMU container), PCI addresses and sysfs checks, BAR register access, and
 //! DMA memory mapped through the IOMMU. Nothing here knows a NIC.
 
+pub mod barrier;
 pub mod dma;
 pub mod mmio;
 pub mod pci;

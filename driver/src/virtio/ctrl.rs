@@ -15,7 +15,7 @@
 //! The driver writes the chain, publishes it, notifies (subject to the device's
 //! suppression state, as on the data queues), then polls the used ring until the device
 //! returns the chain or [`CTRL_TIMEOUT`] passes. The ack is read only after the chain is
-//! used, behind an acquire fence, and only if the used length covers it (§2.7.8.1: nothing
+//! used, behind `barrier::dma_rmb`, and only if the used length covers it (§2.7.8.1: nothing
 //! beyond `len` bytes of a device-writable buffer may be trusted). Anything but
 //! `VIRTIO_NET_OK` is an error naming the command. QEMU answers a command in its main loop
 //! when the doorbell arrives (`hw/net/virtio-net.c` `virtio_net_handle_ctrl`), writing one
@@ -41,8 +41,8 @@
 //! Which filter commands exist without which features is decided by
 //! [`rx_filter_command`]; `Port::set_promiscuous` and `Port::set_unicast_filter` use it.
 
+use crate::platform::barrier;
 use std::fmt;
-use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -415,7 +415,7 @@ impl<M: NarrowMmio> CtrlQueue<M> {
             }
         }
         // Used index or flags first, then the used entry and the ack (§2.7.14, §2.8.6).
-        fence(Ordering::Acquire);
+        barrier::dma_rmb();
         let (id, len) = self.used_elem();
         if id != expected || (len as usize) < CTRL_ACK_LEN {
             self.stuck = Some(cmd);
@@ -467,7 +467,7 @@ impl<M: NarrowMmio> CtrlQueue<M> {
                     );
                 }
                 // Descriptors and command bytes before avail.idx (§2.7.13.3.1).
-                fence(Ordering::Release);
+                barrier::dma_wmb();
                 let new = self.next.wrapping_add(1) as u16;
                 self.bell.publish(ring, new);
                 head
@@ -485,11 +485,11 @@ impl<M: NarrowMmio> CtrlQueue<M> {
                     if i == 0 {
                         // Everything before the head's flags (x86 keeps store order; the
                         // fence keeps the compiler from moving them past).
-                        fence(Ordering::Release);
+                        barrier::dma_wmb();
                     }
-                    // addr, then len | id | flags in one store: the flags become visible
+                    // addr, then len | id | flags in one store, ordered: the flags become visible
                     // with the rest of the descriptor.
-                    ring.descs().write_qwords(
+                    ring.descs().write_qwords_publishing(
                         pos,
                         addr,
                         u64::from(len) | u64::from(id) << 32 | u64::from(flags) << 48,
@@ -515,7 +515,7 @@ impl<M: NarrowMmio> CtrlQueue<M> {
     }
 
     /// The (id, len) the device returned for the outstanding command; read once
-    /// [`Self::is_used`] said so, behind an acquire fence.
+    /// [`Self::is_used`] said so, behind `barrier::dma_rmb`.
     fn used_elem(&self) -> (u32, u32) {
         match &self.ring {
             Ring::Split(ring) => ring.used_elem(self.next as u16),

@@ -38,7 +38,7 @@
 //!   the same ring format and region as the data queues; its synchronous command driver and
 //!   the receive filter commands are `ctrl.rs`.
 
-use std::sync::atomic::{fence, Ordering};
+use crate::platform::barrier;
 use std::sync::Arc;
 
 use tenge_descriptors::virtio::{vring_need_event, VIRTQ_USED_F_NO_NOTIFY};
@@ -170,7 +170,7 @@ impl<M: NarrowMmio> Doorbell<M> {
         // suppression state, or both sides could skip the notification (§2.7.13.4; Linux's
         // virtqueue_kick_prepare has virtio_mb here). Store then load: x86 reorders that
         // pair unless a full fence (mfence) sits between.
-        fence(Ordering::SeqCst);
+        barrier::mb();
         let need = if self.event_idx {
             vring_need_event(ring.avail_event(), new, self.last)
         } else {

@@ -16,12 +16,12 @@
 //! - **Making a descriptor available** is one descriptor write: the address quadword, then
 //!   `len | id << 32 | flags << 48` as one 8-byte store, so the flags (AVAIL = the avail wrap
 //!   counter, USED = its inverse) become visible together with id and length and after the
-//!   address: x86 keeps stores in program order, and the two volatile stores are not
-//!   reordered by the compiler (the same reliance as `platform/mmio.rs`). The device may take it at
-//!   once; the engine's flush afterwards only decides whether to notify.
+//!   address, `barrier::dma_wmb` between the two stores (on x86 a compiler fence: stores
+//!   stay in program order). The device may take it at once; the engine's flush afterwards
+//!   only decides whether to notify.
 //! - **Used** (§2.8.6): a descriptor at consumer index `i` is used when its AVAIL and USED
 //!   bits both equal the used wrap counter of `i`; `id` and `len` are read after that, behind
-//!   the engine's acquire fence.
+//!   the engine's `dma_rmb`.
 //! - **TX by buffer id.** As on the split ring, the device may use TX buffers in any order
 //!   (§2.8.21, no `VIRTIO_F_IN_ORDER`): used descriptors come in ring order from the
 //!   device's used position, each naming the buffer id it is done with, and the engine
@@ -32,7 +32,7 @@
 //!   report" is a no-op here: rewriting a descriptor the device may already have used would
 //!   make it available again.
 //! - **Notifications** (§2.8.10, §2.8.14): the driver event area says DISABLE (tenge polls, no
-//!   interrupts). After a batch, a full fence orders the descriptor stores before the load of
+//!   interrupts). After a batch, `barrier::mb` (a full fence) orders the descriptor stores before the load of
 //!   the device event area; with `VIRTIO_F_EVENT_IDX` the doorbell is written iff
 //!   [`pvirtq_need_event`] finds the descriptor the device named (DESC, slot and wrap) among
 //!   the ones just published, or the device said ENABLE; without it, unless it said DISABLE.
@@ -40,7 +40,7 @@
 //!   refill after QEMU found the ring empty kicks it, and one while it still had buffers
 //!   does not.
 
-use std::sync::atomic::{fence, Ordering};
+use crate::platform::barrier;
 use std::sync::Arc;
 
 use tenge_descriptors::virtio::{
@@ -202,7 +202,7 @@ impl PackedView<'_> {
         let flags = pvirtq_avail_flags(wrap_of(idx, self.shift), other);
         let id = idx & self.mask;
         // addr (63:0); then len (31:0) | id (47:32) | flags (63:48) in one store, last.
-        self.desc.write_qwords(
+        self.desc.write_qwords_publishing(
             idx,
             iova,
             u64::from(len) | u64::from(id) << 32 | u64::from(flags) << 48,
@@ -259,7 +259,7 @@ impl<M: NarrowMmio> Doorbell<M> {
         // The flag stores before the load of the device's suppression state (§2.8.22;
         // Linux's virtqueue_kick_prepare_packed has virtio_mb here): store then load needs
         // a full fence on x86.
-        fence(Ordering::SeqCst);
+        barrier::mb();
         let new = pidx as u16;
         let ev = ring.device_event();
         let need = if self.event_idx {

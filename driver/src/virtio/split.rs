@@ -1,7 +1,7 @@
 //! Split virtqueues (virtio 1.2 §2.7): the ring in DMA memory, its view for the burst
 //! loops, and virtio-net's RX and TX descriptor ops on it.
 
-use std::sync::atomic::{fence, Ordering};
+use crate::platform::barrier;
 use std::sync::Arc;
 
 use tenge_descriptors::virtio::{
@@ -144,7 +144,7 @@ impl SplitRing {
     }
 
     /// Used element at free-running used index `idx` (masked): (id, len) as the device
-    /// wrote them. Read it only once `used.idx` is past `idx`, behind an acquire fence.
+    /// wrote them. Read it only once `used.idx` is past `idx`, behind `barrier::dma_rmb`.
     pub fn used_elem(&self, idx: u16) -> (u32, u32) {
         self.view().used_elem(u32::from(idx))
     }
@@ -408,7 +408,7 @@ impl TxView for VirtioTxView<'_> {
             return (0, false);
         }
         // used.idx before the ids of the entries it counts.
-        fence(Ordering::Acquire);
+        barrier::dma_rmb();
         let run = self.0.used_ids_in_order(seen, new, slot);
         (run, run != new)
     }
