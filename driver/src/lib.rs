@@ -45,7 +45,7 @@ pub mod virtio;
 pub use error::{DmaError, Error, VfioError};
 pub use packet::mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf, PacketMeta};
 pub use platform::pci::PciAddress;
-pub use port::{Port, PortConfig, PortStats};
+pub use port::{Port, PortConfig, PortStats, QueuePair, RxQueueHandle, TxQueueHandle};
 pub use ring::{PacketBatch, RxStats, TxStats};
 
 #[cfg(test)]
@@ -58,6 +58,9 @@ mod tests {
         send::<crate::PacketBatch>();
         send::<crate::MempoolCache>();
         send::<crate::Port>();
+        send::<crate::RxQueueHandle>();
+        send::<crate::TxQueueHandle>();
+        send::<crate::QueuePair>();
         send::<crate::ring::RxQueue<crate::e1000e::E1000eRx<crate::platform::mmio::Bar>>>();
         send::<crate::ring::TxQueue<crate::e1000e::E1000eTx<crate::platform::mmio::Bar>>>();
         send::<crate::ring::RxQueue<crate::virtio::VirtioRx<crate::platform::mmio::Bar>>>();

@@ -403,6 +403,36 @@ pub struct TxStats {
     pub bad_completion: u64,
 }
 
+impl std::ops::AddAssign for RxStats {
+    /// Sums another queue's counters into these (a port's totals).
+    fn add_assign(&mut self, o: RxStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.no_buf += o.no_buf;
+        self.bad_len += o.bad_len;
+        self.errors += o.errors;
+        self.bad_slot += o.bad_slot;
+        self.multi_buffer += o.multi_buffer;
+        self.chains += o.chains;
+        self.ring_dry += o.ring_dry;
+        self.filtered += o.filtered;
+        self.doorbells += o.doorbells;
+    }
+}
+
+impl std::ops::AddAssign for TxStats {
+    /// Sums another queue's counters into these (a port's totals).
+    fn add_assign(&mut self, o: TxStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.ring_full += o.ring_full;
+        self.bad_packet += o.bad_packet;
+        self.doorbells += o.doorbells;
+        self.completed += o.completed;
+        self.bad_completion += o.bad_completion;
+    }
+}
+
 /// `Assembly::left` when the frame's last buffer says it is the last (`eop`).
 const UNTIL_EOP: u32 = u32::MAX;
 

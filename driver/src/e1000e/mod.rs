@@ -49,6 +49,12 @@ impl<M: Mmio> E1000eTx<M> {
     pub fn ring(&self) -> &DescRing<LegacyTxDesc> {
         &self.ring
     }
+
+    /// Whether the device is done with every descriptor handed to it: its head has caught up
+    /// with the tail (the 82574's TDH holds the descriptor in progress).
+    pub fn idle(&self) -> bool {
+        self.regs.read32(regs::TDH) == self.regs.read32(regs::TDT)
+    }
 }
 
 impl<M: Mmio> TxDescOps for E1000eTx<M> {

@@ -1,21 +1,53 @@
-//! A port: one NIC opened through VFIO with one RX and one TX queue, its mempool, and the
-//! application-facing burst API. The device type is found from the PCI IDs, so an
-//! application changes NIC by changing the address.
+//! A port: one NIC opened through VFIO, its mempool, its queues and the application-facing
+//! API. The device type is found from the PCI IDs, so an application changes NIC by
+//! changing the address.
+//!
+//! The port keeps the control path (link, receive filters, counters); its queues are
+//! [`RxQueueHandle`]s and [`TxQueueHandle`]s ([`queue`]). A single-threaded application
+//! bursts on the port itself (queue pair 0); one that puts queues on threads takes them with
+//! [`Port::take_queues`]:
+//!
+//! ```no_run
+//! use tenge::{PacketBatch, Port, PortConfig};
+//! let mut port = Port::open("0000:00:03.0", &PortConfig::default())?;
+//! let pair = port.take_queues().pop().expect("one queue pair");
+//! let (mut rx, mut tx) = (pair.rx, pair.tx);
+//! let (to_tx, from_rx) = std::sync::mpsc::sync_channel::<PacketBatch>(4);
+//! let receiver = std::thread::spawn(move || {
+//!     for _ in 0..1000 {
+//!         let mut batch = PacketBatch::new(32);
+//!         if rx.rx_burst(&mut batch) > 0 && to_tx.send(batch).is_err() {
+//!             break;
+//!         }
+//!     }
+//! });
+//! let sender = std::thread::spawn(move || {
+//!     for mut batch in from_rx {
+//!         tx.tx_burst(&mut batch); // echo; what did not fit is dropped with the batch
+//!     }
+//! });
+//! receiver.join().unwrap();
+//! sender.join().unwrap();
+//! println!("{:?}", port.stats().rx); // the control path meanwhile, from this thread
+//! # Ok::<(), tenge::Error>(())
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tenge_descriptors::e1000e::{LegacyTxDesc, RxDescExtRead};
 use tenge_firmware_iface::e1000e::{self as fw, HwStats, LinkStatus, RxRingConfig, TxRingConfig};
-use tenge_firmware_iface::{Mmio, StdDelay};
+use tenge_firmware_iface::StdDelay;
 
 use crate::e1000e::{E1000eRx, E1000eTx, DEVICE_82574L, MAX_FRAME, VENDOR_INTEL};
 use crate::error::Error;
-use crate::packet::mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf};
+use crate::packet::mempool::{Mempool, MempoolConfig, PacketBuf};
 use crate::platform::dma::{DescRing, DmaMapper, DmaRegion, HugepagePolicy};
 use crate::platform::mmio::Bar;
 use crate::platform::pci::PciAddress;
 use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
+
+pub mod queue;
 pub mod soft_filter;
 
 use crate::platform::vfio::VfioDevice;
@@ -24,6 +56,8 @@ use crate::virtio::{
     self, OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig, DEVICE_VIRTIO_NET,
     VENDOR_VIRTIO,
 };
+use queue::{PortShared, RxRing, TxRing};
+pub use queue::{RxQueueHandle, TxQueueHandle};
 use soft_filter::SoftRxFilter;
 use tenge_firmware_iface::virtio::VIRTIO_NET_F_CTRL_RX;
 
@@ -68,6 +102,9 @@ pub struct PortConfig {
     pub hugepages: HugepagePolicy,
     /// How long to wait for link up before giving up (the port still opens, link down).
     pub link_timeout: Duration,
+    /// Queue pairs (each an RX and a TX queue, see [`Port::take_queues`]). 1 on every
+    /// device today: more wait for RSS.
+    pub queues: u16,
 }
 
 impl Default for PortConfig {
@@ -87,6 +124,7 @@ impl Default for PortConfig {
             buf_size: 2048,
             hugepages: HugepagePolicy::Prefer,
             link_timeout: Duration::from_secs(3),
+            queues: 1,
         }
     }
 }
@@ -108,6 +146,13 @@ impl PortConfig {
                 self.buf_size
             )));
         }
+        if self.queues != 1 {
+            return Err(Error::Config(format!(
+                "queues = {}: tenge drives one queue pair per port on e1000e and virtio-net \
+                 today (several need RSS to spread the receive side); use 1",
+                self.queues
+            )));
+        }
         if self.mempool_buffers < 2 {
             return Err(Error::Config("mempool_buffers must be at least 2".into()));
         }
@@ -115,52 +160,53 @@ impl PortConfig {
     }
 }
 
-/// Counters of a port: the engine's per-queue software counters and the device's own.
+/// Counters of a port: the totals over its queues, each queue's own, and the device's.
 #[derive(Clone, Debug, Default)]
 pub struct PortStats {
-    /// Receive queue counters.
+    /// Receive counters, summed over the queues.
     pub rx: RxStats,
-    /// Transmit queue counters.
+    /// Transmit counters, summed over the queues.
     pub tx: TxStats,
+    /// Each queue pair's counters, by index. Exact for queues the port holds; for queues
+    /// taken with [`Port::take_queues`], as their handles last published them (every 32
+    /// bursts, on [`RxQueueHandle::publish`] and when dropped).
+    pub queues: Vec<(RxStats, TxStats)>,
     /// Hardware statistics registers, accumulated since the port opened.
     pub hw: HwStats,
 }
 
+/// One queue pair of a port: its receive and transmit queue, each `Send`, each with its
+/// own mempool cache.
+pub struct QueuePair {
+    /// The receive queue.
+    pub rx: RxQueueHandle,
+    /// The transmit queue.
+    pub tx: TxQueueHandle,
+}
+
 /// An open NIC.
 pub struct Port {
-    nic: Nic,
-    cache: MempoolCache,
-    /// A separate TX buffer cache when the application set its own TX pool.
-    tx_cache: Option<MempoolCache>,
+    control: Control,
+    /// The queue pairs the port still holds: all of them until [`Port::take_queues`].
+    queues: Vec<QueuePair>,
+    /// Queue pairs the port opened.
+    queue_count: u16,
+    shared: Arc<PortShared>,
     pool: Mempool,
     mapper: Arc<dyn DmaMapper>,
     mac: [u8; 6],
-    /// The receive filter in software (virtio-net with promiscuous mode off): see
-    /// [`crate::port::soft_filter`].
-    soft_filter: Option<SoftRxFilter>,
+    /// Promiscuous mode as last set.
+    promisc: bool,
     /// The unicast filter last set, which the software filter takes too.
     unicast: Vec<[u8; 6]>,
-    /// Frames the software filter dropped.
-    filtered: u64,
     dev: VfioDevice,
 }
 
-/// The device behind a port: its queues on the one ring engine, and what its control path
-/// needs. Matched once per burst, never per packet. Not boxed: a port is one allocation
-/// the data path reaches without another pointer hop.
-#[allow(clippy::large_enum_variant)]
-enum Nic {
-    E1000e(E1000ePort),
+/// What a port's control path needs of its device. Not on the data path.
+enum Control {
+    E1000e { regs: Arc<Bar>, hw: HwStats },
     Virtio(VirtioNet),
     VirtioPacked(VirtioNetPacked),
-}
-
-struct E1000ePort {
-    rxq: RxQueue<E1000eRx<Bar>>,
-    txq: TxQueue<E1000eTx<Bar>>,
-    hw: HwStats,
-    regs: Arc<Bar>,
-    _rings: Arc<DmaRegion>,
 }
 
 /// The virtio-net offload features `cfg` asks for.
@@ -182,24 +228,13 @@ fn virtio_offloads(cfg: &PortConfig) -> u64 {
     f
 }
 
-/// A virtio port's counters: the engine's, less the 12-byte header it counted in each
-/// frame sent; virtio-net has no statistics registers.
-fn virtio_stats(rx: RxStats, mut tx: TxStats) -> PortStats {
-    tx.bytes -= tx.packets * virtio::HDR_LEN as u64;
-    PortStats {
-        rx,
-        tx,
-        hw: HwStats::default(),
-    }
-}
-
 fn e1000e_err(addr: PciAddress) -> impl Fn(fw::E1000eError) -> Error {
     move |source| Error::E1000e { addr, source }
 }
 
 impl Port {
-    /// Opens the NIC at `addr` (e.g. "0000:00:03.0"), resets it, sets up one RX and one TX
-    /// ring and waits for link.
+    /// Opens the NIC at `addr` (e.g. "0000:00:03.0"), resets it, sets up its queues and
+    /// waits for link.
     pub fn open(addr: &str, cfg: &PortConfig) -> Result<Port, Error> {
         cfg.validate()?;
         let addr: PciAddress = addr.parse()?;
@@ -212,6 +247,43 @@ impl Port {
                 vendor,
                 device,
             }),
+        }
+    }
+
+    /// The port around its device's queue pair 0: the buffers posted, the handles made.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        dev: VfioDevice,
+        control: Control,
+        mut rx: RxRing,
+        tx: TxRing,
+        pool: Mempool,
+        mapper: Arc<dyn DmaMapper>,
+        mac: [u8; 6],
+        cfg: &PortConfig,
+    ) -> Port {
+        let soft = match control {
+            Control::E1000e { .. } => None,
+            _ => (!cfg.promisc).then(|| SoftRxFilter::new(mac, &[])),
+        };
+        let shared = PortShared::new(1, soft);
+        let mut rx_cache = pool.cache(cfg.cache_size);
+        rx.fill(&mut rx_cache);
+        let pair = QueuePair {
+            rx: RxQueueHandle::new(0, rx, rx_cache, shared.clone()),
+            tx: TxQueueHandle::new(0, tx, pool.cache(cfg.cache_size), shared.clone()),
+        };
+        Port {
+            control,
+            queues: vec![pair],
+            queue_count: 1,
+            shared,
+            pool,
+            mapper,
+            mac,
+            promisc: cfg.promisc,
+            unicast: Vec::new(),
+            dev,
         }
     }
 
@@ -237,46 +309,38 @@ impl Port {
         };
         // RX buffers are posted 12 bytes before the data start (the header goes there).
         assert!(pool_cfg.headroom as usize >= virtio::HDR_LEN);
+        // A failure from here on drops the function, which resets the device first.
         let pool = Mempool::new(mapper.clone(), &pool_cfg)?;
-        let mut cache = pool.cache(cfg.cache_size);
         // The receive filter before any buffer is posted, through the same command as
         // Port::set_promiscuous (sent even to turn it on: the spec leaves a reset device's
         // filter to the device; QEMU's starts promiscuous). The MAC table is empty after a
         // reset (virtio 1.2 §5.1.6.5.2).
         let promisc = RxFilter::Promisc(cfg.promisc);
-        let (nic, mac) = match net {
+        let (control, rx, tx, mac) = match net {
             OpenedVirtio::Split(mut n) => {
-                if let Err(e) = n.set_rx_filter(promisc) {
-                    n.stop(); // before its rings go
-                    return Err(e);
-                }
-                n.rxq.fill(&mut cache);
+                n.set_rx_filter(promisc)?;
+                let (rx, tx) = n.take_queues().expect("a new function holds its queues");
                 let mac = n.mac();
-                (Nic::Virtio(n), mac)
+                (
+                    Control::Virtio(n),
+                    RxRing::Split(rx),
+                    TxRing::Split(tx),
+                    mac,
+                )
             }
             OpenedVirtio::Packed(mut n) => {
-                if let Err(e) = n.set_rx_filter(promisc) {
-                    n.stop(); // before its rings go
-                    return Err(e);
-                }
-                n.rxq.fill(&mut cache);
+                n.set_rx_filter(promisc)?;
+                let (rx, tx) = n.take_queues().expect("a new function holds its queues");
                 let mac = n.mac();
-                (Nic::VirtioPacked(n), mac)
+                (
+                    Control::VirtioPacked(n),
+                    RxRing::Packed(rx),
+                    TxRing::Packed(tx),
+                    mac,
+                )
             }
         };
-        let soft_filter = (!cfg.promisc).then(|| SoftRxFilter::new(mac, &[]));
-        Ok(Port {
-            nic,
-            cache,
-            tx_cache: None,
-            pool,
-            mapper,
-            mac,
-            soft_filter,
-            unicast: Vec::new(),
-            filtered: 0,
-            dev,
-        })
+        Ok(Self::assemble(dev, control, rx, tx, pool, mapper, mac, cfg))
     }
 
     fn open_e1000e(dev: VfioDevice, cfg: &PortConfig) -> Result<Port, Error> {
@@ -309,7 +373,6 @@ impl Port {
                 ..MempoolConfig::default()
             },
         )?;
-        let mut cache = pool.cache(cfg.cache_size);
         for (asked, what) in [
             (cfg.lro, "LRO"),
             (cfg.tx_checksum, "TX checksum offload"),
@@ -350,8 +413,7 @@ impl Port {
             cfg.tx_rs_interval,
             MAX_FRAME,
         );
-        let mut rxq = RxQueue::new(E1000eRx::new(rx_ring, regs.clone()), cfg.rx_free_thresh);
-        rxq.fill(&mut cache);
+        let rxq = RxQueue::new(E1000eRx::new(rx_ring, regs.clone()), cfg.rx_free_thresh);
 
         let timeout_us = cfg.link_timeout.as_micros().min(u32::MAX as u128) as u32;
         let link = fw::setup_link(&*regs, &mut delay, timeout_us);
@@ -369,64 +431,57 @@ impl Port {
         } else {
             log::warn!("{addr}: link still down after {:?}", cfg.link_timeout);
         }
-        Ok(Port {
-            nic: Nic::E1000e(E1000ePort {
-                rxq,
-                txq,
-                hw: HwStats::default(),
+        Ok(Self::assemble(
+            dev,
+            Control::E1000e {
                 regs,
-                _rings: rings,
-            }),
-            cache,
-            tx_cache: None,
+                hw: HwStats::default(),
+            },
+            RxRing::E1000e(rxq),
+            TxRing::E1000e(txq),
             pool,
             mapper,
             mac,
-            soft_filter: None,
-            unicast: Vec::new(),
-            filtered: 0,
-            dev,
-        })
+            cfg,
+        ))
     }
 
-    /// Receives up to `out.room()` frames into `out`; returns how many.
+    /// Queue pair 0 while the port holds it.
+    #[inline]
+    fn pair0(&mut self) -> Option<&mut QueuePair> {
+        self.queues.first_mut()
+    }
+
+    /// Hands every queue pair the port holds to the caller (to move each to a thread of
+    /// its own), by index; the port keeps the control path. Once taken, the port's own
+    /// burst and buffer methods do nothing (they receive and send 0 and allocate none);
+    /// [`Port::stats`] reads what the handles publish. A handle dropped while the port
+    /// lives leaves its buffers to the port, which returns them once the device is stopped.
+    pub fn take_queues(&mut self) -> Vec<QueuePair> {
+        std::mem::take(&mut self.queues)
+    }
+
+    /// Queue pairs the port opened.
+    pub fn queue_count(&self) -> u16 {
+        self.queue_count
+    }
+
+    /// Receives up to `out.room()` frames into `out` on queue pair 0; returns how many.
     #[inline]
     pub fn rx_burst(&mut self, out: &mut PacketBatch) -> usize {
-        let before = out.len();
-        let got = match &mut self.nic {
-            Nic::E1000e(n) => n.rxq.rx_burst(&mut self.cache, out),
-            Nic::Virtio(n) => n.rxq.rx_burst(&mut self.cache, out),
-            Nic::VirtioPacked(n) => n.rxq.rx_burst(&mut self.cache, out),
-        };
-        match &self.soft_filter {
-            Some(f) if got > 0 => {
-                let gone = out.retain_from(before, |p| f.accepts_packet(p), &mut self.cache);
-                self.filtered += gone as u64;
-                got - gone
-            }
-            _ => got,
-        }
+        self.pair0().map_or(0, |q| q.rx.rx_burst(out))
     }
 
-    /// Sends frames from the front of `pkts`; returns how many left the batch.
+    /// Sends frames from the front of `pkts` on queue pair 0; returns how many left the
+    /// batch.
     #[inline]
     pub fn tx_burst(&mut self, pkts: &mut PacketBatch) -> usize {
-        let cache = self.tx_cache.as_mut().unwrap_or(&mut self.cache);
-        match &mut self.nic {
-            Nic::E1000e(n) => n.txq.tx_burst(cache, pkts),
-            Nic::Virtio(n) => virtio::tx_burst(&mut n.txq, cache, pkts),
-            Nic::VirtioPacked(n) => virtio::tx_burst(&mut n.txq, cache, pkts),
-        }
+        self.pair0().map_or(0, |q| q.tx.tx_burst(pkts))
     }
 
     /// Recycles buffers of completed transmissions now (tx_burst does it when needed).
     pub fn tx_reclaim(&mut self) -> u32 {
-        let cache = self.tx_cache.as_mut().unwrap_or(&mut self.cache);
-        match &mut self.nic {
-            Nic::E1000e(n) => n.txq.reclaim(cache),
-            Nic::Virtio(n) => n.txq.reclaim(cache),
-            Nic::VirtioPacked(n) => n.txq.reclaim(cache),
-        }
+        self.pair0().map_or(0, |q| q.tx.tx_reclaim())
     }
 
     /// A new mempool in DMA memory this port (and every port of this process) can reach.
@@ -434,34 +489,41 @@ impl Port {
         Mempool::new(self.mapper.clone(), cfg)
     }
 
-    /// Transmits from `pool` from now on: completed TX buffers return to a cache of it, and
-    /// [`Port::alloc_tx`] takes from it. A generator uses this to keep a pool of
-    /// pre-built frames that receive never writes into.
+    /// Transmits from `pool` from now on (queue pair 0): see
+    /// [`TxQueueHandle::set_mempool`].
     pub fn set_tx_mempool(&mut self, pool: &Mempool, cache_size: usize) {
-        self.tx_cache = Some(pool.cache(cache_size));
+        if let Some(q) = self.pair0() {
+            q.tx.set_mempool(pool, cache_size);
+        }
     }
 
     /// A fresh buffer for transmission: from the TX pool if one was set, else the port's.
     #[inline]
     pub fn alloc_tx(&mut self) -> Option<PacketBuf> {
-        self.tx_cache.as_mut().unwrap_or(&mut self.cache).alloc()
+        self.pair0()?.tx.alloc()
     }
 
-    /// A fresh buffer from the port's pool, through the queue cache.
+    /// A fresh buffer from the port's pool, through queue pair 0's RX cache.
     #[inline]
     pub fn alloc(&mut self) -> Option<PacketBuf> {
-        self.cache.alloc()
+        self.pair0()?.rx.alloc()
     }
 
-    /// Returns a buffer through the queue cache.
+    /// Returns a buffer through queue pair 0's RX cache (or straight to its pool).
     #[inline]
     pub fn free(&mut self, buf: PacketBuf) {
-        self.cache.free(buf)
+        match self.pair0() {
+            Some(q) => q.rx.free(buf),
+            None => drop(buf),
+        }
     }
 
-    /// Returns a whole batch through the queue cache.
+    /// Returns a whole batch through queue pair 0's RX cache.
     pub fn free_batch(&mut self, batch: &mut PacketBatch) {
-        batch.free_into(&mut self.cache)
+        match self.pair0() {
+            Some(q) => q.rx.free_batch(batch),
+            None => batch.drain().for_each(drop),
+        }
     }
 
     /// The port's packet buffer pool.
@@ -481,86 +543,61 @@ impl Port {
 
     /// Link state now.
     pub fn link(&self) -> LinkStatus {
-        match &self.nic {
-            Nic::E1000e(n) => fw::link_status(&*n.regs),
+        let virtio = |up: bool| LinkStatus {
+            up,
             // virtio-net reports no speed without VIRTIO_NET_F_SPEED_DUPLEX.
-            Nic::Virtio(n) => LinkStatus {
-                up: n.link_up(),
-                speed_mbps: 0,
-                full_duplex: n.link_up(),
-            },
-            Nic::VirtioPacked(n) => LinkStatus {
-                up: n.link_up(),
-                speed_mbps: 0,
-                full_duplex: n.link_up(),
-            },
+            speed_mbps: 0,
+            full_duplex: up,
+        };
+        match &self.control {
+            Control::E1000e { regs, .. } => fw::link_status(&**regs),
+            Control::Virtio(n) => virtio(n.link_up()),
+            Control::VirtioPacked(n) => virtio(n.link_up()),
         }
     }
 
     /// Which device family drives the port: "e1000e" or "virtio-net".
     pub fn driver_name(&self) -> &'static str {
-        match &self.nic {
-            Nic::E1000e(_) => "e1000e",
-            Nic::Virtio(_) | Nic::VirtioPacked(_) => "virtio-net",
+        match &self.control {
+            Control::E1000e { .. } => "e1000e",
+            Control::Virtio(_) | Control::VirtioPacked(_) => "virtio-net",
         }
     }
 
-    /// Doorbell writes the device actually received, (RX, TX): with virtio's notification
-    /// suppression fewer than the engine's `doorbells` (publishes); e1000e writes every one.
+    /// Doorbell writes the device actually received on queue pair 0, (RX, TX): with
+    /// virtio's notification suppression fewer than the engine's `doorbells` (publishes);
+    /// e1000e writes every one. (0, 0) once the queues are taken: ask the handles.
     pub fn notifies(&self) -> (u64, u64) {
-        match &self.nic {
-            Nic::E1000e(n) => (n.rxq.stats().doorbells, n.txq.stats().doorbells),
-            Nic::Virtio(n) => (n.rxq.ops().bell().notifies(), n.txq.ops().bell().notifies()),
-            Nic::VirtioPacked(n) => (n.rxq.ops().bell().notifies(), n.txq.ops().bell().notifies()),
-        }
+        self.queues
+            .first()
+            .map_or((0, 0), |q| (q.rx.notifies(), q.tx.notifies()))
     }
 
-    /// Counters. Reads (and so clears) the device's statistics registers, folding them
-    /// into the port's running totals: call it from the control path, not per burst.
+    /// Counters: each queue's and their totals, and the device's statistics registers,
+    /// read (and so cleared) and folded into the port's running totals. Call it from the
+    /// control path, not per burst.
     pub fn stats(&mut self) -> PortStats {
-        let mut s = match &mut self.nic {
-            Nic::E1000e(n) => {
-                n.hw.accumulate(&*n.regs);
-                PortStats {
-                    rx: *n.rxq.stats(),
-                    tx: *n.txq.stats(),
-                    hw: n.hw.clone(),
-                }
-            }
-            Nic::Virtio(n) => virtio_stats(*n.rxq.stats(), *n.txq.stats()),
-            Nic::VirtioPacked(n) => virtio_stats(*n.rxq.stats(), *n.txq.stats()),
-        };
-        s.rx.filtered = self.filtered;
+        let mut s = PortStats::default();
+        for i in 0..usize::from(self.queue_count) {
+            let q = match self.queues.get(i) {
+                Some(q) => (q.rx.stats(), q.tx.stats()),
+                None => self.shared.published(i),
+            };
+            s.rx += q.0;
+            s.tx += q.1;
+            s.queues.push(q);
+        }
+        if let Control::E1000e { regs, hw } = &mut self.control {
+            hw.accumulate(&**regs);
+            s.hw = hw.clone();
+        }
         s
     }
 
-    /// Waits until the device is done with every queued TX descriptor (e1000e: head caught
-    /// up with tail; virtio: every descriptor used), then recycles every TX buffer, whether
-    /// or not a completion was asked for on it. Returns false on timeout (nothing recycled
-    /// beyond what completed).
+    /// Waits until the device is done with every queued TX descriptor of queue pair 0,
+    /// then recycles every TX buffer: see [`TxQueueHandle::tx_drain`].
     pub fn tx_drain(&mut self, timeout: Duration) -> bool {
-        let start = std::time::Instant::now();
-        loop {
-            let idle = match &self.nic {
-                Nic::E1000e(n) => n.regs.read32(fw::regs::TDH) == n.regs.read32(fw::regs::TDT),
-                Nic::Virtio(n) => n.txq.ops().pending() == 0,
-                Nic::VirtioPacked(n) => n.txq.ops().pending() == 0,
-            };
-            let cache = self.tx_cache.as_mut().unwrap_or(&mut self.cache);
-            if idle {
-                match &mut self.nic {
-                    Nic::E1000e(n) => n.txq.reclaim_all(cache),
-                    Nic::Virtio(n) => n.txq.reclaim_all(cache),
-                    Nic::VirtioPacked(n) => n.txq.reclaim_all(cache),
-                };
-                return true;
-            }
-            if start.elapsed() >= timeout {
-                self.tx_reclaim();
-                return false;
-            }
-            std::thread::sleep(Duration::from_micros(100));
-        }
+        self.pair0().is_none_or(|q| q.tx.tx_drain(timeout))
     }
 
     /// Turns promiscuous mode on (every frame is received, whatever its destination) or
@@ -570,32 +607,39 @@ impl Port {
     /// e1000e: RCTL.UPE and RCTL.MPE (82574 §10.2.5). virtio-net: the control queue's
     /// `VIRTIO_NET_CTRL_RX_PROMISC` (virtio 1.2 §5.1.6.5.1), which needs
     /// `VIRTIO_NET_F_CTRL_RX`; without it promiscuous mode is all the device does, so
-    /// turning it on succeeds and turning it off fails.
+    /// turning it on succeeds and turning it off fails. A virtio port with promiscuous mode
+    /// off also filters in software (see [`soft_filter`]), on every queue from its next
+    /// burst.
     ///
     /// # Errors
     /// [`Error::RxFilterUnsupported`] (virtio-net without `VIRTIO_NET_F_CTRL_RX`, `on`
     /// false); [`Error::VirtioCtrl`] if the device refused the command or did not answer.
     pub fn set_promiscuous(&mut self, on: bool) -> Result<(), Error> {
-        match &mut self.nic {
-            Nic::E1000e(n) => {
-                fw::set_promisc(&*n.regs, on);
+        match &mut self.control {
+            Control::E1000e { regs, .. } => {
+                fw::set_promisc(&**regs, on);
                 log::debug!(
                     "{}: promiscuous mode {} (RCTL.UPE|MPE)",
                     self.dev.addr(),
                     if on { "on" } else { "off" }
                 );
-                Ok(())
+                self.promisc = on;
+                return Ok(());
             }
-            Nic::Virtio(n) => {
-                n.set_rx_filter(RxFilter::Promisc(on))?;
-                self.soft_filter = (!on).then(|| SoftRxFilter::new(self.mac, &self.unicast));
-                Ok(())
-            }
-            Nic::VirtioPacked(n) => {
-                n.set_rx_filter(RxFilter::Promisc(on))?;
-                self.soft_filter = (!on).then(|| SoftRxFilter::new(self.mac, &self.unicast));
-                Ok(())
-            }
+            Control::Virtio(n) => n.set_rx_filter(RxFilter::Promisc(on))?,
+            Control::VirtioPacked(n) => n.set_rx_filter(RxFilter::Promisc(on))?,
+        }
+        self.promisc = on;
+        self.update_soft_filter();
+        Ok(())
+    }
+
+    /// The software filter every RX queue applies, from the promiscuous mode and unicast
+    /// filter last set (virtio-net only).
+    fn update_soft_filter(&self) {
+        if !matches!(self.control, Control::E1000e { .. }) {
+            self.shared
+                .set_filter((!self.promisc).then(|| SoftRxFilter::new(self.mac, &self.unicast)));
         }
     }
 
@@ -616,14 +660,14 @@ impl Port {
     /// refused the command or did not answer.
     pub fn set_unicast_filter(&mut self, macs: &[[u8; 6]]) -> Result<(), Error> {
         let addr = self.dev.addr();
-        let (max, why) = match &self.nic {
-            Nic::E1000e(_) => (
+        let (max, why) = match &self.control {
+            Control::E1000e { .. } => (
                 self.unicast_filter_capacity(),
                 "the 82574 has 16 receive address entries and the first holds the port's MAC",
             ),
             // Without CTRL_RX the capacity is 0, but clearing succeeds and anything else is
             // the RxFilterUnsupported error set_rx_filter gives.
-            Nic::Virtio(_) | Nic::VirtioPacked(_) => (
+            Control::Virtio(_) | Control::VirtioPacked(_) => (
                 match self.unicast_filter_capacity() {
                     0 => usize::MAX,
                     n => n,
@@ -634,22 +678,20 @@ impl Port {
         if let Some(reason) = unicast_filter_problem(macs, max, why) {
             return Err(Error::UnicastFilter { addr, reason });
         }
-        match &mut self.nic {
-            Nic::E1000e(n) => {
-                fw::set_unicast_filter(&*n.regs, macs).map_err(e1000e_err(addr))?;
+        match &mut self.control {
+            Control::E1000e { regs, .. } => {
+                fw::set_unicast_filter(&**regs, macs).map_err(e1000e_err(addr))?;
                 log::debug!(
                     "{addr}: unicast filter of {} addresses in RAL/RAH 1-{}",
                     macs.len(),
                     macs.len()
                 );
             }
-            Nic::Virtio(n) => n.set_rx_filter(RxFilter::Unicast(macs))?,
-            Nic::VirtioPacked(n) => n.set_rx_filter(RxFilter::Unicast(macs))?,
+            Control::Virtio(n) => n.set_rx_filter(RxFilter::Unicast(macs))?,
+            Control::VirtioPacked(n) => n.set_rx_filter(RxFilter::Unicast(macs))?,
         }
         self.unicast = macs.to_vec();
-        if self.soft_filter.is_some() {
-            self.soft_filter = Some(SoftRxFilter::new(self.mac, macs));
-        }
+        self.update_soft_filter();
         Ok(())
     }
 
@@ -663,43 +705,31 @@ impl Port {
                 0
             }
         };
-        match &self.nic {
-            Nic::E1000e(_) => fw::UNICAST_FILTER_ENTRIES,
-            Nic::Virtio(n) => virtio(n.features()),
-            Nic::VirtioPacked(n) => virtio(n.features()),
+        match &self.control {
+            Control::E1000e { .. } => fw::UNICAST_FILTER_ENTRIES,
+            Control::Virtio(n) => virtio(n.features()),
+            Control::VirtioPacked(n) => virtio(n.features()),
         }
     }
 
-    /// Buffers posted to the RX ring.
+    /// Buffers posted to queue pair 0's RX ring (0 once the queues are taken).
     pub fn rx_posted(&self) -> u32 {
-        match &self.nic {
-            Nic::E1000e(n) => n.rxq.posted(),
-            Nic::Virtio(n) => n.rxq.posted(),
-            Nic::VirtioPacked(n) => n.rxq.posted(),
-        }
+        self.queues.first().map_or(0, |q| q.rx.posted())
     }
 }
 
 impl Drop for Port {
     fn drop(&mut self) {
-        // Stop the device before its buffers go back to the pool.
-        match &self.nic {
-            Nic::E1000e(n) => fw::disable(&*n.regs),
-            Nic::Virtio(n) => n.stop(),
-            Nic::VirtioPacked(n) => n.stop(),
+        // Stop the device before any buffer it may still use goes back to the pool: the
+        // queues the port holds (dropped after this) and those parked by dropped handles
+        // are released once it is stopped; handles still out release theirs when dropped.
+        match &self.control {
+            Control::E1000e { regs, .. } => fw::disable(&**regs),
+            Control::Virtio(n) => n.stop(),
+            Control::VirtioPacked(n) => n.stop(),
         }
         let _ = self.dev.disable_bus_master();
-        match &mut self.nic {
-            Nic::E1000e(n) => n.rxq.release(&mut self.cache),
-            Nic::Virtio(n) => n.rxq.release(&mut self.cache),
-            Nic::VirtioPacked(n) => n.rxq.release(&mut self.cache),
-        }
-        let cache = self.tx_cache.as_mut().unwrap_or(&mut self.cache);
-        match &mut self.nic {
-            Nic::E1000e(n) => n.txq.release(cache),
-            Nic::Virtio(n) => n.txq.release(cache),
-            Nic::VirtioPacked(n) => n.txq.release(cache),
-        }
+        self.shared.device_stopped();
     }
 }
 

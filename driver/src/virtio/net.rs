@@ -24,10 +24,8 @@ use super::*;
 /// An open virtio-net function: its queues (split rings by default, or
 /// [`VirtioNetPacked`]) and its configuration registers.
 pub struct VirtioNet<R: RxDescOps = VirtioRx<Bar>, T: TxDescOps = VirtioTx<Bar>> {
-    /// Receive queue 0.
-    pub rxq: RxQueue<R>,
-    /// Transmit queue 1.
-    pub txq: TxQueue<T>,
+    /// Receive and transmit queues 0 and 1, until [`VirtioNet::take_queues`] hands them on.
+    queues: Option<(RxQueue<R>, TxQueue<T>)>,
     /// The control queue (2), if `VIRTIO_NET_F_CTRL_VQ` was negotiated.
     pub(crate) ctrl: Option<CtrlQueue<Bar>>,
     pub(crate) addr: PciAddress,
@@ -261,8 +259,7 @@ impl VirtioNet {
         );
         Ok(match queues {
             Queues::Split(rxq, txq) => OpenedVirtio::Split(VirtioNet {
-                rxq,
-                txq,
+                queues: Some((rxq, txq)),
                 ctrl,
                 addr,
                 common,
@@ -272,8 +269,7 @@ impl VirtioNet {
                 _rings: rings,
             }),
             Queues::Packed(rxq, txq) => OpenedVirtio::Packed(VirtioNet {
-                rxq,
-                txq,
+                queues: Some((rxq, txq)),
                 ctrl,
                 addr,
                 common,
@@ -293,6 +289,12 @@ enum Queues {
 }
 
 impl<R: RxDescOps, T: TxDescOps> VirtioNet<R, T> {
+    /// The first queue pair, once (the port's queue handles own them from then on; the
+    /// function keeps the control path and still resets the device when dropped).
+    pub fn take_queues(&mut self) -> Option<(RxQueue<R>, TxQueue<T>)> {
+        self.queues.take()
+    }
+
     /// The MAC address the device reported.
     pub fn mac(&self) -> [u8; 6] {
         self.mac

@@ -1,0 +1,578 @@
+//! A port's queues as handles an application moves to its own threads: an
+//! [`RxQueueHandle`] and a [`TxQueueHandle`] per queue, each with its own mempool cache, so
+//! a thread drives its queue with no lock and no atomic per packet. The device is matched
+//! once per burst (a small enum), never per packet.
+//!
+//! The port keeps the control path (link, filters, counters) and what every handle shares
+//! ([`PortShared`]): the software receive filter, each queue's published counters, and
+//! where a handle dropped while the device still runs leaves its ring (parked) until the
+//! port has stopped the device: buffers a device may still write never return to the pool
+//! early.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use crate::e1000e::{E1000eRx, E1000eTx};
+use crate::packet::mempool::{Mempool, MempoolCache, PacketBuf};
+use crate::platform::mmio::Bar;
+use crate::port::soft_filter::SoftRxFilter;
+use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
+use crate::virtio::packed::{PackedRx, PackedTx};
+use crate::virtio::{self, VirtioRx, VirtioTx};
+
+/// A queue's counters are published for [`crate::Port::stats`] every this many bursts (and
+/// when its handle is dropped): a relaxed store per counter, never per packet.
+const PUBLISH_EVERY: u32 = 32;
+
+/// A receive ring of one of the devices, on the one engine.
+pub(crate) enum RxRing {
+    E1000e(RxQueue<E1000eRx<Bar>>),
+    Split(RxQueue<VirtioRx<Bar>>),
+    Packed(RxQueue<PackedRx<Bar>>),
+}
+
+/// A transmit ring of one of the devices, on the one engine.
+pub(crate) enum TxRing {
+    E1000e(TxQueue<E1000eTx<Bar>>),
+    Split(TxQueue<VirtioTx<Bar>>),
+    Packed(TxQueue<PackedTx<Bar>>),
+}
+
+impl RxRing {
+    #[inline]
+    fn burst(&mut self, cache: &mut MempoolCache, out: &mut PacketBatch) -> usize {
+        match self {
+            RxRing::E1000e(q) => q.rx_burst(cache, out),
+            RxRing::Split(q) => q.rx_burst(cache, out),
+            RxRing::Packed(q) => q.rx_burst(cache, out),
+        }
+    }
+
+    pub(crate) fn fill(&mut self, cache: &mut MempoolCache) -> u32 {
+        match self {
+            RxRing::E1000e(q) => q.fill(cache),
+            RxRing::Split(q) => q.fill(cache),
+            RxRing::Packed(q) => q.fill(cache),
+        }
+    }
+
+    fn stats(&self) -> &RxStats {
+        match self {
+            RxRing::E1000e(q) => q.stats(),
+            RxRing::Split(q) => q.stats(),
+            RxRing::Packed(q) => q.stats(),
+        }
+    }
+
+    fn posted(&self) -> u32 {
+        match self {
+            RxRing::E1000e(q) => q.posted(),
+            RxRing::Split(q) => q.posted(),
+            RxRing::Packed(q) => q.posted(),
+        }
+    }
+
+    /// Doorbell writes the device received (virtio suppresses some; e1000e writes each).
+    fn notifies(&self) -> u64 {
+        match self {
+            RxRing::E1000e(q) => q.stats().doorbells,
+            RxRing::Split(q) => q.ops().bell().notifies(),
+            RxRing::Packed(q) => q.ops().bell().notifies(),
+        }
+    }
+
+    fn release(&mut self, cache: &mut MempoolCache) {
+        match self {
+            RxRing::E1000e(q) => q.release(cache),
+            RxRing::Split(q) => q.release(cache),
+            RxRing::Packed(q) => q.release(cache),
+        }
+    }
+}
+
+impl TxRing {
+    #[inline]
+    fn burst(&mut self, cache: &mut MempoolCache, pkts: &mut PacketBatch) -> usize {
+        match self {
+            TxRing::E1000e(q) => q.tx_burst(cache, pkts),
+            TxRing::Split(q) => virtio::tx_burst(q, cache, pkts),
+            TxRing::Packed(q) => virtio::tx_burst(q, cache, pkts),
+        }
+    }
+
+    fn reclaim(&mut self, cache: &mut MempoolCache) -> u32 {
+        match self {
+            TxRing::E1000e(q) => q.reclaim(cache),
+            TxRing::Split(q) => q.reclaim(cache),
+            TxRing::Packed(q) => q.reclaim(cache),
+        }
+    }
+
+    /// Whether the device is done with every descriptor handed to it.
+    fn idle(&self) -> bool {
+        match self {
+            TxRing::E1000e(q) => q.ops().idle(),
+            TxRing::Split(q) => q.ops().pending() == 0,
+            TxRing::Packed(q) => q.ops().pending() == 0,
+        }
+    }
+
+    fn reclaim_all(&mut self, cache: &mut MempoolCache) -> u32 {
+        match self {
+            TxRing::E1000e(q) => q.reclaim_all(cache),
+            TxRing::Split(q) => q.reclaim_all(cache),
+            TxRing::Packed(q) => q.reclaim_all(cache),
+        }
+    }
+
+    /// The counters, less virtio's 12-byte header in each frame's bytes.
+    fn stats(&self) -> TxStats {
+        let mut s = match self {
+            TxRing::E1000e(q) => return *q.stats(),
+            TxRing::Split(q) => *q.stats(),
+            TxRing::Packed(q) => *q.stats(),
+        };
+        s.bytes -= s.packets * virtio::HDR_LEN as u64;
+        s
+    }
+
+    fn notifies(&self) -> u64 {
+        match self {
+            TxRing::E1000e(q) => q.stats().doorbells,
+            TxRing::Split(q) => q.ops().bell().notifies(),
+            TxRing::Packed(q) => q.ops().bell().notifies(),
+        }
+    }
+
+    fn release(&mut self, cache: &mut MempoolCache) {
+        match self {
+            TxRing::E1000e(q) => q.release(cache),
+            TxRing::Split(q) => q.release(cache),
+            TxRing::Packed(q) => q.release(cache),
+        }
+    }
+}
+
+/// Counters a queue publishes for the port, one relaxed atomic each (written by the queue's
+/// thread only, read by the control path: a reader may see one burst's counters half
+/// updated, each counter itself whole).
+#[derive(Default)]
+struct Published([AtomicU64; 12]);
+
+impl Published {
+    fn store(&self, values: [u64; 12]) {
+        for (a, v) in self.0.iter().zip(values) {
+            a.store(v, Ordering::Relaxed);
+        }
+    }
+
+    fn load(&self) -> [u64; 12] {
+        std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
+    }
+}
+
+fn rx_fields(s: &RxStats) -> [u64; 12] {
+    [
+        s.packets,
+        s.bytes,
+        s.no_buf,
+        s.bad_len,
+        s.errors,
+        s.bad_slot,
+        s.multi_buffer,
+        s.chains,
+        s.ring_dry,
+        s.filtered,
+        s.doorbells,
+        0,
+    ]
+}
+
+fn rx_from(v: [u64; 12]) -> RxStats {
+    RxStats {
+        packets: v[0],
+        bytes: v[1],
+        no_buf: v[2],
+        bad_len: v[3],
+        errors: v[4],
+        bad_slot: v[5],
+        multi_buffer: v[6],
+        chains: v[7],
+        ring_dry: v[8],
+        filtered: v[9],
+        doorbells: v[10],
+    }
+}
+
+fn tx_fields(s: &TxStats) -> [u64; 12] {
+    [
+        s.packets,
+        s.bytes,
+        s.ring_full,
+        s.bad_packet,
+        s.doorbells,
+        s.completed,
+        s.bad_completion,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]
+}
+
+fn tx_from(v: [u64; 12]) -> TxStats {
+    TxStats {
+        packets: v[0],
+        bytes: v[1],
+        ring_full: v[2],
+        bad_packet: v[3],
+        doorbells: v[4],
+        completed: v[5],
+        bad_completion: v[6],
+    }
+}
+
+/// What a stopped device's rings still hold, parked by handles dropped before the port.
+#[derive(Default)]
+struct Parked {
+    /// The port has stopped the device: a handle dropped now releases its buffers itself.
+    stopped: bool,
+    rx: Vec<(RxRing, MempoolCache)>,
+    tx: Vec<(TxRing, MempoolCache)>,
+}
+
+/// What a port and its queue handles share.
+pub(crate) struct PortShared {
+    /// Bumped on every change of `filter`; a handle compares it once per burst.
+    filter_gen: AtomicU64,
+    filter: RwLock<Option<SoftRxFilter>>,
+    rx_counters: Box<[Published]>,
+    tx_counters: Box<[Published]>,
+    parked: Mutex<Parked>,
+}
+
+impl PortShared {
+    pub(crate) fn new(queues: usize, filter: Option<SoftRxFilter>) -> Arc<Self> {
+        Arc::new(PortShared {
+            filter_gen: AtomicU64::new(0),
+            filter: RwLock::new(filter),
+            rx_counters: (0..queues).map(|_| Published::default()).collect(),
+            tx_counters: (0..queues).map(|_| Published::default()).collect(),
+            parked: Mutex::new(Parked::default()),
+        })
+    }
+
+    /// Sets the software receive filter every RX handle applies from its next burst on.
+    pub(crate) fn set_filter(&self, filter: Option<SoftRxFilter>) {
+        *self.filter.write().unwrap_or_else(PoisonError::into_inner) = filter;
+        self.filter_gen.fetch_add(1, Ordering::Release);
+    }
+
+    fn filter(&self) -> (u64, Option<SoftRxFilter>) {
+        let g = self.filter_gen.load(Ordering::Acquire);
+        let f = self
+            .filter
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        (g, f)
+    }
+
+    /// The counters queue `i` last published.
+    pub(crate) fn published(&self, i: usize) -> (RxStats, TxStats) {
+        (
+            rx_from(self.rx_counters[i].load()),
+            tx_from(self.tx_counters[i].load()),
+        )
+    }
+
+    /// After the device is stopped: releases what dropped handles parked, and makes later
+    /// drops release their own.
+    pub(crate) fn device_stopped(&self) {
+        let mut p = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
+        p.stopped = true;
+        for (mut ring, mut cache) in p.rx.drain(..) {
+            ring.release(&mut cache);
+        }
+        for (mut ring, mut cache) in p.tx.drain(..) {
+            ring.release(&mut cache);
+        }
+    }
+}
+
+/// A port's receive queue, to drive from one thread (it is `Send`): bursts, its own
+/// mempool cache and counters. Obtained from [`crate::Port::take_queues`].
+pub struct RxQueueHandle {
+    index: u16,
+    /// Always `Some` until dropped (taken out to park it).
+    ring: Option<RxRing>,
+    cache: MempoolCache,
+    filter: Option<SoftRxFilter>,
+    filter_gen: u64,
+    /// Frames the software filter dropped.
+    filtered_total: u64,
+    bursts: u32,
+    shared: Arc<PortShared>,
+}
+
+impl RxQueueHandle {
+    pub(crate) fn new(
+        index: u16,
+        ring: RxRing,
+        cache: MempoolCache,
+        shared: Arc<PortShared>,
+    ) -> Self {
+        let (filter_gen, filter) = shared.filter();
+        RxQueueHandle {
+            index,
+            ring: Some(ring),
+            cache,
+            filter,
+            filter_gen,
+            filtered_total: 0,
+            bursts: 0,
+            shared,
+        }
+    }
+
+    /// The queue's index on its port.
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// Receives up to `out.room()` frames into `out` (appended); returns how many.
+    #[inline]
+    pub fn rx_burst(&mut self, out: &mut PacketBatch) -> usize {
+        let Some(ring) = self.ring.as_mut() else {
+            return 0;
+        };
+        let before = out.len();
+        let got = ring.burst(&mut self.cache, out);
+        if self.shared.filter_gen.load(Ordering::Relaxed) != self.filter_gen {
+            self.reload_filter();
+        }
+        let got = match &self.filter {
+            Some(f) if got > 0 => {
+                let gone = out.retain_from(before, |p| f.accepts_packet(p), &mut self.cache);
+                self.filtered_total += gone as u64;
+                got - gone
+            }
+            _ => got,
+        };
+        self.bursts = self.bursts.wrapping_add(1);
+        if self.bursts.is_multiple_of(PUBLISH_EVERY) {
+            self.publish();
+        }
+        got
+    }
+
+    #[cold]
+    fn reload_filter(&mut self) {
+        let (g, f) = self.shared.filter();
+        self.filter_gen = g;
+        self.filter = f;
+    }
+
+    /// The queue's counters now (exact: this thread's own).
+    pub fn stats(&self) -> RxStats {
+        let mut s = self.ring.as_ref().map(|r| *r.stats()).unwrap_or_default();
+        s.filtered = self.filtered_total;
+        s
+    }
+
+    /// Publishes the counters for [`crate::Port::stats`] now (bursts do it every 32).
+    pub fn publish(&self) {
+        self.shared.rx_counters[usize::from(self.index)].store(rx_fields(&self.stats()));
+    }
+
+    /// Buffers posted to the device.
+    pub fn posted(&self) -> u32 {
+        self.ring.as_ref().map_or(0, RxRing::posted)
+    }
+
+    /// Doorbell writes the device received.
+    pub fn notifies(&self) -> u64 {
+        self.ring.as_ref().map_or(0, RxRing::notifies)
+    }
+
+    /// A fresh buffer from the port's pool, through this queue's cache.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<PacketBuf> {
+        self.cache.alloc()
+    }
+
+    /// Returns a buffer through this queue's cache.
+    #[inline]
+    pub fn free(&mut self, buf: PacketBuf) {
+        self.cache.free(buf)
+    }
+
+    /// Returns a whole batch through this queue's cache.
+    pub fn free_batch(&mut self, batch: &mut PacketBatch) {
+        batch.free_into(&mut self.cache)
+    }
+}
+
+impl Drop for RxQueueHandle {
+    fn drop(&mut self) {
+        self.publish();
+        let Some(mut ring) = self.ring.take() else {
+            return;
+        };
+        let mut p = self
+            .shared
+            .parked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if p.stopped {
+            ring.release(&mut self.cache);
+        } else {
+            // The device may still write into the posted buffers: they wait for the port.
+            let cache = self.cache.pool().cache(0);
+            p.rx.push((ring, cache));
+        }
+    }
+}
+
+/// A port's transmit queue, to drive from one thread (it is `Send`): bursts, its own
+/// mempool cache (which completed buffers return to) and counters. Obtained from
+/// [`crate::Port::take_queues`].
+pub struct TxQueueHandle {
+    index: u16,
+    /// Always `Some` until dropped (taken out to park it).
+    ring: Option<TxRing>,
+    /// Where completed buffers go and [`TxQueueHandle::alloc`] takes from: a cache of the
+    /// port's pool, or of the pool [`TxQueueHandle::set_mempool`] set.
+    cache: MempoolCache,
+    bursts: u32,
+    shared: Arc<PortShared>,
+}
+
+impl TxQueueHandle {
+    pub(crate) fn new(
+        index: u16,
+        ring: TxRing,
+        cache: MempoolCache,
+        shared: Arc<PortShared>,
+    ) -> Self {
+        TxQueueHandle {
+            index,
+            ring: Some(ring),
+            cache,
+            bursts: 0,
+            shared,
+        }
+    }
+
+    /// The queue's index on its port.
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// Sends frames from the front of `pkts`, as many as fit, with one doorbell; returns
+    /// how many left the batch (the rest stay for the caller to retry or free).
+    #[inline]
+    pub fn tx_burst(&mut self, pkts: &mut PacketBatch) -> usize {
+        let Some(ring) = self.ring.as_mut() else {
+            return 0;
+        };
+        let sent = ring.burst(&mut self.cache, pkts);
+        self.bursts = self.bursts.wrapping_add(1);
+        if self.bursts.is_multiple_of(PUBLISH_EVERY) {
+            self.publish();
+        }
+        sent
+    }
+
+    /// Recycles the buffers of completed transmissions now (bursts do it when needed).
+    pub fn tx_reclaim(&mut self) -> u32 {
+        match self.ring.as_mut() {
+            Some(r) => r.reclaim(&mut self.cache),
+            None => 0,
+        }
+    }
+
+    /// Waits until the device is done with every queued descriptor (e1000e: head caught up
+    /// with tail; virtio: every descriptor used), then recycles every buffer, whether or not
+    /// a completion was asked for on it. Returns false on timeout (then only what completed
+    /// is recycled).
+    pub fn tx_drain(&mut self, timeout: std::time::Duration) -> bool {
+        let start = std::time::Instant::now();
+        let Some(ring) = self.ring.as_mut() else {
+            return true;
+        };
+        loop {
+            if ring.idle() {
+                ring.reclaim_all(&mut self.cache);
+                return true;
+            }
+            if start.elapsed() >= timeout {
+                ring.reclaim(&mut self.cache);
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+    }
+
+    /// Transmits from `pool` from now on: completed buffers return to a cache of it of
+    /// `cache_size`, and [`TxQueueHandle::alloc`] takes from it (a generator's pool of
+    /// pre-built frames that receive never writes into). Buffers of another pool still in
+    /// flight go home to their own pool when they complete.
+    pub fn set_mempool(&mut self, pool: &Mempool, cache_size: usize) {
+        self.cache = pool.cache(cache_size);
+    }
+
+    /// A fresh buffer for transmission, through this queue's cache.
+    #[inline]
+    pub fn alloc(&mut self) -> Option<PacketBuf> {
+        self.cache.alloc()
+    }
+
+    /// Returns a buffer through this queue's cache.
+    #[inline]
+    pub fn free(&mut self, buf: PacketBuf) {
+        self.cache.free(buf)
+    }
+
+    /// Returns a whole batch through this queue's cache.
+    pub fn free_batch(&mut self, batch: &mut PacketBatch) {
+        batch.free_into(&mut self.cache)
+    }
+
+    /// The queue's counters now (exact: this thread's own).
+    pub fn stats(&self) -> TxStats {
+        self.ring.as_ref().map(TxRing::stats).unwrap_or_default()
+    }
+
+    /// Publishes the counters for [`crate::Port::stats`] now (bursts do it every 32).
+    pub fn publish(&self) {
+        self.shared.tx_counters[usize::from(self.index)].store(tx_fields(&self.stats()));
+    }
+
+    /// Doorbell writes the device received.
+    pub fn notifies(&self) -> u64 {
+        self.ring.as_ref().map_or(0, TxRing::notifies)
+    }
+}
+
+impl Drop for TxQueueHandle {
+    fn drop(&mut self) {
+        self.publish();
+        let Some(mut ring) = self.ring.take() else {
+            return;
+        };
+        let mut p = self
+            .shared
+            .parked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if p.stopped {
+            ring.release(&mut self.cache);
+        } else {
+            // The device may still read the buffers in flight: they wait for the port.
+            let cache = self.cache.pool().cache(0);
+            p.tx.push((ring, cache));
+        }
+    }
+}

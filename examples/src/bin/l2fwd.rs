@@ -1,0 +1,287 @@
+//! l2fwd: forwards every frame received on one port out of the other, both ways, one thread
+//! per direction (each owns the receive queue of one port and the transmit queue of the
+//! other), with live per-port and per-queue rates and a summary.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use pcap_file::pcap::{PcapPacket, PcapWriter};
+use tenge::{PacketBatch, Port, PortConfig, PortStats, RxQueueHandle, TxQueueHandle};
+use tenge_examples::{memory_summary, parse_secs};
+
+/// Forward frames between two NICs driven by tenge, both ways, a thread per direction.
+///
+/// Both NICs must be bound to vfio-pci. Runs until SIGINT or SIGTERM, or for --duration
+/// seconds, printing each second what each port received and sent; the summary counts
+/// every frame, and every drop by reason. Example, in the test guest:
+///   l2fwd 0000:00:03.0 0000:00:04.0 --duration 10
+///   l2fwd 0000:00:03.0 0000:00:04.0 --rewrite --pcap /tmp/fwd.pcap --pcap-count 100
+#[derive(Parser, Debug)]
+#[command(version, verbatim_doc_comment)]
+struct Args {
+    /// PCI address of port 0, e.g. 0000:00:03.0 (see `lspci -D`).
+    port0: String,
+    /// PCI address of port 1.
+    port1: String,
+    /// Stop after this many seconds (default: run until SIGINT or SIGTERM).
+    #[arg(long, value_parser = parse_secs)]
+    duration: Option<Duration>,
+    /// Rewrite each forwarded frame's MACs as DPDK's l2fwd does: the source becomes the
+    /// sending port's MAC, the destination 02:00:00:00:00:NN (NN the sending port's number).
+    #[arg(long)]
+    rewrite: bool,
+    /// Record the first --pcap-count frames forwarded (either way, as sent) in this pcap
+    /// file.
+    #[arg(long)]
+    pcap: Option<std::path::PathBuf>,
+    /// Frames --pcap records.
+    #[arg(long, default_value_t = 1000)]
+    pcap_count: u64,
+    /// Frames per burst.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=512))]
+    batch: u16,
+    /// Seconds between live rate lines (0: none).
+    #[arg(long, default_value = "1", value_parser = parse_secs)]
+    interval: Duration,
+}
+
+fn main() -> ExitCode {
+    tenge_examples::run_main("l2fwd", Args::parse(), run)
+}
+
+/// The capture of the first frames forwarded, shared by both directions.
+struct Capture {
+    writer: PcapWriter<BufWriter<File>>,
+    left: u64,
+    start: Instant,
+}
+
+/// One direction: receive on `rx` (port `from`), send on `tx` (port `to`).
+struct Direction {
+    from: usize,
+    rx: RxQueueHandle,
+    tx: TxQueueHandle,
+    /// Set by the rewrite: (source, destination) MACs for frames leaving on `tx`.
+    rewrite: Option<([u8; 6], [u8; 6])>,
+    batch: usize,
+    capture: Option<Arc<Mutex<Capture>>>,
+}
+
+/// What a direction counted, at its end.
+#[derive(Debug, Default)]
+struct Forwarded {
+    /// Frames sent on the other port.
+    frames: u64,
+    /// Frames the other port's TX ring had no room for (dropped).
+    tx_full_drops: u64,
+}
+
+impl Direction {
+    fn run(mut self, stop: &AtomicBool) -> Forwarded {
+        let mut batch = PacketBatch::new(self.batch);
+        let mut done = Forwarded::default();
+        let mut polls = 0u32;
+        loop {
+            if self.rx.rx_burst(&mut batch) > 0 {
+                if let Some((src, dst)) = self.rewrite {
+                    for p in batch.iter_mut() {
+                        if let Some(h) = p.data_mut().get_mut(..12) {
+                            h[..6].copy_from_slice(&dst);
+                            h[6..].copy_from_slice(&src);
+                        }
+                    }
+                }
+                if let Some(c) = &self.capture {
+                    record(c, &batch);
+                }
+                done.frames += self.tx.tx_burst(&mut batch) as u64;
+                // What the ring had no room for is dropped, not retried: a forwarder that
+                // waits on a full ring stops receiving (DPDK's l2fwd drops too).
+                done.tx_full_drops += batch.len() as u64;
+                self.tx.free_batch(&mut batch);
+            }
+            polls = polls.wrapping_add(1);
+            if polls.is_multiple_of(256) && stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        // Whatever is still in flight goes back before the handles do.
+        self.tx.tx_drain(Duration::from_secs(1));
+        self.rx.publish();
+        self.tx.publish();
+        log::debug!("direction from port {}: {done:?}", self.from);
+        done
+    }
+}
+
+/// Writes frames of `batch` into the capture while it wants more.
+fn record(c: &Mutex<Capture>, batch: &PacketBatch) {
+    let Ok(mut c) = c.lock() else { return };
+    for p in batch.iter() {
+        if c.left == 0 {
+            return;
+        }
+        let data = p.data();
+        let packet = PcapPacket::new(c.start.elapsed(), data.len() as u32, data);
+        if c.writer.write_packet(&packet).is_err() {
+            c.left = 0;
+            return;
+        }
+        c.left -= 1;
+    }
+}
+
+fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = PortConfig::default();
+    let mut ports = [
+        Port::open(&args.port0, &cfg)?,
+        Port::open(&args.port1, &cfg)?,
+    ];
+    let macs = [ports[0].mac(), ports[1].mac()];
+    let capture = match &args.pcap {
+        Some(path) => {
+            let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Some(Arc::new(Mutex::new(Capture {
+                writer: PcapWriter::new(BufWriter::new(file))?,
+                left: args.pcap_count,
+                start: Instant::now(),
+            })))
+        }
+        None => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))?;
+    }
+    // Port p's queue pair 0: its RX feeds direction p, its TX serves direction 1 - p.
+    let [q0, q1] = [ports[0].take_queues(), ports[1].take_queues()];
+    let (Some(q0), Some(q1)) = (q0.into_iter().next(), q1.into_iter().next()) else {
+        return Err("a port has no queue pair".into());
+    };
+    let directions = [
+        Direction {
+            from: 0,
+            rx: q0.rx,
+            tx: q1.tx,
+            rewrite: args.rewrite.then_some((macs[1], [2, 0, 0, 0, 0, 1])),
+            batch: args.batch as usize,
+            capture: capture.clone(),
+        },
+        Direction {
+            from: 1,
+            rx: q1.rx,
+            tx: q0.tx,
+            rewrite: args.rewrite.then_some((macs[0], [2, 0, 0, 0, 0, 0])),
+            batch: args.batch as usize,
+            capture: capture.clone(),
+        },
+    ];
+    println!(
+        "l2fwd: port 0 {} <-> port 1 {}{}",
+        args.port0,
+        args.port1,
+        if args.rewrite { ", MACs rewritten" } else { "" }
+    );
+    println!("READY");
+    let start = Instant::now();
+    let threads: Vec<_> = directions
+        .into_iter()
+        .map(|d| {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("l2fwd-rx{}", d.from))
+                .spawn(move || d.run(&stop))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut last = (start, [ports[0].stats(), ports[1].stats()]);
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = Instant::now();
+        if args.duration.is_some_and(|d| now - start >= d) {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if !args.interval.is_zero() && now - last.0 >= args.interval {
+            let stats = [ports[0].stats(), ports[1].stats()];
+            print_rates(now - start, now - last.0, &last.1, &stats);
+            last = (now, stats);
+        }
+    }
+    let forwarded: Vec<Forwarded> = threads
+        .into_iter()
+        .map(|t| t.join().map_err(|_| "a forwarding thread panicked"))
+        .collect::<Result<_, _>>()?;
+    let secs = start.elapsed().as_secs_f64();
+    if let Some(c) = capture {
+        // The threads are done: this is the last reference.
+        if let Ok(c) = Arc::try_unwrap(c) {
+            let c = c
+                .into_inner()
+                .map_err(|_| "the capture's lock was poisoned")?;
+            std::io::Write::flush(&mut c.writer.into_writer())?;
+        }
+    }
+    let stats = [ports[0].stats(), ports[1].stats()];
+    for (p, (s, f)) in stats.iter().zip(&forwarded).enumerate() {
+        println!(
+            "l2fwd: port {p}: rx={} forwarded={} tx_full_drops={} tx={} rx_no_buf={} rx_errors={} rx_filtered={} tx_bad_packet={}",
+            s.rx.packets,
+            f.frames,
+            f.tx_full_drops,
+            s.tx.packets,
+            s.rx.no_buf,
+            s.rx.errors + s.rx.bad_len + s.rx.bad_slot + s.rx.multi_buffer,
+            s.rx.filtered,
+            s.tx.bad_packet
+        );
+    }
+    // Every buffer must come home once the devices are stopped (the ports dropped): the
+    // pools outlive them here.
+    let pools = [ports[0].mempool().clone(), ports[1].mempool().clone()];
+    drop(ports);
+    let home: Vec<String> = pools
+        .iter()
+        .map(|p| format!("{}/{}", p.free_count(), p.capacity()))
+        .collect();
+    let total: u64 = forwarded.iter().map(|f| f.frames).sum();
+    println!(
+        "l2fwd: done: seconds={secs:.3} forwarded={total} mpps={:.4} pool_free={} {}",
+        total as f64 / secs / 1e6,
+        home.join(","),
+        memory_summary()
+    );
+    Ok(())
+}
+
+/// One line per port: receive and send rates since the last line, each queue's too.
+fn print_rates(at: Duration, dt: Duration, before: &[PortStats; 2], now: &[PortStats; 2]) {
+    let dt = dt.as_secs_f64();
+    let rate = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / dt / 1e6;
+    for (p, (b, n)) in before.iter().zip(now).enumerate() {
+        let queues: Vec<String> = b
+            .queues
+            .iter()
+            .zip(&n.queues)
+            .enumerate()
+            .map(|(i, (qb, qn))| {
+                format!(
+                    "q{i} rx {:.3} tx {:.3}",
+                    rate(qb.0.packets, qn.0.packets),
+                    rate(qb.1.packets, qn.1.packets)
+                )
+            })
+            .collect();
+        println!(
+            "[{:6.1}s] port {p}: rx {:7.3} Mpps tx {:7.3} Mpps ({})",
+            at.as_secs_f64(),
+            rate(b.rx.packets, n.rx.packets),
+            rate(b.tx.packets, n.tx.packets),
+            queues.join(", ")
+        );
+    }
+}
