@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use tenge_testbed::{Backend, GuestConfig, Nic, NicModel};
-use tenge_tests::{bin, read_pcap, run_ok, scratch_dir, tail};
+use tenge_testbed::{Backend, Guest, GuestConfig, Nic, NicModel};
+use tenge_tests::{bin, read_pcap, run_ok, tail};
 
 /// Frames per direction.
 const COUNT: u64 = 3000;
@@ -33,15 +33,13 @@ fn one_way(rx: &str, tx: &str, count: u64, size: usize) -> String {
     )
 }
 
-/// l2fwd between an e1000e and a virtio-net forwards every frame of a sequenced stream,
-/// byte-exact, both ways (60-byte frames one way, 1514-byte the other), records the first
+/// l2fwd (`--retry`: a full TX ring holds the burst back instead of dropping it) between
+/// an e1000e and a virtio-net forwards every frame of a sequenced stream, byte-exact, both
+/// ways (60-byte frames one way, 1514-byte the other), records the first
 /// 100 in its pcap unchanged, and at the end every buffer of both ports' pools is home.
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn l2fwd_between_e1000e_and_virtio_forwards_every_frame_both_ways() {
-    let dir = scratch_dir("l2fwd");
-    let pcap = dir.join("fwd.pcap");
-    let _ = std::fs::remove_file(&pcap);
     let nics = vec![
         Nic::new(NicModel::E1000e, Backend::Hub(0)),
         Nic::new(NicModel::E1000e, Backend::Hub(0)),
@@ -52,7 +50,7 @@ fn l2fwd_between_e1000e_and_virtio_forwards_every_frame_both_ways() {
     let l2fwd = bin("l2fwd");
     let script = format!(
         "fail=0\n\
-         {l2fwd} {fwd0} {fwd1} --pcap {} --pcap-count 100 --interval 0 > /tmp/fwd.log 2>&1 &\n\
+         {l2fwd} {fwd0} {fwd1} --retry --pcap $TENGE_OUT/fwd.pcap --pcap-count 100 --interval 0 > /tmp/fwd.log 2>&1 &\n\
          fwd=$!\n\
          for i in $(seq 100); do grep -q READY /tmp/fwd.log && break; sleep 0.2; done\n\
          {}{}\
@@ -60,7 +58,6 @@ fn l2fwd_between_e1000e_and_virtio_forwards_every_frame_both_ways() {
          cat /tmp/fwd.log\n\
          [ $st = 0 ] || fail=1\n\
          exit $fail\n",
-        pcap.display(),
         one_way(&b, &a, COUNT, 60),
         one_way(&a, &b, COUNT, 1514),
     );
@@ -69,7 +66,16 @@ fn l2fwd_between_e1000e_and_virtio_forwards_every_frame_both_ways() {
         timeout: Duration::from_secs(300),
         ..GuestConfig::default()
     };
-    let log = run_ok(&cfg, &script);
+    let outcome = Guest::run(&cfg, &script).expect("boot guest");
+    let log = std::fs::read_to_string(&outcome.log).unwrap_or_default();
+    assert!(
+        outcome.success(),
+        "{}: {}",
+        outcome.describe(),
+        tail(&log, 60)
+    );
+    // The guest's writable share: l2fwd's capture.
+    let pcap = outcome.out_dir.join("fwd.pcap");
     for (to, size) in [(&b, 60), (&a, 1514)] {
         let section = log
             .split(&format!("== rx {to} from"))

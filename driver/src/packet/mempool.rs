@@ -6,6 +6,15 @@
 //! Buffer slot layout, `stride` bytes each: `[headroom][data room]`. A fresh buffer's data
 //! starts after the headroom, so a header (a VLAN tag, a virtio-net header) can be prepended
 //! without a copy.
+//!
+//! No slot crosses a page of the region (2 MiB or 4 KiB) when a page can hold one: the
+//! slots of a page are followed by the unused rest of it (as DPDK's mempool keeps objects
+//! within pages of memory that is not physically contiguous). The region is contiguous in
+//! IOVA space, which is all real hardware behind an IOMMU needs, but each page is its own
+//! piece of guest-physical memory, and QEMU's e1000e maps a TX buffer in one piece
+//! (`net_tx_pkt_add_raw_fragment_pci`, hw/net/net_tx_pkt.c: a mapping shorter than the
+//! buffer fails) and drops a frame whose buffer crosses into the next page, silently: a
+//! 1514-byte frame in slot 1927 of a pool (its data across the 4 MiB line) never left.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +23,29 @@ use std::sync::Arc;
 use crossbeam_queue::ArrayQueue;
 
 use crate::error::Error;
-use crate::platform::dma::{DmaMapper, DmaRegion, HugepagePolicy};
+use crate::platform::dma::{DmaMapper, DmaRegion, HugepagePolicy, HUGEPAGE_SIZE};
+
+/// The page of a region not on hugepages.
+const SMALL_PAGE: usize = 4096;
+
+/// Where `buffers` slots of `stride` bytes go in a region of `page`-byte pages: slots per
+/// page (0: a slot is larger than a page, and slots simply follow each other), and the
+/// bytes the region needs.
+fn slot_layout(stride: usize, buffers: usize, page: usize) -> Option<(usize, usize)> {
+    let per_page = page / stride;
+    if per_page == 0 {
+        return Some((0, stride.checked_mul(buffers)?));
+    }
+    Some((per_page, buffers.div_ceil(per_page).checked_mul(page)?))
+}
+
+/// The byte offset of slot `i` (see [`slot_layout`]).
+fn slot_offset(i: usize, stride: usize, per_page: usize, page: usize) -> usize {
+    match (i.checked_div(per_page), i.checked_rem(per_page)) {
+        (Some(pages), Some(slot)) => pages * page + slot * stride,
+        _ => i * stride,
+    }
+}
 
 /// How a pool is laid out.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +106,10 @@ struct PoolCore {
     hdrs: Box<[std::cell::UnsafeCell<BufHdr>]>,
     free: ArrayQueue<u32>,
     stride: usize,
+    /// Slots in each page of the region (0: slots follow each other across pages).
+    per_page: usize,
+    /// The region's page size.
+    page: usize,
     headroom: u16,
     data_room: u32,
     buffers: u32,
@@ -136,18 +171,30 @@ impl Mempool {
         }
         // Slots are cache-line multiples so no two buffers share a line.
         let stride = ((cfg.headroom + cfg.data_room) as usize).div_ceil(64) * 64;
-        let bytes = stride
-            .checked_mul(cfg.buffers as usize)
-            .ok_or_else(|| Error::Config("mempool size overflows".into()))?;
-        let region = DmaRegion::allocate(mapper, bytes, cfg.hugepages).map_err(Error::from)?;
+        let n = cfg.buffers as usize;
+        let overflow = || Error::Config("mempool size overflows".into());
+        let (huge_per_page, huge_bytes) =
+            slot_layout(stride, n, HUGEPAGE_SIZE).ok_or_else(overflow)?;
+        let mut region =
+            DmaRegion::allocate(mapper.clone(), huge_bytes, cfg.hugepages).map_err(Error::from)?;
+        let (per_page, page) = if region.is_hugepage() {
+            (huge_per_page, HUGEPAGE_SIZE)
+        } else {
+            // 4 KiB pages (no hugepages free): fewer slots fit, so the region may need to
+            // be larger.
+            let (per_page, bytes) = slot_layout(stride, n, SMALL_PAGE).ok_or_else(overflow)?;
+            if bytes > region.len() {
+                region = DmaRegion::allocate(mapper, bytes, cfg.hugepages).map_err(Error::from)?;
+            }
+            (per_page, SMALL_PAGE)
+        };
         let free = ArrayQueue::new(cfg.buffers as usize);
         for i in 0..cfg.buffers {
             let _ = free.push(i);
         }
-        let stride_u = stride;
         let hdrs: Box<[std::cell::UnsafeCell<BufHdr>]> = (0..cfg.buffers)
             .map(|i| {
-                let off = i as usize * stride_u;
+                let off = slot_offset(i as usize, stride, per_page, page);
                 std::cell::UnsafeCell::new(BufHdr {
                     core: NonNull::dangling(),
                     base: NonNull::new(region.base_ptr().wrapping_add(off))
@@ -167,6 +214,8 @@ impl Mempool {
             region,
             free,
             stride,
+            per_page,
+            page,
             headroom: cfg.headroom as u16,
             data_room: cfg.data_room,
             buffers: cfg.buffers,
@@ -249,7 +298,8 @@ impl Mempool {
             // The data room of an owned buffer (data_room bytes after the headroom; the
             // template fits, checked above).
             core.region.copy_in(
-                b.index() as usize * core.stride + core.headroom as usize,
+                slot_offset(b.index() as usize, core.stride, core.per_page, core.page)
+                    + core.headroom as usize,
                 data,
             );
         }
@@ -1073,6 +1123,58 @@ impl BufSlots<'_> {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    /// No slot crosses a page (QEMU's e1000e drops a TX frame whose buffer does), slots do
+    /// not overlap, and the region holds them all: for 2 MiB and 4 KiB pages, and a slot
+    /// larger than a page (which then simply follows the previous one).
+    #[test]
+    fn slots_stay_within_a_page() {
+        for (stride, n, page) in [
+            (2176, 2048, HUGEPAGE_SIZE),
+            (2176, 2048, SMALL_PAGE),
+            (4096, 10, SMALL_PAGE),
+            (9088, 16, SMALL_PAGE),
+        ] {
+            let (per_page, bytes) = slot_layout(stride, n, page).unwrap();
+            let mut last_end = 0;
+            for i in 0..n {
+                let off = slot_offset(i, stride, per_page, page);
+                assert!(off >= last_end, "slot {i} overlaps the one before");
+                assert!(off + stride <= bytes, "slot {i} outside the region");
+                if stride <= page {
+                    assert_eq!(
+                        off / page,
+                        (off + stride - 1) / page,
+                        "slot {i} crosses a page"
+                    );
+                }
+                last_end = off + stride;
+            }
+        }
+        // The default pool: 963 slots a hugepage, three hugepages (what 4.25 MiB of slots
+        // laid end to end took too); the third starts with slot 1926.
+        assert_eq!(slot_layout(2176, 2048, HUGEPAGE_SIZE), Some((963, 6 << 20)));
+        assert_eq!(slot_offset(1926, 2176, 963, HUGEPAGE_SIZE), 4 << 20);
+    }
+
+    /// A pool on 4 KiB pages (no hugepages): every buffer's slot, headroom and data room,
+    /// lies within one page of IOVA space.
+    #[test]
+    fn a_pool_on_small_pages_keeps_each_buffer_in_a_page() {
+        let pool = host_pool(64).unwrap();
+        let bufs: Vec<PacketBuf> = std::iter::from_fn(|| pool.alloc()).collect();
+        assert_eq!(bufs.len(), 64);
+        for b in &bufs {
+            let start = b.data_iova() - b.headroom() as u64;
+            let end = b.data_iova() + b.capacity() as u64 - 1;
+            assert_eq!(
+                start / 4096,
+                end / 4096,
+                "buffer {} crosses a page",
+                b.index()
+            );
+        }
+    }
 
     #[test]
     fn buffers_are_distinct_and_return_to_the_pool() {

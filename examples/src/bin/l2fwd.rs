@@ -42,6 +42,12 @@ struct Args {
     /// Frames --pcap records.
     #[arg(long, default_value_t = 1000)]
     pcap_count: u64,
+    /// Wait for room instead of dropping: a burst the other port's TX ring cannot take
+    /// whole is sent again (the ring's completions recycled meanwhile) until it is, so the
+    /// receiving port meets backpressure instead of frames being lost (testpmd's
+    /// `set fwd io retry`).
+    #[arg(long)]
+    retry: bool,
     /// Frames per burst.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=512))]
     batch: u16,
@@ -69,6 +75,7 @@ struct Direction {
     /// Set by the rewrite: (source, destination) MACs for frames leaving on `tx`.
     rewrite: Option<([u8; 6], [u8; 6])>,
     batch: usize,
+    retry: bool,
     capture: Option<Arc<Mutex<Capture>>>,
 }
 
@@ -79,6 +86,8 @@ struct Forwarded {
     frames: u64,
     /// Frames the other port's TX ring had no room for (dropped).
     tx_full_drops: u64,
+    /// Bursts sent again for want of room (with --retry).
+    tx_retries: u64,
 }
 
 impl Direction {
@@ -100,6 +109,11 @@ impl Direction {
                     record(c, &batch);
                 }
                 done.frames += self.tx.tx_burst(&mut batch) as u64;
+                while self.retry && !batch.is_empty() && !stop.load(Ordering::Relaxed) {
+                    done.tx_retries += 1;
+                    std::hint::spin_loop();
+                    done.frames += self.tx.tx_burst(&mut batch) as u64;
+                }
                 // What the ring had no room for is dropped, not retried: a forwarder that
                 // waits on a full ring stops receiving (DPDK's l2fwd drops too).
                 done.tx_full_drops += batch.len() as u64;
@@ -171,6 +185,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             tx: q1.tx,
             rewrite: args.rewrite.then_some((macs[1], [2, 0, 0, 0, 0, 1])),
             batch: args.batch as usize,
+            retry: args.retry,
             capture: capture.clone(),
         },
         Direction {
@@ -179,6 +194,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             tx: q0.tx,
             rewrite: args.rewrite.then_some((macs[0], [2, 0, 0, 0, 0, 0])),
             batch: args.batch as usize,
+            retry: args.retry,
             capture: capture.clone(),
         },
     ];
@@ -229,15 +245,18 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let stats = [ports[0].stats(), ports[1].stats()];
     for (p, (s, f)) in stats.iter().zip(&forwarded).enumerate() {
         println!(
-            "l2fwd: port {p}: rx={} forwarded={} tx_full_drops={} tx={} rx_no_buf={} rx_errors={} rx_filtered={} tx_bad_packet={}",
+            "l2fwd: port {p}: rx={} forwarded={} tx_full_drops={} tx_retries={} tx={} rx_no_buf={} rx_errors={} rx_filtered={} tx_bad_packet={} hw_gprc={} hw_gptc={}",
             s.rx.packets,
             f.frames,
             f.tx_full_drops,
+            f.tx_retries,
             s.tx.packets,
             s.rx.no_buf,
             s.rx.errors + s.rx.bad_len + s.rx.bad_slot + s.rx.multi_buffer,
             s.rx.filtered,
-            s.tx.bad_packet
+            s.tx.bad_packet,
+            s.hw.gprc,
+            s.hw.gptc
         );
     }
     // Every buffer must come home once the devices are stopped (the ports dropped): the
