@@ -4,7 +4,7 @@
 //! once per burst (a small enum), never per packet.
 //!
 //! The port keeps the control path (link, filters, counters) and what every handle shares
-//! ([`PortShared`]): the software receive filter, each queue's published counters, and
+//! (`PortShared`): the software receive filter, each queue's published counters, and
 //! where a handle dropped while the device still runs leaves its ring (parked) until the
 //! port has stopped the device: buffers a device may still write never return to the pool
 //! early.
