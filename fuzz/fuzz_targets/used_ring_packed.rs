@@ -8,8 +8,8 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use tenge::virtio::{HDR_LEN, RX_QUEUE, TX_QUEUE};
 use tenge::virtio::packed::{PackedRing, PackedRx, PackedTx};
+use tenge::virtio::{HDR_LEN, RX_QUEUE, TX_QUEUE};
 use tenge_descriptors::virtio::{VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE};
 use tenge_fuzz::{
     bells, device_write_hdr, region, Driver, DriverOp, Hdr, Setup, MAX_OPS, TX_RING_OFFSET,

@@ -18,8 +18,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
-use tenge::platform::dma::{DmaRegion, HugepagePolicy, IdentityMapper};
 use tenge::packet::mempool::{host_pool, Mempool, MempoolCache, PacketBuf};
+use tenge::platform::dma::{DmaRegion, HugepagePolicy, IdentityMapper};
 use tenge::ring::{PacketBatch, RxDescOps, RxQueue, TxDescOps, TxQueue};
 use tenge::virtio::{tx_burst, Doorbell, RxHdrMode, HDR_LEN, MAX_FRAME};
 use tenge_firmware_iface::{Mmio, NarrowMmio};
