@@ -777,8 +777,7 @@ impl MempoolCache {
     /// Returns the buffers in slots `start..end` of `slots` (free-running indices; empty
     /// slots are skipped), as [`MempoolCache::free`] would one by one; returns how many.
     /// Room is made before each run of at most half the cache, so the loop that moves the
-    /// buffers has no spill test. The slots hold no chains (the TX engine, its one caller,
-    /// refuses them), so there is no chain test either.
+    /// buffers has no spill test.
     #[inline(always)]
     pub(crate) fn free_slots(&mut self, slots: &mut BufSlots<'_>, start: u32, end: u32) -> u64 {
         let half = self.size / 2; // size >= 2
@@ -799,10 +798,9 @@ impl MempoolCache {
             let stack = &mut *self.stack;
             for slot in run.iter_mut() {
                 if let Some(b) = slot.take() {
-                    // No chain test: the engine never parks a chain in a ring slot (TX
-                    // refuses chains; RX posts fresh buffers).
-                    debug_assert!(b.h().next.is_none(), "a chain in a ring slot");
-                    if b.h().core != core {
+                    // A chain (a frame TX sent in several segments) or a buffer of another
+                    // pool goes home segment by segment as it drops.
+                    if b.h().core != core || b.h().next.is_some() {
                         drop_foreign(b);
                         foreign += 1;
                     } else {
