@@ -311,6 +311,13 @@ pub trait TxView: Copy {
     /// Writes `pkt`'s descriptors from producer index `pidx`; `report` asks the device to
     /// write back completion on the last one. Returns the number of descriptors written.
     fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32;
+    /// [`TxView::encap`] for a packet known to be one buffer (the engine's runs have
+    /// checked), without a report: one descriptor. A device with a faster way for that case
+    /// overrides it.
+    #[inline(always)]
+    fn encap_single(&self, pidx: u32, pkt: &PacketBuf) {
+        self.encap(pidx, pkt, false);
+    }
     /// Whether the descriptor at index `idx`, written with `report`, is complete (not
     /// called when [`TxView::COMPLETES_BY_ID`]).
     fn is_done(&self, idx: u32) -> bool;
@@ -735,8 +742,7 @@ fn tx_run<V: TxView>(
             bad = Some(pkt);
             break;
         }
-        let used = view.encap(pidx.wrapping_add(sent), &pkt, false);
-        debug_assert_eq!(used, 1);
+        view.encap_single(pidx.wrapping_add(sent), &pkt);
         bytes += len as u64;
         put(d, pkt);
         sent += 1;
@@ -964,6 +970,9 @@ pub struct TxQueue<D: TxDescOps> {
     rs_interval: u32,
     /// Largest frame the device takes.
     max_frame: usize,
+    /// A chain may be in flight (one was posted since the ring was last empty): freeing
+    /// then checks each buffer for one.
+    chains: bool,
     stats: TxStats,
 }
 
@@ -988,6 +997,7 @@ impl<D: TxDescOps> TxQueue<D> {
             since_rs: 0,
             rs_interval,
             max_frame,
+            chains: false,
             stats: TxStats::default(),
         }
     }
@@ -1034,7 +1044,11 @@ impl<D: TxDescOps> TxQueue<D> {
         self.rs_head = rs_head;
         let start = self.cidx;
         let mut slots = self.bufs.view_sized(self.ops.entries());
-        let completed = cache.free_slots(&mut slots, start, end);
+        let completed = Self::free_run(self.chains, cache, &mut slots, start, end);
+        if end == self.pidx {
+            // The ring is empty: no chain in flight.
+            self.chains = false;
+        }
         self.cidx = end;
         self.stats.completed += completed;
         end.wrapping_sub(start)
@@ -1063,7 +1077,13 @@ impl<D: TxDescOps> TxQueue<D> {
             // The ids read before the buffers are freed.
             barrier::dma_rmb();
             let mut slots = self.bufs.view_sized(self.ops.entries());
-            let freed = cache.free_slots(&mut slots, start, start.wrapping_add(run));
+            let freed = Self::free_run(
+                self.chains,
+                cache,
+                &mut slots,
+                start,
+                start.wrapping_add(run),
+            );
             // Slots of the run already empty (returned out of order before).
             self.stats.bad_completion += u64::from(run) - freed;
             self.stats.completed += freed;
@@ -1081,6 +1101,10 @@ impl<D: TxDescOps> TxQueue<D> {
             cidx = cidx.wrapping_add(1);
         }
         self.cidx = cidx;
+        if cidx == pidx {
+            // The ring is empty: no chain in flight.
+            self.chains = false;
+        }
         // Reports `cidx` has passed are done.
         let mask = self.mask;
         let passed = cidx.wrapping_sub(start);
@@ -1239,6 +1263,8 @@ impl<D: TxDescOps> TxQueue<D> {
                     rs_at = last.wrapping_add(self.rs_interval);
                 }
                 bytes += len as u64;
+                // From now until the ring is empty, completions may free a chain.
+                self.chains |= pkt.is_chained();
                 slots.put(last, pkt);
                 pidx = pidx.wrapping_add(used);
             };
@@ -1295,8 +1321,9 @@ impl<D: TxDescOps> TxQueue<D> {
         // write: order the buffer reuse after it.
         barrier::dma_rmb();
         let mut slots = self.bufs.view_sized(self.ops.entries());
-        self.stats.completed += cache.free_slots(&mut slots, start, end);
+        self.stats.completed += Self::free_run(self.chains, cache, &mut slots, start, end);
         self.cidx = end;
+        self.chains = false;
         // An idle device has written one used entry for each buffer.
         self.used = end;
         self.rs_head = self.rs_tail;
@@ -1315,6 +1342,24 @@ impl<D: TxDescOps> TxQueue<D> {
         self.cidx = self.pidx;
         self.used = self.pidx;
         self.rs_head = self.rs_tail;
+        self.chains = false;
+    }
+
+    /// Frees the buffers in slots `start..end`, chains among them only if one may be in
+    /// flight (see `chains`): the usual run has no chain test.
+    #[inline(always)]
+    fn free_run(
+        chains: bool,
+        cache: &mut MempoolCache,
+        slots: &mut crate::packet::mempool::BufSlots<'_>,
+        start: u32,
+        end: u32,
+    ) -> u64 {
+        if chains {
+            cache.free_slots::<true>(slots, start, end)
+        } else {
+            cache.free_slots::<false>(slots, start, end)
+        }
     }
 }
 

@@ -101,6 +101,13 @@ impl TxView for E1000eTxView<'_> {
     }
 
     #[inline(always)]
+    fn encap_single(&self, pidx: u32, pkt: &PacketBuf) {
+        let cmd = TXD_CMD_EOP | TXD_CMD_IFCS;
+        self.0
+            .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64 | (cmd as u64) << 24);
+    }
+
+    #[inline(always)]
     fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32 {
         let mut cmd = TXD_CMD_EOP | TXD_CMD_IFCS;
         if report {

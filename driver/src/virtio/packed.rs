@@ -517,6 +517,11 @@ impl TxView for PackedTxView<'_> {
         1
     }
 
+    #[inline(always)]
+    fn encap_single(&self, pidx: u32, pkt: &PacketBuf) {
+        self.0.post(pidx, pkt.data_iova(), pkt.len() as u32, 0);
+    }
+
     /// Chains through the slot's indirect table when negotiated.
     #[inline(always)]
     fn max_segs(&self) -> u32 {

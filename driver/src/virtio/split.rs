@@ -477,6 +477,15 @@ impl TxView for VirtioTxView<'_> {
     }
 
     #[inline(always)]
+    fn encap_single(&self, pidx: u32, pkt: &PacketBuf) {
+        // The packet starts with its virtio_net_hdr (tx_burst prepended it). Device-readable:
+        // flags 0, next 0.
+        self.0
+            .desc
+            .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64);
+    }
+
+    #[inline(always)]
     fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32 {
         // The device reports every buffer in the used ring: the engine's second write, with
         // a report, has nothing to add.
