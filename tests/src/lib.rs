@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub mod seq;
+pub mod toeplitz;
 pub use seq::{parse_summary, Arrival, SeqTally};
 
 /// The workspace root (holds the workspace Cargo.toml).
