@@ -311,11 +311,25 @@ pub trait TxView: Copy {
     /// Writes `pkt`'s descriptors from producer index `pidx`; `report` asks the device to
     /// write back completion on the last one. Returns the number of descriptors written.
     fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32;
+    /// [`TxView::encap`] for a packet known to be one buffer (the engine's runs have
+    /// checked), without a report: one descriptor. A device with a faster way for that case
+    /// overrides it.
+    #[inline(always)]
+    fn encap_single(&self, pidx: u32, pkt: &PacketBuf) {
+        self.encap(pidx, pkt, false);
+    }
     /// Whether the descriptor at index `idx`, written with `report`, is complete (not
     /// called when [`TxView::COMPLETES_BY_ID`]).
     fn is_done(&self, idx: u32) -> bool;
-    /// Every packet takes exactly one descriptor (`descs_needed` and `encap` return 1):
-    /// the engine then sends runs of packets with no per-packet ring or report test.
+    /// Most segments a chain may have (one descriptor, or one indirect-table entry, each);
+    /// a longer chain is dropped and counted (`bad_packet`). 1: the device takes no chains.
+    #[inline(always)]
+    fn max_segs(&self) -> u32 {
+        1
+    }
+    /// Every unchained packet takes exactly one descriptor (`descs_needed` and `encap`
+    /// return 1): the engine then sends runs of them with no per-packet ring or report test
+    /// (a chain goes through the checked loop, whatever `descs_needed` says).
     const SINGLE_DESC: bool = false;
     /// The device names each buffer it is done with in a used entry of its own, and may
     /// finish them in any order (virtio without `VIRTIO_F_IN_ORDER`, §2.7.8 and §2.8.21):
@@ -389,8 +403,9 @@ pub struct TxStats {
     pub bytes: u64,
     /// Bursts cut short because the ring was full (the caller keeps the rest).
     pub ring_full: u64,
-    /// Frames refused because they cannot be sent (empty, longer than the device takes, or
-    /// chains of several buffers, which TX does not take yet); they are dropped.
+    /// Frames refused because they cannot be sent (empty, longer than the device takes in
+    /// all, or chains of more segments than it takes, see `TxView::max_segs`); they are
+    /// dropped.
     pub bad_packet: u64,
     /// Doorbell (tail) writes.
     pub doorbells: u64,
@@ -687,11 +702,15 @@ struct TxRun {
     looked: usize,
     /// A packet it stopped at, which the device cannot send.
     bad: Option<PacketBuf>,
+    /// It stopped at a chain (left in its place, not counted in `looked`): the checked
+    /// loop sends it.
+    chain: bool,
 }
 
 /// Writes one descriptor for each packet of `src` from `pidx`, without a report, parking
 /// each in the place of `dst` alike (the slots of those descriptors, empty); stops at a
-/// packet that is empty or longer than `max_frame`, and at an empty place of `src`. The
+/// packet that is empty or longer than `max_frame`, at a chain (left in place for the
+/// checked loop, which writes a descriptor per segment), and at an empty place of `src`. The
 /// caller has checked the ring has room for all of them. Out of line: a loop of its own
 /// whose few values stay in registers.
 #[inline(never)]
@@ -705,20 +724,25 @@ fn tx_run<V: TxView>(
     let n = dst.len().min(src.len());
     let mut bytes = 0u64;
     let mut bad = None;
+    let mut chain = false;
     let mut sent = 0u32;
     let mut it = dst.iter_mut().zip(src.iter_mut());
     for (d, s) in it.by_ref() {
         let Some(pkt) = s.take() else {
             break;
         };
-        // Empty, too long, or a chain (not sent yet): the caller drops it.
+        if pkt.is_chained() {
+            put(s, pkt);
+            chain = true;
+            break;
+        }
+        // Empty or too long: the caller drops it.
         let len = pkt.len();
-        if len.wrapping_sub(1) >= max_frame || pkt.is_chained() {
+        if len.wrapping_sub(1) >= max_frame {
             bad = Some(pkt);
             break;
         }
-        let used = view.encap(pidx.wrapping_add(sent), &pkt, false);
-        debug_assert_eq!(used, 1);
+        view.encap_single(pidx.wrapping_add(sent), &pkt);
         bytes += len as u64;
         put(d, pkt);
         sent += 1;
@@ -726,8 +750,9 @@ fn tx_run<V: TxView>(
     TxRun {
         sent,
         bytes,
-        looked: n - it.len(),
+        looked: n - it.len() - usize::from(chain),
         bad,
+        chain,
     }
 }
 
@@ -945,6 +970,9 @@ pub struct TxQueue<D: TxDescOps> {
     rs_interval: u32,
     /// Largest frame the device takes.
     max_frame: usize,
+    /// A chain may be in flight (one was posted since the ring was last empty): freeing
+    /// then checks each buffer for one.
+    chains: bool,
     stats: TxStats,
 }
 
@@ -969,6 +997,7 @@ impl<D: TxDescOps> TxQueue<D> {
             since_rs: 0,
             rs_interval,
             max_frame,
+            chains: false,
             stats: TxStats::default(),
         }
     }
@@ -1015,7 +1044,11 @@ impl<D: TxDescOps> TxQueue<D> {
         self.rs_head = rs_head;
         let start = self.cidx;
         let mut slots = self.bufs.view_sized(self.ops.entries());
-        let completed = cache.free_slots(&mut slots, start, end);
+        let completed = Self::free_run(self.chains, cache, &mut slots, start, end);
+        if end == self.pidx {
+            // The ring is empty: no chain in flight.
+            self.chains = false;
+        }
         self.cidx = end;
         self.stats.completed += completed;
         end.wrapping_sub(start)
@@ -1044,7 +1077,13 @@ impl<D: TxDescOps> TxQueue<D> {
             // The ids read before the buffers are freed.
             barrier::dma_rmb();
             let mut slots = self.bufs.view_sized(self.ops.entries());
-            let freed = cache.free_slots(&mut slots, start, start.wrapping_add(run));
+            let freed = Self::free_run(
+                self.chains,
+                cache,
+                &mut slots,
+                start,
+                start.wrapping_add(run),
+            );
             // Slots of the run already empty (returned out of order before).
             self.stats.bad_completion += u64::from(run) - freed;
             self.stats.completed += freed;
@@ -1062,6 +1101,10 @@ impl<D: TxDescOps> TxQueue<D> {
             cidx = cidx.wrapping_add(1);
         }
         self.cidx = cidx;
+        if cidx == pidx {
+            // The ring is empty: no chain in flight.
+            self.chains = false;
+        }
         // Reports `cidx` has passed are done.
         let mask = self.mask;
         let passed = cidx.wrapping_sub(start);
@@ -1171,6 +1214,9 @@ impl<D: TxDescOps> TxQueue<D> {
                     tx_drop(&mut self.stats, pkt, cache);
                     dropped += 1;
                 }
+                if run.chain {
+                    break;
+                }
             }
         }
         // Packet by packet: what the runs left (at a full ring), or every packet of a device
@@ -1187,10 +1233,13 @@ impl<D: TxDescOps> TxQueue<D> {
                 let Some(pkt) = slot.take() else {
                     continue;
                 };
-                let len = pkt.len();
-                if len.wrapping_sub(1) >= max_frame || pkt.is_chained() {
-                    // Empty, too long or a chain: dropped below, rather than hand the device a bad
-                    // descriptor.
+                // The whole frame: every segment of a chain.
+                let len = pkt.pkt_len();
+                if len.wrapping_sub(1) >= max_frame
+                    || (pkt.is_chained() && pkt.nb_segs() > view.max_segs() as usize)
+                {
+                    // Empty, too long, or a chain of more segments than the device takes:
+                    // dropped below, rather than hand the device bad descriptors.
                     put(slot, pkt);
                     break slot;
                 }
@@ -1214,6 +1263,8 @@ impl<D: TxDescOps> TxQueue<D> {
                     rs_at = last.wrapping_add(self.rs_interval);
                 }
                 bytes += len as u64;
+                // From now until the ring is empty, completions may free a chain.
+                self.chains |= pkt.is_chained();
                 slots.put(last, pkt);
                 pidx = pidx.wrapping_add(used);
             };
@@ -1234,15 +1285,9 @@ impl<D: TxDescOps> TxQueue<D> {
         // will have its buffers back by the next burst's report or by Port::tx_drain: both
         // keep the interval.
         if sent > 0 && idle_rs_tail == Some(self.rs_tail) {
-            // The runs above write one descriptor per packet: the last started at pidx - 1.
-            let start = if <D::View<'_> as TxView>::SINGLE_DESC {
-                pidx.wrapping_sub(1)
-            } else {
-                last_start
-            };
             let last = pidx.wrapping_sub(1);
             if let Some(pkt) = slots.get(last) {
-                view.encap(start, pkt, true);
+                view.encap(last_start, pkt, true);
             }
             self.rs[(self.rs_tail & self.mask) as usize] = last;
             self.rs_tail = self.rs_tail.wrapping_add(1);
@@ -1276,8 +1321,9 @@ impl<D: TxDescOps> TxQueue<D> {
         // write: order the buffer reuse after it.
         barrier::dma_rmb();
         let mut slots = self.bufs.view_sized(self.ops.entries());
-        self.stats.completed += cache.free_slots(&mut slots, start, end);
+        self.stats.completed += Self::free_run(self.chains, cache, &mut slots, start, end);
         self.cidx = end;
+        self.chains = false;
         // An idle device has written one used entry for each buffer.
         self.used = end;
         self.rs_head = self.rs_tail;
@@ -1296,6 +1342,24 @@ impl<D: TxDescOps> TxQueue<D> {
         self.cidx = self.pidx;
         self.used = self.pidx;
         self.rs_head = self.rs_tail;
+        self.chains = false;
+    }
+
+    /// Frees the buffers in slots `start..end`, chains among them only if one may be in
+    /// flight (see `chains`): the usual run has no chain test.
+    #[inline(always)]
+    fn free_run(
+        chains: bool,
+        cache: &mut MempoolCache,
+        slots: &mut crate::packet::mempool::BufSlots<'_>,
+        start: u32,
+        end: u32,
+    ) -> u64 {
+        if chains {
+            cache.free_slots::<true>(slots, start, end)
+        } else {
+            cache.free_slots::<false>(slots, start, end)
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub mod seq;
+pub mod toeplitz;
 pub use seq::{parse_summary, Arrival, SeqTally};
 
 /// The workspace root (holds the workspace Cargo.toml).
@@ -288,5 +289,59 @@ pub fn inject_after_ready(
             seq,
         ))
         .unwrap();
+    }
+}
+
+/// The TX chain runs: (segments, frame size) of each pktgen run, 1 to 8 segments over sizes
+/// from 60 to 1514.
+pub const CHAIN_RUNS: [(u16, usize); 8] = [
+    (1, 60),
+    (2, 60),
+    (3, 128),
+    (4, 512),
+    (5, 1000),
+    (6, 1514),
+    (7, 1514),
+    (8, 1514),
+];
+
+/// Frames per chain run.
+pub const CHAIN_FRAMES: u64 = 200;
+
+/// A guest script that sends [`CHAIN_RUNS`] from the NIC at `pci` with pktgen
+/// (`--segments`), run `r` numbering its frames from `r * 1000`.
+pub fn chain_script(pci: &str) -> String {
+    let pktgen = bin("pktgen");
+    let mut script = String::from("set -e\n");
+    for (r, (segments, size)) in CHAIN_RUNS.iter().enumerate() {
+        script += &format!(
+            "{pktgen} {pci} --count {CHAIN_FRAMES} --size {size} --segments {segments} --first-seq {} --src-mac {TEST_SRC} --dst-mac {TEST_DST} --interval 0\n",
+            r * 1000
+        );
+    }
+    script
+}
+
+/// The wire after [`chain_script`]: each chain left as one frame, byte for byte the frame
+/// pktgen split over its segments, in order, and nothing else.
+pub fn check_chain_wire(frames: &[Vec<u8>]) {
+    let want: Vec<Vec<u8>> = CHAIN_RUNS
+        .iter()
+        .enumerate()
+        .flat_map(|(r, &(_, size))| {
+            (0..CHAIN_FRAMES)
+                .map(move |i| tenge_examples::frame::build(&test_flow(), size, r as u64 * 1000 + i))
+        })
+        .collect();
+    assert_eq!(frames.len(), want.len(), "frames on the wire");
+    for (i, (got, want)) in frames.iter().zip(&want).enumerate() {
+        assert!(
+            got == want,
+            "frame {i} (run {}, {} segments): {} bytes on the wire, {} sent",
+            i as u64 / CHAIN_FRAMES,
+            CHAIN_RUNS[(i as u64 / CHAIN_FRAMES) as usize].0,
+            got.len(),
+            want.len()
+        );
     }
 }

@@ -61,6 +61,22 @@ fn tx_wire_holds_exactly_the_frames_sent_in_order() {
     assert!(peer.received() > 0 && peer2.received() > 0);
 }
 
+/// TX chains of 1 to 8 segments, frames of 60 to 1514 bytes: each chain leaves as one
+/// frame (a descriptor per segment, EOP on the last), byte for byte, on QEMU's pcap.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn tx_chains_leave_as_whole_frames_byte_exact() {
+    let dir = scratch_dir("tx-chains");
+    let (mut nic, _peer) = dgram_nic();
+    let pcap = dir.join("chains.pcap");
+    nic.dump = Some(pcap.clone());
+    run_ok(
+        &config(vec![nic]),
+        &tenge_tests::chain_script(&Nic::pci_addr(0)),
+    );
+    tenge_tests::check_chain_wire(&tenge_tests::read_pcap(&pcap).expect("QEMU's pcap"));
+}
+
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {

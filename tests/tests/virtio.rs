@@ -213,6 +213,37 @@ fn virtio_tx_wire_holds_exactly_the_frames_sent_in_order() {
     tx_wire(NicModel::virtio(), "virtio-tx-wire");
 }
 
+/// TX chains of 1 to 8 segments, frames of 60 to 1514 bytes: each chain leaves as one
+/// frame (one ring descriptor pointing at an indirect table, INDIRECT_DESC negotiated),
+/// byte for byte, on QEMU's pcap. Returns the guest log.
+fn tx_chains(model: NicModel, name: &str) -> String {
+    let dir = scratch_dir(name);
+    let (mut nic, _peer) = dgram_nic(model);
+    let pcap = dir.join("chains.pcap");
+    nic.dump = Some(pcap.clone());
+    let log = run_ok(
+        &config(vec![nic]),
+        &tenge_tests::chain_script(&Nic::pci_addr(0)),
+    );
+    assert!(log.contains("|INDIRECT_DESC|"), "{}", tail(&log, 30));
+    tenge_tests::check_chain_wire(&tenge_tests::read_pcap(&pcap).expect("QEMU's pcap"));
+    log
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn virtio_split_tx_chains_leave_as_whole_frames_byte_exact() {
+    let log = tx_chains(NicModel::virtio(), "virtio-tx-chains");
+    assert!(log.contains("split rings"), "{}", tail(&log, 30));
+}
+
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn virtio_packed_tx_chains_leave_as_whole_frames_byte_exact() {
+    let log = tx_chains(PACKED, "virtio-packed-tx-chains");
+    assert!(log.contains("packed rings"), "{}", tail(&log, 30));
+}
+
 /// The packed-ring virtio NIC these tests ask QEMU for (`packed=on`, which offers
 /// RING_PACKED; tenge accepts it).
 const PACKED: NicModel = NicModel::VirtioNet {

@@ -88,8 +88,23 @@ impl TxView for E1000eTxView<'_> {
     const SINGLE_DESC: bool = true;
 
     #[inline(always)]
-    fn descs_needed(&self, _pkt: &PacketBuf) -> u32 {
-        1
+    fn descs_needed(&self, pkt: &PacketBuf) -> u32 {
+        pkt.nb_segs() as u32
+    }
+
+    /// A chain takes a descriptor per segment (a packet may span several legacy
+    /// descriptors; EOP marks its last, 82574 datasheet, legacy transmit descriptor), up to
+    /// this many.
+    #[inline(always)]
+    fn max_segs(&self) -> u32 {
+        TX_MAX_SEGS
+    }
+
+    #[inline(always)]
+    fn encap_single(&self, pidx: u32, pkt: &PacketBuf) {
+        let cmd = TXD_CMD_EOP | TXD_CMD_IFCS;
+        self.0
+            .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64 | (cmd as u64) << 24);
     }
 
     #[inline(always)]
@@ -98,15 +113,48 @@ impl TxView for E1000eTxView<'_> {
         if report {
             cmd |= TXD_CMD_RS;
         }
-        // length (15:0), cso 0, cmd (31:24); status, css, special 0.
-        self.0
-            .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64 | (cmd as u64) << 24);
-        1
+        if !pkt.is_chained() {
+            // length (15:0), cso 0, cmd (31:24); status, css, special 0.
+            self.0
+                .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64 | (cmd as u64) << 24);
+            return 1;
+        }
+        self.encap_chain(pidx, pkt, cmd)
     }
 
     #[inline(always)]
     fn is_done(&self, idx: u32) -> bool {
         self.0.read_u8_at(idx, TX_STATUS_OFFSET) & TXD_STAT_DD != 0
+    }
+}
+
+/// Most segments of a chain sent as one frame (a descriptor each).
+pub const TX_MAX_SEGS: u32 = 32;
+
+impl E1000eTxView<'_> {
+    /// A descriptor per segment of `pkt` from `pidx`; IFCS on each, EOP (and RS when asked)
+    /// on the last only, as the device takes command bits that end a packet from its last
+    /// descriptor.
+    #[cold]
+    #[inline(never)]
+    fn encap_chain(&self, pidx: u32, pkt: &PacketBuf, last_cmd: u8) -> u32 {
+        let mut i = 0u32;
+        let mut seg = Some(pkt);
+        while let Some(s) = seg {
+            seg = s.next();
+            let cmd = if seg.is_none() {
+                last_cmd
+            } else {
+                TXD_CMD_IFCS
+            };
+            self.0.write_qwords(
+                pidx.wrapping_add(i),
+                s.data_iova(),
+                s.len() as u64 | (cmd as u64) << 24,
+            );
+            i += 1;
+        }
+        i
     }
 }
 
@@ -498,6 +546,68 @@ mod tests {
         assert_eq!(txq.in_flight(), 6);
     }
 
+    /// A chain of 1 to 4 segments goes out as one frame: a descriptor per segment, EOP and
+    /// RS on its last only; completion takes every segment back to the pool. A chain longer
+    /// than TX_MAX_SEGS, or longer in all than a frame, is dropped and counted.
+    #[test]
+    fn tx_chains_take_a_descriptor_per_segment() {
+        let regs = Arc::new(Regs::default());
+        let pool = host_pool(128).unwrap();
+        let mut cache = pool.cache(0);
+        let mut txq = TxQueue::new(
+            E1000eTx::new(DescRing::new(region(), 0, 64), regs.clone()),
+            32,
+            MAX_FRAME,
+        );
+        let chain = |cache: &mut crate::packet::mempool::MempoolCache, segs: usize, seg_len| {
+            let mut head: Option<PacketBuf> = None;
+            for i in (0..segs).rev() {
+                let mut b = cache.alloc().unwrap();
+                b.copy_from(&vec![i as u8; seg_len]);
+                b.set_next(head.take());
+                head = Some(b);
+            }
+            head.unwrap()
+        };
+        let mut batch = PacketBatch::new(8);
+        for segs in 1..=4 {
+            batch.push(chain(&mut cache, segs, 100)).unwrap();
+        }
+        assert_eq!(txq.tx_burst(&mut cache, &mut batch), 4);
+        let ring = txq.ops().ring();
+        let mut idx = 0;
+        for segs in 1..=4u32 {
+            for i in 0..segs {
+                let d = ring.read(idx);
+                assert_eq!(d.length.get(), 100);
+                let last = i == segs - 1;
+                assert_eq!(d.cmd & TXD_CMD_EOP != 0, last, "EOP of descriptor {idx}");
+                assert!(d.cmd & TXD_CMD_IFCS != 0);
+                idx += 1;
+            }
+        }
+        assert_eq!(idx, 10);
+        assert!(
+            ring.read(9).cmd & TXD_CMD_RS != 0,
+            "the burst's report on its last"
+        );
+        assert_eq!(regs.read32(regs::TDT), 10);
+        assert_eq!(txq.stats().bytes, 1000);
+        device_sent(ring, 9);
+        assert_eq!(txq.reclaim(&mut cache), 10);
+        drop(cache);
+        assert_eq!(pool.free_count(), 128, "every segment back");
+        let mut cache = pool.cache(0);
+        batch
+            .push(chain(&mut cache, TX_MAX_SEGS as usize + 1, 40))
+            .unwrap();
+        batch.push(chain(&mut cache, 2, 1000)).unwrap(); // 2000 bytes: too long
+        assert_eq!(txq.tx_burst(&mut cache, &mut batch), 0);
+        assert_eq!(txq.stats().bad_packet, 2);
+        drop(cache);
+        assert_eq!(pool.free_count(), 128);
+    }
+
     /// Marks TX descriptor `idx` done, as the device does for one written with RS.
     fn device_sent(ring: &DescRing<LegacyTxDesc>, idx: u32) {
         let mut d = ring.read(idx);
@@ -585,8 +695,7 @@ mod tests {
         );
         let mut batch = PacketBatch::new(32);
         batch.push(cache.alloc().unwrap()).unwrap(); // empty: unsendable
-                                                     // A chain of two buffers: TX takes single buffers only, so it is dropped (both
-                                                     // buffers back to the pool), never sent as its first segment alone.
+                                                     // A chain of two buffers: one frame over two descriptors.
         let mut head = cache.alloc().unwrap();
         head.set_len(64);
         let mut tail = cache.alloc().unwrap();
@@ -600,12 +709,12 @@ mod tests {
         }
         assert_eq!(
             txq.tx_burst(&mut cache, &mut batch),
-            7,
-            "8-entry ring holds 7"
+            6,
+            "8-entry ring holds 7 descriptors: the chain's two and five more"
         );
-        assert_eq!(batch.len(), 3, "the caller keeps what did not fit");
+        assert_eq!(batch.len(), 5, "the caller keeps what did not fit");
         let s = *txq.stats();
-        assert_eq!((s.bad_packet, s.ring_full, s.doorbells), (2, 1, 1));
+        assert_eq!((s.bad_packet, s.ring_full, s.doorbells), (1, 1, 1));
         drop(batch);
         txq.release(&mut cache);
         drop(cache);

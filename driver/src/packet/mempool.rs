@@ -777,10 +777,18 @@ impl MempoolCache {
     /// Returns the buffers in slots `start..end` of `slots` (free-running indices; empty
     /// slots are skipped), as [`MempoolCache::free`] would one by one; returns how many.
     /// Room is made before each run of at most half the cache, so the loop that moves the
-    /// buffers has no spill test. The slots hold no chains (the TX engine, its one caller,
-    /// refuses them), so there is no chain test either.
+    /// buffers has no spill test.
     #[inline(always)]
-    pub(crate) fn free_slots(&mut self, slots: &mut BufSlots<'_>, start: u32, end: u32) -> u64 {
+    ///
+    /// `CHAINS`: a slot may hold a chain (a frame TX sent in several segments), which goes
+    /// home segment by segment; the TX engine asks for that only while a chain may be in
+    /// flight, so the usual run has no chain test.
+    pub(crate) fn free_slots<const CHAINS: bool>(
+        &mut self,
+        slots: &mut BufSlots<'_>,
+        start: u32,
+        end: u32,
+    ) -> u64 {
         let half = self.size / 2; // size >= 2
         let core = self.core;
         let mut idx = start;
@@ -799,10 +807,9 @@ impl MempoolCache {
             let stack = &mut *self.stack;
             for slot in run.iter_mut() {
                 if let Some(b) = slot.take() {
-                    // No chain test: the engine never parks a chain in a ring slot (TX
-                    // refuses chains; RX posts fresh buffers).
-                    debug_assert!(b.h().next.is_none(), "a chain in a ring slot");
-                    if b.h().core != core {
+                    // A chain (a frame TX sent in several segments) or a buffer of another
+                    // pool goes home segment by segment as it drops.
+                    if b.h().core != core || (CHAINS && b.h().next.is_some()) {
                         drop_foreign(b);
                         foreign += 1;
                     } else {
@@ -1252,7 +1259,7 @@ mod tests {
                 held += 1;
             }
         }
-        assert_eq!(cache.free_slots(&mut slots, 14, 27), held);
+        assert_eq!(cache.free_slots::<false>(&mut slots, 14, 27), held);
         assert!(cache.len() <= 8);
         assert_eq!(other.free_count(), 4, "the foreign buffer went home");
         assert!((14u32..27).all(|i| slots.take(i).is_none()));

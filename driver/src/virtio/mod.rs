@@ -48,15 +48,17 @@ use tenge_descriptors::virtio_net::{
     VIRTIO_NET_HDR_LEN,
 };
 use tenge_firmware_iface::virtio::{
-    VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1,
-    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_GUEST_CSUM,
-    VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_TSO4,
-    VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS,
+    VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED,
+    VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ,
+    VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
+    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_STATUS,
 };
 use tenge_firmware_iface::NarrowMmio;
 use zerocopy::FromBytes;
 
 use crate::packet::mempool::{MempoolCache, PacketBuf, PacketMeta};
+use crate::platform::dma::{DescRing, DmaRegion};
 use crate::ring::{PacketBatch, RxCompletion, RxView, TxDescOps, TxQueue};
 
 pub mod ctrl;
@@ -94,7 +96,8 @@ pub const DRIVER_FEATURES: u64 = VIRTIO_F_VERSION_1
     | VIRTIO_F_EVENT_IDX
     | VIRTIO_F_RING_PACKED
     | VIRTIO_NET_F_CTRL_VQ
-    | VIRTIO_NET_F_CTRL_RX;
+    | VIRTIO_NET_F_CTRL_RX
+    | VIRTIO_F_INDIRECT_DESC;
 
 /// The offload features tenge can accept (an application asks for them through
 /// `PortConfig`): RX checksum (GUEST_CSUM), RX coalesced TCP segments (GUEST_TSO4/6, which
@@ -118,6 +121,74 @@ pub fn wanted_features(offloads: u64, offered: u64) -> u64 {
         f &= !(VIRTIO_NET_F_GUEST_TSO4 | VIRTIO_NET_F_GUEST_TSO6);
     }
     f
+}
+
+/// Entries of each TX slot's indirect table: the most segments a chain sent on virtio-net
+/// may have (a power of two).
+pub const INDIRECT_SEGS: u32 = 16;
+
+/// One indirect descriptor table per TX ring slot (`VIRTIO_F_INDIRECT_DESC`, virtio 1.2
+/// §2.7.5.3 split, §2.8.19 packed): a chain of segments goes out as one ring descriptor
+/// that points at its slot's table, so a packet still takes one ring slot and its buffer
+/// id stays the slot (which the fixed split avail ring and by-id completion need). Slot
+/// `s`'s table is entries `s * INDIRECT_SEGS ..` of `descs`.
+pub struct IndirectTables {
+    descs: DescRing<tenge_descriptors::virtio::VirtqDesc>,
+}
+
+impl IndirectTables {
+    /// Bytes the tables of a ring of `slots` need.
+    pub const fn bytes(slots: u16) -> usize {
+        slots as usize * INDIRECT_SEGS as usize * 16
+    }
+
+    /// The tables of a ring of `slots` at byte `offset` (16-byte aligned) of `region`.
+    pub fn new(region: Arc<DmaRegion>, offset: usize, slots: u16) -> Self {
+        IndirectTables {
+            descs: DescRing::new(region, offset, u32::from(slots) * INDIRECT_SEGS),
+        }
+    }
+
+    pub(crate) fn view(&self) -> IndirectView<'_> {
+        IndirectView {
+            descs: self.descs.view(),
+            iova: self.descs.iova(),
+        }
+    }
+}
+
+/// A borrowed [`IndirectTables`] for the burst loops.
+#[derive(Clone, Copy)]
+pub(crate) struct IndirectView<'a> {
+    descs: crate::platform::dma::RingView<'a, tenge_descriptors::virtio::VirtqDesc>,
+    iova: u64,
+}
+
+impl IndirectView<'_> {
+    /// Writes `pkt`'s segments into the table of ring slot `slot` (`hi` makes each
+    /// descriptor's second quadword from its length, its position and whether it is the
+    /// last, in the ring layout's format); returns the table's IOVA and byte length.
+    #[inline]
+    pub(crate) fn write(
+        &self,
+        slot: u32,
+        pkt: &PacketBuf,
+        hi: impl Fn(u32, u32, bool) -> u64,
+    ) -> (u64, u32) {
+        let base = slot * INDIRECT_SEGS;
+        let mut n = 0u32;
+        let mut seg = Some(pkt);
+        while let Some(s) = seg {
+            seg = s.next();
+            self.descs.write_qwords(
+                base + n,
+                s.data_iova(),
+                hi(s.len() as u32, n, seg.is_none()),
+            );
+            n += 1;
+        }
+        (self.iova + u64::from(base) * 16, n * 16)
+    }
 }
 
 /// virtio-net's receive queue of the first queue pair (§5.1.2).
@@ -425,7 +496,10 @@ mod tests {
     use crate::ring::RxQueue;
     use proptest::prelude::*;
     use std::sync::Mutex;
-    use tenge_descriptors::virtio::{VirtqDesc, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_WRITE};
+    use tenge_descriptors::virtio::{
+        VirtqDesc, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
+        VIRTQ_DESC_F_WRITE,
+    };
     use tenge_descriptors::virtio_net::VirtioNetHdr;
     use tenge_firmware_iface::virtio as fw;
     use tenge_firmware_iface::Mmio;
@@ -609,12 +683,35 @@ mod tests {
             while self.last_avail != ring.avail_idx() {
                 let id = ring.avail_entry(self.last_avail);
                 let d = ring.descs().read(u32::from(id));
-                assert_eq!(
-                    d.flags.get(),
-                    0,
-                    "TX buffers are device-readable, unchained"
-                );
-                let bytes = identity_dma::read(d.addr.get(), d.len.get() as usize);
+                let bytes = if d.flags.get() == VIRTQ_DESC_F_INDIRECT {
+                    // A table of descriptors chained by NEXT from its first (§2.7.5.3).
+                    let table = identity_dma::read(d.addr.get(), d.len.get() as usize);
+                    let entry = |i: usize| {
+                        let e = &table[i * 16..i * 16 + 16];
+                        let le64 = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap());
+                        let (addr, hi) = (le64(&e[..8]), le64(&e[8..]));
+                        (addr, hi as u32, (hi >> 32) as u16, (hi >> 48) as u16)
+                    };
+                    let mut bytes = Vec::new();
+                    let mut i = 0;
+                    loop {
+                        let (addr, len, flags, next) = entry(i);
+                        assert_eq!(flags & !VIRTQ_DESC_F_NEXT, 0, "device-readable");
+                        bytes.extend(identity_dma::read(addr, len as usize));
+                        if flags & VIRTQ_DESC_F_NEXT == 0 {
+                            break;
+                        }
+                        i = usize::from(next);
+                    }
+                    bytes
+                } else {
+                    assert_eq!(
+                        d.flags.get(),
+                        0,
+                        "TX buffers are device-readable, unchained"
+                    );
+                    identity_dma::read(d.addr.get(), d.len.get() as usize)
+                };
                 assert_eq!(
                     &bytes[..HDR_LEN],
                     &[0u8; HDR_LEN],
@@ -990,6 +1087,75 @@ mod tests {
             b.push(p).unwrap();
         }
         b
+    }
+
+    /// With INDIRECT_DESC a chain of 1 to 16 segments takes one ring slot whose descriptor
+    /// points at the slot's table (INDIRECT), the segments chained there by NEXT; the device
+    /// model reads the frame back whole, byte for byte; every segment returns to the pool;
+    /// a chain of 17 segments is dropped and counted. Without indirect tables a chain is
+    /// dropped too (the ring takes single buffers only).
+    #[test]
+    fn tx_chains_go_through_indirect_tables() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = host_pool(256).unwrap();
+        let mut cache = pool.cache(0);
+        let tables = IndirectTables::new(mem.clone(), 1 << 14, 8);
+        let mut txq = TxQueue::new(
+            VirtioTx::new(
+                SplitRing::new(mem.clone(), 1 << 15, 8, true),
+                Doorbell::new(bells.clone(), TX_BELL, TX_QUEUE, true),
+            )
+            .with_indirect(tables),
+            2,
+            MAX_FRAME + HDR_LEN,
+        );
+        let mut dev = Dev::default();
+        dev.arm(txq.ops().ring());
+        let chain = |cache: &mut MempoolCache, f: &[u8], segs: usize| {
+            let per = f.len().div_ceil(segs);
+            let mut head: Option<PacketBuf> = None;
+            for part in f.chunks(per).rev() {
+                let mut b = cache.alloc().unwrap();
+                b.copy_from(part);
+                b.set_next(head.take());
+                head = Some(b);
+            }
+            head.unwrap()
+        };
+        for round in 0..3u32 {
+            let mut b = PacketBatch::new(8);
+            let sizes = [60, 100, 600, 1514, 1514, 1000, 64];
+            let segs = [1, 2, 3, 5, 8, 16, 4];
+            for (k, (&size, &n)) in sizes.iter().zip(&segs).enumerate() {
+                let f = frame(round * 10 + k as u32, size);
+                b.push(chain(&mut cache, &f, n)).unwrap();
+            }
+            assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 7, "round {round}");
+            let wire = dev.transmit(txq.ops().ring());
+            for (k, (&size, w)) in sizes.iter().zip(&wire).enumerate() {
+                assert_eq!(
+                    w,
+                    &frame(round * 10 + k as u32, size),
+                    "round {round} frame {k}"
+                );
+            }
+        }
+        let mut b = PacketBatch::new(8);
+        b.push(chain(&mut cache, &frame(99, 1000), 17)).unwrap();
+        assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 0);
+        assert_eq!(txq.stats().bad_packet, 1);
+        txq.reclaim(&mut cache);
+        txq.release(&mut cache);
+        drop(cache);
+        assert_eq!(pool.free_count(), 256, "every segment home");
+        // No tables: a chain is refused, not sent as its first segment.
+        let mut plain = tx_queue(&mem, &bells, 8, true, 2);
+        let mut cache = pool.cache(0);
+        let mut b = PacketBatch::new(8);
+        b.push(chain(&mut cache, &frame(1, 200), 2)).unwrap();
+        assert_eq!(tx_burst(&mut plain, &mut cache, &mut b), 0);
+        assert_eq!(plain.stats().bad_packet, 1);
     }
 
     #[test]

@@ -169,7 +169,15 @@ impl VirtioNet {
         } else {
             None
         };
-        let ring_bytes = data_bytes + ctrl_size.map_or(0, |size| CtrlRing::bytes(size, layout));
+        let ctrl_bytes = ctrl_size.map_or(0, |size| CtrlRing::bytes(size, layout));
+        // TX chains: an indirect table per TX slot, after the control queue.
+        let indirect = features & VIRTIO_F_INDIRECT_DESC != 0;
+        let tables_off = (data_bytes + ctrl_bytes).div_ceil(64) * 64;
+        let ring_bytes = if indirect {
+            tables_off + IndirectTables::bytes(tx_size)
+        } else {
+            data_bytes + ctrl_bytes
+        };
         let rings = Arc::new(DmaRegion::allocate(mapper, ring_bytes, cfg.hugepages)?);
         // Registers queue `index` with the device and returns its doorbell.
         let setup = |index: u16, size: u16, layout: QueueLayout, (desc, driver, device)| {
@@ -192,6 +200,7 @@ impl VirtioNet {
         // resets the device before the rings can go (they stay mapped until this function
         // returns, through `rings`).
         let brought_up = (|| {
+            let tables = || IndirectTables::new(rings.clone(), tables_off, tx_size);
             let queues = if packed {
                 let rx_ring = PackedRing::new(rings.clone(), 0, rx_size);
                 let tx_ring = PackedRing::new(rings.clone(), tx_off, tx_size);
@@ -203,7 +212,10 @@ impl VirtioNet {
                         cfg.rx_free_thresh,
                     ),
                     TxQueue::new(
-                        PackedTx::new(tx_ring, tx_bell),
+                        match indirect {
+                            true => PackedTx::new(tx_ring, tx_bell).with_indirect(tables()),
+                            false => PackedTx::new(tx_ring, tx_bell),
+                        },
                         cfg.tx_rs_interval,
                         MAX_FRAME + HDR_LEN,
                     ),
@@ -219,7 +231,10 @@ impl VirtioNet {
                         cfg.rx_free_thresh,
                     ),
                     TxQueue::new(
-                        VirtioTx::new(tx_ring, tx_bell),
+                        match indirect {
+                            true => VirtioTx::new(tx_ring, tx_bell).with_indirect(tables()),
+                            false => VirtioTx::new(tx_ring, tx_bell),
+                        },
                         cfg.tx_rs_interval,
                         MAX_FRAME + HDR_LEN,
                     ),

@@ -46,14 +46,16 @@ use std::sync::Arc;
 use tenge_descriptors::virtio::{
     packed_ring_layout, pvirtq_avail_flags, pvirtq_is_used, pvirtq_need_event, PvirtqDesc,
     PvirtqEventSuppress, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, VIRTQ_DESC_F_AVAIL,
-    VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE,
+    VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE,
 };
 use tenge_firmware_iface::NarrowMmio;
 
 use crate::packet::mempool::PacketBuf;
 use crate::platform::dma::{DescRing, DmaRegion, RingView};
 use crate::ring::{RxDescOps, TxDescOps, TxView};
-use crate::virtio::{Doorbell, RxHdrMode, VirtioRxView, VirtqView};
+use crate::virtio::{
+    Doorbell, IndirectTables, IndirectView, RxHdrMode, VirtioRxView, VirtqView, INDIRECT_SEGS,
+};
 
 /// One packed virtqueue in DMA memory (virtio 1.2 §2.8): the descriptor ring and the
 /// driver and device event suppression structures, placed by [`packed_ring_layout`].
@@ -373,16 +375,25 @@ pub struct PackedTx<M: NarrowMmio> {
     bell: Doorbell<M>,
     /// Producer index at the last flush: what [`PackedTx::pending`] counts from.
     published: u32,
+    /// With `VIRTIO_F_INDIRECT_DESC`: where chains go.
+    indirect: Option<IndirectTables>,
 }
 
 impl<M: NarrowMmio> PackedTx<M> {
-    /// Ops over `ring`, notifying through `bell`.
+    /// Ops over `ring`, notifying through `bell`; chains are refused.
     pub fn new(ring: PackedRing, bell: Doorbell<M>) -> Self {
         PackedTx {
             ring,
             bell,
             published: 0,
+            indirect: None,
         }
+    }
+
+    /// Sends chains through `tables` (`VIRTIO_F_INDIRECT_DESC` negotiated).
+    pub fn with_indirect(mut self, tables: IndirectTables) -> Self {
+        self.indirect = Some(tables);
+        self
     }
 
     /// The ring.
@@ -419,7 +430,10 @@ impl<M: NarrowMmio> TxDescOps for PackedTx<M> {
 
     #[inline(always)]
     fn view(&self) -> PackedTxView<'_> {
-        PackedTxView(self.ring.view())
+        PackedTxView(
+            self.ring.view(),
+            self.indirect.as_ref().map(IndirectTables::view),
+        )
     }
 
     #[inline(always)]
@@ -436,7 +450,25 @@ impl<M: NarrowMmio> TxDescOps for PackedTx<M> {
 
 /// The virtio-net TX descriptor accesses, on a view of a packed ring.
 #[derive(Clone, Copy)]
-pub struct PackedTxView<'a>(PackedView<'a>);
+pub struct PackedTxView<'a>(PackedView<'a>, Option<IndirectView<'a>>);
+
+impl PackedTxView<'_> {
+    /// A chain: its segments in the slot's indirect table, laid out in sequence (virtio
+    /// 1.2 §2.8.19: the table's length gives their number; no NEXT, ids and flags other
+    /// than WRITE unused), and one ring descriptor with INDIRECT pointing at it. The engine
+    /// sends chains only up to `max_segs`.
+    #[cold]
+    #[inline(never)]
+    fn post_chain(&self, pidx: u32, pkt: &PacketBuf) {
+        let Some(ind) = self.1 else {
+            debug_assert!(false, "a chain on a ring without indirect tables");
+            return;
+        };
+        // len (31:0), id (47:32) and flags (63:48) 0: device-readable.
+        let (iova, len) = ind.write(pidx & self.0.mask, pkt, |len, _, _| u64::from(len));
+        self.0.post(pidx, iova, len, VIRTQ_DESC_F_INDIRECT);
+    }
+}
 
 impl TxView for PackedTxView<'_> {
     const SINGLE_DESC: bool = true;
@@ -476,9 +508,28 @@ impl TxView for PackedTxView<'_> {
         // one must not happen here (the device may have used the descriptor already, and
         // every used descriptor is reported anyway).
         if !report {
-            self.0.post(pidx, pkt.data_iova(), pkt.len() as u32, 0);
+            if pkt.is_chained() {
+                self.post_chain(pidx, pkt);
+            } else {
+                self.0.post(pidx, pkt.data_iova(), pkt.len() as u32, 0);
+            }
         }
         1
+    }
+
+    #[inline(always)]
+    fn encap_single(&self, pidx: u32, pkt: &PacketBuf) {
+        self.0.post(pidx, pkt.data_iova(), pkt.len() as u32, 0);
+    }
+
+    /// Chains through the slot's indirect table when negotiated.
+    #[inline(always)]
+    fn max_segs(&self) -> u32 {
+        if self.1.is_some() {
+            INDIRECT_SEGS
+        } else {
+            1
+        }
     }
 
     #[inline(always)]
@@ -661,12 +712,26 @@ mod tests {
                 ring.device_set_event(0, RING_EVENT_FLAGS_DISABLE);
             }
             while let Some(d) = self.avail(ring) {
-                assert_eq!(
-                    d.flags.get() & !(VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED),
-                    0,
-                    "TX buffers are device-readable, unchained"
-                );
-                let bytes = identity_dma::read(d.addr.get(), d.len.get() as usize);
+                let flags = d.flags.get() & !(VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED);
+                let bytes = if flags == VIRTQ_DESC_F_INDIRECT {
+                    // A table of descriptors in sequence, as many as its length holds
+                    // (§2.8.19); only the address and length of each matter.
+                    let table = identity_dma::read(d.addr.get(), d.len.get() as usize);
+                    assert_eq!(table.len() % 16, 0);
+                    table
+                        .chunks(16)
+                        .flat_map(|e| {
+                            let addr = u64::from_le_bytes(e[..8].try_into().unwrap());
+                            let len = u32::from_le_bytes(e[8..12].try_into().unwrap());
+                            let flags = u16::from_le_bytes(e[14..16].try_into().unwrap());
+                            assert_eq!(flags, 0, "device-readable, no NEXT");
+                            identity_dma::read(addr, len as usize)
+                        })
+                        .collect()
+                } else {
+                    assert_eq!(flags, 0, "TX buffers are device-readable, unchained");
+                    identity_dma::read(d.addr.get(), d.len.get() as usize)
+                };
                 assert_eq!(&bytes[..HDR_LEN], &[0u8; HDR_LEN], "zero virtio_net_hdr");
                 wire.push(bytes[HDR_LEN..].to_vec());
                 self.push_used(ring, d.id.get(), 0, false);
@@ -845,6 +910,66 @@ mod tests {
     /// VIRTIO_F_IN_ORDER the device may use buffers in any order): a buffer the device holds
     /// is never freed, its id never posted again, while later ones come back; a used id
     /// naming a slot with no buffer (one already returned) is counted, not trusted.
+    /// With INDIRECT_DESC a chain of 1 to 16 segments takes one ring descriptor (INDIRECT)
+    /// pointing at its slot's table of segments in sequence; the device model reads each
+    /// frame back whole across the ring's wrap; every segment returns to the pool; 17
+    /// segments are dropped and counted.
+    #[test]
+    fn tx_chains_go_through_indirect_tables() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = host_pool(256).unwrap();
+        let mut cache = pool.cache(0);
+        let mut txq = TxQueue::new(
+            PackedTx::new(
+                PackedRing::new(mem.clone(), 1 << 15, 8),
+                Doorbell::new(bells.clone(), TX_BELL, TX_QUEUE, true),
+            )
+            .with_indirect(IndirectTables::new(mem.clone(), 1 << 14, 8)),
+            2,
+            MAX_FRAME + HDR_LEN,
+        );
+        let mut dev = Dev::new(true);
+        let chain = |cache: &mut MempoolCache, f: &[u8], segs: usize| {
+            let per = f.len().div_ceil(segs);
+            let mut head: Option<PacketBuf> = None;
+            for part in f.chunks(per).rev() {
+                let mut b = cache.alloc().unwrap();
+                b.copy_from(part);
+                b.set_next(head.take());
+                head = Some(b);
+            }
+            head.unwrap()
+        };
+        let sizes = [60, 100, 600, 1514, 1514, 1000, 64];
+        let segs = [1, 2, 3, 5, 8, 16, 4];
+        for round in 0..3u32 {
+            let mut b = PacketBatch::new(8);
+            for (k, (&size, &n)) in sizes.iter().zip(&segs).enumerate() {
+                b.push(chain(&mut cache, &frame(round * 10 + k as u32, size), n))
+                    .unwrap();
+            }
+            assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 7, "round {round}");
+            let wire = dev.transmit(txq.ops().ring());
+            assert_eq!(wire.len(), 7);
+            for (k, (&size, w)) in sizes.iter().zip(&wire).enumerate() {
+                assert_eq!(
+                    w,
+                    &frame(round * 10 + k as u32, size),
+                    "round {round} frame {k}"
+                );
+            }
+        }
+        let mut b = PacketBatch::new(8);
+        b.push(chain(&mut cache, &frame(99, 1000), 17)).unwrap();
+        assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 0);
+        assert_eq!(txq.stats().bad_packet, 1);
+        txq.reclaim(&mut cache);
+        txq.release(&mut cache);
+        drop(cache);
+        assert_eq!(pool.free_count(), 256, "every segment home");
+    }
+
     #[test]
     fn tx_buffers_come_back_by_used_id_out_of_order() {
         let mem = region();

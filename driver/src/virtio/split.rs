@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tenge_descriptors::virtio::{
     avail_ring_offset, avail_used_event_offset, split_ring_layout, used_avail_event_offset,
     used_ring_offset, VirtqDesc, VirtqUsedElem, AVAIL_IDX_OFFSET, USED_IDX_OFFSET,
-    VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_WRITE,
+    VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
 use tenge_firmware_iface::NarrowMmio;
 
@@ -338,12 +338,24 @@ impl VirtqView for SplitView<'_> {
 pub struct VirtioTx<M: NarrowMmio> {
     ring: SplitRing,
     bell: Doorbell<M>,
+    /// With `VIRTIO_F_INDIRECT_DESC`: where chains go.
+    indirect: Option<IndirectTables>,
 }
 
 impl<M: NarrowMmio> VirtioTx<M> {
-    /// Ops over `ring`, notifying through `bell`.
+    /// Ops over `ring`, notifying through `bell`; chains are refused.
     pub fn new(ring: SplitRing, bell: Doorbell<M>) -> Self {
-        VirtioTx { ring, bell }
+        VirtioTx {
+            ring,
+            bell,
+            indirect: None,
+        }
+    }
+
+    /// Sends chains through `tables` (`VIRTIO_F_INDIRECT_DESC` negotiated).
+    pub fn with_indirect(mut self, tables: IndirectTables) -> Self {
+        self.indirect = Some(tables);
+        self
     }
 
     /// The ring.
@@ -370,7 +382,10 @@ impl<M: NarrowMmio> TxDescOps for VirtioTx<M> {
 
     #[inline(always)]
     fn view(&self) -> VirtioTxView<'_> {
-        VirtioTxView(self.ring.view())
+        VirtioTxView(
+            self.ring.view(),
+            self.indirect.as_ref().map(IndirectTables::view),
+        )
     }
 
     #[inline(always)]
@@ -386,7 +401,35 @@ impl<M: NarrowMmio> TxDescOps for VirtioTx<M> {
 
 /// The virtio-net TX descriptor accesses, on a view of the ring.
 #[derive(Clone, Copy)]
-pub struct VirtioTxView<'a>(SplitView<'a>);
+pub struct VirtioTxView<'a>(SplitView<'a>, Option<IndirectView<'a>>);
+
+impl VirtioTxView<'_> {
+    /// A chain: its segments in the slot's indirect table, chained by `next` (virtio 1.2
+    /// §2.7.5.3.1: NEXT within the table, never with INDIRECT), and one ring descriptor
+    /// with INDIRECT pointing at it. The engine sends chains only up to `max_segs`.
+    #[cold]
+    #[inline(never)]
+    fn encap_chain(&self, pidx: u32, pkt: &PacketBuf) -> u32 {
+        let Some(ind) = self.1 else {
+            debug_assert!(false, "a chain on a ring without indirect tables");
+            return 1;
+        };
+        let (iova, len) = ind.write(pidx & self.0.mask, pkt, |len, i, last| {
+            let (flags, next) = if last {
+                (0, 0)
+            } else {
+                (VIRTQ_DESC_F_NEXT, i + 1)
+            };
+            u64::from(len) | u64::from(flags) << 32 | u64::from(next) << 48
+        });
+        self.0.desc.write_qwords(
+            pidx,
+            iova,
+            u64::from(len) | u64::from(VIRTQ_DESC_F_INDIRECT) << 32,
+        );
+        1
+    }
+}
 
 impl TxView for VirtioTxView<'_> {
     const SINGLE_DESC: bool = true;
@@ -423,11 +466,37 @@ impl TxView for VirtioTxView<'_> {
         1
     }
 
+    /// Chains through the slot's indirect table when negotiated.
     #[inline(always)]
-    fn encap(&self, pidx: u32, pkt: &PacketBuf, _report: bool) -> u32 {
+    fn max_segs(&self) -> u32 {
+        if self.1.is_some() {
+            INDIRECT_SEGS
+        } else {
+            1
+        }
+    }
+
+    #[inline(always)]
+    fn encap_single(&self, pidx: u32, pkt: &PacketBuf) {
         // The packet starts with its virtio_net_hdr (tx_burst prepended it). Device-readable:
-        // flags 0, next 0. The device reports every buffer in the used ring, so `report`
-        // needs nothing here.
+        // flags 0, next 0.
+        self.0
+            .desc
+            .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64);
+    }
+
+    #[inline(always)]
+    fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32 {
+        // The device reports every buffer in the used ring: the engine's second write, with
+        // a report, has nothing to add.
+        if report {
+            return 1;
+        }
+        if pkt.is_chained() {
+            return self.encap_chain(pidx, pkt);
+        }
+        // The packet starts with its virtio_net_hdr (tx_burst prepended it). Device-readable:
+        // flags 0, next 0.
         self.0
             .desc
             .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64);

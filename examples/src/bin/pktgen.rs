@@ -41,6 +41,10 @@ struct Args {
     /// Source MAC address (default: the NIC's own).
     #[arg(long, value_parser = parse_mac)]
     src_mac: Option<[u8; 6]>,
+    /// Send each frame as a chain of this many segments (of about equal size, built per
+    /// frame: slower, for testing a device's scatter-gather), not one buffer.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    segments: u16,
     /// Frames per burst (one doorbell write each).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=512))]
     batch: u16,
@@ -126,9 +130,18 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     break;
                 }
             }
-            let Some(mut b) = port.alloc_tx() else { break };
-            b.set_len(size);
-            frame::set_seq(b.data_mut(), args.first_seq.wrapping_add(seq));
+            let b = if args.segments > 1 {
+                let frame = frame::build(&flow, size, args.first_seq.wrapping_add(seq));
+                let Some(b) = chain_of(&mut port, &frame, args.segments as usize) else {
+                    break;
+                };
+                b
+            } else {
+                let Some(mut b) = port.alloc_tx() else { break };
+                b.set_len(size);
+                frame::set_seq(b.data_mut(), args.first_seq.wrapping_add(seq));
+                b
+            };
             let _ = batch.push(b);
             seq += 1;
         }
@@ -178,4 +191,26 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("sent {sent} of {} frames", limit.unwrap_or(0)).into());
     }
     Ok(())
+}
+
+/// `frame` split over `segments` buffers of the TX pool (the last takes the remainder; no
+/// segment is empty), linked as one chain; None when the pool is short.
+fn chain_of(port: &mut Port, frame: &[u8], segments: usize) -> Option<tenge::PacketBuf> {
+    let segments = segments.min(frame.len());
+    let per = frame.len() / segments;
+    let mut head: Option<tenge::PacketBuf> = None;
+    for k in (0..segments).rev() {
+        let end = if k == segments - 1 {
+            frame.len()
+        } else {
+            (k + 1) * per
+        };
+        let mut b = port.alloc_tx()?;
+        if !b.copy_from(&frame[k * per..end]) {
+            return None;
+        }
+        b.set_next(head.take());
+        head = Some(b);
+    }
+    head
 }
