@@ -149,6 +149,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             sent += port.tx_burst(&mut batch) as u64;
         } else if limit.is_some_and(|n| seq >= n) {
             break;
+        } else {
+            // The TX pool ran dry (chains take several buffers a frame): what the device has
+            // finished comes back only through a reclaim, which no burst does while the
+            // batch is empty.
+            port.tx_reclaim();
         }
         iter = iter.wrapping_add(1);
         if iter.is_multiple_of(16) || args.rate.is_some() {
