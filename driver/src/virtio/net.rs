@@ -34,6 +34,9 @@ pub struct VirtioNet<R: RxDescOps = VirtioRx<Bar>, T: TxDescOps = VirtioTx<Bar>>
     features: u64,
     mac: [u8; 6],
     _rings: Arc<DmaRegion>,
+    /// Reset already (by [`VirtioNet::stop`]): dropping does not reset it again (each reset
+    /// of a vhost-user device stops its backend through QEMU).
+    stopped: std::cell::Cell<bool>,
 }
 
 /// A virtio-net function on packed rings.
@@ -282,6 +285,7 @@ impl VirtioNet {
                 features,
                 mac,
                 _rings: rings,
+                stopped: std::cell::Cell::new(false),
             }),
             Queues::Packed(rxq, txq) => OpenedVirtio::Packed(VirtioNet {
                 queues: Some((rxq, txq)),
@@ -292,6 +296,7 @@ impl VirtioNet {
                 features,
                 mac,
                 _rings: rings,
+                stopped: std::cell::Cell::new(false),
             }),
         })
     }
@@ -332,6 +337,9 @@ impl<R: RxDescOps, T: TxDescOps> VirtioNet<R, T> {
 
     /// Resets the device: it stops using the rings at once (QEMU's reset is synchronous).
     pub fn stop(&self) {
+        if self.stopped.replace(true) {
+            return;
+        }
         if let Err(e) = fw::reset(&self.common, &mut StdDelay) {
             log::warn!("virtio reset on close: {e}");
         }
