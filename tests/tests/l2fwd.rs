@@ -17,6 +17,33 @@ use tenge_tests::{bin, read_pcap, run_ok, tail};
 /// Frames per direction.
 const COUNT: u64 = 3000;
 
+/// A (e1000e) and l2fwd's port 0 (e1000e) on hub 0; l2fwd's port 1 (virtio-net) and B
+/// (e1000e) on hub 1.
+fn four_nics() -> Vec<Nic> {
+    vec![
+        Nic::new(NicModel::E1000e, Backend::Hub(0)),
+        Nic::new(NicModel::E1000e, Backend::Hub(0)),
+        Nic::new(NicModel::virtio(), Backend::Hub(1)),
+        Nic::new(NicModel::E1000e, Backend::Hub(1)),
+    ]
+}
+
+/// l2fwd's `pool_free=F/C,F/C` in `summary`: every buffer of both pools home.
+fn assert_pools_home(summary: &str) {
+    let home = summary
+        .split("pool_free=")
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_default();
+    assert!(
+        !home.is_empty()
+            && home
+                .split(',')
+                .all(|p| p.split_once('/').is_some_and(|(f, c)| f == c)),
+        "pools not full: {summary}"
+    );
+}
+
 /// rx-check on `rx` for `count` frames of `size` bytes (any order, each exactly once), then
 /// pktgen on `tx` at 20,000 frames/s; the script fails if the check does.
 fn one_way(rx: &str, tx: &str, count: u64, size: usize) -> String {
@@ -40,12 +67,7 @@ fn one_way(rx: &str, tx: &str, count: u64, size: usize) -> String {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn l2fwd_between_e1000e_and_virtio_forwards_every_frame_both_ways() {
-    let nics = vec![
-        Nic::new(NicModel::E1000e, Backend::Hub(0)),
-        Nic::new(NicModel::E1000e, Backend::Hub(0)),
-        Nic::new(NicModel::virtio(), Backend::Hub(1)),
-        Nic::new(NicModel::E1000e, Backend::Hub(1)),
-    ];
+    let nics = four_nics();
     let [a, fwd0, fwd1, b] = [0, 1, 2, 3].map(Nic::pci_addr);
     let l2fwd = bin("l2fwd");
     let script = format!(
@@ -101,16 +123,11 @@ fn l2fwd_between_e1000e_and_virtio_forwards_every_frame_both_ways() {
         .unwrap_or_else(|| panic!("no l2fwd summary: {}", tail(&log, 30)));
     assert_eq!(forwarded, 2 * COUNT, "{}", tail(&log, 30));
     // Every buffer home once the ports are gone.
-    let home = log
-        .lines()
-        .find_map(|l| l.split("pool_free=").nth(1))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_default()
-        .to_string();
-    let full = home
-        .split(',')
-        .all(|p| p.split_once('/').is_some_and(|(f, c)| f == c));
-    assert!(full && !home.is_empty(), "pools not full: {home}");
+    assert_pools_home(
+        log.lines()
+            .find(|l| l.starts_with("l2fwd: done:"))
+            .unwrap_or_default(),
+    );
     // The capture holds the first 100 frames forwarded, as pktgen built them.
     let frames = read_pcap(&pcap).expect("l2fwd's pcap");
     assert_eq!(frames.len(), 100);
@@ -134,12 +151,7 @@ fn l2fwd_between_e1000e_and_virtio_forwards_every_frame_both_ways() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn l2fwd_queues_on_two_threads_account_for_every_frame() {
-    let nics = vec![
-        Nic::new(NicModel::E1000e, Backend::Hub(0)),
-        Nic::new(NicModel::E1000e, Backend::Hub(0)),
-        Nic::new(NicModel::virtio(), Backend::Hub(1)),
-        Nic::new(NicModel::E1000e, Backend::Hub(1)),
-    ];
+    let nics = four_nics();
     let [a, fwd0, fwd1, b] = [0, 1, 2, 3].map(Nic::pci_addr);
     let (l2fwd, pktgen) = (bin("l2fwd"), bin("pktgen"));
     let script = format!(
@@ -192,16 +204,5 @@ fn l2fwd_queues_on_two_threads_account_for_every_frame() {
         .lines()
         .find(|l| l.starts_with("l2fwd: done:"))
         .unwrap_or_else(|| panic!("no l2fwd summary: {}", tail(&log, 30)));
-    let home = done
-        .split("pool_free=")
-        .nth(1)
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_default();
-    assert!(
-        !home.is_empty()
-            && home
-                .split(',')
-                .all(|p| p.split_once('/').is_some_and(|(f, c)| f == c)),
-        "pools not full: {done}"
-    );
+    assert_pools_home(done);
 }

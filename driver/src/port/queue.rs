@@ -417,20 +417,8 @@ impl RxQueueHandle {
 impl Drop for RxQueueHandle {
     fn drop(&mut self) {
         self.publish();
-        let Some(mut ring) = self.ring.take() else {
-            return;
-        };
-        let mut p = self
-            .shared
-            .parked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if p.stopped {
-            ring.release(&mut self.cache);
-        } else {
-            // The device may still write into the posted buffers: they wait for the port.
-            let cache = self.cache.pool().cache(0);
-            p.rx.push((ring, cache));
+        if let Some(ring) = self.ring.take() {
+            park_or_release(&self.shared, ring, &mut self.cache);
         }
     }
 }
@@ -559,20 +547,45 @@ impl TxQueueHandle {
 impl Drop for TxQueueHandle {
     fn drop(&mut self) {
         self.publish();
-        let Some(mut ring) = self.ring.take() else {
-            return;
-        };
-        let mut p = self
-            .shared
-            .parked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if p.stopped {
-            ring.release(&mut self.cache);
-        } else {
-            // The device may still read the buffers in flight: they wait for the port.
-            let cache = self.cache.pool().cache(0);
-            p.tx.push((ring, cache));
+        if let Some(ring) = self.ring.take() {
+            park_or_release(&self.shared, ring, &mut self.cache);
         }
+    }
+}
+
+/// A ring a dropped handle leaves behind: released now if the port has stopped the device,
+/// else parked with the port (the device may still use its buffers) until it has.
+trait Parkable: Sized {
+    fn release(&mut self, cache: &mut MempoolCache);
+    /// Where the port keeps parked rings of this kind.
+    fn parked(p: &mut Parked) -> &mut Vec<(Self, MempoolCache)>;
+}
+
+impl Parkable for RxRing {
+    fn release(&mut self, cache: &mut MempoolCache) {
+        RxRing::release(self, cache)
+    }
+    fn parked(p: &mut Parked) -> &mut Vec<(Self, MempoolCache)> {
+        &mut p.rx
+    }
+}
+
+impl Parkable for TxRing {
+    fn release(&mut self, cache: &mut MempoolCache) {
+        TxRing::release(self, cache)
+    }
+    fn parked(p: &mut Parked) -> &mut Vec<(Self, MempoolCache)> {
+        &mut p.tx
+    }
+}
+
+fn park_or_release<R: Parkable>(shared: &PortShared, mut ring: R, cache: &mut MempoolCache) {
+    let mut p = shared.parked.lock().unwrap_or_else(PoisonError::into_inner);
+    if p.stopped {
+        ring.release(cache);
+    } else {
+        // A cache of its own: the handle's goes back to the pool as it drops.
+        let parked_cache = cache.pool().cache(0);
+        R::parked(&mut p).push((ring, parked_cache));
     }
 }
