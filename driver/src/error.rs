@@ -196,4 +196,12 @@ pub enum Error {
         /// What is wrong with it and what would be accepted.
         reason: String,
     },
+    /// An RSS configuration the port cannot apply.
+    #[error("{addr}: cannot apply the RSS configuration: {reason}")]
+    Rss {
+        /// The device.
+        addr: PciAddress,
+        /// What is wrong with it and what the device takes.
+        reason: String,
+    },
 }

@@ -219,8 +219,10 @@ pub struct RxCompletion {
     /// Buffers the frame spans, when its first buffer says so (virtio's `num_buffers`);
     /// 0 when its last buffer says so (`eop`, as e1000e does).
     pub bufs: u32,
-    /// `PacketMeta::RX_*` checksum results.
+    /// `PacketMeta::RX_*` flags: checksum results and the RSS type.
     pub flags: u32,
+    /// The RSS hash (meaningful when `flags` has an RSS type; 0 otherwise).
+    pub hash: u32,
 }
 
 /// Per-device RX descriptor operations.
@@ -559,7 +561,9 @@ impl Assembly {
                     }
                     return None;
                 }
-                buf.meta_mut().flags = c.flags;
+                let meta = buf.meta_mut();
+                meta.flags = c.flags;
+                meta.rss_hash = c.hash;
                 if single {
                     return self.finish(view, buf, stats);
                 }
@@ -684,7 +688,9 @@ fn rx_run<V: RxView>(
             put(s, buf);
             break;
         }
-        buf.meta_mut().flags = c.flags;
+        let meta = buf.meta_mut();
+        meta.flags = c.flags;
+        meta.rss_hash = c.hash;
         bytes += c.len as u64;
         put(d, buf);
         got += 1;

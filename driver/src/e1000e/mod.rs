@@ -19,6 +19,7 @@ use tenge_firmware_iface::e1000e::regs;
 use tenge_firmware_iface::Mmio;
 
 use crate::packet::mempool::{PacketBuf, PacketMeta};
+use crate::packet::rss::RssType;
 use crate::platform::dma::{DescRing, RingView};
 use crate::ring::{RxCompletion, RxDescOps, RxView, TxDescOps, TxView};
 
@@ -37,12 +38,20 @@ const TX_STATUS_OFFSET: usize = 12;
 pub struct E1000eTx<M: Mmio> {
     ring: DescRing<LegacyTxDesc>,
     regs: Arc<M>,
+    /// TDT of this ring's queue.
+    tdt: u32,
 }
 
 impl<M: Mmio> E1000eTx<M> {
-    /// Ops over `ring`, ringing TDT in `regs`.
+    /// Ops over `ring` as queue 0, ringing TDT in `regs`.
     pub fn new(ring: DescRing<LegacyTxDesc>, regs: Arc<M>) -> Self {
-        E1000eTx { ring, regs }
+        Self::for_queue(ring, regs, 0)
+    }
+
+    /// Ops over `ring` as transmit queue `queue` (0 or 1), ringing its TDT.
+    pub fn for_queue(ring: DescRing<LegacyTxDesc>, regs: Arc<M>, queue: u32) -> Self {
+        let tdt = regs::queue_reg(regs::TDT, queue);
+        E1000eTx { ring, regs, tdt }
     }
 
     /// The descriptor ring.
@@ -53,7 +62,8 @@ impl<M: Mmio> E1000eTx<M> {
     /// Whether the device is done with every descriptor handed to it: its head has caught up
     /// with the tail (the 82574's TDH holds the descriptor in progress).
     pub fn idle(&self) -> bool {
-        self.regs.read32(regs::TDH) == self.regs.read32(regs::TDT)
+        // TDH sits 8 bytes below TDT in every queue's block.
+        self.regs.read32(self.tdt - (regs::TDT - regs::TDH)) == self.regs.read32(self.tdt)
     }
 }
 
@@ -76,7 +86,7 @@ impl<M: Mmio> TxDescOps for E1000eTx<M> {
     #[inline(always)]
     fn flush(&mut self, pidx: u32) {
         self.regs
-            .write32(regs::TDT, pidx & (self.ring.entries() - 1));
+            .write32(self.tdt, pidx & (self.ring.entries() - 1));
     }
 }
 
@@ -162,12 +172,34 @@ impl E1000eTxView<'_> {
 pub struct E1000eRx<M: Mmio> {
     ring: DescRing<RxDescExtRead>,
     regs: Arc<M>,
+    /// RDT of this ring's queue.
+    rdt: u32,
+    /// RSS is on: each write-back carries the hash and its type.
+    rss: bool,
 }
 
 impl<M: Mmio> E1000eRx<M> {
-    /// Ops over `ring`, ringing RDT in `regs`.
+    /// Ops over `ring` as queue 0 without RSS, ringing RDT in `regs`.
     pub fn new(ring: DescRing<RxDescExtRead>, regs: Arc<M>) -> Self {
-        E1000eRx { ring, regs }
+        Self::for_queue(ring, regs, 0, false)
+    }
+
+    /// Ops over `ring` as receive queue `queue` (0 or 1), ringing its RDT; with `rss`, each
+    /// received packet's metadata carries the device's RSS hash and type.
+    pub fn for_queue(ring: DescRing<RxDescExtRead>, regs: Arc<M>, queue: u32, rss: bool) -> Self {
+        let rdt = regs::queue_reg(regs::RDT, queue);
+        E1000eRx {
+            ring,
+            regs,
+            rdt,
+            rss,
+        }
+    }
+
+    /// Reads the RSS fields of write-backs from now on (or stops): RSS was turned on or
+    /// off for the port.
+    pub fn set_rss(&mut self, on: bool) {
+        self.rss = on;
     }
 
     /// The descriptor ring.
@@ -236,7 +268,10 @@ impl<M: Mmio> RxDescOps for E1000eRx<M> {
 
     #[inline(always)]
     fn view(&self) -> E1000eRxView<'_> {
-        E1000eRxView(self.ring.view())
+        E1000eRxView {
+            ring: self.ring.view(),
+            rss: self.rss,
+        }
     }
 
     #[inline(always)]
@@ -247,37 +282,61 @@ impl<M: Mmio> RxDescOps for E1000eRx<M> {
     #[inline(always)]
     fn flush(&mut self, pidx: u32) {
         self.regs
-            .write32(regs::RDT, pidx & (self.ring.entries() - 1));
+            .write32(self.rdt, pidx & (self.ring.entries() - 1));
     }
 }
 
 /// The e1000e RX descriptor accesses, on a view of the ring.
 #[derive(Clone, Copy)]
-pub struct E1000eRxView<'a>(RingView<'a, RxDescExtRead>);
+pub struct E1000eRxView<'a> {
+    ring: RingView<'a, RxDescExtRead>,
+    rss: bool,
+}
+
+/// The 82574's RSS type (MRQ bits 3:0, 82574 §7.1.5.2) as `PacketMeta` flag bits of
+/// tenge's [`RssType`]: 1 TCP/IPv4, 2 IPv4, 3 TCP/IPv6, 4 IPv6 with extension headers,
+/// 5 IPv6; 0 and 6-15 no hash.
+const RSS_TYPE_FLAGS: [u32; 16] = {
+    let mut t = [0u32; 16];
+    let types = [
+        RssType::None,
+        RssType::TcpIpv4,
+        RssType::Ipv4,
+        RssType::TcpIpv6,
+        RssType::Ipv6Ex,
+        RssType::Ipv6,
+    ];
+    let mut i = 0;
+    while i < types.len() {
+        t[i] = (types[i] as u32) << PacketMeta::RX_RSS_TYPE_SHIFT;
+        i += 1;
+    }
+    t
+};
 
 impl RxView for E1000eRxView<'_> {
     #[inline(always)]
     fn refill(&self, pidx: u32, iova: u64, _len: u32) {
         // The buffer size is global (RCTL.BSIZE), not per descriptor. Writing the read format
         // also clears the previous write-back's DD, which lives in the upper quadword.
-        self.0.write_qwords(pidx, iova, 0);
+        self.ring.write_qwords(pidx, iova, 0);
     }
 
     #[inline(always)]
     fn is_done(&self, cidx: u32) -> bool {
-        self.0.read_u32_at(cidx, RX_WB_STATUS_OFFSET) & RXD_STAT_DD != 0
+        self.ring.read_u32_at(cidx, RX_WB_STATUS_OFFSET) & RXD_STAT_DD != 0
     }
 
     #[inline(always)]
     fn done_count(&self, cidx: u32, n: u32) -> u32 {
-        self.0
+        self.ring
             .count_set_u32(cidx, n, RX_WB_STATUS_OFFSET, RXD_STAT_DD)
     }
 
     #[inline(always)]
     fn completion(&self, cidx: u32) -> RxCompletion {
         // Status/errors and length in one read (the length is bytes 12..14).
-        let q = self.0.read_u64_at(cidx, RX_WB_STATUS_OFFSET);
+        let q = self.ring.read_u64_at(cidx, RX_WB_STATUS_OFFSET);
         let status_error = q as u32;
         let len = (q >> 32) as u32 & 0xffff;
         // The common case in one masked compare: the last buffer, no frame error, no
@@ -295,6 +354,16 @@ impl RxView for E1000eRxView<'_> {
                 },
             )
         };
+        // With RSS (RXCSUM.PCSD), the first quadword is MRQ (type in 3:0) and the hash.
+        let (flags, hash) = if self.rss {
+            let lower = self.ring.read_u64_at(cidx, 0);
+            (
+                flags | RSS_TYPE_FLAGS[(lower & 0xf) as usize],
+                (lower >> 32) as u32,
+            )
+        } else {
+            (flags, 0)
+        };
         RxCompletion {
             slot: cidx,
             len,
@@ -303,6 +372,7 @@ impl RxView for E1000eRxView<'_> {
             whole,
             bufs: 0,
             flags,
+            hash,
         }
     }
 }
@@ -416,6 +486,51 @@ mod tests {
         assert_eq!(rxq.posted(), 7);
         // Not-yet-done descriptors yield nothing.
         assert_eq!(rxq.rx_burst(&mut cache, &mut out), 0);
+    }
+
+    /// Queue 1 rings RDT1; with RSS the write-back's MRQ type and hash reach the metadata
+    /// (82574 §7.1.5.2: type 1 TCP/IPv4, 2 IPv4, 3 TCP/IPv6, 5 IPv6); without RSS the same
+    /// quadword (the IP ID and checksum then) is never read as a hash.
+    #[test]
+    fn rx_queue_1_reports_the_rss_hash_and_type() {
+        for rss in [true, false] {
+            let regs = Arc::new(Regs::default());
+            let pool = host_pool(64).unwrap();
+            let mut cache = pool.cache(16);
+            let ring = DescRing::new(region(), 0, 8);
+            let mut rxq = RxQueue::new(E1000eRx::for_queue(ring, regs.clone(), 1, rss), 1);
+            assert_eq!(rxq.fill(&mut cache), 7);
+            assert_eq!(regs.writes(), vec![(regs::RDT1, 7)]);
+            let r = rxq.ops().ring();
+            let types = [
+                (1, RssType::TcpIpv4),
+                (2, RssType::Ipv4),
+                (3, RssType::TcpIpv6),
+                (5, RssType::Ipv6),
+                (0, RssType::None),
+                (9, RssType::None),
+            ];
+            for (i, (mrq, _)) in types.iter().enumerate() {
+                device_receive(r, i as u32, 60, RXD_STAT_DD | RXD_STAT_EOP, 1);
+                let mut wb: RxDescExtWb = zerocopy::transmute!(r.read(i as u32));
+                wb.mrq = U32::new(mrq | 1 << 8);
+                wb.rss_or_csum = U32::new(0xdead_0000 + i as u32);
+                r.write(i as u32, zerocopy::transmute!(wb));
+            }
+            let mut out = PacketBatch::new(32);
+            assert_eq!(rxq.rx_burst(&mut cache, &mut out), types.len());
+            for (i, (_, t)) in types.iter().enumerate() {
+                let m = *out.get(i).unwrap().meta();
+                if rss {
+                    assert_eq!(m.rss_type(), *t, "entry {i}");
+                    let want = (*t != RssType::None).then_some(0xdead_0000 + i as u32);
+                    assert_eq!(m.rss_hash(), want, "entry {i}");
+                } else {
+                    assert_eq!((m.rss_type(), m.rss_hash()), (RssType::None, None));
+                }
+                assert_eq!(m.flags & !PacketMeta::RX_RSS_TYPE_MASK, 0);
+            }
+        }
     }
 
     /// A poll that finds every posted buffer used counts a dry ring (QEMU holds frames back

@@ -16,6 +16,7 @@
 //! buffer fails) and drops a frame whose buffer crosses into the next page, silently: a
 //! 1514-byte frame in slot 1927 of a pool (its data across the 4 MiB line) never left.
 
+use crate::packet::rss::RssType;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -84,6 +85,8 @@ pub struct PacketMeta {
     pub l4_len: u8,
     /// TSO segment size.
     pub mss: u16,
+    /// RX: the device's RSS hash, when [`PacketMeta::rss_type`] is not `None`.
+    pub rss_hash: u32,
 }
 
 impl PacketMeta {
@@ -98,6 +101,22 @@ impl PacketMeta {
     /// RX: the frame is several TCP segments coalesced into one (by the device or its
     /// backend: virtio's GUEST_TSO, or LRO); `mss` is the size of the segments.
     pub const RX_LRO: u32 = 1 << 4;
+    /// RX: bits 11:8 hold the [`RssType`] the device hashed the frame as (0: no hash).
+    pub const RX_RSS_TYPE_SHIFT: u32 = 8;
+    /// The bits of [`PacketMeta::RX_RSS_TYPE_SHIFT`].
+    pub const RX_RSS_TYPE_MASK: u32 = 0xf << Self::RX_RSS_TYPE_SHIFT;
+
+    /// What the device hashed the frame as ([`RssType::None`]: no hash).
+    #[inline]
+    pub fn rss_type(&self) -> RssType {
+        RssType::from_report((self.flags & Self::RX_RSS_TYPE_MASK) >> Self::RX_RSS_TYPE_SHIFT)
+    }
+
+    /// The RSS hash, if the device computed one.
+    #[inline]
+    pub fn rss_hash(&self) -> Option<u32> {
+        (self.flags & Self::RX_RSS_TYPE_MASK != 0).then_some(self.rss_hash)
+    }
 }
 
 struct PoolCore {

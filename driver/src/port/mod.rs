@@ -42,6 +42,7 @@ use tenge_firmware_iface::StdDelay;
 use crate::e1000e::{E1000eRx, E1000eTx, DEVICE_82574L, MAX_FRAME, VENDOR_INTEL};
 use crate::error::Error;
 use crate::packet::mempool::{Mempool, MempoolConfig, PacketBuf};
+use crate::packet::rss::{RssConfig, RssHashTypes};
 use crate::platform::dma::{DescRing, DmaMapper, DmaRegion, HugepagePolicy};
 use crate::platform::mmio::Bar;
 use crate::platform::pci::PciAddress;
@@ -102,9 +103,14 @@ pub struct PortConfig {
     pub hugepages: HugepagePolicy,
     /// How long to wait for link up before giving up (the port still opens, link down).
     pub link_timeout: Duration,
-    /// Queue pairs (each an RX and a TX queue, see [`Port::take_queues`]). 1 on every
-    /// device today: more wait for RSS.
+    /// Queue pairs (each an RX and a TX queue, see [`Port::take_queues`]): up to 2 on
+    /// e1000e. With more than one, RSS spreads received frames over them ([`Self::rss`]).
     pub queues: u16,
+    /// Receive-side scaling: `None` is RSS with [`RssConfig::new`] on a port of several
+    /// queue pairs and no RSS on one; `Some` is this configuration (on one queue pair too,
+    /// for the hash in each packet's metadata). RSS is on or off for the life of the port;
+    /// [`Port::set_rss`] changes key, table and hash types.
+    pub rss: Option<RssConfig>,
 }
 
 impl Default for PortConfig {
@@ -125,6 +131,7 @@ impl Default for PortConfig {
             hugepages: HugepagePolicy::Prefer,
             link_timeout: Duration::from_secs(3),
             queues: 1,
+            rss: None,
         }
     }
 }
@@ -146,15 +153,23 @@ impl PortConfig {
                 self.buf_size
             )));
         }
-        if self.queues != 1 {
-            return Err(Error::Config(format!(
-                "queues = {}: tenge drives one queue pair per port on e1000e and virtio-net \
-                 today (several need RSS to spread the receive side); use 1",
-                self.queues
-            )));
+        if self.queues == 0 {
+            return Err(Error::Config(
+                "queues = 0: a port has at least one queue pair".into(),
+            ));
         }
         if self.mempool_buffers < 2 {
             return Err(Error::Config("mempool_buffers must be at least 2".into()));
+        }
+        // Every RX ring filled and every queue's cache full must still leave buffers.
+        let least = u64::from(self.queues) * (u64::from(self.rx_ring) + self.cache_size as u64);
+        if u64::from(self.mempool_buffers) < least {
+            return Err(Error::Config(format!(
+                "mempool_buffers = {}: {} queue pair(s) with rx_ring = {} and cache_size = {} \
+                 need at least {least} buffers (a full RX ring and a full cache each); raise \
+                 mempool_buffers or lower cache_size",
+                self.mempool_buffers, self.queues, self.rx_ring, self.cache_size
+            )));
         }
         Ok(())
     }
@@ -199,6 +214,8 @@ pub struct Port {
     promisc: bool,
     /// The unicast filter last set, which the software filter takes too.
     unicast: Vec<[u8; 6]>,
+    /// The RSS configuration in force (`None`: RSS off).
+    rss: Option<RssConfig>,
     dev: VfioDevice,
 }
 
@@ -250,44 +267,60 @@ impl Port {
         }
     }
 
-    /// The port around its device's queue pair 0: the buffers posted, the handles made.
+    /// The port around its device's queue pairs: the buffers posted, the handles made.
     #[allow(clippy::too_many_arguments)]
     fn assemble(
         dev: VfioDevice,
         control: Control,
-        mut rx: RxRing,
-        tx: TxRing,
+        rings: Vec<(RxRing, TxRing)>,
         pool: Mempool,
         mapper: Arc<dyn DmaMapper>,
         mac: [u8; 6],
+        rss: Option<RssConfig>,
         cfg: &PortConfig,
     ) -> Port {
         let soft = match control {
             Control::E1000e { .. } => None,
             _ => (!cfg.promisc).then(|| SoftRxFilter::new(mac, &[])),
         };
-        let shared = PortShared::new(1, soft);
-        let mut rx_cache = pool.cache(cfg.cache_size);
-        rx.fill(&mut rx_cache);
-        let pair = QueuePair {
-            rx: RxQueueHandle::new(0, rx, rx_cache, shared.clone()),
-            tx: TxQueueHandle::new(0, tx, pool.cache(cfg.cache_size), shared.clone()),
-        };
+        let shared = PortShared::new(rings.len(), soft);
+        let queues: Vec<QueuePair> = rings
+            .into_iter()
+            .enumerate()
+            .map(|(i, (mut rx, tx))| {
+                let i = i as u16;
+                let mut rx_cache = pool.cache(cfg.cache_size);
+                rx.fill(&mut rx_cache);
+                QueuePair {
+                    rx: RxQueueHandle::new(i, rx, rx_cache, shared.clone()),
+                    tx: TxQueueHandle::new(i, tx, pool.cache(cfg.cache_size), shared.clone()),
+                }
+            })
+            .collect();
         Port {
             control,
-            queues: vec![pair],
-            queue_count: 1,
+            queue_count: queues.len() as u16,
+            queues,
             shared,
             pool,
             mapper,
             mac,
             promisc: cfg.promisc,
             unicast: Vec::new(),
+            rss,
             dev,
         }
     }
 
     fn open_virtio(dev: VfioDevice, cfg: &PortConfig) -> Result<Port, Error> {
+        if cfg.queues > 1 || cfg.rss.is_some() {
+            return Err(Error::Config(format!(
+                "queues = {}{}: tenge drives one queue pair without RSS on virtio-net today; \
+                 use queues = 1 and rss = None",
+                cfg.queues,
+                if cfg.rss.is_some() { " with rss" } else { "" }
+            )));
+        }
         let mapper: Arc<dyn DmaMapper> = dev.container().clone();
         let net = VirtioNet::open(
             &dev,
@@ -340,11 +373,38 @@ impl Port {
                 )
             }
         };
-        Ok(Self::assemble(dev, control, rx, tx, pool, mapper, mac, cfg))
+        Ok(Self::assemble(
+            dev,
+            control,
+            vec![(rx, tx)],
+            pool,
+            mapper,
+            mac,
+            None,
+            cfg,
+        ))
     }
 
     fn open_e1000e(dev: VfioDevice, cfg: &PortConfig) -> Result<Port, Error> {
         let addr = dev.addr();
+        if u32::from(cfg.queues) > fw::regs::QUEUES {
+            return Err(Error::Config(format!(
+                "queues = {}: the 82574 has {} receive and {} transmit queues; use 1 or 2",
+                cfg.queues,
+                fw::regs::QUEUES,
+                fw::regs::QUEUES
+            )));
+        }
+        let rss = match &cfg.rss {
+            Some(r) => Some(r.clone()),
+            None => (cfg.queues > 1).then(|| RssConfig::new(cfg.queues, fw::regs::RETA_ENTRIES)),
+        };
+        if let Some(problem) = rss.as_ref().and_then(|r| e1000e_rss_problem(r, cfg.queues)) {
+            return Err(Error::Rss {
+                addr,
+                reason: problem,
+            });
+        }
         let regs = Arc::new(dev.map_bar(0)?);
         dev.enable_bus_master()?;
         let mut delay = StdDelay;
@@ -352,17 +412,23 @@ impl Port {
         let mac = fw::read_mac(&*regs, &mut delay).map_err(e1000e_err(addr))?;
 
         let mapper: Arc<dyn DmaMapper> = dev.container().clone();
-        // Both rings in one region; each ring 128-byte aligned (82574 §10.2.2.7 needs 16).
-        let rx_bytes = cfg.rx_ring as usize * size_of::<RxDescExtRead>();
-        let tx_off = rx_bytes.div_ceil(128) * 128;
-        let tx_bytes = cfg.tx_ring as usize * size_of::<LegacyTxDesc>();
+        // Every ring in one region, RX rings first; each ring 128-byte aligned (82574
+        // §10.2.2.7 needs 16).
+        let queues = usize::from(cfg.queues);
+        let rx_stride = (cfg.rx_ring as usize * size_of::<RxDescExtRead>()).div_ceil(128) * 128;
+        let tx_stride = (cfg.tx_ring as usize * size_of::<LegacyTxDesc>()).div_ceil(128) * 128;
+        let tx_base = queues * rx_stride;
         let rings = Arc::new(DmaRegion::allocate(
             mapper.clone(),
-            tx_off + tx_bytes,
+            tx_base + queues * tx_stride,
             cfg.hugepages,
         )?);
-        let rx_ring: DescRing<RxDescExtRead> = DescRing::new(rings.clone(), 0, cfg.rx_ring);
-        let tx_ring: DescRing<LegacyTxDesc> = DescRing::new(rings.clone(), tx_off, cfg.tx_ring);
+        let rx_rings: Vec<DescRing<RxDescExtRead>> = (0..queues)
+            .map(|q| DescRing::new(rings.clone(), q * rx_stride, cfg.rx_ring))
+            .collect();
+        let tx_rings: Vec<DescRing<LegacyTxDesc>> = (0..queues)
+            .map(|q| DescRing::new(rings.clone(), tx_base + q * tx_stride, cfg.tx_ring))
+            .collect();
 
         let pool = Mempool::new(
             mapper.clone(),
@@ -386,7 +452,7 @@ impl Port {
         fw::configure_tx(
             &*regs,
             &TxRingConfig {
-                ring_iova: tx_ring.iova(),
+                ring_iova: tx_rings[0].iova(),
                 ring_descs: cfg.tx_ring,
             },
         )
@@ -394,7 +460,7 @@ impl Port {
         fw::configure_rx(
             &*regs,
             &RxRingConfig {
-                ring_iova: rx_ring.iova(),
+                ring_iova: rx_rings[0].iova(),
                 ring_descs: cfg.rx_ring,
                 buf_size: pool.data_room(),
                 // Applied just below, as Port::set_promiscuous does, before any buffer is
@@ -404,16 +470,42 @@ impl Port {
             },
         )
         .map_err(e1000e_err(addr))?;
+        for q in 1..queues {
+            fw::configure_rx_queue(&*regs, q as u32, rx_rings[q].iova(), cfg.rx_ring)
+                .map_err(e1000e_err(addr))?;
+            fw::configure_tx_queue(&*regs, q as u32, tx_rings[q].iova(), cfg.tx_ring)
+                .map_err(e1000e_err(addr))?;
+        }
+        if let Some(r) = &rss {
+            fw::configure_rss(&*regs, &e1000e_rss_setup(r));
+            log::info!(
+                "{addr}: RSS over {} queues, hashing {}",
+                cfg.queues,
+                r.types
+            );
+        }
         // No extra unicast addresses: entries 1-15 of the receive address table cleared
         // (their content after a reset is the device's; QEMU zeroes them).
         fw::set_unicast_filter(&*regs, &[]).map_err(e1000e_err(addr))?;
         fw::set_promisc(&*regs, cfg.promisc);
-        let txq = TxQueue::new(
-            E1000eTx::new(tx_ring, regs.clone()),
-            cfg.tx_rs_interval,
-            MAX_FRAME,
-        );
-        let rxq = RxQueue::new(E1000eRx::new(rx_ring, regs.clone()), cfg.rx_free_thresh);
+        let pairs = rx_rings
+            .into_iter()
+            .zip(tx_rings)
+            .enumerate()
+            .map(|(q, (rx_ring, tx_ring))| {
+                let q32 = q as u32;
+                let txq = TxQueue::new(
+                    E1000eTx::for_queue(tx_ring, regs.clone(), q32),
+                    cfg.tx_rs_interval,
+                    MAX_FRAME,
+                );
+                let rxq = RxQueue::new(
+                    E1000eRx::for_queue(rx_ring, regs.clone(), q32, rss.is_some()),
+                    cfg.rx_free_thresh,
+                );
+                (RxRing::E1000e(rxq), TxRing::E1000e(txq))
+            })
+            .collect();
 
         let timeout_us = cfg.link_timeout.as_micros().min(u32::MAX as u128) as u32;
         let link = fw::setup_link(&*regs, &mut delay, timeout_us);
@@ -437,11 +529,11 @@ impl Port {
                 regs,
                 hw: HwStats::default(),
             },
-            RxRing::E1000e(rxq),
-            TxRing::E1000e(txq),
+            pairs,
             pool,
             mapper,
             mac,
+            rss,
             cfg,
         ))
     }
@@ -715,6 +807,100 @@ impl Port {
     /// Buffers posted to queue pair 0's RX ring (0 once the queues are taken).
     pub fn rx_posted(&self) -> u32 {
         self.queues.first().map_or(0, |q| q.rx.posted())
+    }
+
+    /// The RSS configuration in force, if RSS is on.
+    pub fn rss(&self) -> Option<&RssConfig> {
+        self.rss.as_ref()
+    }
+
+    /// Replaces the RSS key, indirection table and hash types, from the next received
+    /// frame on. RSS is chosen when the port opens ([`PortConfig::rss`], or several queue
+    /// pairs); this changes its settings, not whether it runs.
+    ///
+    /// e1000e: RSSRK, RETA and MRQC (82574 §7.1.1.7): a 40-byte key, exactly 128 table
+    /// entries of queue 0 or 1, and IPv4, TCP/IPv4, IPv6, TCP/IPv6 and IPv6 with extension
+    /// headers (no UDP hash type: UDP frames are hashed by their addresses).
+    ///
+    /// # Errors
+    /// [`Error::Rss`] saying what the device cannot take (nothing changes), or that RSS is
+    /// off on this port.
+    pub fn set_rss(&mut self, rss: &RssConfig) -> Result<(), Error> {
+        let addr = self.dev.addr();
+        if self.rss.is_none() {
+            return Err(Error::Rss {
+                addr,
+                reason: "RSS is off on this port; open it with PortConfig::rss set or with \
+                         several queue pairs"
+                    .into(),
+            });
+        }
+        match &self.control {
+            Control::E1000e { regs, .. } => {
+                if let Some(reason) = e1000e_rss_problem(rss, self.queue_count) {
+                    return Err(Error::Rss { addr, reason });
+                }
+                fw::configure_rss(&**regs, &e1000e_rss_setup(rss));
+            }
+            Control::Virtio(_) | Control::VirtioPacked(_) => {
+                return Err(Error::Rss {
+                    addr,
+                    reason: "RSS on virtio-net is not implemented yet".into(),
+                })
+            }
+        }
+        self.rss = Some(rss.clone());
+        Ok(())
+    }
+}
+
+/// The hash types the 82574 takes (82574 §7.1.1.7; QEMU `e1000e_rss_get_hash_type`).
+const E1000E_RSS_TYPES: RssHashTypes = RssHashTypes::from_bits_truncate(
+    RssHashTypes::IPV4.bits()
+        | RssHashTypes::TCP_IPV4.bits()
+        | RssHashTypes::IPV6.bits()
+        | RssHashTypes::TCP_IPV6.bits()
+        | RssHashTypes::IPV6_EX.bits(),
+);
+
+/// What the 82574 cannot take in `rss` on a port of `queues` queue pairs.
+fn e1000e_rss_problem(rss: &RssConfig, queues: u16) -> Option<String> {
+    rss.problem(
+        "the 82574",
+        queues,
+        fw::regs::RSS_KEY_LEN,
+        fw::regs::RETA_ENTRIES,
+        false,
+        E1000E_RSS_TYPES,
+    )
+}
+
+/// `rss` (checked by [`e1000e_rss_problem`]) as the 82574's registers. TCP/IPv6 is the
+/// 82574's "TCP/IPv6 with extensions" type, the same hash for a header without them.
+fn e1000e_rss_setup(rss: &RssConfig) -> fw::RssSetup {
+    use fw::regs::*;
+    let mut key = [0u8; RSS_KEY_LEN];
+    key.copy_from_slice(&rss.key);
+    let mut queues = [0u8; RETA_ENTRIES];
+    for (q, &t) in queues.iter_mut().zip(&rss.table) {
+        *q = t as u8;
+    }
+    let mut fields = 0;
+    for (t, f) in [
+        (RssHashTypes::IPV4, MRQC_IPV4),
+        (RssHashTypes::TCP_IPV4, MRQC_TCPIPV4),
+        (RssHashTypes::IPV6, MRQC_IPV6),
+        (RssHashTypes::TCP_IPV6, MRQC_TCPIPV6),
+        (RssHashTypes::IPV6_EX, MRQC_IPV6EX),
+    ] {
+        if rss.types.contains(t) {
+            fields |= f;
+        }
+    }
+    fw::RssSetup {
+        key,
+        queues,
+        fields,
     }
 }
 

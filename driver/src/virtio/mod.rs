@@ -373,6 +373,7 @@ fn rx_completion(id: u32, len: u32) -> RxCompletion {
         whole: len > HDR_LEN as u32,
         bufs: 0,
         flags: 0,
+        hash: 0,
     }
 }
 

@@ -27,6 +27,7 @@ mod nvm;
 pub mod regs;
 mod reset;
 mod rings;
+mod rss;
 mod stats;
 
 pub use filter::{set_unicast_filter, unicast_filter, UNICAST_FILTER_ENTRIES};
@@ -42,9 +43,10 @@ pub use reset::{
     RESET_POLL_US, RESET_QUIESCE_US, RESET_TIMEOUT_US,
 };
 pub use rings::{
-    configure_rx, configure_tx, set_promisc, RxRingConfig, TxRingConfig, DESC_LEN, MAX_RING_DESCS,
-    RING_DESC_MULTIPLE, RX_BUF_SIZES,
+    configure_rx, configure_rx_queue, configure_tx, configure_tx_queue, set_promisc, RxRingConfig,
+    TxRingConfig, DESC_LEN, MAX_RING_DESCS, RING_DESC_MULTIPLE, RX_BUF_SIZES,
 };
+pub use rss::{configure_rss, disable_rss, RssSetup};
 pub use stats::{clear_stats, HwStats};
 
 /// What can go wrong in a control-plane sequence. Each message says what to check.

@@ -247,6 +247,29 @@ pub const RAR_ENTRIES: u32 = 16;
 pub const VFTA: u32 = 0x0_5600;
 /// Multiple Receive Queues Command (RSS).
 pub const MRQC: u32 = 0x0_5818;
+/// Redirection Table: 32 registers of four 8-bit entries, entry n in byte n % 4 of
+/// register n / 4 (82574 §10.2.5.16); an entry's bit 7 is the queue.
+pub const RETA: u32 = 0x0_5C00;
+/// Entries in the redirection table, indexed by the hash's low 7 bits.
+pub const RETA_ENTRIES: usize = 128;
+/// The queue bit of a redirection table entry (82574 §7.1.1.7: "bit 7 selects the queue";
+/// QEMU `E1000_RSS_QUEUE`).
+pub const RETA_QUEUE1: u8 = 1 << 7;
+/// RSS Random Key: 10 registers, key byte n in byte n % 4 of register n / 4 (82574
+/// §10.2.5.17).
+pub const RSSRK: u32 = 0x0_5C80;
+/// Bytes in the RSS key.
+pub const RSS_KEY_LEN: usize = 40;
+
+/// Receive and transmit queues of the 82574 (§7.1.1.7 and §7.2.9: two of each).
+pub const QUEUES: u32 = 2;
+
+/// The register of queue `queue` whose queue-0 offset is `reg0`: the queue-1 block sits
+/// 0x100 above queue 0's (RDBAL1 = RDBAL + 0x100, TDBAL1 = TDBAL + 0x100, TARC1 = TARC0 +
+/// 0x100; QEMU `e1000e_mq_queue_idx`).
+pub const fn queue_reg(reg0: u32, queue: u32) -> u32 {
+    reg0 + 0x100 * queue
+}
 
 /// Receive Address Low of entry `n` (0..=15).
 pub const fn ral(n: u32) -> u32 {
@@ -256,6 +279,34 @@ pub const fn ral(n: u32) -> u32 {
 pub const fn rah(n: u32) -> u32 {
     RAH0 + 8 * n
 }
+
+// MRQC fields (82574 §10.2.5.15).
+/// Multiple receive queues by RSS (bits 1:0 = 01).
+pub const MRQC_RSS: u32 = 0b01;
+/// Hash TCP over IPv4 (source and destination address and port).
+pub const MRQC_TCPIPV4: u32 = 1 << 16;
+/// Hash IPv4 (source and destination address).
+pub const MRQC_IPV4: u32 = 1 << 17;
+/// Hash TCP over IPv6 (with the extension headers' addresses where present).
+pub const MRQC_TCPIPV6: u32 = 1 << 18;
+/// Hash IPv6 with the extension headers' addresses where present.
+pub const MRQC_IPV6EX: u32 = 1 << 19;
+/// Hash IPv6 (source and destination address).
+pub const MRQC_IPV6: u32 = 1 << 20;
+
+// RSS type in bits 3:0 of an extended write-back's MRQ field (82574 §7.1.5.2, table 7-11).
+/// No hash computed (not IP, or a type MRQC does not enable).
+pub const MRQ_RSS_TYPE_NONE: u32 = 0;
+/// Hashed as TCP/IPv4.
+pub const MRQ_RSS_TYPE_TCPIPV4: u32 = 1;
+/// Hashed as IPv4.
+pub const MRQ_RSS_TYPE_IPV4: u32 = 2;
+/// Hashed as TCP/IPv6.
+pub const MRQ_RSS_TYPE_TCPIPV6: u32 = 3;
+/// Hashed as IPv6 with extension-header addresses.
+pub const MRQ_RSS_TYPE_IPV6EX: u32 = 4;
+/// Hashed as IPv6.
+pub const MRQ_RSS_TYPE_IPV6: u32 = 5;
 
 // RCTL bits.
 /// Receiver Enable.
@@ -552,6 +603,15 @@ mod tests {
         assert_eq!(GCR, 0x5B00);
         assert_eq!(TOTH, 0x40CC);
         assert_eq!(IAC, 0x4100);
+        assert_eq!(queue_reg(RDBAL, 1), RDBAL1);
+        assert_eq!(queue_reg(RDT, 1), RDT1);
+        assert_eq!(queue_reg(RXDCTL, 1), RXDCTL1);
+        assert_eq!(queue_reg(TDBAL, 1), TDBAL1);
+        assert_eq!(queue_reg(TDT, 1), TDT1);
+        assert_eq!(queue_reg(TARC0, 1), TARC1);
+        assert_eq!(MRQC, 0x5818);
+        assert_eq!(RETA, 0x5C00);
+        assert_eq!(RSSRK, 0x5C80);
     }
 
     #[test]

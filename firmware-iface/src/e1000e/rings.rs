@@ -151,14 +151,15 @@ const TCTL_VALUE: u32 = TCTL_EN
 ///
 /// Order (82574 §4.6, receive initialization: program the ring before enabling):
 /// 1. RCTL.EN cleared, so nothing is received into a half-built ring.
-/// 2. RDBAL, RDBAH, RDLEN; RDH = 0 and RDT = 0 (an empty ring: head == tail).
+/// 2. RDBAL, RDBAH, RDLEN; RDH = 0 and RDT = 0 (an empty ring: head == tail); RXDCTL
+///    (see `RXDCTL_VALUE`).
 /// 3. RFCTL.EXSTEN: extended RX descriptors (with RCTL.DTYP = 00 below). QEMU picks the
 ///    descriptor format and size when RCTL is written with EN (`e1000e_set_rx_control` →
 ///    `e1000e_calc_rxdesclen`, `hw/net/e1000e_core.c:1909-1937`), so RFCTL goes first.
 /// 4. RXCSUM = IPOFLD | TUOFLD if `checksum` (PCSD clear): the write-back reports
 ///    IPCS/TCPCS/UDPCS and IPE/TCPE, and the IP ID instead of an RSS hash; else 0.
-/// 5. RXDCTL (see `RXDCTL_VALUE`); RDTR = RADV = 0 and RSRPD = 0: no interrupt
-///    delay, no small-packet interrupt.
+///    [`super::configure_rss`] adds PCSD.
+/// 5. RDTR = RADV = 0 and RSRPD = 0: no interrupt delay, no small-packet interrupt.
 /// 6. MTA cleared (128 registers): its content is undefined after power-up and would let
 ///    random multicast groups through.
 /// 7. RCTL = [`RxRingConfig::rctl`] (EN last).
@@ -175,11 +176,7 @@ pub fn configure_rx(regs: &impl Mmio, cfg: &RxRingConfig) -> Result<(), E1000eEr
     let rctl = regs.read32(RCTL);
     regs.write32(RCTL, rctl & !RCTL_EN);
 
-    regs.write32(RDBAL, cfg.ring_iova as u32);
-    regs.write32(RDBAH, (cfg.ring_iova >> 32) as u32);
-    regs.write32(RDLEN, cfg.ring_descs * DESC_LEN);
-    regs.write32(RDH, 0);
-    regs.write32(RDT, 0);
+    write_rx_ring(regs, 0, cfg.ring_iova, cfg.ring_descs);
 
     regs.write32(RFCTL, RFCTL_EXSTEN);
     regs.write32(
@@ -190,7 +187,6 @@ pub fn configure_rx(regs: &impl Mmio, cfg: &RxRingConfig) -> Result<(), E1000eEr
             0
         },
     );
-    regs.write32(RXDCTL, RXDCTL_VALUE);
     regs.write32(RDTR, 0);
     regs.write32(RADV, 0);
     regs.write32(RSRPD, 0);
@@ -207,12 +203,12 @@ pub fn configure_rx(regs: &impl Mmio, cfg: &RxRingConfig) -> Result<(), E1000eEr
 /// Order (82574 §4.6, transmit initialization):
 /// 1. TCTL.EN cleared.
 /// 2. TDBAL, TDBAH, TDLEN; TDH = 0 and TDT = 0.
-/// 3. TXDCTL (see `TXDCTL_VALUE`); TIDV = TADV = 0 (no interrupt delay).
+/// 3. TXDCTL (see `TXDCTL_VALUE`).
 /// 4. TARC0 with ENABLE (bit 10) added to what it holds: QEMU transmits from a queue only
 ///    when its TARC has ENABLE (`e1000e_set_tdt`/`e1000e_set_tctl`,
 ///    `hw/net/e1000e_core.c:2404-2434`). QEMU resets TARC0 to 0x403, ENABLE already set
 ///    (line 3429), but a previous driver may have cleared it.
-/// 5. TIPG = IPGT 8, IPGR1 8, IPGR2 6 (copper).
+/// 5. TIDV = TADV = 0 (no interrupt delay); TIPG = IPGT 8, IPGR1 8, IPGR2 6 (copper).
 /// 6. TCTL = EN | PSP | CT 15 | COLD 63 (full duplex).
 ///
 /// The caller then writes descriptors and moves TDT past them; QEMU transmits inside the
@@ -226,20 +222,83 @@ pub fn configure_tx(regs: &impl Mmio, cfg: &TxRingConfig) -> Result<(), E1000eEr
     let tctl = regs.read32(TCTL);
     regs.write32(TCTL, tctl & !TCTL_EN);
 
-    regs.write32(TDBAL, cfg.ring_iova as u32);
-    regs.write32(TDBAH, (cfg.ring_iova >> 32) as u32);
-    regs.write32(TDLEN, cfg.ring_descs * DESC_LEN);
-    regs.write32(TDH, 0);
-    regs.write32(TDT, 0);
-
-    regs.write32(TXDCTL, TXDCTL_VALUE);
+    write_tx_ring(regs, 0, cfg.ring_iova, cfg.ring_descs);
     regs.write32(TIDV, 0);
     regs.write32(TADV, 0);
-    let tarc = regs.read32(TARC0);
-    regs.write32(TARC0, tarc | TARC_ENABLE);
     regs.write32(TIPG, TIPG_COPPER_DEFAULT);
 
     regs.write32(TCTL, TCTL_VALUE);
+    Ok(())
+}
+
+/// Programs receive ring `queue`: base, length, head = tail = 0 (empty), RXDCTL.
+fn write_rx_ring(regs: &impl Mmio, queue: u32, iova: u64, descs: u32) {
+    regs.write32(queue_reg(RDBAL, queue), iova as u32);
+    regs.write32(queue_reg(RDBAH, queue), (iova >> 32) as u32);
+    regs.write32(queue_reg(RDLEN, queue), descs * DESC_LEN);
+    regs.write32(queue_reg(RDH, queue), 0);
+    regs.write32(queue_reg(RDT, queue), 0);
+    regs.write32(queue_reg(RXDCTL, queue), RXDCTL_VALUE);
+}
+
+/// Programs transmit ring `queue`: base, length, head = tail = 0 (empty), TXDCTL, and
+/// TARC's ENABLE bit, without which QEMU sends nothing from the queue.
+fn write_tx_ring(regs: &impl Mmio, queue: u32, iova: u64, descs: u32) {
+    regs.write32(queue_reg(TDBAL, queue), iova as u32);
+    regs.write32(queue_reg(TDBAH, queue), (iova >> 32) as u32);
+    regs.write32(queue_reg(TDLEN, queue), descs * DESC_LEN);
+    regs.write32(queue_reg(TDH, queue), 0);
+    regs.write32(queue_reg(TDT, queue), 0);
+    regs.write32(queue_reg(TXDCTL, queue), TXDCTL_VALUE);
+    let tarc = queue_reg(TARC0, queue);
+    regs.write32(tarc, regs.read32(tarc) | TARC_ENABLE);
+}
+
+fn check_queue(queue: u32) -> Result<(), E1000eError> {
+    if queue == 0 || queue >= QUEUES {
+        return Err(E1000eError::InvalidRingConfig {
+            reason: format!(
+                "queue {queue}: the 82574 has queues 0 and 1, and queue 0 is set up by \
+                 configure_rx/configure_tx"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Sets up receive queue 1 (82574 §7.1.1.7), after [`configure_rx`]: its ring empty, so
+/// nothing lands there until buffers are posted and RSS ([`super::configure_rss`]) sends
+/// frames to it; RCTL, RFCTL and RXCSUM are shared with queue 0.
+///
+/// # Errors
+/// [`E1000eError::InvalidRingConfig`] for a queue other than 1 or a ring
+/// [`RxRingConfig::validate`] would refuse, before any register is written.
+pub fn configure_rx_queue(
+    regs: &impl Mmio,
+    queue: u32,
+    ring_iova: u64,
+    ring_descs: u32,
+) -> Result<(), E1000eError> {
+    check_queue(queue)?;
+    check_ring("RX", ring_iova, ring_descs)?;
+    write_rx_ring(regs, queue, ring_iova, ring_descs);
+    Ok(())
+}
+
+/// Sets up transmit queue 1 after [`configure_tx`] (TCTL, TIPG and the delays are shared):
+/// an empty ring whose TDT writes QEMU serves like queue 0's.
+///
+/// # Errors
+/// As [`configure_rx_queue`].
+pub fn configure_tx_queue(
+    regs: &impl Mmio,
+    queue: u32,
+    ring_iova: u64,
+    ring_descs: u32,
+) -> Result<(), E1000eError> {
+    check_queue(queue)?;
+    check_ring("TX", ring_iova, ring_descs)?;
+    write_tx_ring(regs, queue, ring_iova, ring_descs);
     Ok(())
 }
 
@@ -310,9 +369,9 @@ mod tests {
                 (RDLEN, 256 * 16),
                 (RDH, 0),
                 (RDT, 0),
+                (RXDCTL, RXDCTL_GRAN | (1 << RXDCTL_WTHRESH_SHIFT)),
                 (RFCTL, RFCTL_EXSTEN),
                 (RXCSUM, RXCSUM_IPOFLD | RXCSUM_TUOFLD),
-                (RXDCTL, RXDCTL_GRAN | (1 << RXDCTL_WTHRESH_SHIFT)),
                 (RDTR, 0),
                 (RADV, 0),
                 (RSRPD, 0),
@@ -488,9 +547,9 @@ mod tests {
                     TXDCTL,
                     TXDCTL_GRAN | (1 << TXDCTL_WTHRESH_SHIFT) | TXDCTL_COUNT_DESC
                 ),
+                (TARC0, 0x3 | TARC_ENABLE),
                 (TIDV, 0),
                 (TADV, 0),
-                (TARC0, 0x3 | TARC_ENABLE),
                 (TIPG, 0x0060_2008),
                 (TCTL, TCTL_EN | TCTL_PSP | (0x0F << 4) | (0x3F << 12)),
             ]
@@ -508,6 +567,24 @@ mod tests {
             assert!(r.last_write_index(off).unwrap() < enable);
         }
         assert_eq!(r.get(TARC0), 0x403);
+    }
+
+    #[test]
+    fn queue_1_rings_use_the_queue_1_registers() {
+        let r = RecordedRegs::new().with(TARC1, 0x3);
+        configure_rx_queue(&r, 1, 0x1_0000_2000, 64).unwrap();
+        configure_tx_queue(&r, 1, 0x3000, 128).unwrap();
+        assert_eq!(
+            (r.get(RDBAL1), r.get(RDBAH1), r.get(RDLEN1)),
+            (0x2000, 1, 64 * 16)
+        );
+        assert_eq!((r.get(TDBAL1), r.get(TDLEN1)), (0x3000, 128 * 16));
+        assert_eq!(r.get(TARC1), 0x3 | TARC_ENABLE);
+        assert!(r.writes_to(RDBAL).is_empty() && r.writes_to(TDBAL).is_empty());
+        for q in [0, 2] {
+            assert!(configure_rx_queue(&r, q, 0x2000, 64).is_err());
+        }
+        assert!(configure_tx_queue(&r, 1, 0x3008, 128).is_err());
     }
 
     #[test]
