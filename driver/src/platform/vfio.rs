@@ -256,6 +256,16 @@ impl DmaMapper for Container {
     }
 
     fn unmap(&self, iova: u64, len: usize) {
+        let devices = self.state.lock().map_or(1, |st| st.devices);
+        if devices == 0 {
+            // The last device's group has left the container, and the kernel dropped
+            // every mapping with its IOMMU domain (a pool outliving its ports): there is
+            // nothing left to unmap, and VFIO would answer EINVAL.
+            log::debug!(
+                "IOMMU unmap of {len} bytes at {iova:#x}: no device attached, already gone"
+            );
+            return;
+        }
         if let Err(e) = self.vfio.vfio_dma_unmap(iova, len) {
             log::warn!("IOMMU unmap of {len} bytes at {iova:#x} failed: {e}");
         }
@@ -416,6 +426,14 @@ impl Drop for VfioDevice {
     fn drop(&mut self) {
         // Stop DMA before the IOMMU mappings and buffers go away.
         let _ = self.disable_bus_master();
+        // The device's group leaves the container right after this (vfio-ioctls), and
+        // with the last one the kernel drops every mapping.
+        let mut st = self
+            .container
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        st.devices = st.devices.saturating_sub(1);
     }
 }
 
