@@ -58,6 +58,54 @@ pub fn ipv6_input(src: [u8; 16], dst: [u8; 16], ports: Option<(u16, u16)>) -> Ve
     v
 }
 
+/// What a device that hashes `types` (names as tenge prints them: `ipv4`, `tcp-ipv4`,
+/// `udp-ipv4`, `ipv6`, `tcp-ipv6`, `udp-ipv6`) under `key` should report for the Ethernet
+/// frame `frame`: the hash type's name (`none` for a frame it does not hash) and the hash.
+/// The frame is parsed with etherparse, not with anything of tenge's; TCP and UDP are
+/// hashed with their ports only when their type is enabled, else by the addresses (the
+/// rule of the RSS specification, the 82574 and virtio 1.2 §5.1.6.4.3.1).
+pub fn expected(frame: &[u8], key: &[u8], types: &[&str]) -> (&'static str, Option<u32>) {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let Ok(p) = SlicedPacket::from_ethernet(frame) else {
+        return ("none", None);
+    };
+    let ports = match &p.transport {
+        Some(TransportSlice::Tcp(t)) => Some(("tcp", (t.source_port(), t.destination_port()))),
+        Some(TransportSlice::Udp(u)) => Some(("udp", (u.source_port(), u.destination_port()))),
+        _ => None,
+    };
+    let has = |t: &str| types.contains(&t);
+    let pick = |v: &'static str, tcp: &'static str, udp: &'static str| match ports {
+        Some(("tcp", p)) if has(tcp) => Some((tcp, Some(p))),
+        Some(("udp", p)) if has(udp) => Some((udp, Some(p))),
+        _ if has(v) => Some((v, None)),
+        _ => None,
+    };
+    match &p.net {
+        Some(NetSlice::Ipv4(ip)) => {
+            let h = ip.header();
+            match pick("ipv4", "tcp-ipv4", "udp-ipv4") {
+                Some((name, ports)) => (
+                    name,
+                    Some(hash(key, &ipv4_input(h.source(), h.destination(), ports))),
+                ),
+                None => ("none", None),
+            }
+        }
+        Some(NetSlice::Ipv6(ip)) => {
+            let h = ip.header();
+            match pick("ipv6", "tcp-ipv6", "udp-ipv6") {
+                Some((name, ports)) => (
+                    name,
+                    Some(hash(key, &ipv6_input(h.source(), h.destination(), ports))),
+                ),
+                None => ("none", None),
+            }
+        }
+        _ => ("none", None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +179,42 @@ mod tests {
             hash(&DEFAULT_KEY, &ipv6_input(src, dst, Some((2794, 1766)))),
             0x40207d3d
         );
+    }
+
+    /// `expected` parses a frame built by etherparse and hashes what its types say.
+    #[test]
+    fn expected_follows_the_enabled_types() {
+        let (src, dst) = ([66, 9, 149, 187], [161, 142, 100, 80]);
+        let frame = |udp: bool| {
+            let b = etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                .ipv4(src, dst, 64);
+            let mut out = Vec::new();
+            if udp {
+                b.udp(2794, 1766).write(&mut out, &[0; 20]).unwrap();
+            } else {
+                b.tcp(2794, 1766, 1, 1000)
+                    .write(&mut out, &[0; 20])
+                    .unwrap();
+            }
+            out
+        };
+        let all = ["ipv4", "tcp-ipv4", "ipv6", "tcp-ipv6"];
+        assert_eq!(
+            expected(&frame(false), &DEFAULT_KEY, &all),
+            ("tcp-ipv4", Some(0x51ccc178))
+        );
+        assert_eq!(
+            expected(&frame(true), &DEFAULT_KEY, &all),
+            ("ipv4", Some(0x323e8fc2))
+        );
+        assert_eq!(
+            expected(&frame(true), &DEFAULT_KEY, &["udp-ipv4"]),
+            ("udp-ipv4", Some(0x51ccc178))
+        );
+        assert_eq!(
+            expected(&frame(false), &DEFAULT_KEY, &["ipv6"]),
+            ("none", None)
+        );
+        assert_eq!(expected(&[0u8; 60], &DEFAULT_KEY, &all), ("none", None));
     }
 }

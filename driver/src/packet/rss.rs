@@ -92,6 +92,29 @@ impl std::ops::BitOr for RssHashTypes {
     }
 }
 
+impl std::str::FromStr for RssHashTypes {
+    type Err = String;
+
+    /// Names as [`Display`](fmt::Display) writes them, joined by `|` or `,`: `ipv4,tcp-ipv4`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut t = Self::NONE;
+        for name in s.split(['|', ',']).map(str::trim).filter(|n| !n.is_empty()) {
+            match Self::NAMES.iter().find(|(_, n)| *n == name) {
+                Some((bit, _)) => t = t | *bit,
+                None if name == "none" => {}
+                None => {
+                    let known: Vec<&str> = Self::NAMES.iter().map(|(_, n)| *n).collect();
+                    return Err(format!(
+                        "'{name}' is not an RSS hash type; use {}",
+                        known.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(t)
+    }
+}
+
 impl fmt::Debug for RssHashTypes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -293,6 +316,21 @@ mod tests {
             .unwrap()
             .contains("power of two"));
         assert!(virtio(&RssConfig::new(4, 256)).is_some());
+    }
+
+    #[test]
+    fn hash_type_names_round_trip() {
+        let t: RssHashTypes = "ipv4,udp-ipv6|tcp-ipv4".parse().unwrap();
+        assert_eq!(
+            t,
+            RssHashTypes::IPV4 | RssHashTypes::UDP_IPV6 | RssHashTypes::TCP_IPV4
+        );
+        assert_eq!(t.to_string().parse::<RssHashTypes>().unwrap(), t);
+        assert!("ipv5"
+            .parse::<RssHashTypes>()
+            .unwrap_err()
+            .contains("tcp-ipv6"));
+        assert_eq!("none".parse::<RssHashTypes>().unwrap(), RssHashTypes::NONE);
     }
 
     #[test]
