@@ -51,6 +51,17 @@ pub enum HostMode {
     /// Forwards between port pairs (0<->1, 2<->3, ...). With [`VhostHostConfig::pcap`], the
     /// pcap port is the last one, paired with vhost port 0.
     Io,
+    /// A source into vhost port 0 and a sink behind the last vhost port, for a guest that
+    /// forwards from its first NIC to its next: a `net_null` port after the vhost ports
+    /// makes `size`-byte frames (zeroed) as fast as they are taken, and testpmd forwards
+    /// along a chain in io mode (`--port-topology=chained`): null -> vhost 0 -> vhost 1
+    /// -> ... -> last vhost port -> null, which drops them. All on one forwarding lcore,
+    /// so the host sends on port 0 what its ring takes (the rest counted as TX drops) and
+    /// counts what comes back on the last port. The null port is the last port.
+    Chain {
+        /// Frame length without the FCS (`net_null`'s `size`).
+        size: u16,
+    },
 }
 
 /// The host side's set-up.
@@ -77,7 +88,7 @@ impl HostMode {
         match self {
             HostMode::RxOnly => "rxonly",
             HostMode::TxOnly { .. } => "txonly",
-            HostMode::Io => "io",
+            HostMode::Io | HostMode::Chain { .. } => "io",
         }
     }
 }
@@ -205,13 +216,23 @@ impl VhostHost {
                 tx.display()
             ));
         }
+        if let HostMode::Chain { size } = config.mode {
+            cmd.arg("--vdev")
+                .arg(format!("net_null0,size={size},copy=1"));
+        }
         let queues = config.ports[0];
         cmd.args(["--", "-i", "--total-num-mbufs=16384"])
             .arg(format!("--rxq={queues}"))
             .arg(format!("--txq={queues}"));
         cmd.arg(format!("--forward-mode={}", config.mode.name()));
-        if let HostMode::TxOnly { size } = config.mode {
-            cmd.arg(format!("--txpkts={size}"));
+        match config.mode {
+            HostMode::TxOnly { size } => {
+                cmd.arg(format!("--txpkts={size}"));
+            }
+            HostMode::Chain { .. } => {
+                cmd.arg("--port-topology=chained");
+            }
+            _ => {}
         }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -1,6 +1,7 @@
 //! l2fwd: forwards every frame received on one port out of the other, both ways, one thread
 //! per direction (each owns the receive queue of one port and the transmit queue of the
-//! other), with live per-port and per-queue rates and a summary.
+//! other; `--single-thread`: one thread polling both in turn), with live per-port and
+//! per-queue rates and a summary.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -51,6 +52,11 @@ struct Args {
     /// Frames per burst.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=512))]
     batch: u16,
+    /// Poll both directions from one thread, in turn (as testpmd's io forwarding does on
+    /// one forwarding lcore), instead of a thread per direction: pin it to one CPU with
+    /// `taskset -c N` to give the forwarder one core.
+    #[arg(long)]
+    single_thread: bool,
     /// Seconds between live rate lines (0: none).
     #[arg(long, default_value = "1", value_parser = parse_secs)]
     interval: Duration,
@@ -91,46 +97,62 @@ struct Forwarded {
 }
 
 impl Direction {
-    fn run(mut self, stop: &AtomicBool) -> Forwarded {
-        let mut batch = PacketBatch::new(self.batch);
-        let mut done = Forwarded::default();
-        let mut polls = 0u32;
-        loop {
-            if self.rx.rx_burst(&mut batch) > 0 {
-                if let Some((src, dst)) = self.rewrite {
-                    for p in batch.iter_mut() {
-                        if let Some(h) = p.data_mut().get_mut(..12) {
-                            h[..6].copy_from_slice(&dst);
-                            h[6..].copy_from_slice(&src);
-                        }
-                    }
+    /// One poll: receive a burst and send it on the other port.
+    fn poll(&mut self, batch: &mut PacketBatch, done: &mut Forwarded, stop: &AtomicBool) {
+        if self.rx.rx_burst(batch) == 0 {
+            return;
+        }
+        if let Some((src, dst)) = self.rewrite {
+            for p in batch.iter_mut() {
+                if let Some(h) = p.data_mut().get_mut(..12) {
+                    h[..6].copy_from_slice(&dst);
+                    h[6..].copy_from_slice(&src);
                 }
-                if let Some(c) = &self.capture {
-                    record(c, &batch);
-                }
-                done.frames += self.tx.tx_burst(&mut batch) as u64;
-                while self.retry && !batch.is_empty() && !stop.load(Ordering::Relaxed) {
-                    done.tx_retries += 1;
-                    std::hint::spin_loop();
-                    done.frames += self.tx.tx_burst(&mut batch) as u64;
-                }
-                // What the ring had no room for is dropped, not retried: a forwarder that
-                // waits on a full ring stops receiving (DPDK's l2fwd drops too).
-                done.tx_full_drops += batch.len() as u64;
-                self.tx.free_batch(&mut batch);
-            }
-            polls = polls.wrapping_add(1);
-            if polls.is_multiple_of(256) && stop.load(Ordering::Relaxed) {
-                break;
             }
         }
-        // Whatever is still in flight goes back before the handles do.
+        if let Some(c) = &self.capture {
+            record(c, batch);
+        }
+        done.frames += self.tx.tx_burst(batch) as u64;
+        while self.retry && !batch.is_empty() && !stop.load(Ordering::Relaxed) {
+            done.tx_retries += 1;
+            std::hint::spin_loop();
+            done.frames += self.tx.tx_burst(batch) as u64;
+        }
+        // What the ring had no room for is dropped, not retried: a forwarder that
+        // waits on a full ring stops receiving (DPDK's l2fwd drops too).
+        done.tx_full_drops += batch.len() as u64;
+        self.tx.free_batch(batch);
+    }
+
+    /// Gives back whatever is still in flight, before the handles go.
+    fn finish(&mut self, done: &Forwarded) {
         self.tx.tx_drain(Duration::from_secs(1));
         self.rx.publish();
         self.tx.publish();
         log::debug!("direction from port {}: {done:?}", self.from);
-        done
     }
+}
+
+/// Polls every direction in turn until `stop` (one direction: a thread per direction;
+/// both: --single-thread); returns what each forwarded.
+fn forward(mut dirs: Vec<Direction>, stop: &AtomicBool) -> Vec<Forwarded> {
+    let mut batches: Vec<PacketBatch> = dirs.iter().map(|d| PacketBatch::new(d.batch)).collect();
+    let mut done: Vec<Forwarded> = dirs.iter().map(|_| Forwarded::default()).collect();
+    let mut polls = 0u32;
+    loop {
+        for ((d, b), f) in dirs.iter_mut().zip(&mut batches).zip(&mut done) {
+            d.poll(b, f, stop);
+        }
+        polls = polls.wrapping_add(1);
+        if polls.is_multiple_of(256) && stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    for (d, f) in dirs.iter_mut().zip(&done) {
+        d.finish(f);
+    }
+    done
 }
 
 /// Writes frames of `batch` into the capture while it wants more.
@@ -206,13 +228,23 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("READY");
     let start = Instant::now();
-    let threads: Vec<_> = directions
+    // A thread per direction, or one for both.
+    let groups: Vec<Vec<Direction>> = if args.single_thread {
+        vec![directions.into_iter().collect()]
+    } else {
+        directions.into_iter().map(|d| vec![d]).collect()
+    };
+    let threads: Vec<_> = groups
         .into_iter()
-        .map(|d| {
+        .map(|g| {
             let stop = stop.clone();
+            let name = match g.as_slice() {
+                [d] => format!("l2fwd-rx{}", d.from),
+                _ => "l2fwd".to_string(),
+            };
             std::thread::Builder::new()
-                .name(format!("l2fwd-rx{}", d.from))
-                .spawn(move || d.run(&stop))
+                .name(name)
+                .spawn(move || forward(g, &stop))
         })
         .collect::<Result<_, _>>()?;
     let mut last = (start, [ports[0].stats(), ports[1].stats()]);
@@ -228,10 +260,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             last = (now, stats);
         }
     }
-    let forwarded: Vec<Forwarded> = threads
-        .into_iter()
-        .map(|t| t.join().map_err(|_| "a forwarding thread panicked"))
-        .collect::<Result<_, _>>()?;
+    let mut forwarded: Vec<Forwarded> = Vec::new();
+    for t in threads {
+        forwarded.extend(t.join().map_err(|_| "a forwarding thread panicked")?);
+    }
     let secs = start.elapsed().as_secs_f64();
     if let Some(c) = capture {
         // The threads are done: this is the last reference.
@@ -295,8 +327,18 @@ fn print_rates(at: Duration, dt: Duration, before: &[PortStats; 2], now: &[PortS
                 )
             })
             .collect();
+        // The device's own counters where it has them (e1000e: GPRC, GPTC).
+        let hw = if n.hw.gprc + n.hw.gptc > 0 {
+            format!(
+                " hw rx {:.3} tx {:.3}",
+                rate(b.hw.gprc, n.hw.gprc),
+                rate(b.hw.gptc, n.hw.gptc)
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "[{:6.1}s] port {p}: rx {:7.3} Mpps tx {:7.3} Mpps ({})",
+            "[{:6.1}s] port {p}: rx {:7.3} Mpps tx {:7.3} Mpps ({}){hw}",
             at.as_secs_f64(),
             rate(b.rx.packets, n.rx.packets),
             rate(b.tx.packets, n.tx.packets),

@@ -105,8 +105,9 @@ struct RunArgs {
     qemu_args: Vec<String>,
 
     /// What the host testpmd serving `vhost` NICs does: rxonly (a sink for the guest's
-    /// frames), txonly or txonly:SIZE (sends SIZE-byte frames, 64 by default, from the start) or io
-    /// (forwards between pairs of vhost NICs).
+    /// frames), txonly or txonly:SIZE (sends SIZE-byte frames, 64 by default, from the start), io
+    /// (forwards between pairs of vhost NICs) or chain:SIZE (a source of SIZE-byte frames into
+    /// the first vhost NIC, a sink behind the last: for a guest forwarder).
     #[arg(long, value_name = "MODE", default_value = "rxonly", value_parser = parse_vhost_mode)]
     vhost: HostMode,
 
@@ -151,7 +152,13 @@ fn parse_vhost_mode(s: &str) -> Result<HostMode, String> {
             Ok(size) if (60..=1514).contains(&size) => Ok(HostMode::TxOnly { size }),
             _ => Err(format!("`{size}`: a frame size is 60 to 1514")),
         },
-        _ => Err(format!("`{s}`: expected rxonly, txonly[:SIZE] or io")),
+        Some(("chain", size)) => match size.parse::<u16>() {
+            Ok(size) if (60..=1514).contains(&size) => Ok(HostMode::Chain { size }),
+            _ => Err(format!("`{size}`: a frame size is 60 to 1514")),
+        },
+        _ => Err(format!(
+            "`{s}`: expected rxonly, txonly[:SIZE], io or chain:SIZE"
+        )),
     }
 }
 

@@ -39,6 +39,16 @@ mod vhost;
 ///                virtio PMD (--iova-mode=pa) and the same PMD on its scalar paths; the
 ///                host testpmd (rxonly for tx cases, txonly for rx cases) counts what each
 ///                side moved, and its per-second throughput is the rate reported
+///   vhost-l2fwd64
+///                tenge l2fwd (--single-thread, on vCPU 1) vs testpmd io forwarding (its
+///                forwarding lcore on vCPU 1; and on its scalar paths) between two
+///                virtio-net NICs served by one host testpmd, which sends 64-byte frames into
+///                the first (a net_null source, io forwarding along a chain) and counts what
+///                comes back on the second: the rate is what the host received
+///   e1000e-l2fwd64
+///                the same between two e1000e: testpmd txonly on a third e1000e (vCPU 0) is
+///                the source on hub 0 with port A, port B alone on hub 1; the rate is port
+///                B's transmitted frames by the device's counter (GPTC) every second
 /// The virtio cases' BENCH-DETAIL lines also give notifications (doorbell writes the
 /// device received) per 1000 frames with and without EVENT_IDX. Every case alternates the
 /// sides over --rounds rounds in one boot and reports each side's median and spread; a
@@ -52,7 +62,7 @@ struct Args {
     /// Comma-separated cases to run.
     #[arg(
         long,
-        default_value = "e1000e-tx64,e1000e-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514"
+        default_value = "e1000e-tx64,e1000e-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514,e1000e-l2fwd64,vhost-l2fwd64"
     )]
     cases: String,
     /// Rounds per case, alternating tenge and the peer in one boot; the median and spread
@@ -78,6 +88,8 @@ fn main() -> ExitCode {
             "virtio-packed-rx64" => {
                 virtio_rx64("virtio-packed-rx64", true, args.duration, args.rounds)
             }
+            "e1000e-l2fwd64" => e1000e_l2fwd64(args.duration, args.rounds),
+            vhost::L2FWD_CASE => vhost::run_l2fwd(args.duration, args.rounds),
             other => match vhost::CASES.iter().find(|c| c.name == other) {
                 Some(c) => vhost::run(c, args.duration, args.rounds),
                 None => Err(format!("unknown case {other}")),
@@ -242,6 +254,63 @@ pub(crate) fn testpmd_total(lines: &[&str], key: &str) -> Option<f64> {
         }
     }
     v
+}
+
+/// Every value of `key` in testpmd's per-port blocks of port `port` whose header contains
+/// `header` (`NIC statistics`: the periodic and `show port stats` blocks, device
+/// counters; `Forward statistics`: the totals at stop), in order.
+fn testpmd_port_values(lines: &[&str], header: &str, port: u32, key: &str) -> Vec<f64> {
+    const AT: &str = "statistics for port ";
+    let mut cur = None;
+    let mut out = Vec::new();
+    for l in lines {
+        if let Some(i) = l.find(AT) {
+            cur = l[i + AT.len()..]
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|_| l.contains(header));
+            continue;
+        }
+        if l.contains("Accumulated") {
+            cur = None;
+        }
+        if cur != Some(port) {
+            continue;
+        }
+        if let Some(v) = l
+            .find(key)
+            .and_then(|i| l[i + key.len()..].split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+        {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// testpmd's count `key` (e.g. `RX-packets:`) of port `port` in its forward statistics at
+/// stop.
+pub(crate) fn testpmd_port_total(lines: &[&str], port: u32, key: &str) -> Option<f64> {
+    testpmd_port_values(lines, "Forward statistics", port, key)
+        .first()
+        .copied()
+}
+
+/// Per-second device-counter Mpps of l2fwd's port `port` from its live lines
+/// (`[  1.0s] port 1: rx ... Mpps (...) hw rx 0.000 tx 0.412`): `dir` is `rx` or `tx`.
+fn l2fwd_hw_samples(lines: &[&str], port: u32, dir: &str) -> Vec<f64> {
+    let at = format!("] port {port}: ");
+    lines
+        .iter()
+        .filter(|l| l.contains(&at))
+        .filter_map(|l| {
+            let hw = &l[l.find(" hw rx ")? + 4..];
+            let mut w = hw.split_whitespace();
+            let (rx, _, tx) = (w.nth(1)?, w.next()?, w.next()?);
+            (if dir == "rx" { rx } else { tx }).parse().ok()
+        })
+        .collect()
 }
 
 fn median(v: &[f64]) -> Option<f64> {
@@ -557,6 +626,108 @@ fn rx_bench(
     stats::report(case, &tenge, &peer, &left_out, "")
 }
 
+/// tenge's `l2fwd` against testpmd's io forwarding between two e1000e (A at NIC 1 on hub 0,
+/// B at NIC 2 alone on hub 1), on vCPU 1; the source is testpmd txonly on NIC 0 on hub 0,
+/// its forwarding lcore on vCPU 0, the same for both sides. The rate is what port B sent by
+/// its device counter (GPTC), every second: tenge's live lines, testpmd's periodic port
+/// statistics (its e1000 PMD reports GPTC as `TX-packets`).
+fn e1000e_l2fwd64(d: u32, rounds: u32) -> Result<(), String> {
+    let case = "e1000e-l2fwd64";
+    let nics = vec![
+        e1000e(Backend::Hub(0)),
+        e1000e(Backend::Hub(0)),
+        e1000e(Backend::Hub(1)),
+    ];
+    let l2fwd = guest_bin("l2fwd").display().to_string();
+    let (src, a, b) = (Nic::pci_addr(0), Nic::pci_addr(1), Nic::pci_addr(2));
+    let source = format!(
+        "timeout -s INT {t} {TESTPMD} -l 0-1 --main-lcore 1 --file-prefix src -a {src} -- --total-num-mbufs=8192 --forward-mode=txonly --stats-period 1 --txpkts=64 > /tmp/src.log 2>&1",
+        t = d + 3
+    );
+    let show = "tr -d '\\033' | grep -E 'pps|packets|Accumulated|statistics for port'";
+    let mut script = String::new();
+    for r in 0..rounds {
+        script += &format!(
+            "echo BENCH-PHASE tenge{r}\n\
+             taskset -c 1 {l2fwd} {a} {b} --single-thread > /tmp/fwd.log 2>&1 &\n\
+             fwd=$!\n\
+             for i in $(seq 200); do grep -q READY /tmp/fwd.log && break; sleep 0.1; done\n\
+             {source}\n\
+             kill -INT $fwd; wait $fwd\n\
+             cat /tmp/fwd.log\n\
+             echo BENCH-PHASE tenge{r}-source\n\
+             {show} < /tmp/src.log\n\
+             {WHY_NO_SOURCE}\n\
+             echo BENCH-PHASE peer{r}\n\
+             {TESTPMD} -l 0-1 --main-lcore 0 --file-prefix fwd -a {a} -a {b} -- --total-num-mbufs=8192 --forward-mode=io --stats-period 1 > /tmp/pfwd.log 2>&1 &\n\
+             pfwd=$!\n\
+             for i in $(seq 300); do grep -q 'Port statistics' /tmp/pfwd.log && break; sleep 0.1; done\n\
+             {source}\n\
+             sleep 1; kill -INT $pfwd; wait $pfwd\n\
+             {show} < /tmp/pfwd.log\n\
+             echo BENCH-PHASE peer{r}-source\n\
+             {show} < /tmp/src.log\n\
+             {WHY_NO_SOURCE}\n"
+        );
+    }
+    script += "echo BENCH-PHASE end\n";
+    let lines = run(nics, &script, 2 * d, rounds)?;
+    let (mut tenge, mut peer) = (Vec::new(), Vec::new());
+    let mut left_out = Vec::new();
+    for r in 0..rounds {
+        let t = phase(&lines, &format!("tenge{r}"));
+        let ts = phase(&lines, &format!("tenge{r}-source"));
+        let p = phase(&lines, &format!("peer{r}"));
+        let ps = phase(&lines, &format!("peer{r}-source"));
+        let t_src = testpmd_total(&ts, "TX-packets:").unwrap_or(0.0);
+        let p_src = testpmd_total(&ps, "TX-packets:").unwrap_or(0.0);
+        // tenge's summary: each port's device counters.
+        let summary = |n: u32, key: &str| {
+            let prefix = format!("l2fwd: port {n}:");
+            let l: Vec<&str> = t
+                .iter()
+                .copied()
+                .filter(|l| l.starts_with(&prefix))
+                .collect();
+            field(&l, key).unwrap_or(0.0)
+        };
+        let last = |port: u32, key: &str| {
+            testpmd_port_values(&p, "NIC statistics", port, key)
+                .last()
+                .copied()
+                .unwrap_or(0.0)
+        };
+        // A side whose source stalled measured the source, not the forwarder.
+        match (
+            steady(&l2fwd_hw_samples(&t, 1, "tx")).filter(|_| source_ran(t_src)),
+            steady(&testpmd_port_values(&p, "NIC statistics", 1, "Tx-pps:"))
+                .map(|v| v / 1e6)
+                .filter(|_| source_ran(p_src)),
+        ) {
+            (Some(x), Some(y)) => {
+                tenge.push(x);
+                peer.push(y);
+            }
+            (x, y) => left_out.push(format!(
+                "round={r} why=no-rate-or-source-stalled tenge={x:?} peer={y:?}"
+            )),
+        }
+        println!(
+            "BENCH-DETAIL case={case} round={r} tenge_source_sent={t_src} tenge_a_hw_received={} tenge_b_hw_sent={} tenge_b_sent={} tenge_tx_full_drops={} peer_source_sent={p_src} peer_a_hw_received={} peer_b_hw_sent={} peer_b_sent={} peer_rx_missed={}",
+            summary(0, "hw_gprc"),
+            summary(1, "hw_gptc"),
+            summary(1, "tx"),
+            summary(0, "tx_full_drops"),
+            last(0, "RX-packets:"),
+            last(1, "TX-packets:"),
+            testpmd_port_total(&p, 1, "TX-packets:").unwrap_or(0.0),
+            last(0, "RX-missed:"),
+        );
+    }
+    println!("BENCH-ROUNDS case={case} tenge={tenge:.3?} peer={peer:.3?}");
+    stats::report(case, &tenge, &peer, &left_out, "")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,6 +754,40 @@ mod tests {
         assert_eq!(testpmd_samples(&lines, "Tx-pps:"), vec![1.631413]);
         assert_eq!(testpmd_total(&lines, "TX-packets:"), Some(10113248.0));
         assert_eq!(field(&lines, "received"), Some(123.0));
+    }
+
+    #[test]
+    fn parses_per_port_counters() {
+        let lines = [
+            "  ######################## NIC statistics for port 0  ########################",
+            "  RX-packets: 100        RX-missed: 5          RX-bytes:  6000",
+            "  TX-packets: 0          TX-errors: 0          TX-bytes:  0",
+            "  Tx-pps:            0          Tx-bps:            0",
+            "  ######################## NIC statistics for port 1  ########################",
+            "  RX-packets: 0          RX-missed: 0          RX-bytes:  0",
+            "  TX-packets: 95         TX-errors: 0          TX-bytes:  5700",
+            "  Tx-pps:       412000          Tx-bps:    197760000",
+            "  ---------------------- Forward statistics for port 1  ----------------------",
+            "  RX-packets: 0              RX-dropped: 0             RX-total: 0",
+            "  TX-packets: 94             TX-dropped: 1             TX-total: 95",
+            "  +++++++++++++++ Accumulated forward statistics for all ports+++++++++++++++",
+            "  TX-packets: 94             TX-dropped: 1             TX-total: 95",
+            "[   1.0s] port 1: rx   0.000 Mpps tx   0.410 Mpps (q0 rx 0.000 tx 0.410) hw rx 0.000 tx 0.412",
+            "[   1.0s] port 0: rx   0.410 Mpps tx   0.000 Mpps (q0 rx 0.410 tx 0.000)",
+        ];
+        assert_eq!(
+            testpmd_port_values(&lines, "NIC statistics", 1, "Tx-pps:"),
+            vec![412000.0]
+        );
+        assert_eq!(
+            testpmd_port_values(&lines, "NIC statistics", 0, "RX-missed:"),
+            vec![5.0]
+        );
+        assert_eq!(testpmd_port_total(&lines, 1, "TX-packets:"), Some(94.0));
+        assert_eq!(testpmd_port_total(&lines, 0, "TX-packets:"), None);
+        assert_eq!(l2fwd_hw_samples(&lines, 1, "tx"), vec![0.412]);
+        assert_eq!(l2fwd_hw_samples(&lines, 1, "rx"), vec![0.0]);
+        assert!(l2fwd_hw_samples(&lines, 0, "tx").is_empty());
     }
 
     #[test]

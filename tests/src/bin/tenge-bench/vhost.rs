@@ -21,7 +21,7 @@ use tenge_testbed::{
     VhostHostConfig,
 };
 
-use super::{field, guest_bin, phase, stats, steady, testpmd_total, TESTPMD};
+use super::{field, guest_bin, phase, stats, steady, testpmd_port_total, testpmd_total, TESTPMD};
 
 /// DPDK's virtio PMD in the guest. PA mode maps through the same vIOMMU, and the device
 /// translates its addresses through the same IOTLB as tenge's; its default IOVA-as-VA mode
@@ -226,13 +226,13 @@ fn run_with_host(
     Ok((lines, phases))
 }
 
-/// The host-side rate of port 0 in a phase, in Mpps: received (the guest sent) or sent
+/// The host-side rate of `port` in a phase, in Mpps: received (the guest sent) or sent
 /// (the guest received).
-fn host_rate(p: &HostPhase, guest_tx: bool) -> Option<f64> {
+fn host_rate(p: &HostPhase, port: usize, guest_tx: bool) -> Option<f64> {
     let samples: Vec<f64> = p
         .samples
         .iter()
-        .filter_map(|ports| ports.first())
+        .filter_map(|ports| ports.get(port))
         .map(|c| (if guest_tx { c.rx_pps } else { c.tx_pps }) as f64 / 1e6)
         .collect();
     steady(&samples)
@@ -277,7 +277,7 @@ pub fn run(case: &Case, d: u32, rounds: u32) -> Result<(), String> {
                 (false, _) => testpmd_total(&g, "RX-packets:"),
             }
             .unwrap_or(0.0);
-            let rate = host_rate(p, case.tx);
+            let rate = host_rate(p, 0, case.tx);
             detail += &if case.tx {
                 format!(
                     " {side}_mpps={} {side}_guest_sent={guest_count} {side}_host_received={} {side}_host_idle_polls={:.3}",
@@ -326,4 +326,126 @@ pub fn run(case: &Case, d: u32, rounds: u32) -> Result<(), String> {
         gbps(&peer)
     );
     stats::report(case.name, &tenge, &peer, &left_out, &extra)
+}
+
+/// The forwarding case's name.
+pub const L2FWD_CASE: &str = "vhost-l2fwd64";
+
+/// Guest script lines for one forwarding side: `start` launches the forwarder in the
+/// background and waits until it is ready; the host's chain runs for `d` seconds; `finish`
+/// stops the forwarder and prints its totals.
+fn l2fwd_script(d: u32, rounds: u32) -> String {
+    let (a0, a1) = (Nic::pci_addr(0), Nic::pci_addr(1));
+    let l2fwd = guest_bin("l2fwd").display().to_string();
+    let mut s = String::new();
+    for r in 0..rounds {
+        for side in SIDES {
+            let name = format!("{side}{r}");
+            s += &if side == "tenge" {
+                // One thread for both directions on vCPU 1, as testpmd's one forwarding
+                // lcore.
+                rx_side(
+                    &name,
+                    &format!(
+                        "taskset -c 1 {l2fwd} {a0} {a1} --single-thread --interval 0 > /tmp/fwd.log 2>&1 &\n\
+                         fwd=$!\n\
+                         for i in $(seq 200); do grep -q READY /tmp/fwd.log && break; sleep 0.1; done"
+                    ),
+                    d,
+                    "kill -INT $fwd; wait $fwd\ngrep l2fwd: /tmp/fwd.log",
+                )
+            } else {
+                let simd = if side == "scalar" { SCALAR } else { "" };
+                rx_side(
+                    &name,
+                    &format!(
+                        "{TESTPMD} {PMD_EAL} {simd} -a {a0} -a {a1} -- --total-num-mbufs=8192 --forward-mode=io --stats-period 1 > /tmp/pfwd.log 2>&1 &\n\
+                         pfwd=$!\n\
+                         for i in $(seq 300); do grep -q 'Port statistics' /tmp/pfwd.log && break; sleep 0.1; done"
+                    ),
+                    d,
+                    "sleep 1; kill -INT $pfwd; wait $pfwd\n\
+                     tr -d '\\033' < /tmp/pfwd.log | sed -n '/Forward statistics for port/,$p' | grep -E 'statistics|packets'",
+                )
+            };
+        }
+    }
+    s + "echo BENCH-PHASE end\n"
+}
+
+/// tenge's `l2fwd` against testpmd's io forwarding (and its scalar paths) between two
+/// virtio-net NICs served by one host testpmd that sends into the first and counts what
+/// comes back on the second ([`HostMode::Chain`]); the rate is what the host received.
+pub fn run_l2fwd(d: u32, rounds: u32) -> Result<(), String> {
+    let case = L2FWD_CASE;
+    let mut cfg = VhostHostConfig::new(HostMode::Chain { size: 64 });
+    cfg.ports = vec![1, 1];
+    // A burst the guest's full ring did not take is tried once more after 10 us, then
+    // dropped: without the pause the host's lcore retries the full ring in a tight loop,
+    // and the guest's DPDK PMD then ran at a few kpps or not at all (docs/benchmarks).
+    cfg.retry = Some(1);
+    let mut host = VhostHost::start(&cfg).map_err(|e| format!("host: {e}"))?;
+    let nics = (0..2)
+        .map(|i| Nic::new(NicModel::virtio(), host.backend(i)))
+        .collect();
+    let timeout = Duration::from_secs(120 + u64::from(rounds) * 3 * (u64::from(d) + 25));
+    let (lines, phases) = run_with_host(nics, &l2fwd_script(d, rounds), timeout, &mut host)?;
+    let mut rates: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut left_out = Vec::new();
+    for r in 0..rounds {
+        let mut detail = format!("BENCH-DETAIL case={case} round={r}");
+        for side in SIDES {
+            let name = format!("{side}{r}");
+            let Some(p) = phases.get(&name) else {
+                left_out.push(format!("round={r} side={side} why=no-host-phase"));
+                continue;
+            };
+            let g = phase(&lines, &name);
+            // What the forwarder says it received on port 0 and sent on port 1.
+            let (guest_rx, guest_tx) = if side == "tenge" {
+                let port = |n: u32, key: &str| {
+                    let prefix = format!("l2fwd: port {n}:");
+                    let l: Vec<&str> = g
+                        .iter()
+                        .copied()
+                        .filter(|l| l.starts_with(&prefix))
+                        .collect();
+                    field(&l, key)
+                };
+                (port(0, "rx"), port(1, "tx"))
+            } else {
+                (
+                    testpmd_port_total(&g, 0, "RX-packets:"),
+                    testpmd_port_total(&g, 1, "TX-packets:"),
+                )
+            };
+            let fwd = |i: usize| p.fwd.get(i).copied().unwrap_or_default();
+            let rate = host_rate(p, 1, true);
+            detail += &format!(
+                " {side}_mpps={} {side}_host_sent={} {side}_host_ring_full_drops={} {side}_guest_received={} {side}_guest_sent={} {side}_host_received={}",
+                rate.map_or("none".into(), |v| format!("{v:.4}")),
+                fwd(0).tx_packets,
+                fwd(0).tx_dropped,
+                guest_rx.unwrap_or(0.0),
+                guest_tx.unwrap_or(0.0),
+                fwd(1).rx_packets,
+            );
+            match rate {
+                Some(v) => rates.entry(side).or_default().push(v),
+                None => left_out.push(format!("round={r} side={side} why=no-steady-rate")),
+            }
+        }
+        println!("{detail}");
+    }
+    let get = |side: &str| rates.get(side).cloned().unwrap_or_default();
+    let (tenge, peer, scalar) = (get("tenge"), get("peer"), get("scalar"));
+    println!("BENCH-ROUNDS case={case} tenge={tenge:.3?} peer={peer:.3?} peer_scalar={scalar:.3?}");
+    if let (Some(t), Some(s)) = (stats::Spread::of(&tenge), stats::Spread::of(&scalar)) {
+        let (ratio, lo, hi, verdict) = stats::compare(&t, &s);
+        println!(
+            "BENCH-DETAIL case={case} peer=dpdk-testpmd-scalar {} ratio={ratio:.3} ratio_range={lo:.3}..{hi:.3} verdict={verdict}",
+            stats::side_fields("peer", &s)
+        );
+    }
+    stats::report(case, &tenge, &peer, &left_out, " size=64")
 }
