@@ -89,6 +89,17 @@ pub fn set_seq(frame: &mut [u8], seq: u64) {
     frame[SEQ_OFFSET..SEQ_OFFSET + 8].copy_from_slice(&seq.to_be_bytes());
 }
 
+/// Makes a frame from [`template`] one of flow `k` of a set: source address 198.19.x.y
+/// with x.y = `k` (RFC 2544's benchmarking range), the IPv4 header checksum redone. A
+/// receiver's RSS hashes each such flow apart.
+pub fn set_flow(frame: &mut [u8], k: u16) {
+    let ip = &mut frame[14..34];
+    ip[12..16].copy_from_slice(&[198, 19, (k >> 8) as u8, k as u8]);
+    ip[10..12].fill(0);
+    let csum = ipv4_checksum(ip);
+    ip[10..12].copy_from_slice(&csum.to_be_bytes());
+}
+
 /// The whole frame number `seq`.
 pub fn build(flow: &Flow, size: usize, seq: u64) -> Vec<u8> {
     let mut f = template(flow, size);
@@ -117,6 +128,11 @@ mod tests {
         assert_eq!(seq_of(&f), Some(0x0102_0304_0506_0708));
         assert_eq!(ipv4_checksum(&f[14..34]), 0, "a correct header sums to 0");
         assert_eq!(template(&Flow::default(), 10).len(), MIN_SIZE);
+        let mut g = f.clone();
+        set_flow(&mut g, 0x0102);
+        assert_eq!(&g[26..30], &[198, 19, 1, 2]);
+        assert_eq!(ipv4_checksum(&g[14..34]), 0, "redone for the new address");
+        assert_eq!(seq_of(&g), seq_of(&f));
         assert_eq!(template(&Flow::default(), 9000).len(), MAX_SIZE);
         assert_eq!(seq_of(&f[..30]), None);
         let mut other = f.clone();

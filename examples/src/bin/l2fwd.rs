@@ -1,7 +1,7 @@
 //! l2fwd: forwards every frame received on one port out of the other, both ways, one thread
-//! per direction (each owns the receive queue of one port and the transmit queue of the
-//! other; `--single-thread`: one thread polling both in turn), with live per-port and
-//! per-queue rates and a summary.
+//! per direction and queue pair (each owns receive queue i of one port and transmit queue i
+//! of the other; `--single-thread`: one thread polling all of them in turn), with live
+//! per-port and per-queue rates and a summary.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -15,13 +15,15 @@ use pcap_file::pcap::{PcapPacket, PcapWriter};
 use tenge::{PacketBatch, Port, PortConfig, PortStats, RxQueueHandle, TxQueueHandle};
 use tenge_examples::{memory_summary, parse_secs};
 
-/// Forward frames between two NICs driven by tenge, both ways, a thread per direction.
+/// Forward frames between two NICs driven by tenge, both ways, a thread per direction and
+/// queue pair.
 ///
 /// Both NICs must be bound to vfio-pci. Runs until SIGINT or SIGTERM, or for --duration
 /// seconds, printing each second what each port received and sent; the summary counts
 /// every frame, and every drop by reason. Example, in the test guest:
 ///   l2fwd 0000:00:03.0 0000:00:04.0 --duration 10
 ///   l2fwd 0000:00:03.0 0000:00:04.0 --rewrite --pcap /tmp/fwd.pcap --pcap-count 100
+///   l2fwd 0000:00:03.0 0000:00:04.0 --queues 2   (RSS spreads each port's input)
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -57,6 +59,10 @@ struct Args {
     /// `taskset -c N` to give the forwarder one core.
     #[arg(long)]
     single_thread: bool,
+    /// Queue pairs on each port: RSS spreads what a port receives over them, and queue i of
+    /// one port forwards into queue i of the other, a thread each way.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    queues: u16,
     /// Seconds between live rate lines (0: none).
     #[arg(long, default_value = "1", value_parser = parse_secs)]
     interval: Duration,
@@ -73,9 +79,11 @@ struct Capture {
     start: Instant,
 }
 
-/// One direction: receive on `rx` (port `from`), send on `tx` (port `to`).
+/// One direction of one queue pair: receive on `rx` (port `from`), send on `tx` (the other
+/// port, the same queue index).
 struct Direction {
     from: usize,
+    queue: u16,
     rx: RxQueueHandle,
     tx: TxQueueHandle,
     /// Set by the rewrite: (source, destination) MACs for frames leaving on `tx`.
@@ -130,7 +138,11 @@ impl Direction {
         self.tx.tx_drain(Duration::from_secs(1));
         self.rx.publish();
         self.tx.publish();
-        log::debug!("direction from port {}: {done:?}", self.from);
+        log::debug!(
+            "direction from port {} queue {}: {done:?}",
+            self.from,
+            self.queue
+        );
     }
 }
 
@@ -173,7 +185,14 @@ fn record(c: &Mutex<Capture>, batch: &PacketBatch) {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let cfg = PortConfig::default();
+    let mut cfg = PortConfig {
+        queues: args.queues,
+        ..PortConfig::default()
+    };
+    // A full RX and TX ring and a cache each per queue pair.
+    cfg.mempool_buffers = cfg
+        .mempool_buffers
+        .max(u32::from(args.queues) * (cfg.rx_ring + cfg.tx_ring + 2 * cfg.cache_size as u32));
     let mut ports = [
         Port::open(&args.port0, &cfg)?,
         Port::open(&args.port1, &cfg)?,
@@ -195,31 +214,26 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let stop = stop.clone();
         ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))?;
     }
-    // Port p's queue pair 0: its RX feeds direction p, its TX serves direction 1 - p.
+    // Queue pair i of port p: its RX feeds direction (p, i), its TX serves (1 - p, i).
     let [q0, q1] = [ports[0].take_queues(), ports[1].take_queues()];
-    let (Some(q0), Some(q1)) = (q0.into_iter().next(), q1.into_iter().next()) else {
-        return Err("a port has no queue pair".into());
-    };
-    let directions = [
-        Direction {
-            from: 0,
-            rx: q0.rx,
-            tx: q1.tx,
-            rewrite: args.rewrite.then_some((macs[1], [2, 0, 0, 0, 0, 1])),
-            batch: args.batch as usize,
-            retry: args.retry,
-            capture: capture.clone(),
-        },
-        Direction {
-            from: 1,
-            rx: q1.rx,
-            tx: q0.tx,
-            rewrite: args.rewrite.then_some((macs[0], [2, 0, 0, 0, 0, 0])),
-            batch: args.batch as usize,
-            retry: args.retry,
-            capture: capture.clone(),
-        },
-    ];
+    let mut directions = Vec::new();
+    for (queue, (a, b)) in (0u16..).zip(q0.into_iter().zip(q1)) {
+        for (from, rx, tx) in [(0, a.rx, b.tx), (1, b.rx, a.tx)] {
+            let to = 1 - from;
+            directions.push(Direction {
+                from,
+                queue,
+                rx,
+                tx,
+                rewrite: args
+                    .rewrite
+                    .then_some((macs[to], [2, 0, 0, 0, 0, to as u8])),
+                batch: args.batch as usize,
+                retry: args.retry,
+                capture: capture.clone(),
+            });
+        }
+    }
     println!(
         "l2fwd: port 0 {} <-> port 1 {}{}",
         args.port0,
@@ -229,6 +243,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     println!("READY");
     let start = Instant::now();
     // A thread per direction, or one for both.
+    let directions_from: Vec<usize> = directions.iter().map(|d| d.from).collect();
     let groups: Vec<Vec<Direction>> = if args.single_thread {
         vec![directions.into_iter().collect()]
     } else {
@@ -239,7 +254,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         .map(|g| {
             let stop = stop.clone();
             let name = match g.as_slice() {
-                [d] => format!("l2fwd-rx{}", d.from),
+                [d] => format!("l2fwd-p{}q{}", d.from, d.queue),
                 _ => "l2fwd".to_string(),
             };
             std::thread::Builder::new()
@@ -275,7 +290,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let stats = [ports[0].stats(), ports[1].stats()];
-    for (p, (s, f)) in stats.iter().zip(&forwarded).enumerate() {
+    // Per port: the sum over its directions' queues (the threads return them in order).
+    let mut per_port = [Forwarded::default(), Forwarded::default()];
+    for (d, f) in directions_from.iter().zip(&forwarded) {
+        let t = &mut per_port[*d];
+        t.frames += f.frames;
+        t.tx_full_drops += f.tx_full_drops;
+        t.tx_retries += f.tx_retries;
+    }
+    for (p, (s, f)) in stats.iter().zip(&per_port).enumerate() {
         println!(
             "l2fwd: port {p}: rx={} forwarded={} tx_full_drops={} tx_retries={} tx={} rx_no_buf={} rx_errors={} rx_filtered={} tx_bad_packet={} hw_gprc={} hw_gptc={}",
             s.rx.packets,
@@ -290,6 +313,15 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             s.hw.gprc,
             s.hw.gptc
         );
+        if s.queues.len() > 1 {
+            let queues: Vec<String> = s
+                .queues
+                .iter()
+                .enumerate()
+                .map(|(q, (rx, tx))| format!("q{q}_rx={} q{q}_tx={}", rx.packets, tx.packets))
+                .collect();
+            println!("l2fwd: port {p} queues: {}", queues.join(" "));
+        }
     }
     // Every buffer must come home once the devices are stopped (the ports dropped): the
     // pools outlive them here.

@@ -45,6 +45,11 @@ struct Args {
     /// frame: slower, for testing a device's scatter-gather), not one buffer.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     segments: u16,
+    /// Cycle through this many flows (source addresses 198.19.0.0 on; frame i is flow
+    /// i % N), so a receiver's RSS spreads them over its queues. 1: every frame the same
+    /// flow (198.18.0.1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    flows: u32,
     /// Frames per burst (one doorbell write each).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=512))]
     batch: u16,
@@ -131,7 +136,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
             let b = if args.segments > 1 {
-                let frame = frame::build(&flow, size, args.first_seq.wrapping_add(seq));
+                let mut frame = frame::build(&flow, size, args.first_seq.wrapping_add(seq));
+                if args.flows > 1 {
+                    frame::set_flow(&mut frame, (seq % u64::from(args.flows)) as u16);
+                }
                 let Some(b) = chain_of(&mut port, &frame, args.segments as usize) else {
                     break;
                 };
@@ -140,6 +148,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 let Some(mut b) = port.alloc_tx() else { break };
                 b.set_len(size);
                 frame::set_seq(b.data_mut(), args.first_seq.wrapping_add(seq));
+                if args.flows > 1 {
+                    frame::set_flow(b.data_mut(), (seq % u64::from(args.flows)) as u16);
+                }
                 b
             };
             let _ = batch.push(b);
