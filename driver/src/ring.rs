@@ -822,6 +822,9 @@ impl<D: RxDescOps> RxQueue<D> {
         let end = self.cidx.wrapping_add(self.mask); // entries - 1 posted at most
         let view = self.ops.view();
         let mut slots = self.bufs.view_sized(self.ops.entries());
+        // A fresh buffer's capacity is its pool's data room: one value for the whole loop,
+        // not read back from each buffer's header.
+        let room = cache.pool().data_room();
         let mut pidx = start;
         while pidx != end {
             if !cache.refill_if_empty() {
@@ -832,7 +835,8 @@ impl<D: RxDescOps> RxQueue<D> {
             // device still holds (out-of-order completion).
             let want = end.wrapping_sub(pidx);
             let posted = cache.alloc_into_slots(&mut slots, pidx, want, |idx, buf| {
-                view.refill(idx, buf.data_iova(), buf.capacity() as u32);
+                debug_assert_eq!(buf.capacity(), room as usize);
+                view.refill(idx, buf.data_iova(), room);
             });
             pidx = pidx.wrapping_add(posted.got);
             if posted.blocked {
