@@ -658,6 +658,10 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
                 q = q.wrapping_add(size_of::<T>());
             }
             got += len;
+            if got == n {
+                // No wrap (the usual burst): the second part is empty.
+                break;
+            }
         }
         got
     }
