@@ -1218,7 +1218,7 @@ impl<D: TxDescOps> TxQueue<D> {
                     tx_drop(&mut self.stats, pkt, cache);
                     dropped += 1;
                 }
-                if run.chain {
+                if run.chain || pos == total {
                     break;
                 }
             }
