@@ -714,9 +714,11 @@ impl MempoolCache {
 
     /// Moves up to `n` fresh buffers (fewer if the cache holds fewer) into slots `pidx`,
     /// `pidx + 1`, ... of `slots`, calling `post(idx, &buf)` for each before it is parked;
-    /// stops at the first slot that is occupied.
+    /// stops at the first slot that is occupied. `MAY_BE_HELD`: whether one may be; false
+    /// (the caller knows every slot from `pidx` on is empty) skips the test (were it wrong,
+    /// a buffer would leak, see [`BufSlots::put`], never be freed twice).
     #[inline(always)]
-    pub fn alloc_into_slots(
+    pub fn alloc_into_slots<const MAY_BE_HELD: bool>(
         &mut self,
         slots: &mut BufSlots<'_>,
         pidx: u32,
@@ -739,7 +741,7 @@ impl MempoolCache {
         };
         while g.taken != take {
             let idx = pidx.wrapping_add(g.taken as u32);
-            if slots.is_occupied(idx) {
+            if MAY_BE_HELD && slots.is_occupied(idx) {
                 break;
             }
             // SAFETY: from + taken < end <= stack.len(), and stack[from + taken] is an owned
@@ -1294,7 +1296,7 @@ mod tests {
         // Slot 5 is still held (out-of-order completion): 14, 15, 0..4 get buffers.
         slots.put(5, pool.alloc().unwrap());
         let mut seen = HashSet::new();
-        let posted = cache.alloc_into_slots(&mut slots, 14, 16, |idx, b| {
+        let posted = cache.alloc_into_slots::<true>(&mut slots, 14, 16, |idx, b| {
             assert!(seen.insert(b.index()), "buffer {} posted twice", b.index());
             assert_eq!(
                 (b.len(), b.headroom()),
@@ -1309,7 +1311,7 @@ mod tests {
         assert!(seen.insert(last.index()));
         cache.free(last);
         // Posted without a stop: the cache's one buffer, not blocked.
-        let posted = cache.alloc_into_slots(&mut slots, 6, 4, |_, _| {});
+        let posted = cache.alloc_into_slots::<true>(&mut slots, 6, 4, |_, _| {});
         assert_eq!((posted.got, posted.blocked), (1, false));
         assert!(cache.is_empty());
 
@@ -1318,7 +1320,7 @@ mod tests {
         assert!(cache.refill_if_empty());
         let mut calls = 0;
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            cache.alloc_into_slots(&mut slots, 7, 8, |_, _| {
+            cache.alloc_into_slots::<true>(&mut slots, 7, 8, |_, _| {
                 calls += 1;
                 assert!(calls < 3, "device refused the descriptor");
             })
