@@ -268,6 +268,11 @@ pub trait RxView: Copy {
     fn slot_in_range(&self, _slot: u32) -> bool {
         true
     }
+    /// Every completion's `slot` is the consumer index it was read at (e1000e): buffers
+    /// leave their slots in ring order, so the slots from the producer index on are always
+    /// empty and the refill does not test them. False (virtio): a device names the buffer,
+    /// and one it holds past others keeps its slot.
+    const SLOT_IS_INDEX: bool = false;
     /// Whether a completion is only known once [`RxView::inspect`] has read what the device
     /// wrote into the buffer itself (virtio's header). A device that writes everything into
     /// its descriptors keeps `false`, and the engine never calls `inspect`.
@@ -828,6 +833,9 @@ impl<D: RxDescOps> RxQueue<D> {
         let end = self.cidx.wrapping_add(self.mask); // entries - 1 posted at most
         let view = self.ops.view();
         let mut slots = self.bufs.view_sized(self.ops.entries());
+        // A fresh buffer's capacity is its pool's data room: one value for the whole loop,
+        // not read back from each buffer's header.
+        let room = cache.pool().data_room();
         let mut pidx = start;
         while pidx != end {
             if !cache.refill_if_empty() {
@@ -835,11 +843,18 @@ impl<D: RxDescOps> RxQueue<D> {
                 break;
             }
             // What the cache holds, in one go, each into its slot; stops at a slot the
-            // device still holds (out-of-order completion).
+            // device still holds (out-of-order completion), which a device whose completions
+            // name their own index never leaves.
             let want = end.wrapping_sub(pidx);
-            let posted = cache.alloc_into_slots(&mut slots, pidx, want, |idx, buf| {
-                view.refill(idx, buf.data_iova(), buf.capacity() as u32);
-            });
+            let post = |idx, buf: &PacketBuf| {
+                debug_assert_eq!(buf.capacity(), room as usize);
+                view.refill(idx, buf.data_iova(), room);
+            };
+            let posted = if <D::View<'_> as RxView>::SLOT_IS_INDEX {
+                cache.alloc_into_slots::<false>(&mut slots, pidx, want, post)
+            } else {
+                cache.alloc_into_slots::<true>(&mut slots, pidx, want, post)
+            };
             pidx = pidx.wrapping_add(posted.got);
             if posted.blocked {
                 break;
@@ -1220,7 +1235,7 @@ impl<D: TxDescOps> TxQueue<D> {
                     tx_drop(&mut self.stats, pkt, cache);
                     dropped += 1;
                 }
-                if run.chain {
+                if run.chain || pos == total {
                     break;
                 }
             }

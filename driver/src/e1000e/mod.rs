@@ -315,6 +315,9 @@ const RSS_TYPE_FLAGS: [u32; 16] = {
 };
 
 impl RxView for E1000eRxView<'_> {
+    // `completion` reports the index it reads as the slot.
+    const SLOT_IS_INDEX: bool = true;
+
     #[inline(always)]
     fn refill(&self, pidx: u32, iova: u64, _len: u32) {
         // The buffer size is global (RCTL.BSIZE), not per descriptor. Writing the read format

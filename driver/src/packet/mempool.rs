@@ -733,9 +733,11 @@ impl MempoolCache {
 
     /// Moves up to `n` fresh buffers (fewer if the cache holds fewer) into slots `pidx`,
     /// `pidx + 1`, ... of `slots`, calling `post(idx, &buf)` for each before it is parked;
-    /// stops at the first slot that is occupied.
+    /// stops at the first slot that is occupied. `MAY_BE_HELD`: whether one may be; false
+    /// (the caller knows every slot from `pidx` on is empty) skips the test (were it wrong,
+    /// a buffer would leak, see [`BufSlots::put`], never be freed twice).
     #[inline(always)]
-    pub fn alloc_into_slots(
+    pub fn alloc_into_slots<const MAY_BE_HELD: bool>(
         &mut self,
         slots: &mut BufSlots<'_>,
         pidx: u32,
@@ -743,34 +745,38 @@ impl MempoolCache {
         mut post: impl FnMut(u32, &PacketBuf),
     ) -> Posted {
         let take = (n as usize).min(self.len);
-        let (stack, headroom) = (&self.stack, self.headroom);
-        // The cache's length, written back when this ends, also by an unwind from `post`,
-        // so no buffer is ever owned twice.
-        let mut len = LenGuard {
-            len: self.len,
-            slot: &mut self.len,
+        let headroom = self.headroom;
+        // The top `take` buffers, `stack[len - take..len]`, handed out first to last, so one
+        // counter steps both the stack and the slots. What is not handed out (a stop at an
+        // occupied slot, or an unwind from `post`) moves down when the guard drops, so the
+        // cache owns `stack[..len]` again and no buffer is ever owned twice.
+        let end = self.len;
+        let mut g = TakeGuard {
+            stack: &mut self.stack,
+            len: &mut self.len,
+            from: end - take,
+            taken: 0,
+            end,
         };
-        let stop = len.len - take;
-        let mut idx = pidx;
-        let mut blocked = false;
-        while len.len != stop {
-            if slots.is_occupied(idx) {
-                blocked = true;
+        while g.taken != take {
+            let idx = pidx.wrapping_add(g.taken as u32);
+            if MAY_BE_HELD && slots.is_occupied(idx) {
                 break;
             }
-            len.len -= 1;
-            // SAFETY: len.len < stack.len(), and stack[..len.len + 1] were owned free
-            // buffers: the cache no longer counts this one, so it moves here.
-            let mut b = PacketBuf::from_hdr(*unsafe { stack.get_unchecked(len.len) });
+            // SAFETY: from + taken < end <= stack.len(), and stack[from + taken] is an owned
+            // free buffer: counted as taken, it moves here.
+            let mut b = PacketBuf::from_hdr(*unsafe { g.stack.get_unchecked(g.from + g.taken) });
+            g.taken += 1;
             b.reset_to(headroom);
             post(idx, &b);
             slots.put(idx, b);
-            idx = idx.wrapping_add(1);
         }
-        drop(len);
+        let got = g.taken;
+        drop(g);
         Posted {
-            got: idx.wrapping_sub(pidx),
-            blocked,
+            got: got as u32,
+            // The loop stops early only there.
+            blocked: got != take,
         }
     }
 
@@ -913,16 +919,25 @@ fn spill(pool: &Mempool, stack: &[NonNull<BufHdr>], mut len: usize, keep: usize)
     len
 }
 
-/// A cache length kept in a register by a loop, stored back on drop.
-struct LenGuard<'a> {
-    len: usize,
-    slot: &'a mut usize,
+/// The buffers [`MempoolCache::alloc_into_slots`] hands out, `stack[from..end]`, first to
+/// last: on drop, what it did not take moves down to `stack[from..]` and the cache's length
+/// is set to what it still owns.
+struct TakeGuard<'a> {
+    stack: &'a mut [NonNull<BufHdr>],
+    len: &'a mut usize,
+    from: usize,
+    taken: usize,
+    end: usize,
 }
 
-impl Drop for LenGuard<'_> {
+impl Drop for TakeGuard<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        *self.slot = self.len;
+        let rest = self.from + self.taken;
+        if rest != self.end {
+            self.stack.copy_within(rest..self.end, self.from);
+        }
+        *self.len = self.end - self.taken;
     }
 }
 
@@ -1282,6 +1297,65 @@ mod tests {
         assert!(cache.len() <= 8);
         assert_eq!(other.free_count(), 4, "the foreign buffer went home");
         assert!((14u32..27).all(|i| slots.take(i).is_none()));
+        drop(cache);
+        assert_eq!(pool.free_count(), 64);
+    }
+
+    /// `alloc_into_slots` posts the cache's top buffers, stops at an occupied slot with the
+    /// rest still in the cache, and an unwind from `post` leaves every buffer owned once:
+    /// the pool gets each back exactly once.
+    #[test]
+    fn alloc_into_slots_stops_at_a_held_slot_and_survives_an_unwind() {
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        assert!(cache.refill_if_empty());
+        assert_eq!(cache.len(), 8);
+        let mut ring = BufRing::new(16);
+        let mut slots = ring.view();
+        // Slot 5 is still held (out-of-order completion): 14, 15, 0..4 get buffers.
+        slots.put(5, pool.alloc().unwrap());
+        let mut seen = HashSet::new();
+        let posted = cache.alloc_into_slots::<true>(&mut slots, 14, 16, |idx, b| {
+            assert!(seen.insert(b.index()), "buffer {} posted twice", b.index());
+            assert_eq!(
+                (b.len(), b.headroom()),
+                (0, 128),
+                "slot {idx}: a fresh buffer"
+            );
+        });
+        assert_eq!((posted.got, posted.blocked), (7, true));
+        assert_eq!(cache.len(), 1);
+        // All eight distinct between the slots and the cache.
+        let last = cache.alloc().unwrap();
+        assert!(seen.insert(last.index()));
+        cache.free(last);
+        // Posted without a stop: the cache's one buffer, not blocked.
+        let posted = cache.alloc_into_slots::<true>(&mut slots, 6, 4, |_, _| {});
+        assert_eq!((posted.got, posted.blocked), (1, false));
+        assert!(cache.is_empty());
+
+        // An unwind from the third `post`: two stay posted, the third goes home as it drops,
+        // the cache keeps the other five.
+        assert!(cache.refill_if_empty());
+        let mut calls = 0;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.alloc_into_slots::<true>(&mut slots, 7, 8, |_, _| {
+                calls += 1;
+                assert!(calls < 3, "device refused the descriptor");
+            })
+        }));
+        assert!(r.is_err());
+        assert_eq!(cache.len(), 5);
+        let mut all = HashSet::new();
+        for b in ring.iter_mut().filter_map(Option::take) {
+            assert!(all.insert(b.index()));
+            drop(b);
+        }
+        let rest: Vec<PacketBuf> = (0..5).map(|_| cache.alloc().unwrap()).collect();
+        for b in &rest {
+            assert!(all.insert(b.index()), "buffer {} owned twice", b.index());
+        }
+        drop(rest);
         drop(cache);
         assert_eq!(pool.free_count(), 64);
     }

@@ -627,6 +627,25 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
                 .wrapping_add(byte_off);
             let end = p.wrapping_add(len as usize * size_of::<T>());
             let mut q = p;
+            // Eight descriptors a step while eight are left, their words ANDed and tested
+            // once: a burst's descriptors are usually all done, and this takes the scan from
+            // five instructions a descriptor to two. A step that finds one not done leaves the
+            // eight to the loop below, which finds which.
+            const STEP: usize = 8;
+            while end as usize - q as usize >= STEP * size_of::<T>() {
+                let v = (0..STEP).fold(u32::MAX, |v, k| {
+                    // SAFETY: the STEP descriptors from q lie before `end`, in the ring, as in
+                    // the loop below, and each word read is aligned as there.
+                    v & unsafe {
+                        core::ptr::read_volatile(q.wrapping_add(k * size_of::<T>()).cast::<u32>())
+                    }
+                });
+                // A byte swap commutes with AND: the little-endian words ANDed, then swapped.
+                if u32::from_le(v) & bits != bits {
+                    break;
+                }
+                q = q.wrapping_add(STEP * size_of::<T>());
+            }
             while q != end {
                 // SAFETY: descriptors from..from + len lie in the ring (from + len <= mask +
                 // 1, the ring checked in DescRing::new), and q is at one of them; the u32 at
@@ -639,6 +658,10 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
                 q = q.wrapping_add(size_of::<T>());
             }
             got += len;
+            if got == n {
+                // No wrap (the usual burst): the second part is empty.
+                break;
+            }
         }
         got
     }
@@ -781,6 +804,46 @@ mod tests {
         assert_eq!(v.count_set_u32(2, 8, 8, 1), 0);
         assert_eq!(v.count_set_u32(3, 8, 8, 1), 1);
         assert_eq!(v.count_set_u32(6, 8, 8, 3), 0, "every bit asked for");
+    }
+
+    /// The scan's eight-at-a-time steps agree with a descriptor-by-descriptor count, wherever
+    /// the first clear descriptor falls in a step, across the wrap, and for every `n`.
+    #[test]
+    fn done_scan_in_steps_matches_one_by_one() {
+        let r = Arc::new(
+            DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never).unwrap(),
+        );
+        let ring: DescRing<D> = DescRing::new(r, 0, 64);
+        let v = ring.view();
+        for clear in [
+            None,
+            Some(0),
+            Some(5),
+            Some(7),
+            Some(8),
+            Some(13),
+            Some(40),
+            Some(63),
+        ] {
+            for i in 0..64u32 {
+                let done = Some(i) != clear;
+                ring.write_qwords(i, 0, u64::from(done) | 2);
+            }
+            for start in 0..70u32 {
+                for n in 0..=70u32 {
+                    let mut want = 0;
+                    while want < n.min(64) && Some((start + want) % 64) != clear {
+                        want += 1;
+                    }
+                    assert_eq!(
+                        v.count_set_u32(start, n, 8, 1),
+                        want,
+                        "clear {clear:?}, start {start}, n {n}"
+                    );
+                    assert_eq!(v.count_set_u32(start, n, 8, 3), want, "two bits");
+                }
+            }
+        }
     }
 
     #[test]
