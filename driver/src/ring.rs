@@ -312,18 +312,48 @@ pub trait TxDescOps {
 }
 
 /// Per-device TX descriptor accesses, on a [`TxDescOps::View`].
+///
+/// The engine calls [`TxView::encap`] exactly once per packet, in ring order, after
+/// [`TxView::descs_needed`] for the same packet (with no other packet between): a device
+/// may keep per-queue state in its ops, which its view reaches through a `Cell` (the
+/// context its hardware holds, as the 82574's and 82576's TX context descriptors), read it
+/// in `descs_needed`, and update it in `encap`, which may write descriptors that carry no
+/// packet data ahead of the packet's own. They count in `descs_needed`; the packet's buffer
+/// is held at its last descriptor, so completion needs nothing more.
 pub trait TxView: Copy {
-    /// Descriptors `pkt` needs.
+    /// Descriptors `pkt` needs, those that are not packet data included.
     fn descs_needed(&self, pkt: &PacketBuf) -> u32;
     /// Writes `pkt`'s descriptors from producer index `pidx`; `report` asks the device to
-    /// write back completion on the last one. Returns the number of descriptors written.
-    fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32;
-    /// [`TxView::encap`] for a packet known to be one buffer (the engine's runs have
-    /// checked), without a report: one descriptor. A device with a faster way for that case
+    /// write back completion on the last one. Returns the number of descriptors written
+    /// (what `descs_needed` said). May write into the packet's headroom (a header the
+    /// device reads in front of the data, as virtio-net's).
+    fn encap(&self, pidx: u32, pkt: &mut PacketBuf, report: bool) -> u32;
+    /// [`TxView::encap`] for a packet [`TxView::single`] accepted (the engine's runs),
+    /// without a report: one descriptor. A device with a faster way for that case
     /// overrides it.
     #[inline(always)]
-    fn encap_single(&self, pidx: u32, pkt: &PacketBuf) {
+    fn encap_single(&self, pidx: u32, pkt: &mut PacketBuf) {
         self.encap(pidx, pkt, false);
+    }
+    /// Asks for a completion report on the descriptor at `idx`, the last of a packet
+    /// [`TxView::encap_single`] wrote, not yet handed to the device. A device that reports
+    /// every descriptor (virtio's used ring) keeps the default, which does nothing.
+    #[inline(always)]
+    fn set_report(&self, _idx: u32) {}
+    /// Whether `pkt` goes out in one descriptor with nothing else (with
+    /// [`TxView::SINGLE_DESC`], the engine's runs send such packets with no per-packet ring
+    /// or report test; any other packet goes through its checked loop). The default: an
+    /// unchained packet. A device that writes a context descriptor for an offload says
+    /// false for a packet that asks for one.
+    #[inline(always)]
+    fn single(&self, pkt: &PacketBuf) -> bool {
+        !pkt.is_chained()
+    }
+    /// Whether the device can take `pkt` at all, beyond the engine's checks of its length
+    /// and segments; one it cannot is dropped and counted (`bad_packet`). Default: yes.
+    #[inline(always)]
+    fn sendable(&self, _pkt: &PacketBuf) -> bool {
+        true
     }
     /// Whether the descriptor at index `idx`, written with `report`, is complete (not
     /// called when [`TxView::COMPLETES_BY_ID`]).
@@ -334,9 +364,9 @@ pub trait TxView: Copy {
     fn max_segs(&self) -> u32 {
         1
     }
-    /// Every unchained packet takes exactly one descriptor (`descs_needed` and `encap`
-    /// return 1): the engine then sends runs of them with no per-packet ring or report test
-    /// (a chain goes through the checked loop, whatever `descs_needed` says).
+    /// Every packet [`TxView::single`] accepts takes exactly one descriptor
+    /// (`descs_needed` and `encap` return 1): the engine then sends runs of them with no
+    /// per-packet ring or report test (any other goes through the checked loop).
     const SINGLE_DESC: bool = false;
     /// The device names each buffer it is done with in a used entry of its own, and may
     /// finish them in any order (virtio without `VIRTIO_F_IN_ORDER`, §2.7.8 and §2.8.21):
@@ -739,21 +769,21 @@ fn tx_run<V: TxView>(
     let mut sent = 0u32;
     let mut it = dst.iter_mut().zip(src.iter_mut());
     for (d, s) in it.by_ref() {
-        let Some(pkt) = s.take() else {
+        let Some(mut pkt) = s.take() else {
             break;
         };
-        if pkt.is_chained() {
+        if !view.single(&pkt) {
             put(s, pkt);
             chain = true;
             break;
         }
-        // Empty or too long: the caller drops it.
+        // Empty, too long or refused: the caller drops it.
         let len = pkt.len();
-        if len.wrapping_sub(1) >= max_frame {
+        if len.wrapping_sub(1) >= max_frame || !view.sendable(&pkt) {
             bad = Some(pkt);
             break;
         }
-        view.encap_single(pidx.wrapping_add(sent), &pkt);
+        view.encap_single(pidx.wrapping_add(sent), &mut pkt);
         bytes += len as u64;
         put(d, pkt);
         sent += 1;
@@ -883,7 +913,14 @@ impl<D: RxDescOps> RxQueue<D> {
         // How many the device is done with, then one `dma_rmb` for all of them: every
         // write-back read below comes after the done bit it depends on.
         let ready = view.done_count(cidx, n);
-        if ready == self.pidx.wrapping_sub(cidx) && ready > 0 {
+        // Dry: the device has used every buffer posted. A burst that took fewer than it
+        // could has not; otherwise the last posted buffer says (every device here uses
+        // them in ring order), one read a full burst.
+        let posted = self.pidx.wrapping_sub(cidx);
+        if ready == n
+            && ready > 0
+            && (ready == posted || view.is_done(cidx.wrapping_add(posted - 1)))
+        {
             self.stats.ring_dry += 1;
         }
         let mut got = 0;
@@ -1200,7 +1237,7 @@ impl<D: TxDescOps> TxQueue<D> {
         let src = pkts.front();
         let total = src.len();
         // The index of the next descriptor that asks for a report: a packet whose
-        // descriptors cover it is written again with `report`.
+        // descriptors cover it is written with `report` (a run's last, marked after).
         let mut rs_at = pidx.wrapping_add(self.rs_interval - self.since_rs - 1);
         // Packets of `src` looked at so far.
         let mut pos = 0;
@@ -1223,10 +1260,8 @@ impl<D: TxDescOps> TxQueue<D> {
                 bytes += run.bytes;
                 pos += run.looked;
                 if pidx == rs_at.wrapping_add(1) {
-                    // The run's last packet reached the report point: written again, with it.
-                    if let Some(pkt) = slots.get(rs_at) {
-                        view.encap(rs_at, pkt, true);
-                    }
+                    // The run's last packet reached the report point: it asks for one.
+                    view.set_report(rs_at);
                     self.rs[(self.rs_tail & self.mask) as usize] = rs_at;
                     self.rs_tail = self.rs_tail.wrapping_add(1);
                     rs_at = rs_at.wrapping_add(self.rs_interval);
@@ -1243,21 +1278,20 @@ impl<D: TxDescOps> TxQueue<D> {
         // Packet by packet: what the runs left (at a full ring), or every packet of a device
         // that may take several descriptors for one.
         let mut src = src[pos..].iter_mut();
-        // Where the last packet written starts (its descriptors end at `pidx - 1`).
-        let mut last_start = pidx.wrapping_sub(1);
         'burst: loop {
             // With no call in the loop: a sendable packet that fits.
             let slot = loop {
                 let Some(slot) = src.next() else {
                     break 'burst;
                 };
-                let Some(pkt) = slot.take() else {
+                let Some(mut pkt) = slot.take() else {
                     continue;
                 };
                 // The whole frame: every segment of a chain.
                 let len = pkt.pkt_len();
                 if len.wrapping_sub(1) >= max_frame
                     || (pkt.is_chained() && pkt.nb_segs() > view.max_segs() as usize)
+                    || !view.sendable(&pkt)
                 {
                     // Empty, too long, or a chain of more segments than the device takes:
                     // dropped below, rather than hand the device bad descriptors.
@@ -1271,14 +1305,12 @@ impl<D: TxDescOps> TxQueue<D> {
                     full = true;
                     break 'burst;
                 }
-                // Written without a report, then again with one if this packet's descriptors
-                // reach the report point (the device sees neither before the tail moves).
-                let used = view.encap(pidx, &pkt, false);
+                // With a report if this packet's descriptors reach the report point.
+                let report = rs_at.wrapping_sub(pidx) < need;
+                let used = view.encap(pidx, &mut pkt, report);
                 debug_assert_eq!(used, need);
-                last_start = pidx;
                 let last = pidx.wrapping_add(used - 1);
-                if rs_at.wrapping_sub(pidx) < used {
-                    view.encap(pidx, &pkt, true);
+                if report {
                     self.rs[(self.rs_tail & self.mask) as usize] = last;
                     self.rs_tail = self.rs_tail.wrapping_add(1);
                     rs_at = last.wrapping_add(self.rs_interval);
@@ -1307,9 +1339,7 @@ impl<D: TxDescOps> TxQueue<D> {
         // keep the interval.
         if sent > 0 && idle_rs_tail == Some(self.rs_tail) {
             let last = pidx.wrapping_sub(1);
-            if let Some(pkt) = slots.get(last) {
-                view.encap(last_start, pkt, true);
-            }
+            view.set_report(last);
             self.rs[(self.rs_tail & self.mask) as usize] = last;
             self.rs_tail = self.rs_tail.wrapping_add(1);
             rs_at = last.wrapping_add(self.rs_interval);
@@ -1411,5 +1441,168 @@ mod tests {
         assert!(batch.is_empty());
         drop(cache);
         assert_eq!(pool.free_count(), 16);
+    }
+
+    /// A model device whose TX keeps per-queue state and writes a descriptor that is not a
+    /// packet: a "context" (here: the packet's `l3_len`) goes ahead of a packet whose
+    /// context differs from the one the queue last programmed, as the 82574's and 82576's
+    /// TX context descriptors do; packets without one (`l3_len` 0) take the engine's runs.
+    mod context {
+        use super::super::*;
+        use crate::packet::mempool::host_pool;
+        use crate::platform::dma::{DescRing, DmaRegion, HugepagePolicy, IdentityMapper};
+        use std::cell::Cell;
+        use std::sync::Arc;
+        use tenge_descriptors::e1000e::LegacyTxDesc;
+
+        /// `cso` of a context descriptor; a data descriptor's is 0.
+        const CTX: u8 = 0xc0;
+        const EOP: u8 = 1;
+        const RS: u8 = 8;
+
+        pub(super) struct CtxTx {
+            pub(super) ring: DescRing<LegacyTxDesc>,
+            /// The context the device holds: per-queue state, updated by `encap`.
+            pub(super) ctx: Cell<u8>,
+        }
+
+        #[derive(Clone, Copy)]
+        pub(super) struct CtxView<'a>(
+            crate::platform::dma::RingView<'a, LegacyTxDesc>,
+            &'a Cell<u8>,
+        );
+
+        impl TxDescOps for CtxTx {
+            type View<'a> = CtxView<'a>;
+            fn view(&self) -> CtxView<'_> {
+                CtxView(self.ring.view(), &self.ctx)
+            }
+            fn entries(&self) -> u32 {
+                self.ring.entries()
+            }
+            fn flush(&mut self, _pidx: u32) {}
+        }
+
+        impl TxView for CtxView<'_> {
+            const SINGLE_DESC: bool = true;
+            fn descs_needed(&self, pkt: &PacketBuf) -> u32 {
+                let l3 = pkt.meta().l3_len;
+                1 + u32::from(l3 != 0 && l3 != self.1.get())
+            }
+            fn single(&self, pkt: &PacketBuf) -> bool {
+                !pkt.is_chained() && pkt.meta().l3_len == 0
+            }
+            fn encap(&self, pidx: u32, pkt: &mut PacketBuf, report: bool) -> u32 {
+                let l3 = pkt.meta().l3_len;
+                let mut n = 0;
+                if l3 != 0 && l3 != self.1.get() {
+                    self.0
+                        .write_qwords(pidx, u64::from(l3), u64::from(CTX) << 16);
+                    self.1.set(l3);
+                    n = 1;
+                }
+                let cmd = EOP | if report { RS } else { 0 };
+                self.0.write_qwords(
+                    pidx.wrapping_add(n),
+                    pkt.data_iova(),
+                    pkt.len() as u64 | u64::from(cmd) << 24,
+                );
+                n + 1
+            }
+            fn set_report(&self, idx: u32) {
+                let cmd = self.0.read_u8_at(idx, 11);
+                self.0.write_u8_at(idx, 11, cmd | RS);
+            }
+            fn is_done(&self, idx: u32) -> bool {
+                self.0.read_u8_at(idx, 12) & 1 != 0
+            }
+        }
+
+        /// Each descriptor as the test reads it: `C<l3>` a context, `D`/`D+RS` packet data.
+        pub(super) fn ring_contents(ring: &DescRing<LegacyTxDesc>, n: u32) -> Vec<String> {
+            (0..n)
+                .map(|i| {
+                    let d = ring.read(i);
+                    if d.cso == CTX {
+                        format!("C{}", d.buffer_addr.get())
+                    } else if d.cmd & RS != 0 {
+                        "D+RS".to_string()
+                    } else {
+                        "D".to_string()
+                    }
+                })
+                .collect()
+        }
+
+        /// The device completes everything up to descriptor `end` (DD on RS ones).
+        pub(super) fn complete(ring: &DescRing<LegacyTxDesc>, end: u32) {
+            for i in 0..end {
+                let mut d = ring.read(i);
+                if d.cmd & RS != 0 {
+                    d.status = 1;
+                    ring.write(i, d);
+                }
+            }
+        }
+
+        pub(super) fn setup(entries: u32) -> (TxQueue<CtxTx>, crate::Mempool) {
+            let region = Arc::new(
+                DmaRegion::allocate(Arc::new(IdentityMapper), 1 << 16, HugepagePolicy::Never)
+                    .unwrap(),
+            );
+            let ops = CtxTx {
+                ring: DescRing::new(region, 0, entries),
+                ctx: Cell::new(0),
+            };
+            (TxQueue::new(ops, 4, 1514), host_pool(64).unwrap())
+        }
+    }
+
+    /// The TX ops keep per-queue state and write context descriptors: the engine calls
+    /// `encap` once per packet after `descs_needed`, sends plain packets in runs and the
+    /// rest packet by packet, leaves a packet whose descriptors do not fit in the batch (the
+    /// context unchanged, so it comes again with it), and gets every buffer back although a
+    /// packet's first descriptor is not its data.
+    #[test]
+    fn tx_ops_keep_per_queue_state_and_write_context_descriptors() {
+        let (mut txq, pool) = context::setup(8);
+        let mut cache = pool.cache(8);
+        let mut batch = PacketBatch::new(16);
+        for l3 in [0u8, 20, 20, 0, 40, 40] {
+            let mut b = cache.alloc().unwrap();
+            assert!(b.copy_from(&[l3; 60]));
+            b.meta_mut().l3_len = l3;
+            batch.push(b).unwrap();
+        }
+        // Room for 7 descriptors (one stays free): D, C20 D, D, D, C40 D take 7, the last D
+        // would be an eighth.
+        assert_eq!(txq.tx_burst(&mut cache, &mut batch), 5);
+        assert_eq!(
+            context::ring_contents(&txq.ops().ring, 7),
+            // A report every 4 descriptors: on the 4th (index 3), the next at index 7.
+            ["D", "C20", "D", "D+RS", "D", "C40", "D"]
+        );
+        assert_eq!(txq.ops().ctx.get(), 40);
+        assert_eq!(
+            batch.len(),
+            1,
+            "the packet that did not fit stays with the caller"
+        );
+        assert_eq!(txq.stats().ring_full, 1);
+        context::complete(&txq.ops().ring, 7);
+        assert_eq!(
+            txq.reclaim(&mut cache),
+            4,
+            "the descriptors up to the report"
+        );
+        assert_eq!(txq.stats().completed, 3, "their packets' buffers");
+        // The context is still 40: the last packet goes out without one.
+        assert_eq!(txq.tx_burst(&mut cache, &mut batch), 1);
+        assert_eq!(context::ring_contents(&txq.ops().ring, 8)[7], "D+RS");
+        context::complete(&txq.ops().ring, 8);
+        assert_eq!(txq.reclaim(&mut cache), 4);
+        assert_eq!(txq.stats().completed, 6);
+        drop(cache);
+        assert_eq!(pool.free_count(), 64, "every buffer home");
     }
 }

@@ -33,6 +33,8 @@ pub const MAX_FRAME: usize = 1514;
 
 /// Byte offset of the status byte in a legacy TX descriptor.
 const TX_STATUS_OFFSET: usize = 12;
+/// Byte offset of the command byte in a legacy TX descriptor (82574 §7.2.10.1).
+const TX_CMD_OFFSET: usize = 11;
 
 /// The e1000e TX descriptor ops over a legacy-descriptor ring.
 pub struct E1000eTx<M: Mmio> {
@@ -111,14 +113,14 @@ impl TxView for E1000eTxView<'_> {
     }
 
     #[inline(always)]
-    fn encap_single(&self, pidx: u32, pkt: &PacketBuf) {
+    fn encap_single(&self, pidx: u32, pkt: &mut PacketBuf) {
         let cmd = TXD_CMD_EOP | TXD_CMD_IFCS;
         self.0
             .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64 | (cmd as u64) << 24);
     }
 
     #[inline(always)]
-    fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32 {
+    fn encap(&self, pidx: u32, pkt: &mut PacketBuf, report: bool) -> u32 {
         let mut cmd = TXD_CMD_EOP | TXD_CMD_IFCS;
         if report {
             cmd |= TXD_CMD_RS;
@@ -130,6 +132,14 @@ impl TxView for E1000eTxView<'_> {
             return 1;
         }
         self.encap_chain(pidx, pkt, cmd)
+    }
+
+    /// RS on the packet's last descriptor (the only one `encap_single` wrote): its command
+    /// byte gains the bit; QEMU writes DD back on RS descriptors only.
+    #[inline(always)]
+    fn set_report(&self, idx: u32) {
+        let cmd = self.0.read_u8_at(idx, TX_CMD_OFFSET);
+        self.0.write_u8_at(idx, TX_CMD_OFFSET, cmd | TXD_CMD_RS);
     }
 
     #[inline(always)]
@@ -558,6 +568,15 @@ mod tests {
         }
         assert_eq!(rxq.rx_burst(&mut cache, &mut out), 7);
         assert_eq!(rxq.stats().ring_dry, 1);
+        out.free_into(&mut cache);
+        // A burst smaller than the ring: the ring is dry all the same when the device has
+        // used its last posted buffer (a 512-entry ring read 32 at a time).
+        for idx in 10..17 {
+            device_receive(rxq.ops().ring(), idx % 8, 60, RXD_STAT_DD | RXD_STAT_EOP, 3);
+        }
+        let mut small = PacketBatch::new(2);
+        assert_eq!(rxq.rx_burst(&mut cache, &mut small), 2);
+        assert_eq!(rxq.stats().ring_dry, 2);
     }
 
     #[test]

@@ -601,6 +601,16 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
         unsafe { core::ptr::read_volatile(self.slot(idx).cast::<u8>().add(byte_off)) }
     }
 
+    /// Volatile write of the byte at `byte_off` inside descriptor `idx`: one field of a
+    /// descriptor written before and not yet published (a TX command's report bit).
+    #[inline(always)]
+    pub fn write_u8_at(&self, idx: u32, byte_off: usize, value: u8) {
+        assert!(byte_off < size_of::<T>());
+        // SAFETY: inside descriptor `idx` (checked against size_of::<T>); ring memory is
+        // never behind a reference.
+        unsafe { core::ptr::write_volatile(self.slot(idx).cast::<u8>().add(byte_off), value) }
+    }
+
     /// How many descriptors from index `start` on, at most `n` (at most the ring), have all
     /// of `bits` set in the little-endian `u32` at `byte_off`: the done-bit scan of a burst,
     /// as a pointer walk with the ring's wrap taken once.

@@ -503,22 +503,18 @@ impl TxView for PackedTxView<'_> {
     }
 
     #[inline(always)]
-    fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32 {
-        // The engine writes every descriptor without a report first; the second write with
-        // one must not happen here (the device may have used the descriptor already, and
-        // every used descriptor is reported anyway).
-        if !report {
-            if pkt.is_chained() {
-                self.post_chain(pidx, pkt);
-            } else {
-                self.0.post(pidx, pkt.data_iova(), pkt.len() as u32, 0);
-            }
+    fn encap(&self, pidx: u32, pkt: &mut PacketBuf, _report: bool) -> u32 {
+        // Every used descriptor is reported: `report` has nothing to add.
+        if pkt.is_chained() {
+            self.post_chain(pidx, pkt);
+        } else {
+            self.0.post(pidx, pkt.data_iova(), pkt.len() as u32, 0);
         }
         1
     }
 
     #[inline(always)]
-    fn encap_single(&self, pidx: u32, pkt: &PacketBuf) {
+    fn encap_single(&self, pidx: u32, pkt: &mut PacketBuf) {
         self.0.post(pidx, pkt.data_iova(), pkt.len() as u32, 0);
     }
 

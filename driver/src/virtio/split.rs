@@ -477,7 +477,7 @@ impl TxView for VirtioTxView<'_> {
     }
 
     #[inline(always)]
-    fn encap_single(&self, pidx: u32, pkt: &PacketBuf) {
+    fn encap_single(&self, pidx: u32, pkt: &mut PacketBuf) {
         // The packet starts with its virtio_net_hdr (tx_burst prepended it). Device-readable:
         // flags 0, next 0.
         self.0
@@ -486,12 +486,8 @@ impl TxView for VirtioTxView<'_> {
     }
 
     #[inline(always)]
-    fn encap(&self, pidx: u32, pkt: &PacketBuf, report: bool) -> u32 {
-        // The device reports every buffer in the used ring: the engine's second write, with
-        // a report, has nothing to add.
-        if report {
-            return 1;
-        }
+    fn encap(&self, pidx: u32, pkt: &mut PacketBuf, _report: bool) -> u32 {
+        // The device reports every buffer in the used ring: `report` has nothing to add.
         if pkt.is_chained() {
             return self.encap_chain(pidx, pkt);
         }
