@@ -161,16 +161,6 @@ impl PortConfig {
         if self.mempool_buffers < 2 {
             return Err(Error::Config("mempool_buffers must be at least 2".into()));
         }
-        // Every RX ring filled and every queue's cache full must still leave buffers.
-        let least = u64::from(self.queues) * (u64::from(self.rx_ring) + self.cache_size as u64);
-        if u64::from(self.mempool_buffers) < least {
-            return Err(Error::Config(format!(
-                "mempool_buffers = {}: {} queue pair(s) with rx_ring = {} and cache_size = {} \
-                 need at least {least} buffers (a full RX ring and a full cache each); raise \
-                 mempool_buffers or lower cache_size",
-                self.mempool_buffers, self.queues, self.rx_ring, self.cache_size
-            )));
-        }
         Ok(())
     }
 }
@@ -255,6 +245,19 @@ impl Port {
     pub fn open(addr: &str, cfg: &PortConfig) -> Result<Port, Error> {
         cfg.validate()?;
         let addr: PciAddress = addr.parse()?;
+        // A pool smaller than every RX ring and queue cache leaves the later queues' rings
+        // short (counted as `no_buf`): allowed (a test of exhaustion wants it), said once.
+        let want = u64::from(cfg.queues) * (u64::from(cfg.rx_ring) + cfg.cache_size as u64);
+        if u64::from(cfg.mempool_buffers) < want {
+            log::warn!(
+                "{addr}: mempool_buffers = {} is less than {} queue pair(s) x (rx_ring {} + \
+                 cache_size {}) = {want}: RX rings will run short of buffers (rx no_buf)",
+                cfg.mempool_buffers,
+                cfg.queues,
+                cfg.rx_ring,
+                cfg.cache_size
+            );
+        }
         let dev = VfioDevice::open(addr)?;
         match dev.ids() {
             (VENDOR_INTEL, DEVICE_82574L) => Self::open_e1000e(dev, cfg),
