@@ -179,6 +179,7 @@ fn run_with_host(
 ) -> Result<(Vec<String>, BTreeMap<String, HostPhase>), String> {
     let cfg = GuestConfig {
         timeout,
+        extra_qemu_args: env_args("TENGE_BENCH_QEMU_ARGS"),
         ..GuestConfig::with_nics(nics)
     };
     let mut guest = Guest::boot(&cfg, script).map_err(|e| e.to_string())?;
@@ -220,10 +221,25 @@ fn run_with_host(
         }
     }
     let out = guest.wait().map_err(|e| e.to_string())?;
+    if let Some(path) = std::env::var_os("TENGE_BENCH_VHOST_TRANSCRIPT") {
+        if let Err(e) = std::fs::write(&path, host.transcript()) {
+            eprintln!("tenge-bench: cannot write the host transcript: {e}");
+        }
+    }
     if !out.success() {
         return Err(out.describe());
     }
     Ok((lines, phases))
+}
+
+/// Debugging aids, from the environment, split at whitespace: `TENGE_BENCH_QEMU_ARGS`
+/// (e.g. `-trace vtd_inv_desc_iotlb_domain`; the events land in the run's serial.log) and
+/// `TENGE_BENCH_VHOST_EAL` (the host testpmd's, e.g. `--log-level=lib.vhost.*:debug`);
+/// `TENGE_BENCH_VHOST_TRANSCRIPT=PATH` writes everything the host testpmd printed to PATH.
+fn env_args(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .map(|v| v.split_whitespace().map(String::from).collect())
+        .unwrap_or_default()
 }
 
 /// The host-side rate of `port` in a phase, in Mpps: received (the guest sent) or sent
@@ -245,8 +261,9 @@ pub fn run(case: &Case, d: u32, rounds: u32) -> Result<(), String> {
     } else {
         HostMode::TxOnly { size: case.size }
     };
-    let mut host =
-        VhostHost::start(&VhostHostConfig::new(mode)).map_err(|e| format!("host: {e}"))?;
+    let mut cfg = VhostHostConfig::new(mode);
+    cfg.extra_eal = env_args("TENGE_BENCH_VHOST_EAL");
+    let mut host = VhostHost::start(&cfg).map_err(|e| format!("host: {e}"))?;
     let nic = Nic::new(
         NicModel::VirtioNet {
             packed: case.packed,
@@ -384,6 +401,7 @@ pub fn run_l2fwd(d: u32, rounds: u32) -> Result<(), String> {
     // dropped: without the pause the host's lcore retries the full ring in a tight loop,
     // and the guest's DPDK PMD then ran at a few kpps or not at all (docs/benchmarks).
     cfg.retry = Some(1);
+    cfg.extra_eal = env_args("TENGE_BENCH_VHOST_EAL");
     let mut host = VhostHost::start(&cfg).map_err(|e| format!("host: {e}"))?;
     let nics = (0..2)
         .map(|i| Nic::new(NicModel::virtio(), host.backend(i)))
