@@ -36,12 +36,12 @@ mod vhost;
 ///   vhost-tx64, vhost-rx64, vhost-packed-tx64, vhost-packed-rx64, vhost-tx1514,
 ///   vhost-rx1514, vhost-packed-tx1514, vhost-packed-rx1514
 ///                virtio-net served by a host DPDK vhost port (vhost-user): tenge vs DPDK's
-///                virtio PMD (--iova-mode=pa) and the same PMD on its scalar paths; the
+///                virtio PMD (--iova-mode=pa); the
 ///                host testpmd (rxonly for tx cases, txonly for rx cases) counts what each
 ///                side moved, and its per-second throughput is the rate reported
 ///   vhost-l2fwd64
 ///                tenge l2fwd (--single-thread, on vCPU 1) vs testpmd io forwarding (its
-///                forwarding lcore on vCPU 1; and on its scalar paths) between two
+///                forwarding lcore on vCPU 1) between two
 ///                virtio-net NICs served by one host testpmd, which sends 64-byte frames into
 ///                the first (a net_null source, io forwarding along a chain) and counts what
 ///                comes back on the second: the rate is what the host received

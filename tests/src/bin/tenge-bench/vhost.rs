@@ -3,9 +3,11 @@
 //! the bottleneck here, not QEMU's device model, and the host's counters judge every side.
 //!
 //! Each round runs tenge, then DPDK's virtio PMD (testpmd in the guest, `--iova-mode=pa`
-//! with one NIC, `va` with two, its default vector paths), then the same PMD on its scalar
-//! paths (`--force-max-simd-bitwidth=64`), one after the other in one boot against the same host
-//! process. The host's forwarding runs only while a side runs (`BENCH-HOST-START NAME` ..
+//! with one NIC, `va` with two), one after the other in one boot against the same host
+//! process. (A third phase once ran the PMD with `--force-max-simd-bitwidth=64` as its
+//! "scalar paths"; the virtio PMD takes its vector paths only with the `vectorized=1`
+//! device argument, so both phases ran the same code, and it was dropped:
+//! docs/benchmarks/README.md.) The host's forwarding runs only while a side runs (`BENCH-HOST-START NAME` ..
 //! `BENCH-HOST-STOP` on the console); meanwhile the harness reads the host's throughput
 //! every second (`show port stats`), and a side's rate is the steady part of those samples
 //! ([`super::steady`]): what the host received (TX cases) or managed to put in the guest's
@@ -35,8 +37,6 @@ const PMD_EAL: &str = "--iova-mode=pa -l 0-1 --main-lcore 0";
 /// library then stops serving them for good (docs/vhost-user.md). tenge's IOVAs (from
 /// 4 GiB) and the PMD's VA-mode ones lie above the window, where that invalidation misses.
 const PMD_EAL_TWO_NICS: &str = "--iova-mode=va -l 0-1 --main-lcore 0";
-/// The same PMD told to use its scalar paths.
-const SCALAR: &str = "--force-max-simd-bitwidth=64";
 
 /// What the host measured while one side ran.
 #[derive(Debug, Default)]
@@ -108,7 +108,7 @@ pub const CASES: &[Case] = &[
 ];
 
 /// The sides of a round, in the order they run.
-const SIDES: [&str; 3] = ["tenge", "peer", "scalar"];
+const SIDES: [&str; 2] = ["tenge", "peer"];
 
 /// Guest script lines for one TX side: the host receives while `cmd` sends.
 fn tx_side(name: &str, cmd: &str) -> String {
@@ -134,14 +134,13 @@ fn script(case: &Case, d: u32, rounds: u32) -> String {
     for r in 0..rounds {
         for side in SIDES {
             let name = format!("{side}{r}");
-            let simd = if side == "scalar" { SCALAR } else { "" };
             s += &if case.tx {
                 let cmd = if side == "tenge" {
                     format!("taskset -c 1 {pktgen} {a0} --duration {d} --size {size} --interval 1")
                 } else {
                     // EAL start-up takes a few seconds under TCG: the steady rate ignores it.
                     format!(
-                        "timeout -s INT {t} {TESTPMD} {PMD_EAL} {simd} -a {a0} -- --total-num-mbufs=8192 --forward-mode=txonly --stats-period 1 --txpkts={size} 2>&1 | {show}",
+                        "timeout -s INT {t} {TESTPMD} {PMD_EAL} -a {a0} -- --total-num-mbufs=8192 --forward-mode=txonly --stats-period 1 --txpkts={size} 2>&1 | {show}",
                         t = d + 6
                     )
                 };
@@ -162,7 +161,7 @@ fn script(case: &Case, d: u32, rounds: u32) -> String {
                 rx_side(
                     &name,
                     &format!(
-                        "{TESTPMD} {PMD_EAL} {simd} -a {a0} -- --total-num-mbufs=8192 --forward-mode=rxonly --stats-period 1 > /tmp/psink.log 2>&1 &\n\
+                        "{TESTPMD} {PMD_EAL} -a {a0} -- --total-num-mbufs=8192 --forward-mode=rxonly --stats-period 1 > /tmp/psink.log 2>&1 &\n\
                          psink=$!\n\
                          for i in $(seq 300); do grep -q 'Port statistics' /tmp/psink.log && break; sleep 0.1; done"
                     ),
@@ -261,7 +260,7 @@ fn host_rate(p: &HostPhase, port: usize, guest_tx: bool) -> Option<f64> {
     steady(&samples)
 }
 
-/// Runs one case: `rounds` rounds of tenge, the PMD and the scalar PMD, `d` seconds each.
+/// Runs one case: `rounds` rounds of tenge and the PMD, `d` seconds each.
 pub fn run(case: &Case, d: u32, rounds: u32) -> Result<(), String> {
     let mode = if case.tx {
         HostMode::RxOnly
@@ -325,9 +324,9 @@ pub fn run(case: &Case, d: u32, rounds: u32) -> Result<(), String> {
         println!("{detail}");
     }
     let get = |side: &str| rates.get(side).cloned().unwrap_or_default();
-    let (tenge, peer, scalar) = (get("tenge"), get("peer"), get("scalar"));
+    let (tenge, peer) = (get("tenge"), get("peer"));
     println!(
-        "BENCH-ROUNDS case={} tenge={tenge:.3?} peer={peer:.3?} peer_scalar={scalar:.3?}",
+        "BENCH-ROUNDS case={} tenge={tenge:.3?} peer={peer:.3?}",
         case.name
     );
     let gbps = |v: &[f64]| {
@@ -335,14 +334,6 @@ pub fn run(case: &Case, d: u32, rounds: u32) -> Result<(), String> {
             format!("{:.3}", s.median * f64::from(case.size) * 8.0 / 1000.0)
         })
     };
-    if let (Some(t), Some(s)) = (stats::Spread::of(&tenge), stats::Spread::of(&scalar)) {
-        let (ratio, lo, hi, verdict) = stats::compare(&t, &s);
-        println!(
-            "BENCH-DETAIL case={} peer=dpdk-testpmd-scalar {} ratio={ratio:.3} ratio_range={lo:.3}..{hi:.3} verdict={verdict}",
-            case.name,
-            stats::side_fields("peer", &s)
-        );
-    }
     let extra = format!(
         " size={} tenge_gbps={} peer_gbps={}",
         case.size,
@@ -379,11 +370,10 @@ fn l2fwd_script(d: u32, rounds: u32) -> String {
                     "kill -INT $fwd; wait $fwd\ngrep l2fwd: /tmp/fwd.log",
                 )
             } else {
-                let simd = if side == "scalar" { SCALAR } else { "" };
                 rx_side(
                     &name,
                     &format!(
-                        "{TESTPMD} {PMD_EAL_TWO_NICS} {simd} -a {a0} -a {a1} -- --total-num-mbufs=8192 --forward-mode=io --stats-period 1 > /tmp/pfwd.log 2>&1 &\n\
+                        "{TESTPMD} {PMD_EAL_TWO_NICS} -a {a0} -a {a1} -- --total-num-mbufs=8192 --forward-mode=io --stats-period 1 > /tmp/pfwd.log 2>&1 &\n\
                          pfwd=$!\n\
                          for i in $(seq 300); do grep -q 'Port statistics' /tmp/pfwd.log && break; sleep 0.1; done"
                     ),
@@ -397,7 +387,7 @@ fn l2fwd_script(d: u32, rounds: u32) -> String {
     s + "echo BENCH-PHASE end\n"
 }
 
-/// tenge's `l2fwd` against testpmd's io forwarding (and its scalar paths) between two
+/// tenge's `l2fwd` against testpmd's io forwarding between two
 /// virtio-net NICs served by one host testpmd that sends into the first and counts what
 /// comes back on the second ([`HostMode::Chain`]); the rate is what the host received.
 pub fn run_l2fwd(d: u32, rounds: u32) -> Result<(), String> {
@@ -465,14 +455,7 @@ pub fn run_l2fwd(d: u32, rounds: u32) -> Result<(), String> {
         println!("{detail}");
     }
     let get = |side: &str| rates.get(side).cloned().unwrap_or_default();
-    let (tenge, peer, scalar) = (get("tenge"), get("peer"), get("scalar"));
-    println!("BENCH-ROUNDS case={case} tenge={tenge:.3?} peer={peer:.3?} peer_scalar={scalar:.3?}");
-    if let (Some(t), Some(s)) = (stats::Spread::of(&tenge), stats::Spread::of(&scalar)) {
-        let (ratio, lo, hi, verdict) = stats::compare(&t, &s);
-        println!(
-            "BENCH-DETAIL case={case} peer=dpdk-testpmd-scalar {} ratio={ratio:.3} ratio_range={lo:.3}..{hi:.3} verdict={verdict}",
-            stats::side_fields("peer", &s)
-        );
-    }
+    let (tenge, peer) = (get("tenge"), get("peer"));
+    println!("BENCH-ROUNDS case={case} tenge={tenge:.3?} peer={peer:.3?}");
     stats::report(case, &tenge, &peer, &left_out, " size=64")
 }
