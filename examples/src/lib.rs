@@ -48,6 +48,26 @@ pub fn memory_summary() -> String {
     )
 }
 
+/// Each queue pair's receive and send rate between two readings of a port's counters,
+/// `dt` seconds apart: `q0 rx 0.512 tx 0.510, q1 rx ...` (Mpps).
+pub fn queue_rates(before: &tenge::PortStats, now: &tenge::PortStats, dt: f64) -> String {
+    let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / dt / 1e6;
+    before
+        .queues
+        .iter()
+        .zip(&now.queues)
+        .enumerate()
+        .map(|(i, (b, n))| {
+            format!(
+                "q{i} rx {:.3} tx {:.3}",
+                rate(b.0.packets, n.0.packets),
+                rate(b.1.packets, n.1.packets)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Parses a duration in seconds (fractions allowed).
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s

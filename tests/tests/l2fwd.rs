@@ -142,25 +142,19 @@ fn l2fwd_between_e1000e_and_virtio_forwards_every_frame_both_ways() {
     }
 }
 
-/// Both ways at once for 10 s: each l2fwd thread receives on one port while the other
-/// thread sends on it, so each port's RX queue and TX queue run on two threads at the same
-/// time. pktgen on A and on B send 50,000 frames/s each, nobody drains A or B, so their
-/// rings fill and l2fwd meets full TX rings too. Every frame a port received is accounted
-/// for (forwarded, or dropped on a full TX ring, counted), what each port sent is exactly
-/// what the other direction forwarded, and every buffer is home at the end.
-#[test]
-#[ignore = "boots a QEMU guest"]
-fn l2fwd_queues_on_two_threads_account_for_every_frame() {
-    let nics = four_nics();
+/// Boots the four NICs of `nics`, runs l2fwd (`l2fwd_args`) between the middle two and a
+/// pktgen on each outer one at once (`a_args`, `b_args`), stops l2fwd a second after
+/// they are done; returns the log.
+fn both_ways(nics: Vec<Nic>, l2fwd_args: &str, a_args: &str, b_args: &str) -> String {
     let [a, fwd0, fwd1, b] = [0, 1, 2, 3].map(Nic::pci_addr);
     let (l2fwd, pktgen) = (bin("l2fwd"), bin("pktgen"));
     let script = format!(
-        "{l2fwd} {fwd0} {fwd1} --interval 2 > /tmp/fwd.log 2>&1 &\n\
+        "{l2fwd} {fwd0} {fwd1} {l2fwd_args} > /tmp/fwd.log 2>&1 &\n\
          fwd=$!\n\
          for i in $(seq 100); do grep -q READY /tmp/fwd.log && break; sleep 0.2; done\n\
-         {pktgen} {a} --duration 10 --rate 50000 --interval 0 > /tmp/a.log 2>&1 &\n\
+         {pktgen} {a} {a_args} --interval 0 > /tmp/a.log 2>&1 &\n\
          pa=$!\n\
-         {pktgen} {b} --duration 10 --rate 50000 --interval 0 --size 1514 > /tmp/b.log 2>&1\n\
+         {pktgen} {b} {b_args} --interval 0 > /tmp/b.log 2>&1\n\
          wait $pa; sleep 1\n\
          kill -INT $fwd; st=0; wait $fwd || st=$?\n\
          cat /tmp/a.log /tmp/b.log /tmp/fwd.log\n\
@@ -171,19 +165,28 @@ fn l2fwd_queues_on_two_threads_account_for_every_frame() {
         timeout: Duration::from_secs(300),
         ..GuestConfig::default()
     };
-    let log = run_ok(&cfg, &script);
-    let field = |line: &str, name: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name)?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {line}"))
-    };
-    let ports: Vec<&str> = (0..2)
-        .map(|p| {
-            log.lines()
-                .find(|l| l.starts_with(&format!("l2fwd: port {p}: ")))
-                .unwrap_or_else(|| panic!("no summary of port {p}: {}", tail(&log, 30)))
-        })
-        .collect();
+    run_ok(&cfg, &script)
+}
+
+/// The number after `name` (e.g. `rx=`) in `line`.
+fn field(line: &str, name: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+}
+
+/// The first line of `log` that starts with `prefix`.
+fn line_of<'a>(log: &'a str, prefix: &str) -> &'a str {
+    log.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}`: {}", tail(log, 30)))
+}
+
+/// Each port's summary: it received plenty, every frame it received was forwarded or
+/// dropped on a full TX ring (counted), and what the other port sent is what it forwarded.
+/// Returns the two summary lines.
+fn assert_accounted(log: &str) -> [&str; 2] {
+    let ports = [0, 1].map(|p| line_of(log, &format!("l2fwd: port {p}: ")));
     for (p, line) in ports.iter().enumerate() {
         let (rx, fwd, drops) = (
             field(line, "rx="),
@@ -200,11 +203,26 @@ fn l2fwd_queues_on_two_threads_account_for_every_frame() {
             1 - p
         );
     }
-    let done = log
-        .lines()
-        .find(|l| l.starts_with("l2fwd: done:"))
-        .unwrap_or_else(|| panic!("no l2fwd summary: {}", tail(&log, 30)));
-    assert_pools_home(done);
+    ports
+}
+
+/// Both ways at once for 10 s: each l2fwd thread receives on one port while the other
+/// thread sends on it, so each port's RX queue and TX queue run on two threads at the same
+/// time. pktgen on A and on B send 50,000 frames/s each, nobody drains A or B, so their
+/// rings fill and l2fwd meets full TX rings too. Every frame a port received is accounted
+/// for (forwarded, or dropped on a full TX ring, counted), what each port sent is exactly
+/// what the other direction forwarded, and every buffer is home at the end.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn l2fwd_queues_on_two_threads_account_for_every_frame() {
+    let log = both_ways(
+        four_nics(),
+        "--interval 2",
+        "--duration 10 --rate 50000",
+        "--duration 10 --rate 50000 --size 1514",
+    );
+    assert_accounted(&log);
+    assert_pools_home(line_of(&log, "l2fwd: done:"));
 }
 
 /// `--queues 2` between two e1000e ports: pktgen on A and B sends 64 flows each, RSS
@@ -218,52 +236,23 @@ fn l2fwd_two_queue_pairs_a_thread_each_way() {
     let nics: Vec<Nic> = [0, 0, 1, 1]
         .map(|hub| Nic::new(NicModel::E1000e, Backend::Hub(hub)))
         .to_vec();
-    let [a, fwd0, fwd1, b] = [0, 1, 2, 3].map(Nic::pci_addr);
-    let (l2fwd, pktgen) = (bin("l2fwd"), bin("pktgen"));
-    let script = format!(
-        "{l2fwd} {fwd0} {fwd1} --queues 2 --interval 2 > /tmp/fwd.log 2>&1 &\n\
-         fwd=$!\n\
-         for i in $(seq 100); do grep -q READY /tmp/fwd.log && break; sleep 0.2; done\n\
-         {pktgen} {a} --duration 5 --rate 20000 --flows 64 --interval 0 > /tmp/a.log 2>&1 &\n\
-         pa=$!\n\
-         {pktgen} {b} --duration 5 --rate 20000 --flows 64 --interval 0 > /tmp/b.log 2>&1\n\
-         wait $pa; sleep 1\n\
-         kill -INT $fwd; st=0; wait $fwd || st=$?\n\
-         cat /tmp/a.log /tmp/b.log /tmp/fwd.log\n\
-         exit $st\n"
-    );
-    let cfg = GuestConfig {
-        nics,
-        timeout: Duration::from_secs(300),
-        ..GuestConfig::default()
-    };
-    let log = run_ok(&cfg, &script);
-    let field = |line: &str, name: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name)?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {line}"))
-    };
-    let line = |prefix: String| {
-        log.lines()
-            .find(|l| l.starts_with(&prefix))
-            .unwrap_or_else(|| panic!("no `{prefix}`: {}", tail(&log, 30)))
-    };
-    for p in 0..2 {
-        let port = line(format!("l2fwd: port {p}: "));
-        let (rx, fwd, drops) = (
-            field(port, "rx="),
+    let pktgen = "--duration 5 --rate 20000 --flows 64";
+    let log = both_ways(nics, "--queues 2 --interval 2", pktgen, pktgen);
+    let ports = assert_accounted(&log);
+    for (p, port) in ports.iter().enumerate() {
+        let other = ports[1 - p];
+        assert_eq!(
+            field(other, "hw_gptc="),
             field(port, "forwarded="),
-            field(port, "tx_full_drops="),
+            "QEMU's count: {other}"
         );
-        assert!(rx > 10_000, "port {p} received only {rx}: {port}");
-        assert_eq!(rx, fwd + drops, "port {p}: every frame accounted: {port}");
-        let other = line(format!("l2fwd: port {}: ", 1 - p));
-        assert_eq!(field(other, "tx="), fwd, "{other} / {port}");
-        assert_eq!(field(other, "hw_gptc="), fwd, "QEMU's count: {other}");
-        let queues = line(format!("l2fwd: port {p} queues: "));
+        let queues = line_of(&log, &format!("l2fwd: port {p} queues: "));
         for q in ["q0_rx=", "q1_rx=", "q0_tx=", "q1_tx="] {
-            assert!(field(queues, q) > rx / 10, "{q} idle: {queues}");
+            assert!(
+                field(queues, q) > field(port, "rx=") / 10,
+                "{q} idle: {queues}"
+            );
         }
     }
-    assert_pools_home(line("l2fwd: done:".into()));
+    assert_pools_home(line_of(&log, "l2fwd: done:"));
 }

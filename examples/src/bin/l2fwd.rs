@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 use tenge::{PacketBatch, Port, PortConfig, PortStats, RxQueueHandle, TxQueueHandle};
-use tenge_examples::{memory_summary, parse_secs};
+use tenge_examples::{memory_summary, parse_secs, queue_rates};
 
 /// Forward frames between two NICs driven by tenge, both ways, a thread per direction and
 /// queue pair.
@@ -346,19 +346,7 @@ fn print_rates(at: Duration, dt: Duration, before: &[PortStats; 2], now: &[PortS
     let dt = dt.as_secs_f64();
     let rate = |a: u64, b: u64| (b.saturating_sub(a)) as f64 / dt / 1e6;
     for (p, (b, n)) in before.iter().zip(now).enumerate() {
-        let queues: Vec<String> = b
-            .queues
-            .iter()
-            .zip(&n.queues)
-            .enumerate()
-            .map(|(i, (qb, qn))| {
-                format!(
-                    "q{i} rx {:.3} tx {:.3}",
-                    rate(qb.0.packets, qn.0.packets),
-                    rate(qb.1.packets, qn.1.packets)
-                )
-            })
-            .collect();
+        let queues = queue_rates(b, n, dt);
         // The device's own counters where it has them (e1000e: GPRC, GPTC).
         let hw = if n.hw.gprc + n.hw.gptc > 0 {
             format!(
@@ -374,7 +362,7 @@ fn print_rates(at: Duration, dt: Duration, before: &[PortStats; 2], now: &[PortS
             at.as_secs_f64(),
             rate(b.rx.packets, n.rx.packets),
             rate(b.tx.packets, n.tx.packets),
-            queues.join(", ")
+            queues
         );
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tenge::{PacketBatch, Port, PortConfig, RssConfig, RssHashTypes, RxQueueHandle};
-use tenge_examples::{memory_summary, parse_secs};
+use tenge_examples::{memory_summary, parse_secs, queue_rates};
 
 /// Receive on every queue of a NIC driven by tenge and print each frame's queue, RSS type
 /// and hash.
@@ -167,24 +167,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         if !args.interval.is_zero() && now - last.0 >= args.interval {
             let stats = port.stats();
             let dt = (now - last.0).as_secs_f64();
-            let queues: Vec<String> = last
-                .1
-                .queues
-                .iter()
-                .zip(&stats.queues)
-                .enumerate()
-                .map(|(i, (b, n))| {
-                    format!(
-                        "q{i} {:.3}",
-                        n.0.packets.saturating_sub(b.0.packets) as f64 / dt / 1e6
-                    )
-                })
-                .collect();
+            let queues = queue_rates(&last.1, &stats, dt);
             eprintln!(
                 "[{:6.1}s] rx {:7.3} Mpps ({})",
                 (now - start).as_secs_f64(),
                 stats.rx.packets.saturating_sub(last.1.rx.packets) as f64 / dt / 1e6,
-                queues.join(", ")
+                queues
             );
             last = (now, stats);
         }
