@@ -83,8 +83,11 @@ pub struct PacketMeta {
     pub l3_len: u8,
     /// Length of the L4 header (TSO).
     pub l4_len: u8,
-    /// TSO segment size.
+    /// TSO segment size (TX); the size of the coalesced segments (RX, with `RX_LRO`).
     pub mss: u16,
+    /// RX, with `RX_LRO`: how many segments were coalesced into the frame (0: unknown, as
+    /// virtio's GUEST_TSO does not say).
+    pub segs: u16,
     /// RX: the device's RSS hash, when [`PacketMeta::rss_type`] is not `None`.
     pub rss_hash: u32,
 }
@@ -105,6 +108,23 @@ impl PacketMeta {
     pub const RX_RSS_TYPE_SHIFT: u32 = 8;
     /// The bits of [`PacketMeta::RX_RSS_TYPE_SHIFT`].
     pub const RX_RSS_TYPE_MASK: u32 = 0xf << Self::RX_RSS_TYPE_SHIFT;
+
+    /// TX: the packet is IPv4 (with the L3 offloads below; `l2_len`, `l3_len` set).
+    pub const TX_IPV4: u32 = 1 << 16;
+    /// TX: the packet is IPv6.
+    pub const TX_IPV6: u32 = 1 << 17;
+    /// TX: compute the IPv4 header checksum.
+    pub const TX_IP_CSUM: u32 = 1 << 18;
+    /// TX: compute the TCP checksum (over IPv4 or IPv6, by `TX_IPV4`/`TX_IPV6`).
+    pub const TX_TCP_CSUM: u32 = 1 << 19;
+    /// TX: compute the UDP checksum.
+    pub const TX_UDP_CSUM: u32 = 1 << 20;
+    /// TX: segment the TCP payload into `mss`-byte frames (`l2_len`, `l3_len`, `l4_len`
+    /// set; implies the TCP checksum, and the IPv4 header checksum on IPv4).
+    pub const TX_TSO: u32 = 1 << 21;
+    /// Every TX offload request: a packet with none of them takes the plain path.
+    pub const TX_OFFLOAD_MASK: u32 =
+        Self::TX_IP_CSUM | Self::TX_TCP_CSUM | Self::TX_UDP_CSUM | Self::TX_TSO;
 
     /// What the device hashed the frame as ([`RssType::None`]: no hash).
     #[inline]
