@@ -349,8 +349,17 @@ pub trait TxView: Copy {
     fn single(&self, pkt: &PacketBuf) -> bool {
         !pkt.is_chained()
     }
+    /// The longest `pkt` may be, `max_frame` for most: a device that segments (TSO) takes
+    /// more for a packet that asks for it. Asked only of packets [`TxView::single`] refused.
+    #[inline(always)]
+    fn max_len(&self, _pkt: &PacketBuf, max_frame: usize) -> usize {
+        max_frame
+    }
     /// Whether the device can take `pkt` at all, beyond the engine's checks of its length
-    /// and segments; one it cannot is dropped and counted (`bad_packet`). Default: yes.
+    /// and segments; one it cannot is dropped and counted (`bad_packet`, or `bad_offload`
+    /// for a packet with an offload request). Default: yes. Asked only of packets
+    /// [`TxView::single`] refused: a device says false there for any packet it may not
+    /// take.
     #[inline(always)]
     fn sendable(&self, _pkt: &PacketBuf) -> bool {
         true
@@ -444,6 +453,10 @@ pub struct TxStats {
     /// all, or chains of more segments than it takes, see `TxView::max_segs`); they are
     /// dropped.
     pub bad_packet: u64,
+    /// Frames with an offload request the device cannot serve (header lengths that do not
+    /// match the headers, TSO with an MSS of 0 or on something not TCP, a checksum of a
+    /// protocol the packet is not); dropped, nothing sent.
+    pub bad_offload: u64,
     /// Doorbell (tail) writes.
     pub doorbells: u64,
     /// Buffers recycled after the device finished with them.
@@ -479,6 +492,7 @@ impl std::ops::AddAssign for TxStats {
         self.bytes += o.bytes;
         self.ring_full += o.ring_full;
         self.bad_packet += o.bad_packet;
+        self.bad_offload += o.bad_offload;
         self.doorbells += o.doorbells;
         self.completed += o.completed;
         self.bad_completion += o.bad_completion;
@@ -777,9 +791,10 @@ fn tx_run<V: TxView>(
             chain = true;
             break;
         }
-        // Empty, too long or refused: the caller drops it.
+        // Empty or too long: the caller drops it. (What `single` takes, the device can
+        // send: `sendable` is the checked loop's.)
         let len = pkt.len();
-        if len.wrapping_sub(1) >= max_frame || !view.sendable(&pkt) {
+        if len.wrapping_sub(1) >= max_frame {
             bad = Some(pkt);
             break;
         }
@@ -801,7 +816,11 @@ fn tx_run<V: TxView>(
 #[cold]
 #[inline(never)]
 fn tx_drop(stats: &mut TxStats, pkt: PacketBuf, cache: &mut MempoolCache) {
-    stats.bad_packet += 1;
+    if pkt.meta().flags & crate::PacketMeta::TX_OFFLOAD_MASK != 0 {
+        stats.bad_offload += 1;
+    } else {
+        stats.bad_packet += 1;
+    }
     cache.free(pkt);
 }
 
@@ -1289,7 +1308,7 @@ impl<D: TxDescOps> TxQueue<D> {
                 };
                 // The whole frame: every segment of a chain.
                 let len = pkt.pkt_len();
-                if len.wrapping_sub(1) >= max_frame
+                if len.wrapping_sub(1) >= view.max_len(&pkt, max_frame)
                     || (pkt.is_chained() && pkt.nb_segs() > view.max_segs() as usize)
                     || !view.sendable(&pkt)
                 {

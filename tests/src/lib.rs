@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub mod offload;
 pub mod rss;
 pub mod seq;
 pub mod toeplitz;

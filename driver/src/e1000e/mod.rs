@@ -8,6 +8,7 @@
 //! RX uses extended descriptors (RFCTL.EXSTEN, 82574 §7.1.5.2): the read format carries the
 //! buffer address; the write-back carries status, errors, length and checksum results.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use tenge_descriptors::e1000e::{
@@ -20,6 +21,9 @@ use tenge_firmware_iface::Mmio;
 
 use crate::packet::mempool::{PacketBuf, PacketMeta};
 use crate::packet::rss::RssType;
+use offload::TxOffload;
+
+pub mod offload;
 use crate::platform::dma::{DescRing, RingView};
 use crate::ring::{RxCompletion, RxDescOps, RxView, TxDescOps, TxView};
 
@@ -42,6 +46,9 @@ pub struct E1000eTx<M: Mmio> {
     regs: Arc<M>,
     /// TDT of this ring's queue.
     tdt: u32,
+    /// The checksum context the device holds for this queue (`offload::NO_CONTEXT`: none
+    /// known), updated as context descriptors are written.
+    ctx: Cell<u64>,
 }
 
 impl<M: Mmio> E1000eTx<M> {
@@ -53,7 +60,12 @@ impl<M: Mmio> E1000eTx<M> {
     /// Ops over `ring` as transmit queue `queue` (0 or 1), ringing its TDT.
     pub fn for_queue(ring: DescRing<LegacyTxDesc>, regs: Arc<M>, queue: u32) -> Self {
         let tdt = regs::queue_reg(regs::TDT, queue);
-        E1000eTx { ring, regs, tdt }
+        E1000eTx {
+            ring,
+            regs,
+            tdt,
+            ctx: Cell::new(offload::NO_CONTEXT),
+        }
     }
 
     /// The descriptor ring.
@@ -77,7 +89,10 @@ impl<M: Mmio> TxDescOps for E1000eTx<M> {
 
     #[inline(always)]
     fn view(&self) -> E1000eTxView<'_> {
-        E1000eTxView(self.ring.view())
+        E1000eTxView {
+            ring: self.ring.view(),
+            ctx: &self.ctx,
+        }
     }
 
     #[inline(always)]
@@ -92,16 +107,45 @@ impl<M: Mmio> TxDescOps for E1000eTx<M> {
     }
 }
 
-/// The e1000e TX descriptor accesses, on a view of the ring.
+/// The e1000e TX descriptor accesses, on a view of the ring and the queue's context state.
 #[derive(Clone, Copy)]
-pub struct E1000eTxView<'a>(RingView<'a, LegacyTxDesc>);
+pub struct E1000eTxView<'a> {
+    ring: RingView<'a, LegacyTxDesc>,
+    ctx: &'a Cell<u64>,
+}
 
 impl TxView for E1000eTxView<'_> {
     const SINGLE_DESC: bool = true;
 
     #[inline(always)]
     fn descs_needed(&self, pkt: &PacketBuf) -> u32 {
-        pkt.nb_segs() as u32
+        let ctx = match TxOffload::of(pkt) {
+            Ok(Some(o)) => o.needs_context(self.ctx.get()),
+            _ => false,
+        };
+        pkt.nb_segs() as u32 + u32::from(ctx)
+    }
+
+    /// Unchained and no offload asked: one legacy descriptor.
+    #[inline(always)]
+    fn single(&self, pkt: &PacketBuf) -> bool {
+        !pkt.is_chained() && pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
+    }
+
+    /// An offload request must match the packet's headers (`offload::BadOffload`).
+    #[inline(always)]
+    fn sendable(&self, pkt: &PacketBuf) -> bool {
+        pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 || TxOffload::of(pkt).is_ok()
+    }
+
+    /// A TSO packet may be up to an IPv4 datagram's 64 KiB with its L2 header.
+    #[inline(always)]
+    fn max_len(&self, pkt: &PacketBuf, max_frame: usize) -> usize {
+        if pkt.meta().flags & PacketMeta::TX_TSO != 0 {
+            usize::from(pkt.meta().l2_len) + offload::TSO_MAX_IP_LEN
+        } else {
+            max_frame
+        }
     }
 
     /// A chain takes a descriptor per segment (a packet may span several legacy
@@ -115,7 +159,7 @@ impl TxView for E1000eTxView<'_> {
     #[inline(always)]
     fn encap_single(&self, pidx: u32, pkt: &mut PacketBuf) {
         let cmd = TXD_CMD_EOP | TXD_CMD_IFCS;
-        self.0
+        self.ring
             .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64 | (cmd as u64) << 24);
     }
 
@@ -125,9 +169,14 @@ impl TxView for E1000eTxView<'_> {
         if report {
             cmd |= TXD_CMD_RS;
         }
+        if pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK != 0 {
+            if let Ok(Some(o)) = TxOffload::of(pkt) {
+                return self.encap_offload(pidx, pkt, &o, cmd & !TXD_CMD_IFCS);
+            }
+        }
         if !pkt.is_chained() {
             // length (15:0), cso 0, cmd (31:24); status, css, special 0.
-            self.0
+            self.ring
                 .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64 | (cmd as u64) << 24);
             return 1;
         }
@@ -138,18 +187,19 @@ impl TxView for E1000eTxView<'_> {
     /// byte gains the bit; QEMU writes DD back on RS descriptors only.
     #[inline(always)]
     fn set_report(&self, idx: u32) {
-        let cmd = self.0.read_u8_at(idx, TX_CMD_OFFSET);
-        self.0.write_u8_at(idx, TX_CMD_OFFSET, cmd | TXD_CMD_RS);
+        let cmd = self.ring.read_u8_at(idx, TX_CMD_OFFSET);
+        self.ring.write_u8_at(idx, TX_CMD_OFFSET, cmd | TXD_CMD_RS);
     }
 
     #[inline(always)]
     fn is_done(&self, idx: u32) -> bool {
-        self.0.read_u8_at(idx, TX_STATUS_OFFSET) & TXD_STAT_DD != 0
+        self.ring.read_u8_at(idx, TX_STATUS_OFFSET) & TXD_STAT_DD != 0
     }
 }
 
-/// Most segments of a chain sent as one frame (a descriptor each).
-pub const TX_MAX_SEGS: u32 = 32;
+/// Most segments of a chain sent as one frame (a descriptor each): a 64 KiB TSO packet
+/// in 2 KiB buffers takes 33.
+pub const TX_MAX_SEGS: u32 = 64;
 
 impl E1000eTxView<'_> {
     /// A descriptor per segment of `pkt` from `pidx`; IFCS on each, EOP (and RS when asked)
@@ -167,10 +217,38 @@ impl E1000eTxView<'_> {
             } else {
                 TXD_CMD_IFCS
             };
-            self.0.write_qwords(
+            self.ring.write_qwords(
                 pidx.wrapping_add(i),
                 s.data_iova(),
                 s.len() as u64 | (cmd as u64) << 24,
+            );
+            i += 1;
+        }
+        i
+    }
+
+    /// A packet with offloads (`offload`): its headers prepared, a context descriptor
+    /// first when the device's differs (the queue's state updated), then an extended data
+    /// descriptor per segment, `end` (EOP, RS if asked) on the last.
+    #[cold]
+    #[inline(never)]
+    fn encap_offload(&self, pidx: u32, pkt: &mut PacketBuf, o: &TxOffload, end: u8) -> u32 {
+        o.prepare(pkt);
+        let mut i = 0u32;
+        if o.needs_context(self.ctx.get()) {
+            let (lo, hi) = o.context(pkt.pkt_len());
+            self.ring.write_qwords(pidx, lo, hi);
+            self.ctx.set(o.state_after());
+            i = 1;
+        }
+        let mut seg = Some(&*pkt);
+        while let Some(s) = seg {
+            seg = s.next();
+            let last = if seg.is_none() { end } else { 0 };
+            self.ring.write_qwords(
+                pidx.wrapping_add(i),
+                s.data_iova(),
+                o.data_hi(s.len(), last),
             );
             i += 1;
         }

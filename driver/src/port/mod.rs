@@ -442,14 +442,10 @@ impl Port {
                 ..MempoolConfig::default()
             },
         )?;
-        for (asked, what) in [
-            (cfg.lro, "LRO"),
-            (cfg.tx_checksum, "TX checksum offload"),
-            (cfg.tso, "TSO"),
-        ] {
-            if asked {
-                log::warn!("{addr}: {what} is not implemented on e1000e yet; it stays off");
-            }
+        // TX checksums and TSO are per packet on e1000e (context descriptors, see
+        // e1000e::offload), whatever tx_checksum and tso say; LRO is not there yet.
+        if cfg.lro {
+            log::warn!("{addr}: LRO is not implemented on e1000e yet; it stays off");
         }
 
         fw::configure_tx(

@@ -213,7 +213,7 @@ fn tx_fields(s: &TxStats) -> [u64; 12] {
         s.doorbells,
         s.completed,
         s.bad_completion,
-        0,
+        s.bad_offload,
         0,
         0,
         0,
@@ -230,6 +230,7 @@ fn tx_from(v: [u64; 12]) -> TxStats {
         doorbells: v[4],
         completed: v[5],
         bad_completion: v[6],
+        bad_offload: v[7],
     }
 }
 

@@ -130,6 +130,13 @@ enum Cmd {
         #[arg(long)]
         by_dst: bool,
     },
+    /// Send the TX offload test's packets (tenge_tests::offload) with checksum and TSO
+    /// requests and their checksum fields scrambled, then four malformed requests, which
+    /// must be dropped and counted (`bad_offload`), never sent.
+    TxOffload {
+        /// PCI address of the sending NIC.
+        pci: String,
+    },
     /// Open a port expecting a specific error; the message must contain every --expect.
     ExpectError {
         /// PCI address to open.
@@ -227,6 +234,7 @@ fn main() -> ExitCode {
             kind,
             expect,
         } => expect_error(&pci, require_hugepages, &kind, &expect),
+        Cmd::TxOffload { pci } => tx_offload(&pci),
     };
     match r {
         Ok(()) => {
@@ -686,6 +694,143 @@ fn expect_error(pci: &str, require_hugepages: bool, kind: &str, expect: &[String
         if !msg.contains(e.as_str()) {
             return Err(format!("message lacks '{e}': {msg}").into());
         }
+    }
+    Ok(())
+}
+
+/// `frame` as a chain of buffers of at most 2048 bytes from `port`'s TX pool.
+fn chain_from(port: &mut Port, frame: &[u8]) -> Result<tenge::PacketBuf, String> {
+    let mut head: Option<tenge::PacketBuf> = None;
+    for piece in frame.chunks(2048).rev() {
+        let mut b = port.alloc_tx().ok_or("the TX pool is empty")?;
+        if !b.copy_from(piece) {
+            return Err("a 2048-byte piece did not fit a buffer".into());
+        }
+        b.set_next(head.take());
+        head = Some(b);
+    }
+    head.ok_or_else(|| "an empty frame".into())
+}
+
+/// The offload requests for `case` with header lengths `h`.
+fn offload_meta(case: &tenge_tests::offload::Case, h: [u8; 3]) -> tenge::PacketMeta {
+    use tenge::PacketMeta as M;
+    let mut flags = if case.v6 {
+        M::TX_IPV6
+    } else {
+        M::TX_IPV4 | M::TX_IP_CSUM
+    };
+    flags |= if case.mss > 0 {
+        M::TX_TSO
+    } else if case.udp {
+        M::TX_UDP_CSUM
+    } else {
+        M::TX_TCP_CSUM
+    };
+    M {
+        flags,
+        l2_len: h[0],
+        l3_len: h[1],
+        l4_len: h[2],
+        mss: case.mss,
+        ..M::default()
+    }
+}
+
+fn tx_offload(pci: &str) -> Res {
+    use tenge_tests::offload::{cases, frame};
+    let mut port = Port::open(
+        pci,
+        &PortConfig {
+            mempool_buffers: 4096,
+            ..PortConfig::default()
+        },
+    )?;
+    println!("READY {pci}");
+    let send = |port: &mut Port, f: &[u8], meta: tenge::PacketMeta| -> Res {
+        let mut b = chain_from(port, f)?;
+        *b.meta_mut() = meta;
+        let mut batch = PacketBatch::new(1);
+        let _ = batch.push(b);
+        while !batch.is_empty() {
+            if port.tx_burst(&mut batch) == 0 {
+                port.tx_reclaim();
+            }
+        }
+        Ok(())
+    };
+    let all = cases();
+    for (n, c) in all.iter().enumerate() {
+        let (mut f, h) = frame(n, c);
+        // Scramble every checksum the device is asked for: only its work can fix them.
+        let (l2, l3) = (usize::from(h[0]), usize::from(h[1]));
+        if !c.v6 {
+            f[l2 + 10..l2 + 12].copy_from_slice(&[0xde, 0xad]);
+        }
+        let at = l2 + l3 + if c.udp { 6 } else { 16 };
+        f[at..at + 2].copy_from_slice(&[0xbe, 0xef]);
+        send(&mut port, &f, offload_meta(c, h))?;
+    }
+    // Malformed requests: each dropped and counted, none on the wire.
+    let (f, h) = frame(0, &all[0]); // TCP over IPv4
+    let (u, hu) = frame(4, &all[4]); // UDP over IPv4
+    let tso = |mss| tenge::PacketMeta {
+        mss,
+        ..offload_meta(
+            &tenge_tests::offload::Case {
+                mss: 1448,
+                ..all[0]
+            },
+            h,
+        )
+    };
+    let bad = [
+        (&f, tso(0)), // TSO with an MSS of 0
+        (
+            &u,
+            tenge::PacketMeta {
+                mss: 100,
+                ..tso(100)
+            },
+        ), // TSO on UDP
+        (
+            &f,
+            tenge::PacketMeta {
+                l3_len: 24,
+                ..offload_meta(&all[0], h)
+            },
+        ), // wrong IHL
+        (
+            &u,
+            tenge::PacketMeta {
+                flags: tenge::PacketMeta::TX_IPV4 | tenge::PacketMeta::TX_TCP_CSUM,
+                ..offload_meta(&all[4], hu)
+            },
+        ), // TCP csum on UDP
+    ];
+    for (frame, meta) in bad {
+        send(&mut port, frame, meta)?;
+    }
+    if !port.tx_drain(Duration::from_secs(5)) {
+        return Err("the device did not finish sending".into());
+    }
+    let s = port.stats();
+    println!(
+        "TX-OFFLOAD cases={} tx_packets={} bad_offload={} bad_packet={} hw_gptc={}",
+        all.len(),
+        s.tx.packets,
+        s.tx.bad_offload,
+        s.tx.bad_packet,
+        s.hw.gptc
+    );
+    if s.tx.packets != all.len() as u64 || s.tx.bad_offload != 4 {
+        return Err(format!(
+            "sent {} of {} packets, {} of 4 bad requests counted",
+            s.tx.packets,
+            all.len(),
+            s.tx.bad_offload
+        )
+        .into());
     }
     Ok(())
 }
