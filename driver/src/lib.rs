@@ -46,6 +46,7 @@ pub use error::{DmaError, Error, VfioError};
 pub use packet::mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf, PacketMeta};
 pub use packet::rss::{RssConfig, RssHashTypes, RssType, DEFAULT_RSS_KEY};
 pub use platform::pci::PciAddress;
+pub use port::caps::{OffloadCaps, OffloadSupport};
 pub use port::{Port, PortConfig, PortStats, QueuePair, RxQueueHandle, TxQueueHandle};
 pub use ring::{PacketBatch, RxStats, TxStats};
 

@@ -68,6 +68,13 @@ fn e1000e_tx_checksums_and_tso_on_the_wire() {
     };
     let log = run_ok(&cfg, &format!("{e2e} tx-offload {}\n", Nic::pci_addr(0)));
     assert!(log.contains("bad_offload=4 "), "{}", tail(&log, 20));
+    assert!(
+        log.contains(
+            "OFFLOADS tx_ipv4_csum=device tx_tcp_csum=device tx_udp_csum=device tx_tso=device"
+        ),
+        "{}",
+        tail(&log, 20)
+    );
     let wire = read_pcap(&pcap).expect("QEMU's pcap");
     let mut frames = wire.iter();
     for (n, c) in cases().iter().enumerate() {

@@ -48,6 +48,7 @@ use crate::platform::mmio::Bar;
 use crate::platform::pci::PciAddress;
 use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
 
+pub mod caps;
 pub mod queue;
 pub mod soft_filter;
 
@@ -206,6 +207,8 @@ pub struct Port {
     unicast: Vec<[u8; 6]>,
     /// The RSS configuration in force (`None`: RSS off).
     rss: Option<RssConfig>,
+    /// RX checksum offload as opened.
+    rx_checksum: bool,
     dev: VfioDevice,
 }
 
@@ -311,6 +314,7 @@ impl Port {
             promisc: cfg.promisc,
             unicast: Vec::new(),
             rss,
+            rx_checksum: cfg.rx_checksum,
             dev,
         }
     }
@@ -800,6 +804,52 @@ impl Port {
             Control::E1000e { .. } => fw::UNICAST_FILTER_ENTRIES,
             Control::Virtio(n) => virtio(n.features()),
             Control::VirtioPacked(n) => virtio(n.features()),
+        }
+    }
+
+    /// What the port does with each offload (see [`caps`]). e1000e: every TX checksum and
+    /// TSO by the device (context descriptors), RX checksums by the device when
+    /// [`PortConfig::rx_checksum`] is on, no LRO yet. virtio-net: RX checksums and LRO by
+    /// the device as negotiated (GUEST_CSUM, GUEST_TSO4/6); its TX requests are not
+    /// written into the header yet, so they are unavailable.
+    pub fn offloads(&self) -> caps::OffloadCaps {
+        use caps::OffloadSupport::{Device, Unavailable};
+        use tenge_firmware_iface::virtio as vf;
+        match &self.control {
+            Control::E1000e { .. } => caps::OffloadCaps {
+                tx_ipv4_csum: Device,
+                tx_tcp_csum: Device,
+                tx_udp_csum: Device,
+                tx_tso: Device,
+                rx_csum: if self.rx_checksum {
+                    Device
+                } else {
+                    Unavailable
+                },
+                lro: Unavailable,
+            },
+            Control::Virtio(_) | Control::VirtioPacked(_) => {
+                let f = match &self.control {
+                    Control::Virtio(n) => n.features(),
+                    Control::VirtioPacked(n) => n.features(),
+                    Control::E1000e { .. } => 0,
+                };
+                let has = |bits: u64| {
+                    if f & bits == bits {
+                        Device
+                    } else {
+                        Unavailable
+                    }
+                };
+                caps::OffloadCaps {
+                    tx_ipv4_csum: Unavailable,
+                    tx_tcp_csum: Unavailable,
+                    tx_udp_csum: Unavailable,
+                    tx_tso: Unavailable,
+                    rx_csum: has(vf::VIRTIO_NET_F_GUEST_CSUM),
+                    lro: has(vf::VIRTIO_NET_F_GUEST_TSO4 | vf::VIRTIO_NET_F_GUEST_TSO6),
+                }
+            }
         }
     }
 

@@ -747,6 +747,7 @@ fn tx_offload(pci: &str) -> Res {
         },
     )?;
     println!("READY {pci}");
+    println!("OFFLOADS {}", port.offloads());
     let send = |port: &mut Port, f: &[u8], meta: tenge::PacketMeta| -> Res {
         let mut b = chain_from(port, f)?;
         *b.meta_mut() = meta;
