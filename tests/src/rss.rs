@@ -160,6 +160,40 @@ impl RxdumpReport {
     }
 }
 
+/// Waits for rxdump's READY, sends `frames` at about 2,000 a second, and waits for its
+/// summary; returns what the run printed.
+pub fn rxdump_exchange(
+    guest: &mut tenge_testbed::RunningGuest,
+    peer: &crate::DgramPeer,
+    frames: &[Vec<u8>],
+) -> String {
+    let stop = |l: &str| l.contains("TENGE-GUEST-EXIT");
+    let mut out = String::new();
+    loop {
+        let line = guest
+            .wait_for_line(|l| l.contains("READY") || l.contains("RSS ") || stop(l))
+            .expect("guest output");
+        out.push_str(&line);
+        out.push('\n');
+        if line.contains("READY") {
+            break;
+        }
+        assert!(!stop(&line), "rxdump never got READY: {line}");
+    }
+    for f in frames {
+        peer.send(f).unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(500));
+    }
+    loop {
+        let line = guest.next_line().expect("guest output");
+        out.push_str(&line);
+        out.push('\n');
+        if line.contains("rxdump: done:") || line.contains("TENGE-GUEST-EXIT") {
+            return out;
+        }
+    }
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -15,42 +15,12 @@
 use std::time::Duration;
 
 use tenge_examples::parse_mac;
-use tenge_testbed::{Guest, GuestConfig, Nic, NicModel, RunningGuest};
-use tenge_tests::rss::{flows, RxdumpReport};
-use tenge_tests::{bin, dgram_nic, tail, wait_ok, DgramPeer};
+use tenge_testbed::{Guest, GuestConfig, Nic, NicModel};
+use tenge_tests::rss::{flows, rxdump_exchange, RxdumpReport};
+use tenge_tests::{bin, dgram_nic, tail, wait_ok};
 
 /// Flows of each kind (TCP/IPv4, UDP/IPv4, TCP/IPv6, UDP/IPv6) per run.
 const PER_KIND: usize = 80;
-
-/// Waits for rxdump's READY, sends `frames` at about 2,000 a second, and waits for its
-/// summary; returns what the run printed.
-fn send_and_collect(guest: &mut RunningGuest, peer: &DgramPeer, frames: &[Vec<u8>]) -> String {
-    let stop = |l: &str| l.contains("TENGE-GUEST-EXIT");
-    let mut out = String::new();
-    loop {
-        let line = guest
-            .wait_for_line(|l| l.contains("READY") || l.contains("RSS ") || stop(l))
-            .expect("guest output");
-        out.push_str(&line);
-        out.push('\n');
-        if line.contains("READY") {
-            break;
-        }
-        assert!(!stop(&line), "rxdump never got READY: {line}");
-    }
-    for f in frames {
-        peer.send(f).unwrap();
-        std::thread::sleep(Duration::from_micros(500));
-    }
-    loop {
-        let line = guest.next_line().expect("guest output");
-        out.push_str(&line);
-        out.push('\n');
-        if line.contains("rxdump: done:") || line.contains("TENGE-GUEST-EXIT") {
-            return out;
-        }
-    }
-}
 
 /// e1000e with both queues: the default RSS (all four hash types the 82574 has), then IP
 /// addresses only (`Port::set_rss` after open), then a UDP hash type, which the 82574 does
@@ -79,7 +49,7 @@ fn e1000e_rss_spreads_flows_as_the_toeplitz_hash_predicts() {
         ("default hash types", "ipv4|tcp-ipv4|ipv6|tcp-ipv6"),
         ("addresses only", "ipv4|ipv6"),
     ] {
-        let out = send_and_collect(&mut guest, &peer, &sent);
+        let out = rxdump_exchange(&mut guest, &peer, &sent);
         let report = RxdumpReport::parse(&out);
         assert_eq!(
             report.types.join("|"),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tenge::{PacketBatch, Port, PortConfig, RssConfig, RssHashTypes, RxQueueHandle};
+use tenge::{PacketBatch, PacketMeta, Port, PortConfig, RssConfig, RssHashTypes, RxQueueHandle};
 use tenge_examples::{memory_summary, parse_secs, queue_rates};
 
 /// Receive on every queue of a NIC driven by tenge and print each frame's queue, RSS type
@@ -17,7 +17,8 @@ use tenge_examples::{memory_summary, parse_secs, queue_rates};
 ///
 /// The NIC must be bound to vfio-pci. Prints the port's RSS key and indirection table
 /// (`RSS key=.. table=.. types=..`, or `RSS off`), then `READY`, then a line per frame:
-///   FRAME queue=<q> len=<bytes> rss_type=<type> hash=<0x........ or -> data=<hex>
+///   FRAME queue=<q> len=<bytes> rss_type=<type> hash=<0x........ or -> ip_csum=<v> l4_csum=<v> data=<hex>
+/// (the checksum verdicts `good`, `bad` or `-` for not checked, with --rx-checksum)
 /// with --quiet only the live per-queue rates (each second) and the summary. Runs until
 /// SIGINT or SIGTERM, --duration, or --count frames. Example, in the test guest:
 ///   rxdump 0000:00:03.0 --queues 2 --count 100
@@ -43,6 +44,9 @@ struct Args {
     /// Bytes of each frame shown in hex.
     #[arg(long, default_value_t = 128)]
     bytes: usize,
+    /// Turn RX checksum offload on: each frame's verdicts in its line.
+    #[arg(long)]
+    rx_checksum: bool,
     /// No line per frame: only the rates and the summary.
     #[arg(long)]
     quiet: bool,
@@ -74,13 +78,24 @@ fn receive(mut rx: RxQueueHandle, args: &Args, total: &AtomicU64, stop: &AtomicB
                 for p in batch.iter() {
                     let m = p.meta();
                     let data = p.data();
+                    let verdict = |good: u32, bad: u32| {
+                        if m.flags & bad != 0 {
+                            "bad"
+                        } else if m.flags & good != 0 {
+                            "good"
+                        } else {
+                            "-"
+                        }
+                    };
                     let _ = writeln!(
                         out,
-                        "FRAME queue={queue} len={} rss_type={} hash={} data={}",
+                        "FRAME queue={queue} len={} rss_type={} hash={} ip_csum={} l4_csum={} data={}",
                         p.pkt_len(),
                         m.rss_type().name(),
                         m.rss_hash()
                             .map_or_else(|| "-".to_string(), |h| format!("{h:#010x}")),
+                        verdict(PacketMeta::RX_IP_CSUM_GOOD, PacketMeta::RX_IP_CSUM_BAD),
+                        verdict(PacketMeta::RX_L4_CSUM_GOOD, PacketMeta::RX_L4_CSUM_BAD),
                         hex(&data[..data.len().min(args.bytes)])
                     );
                 }
@@ -100,6 +115,7 @@ fn receive(mut rx: RxQueueHandle, args: &Args, total: &AtomicU64, stop: &AtomicB
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = PortConfig {
         queues: args.queues,
+        rx_checksum: args.rx_checksum,
         ..PortConfig::default()
     };
     cfg.mempool_buffers = cfg
