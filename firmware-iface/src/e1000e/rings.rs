@@ -279,10 +279,7 @@ pub fn configure_rx_queue(
     ring_iova: u64,
     ring_descs: u32,
 ) -> Result<(), E1000eError> {
-    check_queue(queue)?;
-    check_ring("RX", ring_iova, ring_descs)?;
-    write_rx_ring(regs, queue, ring_iova, ring_descs);
-    Ok(())
+    checked_queue(regs, "RX", queue, ring_iova, ring_descs, write_rx_ring)
 }
 
 /// Sets up transmit queue 1 after [`configure_tx`] (TCTL, TIPG and the delays are shared):
@@ -296,9 +293,21 @@ pub fn configure_tx_queue(
     ring_iova: u64,
     ring_descs: u32,
 ) -> Result<(), E1000eError> {
+    checked_queue(regs, "TX", queue, ring_iova, ring_descs, write_tx_ring)
+}
+
+/// `write` of queue `queue`'s ring once queue and ring are checked.
+fn checked_queue<M: Mmio>(
+    regs: &M,
+    which: &str,
+    queue: u32,
+    iova: u64,
+    descs: u32,
+    write: fn(&M, u32, u64, u32),
+) -> Result<(), E1000eError> {
     check_queue(queue)?;
-    check_ring("TX", ring_iova, ring_descs)?;
-    write_tx_ring(regs, queue, ring_iova, ring_descs);
+    check_ring(which, iova, descs)?;
+    write(regs, queue, iova, descs);
     Ok(())
 }
 
