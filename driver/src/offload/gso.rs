@@ -625,36 +625,9 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::offload::testutil::{bytes, check, frame, packet, Spec};
+    use crate::offload::testutil::{bytes, check, packet, tso, Spec};
     use crate::packet::mempool::host_pool;
     use proptest::prelude::*;
-
-    /// A TSO request: the frame of `spec` with `payload`, as a packet cut by `cuts`, its
-    /// metadata asking TSO with `mss`.
-    fn tso(
-        cache: &mut MempoolCache,
-        spec: &Spec,
-        payload: &[u8],
-        mss: u16,
-        cuts: &[usize],
-    ) -> PacketBuf {
-        let mut f = frame(spec, &[]);
-        f.extend_from_slice(payload);
-        let mut p = packet(cache, &f, cuts);
-        let l4 = 20 + if spec.ts.is_some() { 12 } else { 0 };
-        let m = p.meta_mut();
-        m.flags = PacketMeta::TX_TSO
-            | if spec.v6 {
-                PacketMeta::TX_IPV6
-            } else {
-                PacketMeta::TX_IPV4
-            };
-        m.l2_len = 14;
-        m.l3_len = if spec.v6 { 40 } else { 20 };
-        m.l4_len = l4;
-        m.mss = mss;
-        p
-    }
 
     fn payload(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 + i / 251) as u8).collect()

@@ -4,7 +4,7 @@
 use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
 
 use super::tcp_flags;
-use crate::packet::mempool::{MempoolCache, PacketBuf};
+use crate::packet::mempool::{MempoolCache, PacketBuf, PacketMeta};
 
 /// A TCP segment to build.
 #[derive(Clone, Copy, Debug)]
@@ -176,4 +176,31 @@ pub fn bytes(pkt: &PacketBuf) -> Vec<u8> {
     let mut v = Vec::new();
     pkt.append_to(&mut v);
     v
+}
+
+/// A TSO request: the frame of `spec` with `payload`, as a packet cut by `cuts`, its
+/// metadata asking TSO with `mss`.
+pub fn tso(
+    cache: &mut MempoolCache,
+    spec: &Spec,
+    payload: &[u8],
+    mss: u16,
+    cuts: &[usize],
+) -> PacketBuf {
+    let mut f = frame(spec, &[]);
+    f.extend_from_slice(payload);
+    let mut p = packet(cache, &f, cuts);
+    let l4 = 20 + if spec.ts.is_some() { 12 } else { 0 };
+    let m = p.meta_mut();
+    m.flags = PacketMeta::TX_TSO
+        | if spec.v6 {
+            PacketMeta::TX_IPV6
+        } else {
+            PacketMeta::TX_IPV4
+        };
+    m.l2_len = 14;
+    m.l3_len = if spec.v6 { 40 } else { 20 };
+    m.l4_len = l4;
+    m.mss = mss;
+    p
 }
