@@ -227,6 +227,27 @@ impl GsoStats {
     }
 }
 
+impl std::ops::AddAssign for GsoStats {
+    /// Sums another queue's counters into these (a port's totals).
+    fn add_assign(&mut self, o: GsoStats) {
+        self.packets += o.packets;
+        self.segments += o.segments;
+        self.not_requested += o.not_requested;
+        self.zero_mss += o.zero_mss;
+        self.short_l2 += o.short_l2;
+        self.headers_beyond_packet += o.headers_beyond_packet;
+        self.not_ip += o.not_ip;
+        self.ip_version_mismatch += o.ip_version_mismatch;
+        self.ipv4_header_length += o.ipv4_header_length;
+        self.ipv6_header_length += o.ipv6_header_length;
+        self.not_tcp += o.not_tcp;
+        self.tcp_header_length += o.tcp_header_length;
+        self.mss_too_large += o.mss_too_large;
+        self.no_room += o.no_room;
+        self.pool_empty += o.pool_empty;
+    }
+}
+
 /// What validation found: the header block and how to cut the payload.
 struct Plan {
     hdr: [u8; MAX_HDR],
@@ -478,7 +499,10 @@ impl Gso {
 }
 
 /// Checks the packet's TSO request against its bytes (item 7 of the offloads issue): every
-/// length the metadata gives must be the one the headers say.
+/// length the metadata gives must be the one the headers say. The request's own IPv4 total
+/// length and IPv6 payload length are not checked (a stack may leave them 0 for a packet
+/// over 64 KiB, and TSO hardware rewrites them as we do); the payload is everything after
+/// the headers.
 fn validate(pkt: &PacketBuf) -> Result<Plan, GsoError> {
     let m = pkt.meta();
     if m.flags & PacketMeta::TX_TSO == 0 {

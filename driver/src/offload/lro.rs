@@ -171,6 +171,31 @@ impl LroStats {
     }
 }
 
+impl std::ops::AddAssign for LroStats {
+    /// Sums another queue's counters into these (a port's totals).
+    fn add_assign(&mut self, o: LroStats) {
+        self.merged += o.merged;
+        self.flushed += o.flushed;
+        self.coalesced += o.coalesced;
+        self.not_tcp += o.not_tcp;
+        self.ip_options += o.ip_options;
+        self.fragment += o.fragment;
+        self.ipv6_extension += o.ipv6_extension;
+        self.malformed += o.malformed;
+        self.flags += o.flags;
+        self.bad_checksum += o.bad_checksum;
+        self.no_payload += o.no_payload;
+        self.bad_options += o.bad_options;
+        self.already_coalesced += o.already_coalesced;
+        self.out_of_order += o.out_of_order;
+        self.option_change += o.option_change;
+        self.header_change += o.header_change;
+        self.ts_backwards += o.ts_backwards;
+        self.size_limit += o.size_limit;
+        self.evicted += o.evicted;
+    }
+}
+
 /// What identifies a flow: `tcp_lro.c`'s `lro_parser.data` (addresses, ports, VLAN ID).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowKey {
@@ -425,7 +450,9 @@ struct Flow {
     payload_sum: u64,
 }
 
-/// A per-queue software LRO engine: a small flow table and its counters.
+/// A per-queue software LRO engine: a small flow table and its counters. Its working
+/// space grows to the largest burst it has seen, once; after that a burst allocates
+/// nothing.
 #[derive(Debug)]
 pub struct Lro {
     flows: Vec<Option<Flow>>,
