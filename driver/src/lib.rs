@@ -26,6 +26,8 @@
 //! - One folder per device: [`e1000e`] (the 82574's descriptor ops; its register-level
 //!   control path is the `tenge-firmware-iface` crate), [`virtio`] (the transport and
 //!   device bring-up, with [`virtio::split`], [`virtio::packed`] and [`virtio::ctrl`]).
+//! - [`offload`]: offloads done in software: GSO (TSO's fallback) and LRO, over packet
+//!   chains ([`offload::gso`], [`offload::lro`]).
 //! - [`port`]: the application's API over all of them (open, burst, filters, counters).
 //!
 //! `unsafe` lives in three modules only: [`platform::mmio`] (BAR registers),
@@ -36,6 +38,7 @@
 
 pub mod e1000e;
 pub mod error;
+pub mod offload;
 pub mod packet;
 pub mod platform;
 pub mod port;

@@ -79,6 +79,54 @@ pub fn write_at(pkt: &mut PacketBuf, at: usize, bytes: &[u8]) -> bool {
     true
 }
 
+/// Copies the packet's bytes from offset `at` into `out` (as many as `out` holds), across
+/// segment ends; false (`out` untouched past what was copied) if the packet is too short.
+pub fn read_at(pkt: &PacketBuf, at: usize, out: &mut [u8]) -> bool {
+    let mut off = 0usize; // offset of the segment's first byte in the packet
+    let mut done = 0usize;
+    for seg in pkt.segments() {
+        if done == out.len() {
+            break;
+        }
+        let d = seg.data();
+        let from = (at + done).saturating_sub(off);
+        if from < d.len() {
+            let n = (d.len() - from).min(out.len() - done);
+            out[done..done + n].copy_from_slice(&d[from..from + n]);
+            done += n;
+        }
+        off += d.len();
+    }
+    done == out.len()
+}
+
+/// The TCP/UDP pseudo-header sum over IPv4 (RFC 9293 §3.1, RFC 768): source and
+/// destination addresses, the protocol and the L4 length (header and payload).
+pub fn pseudo_v4(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: u32) -> u64 {
+    let acc = add_bytes(0, &src, false);
+    let acc = add_bytes(acc, &dst, false);
+    acc + u64::from(proto) + u64::from(l4_len)
+}
+
+/// The TCP/UDP pseudo-header sum over IPv6 (RFC 8200 §8.1): addresses, the upper-layer
+/// packet length as 32 bits, the next header value.
+pub fn pseudo_v6(src: [u8; 16], dst: [u8; 16], next_header: u8, l4_len: u32) -> u64 {
+    let acc = add_bytes(0, &src, false);
+    let acc = add_bytes(acc, &dst, false);
+    acc + u64::from(l4_len >> 16) + u64::from(l4_len & 0xffff) + u64::from(next_header)
+}
+
+/// The IPv4 header checksum (RFC 791 §3.1) of `hdr` (the whole header, options included),
+/// its checksum field (bytes 10-11) taken as 0.
+pub fn ipv4_header_checksum(hdr: &[u8]) -> u16 {
+    let acc = add_bytes(0, hdr, false);
+    let field = hdr
+        .get(10..12)
+        .map_or(0, |f| u64::from(u16::from_be_bytes([f[0], f[1]])));
+    // Subtracting the field in ones' complement: adding its complement (RFC 1624 §3).
+    !fold(acc + u64::from(!(field as u16)))
+}
+
 /// Completes a checksum the sender left partial (Linux's CHECKSUM_PARTIAL, virtio's
 /// `NEEDS_CSUM`, virtio 1.2 §5.1.6.4.1): the field at `start + offset` holds the
 /// pseudo-header sum; the sum of everything from `start` on, complemented, goes there. A
@@ -164,6 +212,38 @@ mod tests {
             prop_assert_eq!(&out[..start], &data[..start]);
             prop_assert_eq!(&out[start + 2..], &data[start + 2..]);
         }
+    }
+
+    /// The RFC 791 header of RFC 1071's usual worked example (a 20-byte header whose
+    /// checksum is 0xb861).
+    #[test]
+    fn ipv4_header_checksum_of_a_known_header() {
+        let hdr = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(ipv4_header_checksum(&hdr), 0xb861);
+        let mut zeroed = hdr;
+        zeroed[10] = 0;
+        zeroed[11] = 0;
+        assert_eq!(ipv4_header_checksum(&zeroed), 0xb861);
+    }
+
+    #[test]
+    fn read_at_crosses_segments_and_refuses_short_packets() {
+        let pool = host_pool(4).unwrap();
+        let mut a = pool.alloc().unwrap();
+        let mut b = pool.alloc().unwrap();
+        assert!(a.copy_from(&[1, 2, 3]));
+        assert!(b.copy_from(&[4, 5, 6, 7]));
+        a.set_next(Some(b));
+        let mut out = [0u8; 4];
+        assert!(read_at(&a, 1, &mut out));
+        assert_eq!(out, [2, 3, 4, 5]);
+        assert!(read_at(&a, 3, &mut out));
+        assert_eq!(out, [4, 5, 6, 7]);
+        assert!(!read_at(&a, 4, &mut out));
+        assert!(read_at(&a, 7, &mut []));
     }
 
     #[test]
