@@ -87,10 +87,12 @@ pub struct PortConfig {
     /// packet's `meta().flags` says good or bad. Off by default, as in DPDK: offloads are
     /// what the application asks for (QEMU checks every frame in software when it is on).
     pub rx_checksum: bool,
-    /// LRO: the device may hand over several TCP segments of one flow coalesced into one
-    /// frame (a chain; `meta().flags` has `RX_LRO`, `meta().mss` the segment size). On
-    /// virtio-net, GUEST_TSO4/6 (with GUEST_CSUM). Off by default: like every offload,
-    /// what the application asks for.
+    /// LRO: several TCP segments of one flow arrive coalesced into one frame (a chain;
+    /// `meta().flags` has `RX_LRO`, `meta().mss` the segment size). On virtio-net
+    /// GUEST_TSO4/6 (with GUEST_CSUM) where the device offers it; elsewhere tenge's software
+    /// LRO on every queue ([`crate::offload::lro`], [`RxQueueHandle::set_lro`]). Off by
+    /// default: like every offload, what the application asks for (and wrong for a
+    /// forwarder).
     pub lro: bool,
     /// TX checksum offload accepted from the device (virtio-net: CSUM).
     pub tx_checksum: bool,
@@ -209,6 +211,8 @@ pub struct Port {
     rss: Option<RssConfig>,
     /// RX checksum offload as opened.
     rx_checksum: bool,
+    /// LRO asked for at open.
+    lro: bool,
     dev: VfioDevice,
 }
 
@@ -285,11 +289,19 @@ impl Port {
         rss: Option<RssConfig>,
         cfg: &PortConfig,
     ) -> Port {
+        use tenge_firmware_iface::virtio as vf;
+        let device_lro = match &control {
+            Control::E1000e { .. } => false,
+            Control::Virtio(n) => n.features() & vf::VIRTIO_NET_F_GUEST_TSO4 != 0,
+            Control::VirtioPacked(n) => n.features() & vf::VIRTIO_NET_F_GUEST_TSO4 != 0,
+        };
         let soft = match control {
             Control::E1000e { .. } => None,
             _ => (!cfg.promisc).then(|| SoftRxFilter::new(mac, &[])),
         };
         let shared = PortShared::new(rings.len(), soft);
+        // LRO the device does not do, tenge does in software on every queue.
+        let sw_lro = cfg.lro && !device_lro;
         let queues: Vec<QueuePair> = rings
             .into_iter()
             .enumerate()
@@ -297,8 +309,10 @@ impl Port {
                 let i = i as u16;
                 let mut rx_cache = pool.cache(cfg.cache_size);
                 rx.fill(&mut rx_cache);
+                let mut rx = RxQueueHandle::new(i, rx, rx_cache, shared.clone());
+                rx.set_lro(sw_lro);
                 QueuePair {
-                    rx: RxQueueHandle::new(i, rx, rx_cache, shared.clone()),
+                    rx,
                     tx: TxQueueHandle::new(i, tx, pool.cache(cfg.cache_size), shared.clone()),
                 }
             })
@@ -315,6 +329,7 @@ impl Port {
             unicast: Vec::new(),
             rss,
             rx_checksum: cfg.rx_checksum,
+            lro: cfg.lro,
             dev,
         }
     }
@@ -447,10 +462,8 @@ impl Port {
             },
         )?;
         // TX checksums and TSO are per packet on e1000e (context descriptors, see
-        // e1000e::offload), whatever tx_checksum and tso say; LRO is not there yet.
-        if cfg.lro {
-            log::warn!("{addr}: LRO is not implemented on e1000e yet; it stays off");
-        }
+        // e1000e::offload), whatever tx_checksum and tso say; LRO is tenge's, in software
+        // (the 82574 has none).
 
         fw::configure_tx(
             &*regs,
@@ -813,7 +826,7 @@ impl Port {
     /// the device as negotiated (GUEST_CSUM, GUEST_TSO4/6); its TX requests are not
     /// written into the header yet, so they are unavailable.
     pub fn offloads(&self) -> caps::OffloadCaps {
-        use caps::OffloadSupport::{Device, Unavailable};
+        use caps::OffloadSupport::{Device, Software, Unavailable};
         use tenge_firmware_iface::virtio as vf;
         match &self.control {
             Control::E1000e { .. } => caps::OffloadCaps {
@@ -826,7 +839,7 @@ impl Port {
                 } else {
                     Unavailable
                 },
-                lro: Unavailable,
+                lro: if self.lro { Software } else { Unavailable },
             },
             Control::Virtio(_) | Control::VirtioPacked(_) => {
                 let f = match &self.control {
@@ -847,7 +860,10 @@ impl Port {
                     tx_udp_csum: Unavailable,
                     tx_tso: Unavailable,
                     rx_csum: has(vf::VIRTIO_NET_F_GUEST_CSUM),
-                    lro: has(vf::VIRTIO_NET_F_GUEST_TSO4 | vf::VIRTIO_NET_F_GUEST_TSO6),
+                    lro: match has(vf::VIRTIO_NET_F_GUEST_TSO4 | vf::VIRTIO_NET_F_GUEST_TSO6) {
+                        Unavailable if self.lro => Software,
+                        d => d,
+                    },
                 }
             }
         }

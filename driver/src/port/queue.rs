@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::e1000e::{E1000eRx, E1000eTx};
+use crate::offload::lro::{Lro, LroStats};
 use crate::packet::mempool::{Mempool, MempoolCache, PacketBuf};
 use crate::platform::mmio::Bar;
 use crate::port::soft_filter::SoftRxFilter;
@@ -313,6 +314,8 @@ pub struct RxQueueHandle {
     filter_gen: u64,
     /// Frames the software filter dropped.
     filtered_total: u64,
+    /// Software LRO, when on (see [`RxQueueHandle::set_lro`]).
+    lro: Option<Box<Lro>>,
     bursts: u32,
     shared: Arc<PortShared>,
 }
@@ -332,9 +335,24 @@ impl RxQueueHandle {
             filter,
             filter_gen,
             filtered_total: 0,
+            lro: None,
             bursts: 0,
             shared,
         }
+    }
+
+    /// Turns software LRO ([`crate::offload::lro`]) on or off for this queue: with it on,
+    /// every burst's TCP segments of one flow, in order, come out merged into one frame
+    /// (`RX_LRO`, `segs`, `mss` in its metadata), and the whole batch given to
+    /// [`RxQueueHandle::rx_burst`] passes through the engine. Off by default: LRO is wrong
+    /// for a forwarder. Turning it off drops its counters.
+    pub fn set_lro(&mut self, on: bool) {
+        self.lro = on.then(|| Box::new(Lro::default()));
+    }
+
+    /// The software LRO's counters, when it is on.
+    pub fn lro_stats(&self) -> Option<LroStats> {
+        self.lro.as_ref().map(|l| *l.stats())
     }
 
     /// The queue's index on its port.
@@ -358,6 +376,13 @@ impl RxQueueHandle {
                 let gone = out.retain_from(before, |p| f.accepts_packet(p), &mut self.cache);
                 self.filtered_total += gone as u64;
                 got - gone
+            }
+            _ => got,
+        };
+        let got = match &mut self.lro {
+            Some(lro) if got > 0 => {
+                lro.input(out, &mut self.cache);
+                out.len().saturating_sub(before)
             }
             _ => got,
         };

@@ -17,8 +17,8 @@ use tenge_examples::{memory_summary, parse_secs, queue_rates};
 ///
 /// The NIC must be bound to vfio-pci. Prints the port's RSS key and indirection table
 /// (`RSS key=.. table=.. types=..`, or `RSS off`), then `READY`, then a line per frame:
-///   FRAME queue=<q> len=<bytes> rss_type=<type> hash=<0x........ or -> ip_csum=<v> l4_csum=<v> data=<hex>
-/// (the checksum verdicts `good`, `bad` or `-` for not checked, with --rx-checksum)
+///   FRAME queue=Q len=BYTES rss_type=TYPE hash=0xHHHHHHHH|- ip_csum=V l4_csum=V data=HEX
+/// (V the checksum verdict: good, bad, or - for not checked; see --rx-checksum)
 /// with --quiet only the live per-queue rates (each second) and the summary. Runs until
 /// SIGINT or SIGTERM, --duration, or --count frames. Example, in the test guest:
 ///   rxdump 0000:00:03.0 --queues 2 --count 100
