@@ -95,6 +95,7 @@ impl Setup {
     /// How the RX queue reads headers.
     pub fn hdr_mode(&self) -> RxHdrMode {
         RxHdrMode {
+            hash: false,
             mergeable: self.mergeable,
             offloads: self.offloads,
         }
@@ -161,7 +162,7 @@ pub struct Driver<R: RxDescOps, T: TxDescOps> {
     held_idx: HashSet<u32>,
 }
 
-impl<R: RxDescOps, T: TxDescOps> Driver<R, T> {
+impl<R: RxDescOps, T: tenge::virtio::VirtioTxOps> Driver<R, T> {
     /// Queues over `rx` and `tx` of `setup.size()` entries, RX filled.
     pub fn new(setup: &Setup, rx: R, tx: T) -> Self {
         let pool = host_pool(BUFFERS).unwrap();
