@@ -7,7 +7,7 @@
 //! [`VirtioNetHdrLegacy`] is the 10-byte pre-1.0 form, for reference and for tests that
 //! parse captures of legacy devices; a modern driver never uses it.
 
-use zerocopy::little_endian::U16;
+use zerocopy::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The virtio-net header (virtio 1.2 §5.1.6), 12 bytes.
@@ -36,6 +36,31 @@ const _: () = assert!(core::mem::size_of::<VirtioNetHdr>() == 12);
 
 /// Length of [`VirtioNetHdr`]: what precedes every frame on a modern device.
 pub const VIRTIO_NET_HDR_LEN: usize = 12;
+
+/// The RX header with `VIRTIO_NET_F_HASH_REPORT` (virtio 1.2 §5.1.6, `struct
+/// virtio_net_hdr` with its hash fields; Linux's `virtio_net_hdr_v1_hash`), 20 bytes: the
+/// 12-byte header, then the hash the device computed and what it hashed (§5.1.6.4.5,
+/// `VIRTIO_NET_HASH_REPORT_*`). With the feature every header is this long, TX too (the
+/// driver writes the hash fields as 0).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioNetHdrHash {
+    /// The 12-byte header.
+    pub hdr: VirtioNetHdr,
+    /// The RSS hash of the frame (meaningful when `hash_report` is not 0).
+    pub hash_value: U32,
+    /// `VIRTIO_NET_HASH_REPORT_*`: 0 none, 1 IPv4, 2 TCP/IPv4, 3 UDP/IPv4, 4 IPv6, 5
+    /// TCP/IPv6, 6 UDP/IPv6, 7 IPv6 ex, 8 TCP/IPv6 ex, 9 UDP/IPv6 ex.
+    pub hash_report: U16,
+    /// Reserved.
+    pub padding: U16,
+}
+const _: () = assert!(core::mem::size_of::<VirtioNetHdrHash>() == 20);
+
+/// Length of [`VirtioNetHdrHash`]: the header with `VIRTIO_NET_F_HASH_REPORT`.
+pub const VIRTIO_NET_HASH_HDR_LEN: usize = 20;
 
 /// The legacy header without `num_buffers` (virtio 1.2 §5.1.6, "legacy interface"), 10
 /// bytes.

@@ -95,6 +95,7 @@ impl Setup {
     /// How the RX queue reads headers.
     pub fn hdr_mode(&self) -> RxHdrMode {
         RxHdrMode {
+            hash: false,
             mergeable: self.mergeable,
             offloads: self.offloads,
         }

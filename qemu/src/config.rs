@@ -93,6 +93,10 @@ pub enum Backend {
         netns: String,
         /// The tap interface inside it.
         ifname: String,
+        /// Queues of the tap (more than one: a multi-queue tap, IFF_MULTI_QUEUE, opened
+        /// once per queue and handed to QEMU as `fds=a:b:..`; the virtio-net device gets
+        /// `mq=on,vectors=2N+2,rss=on,hash=on`, QEMU's software RSS and hash reports).
+        queues: u16,
     },
     /// `-netdev vhost-user` on a unix socket served by a host DPDK vhost port: the rings are
     /// polled by a host process instead of QEMU's model. Make the host side with
@@ -256,9 +260,29 @@ fn parse_backend(parts: &[&str]) -> Result<Backend, String> {
             Ok(Backend::Tap {
                 netns: (*netns).to_owned(),
                 ifname: (*ifname).to_owned(),
+                queues: 1,
             })
         }
-        ["tap", ..] => Err("tap needs a namespace and an interface: tap:NETNS:IFNAME".into()),
+        ["tap", netns, ifname, q] => {
+            crate::tap::validate_netns_name(netns)?;
+            crate::tap::validate_ifname(ifname)?;
+            match q.parse::<u16>() {
+                Ok(queues) if (1..=crate::tap::MAX_TAP_QUEUES).contains(&queues) => {
+                    Ok(Backend::Tap {
+                        netns: (*netns).to_owned(),
+                        ifname: (*ifname).to_owned(),
+                        queues,
+                    })
+                }
+                _ => Err(format!(
+                    "tap: `{q}` is not a number of queues (1 to {})",
+                    crate::tap::MAX_TAP_QUEUES
+                )),
+            }
+        }
+        ["tap", ..] => {
+            Err("tap needs a namespace and an interface: tap:NETNS:IFNAME[:QUEUES]".into())
+        }
         // No socket: served by the `testbed` binary's own host testpmd (`--vhost MODE`).
         ["vhost"] => Ok(Backend::VhostUser {
             socket: PathBuf::new(),
@@ -288,7 +312,7 @@ fn parse_backend(parts: &[&str]) -> Result<Backend, String> {
             _ => Err(format!("`{q}` is not a number of queue pairs (1 or more)")),
         },
         _ => Err(format!(
-            "unknown backend `{}` (known: hubN, dgram:LOCAL:REMOTE, user, tap:NETNS:IFNAME, vhost:SOCKET[:QUEUES])",
+            "unknown backend `{}` (known: hubN, dgram:LOCAL:REMOTE, user, tap:NETNS:IFNAME[:QUEUES], vhost:SOCKET[:QUEUES])",
             parts.join(":")
         )),
     }
@@ -323,7 +347,16 @@ impl fmt::Display for Nic {
                 remote_port,
             } => write!(f, ":dgram:{local_port}:{remote_port}")?,
             Backend::User => write!(f, ":user")?,
-            Backend::Tap { netns, ifname } => write!(f, ":tap:{netns}:{ifname}")?,
+            Backend::Tap {
+                netns,
+                ifname,
+                queues,
+            } => {
+                write!(f, ":tap:{netns}:{ifname}")?;
+                if *queues != 1 {
+                    write!(f, ":{queues}")?;
+                }
+            }
             Backend::VhostUser { socket, queues } => {
                 write!(f, ":vhost")?;
                 if !socket.as_os_str().is_empty() {
@@ -421,10 +454,20 @@ impl GuestConfig {
                 }
                 dgram_ports.push(local_port);
             }
-            if let Backend::Tap { netns, ifname } = &nic.backend {
+            if let Backend::Tap {
+                netns,
+                ifname,
+                queues,
+            } = &nic.backend
+            {
                 crate::tap::validate_netns_name(netns).map_err(|e| format!("NIC {i}: {e}"))?;
                 crate::tap::validate_ifname(ifname).map_err(|e| format!("NIC {i}: {e}"))?;
-                let same = |n: &Nic| matches!(&n.backend, Backend::Tap { netns: a, ifname: b } if a == netns && b == ifname);
+                if *queues > 1 && !matches!(nic.model, NicModel::VirtioNet { .. }) {
+                    return Err(format!(
+                        "NIC {i}: a multi-queue tap ({queues} queues) needs a virtio-net NIC"
+                    ));
+                }
+                let same = |n: &Nic| matches!(&n.backend, Backend::Tap { netns: a, ifname: b, .. } if a == netns && b == ifname);
                 if self.nics[..i].iter().any(same) {
                     return Err(format!(
                         "NIC {i}: tap {ifname} in {netns} is used by another NIC (a tap has one queue)"
@@ -509,6 +552,7 @@ mod tests {
         for spec in [
             "virtio,packed,no-event-idx:dgram:1:2:novfio",
             "virtio:tap:tenge-1-0:tap0:novfio",
+            "virtio:tap:tenge-1-0:tap0:4",
             "virtio,packed:vhost:/tmp/v/vhost0.sock",
             "virtio:vhost:/tmp/v/vhost1.sock:4",
             "virtio,packed:vhost",
@@ -555,6 +599,7 @@ mod tests {
         let tap = Backend::Tap {
             netns: "ns".into(),
             ifname: "tap0".into(),
+            queues: 1,
         };
         c.nics = vec![Nic::new(NicModel::virtio(), tap); 2];
         assert!(c.validate().unwrap_err().contains("one queue"));

@@ -87,7 +87,7 @@ pub(crate) fn qemu_args(
     config: &GuestConfig,
     paths: &RunPaths,
     aw_bits: bool,
-    tap_fds: &BTreeMap<usize, i32>,
+    tap_fds: &BTreeMap<usize, Vec<i32>>,
 ) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| (*s).to_owned()));
@@ -176,9 +176,18 @@ pub(crate) fn qemu_args(
             Backend::User => format!("user,id={id}"),
             // QEMU probes the vnet header from the descriptor (vnet_hdr= is refused with
             // fd=) and then offers virtio-net's checksum/TSO features.
-            Backend::Tap { .. } => match tap_fds.get(&i) {
-                Some(fd) => format!("tap,id={id},fd={fd}"),
-                None => format!("tap,id={id},fd=MISSING"),
+            Backend::Tap { .. } => match tap_fds.get(&i).map(Vec::as_slice) {
+                Some([fd]) => format!("tap,id={id},fd={fd}"),
+                // A multi-queue tap: one descriptor per queue; vhost=off keeps QEMU's own
+                // virtio-net model (and its software RSS) on the data path.
+                Some(fds) if !fds.is_empty() => format!(
+                    "tap,id={id},fds={},vhost=off",
+                    fds.iter()
+                        .map(|f| f.to_string())
+                        .collect::<Vec<_>>()
+                        .join(":")
+                ),
+                _ => format!("tap,id={id},fd=MISSING"),
             },
             Backend::VhostUser { ref socket, queues } => {
                 let chardev = format!("socket,id=chr{i},path={}", opt_path(socket));
@@ -211,6 +220,16 @@ pub(crate) fn qemu_args(
             if queues > 1 {
                 // A vector per queue plus config and control (virtio-net's own rule).
                 device.push_str(&format!(",mq=on,vectors={}", 2 * u32::from(queues) + 2));
+            }
+        }
+        if let Backend::Tap { queues, .. } = nic.backend {
+            if queues > 1 {
+                // QEMU's RSS in software (no vhost) with hash reports (the tap has a vnet
+                // header, which HASH_REPORT needs).
+                device.push_str(&format!(
+                    ",mq=on,vectors={},rss=on,hash=on",
+                    2 * u32::from(queues) + 2
+                ));
             }
         }
         push(&["-netdev", &netdev, "-device", &device]);
@@ -292,12 +311,25 @@ mod tests {
             Backend::Tap {
                 netns: "ns".into(),
                 ifname: "tap0".into(),
+                queues: 1,
             },
         );
-        let config = GuestConfig::with_nics(vec![Nic::new(NicModel::E1000e, Backend::Hub(0)), nic]);
-        let args = qemu_args(&config, &paths(), true, &BTreeMap::from([(1, 7)]));
+        let mq = Nic::new(
+            NicModel::virtio(),
+            Backend::Tap {
+                netns: "ns".into(),
+                ifname: "tap1".into(),
+                queues: 4,
+            },
+        );
+        let config =
+            GuestConfig::with_nics(vec![Nic::new(NicModel::E1000e, Backend::Hub(0)), nic, mq]);
+        let fds = BTreeMap::from([(1, vec![7]), (2, vec![8, 9, 10, 11])]);
+        let args = qemu_args(&config, &paths(), true, &fds);
         let joined = args.join(" ");
         assert!(joined.contains("-netdev tap,id=nic1,fd=7 -device virtio-net-pci,netdev=nic1"));
+        assert!(joined.contains("-netdev tap,id=nic2,fds=8:9:10:11,vhost=off -device"));
+        assert!(joined.contains("mrg_rxbuf=on,mq=on,vectors=10,rss=on,hash=on"));
     }
 
     #[test]

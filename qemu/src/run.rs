@@ -171,11 +171,16 @@ impl Guest {
         let mut tap_files = Vec::new();
         let mut tap_fds = BTreeMap::new();
         for (i, nic) in config.nics.iter().enumerate() {
-            if let Backend::Tap { netns, ifname } = &nic.backend {
-                let fd = tap::open_tap(netns, ifname)
+            if let Backend::Tap {
+                netns,
+                ifname,
+                queues,
+            } = &nic.backend
+            {
+                let fds = tap::open_tap(netns, ifname, *queues)
                     .map_err(|e| err(e.kind(), format!("NIC {i}: {e}")))?;
-                tap_fds.insert(i, fd.as_raw_fd());
-                tap_files.push(fd);
+                tap_fds.insert(i, fds.iter().map(|f| f.as_raw_fd()).collect());
+                tap_files.extend(fds);
             }
         }
         let args = qemu::qemu_args(&config, &paths, caps.aw_bits, &tap_fds);
@@ -197,7 +202,7 @@ impl Guest {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let inherited: Vec<i32> = tap_fds.values().copied().collect();
+        let inherited: Vec<i32> = tap_fds.values().flatten().copied().collect();
         if !inherited.is_empty() {
             // SAFETY: runs between fork and exec and calls only fcntl(2), which is
             // async-signal-safe; the descriptors are open (`tap_files` outlives the spawn).

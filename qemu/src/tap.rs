@@ -34,6 +34,9 @@ pub const DEFAULT_GUEST_ADDR: &str = "10.99.0.2";
 /// The tap's name in the namespace when none is given.
 pub const DEFAULT_IFNAME: &str = "tap0";
 
+/// Most queues of a multi-queue tap the test bed makes (virtio-net: a queue pair each).
+pub const MAX_TAP_QUEUES: u16 = 8;
+
 /// `IFNAMSIZ - 1`: the longest interface name Linux takes.
 const MAX_IFNAME: usize = 15;
 
@@ -53,6 +56,7 @@ pub struct TapPeer {
     netns: String,
     ifname: String,
     host_cidr: String,
+    queues: u16,
     owner_file: PathBuf,
 }
 
@@ -70,6 +74,33 @@ impl TapPeer {
     /// namespace sends nothing the test did not ask for), up, with `host_cidr` (e.g.
     /// `10.99.0.1/24`; use a private network that exists nowhere else on the machine).
     pub fn create(netns: &str, ifname: &str, host_cidr: &str) -> io::Result<TapPeer> {
+        Self::create_with_queues(netns, ifname, host_cidr, 1)
+    }
+
+    /// Like [`TapPeer::new`], with a multi-queue tap of `queues` queues (`ip tuntap add
+    /// ... multi_queue`; QEMU opens it once per queue, and a virtio-net NIC on it gets as
+    /// many queue pairs, with RSS and hash reports).
+    pub fn multi_queue(queues: u16) -> io::Result<TapPeer> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let netns = format!("tenge-{}-mq{n}", std::process::id());
+        TapPeer::create_with_queues(&netns, DEFAULT_IFNAME, DEFAULT_HOST_CIDR, queues)
+    }
+
+    /// [`TapPeer::create`] with a tap of `queues` queues (1 to [`MAX_TAP_QUEUES`]; more
+    /// than one: `multi_queue`).
+    pub fn create_with_queues(
+        netns: &str,
+        ifname: &str,
+        host_cidr: &str,
+        queues: u16,
+    ) -> io::Result<TapPeer> {
+        if !(1..=MAX_TAP_QUEUES).contains(&queues) {
+            return Err(err(
+                io::ErrorKind::InvalidInput,
+                format!("a tap of {queues} queues: use 1 to {MAX_TAP_QUEUES}"),
+            ));
+        }
         validate_netns_name(netns).map_err(|e| err(io::ErrorKind::InvalidInput, e))?;
         validate_ifname(ifname).map_err(|e| err(io::ErrorKind::InvalidInput, e))?;
         check_tools()?;
@@ -89,13 +120,18 @@ impl TapPeer {
             netns: netns.to_owned(),
             ifname: ifname.to_owned(),
             host_cidr: host_cidr.to_owned(),
+            queues,
             owner_file: Path::new(OWNERS_DIR).join(netns),
         };
         record_owner(&peer.owner_file)?;
         ip(&["-n", netns, "link", "set", "lo", "up"])?;
-        ip(&[
+        let mut add = vec![
             "-n", netns, "tuntap", "add", "dev", ifname, "mode", "tap", "vnet_hdr",
-        ])?;
+        ];
+        if queues > 1 {
+            add.push("multi_queue");
+        }
+        ip(&add)?;
         let sysctl = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
         in_netns(netns, move || fs::write(&sysctl, "1"))?;
         ip(&["-n", netns, "link", "set", ifname, "up"])?;
@@ -108,6 +144,7 @@ impl TapPeer {
         Backend::Tap {
             netns: self.netns.clone(),
             ifname: self.ifname.clone(),
+            queues: self.queues,
         }
     }
 
@@ -443,51 +480,60 @@ struct IfreqFlags {
 }
 
 /// Attaches to the existing tap `ifname` in `netns` with a vnet header (IFF_TAP |
-/// IFF_NO_PI | IFF_VNET_HDR) and returns its file, for QEMU's `-netdev tap,fd=N`.
-pub(crate) fn open_tap(netns: &str, ifname: &str) -> io::Result<OwnedFd> {
+/// IFF_NO_PI | IFF_VNET_HDR; with `queues` above 1, IFF_MULTI_QUEUE, once per queue) and
+/// returns its files, for QEMU's `-netdev tap,fd=N` or `fds=a:b:..`.
+pub(crate) fn open_tap(netns: &str, ifname: &str, queues: u16) -> io::Result<Vec<OwnedFd>> {
     validate_netns_name(netns).map_err(|e| err(io::ErrorKind::InvalidInput, e))?;
     validate_ifname(ifname).map_err(|e| err(io::ErrorKind::InvalidInput, e))?;
     let (ns, ifn) = (netns.to_owned(), ifname.to_owned());
     in_netns(netns, move || {
-        // Without this check TUNSETIFF would quietly create a new tap with no address.
-        if_index(&ifn).map_err(|_| {
-            err(
-                io::ErrorKind::NotFound,
-                format!(
-                    "no interface {ifn} in network namespace {ns}: make it with TapPeer \
+        let mut files = Vec::new();
+        for _ in 0..queues.max(1) {
+            // Without this check TUNSETIFF would quietly create a new tap with no address.
+            if_index(&ifn).map_err(|_| {
+                err(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "no interface {ifn} in network namespace {ns}: make it with TapPeer \
                      (or ip -n {ns} tuntap add dev {ifn} mode tap vnet_hdr)"
-                ),
-            )
-        })?;
-        let tun = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/net/tun")
-            .map_err(|e| err(e.kind(), format!("cannot open /dev/net/tun: {e}")))?;
-        let mut req = IfreqFlags {
-            name: [0; libc::IFNAMSIZ],
-            flags: (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short,
-            _pad: [0; 22],
-        };
-        req.name[..ifn.len()].copy_from_slice(ifn.as_bytes());
-        // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `req` is laid out as
-        // (and is at least as large as).
-        let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &raw mut req) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            let hint = if e.raw_os_error() == Some(libc::EBUSY) {
-                " (another process, e.g. a running QEMU, has it open)"
-            } else if e.raw_os_error() == Some(libc::EINVAL) {
-                " (is it a tap, not a tun, and not multi-queue?)"
-            } else {
-                ""
+                    ),
+                )
+            })?;
+            let tun = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .map_err(|e| err(e.kind(), format!("cannot open /dev/net/tun: {e}")))?;
+            let mut req = IfreqFlags {
+                name: [0; libc::IFNAMSIZ],
+                flags: (libc::IFF_TAP
+                    | libc::IFF_NO_PI
+                    | libc::IFF_VNET_HDR
+                    | if queues > 1 { libc::IFF_MULTI_QUEUE } else { 0 })
+                    as libc::c_short,
+                _pad: [0; 22],
             };
-            return Err(err(
-                e.kind(),
-                format!("cannot attach to tap {ifn} in {ns}: {e}{hint}"),
-            ));
+            req.name[..ifn.len()].copy_from_slice(ifn.as_bytes());
+            // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `req` is laid out as
+            // (and is at least as large as).
+            let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &raw mut req) };
+            if rc < 0 {
+                let e = io::Error::last_os_error();
+                let hint = if e.raw_os_error() == Some(libc::EBUSY) {
+                    " (another process, e.g. a running QEMU, has it open)"
+                } else if e.raw_os_error() == Some(libc::EINVAL) {
+                    " (is it a tap, not a tun, and not multi-queue?)"
+                } else {
+                    ""
+                };
+                return Err(err(
+                    e.kind(),
+                    format!("cannot attach to tap {ifn} in {ns}: {e}{hint}"),
+                ));
+            }
+            files.push(OwnedFd::from(tun));
         }
-        Ok(OwnedFd::from(tun))
+        Ok(files)
     })
 }
 

@@ -89,6 +89,7 @@ fn missing_tap_is_a_clear_error() {
         Backend::Tap {
             netns: "tenge-no-such-netns".into(),
             ifname: "tap0".into(),
+            queues: 1,
         },
     );
     let e = Guest::boot(&GuestConfig::with_nics(vec![nic]), "exit 0").unwrap_err();

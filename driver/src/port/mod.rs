@@ -42,7 +42,7 @@ use tenge_firmware_iface::StdDelay;
 use crate::e1000e::{E1000eRx, E1000eTx, DEVICE_82574L, MAX_FRAME, VENDOR_INTEL};
 use crate::error::Error;
 use crate::packet::mempool::{Mempool, MempoolConfig, PacketBuf};
-use crate::packet::rss::{RssConfig, RssHashTypes};
+use crate::packet::rss::{RssConfig, RssHashTypes, DEFAULT_RSS_KEY};
 use crate::platform::dma::{DescRing, DmaMapper, DmaRegion, HugepagePolicy};
 use crate::platform::mmio::Bar;
 use crate::platform::pci::PciAddress;
@@ -52,7 +52,7 @@ pub mod queue;
 pub mod soft_filter;
 
 use crate::platform::vfio::VfioDevice;
-use crate::virtio::ctrl::{RxFilter, UNICAST_FILTER_MAX};
+use crate::virtio::ctrl::{RxFilter, RSS_TABLE_MAX, UNICAST_FILTER_MAX};
 use crate::virtio::{
     self, OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig, DEVICE_VIRTIO_NET,
     VENDOR_VIRTIO,
@@ -316,14 +316,6 @@ impl Port {
     }
 
     fn open_virtio(dev: VfioDevice, cfg: &PortConfig) -> Result<Port, Error> {
-        if cfg.queues > 1 || cfg.rss.is_some() {
-            return Err(Error::Config(format!(
-                "queues = {}{}: tenge drives one queue pair without RSS on virtio-net today; \
-                 use queues = 1 and rss = None",
-                cfg.queues,
-                if cfg.rss.is_some() { " with rss" } else { "" }
-            )));
-        }
         let mapper: Arc<dyn DmaMapper> = dev.container().clone();
         let net = VirtioNet::open(
             &dev,
@@ -335,6 +327,8 @@ impl Port {
                 tx_rs_interval: cfg.tx_rs_interval,
                 hugepages: cfg.hugepages,
                 offloads: virtio_offloads(cfg),
+                queues: cfg.queues,
+                rss: cfg.rss.is_some() || cfg.queues > 1,
             },
         )?;
         let pool_cfg = MempoolConfig {
@@ -343,8 +337,15 @@ impl Port {
             hugepages: cfg.hugepages,
             ..MempoolConfig::default()
         };
-        // RX buffers are posted 12 bytes before the data start (the header goes there).
-        assert!(pool_cfg.headroom as usize >= virtio::HDR_LEN);
+        // RX buffers are posted 12 (20 with HASH_REPORT) bytes before the data start (the
+        // header goes there); TX prepends it there.
+        if (pool_cfg.headroom as usize) < virtio::HASH_HDR_LEN {
+            return Err(Error::Config(format!(
+                "a mempool headroom of {} bytes: virtio-net needs at least {}",
+                pool_cfg.headroom,
+                virtio::HASH_HDR_LEN
+            )));
+        }
         // A failure from here on drops the function, which resets the device first.
         let pool = Mempool::new(mapper.clone(), &pool_cfg)?;
         // The receive filter before any buffer is posted, through the same command as
@@ -352,39 +353,32 @@ impl Port {
         // filter to the device; QEMU's starts promiscuous). The MAC table is empty after a
         // reset (virtio 1.2 §5.1.6.5.2).
         let promisc = RxFilter::Promisc(cfg.promisc);
-        let (control, rx, tx, mac) = match net {
+        let (control, pairs, mac, rss) = match net {
             OpenedVirtio::Split(mut n) => {
                 n.set_rx_filter(promisc)?;
-                let (rx, tx) = n.take_queues().expect("a new function holds its queues");
+                let rss = virtio_start_queues(&mut n, cfg)?;
+                let pairs = n
+                    .take_queues()
+                    .into_iter()
+                    .map(|(rx, tx)| (RxRing::Split(rx), TxRing::Split(tx)))
+                    .collect();
                 let mac = n.mac();
-                (
-                    Control::Virtio(n),
-                    RxRing::Split(rx),
-                    TxRing::Split(tx),
-                    mac,
-                )
+                (Control::Virtio(n), pairs, mac, rss)
             }
             OpenedVirtio::Packed(mut n) => {
                 n.set_rx_filter(promisc)?;
-                let (rx, tx) = n.take_queues().expect("a new function holds its queues");
+                let rss = virtio_start_queues(&mut n, cfg)?;
+                let pairs = n
+                    .take_queues()
+                    .into_iter()
+                    .map(|(rx, tx)| (RxRing::Packed(rx), TxRing::Packed(tx)))
+                    .collect();
                 let mac = n.mac();
-                (
-                    Control::VirtioPacked(n),
-                    RxRing::Packed(rx),
-                    TxRing::Packed(tx),
-                    mac,
-                )
+                (Control::VirtioPacked(n), pairs, mac, rss)
             }
         };
         Ok(Self::assemble(
-            dev,
-            control,
-            vec![(rx, tx)],
-            pool,
-            mapper,
-            mac,
-            None,
-            cfg,
+            dev, control, pairs, pool, mapper, mac, rss, cfg,
         ))
     }
 
@@ -825,6 +819,11 @@ impl Port {
     /// entries of queue 0 or 1, and IPv4, TCP/IPv4, IPv6, TCP/IPv6 and IPv6 with extension
     /// headers (no UDP hash type: UDP frames are hashed by their addresses).
     ///
+    /// virtio-net: `VIRTIO_NET_CTRL_MQ_RSS_CONFIG` (virtio 1.2 §5.1.6.5.7) on the control
+    /// queue: a 40-byte key (the device's `rss_max_key_size` at least 40), a table of a
+    /// power of two entries up to the device's `rss_max_indirection_table_length` (and at
+    /// most 128), hash types among its `supported_hash_types` (QEMU: all nine).
+    ///
     /// # Errors
     /// [`Error::Rss`] saying what the device cannot take (nothing changes), or that RSS is
     /// off on this port.
@@ -838,23 +837,115 @@ impl Port {
                     .into(),
             });
         }
-        match &self.control {
+        match &mut self.control {
             Control::E1000e { regs, .. } => {
                 if let Some(reason) = e1000e_rss_problem(rss, self.queue_count) {
                     return Err(Error::Rss { addr, reason });
                 }
                 fw::configure_rss(&**regs, &e1000e_rss_setup(rss));
             }
-            Control::Virtio(_) | Control::VirtioPacked(_) => {
-                return Err(Error::Rss {
-                    addr,
-                    reason: "RSS on virtio-net is not implemented yet".into(),
-                })
-            }
+            Control::Virtio(n) => virtio_set_rss(n, rss)?,
+            Control::VirtioPacked(n) => virtio_set_rss(n, rss)?,
         }
         self.rss = Some(rss.clone());
         Ok(())
     }
+}
+
+/// What a virtio-net device takes for RSS: its limits from the device configuration
+/// (§5.1.4: `rss_max_key_size`, `rss_max_indirection_table_length`,
+/// `supported_hash_types`) as (key length, most table entries, hash types); tenge always
+/// sends a 40-byte key and at most [`RSS_TABLE_MAX`] entries. An error if the device did
+/// not negotiate `VIRTIO_NET_F_RSS` or its limits cannot take a 40-byte key.
+fn virtio_rss_limits<R: crate::ring::RxDescOps, T: crate::ring::TxDescOps>(
+    n: &VirtioNet<R, T>,
+) -> Result<(usize, usize, RssHashTypes), String> {
+    use tenge_firmware_iface::virtio::VIRTIO_NET_F_RSS;
+    if n.features() & VIRTIO_NET_F_RSS == 0 {
+        return Err(
+            "the device does not offer VIRTIO_NET_F_RSS: start QEMU's virtio-net \
+                    with rss=on (on a tap or another backend without vhost; QEMU hides it \
+                    with vhost-user), or open the port without PortConfig::rss"
+                .into(),
+        );
+    }
+    let c = n.net_config();
+    let key = usize::from(c.rss_max_key_size.unwrap_or(0));
+    let table = usize::from(c.rss_max_indirection_table_length.unwrap_or(0));
+    if key < DEFAULT_RSS_KEY.len() || table == 0 {
+        return Err(format!(
+            "the device takes keys of at most {key} bytes and tables of at most {table} \
+             entries (rss_max_key_size, rss_max_indirection_table_length); tenge needs a \
+             40-byte key and at least one entry"
+        ));
+    }
+    // The largest power of two within both limits.
+    let table = table.min(RSS_TABLE_MAX);
+    let table = 1usize << (usize::BITS - 1 - table.leading_zeros());
+    let types = RssHashTypes::from_bits_truncate(c.supported_hash_types.unwrap_or(0));
+    Ok((DEFAULT_RSS_KEY.len(), table, types))
+}
+
+/// What a virtio-net device `n` cannot take in `rss`, if anything.
+fn virtio_rss_problem<R: crate::ring::RxDescOps, T: crate::ring::TxDescOps>(
+    n: &VirtioNet<R, T>,
+    rss: &RssConfig,
+) -> Option<String> {
+    match virtio_rss_limits(n) {
+        Err(e) => Some(e),
+        Ok((key, table, types)) => {
+            rss.problem("this virtio-net", n.pairs(), key, table, true, types)
+        }
+    }
+}
+
+/// Programs `rss` into `n` (checked first: nothing changes on a problem).
+fn virtio_set_rss<R: crate::ring::RxDescOps, T: crate::ring::TxDescOps>(
+    n: &mut VirtioNet<R, T>,
+    rss: &RssConfig,
+) -> Result<(), Error> {
+    let addr = n.addr;
+    if let Some(reason) = virtio_rss_problem(n, rss) {
+        return Err(Error::Rss { addr, reason });
+    }
+    n.configure_rss(rss.types.bits(), &rss.key, &rss.table)
+}
+
+/// Starts the queue pairs of a freshly opened `n` as `cfg` asks: with RSS negotiated and
+/// wanted (`cfg.rss`, or several pairs), `VIRTIO_NET_CTRL_MQ_RSS_CONFIG` with `cfg.rss` or
+/// the default for the device's table (which also sets the pairs); without RSS and with
+/// several pairs, `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET` (the device steers on its own); RSS
+/// asked for on a device without it is an error. Returns the RSS configuration in force.
+fn virtio_start_queues<R: crate::ring::RxDescOps, T: crate::ring::TxDescOps>(
+    n: &mut VirtioNet<R, T>,
+    cfg: &PortConfig,
+) -> Result<Option<RssConfig>, Error> {
+    use tenge_firmware_iface::virtio::VIRTIO_NET_F_RSS;
+    let addr = n.addr;
+    let has_rss = n.features() & VIRTIO_NET_F_RSS != 0;
+    let rss = match (&cfg.rss, has_rss) {
+        (Some(r), _) => Some(r.clone()),
+        (None, true) if cfg.queues > 1 => {
+            let (_, table, _) =
+                virtio_rss_limits(n).map_err(|reason| Error::Rss { addr, reason })?;
+            Some(RssConfig::new(cfg.queues, table))
+        }
+        (None, _) => None,
+    };
+    match &rss {
+        Some(r) => {
+            virtio_set_rss(n, r)?;
+            log::info!(
+                "{addr}: RSS over {} queue pair(s), {}-entry table, hashing {}",
+                n.pairs(),
+                r.table.len(),
+                r.types
+            );
+        }
+        None if n.pairs() > 1 => n.set_queue_pairs()?,
+        None => {}
+    }
+    Ok(rss)
 }
 
 /// The hash types the 82574 takes (82574 §7.1.1.7; QEMU `e1000e_rss_get_hash_type`).

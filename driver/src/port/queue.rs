@@ -125,14 +125,16 @@ impl TxRing {
         }
     }
 
-    /// The counters, less virtio's 12-byte header in each frame's bytes.
+    /// The counters, less virtio's header (12 bytes, 20 with HASH_REPORT) in each frame's
+    /// bytes.
     fn stats(&self) -> TxStats {
-        let mut s = match self {
+        use virtio::VirtioTxOps;
+        let (mut s, hdr) = match self {
             TxRing::E1000e(q) => return *q.stats(),
-            TxRing::Split(q) => *q.stats(),
-            TxRing::Packed(q) => *q.stats(),
+            TxRing::Split(q) => (*q.stats(), q.ops().hdr_len()),
+            TxRing::Packed(q) => (*q.stats(), q.ops().hdr_len()),
         };
-        s.bytes -= s.packets * virtio::HDR_LEN as u64;
+        s.bytes = s.bytes.saturating_sub(s.packets * hdr as u64);
         s
     }
 

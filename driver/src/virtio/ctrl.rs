@@ -50,9 +50,11 @@ use tenge_descriptors::virtio::{
     pvirtq_avail_flags, pvirtq_is_used, VirtqDesc, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
 use tenge_firmware_iface::virtio::{
-    ctrl_mac_table_set, ctrl_rx_mode, CtrlAck, QueueLayout, RxMode, CTRL_ACK_LEN, CTRL_ACK_UNSET,
-    VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET, VIRTIO_NET_CTRL_MAC_TABLE_SET,
-    VIRTIO_NET_CTRL_RX, VIRTIO_NET_F_CTRL_RX,
+    ctrl_mac_table_set, ctrl_mq_rss_config, ctrl_mq_vq_pairs_set, ctrl_rx_mode, CtrlAck,
+    QueueLayout, RxMode, CTRL_ACK_LEN, CTRL_ACK_UNSET, VIRTIO_NET_CTRL_MAC,
+    VIRTIO_NET_CTRL_MAC_ADDR_SET, VIRTIO_NET_CTRL_MAC_TABLE_SET, VIRTIO_NET_CTRL_MQ,
+    VIRTIO_NET_CTRL_MQ_HASH_CONFIG, VIRTIO_NET_CTRL_MQ_RSS_CONFIG, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET,
+    VIRTIO_NET_CTRL_RX, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_MQ, VIRTIO_NET_F_RSS,
 };
 use tenge_firmware_iface::NarrowMmio;
 
@@ -79,6 +81,12 @@ pub const UNICAST_FILTER_MAX: usize = 64;
 /// Longest command-specific data: a MAC table of [`UNICAST_FILTER_MAX`] unicast addresses
 /// and no multicast ones (two le32 counts and 6 bytes per address).
 pub const CTRL_DATA_MAX: usize = 2 * 4 + 6 * UNICAST_FILTER_MAX;
+
+/// Most entries of an RSS indirection table tenge sends: what the command area holds with
+/// a 40-byte key (4 + 2 + 2 + 2 per entry + 2 + 1 + 40 bytes within [`CTRL_DATA_MAX`]),
+/// rounded down to a power of two; QEMU takes at most 128 (`VIRTIO_NET_RSS_MAX_TABLE_LEN`).
+pub const RSS_TABLE_MAX: usize = 128;
+const _: () = assert!(4 + 2 + 2 + 2 * RSS_TABLE_MAX + 2 + 1 + 40 <= CTRL_DATA_MAX);
 
 /// `class, command`.
 const HDR_LEN: usize = 2;
@@ -112,6 +120,15 @@ impl fmt::Display for CtrlCommand {
             }
             (VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET) => {
                 f.write_str("VIRTIO_NET_CTRL_MAC_ADDR_SET")
+            }
+            (VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET) => {
+                f.write_str("VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET")
+            }
+            (VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_RSS_CONFIG) => {
+                f.write_str("VIRTIO_NET_CTRL_MQ_RSS_CONFIG")
+            }
+            (VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_HASH_CONFIG) => {
+                f.write_str("VIRTIO_NET_CTRL_MQ_HASH_CONFIG")
             }
             (class, command) => write!(f, "control class {class} command {command}"),
         }
@@ -566,6 +583,61 @@ impl<R: RxDescOps, T: TxDescOps> VirtioNet<R, T> {
     /// The control queue, if `VIRTIO_NET_F_CTRL_VQ` was negotiated.
     pub fn ctrl(&self) -> Option<&CtrlQueue<Bar>> {
         self.ctrl.as_ref()
+    }
+
+    /// Sends `cmd` on the control queue, which `what` (a feature) made exist.
+    fn mq_command(&mut self, cmd: &[u8], what: &str) -> Result<(), Error> {
+        let addr = self.addr;
+        let Some(ctrl) = self.ctrl.as_mut() else {
+            return Err(Error::Config(format!(
+                "{addr}: {what} without a control queue: the device broke the feature rules \
+                 (virtio 1.2 §5.1.3.1)"
+            )));
+        };
+        ctrl.execute(cmd)
+            .map_err(|source| Error::VirtioCtrl { addr, source })
+    }
+
+    /// Raises the queue pairs the device uses to every pair opened with
+    /// `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET` (§5.1.6.5.5; a device starts with one, §5.1.6.5.5.1).
+    /// The device then picks the receive queue of each frame itself ("automatic receive
+    /// steering": QEMU's model puts a tap queue's frames on the RX queue of the same index,
+    /// and the host kernel's tap picks the tap queue by flow). Not with RSS: QEMU turns
+    /// RSS off on any multiqueue command but RSS_CONFIG, which sets the pairs itself.
+    pub(crate) fn set_queue_pairs(&mut self) -> Result<(), Error> {
+        if self.features() & VIRTIO_NET_F_MQ == 0 {
+            return Err(Error::Config(format!(
+                "{}: several queue pairs without VIRTIO_NET_F_MQ or RSS",
+                self.addr
+            )));
+        }
+        self.mq_command(&ctrl_mq_vq_pairs_set(self.pairs), "VIRTIO_NET_F_MQ")?;
+        log::info!(
+            "{}: VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET {}: the device steers frames over the pairs",
+            self.addr,
+            self.pairs
+        );
+        Ok(())
+    }
+
+    /// Programs RSS with `VIRTIO_NET_CTRL_MQ_RSS_CONFIG` (§5.1.6.5.7.1): `types`, `key`,
+    /// `table` (checked by the caller against the device's limits), unclassified frames to
+    /// queue 0, and `max_tx_vq` the pairs opened (which also sets how many pairs the device
+    /// uses).
+    pub(crate) fn configure_rss(
+        &mut self,
+        types: u32,
+        key: &[u8],
+        table: &[u16],
+    ) -> Result<(), Error> {
+        if self.features() & VIRTIO_NET_F_RSS == 0 {
+            return Err(Error::Config(format!(
+                "{}: RSS without VIRTIO_NET_F_RSS",
+                self.addr
+            )));
+        }
+        let cmd = ctrl_mq_rss_config(types, table, 0, self.pairs, key, false);
+        self.mq_command(&cmd, "VIRTIO_NET_F_RSS")
     }
 }
 
@@ -1241,6 +1313,9 @@ mod tests {
         assert_eq!(name(1, 0), "VIRTIO_NET_CTRL_MAC_TABLE_SET");
         assert_eq!(name(1, 1), "VIRTIO_NET_CTRL_MAC_ADDR_SET");
         assert_eq!(name(0, 9), "control class 0 command 9");
-        assert_eq!(name(4, 0), "control class 4 command 0");
+        assert_eq!(name(4, 0), "VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET");
+        assert_eq!(name(4, 1), "VIRTIO_NET_CTRL_MQ_RSS_CONFIG");
+        assert_eq!(name(4, 2), "VIRTIO_NET_CTRL_MQ_HASH_CONFIG");
+        assert_eq!(name(4, 9), "control class 4 command 9");
     }
 }

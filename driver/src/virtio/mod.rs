@@ -43,21 +43,22 @@ use std::sync::Arc;
 
 use tenge_descriptors::virtio::{vring_need_event, VIRTQ_USED_F_NO_NOTIFY};
 use tenge_descriptors::virtio_net::{
-    VirtioNetHdr, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
-    VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
-    VIRTIO_NET_HDR_LEN,
+    VirtioNetHdr, VirtioNetHdrHash, VIRTIO_NET_HASH_HDR_LEN, VIRTIO_NET_HDR_F_DATA_VALID,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
+    VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_LEN,
 };
 use tenge_firmware_iface::virtio::{
     VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED,
     VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ,
     VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
-    VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF,
-    VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_F_HASH_REPORT, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC,
+    VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_RSS, VIRTIO_NET_F_STATUS,
 };
 use tenge_firmware_iface::NarrowMmio;
 use zerocopy::FromBytes;
 
 use crate::packet::mempool::{MempoolCache, PacketBuf, PacketMeta};
+use crate::packet::rss::RssType;
 use crate::platform::dma::{DescRing, DmaRegion};
 use crate::ring::{PacketBatch, RxCompletion, RxView, TxDescOps, TxQueue};
 
@@ -66,7 +67,7 @@ mod net;
 pub mod packed;
 pub mod split;
 
-pub use net::{OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig};
+pub use net::{multiqueue_features, OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig};
 pub use split::{SplitRing, SplitView, VirtioRx, VirtioTx, VirtioTxView};
 
 use split::NO_INTERRUPT_DISTANCE;
@@ -81,6 +82,9 @@ pub const MAX_FRAME: usize = 1514;
 
 /// Bytes of `virtio_net_hdr` before every frame (VERSION_1, §5.1.6).
 pub const HDR_LEN: usize = VIRTIO_NET_HDR_LEN;
+/// Bytes of the header with `VIRTIO_NET_F_HASH_REPORT` (§5.1.6: the hash fields follow
+/// `num_buffers`), in both directions.
+pub const HASH_HDR_LEN: usize = VIRTIO_NET_HASH_HDR_LEN;
 
 /// What this data path always asks for: a modern device behind the IOMMU, its MAC and link
 /// status, mergeable RX buffers (a frame larger than one buffer arrives as a chain),
@@ -266,6 +270,9 @@ impl<M: NarrowMmio> Doorbell<M> {
 /// features (virtio 1.2 §5.1.6.4).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RxHdrMode {
+    /// HASH_REPORT: the header is 20 bytes and carries the frame's RSS hash and what it
+    /// hashed (§5.1.6.4.5), which go into the packet's metadata.
+    pub hash: bool,
     /// MRG_RXBUF: `num_buffers` says how many buffers the frame spans.
     pub mergeable: bool,
     /// GUEST_CSUM (and GUEST_TSO4/6, which need it): `flags` may say the checksum is
@@ -278,8 +285,20 @@ impl RxHdrMode {
     /// The mode the negotiated `features` give.
     pub fn from_features(features: u64) -> Self {
         RxHdrMode {
+            hash: features & VIRTIO_NET_F_HASH_REPORT != 0,
             mergeable: features & VIRTIO_NET_F_MRG_RXBUF != 0,
             offloads: features & VIRTIO_NET_F_GUEST_CSUM != 0,
+        }
+    }
+
+    /// Bytes of the header before each frame: [`HASH_HDR_LEN`] with HASH_REPORT,
+    /// [`HDR_LEN`] without.
+    #[inline(always)]
+    pub const fn hdr_len(self) -> usize {
+        if self.hash {
+            HASH_HDR_LEN
+        } else {
+            HDR_LEN
         }
     }
 
@@ -287,14 +306,25 @@ impl RxHdrMode {
     /// checksum or a segment size, leaves the fast path; a checked checksum is flagged.
     #[inline(always)]
     pub(crate) fn inspect(self, c: &mut RxCompletion, buf: &PacketBuf) {
-        if !(self.mergeable || self.offloads) {
+        if !(self.mergeable || self.offloads || self.hash) {
             return;
         }
-        let Some(h) = rx_hdr(buf) else {
+        let Some(h) = rx_hdr(buf, self.hdr_len()) else {
             c.error = true;
             c.whole = false;
             return;
         };
+        if self.hash {
+            // §5.1.6.4.5: the hash and what was hashed; a report number tenge does not
+            // know is no hash (RssType::from_report), and its value is then not kept.
+            if let Some((value, report)) = rx_hash(buf) {
+                let t = RssType::from_report(u32::from(report));
+                if t != RssType::None {
+                    c.hash = value;
+                    c.flags |= (t as u32) << PacketMeta::RX_RSS_TYPE_SHIFT;
+                }
+            }
+        }
         if self.mergeable {
             let n = h.num_buffers.get();
             if n != 1 {
@@ -324,7 +354,7 @@ impl RxHdrMode {
         if !self.offloads {
             return true;
         }
-        let Some(h) = rx_hdr(pkt) else {
+        let Some(h) = rx_hdr(pkt, self.hdr_len()) else {
             return false;
         };
         if h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
@@ -350,13 +380,22 @@ impl RxHdrMode {
     }
 }
 
-/// The header of a received frame: the last bytes of `buf`'s headroom, where
-/// [`RxView::refill`] had the device write it.
+/// The header of a received frame: the first 12 bytes of the last `hdr_len` bytes of
+/// `buf`'s headroom, where [`RxView::refill`] had the device write it.
 #[inline(always)]
-fn rx_hdr(buf: &PacketBuf) -> Option<VirtioNetHdr> {
+fn rx_hdr(buf: &PacketBuf, hdr_len: usize) -> Option<VirtioNetHdr> {
     let room = buf.headroom_bytes();
-    let at = room.len().checked_sub(HDR_LEN)?;
-    VirtioNetHdr::read_from_bytes(&room[at..]).ok()
+    let at = room.len().checked_sub(hdr_len)?;
+    VirtioNetHdr::read_from_bytes(room.get(at..at + HDR_LEN)?).ok()
+}
+
+/// `hash_value` and `hash_report` of a received frame's 20-byte header (HASH_REPORT).
+#[inline(always)]
+fn rx_hash(buf: &PacketBuf) -> Option<(u32, u16)> {
+    let room = buf.headroom_bytes();
+    let at = room.len().checked_sub(HASH_HDR_LEN)?;
+    let h = VirtioNetHdrHash::read_from_bytes(room.get(at..)?).ok()?;
+    Some((h.hash_value.get(), h.hash_report.get()))
 }
 
 /// The completion of a used buffer (split or packed ring) of `len` bytes, header included:
@@ -364,13 +403,13 @@ fn rx_hdr(buf: &PacketBuf) -> Option<VirtioNetHdr> {
 /// byte is not a frame if the buffer is a frame's first: its `len` wraps to beyond any
 /// buffer (bad_len), or is 0 (refused too), and it is never `whole`.
 #[inline(always)]
-fn rx_completion(id: u32, len: u32) -> RxCompletion {
+fn rx_completion(id: u32, len: u32, hdr_len: u32) -> RxCompletion {
     RxCompletion {
         slot: id,
-        len: len.wrapping_sub(HDR_LEN as u32),
+        len: len.wrapping_sub(hdr_len),
         eop: true,
         error: false,
-        whole: len > HDR_LEN as u32,
+        whole: len > hdr_len,
         bufs: 0,
         flags: 0,
         hash: 0,
@@ -378,11 +417,11 @@ fn rx_completion(id: u32, len: u32) -> RxCompletion {
 }
 
 /// See [`RxView::continuation`]: a buffer after a frame's first holds no header (§5.1.6.4):
-/// its data starts where a first buffer's header would, `HDR_LEN` before the packet's data
+/// its data starts where a first buffer's header would, `hdr_len` before the packet's data
 /// start, and all `len` bytes the device wrote are frame.
 #[inline(always)]
-fn rx_continuation(c: &RxCompletion, buf: &mut PacketBuf) -> bool {
-    buf.prepend(HDR_LEN) && buf.set_len(c.len.wrapping_add(HDR_LEN as u32) as usize)
+fn rx_continuation(c: &RxCompletion, buf: &mut PacketBuf, hdr_len: usize) -> bool {
+    buf.prepend(hdr_len) && buf.set_len(c.len.wrapping_add(hdr_len as u32) as usize)
 }
 
 /// What the RX accesses need of a ring view, split or packed: the one place the two
@@ -409,13 +448,12 @@ impl<V: VirtqView> RxView for VirtioRxView<V> {
 
     #[inline(always)]
     fn refill(&self, pidx: u32, iova: u64, len: u32) {
-        // The header goes into the 12 bytes before the data start (the pool's headroom is
-        // at least that, checked at open), so the frame lands at the packet's data.
-        self.0.post_writable(
-            pidx,
-            iova.wrapping_sub(HDR_LEN as u64),
-            len + HDR_LEN as u32,
-        );
+        // The header goes into the 12 (20 with HASH_REPORT) bytes before the data start
+        // (the pool's headroom is at least that, checked at open), so the frame lands at
+        // the packet's data.
+        let hdr = self.1.hdr_len();
+        self.0
+            .post_writable(pidx, iova.wrapping_sub(hdr as u64), len + hdr as u32);
     }
 
     #[inline(always)]
@@ -426,7 +464,7 @@ impl<V: VirtqView> RxView for VirtioRxView<V> {
     #[inline(always)]
     fn completion(&self, cidx: u32) -> RxCompletion {
         let (id, len) = self.0.used_elem(cidx);
-        rx_completion(id, len)
+        rx_completion(id, len, self.1.hdr_len() as u32)
     }
 
     #[inline(always)]
@@ -441,7 +479,7 @@ impl<V: VirtqView> RxView for VirtioRxView<V> {
 
     #[inline(always)]
     fn continuation(&self, c: &RxCompletion, buf: &mut PacketBuf) -> bool {
-        rx_continuation(c, buf)
+        rx_continuation(c, buf, self.1.hdr_len())
     }
 
     fn finish(&self, pkt: &mut PacketBuf) -> bool {
@@ -457,23 +495,34 @@ impl<V> VirtioRxView<V> {
     }
 }
 
+/// What [`tx_burst`] needs of a virtio TX queue's ops besides the engine's: the length of
+/// the header it prepends.
+pub trait VirtioTxOps: TxDescOps {
+    /// Bytes of `virtio_net_hdr` before each frame: [`HASH_HDR_LEN`] with
+    /// `VIRTIO_NET_F_HASH_REPORT` (the header has one length in both directions, §5.1.6),
+    /// [`HDR_LEN`] without.
+    fn hdr_len(&self) -> usize;
+}
+
 /// Sends frames from the front of `pkts` on a virtio TX queue (split or packed): prepends the (zero)
 /// `virtio_net_hdr` into each packet's headroom, runs the engine's burst (one publish and
 /// at most one doorbell), then strips the header again from what stayed in the batch, so
-/// the caller gets its packets back unchanged. A packet without 12 bytes of headroom cannot
-/// be sent: it is emptied, and the engine drops and counts it (`bad_packet`).
+/// the caller gets its packets back unchanged. A packet without room for the header (12
+/// bytes, 20 with HASH_REPORT) cannot be sent: it is emptied, and the engine drops and
+/// counts it (`bad_packet`).
 #[inline]
-pub fn tx_burst<D: TxDescOps>(
+pub fn tx_burst<D: VirtioTxOps>(
     txq: &mut TxQueue<D>,
     cache: &mut MempoolCache,
     pkts: &mut PacketBatch,
 ) -> usize {
+    let hdr = txq.ops().hdr_len();
     for p in pkts.iter_mut() {
         if p.is_empty() {
             continue; // the engine drops it
         }
-        if p.prepend(HDR_LEN) {
-            p.data_mut()[..HDR_LEN].fill(0);
+        if p.prepend(hdr) {
+            p.data_mut()[..hdr].fill(0);
         } else {
             p.set_len(0);
         }
@@ -481,7 +530,7 @@ pub fn tx_burst<D: TxDescOps>(
     let sent = txq.tx_burst(cache, pkts);
     for p in pkts.iter_mut() {
         if !p.is_empty() {
-            p.adj(HDR_LEN);
+            p.adj(hdr);
         }
     }
     sent
@@ -544,6 +593,7 @@ mod tests {
 
     /// What the driver negotiates by default: mergeable buffers, no offloads.
     const MERGEABLE: RxHdrMode = RxHdrMode {
+        hash: false,
         mergeable: true,
         offloads: false,
     };
@@ -992,6 +1042,106 @@ mod tests {
         crate::packet::csum::fold(acc) == 0xffff
     }
 
+    /// Writes `frame` as a device with HASH_REPORT does (the 20-byte header, hash value
+    /// and report after `num_buffers`) over as many available buffers as it takes.
+    fn receive_hashed(dev: &mut Dev, ring: &SplitRing, frame: &[u8], hash: u32, report: u16) {
+        let mut off = 0;
+        let mut first = true;
+        let mut parts = Vec::new();
+        while off < frame.len() {
+            let id = ring.avail_entry(dev.last_avail);
+            dev.last_avail = dev.last_avail.wrapping_add(1);
+            let d = ring.descs().read(u32::from(id));
+            let room = d.len.get() as usize - if first { HASH_HDR_LEN } else { 0 };
+            let take = room.min(frame.len() - off);
+            let at = d.addr.get() + if first { HASH_HDR_LEN as u64 } else { 0 };
+            identity_dma::write(at, &frame[off..off + take]);
+            parts.push((
+                id,
+                take + if first { HASH_HDR_LEN } else { 0 },
+                d.addr.get(),
+            ));
+            off += take;
+            first = false;
+        }
+        let h = VirtioNetHdrHash {
+            hdr: VirtioNetHdr {
+                num_buffers: (parts.len() as u16).into(),
+                ..VirtioNetHdr::default()
+            },
+            hash_value: hash.into(),
+            hash_report: report.into(),
+            padding: 0.into(),
+        };
+        identity_dma::write(parts[0].2, h.as_bytes());
+        for (id, len, _) in parts {
+            ring.device_push_used(dev.used, u32::from(id), len as u32);
+            dev.used = dev.used.wrapping_add(1);
+        }
+    }
+
+    #[test]
+    fn hash_reports_reach_the_metadata_and_the_header_is_20_bytes() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = small_pool(64, 512);
+        let mut cache = pool.cache(16);
+        let mode = RxHdrMode {
+            hash: true,
+            mergeable: true,
+            offloads: false,
+        };
+        let mut rxq = rx_queue_with(&mem, &bells, 32, true, 1, mode);
+        let mut dev = Dev::default();
+        dev.arm(rxq.ops().ring());
+        rxq.fill(&mut cache);
+        let ring = rxq.ops().ring();
+        // Each buffer is posted with room for the 20-byte header in front of its data.
+        assert_eq!(ring.descs().read(0).len.get() as usize, 512 + HASH_HDR_LEN);
+        receive_hashed(&mut dev, ring, &frame(1, 100), 0xdead_beef, 2); // TCP/IPv4
+        receive_hashed(&mut dev, ring, &frame(2, 1200), 0x1234_5678, 6); // UDP/IPv6, a chain
+        receive_hashed(&mut dev, ring, &frame(3, 64), 0x5555_5555, 0); // no hash
+        receive_hashed(&mut dev, ring, &frame(4, 64), 0x6666_6666, 42); // unknown report
+        let got = receive_all(&mut rxq, &mut cache, 4, 32);
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].0, frame(1, 100));
+        assert_eq!(got[0].2.rss_type(), RssType::TcpIpv4);
+        assert_eq!(got[0].2.rss_hash(), Some(0xdead_beef));
+        assert_eq!(got[1].0, frame(2, 1200));
+        assert_eq!(got[1].1, 3, "a chain of three 512-byte buffers");
+        assert_eq!(got[1].2.rss_type(), RssType::UdpIpv6);
+        assert_eq!(got[1].2.rss_hash(), Some(0x1234_5678));
+        for g in &got[2..] {
+            assert_eq!(g.2.rss_type(), RssType::None);
+            assert_eq!(g.2.rss_hash(), None);
+        }
+        assert_eq!(got[3].0, frame(4, 64));
+        let s = *rxq.stats();
+        assert_eq!((s.errors, s.bad_len), (0, 0));
+        rxq.release(&mut cache);
+
+        // TX: 20 zero bytes before each frame; the caller gets its packet back unchanged.
+        let bells = Arc::new(Bells::default());
+        let ring = SplitRing::new(mem.clone(), 1 << 15, 16, true);
+        let mut txq = TxQueue::new(
+            VirtioTx::new(ring, Doorbell::new(bells.clone(), TX_BELL, TX_QUEUE, true))
+                .with_hdr_len(HASH_HDR_LEN),
+            32,
+            MAX_FRAME + HASH_HDR_LEN,
+        );
+        let mut batch = PacketBatch::new(4);
+        let mut p = cache.alloc().unwrap();
+        assert!(p.copy_from(&frame(5, 60)));
+        batch.push(p).unwrap();
+        assert_eq!(tx_burst(&mut txq, &mut cache, &mut batch), 1);
+        let d = txq.ops().ring().descs().read(0);
+        assert_eq!(d.len.get() as usize, HASH_HDR_LEN + 60);
+        let bytes = identity_dma::read(d.addr.get(), d.len.get() as usize);
+        assert_eq!(&bytes[..HASH_HDR_LEN], &[0u8; HASH_HDR_LEN]);
+        assert_eq!(&bytes[HASH_HDR_LEN..], frame(5, 60).as_slice());
+        txq.release(&mut cache);
+    }
+
     #[test]
     fn offload_headers_complete_partial_checksums_and_record_coalesced_segments() {
         let mem = region();
@@ -999,6 +1149,7 @@ mod tests {
         let pool = small_pool(64, 512);
         let mut cache = pool.cache(16);
         let mode = RxHdrMode {
+            hash: false,
             mergeable: true,
             offloads: true,
         };

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tenge_firmware_iface::virtio::{
     self as fw, FeatureNames, QueueConfig, QueueLayout, VirtioPciCaps, VirtioRegion,
-    VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ,
-    VIRTIO_NET_F_STATUS,
+    VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX,
+    VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_STATUS,
 };
 use tenge_firmware_iface::StdDelay;
 
@@ -16,7 +16,7 @@ use crate::platform::mmio::{Bar, BarWindow};
 use crate::platform::pci::PciAddress;
 use crate::platform::vfio::VfioDevice;
 use crate::ring::{RxDescOps, RxQueue, TxDescOps, TxQueue};
-use crate::virtio::ctrl::{CtrlQueue, CtrlRing, CTRL_QUEUE, CTRL_QUEUE_SIZE};
+use crate::virtio::ctrl::{CtrlQueue, CtrlRing, CTRL_QUEUE_SIZE};
 use crate::virtio::packed::{PackedRing, PackedRx, PackedTx};
 
 use super::*;
@@ -24,10 +24,16 @@ use super::*;
 /// An open virtio-net function: its queues (split rings by default, or
 /// [`VirtioNetPacked`]) and its configuration registers.
 pub struct VirtioNet<R: RxDescOps = VirtioRx<Bar>, T: TxDescOps = VirtioTx<Bar>> {
-    /// Receive and transmit queues 0 and 1, until [`VirtioNet::take_queues`] hands them on.
-    queues: Option<(RxQueue<R>, TxQueue<T>)>,
-    /// The control queue (2), if `VIRTIO_NET_F_CTRL_VQ` was negotiated.
+    /// The queue pairs (pair i: RX queue 2i, TX queue 2i+1, §5.1.2), until
+    /// [`VirtioNet::take_queues`] hands them on.
+    queues: Vec<(RxQueue<R>, TxQueue<T>)>,
+    /// Queue pairs opened.
+    pub(crate) pairs: u16,
+    /// The control queue (the last virtqueue: 2 without MQ and RSS, `2 *
+    /// max_virtqueue_pairs` with either), if `VIRTIO_NET_F_CTRL_VQ` was negotiated.
     pub(crate) ctrl: Option<CtrlQueue<Bar>>,
+    /// The device configuration read at open (RSS limits among it).
+    pub(crate) net: fw::NetConfig,
     pub(crate) addr: PciAddress,
     common: BarWindow,
     device: Option<BarWindow>,
@@ -67,6 +73,29 @@ pub struct VirtioQueueConfig {
     /// Offload features to accept if offered, on top of [`DRIVER_FEATURES`]: any of
     /// [`OFFLOAD_FEATURES`].
     pub offloads: u64,
+    /// Queue pairs to open (more than one needs `VIRTIO_NET_F_MQ` or `VIRTIO_NET_F_RSS`).
+    pub queues: u16,
+    /// The port wants RSS: accept `VIRTIO_NET_F_RSS` and `VIRTIO_NET_F_HASH_REPORT` when
+    /// offered.
+    pub rss: bool,
+}
+
+/// The multi-queue features to ask for of a device that `offered` these: `VIRTIO_NET_F_MQ`
+/// with several queue pairs; `VIRTIO_NET_F_RSS` when the port wants RSS, and with it
+/// `VIRTIO_NET_F_HASH_REPORT` (each frame's hash in its header). A device that offers
+/// neither MQ's steering nor RSS still spreads frames over several pairs its own way after
+/// `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET` (§5.1.6.5.5). HASH_REPORT is never taken without RSS:
+/// QEMU then copies header bytes it never computed into the hash fields (its
+/// `populate_hash` without RSS enabled).
+pub fn multiqueue_features(queues: u16, rss: bool, offered: u64) -> u64 {
+    let mut f = 0;
+    if queues > 1 {
+        f |= VIRTIO_NET_F_MQ;
+    }
+    if rss && offered & VIRTIO_NET_F_RSS != 0 {
+        f |= VIRTIO_NET_F_RSS | VIRTIO_NET_F_HASH_REPORT;
+    }
+    f
 }
 
 fn virtio_err(addr: PciAddress) -> impl Fn(fw::VirtioError) -> Error {
@@ -116,9 +145,11 @@ impl VirtioNet {
         let err = virtio_err(addr);
         fw::reset(&common, &mut StdDelay).map_err(&err)?;
         let offered = fw::read_device_features(&common);
-        let wanted = wanted_features(cfg.offloads, offered);
+        let wanted = wanted_features(cfg.offloads, offered)
+            | multiqueue_features(cfg.queues, cfg.rss, offered);
         let features = fw::start_negotiation(&common, wanted).map_err(&err)?;
         let hdr_mode = RxHdrMode::from_features(features);
+        let hdr_len = hdr_mode.hdr_len();
         let event_idx = features & VIRTIO_F_EVENT_IDX != 0;
         let packed = features & VIRTIO_F_RING_PACKED != 0;
         log::info!(
@@ -130,19 +161,52 @@ impl VirtioNet {
             Some(d) => fw::read_net_config(&common, d, features).map_err(&err)?,
             None => fw::NetConfig::default(),
         };
+        let pairs = cfg.queues.max(1);
+        // §5.1.2: with MQ or RSS negotiated the device has max_virtqueue_pairs pairs and
+        // the control queue comes after all of them; otherwise one pair and queue 2.
+        let multiqueue = features & (VIRTIO_NET_F_MQ | VIRTIO_NET_F_RSS) != 0;
+        let max_pairs = match (multiqueue, net.max_virtqueue_pairs) {
+            (true, Some(n)) if (1..=VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX).contains(&n) => n,
+            (true, n) => {
+                // Nothing is registered yet: a plain reset undoes the negotiation.
+                let _ = fw::reset(&common, &mut StdDelay);
+                return Err(Error::Config(format!(
+                    "{addr}: the device's max_virtqueue_pairs is {n:?}, outside 1..=32768 \
+                     (virtio 1.2 §5.1.4): its configuration is broken; reset or recreate it"
+                )));
+            }
+            (false, _) => 1,
+        };
+        if pairs > max_pairs || (pairs > 1 && !multiqueue) {
+            let _ = fw::reset(&common, &mut StdDelay);
+            return Err(Error::Config(if multiqueue {
+                format!(
+                    "queues = {pairs}: {addr} has at most {max_pairs} queue pairs \
+                     (max_virtqueue_pairs); ask for fewer, or start QEMU's device with \
+                     more (a tap with queues=N and mq=on,vectors=2N+2)"
+                )
+            } else {
+                format!(
+                    "queues = {pairs}: {addr} offers one queue pair (neither VIRTIO_NET_F_MQ \
+                     nor VIRTIO_NET_F_RSS); use queues = 1, or start QEMU's device with \
+                     mq=on on a multi-queue backend (tap queues=N, vhost-user queues=N)"
+                )
+            }));
+        }
+        let ctrl_index = 2 * max_pairs;
         let mac = net.mac.unwrap_or_else(|| {
             log::warn!("{addr}: the device has no MAC address (no VIRTIO_NET_F_MAC); using 02:00:00:00:00:00");
             [2, 0, 0, 0, 0, 0]
         });
 
-        let rx_size = queue_size(
-            cfg.rx_ring,
-            fw::queue_max_size(&common, RX_QUEUE).map_err(&err)?,
-        );
-        let tx_size = queue_size(
-            cfg.tx_ring,
-            fw::queue_max_size(&common, TX_QUEUE).map_err(&err)?,
-        );
+        // Every pair gets the same sizes: the smallest maximum of its queues.
+        let (mut rx_max, mut tx_max) = (u16::MAX, u16::MAX);
+        for p in 0..pairs {
+            rx_max = rx_max.min(fw::queue_max_size(&common, 2 * p).map_err(&err)?);
+            tx_max = tx_max.min(fw::queue_max_size(&common, 2 * p + 1).map_err(&err)?);
+        }
+        let rx_size = queue_size(cfg.rx_ring, rx_max);
+        let tx_size = queue_size(cfg.tx_ring, tx_max);
         if u32::from(rx_size) != cfg.rx_ring || u32::from(tx_size) != cfg.tx_ring {
             log::info!(
                 "{addr}: virtio queues of {rx_size} RX / {tx_size} TX descriptors (asked for \
@@ -151,13 +215,16 @@ impl VirtioNet {
                 cfg.tx_ring
             );
         }
-        let (data_bytes, tx_off) = if packed {
+        // Pair p's RX ring at p * pair_bytes, its TX ring tx_off after it.
+        let (pair_bytes, tx_off) = if packed {
             let tx_off = PackedRing::bytes(rx_size);
             (tx_off + PackedRing::bytes(tx_size), tx_off)
         } else {
             let tx_off = SplitRing::bytes(rx_size);
             (tx_off + SplitRing::bytes(tx_size), tx_off)
         };
+        let pair_bytes = pair_bytes.div_ceil(64) * 64;
+        let data_bytes = usize::from(pairs) * pair_bytes;
         let layout = if packed {
             QueueLayout::Packed
         } else {
@@ -167,7 +234,7 @@ impl VirtioNet {
         let ctrl_size = if features & VIRTIO_NET_F_CTRL_VQ != 0 {
             Some(queue_size(
                 u32::from(CTRL_QUEUE_SIZE),
-                fw::queue_max_size(&common, CTRL_QUEUE).map_err(&err)?,
+                fw::queue_max_size(&common, ctrl_index).map_err(&err)?,
             ))
         } else {
             None
@@ -177,7 +244,7 @@ impl VirtioNet {
         let indirect = features & VIRTIO_F_INDIRECT_DESC != 0;
         let tables_off = (data_bytes + ctrl_bytes).div_ceil(64) * 64;
         let ring_bytes = if indirect {
-            tables_off + IndirectTables::bytes(tx_size)
+            tables_off + usize::from(pairs) * IndirectTables::bytes(tx_size)
         } else {
             data_bytes + ctrl_bytes
         };
@@ -203,50 +270,73 @@ impl VirtioNet {
         // resets the device before the rings can go (they stay mapped until this function
         // returns, through `rings`).
         let brought_up = (|| {
-            let tables = || IndirectTables::new(rings.clone(), tables_off, tx_size);
-            let queues = if packed {
-                let rx_ring = PackedRing::new(rings.clone(), 0, rx_size);
-                let tx_ring = PackedRing::new(rings.clone(), tx_off, tx_size);
-                let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Packed, rx_ring.iovas())?;
-                let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Packed, tx_ring.iovas())?;
-                Queues::Packed(
-                    RxQueue::new(
-                        PackedRx::new(rx_ring, rx_bell, hdr_mode),
-                        cfg.rx_free_thresh,
-                    ),
-                    TxQueue::new(
-                        match indirect {
-                            true => PackedTx::new(tx_ring, tx_bell).with_indirect(tables()),
-                            false => PackedTx::new(tx_ring, tx_bell),
-                        },
-                        cfg.tx_rs_interval,
-                        MAX_FRAME + HDR_LEN,
-                    ),
-                )
-            } else {
-                let rx_ring = SplitRing::new(rings.clone(), 0, rx_size, event_idx);
-                let tx_ring = SplitRing::new(rings.clone(), tx_off, tx_size, event_idx);
-                let rx_bell = setup(RX_QUEUE, rx_size, QueueLayout::Split, rx_ring.iovas())?;
-                let tx_bell = setup(TX_QUEUE, tx_size, QueueLayout::Split, tx_ring.iovas())?;
-                Queues::Split(
-                    RxQueue::new(
-                        VirtioRx::new(rx_ring, rx_bell, hdr_mode),
-                        cfg.rx_free_thresh,
-                    ),
-                    TxQueue::new(
-                        match indirect {
-                            true => VirtioTx::new(tx_ring, tx_bell).with_indirect(tables()),
-                            false => VirtioTx::new(tx_ring, tx_bell),
-                        },
-                        cfg.tx_rs_interval,
-                        MAX_FRAME + HDR_LEN,
-                    ),
+            let tables = |p: u16| {
+                IndirectTables::new(
+                    rings.clone(),
+                    tables_off + usize::from(p) * IndirectTables::bytes(tx_size),
+                    tx_size,
                 )
             };
+            let mut queues = if packed {
+                Queues::Packed(Vec::new())
+            } else {
+                Queues::Split(Vec::new())
+            };
+            for p in 0..pairs {
+                // Pair p: RX queue 2p, TX queue 2p + 1 (§5.1.2), each with its own doorbell
+                // (queue_notify_off, §4.1.4.4).
+                let (rxi, txi) = (2 * p, 2 * p + 1);
+                let rx_off = usize::from(p) * pair_bytes;
+                match &mut queues {
+                    Queues::Packed(v) => {
+                        let rx_ring = PackedRing::new(rings.clone(), rx_off, rx_size);
+                        let tx_ring = PackedRing::new(rings.clone(), rx_off + tx_off, tx_size);
+                        let rx_bell = setup(rxi, rx_size, QueueLayout::Packed, rx_ring.iovas())?;
+                        let tx_bell = setup(txi, tx_size, QueueLayout::Packed, tx_ring.iovas())?;
+                        let tx = PackedTx::new(tx_ring, tx_bell).with_hdr_len(hdr_len);
+                        v.push((
+                            RxQueue::new(
+                                PackedRx::new(rx_ring, rx_bell, hdr_mode),
+                                cfg.rx_free_thresh,
+                            ),
+                            TxQueue::new(
+                                match indirect {
+                                    true => tx.with_indirect(tables(p)),
+                                    false => tx,
+                                },
+                                cfg.tx_rs_interval,
+                                MAX_FRAME + hdr_len,
+                            ),
+                        ));
+                    }
+                    Queues::Split(v) => {
+                        let rx_ring = SplitRing::new(rings.clone(), rx_off, rx_size, event_idx);
+                        let tx_ring =
+                            SplitRing::new(rings.clone(), rx_off + tx_off, tx_size, event_idx);
+                        let rx_bell = setup(rxi, rx_size, QueueLayout::Split, rx_ring.iovas())?;
+                        let tx_bell = setup(txi, tx_size, QueueLayout::Split, tx_ring.iovas())?;
+                        let tx = VirtioTx::new(tx_ring, tx_bell).with_hdr_len(hdr_len);
+                        v.push((
+                            RxQueue::new(
+                                VirtioRx::new(rx_ring, rx_bell, hdr_mode),
+                                cfg.rx_free_thresh,
+                            ),
+                            TxQueue::new(
+                                match indirect {
+                                    true => tx.with_indirect(tables(p)),
+                                    false => tx,
+                                },
+                                cfg.tx_rs_interval,
+                                MAX_FRAME + hdr_len,
+                            ),
+                        ));
+                    }
+                }
+            }
             let ctrl = match ctrl_size {
                 Some(size) => {
                     let ring = CtrlRing::new(rings.clone(), data_bytes, size, layout, event_idx);
-                    let bell = setup(CTRL_QUEUE, size, layout, ring.iovas())?;
+                    let bell = setup(ctrl_index, size, layout, ring.iovas())?;
                     Some(CtrlQueue::new(ring, bell))
                 }
                 None => None,
@@ -264,7 +354,7 @@ impl VirtioNet {
             }
         };
         log::info!(
-            "{addr}: virtio-net {} link {}, {} rings {rx_size} RX / {tx_size} TX, event index {}, control queue {}",
+            "{addr}: virtio-net {} link {}, {pairs} of {max_pairs} queue pair(s), {} rings {rx_size} RX / {tx_size} TX, header {hdr_len} bytes, event index {}, control queue {}",
             crate::port::fmt_mac(&mac),
             if net.link_up() { "up" } else { "down" },
             if packed { "packed" } else { "split" },
@@ -276,8 +366,10 @@ impl VirtioNet {
             }
         );
         Ok(match queues {
-            Queues::Split(rxq, txq) => OpenedVirtio::Split(VirtioNet {
-                queues: Some((rxq, txq)),
+            Queues::Split(queues) => OpenedVirtio::Split(VirtioNet {
+                queues,
+                pairs,
+                net,
                 ctrl,
                 addr,
                 common,
@@ -287,8 +379,10 @@ impl VirtioNet {
                 _rings: rings,
                 stopped: std::cell::Cell::new(false),
             }),
-            Queues::Packed(rxq, txq) => OpenedVirtio::Packed(VirtioNet {
-                queues: Some((rxq, txq)),
+            Queues::Packed(queues) => OpenedVirtio::Packed(VirtioNet {
+                queues,
+                pairs,
+                net,
                 ctrl,
                 addr,
                 common,
@@ -303,16 +397,27 @@ impl VirtioNet {
 }
 
 /// The queues [`VirtioNet::open`] made, before the rest of the function joins them.
+#[allow(clippy::type_complexity)]
 enum Queues {
-    Split(RxQueue<VirtioRx<Bar>>, TxQueue<VirtioTx<Bar>>),
-    Packed(RxQueue<PackedRx<Bar>>, TxQueue<PackedTx<Bar>>),
+    Split(Vec<(RxQueue<VirtioRx<Bar>>, TxQueue<VirtioTx<Bar>>)>),
+    Packed(Vec<(RxQueue<PackedRx<Bar>>, TxQueue<PackedTx<Bar>>)>),
 }
 
 impl<R: RxDescOps, T: TxDescOps> VirtioNet<R, T> {
-    /// The first queue pair, once (the port's queue handles own them from then on; the
-    /// function keeps the control path and still resets the device when dropped).
-    pub fn take_queues(&mut self) -> Option<(RxQueue<R>, TxQueue<T>)> {
-        self.queues.take()
+    /// The queue pairs, by index, once (the port's queue handles own them from then on;
+    /// the function keeps the control path and still resets the device when dropped).
+    pub fn take_queues(&mut self) -> Vec<(RxQueue<R>, TxQueue<T>)> {
+        std::mem::take(&mut self.queues)
+    }
+
+    /// Queue pairs opened.
+    pub fn pairs(&self) -> u16 {
+        self.pairs
+    }
+
+    /// The device configuration read at open.
+    pub fn net_config(&self) -> &fw::NetConfig {
+        &self.net
     }
 
     /// The MAC address the device reported.

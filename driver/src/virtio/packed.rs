@@ -377,6 +377,8 @@ pub struct PackedTx<M: NarrowMmio> {
     published: u32,
     /// With `VIRTIO_F_INDIRECT_DESC`: where chains go.
     indirect: Option<IndirectTables>,
+    /// Bytes of header before each frame (`super::VirtioTxOps::hdr_len`).
+    hdr_len: usize,
 }
 
 impl<M: NarrowMmio> PackedTx<M> {
@@ -387,12 +389,20 @@ impl<M: NarrowMmio> PackedTx<M> {
             bell,
             published: 0,
             indirect: None,
+            hdr_len: super::HDR_LEN,
         }
     }
 
     /// Sends chains through `tables` (`VIRTIO_F_INDIRECT_DESC` negotiated).
     pub fn with_indirect(mut self, tables: IndirectTables) -> Self {
         self.indirect = Some(tables);
+        self
+    }
+
+    /// Prepends `hdr_len` bytes of header ([`super::HASH_HDR_LEN`] with
+    /// `VIRTIO_NET_F_HASH_REPORT`) instead of [`super::HDR_LEN`].
+    pub fn with_hdr_len(mut self, hdr_len: usize) -> Self {
+        self.hdr_len = hdr_len;
         self
     }
 
@@ -419,6 +429,13 @@ impl<M: NarrowMmio> PackedTx<M> {
             n += 1;
         }
         n
+    }
+}
+
+impl<M: NarrowMmio> super::VirtioTxOps for PackedTx<M> {
+    #[inline(always)]
+    fn hdr_len(&self) -> usize {
+        self.hdr_len
     }
 }
 
@@ -600,6 +617,7 @@ mod tests {
                 PackedRing::new(mem.clone(), 0, size),
                 Doorbell::new(bells.clone(), RX_BELL, RX_QUEUE, event_idx),
                 RxHdrMode {
+                    hash: false,
                     mergeable: true,
                     offloads: false,
                 },

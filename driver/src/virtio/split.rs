@@ -340,6 +340,8 @@ pub struct VirtioTx<M: NarrowMmio> {
     bell: Doorbell<M>,
     /// With `VIRTIO_F_INDIRECT_DESC`: where chains go.
     indirect: Option<IndirectTables>,
+    /// Bytes of header before each frame (`super::VirtioTxOps::hdr_len`).
+    hdr_len: usize,
 }
 
 impl<M: NarrowMmio> VirtioTx<M> {
@@ -349,12 +351,20 @@ impl<M: NarrowMmio> VirtioTx<M> {
             ring,
             bell,
             indirect: None,
+            hdr_len: super::HDR_LEN,
         }
     }
 
     /// Sends chains through `tables` (`VIRTIO_F_INDIRECT_DESC` negotiated).
     pub fn with_indirect(mut self, tables: IndirectTables) -> Self {
         self.indirect = Some(tables);
+        self
+    }
+
+    /// Prepends `hdr_len` bytes of header ([`super::HASH_HDR_LEN`] with
+    /// `VIRTIO_NET_F_HASH_REPORT`) instead of [`super::HDR_LEN`].
+    pub fn with_hdr_len(mut self, hdr_len: usize) -> Self {
+        self.hdr_len = hdr_len;
         self
     }
 
@@ -371,6 +381,13 @@ impl<M: NarrowMmio> VirtioTx<M> {
     /// Descriptors published but not yet used by the device.
     pub fn pending(&self) -> u16 {
         self.ring.avail_idx().wrapping_sub(self.ring.used_idx())
+    }
+}
+
+impl<M: NarrowMmio> super::VirtioTxOps for VirtioTx<M> {
+    #[inline(always)]
+    fn hdr_len(&self) -> usize {
+        self.hdr_len
     }
 }
 

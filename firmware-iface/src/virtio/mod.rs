@@ -68,12 +68,14 @@ mod transport;
 pub use caps::{parse_virtio_caps, CapError, NotifyRegion, VirtioPciCaps, VirtioRegion};
 pub use features::*;
 pub use net::{
-    ctrl_mac_addr_set, ctrl_mac_table_set, ctrl_rx_mode, read_net_config, CtrlAck, NetConfig,
-    RxMode, CTRL_ACK_LEN, CTRL_ACK_UNSET, MAX_CONFIG_READ_ATTEMPTS, VIRTIO_NET_CTRL_ACK_ERR,
-    VIRTIO_NET_CTRL_ACK_OK, VIRTIO_NET_CTRL_MAC, VIRTIO_NET_CTRL_MAC_ADDR_SET,
-    VIRTIO_NET_CTRL_MAC_TABLE_SET, VIRTIO_NET_CTRL_RX, VIRTIO_NET_CTRL_RX_ALLMULTI,
-    VIRTIO_NET_CTRL_RX_ALLUNI, VIRTIO_NET_CTRL_RX_NOBCAST, VIRTIO_NET_CTRL_RX_NOMULTI,
-    VIRTIO_NET_CTRL_RX_NOUNI, VIRTIO_NET_CTRL_RX_PROMISC,
+    ctrl_mac_addr_set, ctrl_mac_table_set, ctrl_mq_rss_config, ctrl_mq_vq_pairs_set, ctrl_rx_mode,
+    read_net_config, CtrlAck, NetConfig, RxMode, CTRL_ACK_LEN, CTRL_ACK_UNSET,
+    MAX_CONFIG_READ_ATTEMPTS, VIRTIO_NET_CTRL_ACK_ERR, VIRTIO_NET_CTRL_ACK_OK, VIRTIO_NET_CTRL_MAC,
+    VIRTIO_NET_CTRL_MAC_ADDR_SET, VIRTIO_NET_CTRL_MAC_TABLE_SET, VIRTIO_NET_CTRL_MQ,
+    VIRTIO_NET_CTRL_MQ_HASH_CONFIG, VIRTIO_NET_CTRL_MQ_RSS_CONFIG, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX,
+    VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN, VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, VIRTIO_NET_CTRL_RX,
+    VIRTIO_NET_CTRL_RX_ALLMULTI, VIRTIO_NET_CTRL_RX_ALLUNI, VIRTIO_NET_CTRL_RX_NOBCAST,
+    VIRTIO_NET_CTRL_RX_NOMULTI, VIRTIO_NET_CTRL_RX_NOUNI, VIRTIO_NET_CTRL_RX_PROMISC,
 };
 pub use transport::{
     device_status, driver_ok, fail, notify_offset, queue_max_size, read_device_features, reset,

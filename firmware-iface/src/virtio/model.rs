@@ -357,12 +357,15 @@ impl QemuVirtioNet {
         net_config[6..8].copy_from_slice(&VIRTIO_NET_S_LINK_UP.to_le_bytes());
         net_config[8..10].copy_from_slice(&1u16.to_le_bytes());
         // QEMU sizes the configuration by the offered features (measured: 8 bytes by
-        // default, 10 with MQ, 12 with MTU).
+        // default, 10 with MQ, 12 with MTU; up to supported_hash_types, 24, with RSS or
+        // HASH_REPORT: `cfg_size_params` in hw/net/virtio-net.c).
         let config_len = [
             (VIRTIO_NET_F_MAC, 6),
             (VIRTIO_NET_F_STATUS, 8),
             (VIRTIO_NET_F_MQ, 10),
             (VIRTIO_NET_F_MTU, 12),
+            (VIRTIO_NET_F_RSS, 24),
+            (VIRTIO_NET_F_HASH_REPORT, 24),
         ]
         .iter()
         .filter(|&&(f, _)| host_features & f != 0)

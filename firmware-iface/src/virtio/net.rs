@@ -2,8 +2,8 @@
 //! (§5.1.6.5).
 
 use super::features::{
-    VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ,
-    VIRTIO_NET_F_MTU, VIRTIO_NET_F_RSS, VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_RX_EXTRA, VIRTIO_NET_F_HASH_REPORT, VIRTIO_NET_F_MAC,
+    VIRTIO_NET_F_MQ, VIRTIO_NET_F_MTU, VIRTIO_NET_F_RSS, VIRTIO_NET_F_STATUS,
 };
 use super::regs::*;
 use super::VirtioError;
@@ -25,6 +25,13 @@ pub struct NetConfig {
     pub max_virtqueue_pairs: Option<u16>,
     /// Maximum MTU (`VIRTIO_NET_F_MTU`).
     pub mtu: Option<u16>,
+    /// Most bytes of an RSS key (`VIRTIO_NET_F_RSS`).
+    pub rss_max_key_size: Option<u8>,
+    /// Most entries of an RSS indirection table (`VIRTIO_NET_F_RSS`).
+    pub rss_max_indirection_table_length: Option<u16>,
+    /// `VIRTIO_NET_RSS_HASH_TYPE_*` the device hashes (`VIRTIO_NET_F_RSS` or
+    /// `VIRTIO_NET_F_HASH_REPORT`).
+    pub supported_hash_types: Option<u32>,
 }
 
 impl NetConfig {
@@ -66,6 +73,11 @@ pub fn read_net_config(
             max_virtqueue_pairs: has(VIRTIO_NET_F_MQ | VIRTIO_NET_F_RSS)
                 .then(|| device.read16(NET_CFG_MAX_VIRTQUEUE_PAIRS)),
             mtu: has(VIRTIO_NET_F_MTU).then(|| device.read16(NET_CFG_MTU)),
+            rss_max_key_size: has(VIRTIO_NET_F_RSS).then(|| device.read8(NET_CFG_RSS_MAX_KEY_SIZE)),
+            rss_max_indirection_table_length: has(VIRTIO_NET_F_RSS)
+                .then(|| device.read16(NET_CFG_RSS_MAX_INDIRECTION_TABLE_LENGTH)),
+            supported_hash_types: has(VIRTIO_NET_F_RSS | VIRTIO_NET_F_HASH_REPORT)
+                .then(|| device.read32(NET_CFG_SUPPORTED_HASH_TYPES)),
         };
         if common.read8(CONFIG_GENERATION) == before {
             return Ok(config);
@@ -192,6 +204,80 @@ pub const fn ctrl_mac_addr_set(mac: [u8; 6]) -> [u8; 8] {
     ]
 }
 
+/// Class: multiqueue and receive-side scaling (needs `VIRTIO_NET_F_MQ`, `VIRTIO_NET_F_RSS`
+/// or `VIRTIO_NET_F_HASH_REPORT`).
+pub const VIRTIO_NET_CTRL_MQ: u8 = 4;
+/// Sets how many queue pairs the device uses (§5.1.6.5.5, needs `VIRTIO_NET_F_MQ`).
+pub const VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET: u8 = 0;
+/// Sets the RSS key, indirection table and hash types (§5.1.6.5.7, needs
+/// `VIRTIO_NET_F_RSS`).
+pub const VIRTIO_NET_CTRL_MQ_RSS_CONFIG: u8 = 1;
+/// Sets the hash key and types for hash reporting only (§5.1.6.5.6.4, needs
+/// `VIRTIO_NET_F_HASH_REPORT`).
+pub const VIRTIO_NET_CTRL_MQ_HASH_CONFIG: u8 = 2;
+/// Fewest queue pairs `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET` takes.
+pub const VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN: u16 = 1;
+/// Most queue pairs `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET` takes (and the most
+/// `max_virtqueue_pairs` may say, §5.1.4).
+pub const VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX: u16 = 0x8000;
+
+/// The device-readable part of `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET` (§5.1.6.5.5): class,
+/// command, `le16 virtqueue_pairs`.
+pub const fn ctrl_mq_vq_pairs_set(pairs: u16) -> [u8; 4] {
+    let p = pairs.to_le_bytes();
+    [
+        VIRTIO_NET_CTRL_MQ,
+        VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET,
+        p[0],
+        p[1],
+    ]
+}
+
+/// The device-readable part of `VIRTIO_NET_CTRL_MQ_RSS_CONFIG` (§5.1.6.5.7.1) or, with
+/// `hash_only`, `VIRTIO_NET_CTRL_MQ_HASH_CONFIG` (§5.1.6.5.6.4): class, command, then
+/// `struct virtio_net_rss_config { le32 hash_types; le16 indirection_table_mask; le16
+/// unclassified_queue; le16 indirection_table[mask + 1]; le16 max_tx_vq; u8
+/// hash_key_length; u8 hash_key_data[]; }`. The hash form has the same layout with a
+/// one-entry table and zero queues (§5.1.6.5.6.4: `struct virtio_net_hash_config`, whose
+/// reserved fields sit where the RSS form has its mask, queue, table and `max_tx_vq`).
+///
+/// The caller checks `table` (a power of two of at most 0x8000 entries) and `key` (at most
+/// 255 bytes); this only lays them out. Unclassified frames (not IP, or of a type not
+/// hashed) go to RX queue `unclassified_queue`.
+pub fn ctrl_mq_rss_config(
+    hash_types: u32,
+    table: &[u16],
+    unclassified_queue: u16,
+    max_tx_vq: u16,
+    key: &[u8],
+    hash_only: bool,
+) -> Vec<u8> {
+    let mut cmd = Vec::with_capacity(2 + 4 + 4 + 2 * table.len() + 3 + key.len());
+    cmd.push(VIRTIO_NET_CTRL_MQ);
+    cmd.push(if hash_only {
+        VIRTIO_NET_CTRL_MQ_HASH_CONFIG
+    } else {
+        VIRTIO_NET_CTRL_MQ_RSS_CONFIG
+    });
+    cmd.extend_from_slice(&hash_types.to_le_bytes());
+    if hash_only {
+        // reserved[4] (le16 x 4 in the spec: where mask, unclassified queue, a one-entry
+        // table and max_tx_vq would be).
+        cmd.extend_from_slice(&[0; 8]);
+    } else {
+        let mask = table.len().saturating_sub(1) as u16;
+        cmd.extend_from_slice(&mask.to_le_bytes());
+        cmd.extend_from_slice(&unclassified_queue.to_le_bytes());
+        for q in table {
+            cmd.extend_from_slice(&q.to_le_bytes());
+        }
+        cmd.extend_from_slice(&max_tx_vq.to_le_bytes());
+    }
+    cmd.push(key.len() as u8);
+    cmd.extend_from_slice(key);
+    cmd
+}
+
 /// The device's answer in the `ack` byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CtrlAck {
@@ -222,6 +308,50 @@ mod tests {
     use crate::virtio::model::QemuVirtioNet;
 
     const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x7e, 0x00, 0x01];
+
+    #[test]
+    fn mq_commands_are_laid_out_as_the_spec_structs() {
+        assert_eq!(ctrl_mq_vq_pairs_set(4), [4, 0, 4, 0]);
+        let key = [0xaa; 40];
+        let c = ctrl_mq_rss_config(0x3f, &[0, 1, 2, 3], 0, 4, &key, false);
+        // class, command, hash_types, mask, unclassified_queue, table, max_tx_vq, key.
+        assert_eq!(
+            &c[..2],
+            &[VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_RSS_CONFIG]
+        );
+        assert_eq!(&c[2..6], &0x3fu32.to_le_bytes());
+        assert_eq!(&c[6..8], &3u16.to_le_bytes());
+        assert_eq!(&c[8..10], &[0, 0]);
+        assert_eq!(&c[10..18], &[0, 0, 1, 0, 2, 0, 3, 0]);
+        assert_eq!(&c[18..20], &4u16.to_le_bytes());
+        assert_eq!(c[20], 40);
+        assert_eq!(&c[21..], &key);
+        // The hash form: hash_types, 8 reserved bytes, key (QEMU reads it as a one-entry
+        // table: 4 + 2 + 2 + 2 + 2 + 1 bytes before the key).
+        let h = ctrl_mq_rss_config(0x3f, &[], 0, 0, &key, true);
+        assert_eq!(
+            &h[..2],
+            &[VIRTIO_NET_CTRL_MQ, VIRTIO_NET_CTRL_MQ_HASH_CONFIG]
+        );
+        assert_eq!(h.len(), 2 + 4 + 8 + 1 + 40);
+        assert_eq!(h[14], 40);
+    }
+
+    #[test]
+    fn reads_the_rss_limits_with_rss() {
+        let dev = QemuVirtioNet::new(MAC, QemuVirtioNet::HUB_FEATURES | VIRTIO_NET_F_RSS);
+        dev.model().set_net_config(|c| {
+            c[0x11] = 40;
+            c[0x12..0x14].copy_from_slice(&128u16.to_le_bytes());
+            c[0x14..0x18].copy_from_slice(&0x1ffu32.to_le_bytes());
+        });
+        let config = read_net_config(&dev.common, &dev.device, VIRTIO_NET_F_RSS).unwrap();
+        assert_eq!(config.rss_max_key_size, Some(40));
+        assert_eq!(config.rss_max_indirection_table_length, Some(128));
+        assert_eq!(config.supported_hash_types, Some(0x1ff));
+        let config = read_net_config(&dev.common, &dev.device, VIRTIO_NET_F_MAC).unwrap();
+        assert_eq!(config.supported_hash_types, None);
+    }
 
     #[test]
     fn reads_mac_and_status_at_natural_width() {

@@ -156,6 +156,14 @@ pub const NET_CFG_SPEED: u32 = 0x0c;
 /// u8: duplex (valid with `VIRTIO_NET_F_SPEED_DUPLEX`).
 pub const NET_CFG_DUPLEX: u32 = 0x10;
 
+/// u8: most bytes of an RSS key (valid with `VIRTIO_NET_F_RSS`).
+pub const NET_CFG_RSS_MAX_KEY_SIZE: u32 = 0x11;
+/// le16: most entries of an RSS indirection table (valid with `VIRTIO_NET_F_RSS`).
+pub const NET_CFG_RSS_MAX_INDIRECTION_TABLE_LENGTH: u32 = 0x12;
+/// le32: `VIRTIO_NET_RSS_HASH_TYPE_*` the device can hash (valid with `VIRTIO_NET_F_RSS`
+/// or `VIRTIO_NET_F_HASH_REPORT`).
+pub const NET_CFG_SUPPORTED_HASH_TYPES: u32 = 0x14;
+
 /// Link is up (`status` field).
 pub const VIRTIO_NET_S_LINK_UP: u16 = 1;
 /// The device asks for a gratuitous announce (with `VIRTIO_NET_F_GUEST_ANNOUNCE`).

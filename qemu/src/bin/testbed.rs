@@ -220,11 +220,16 @@ fn run(args: RunArgs) -> ExitCode {
     // Tap peers this run makes; dropped (namespaces deleted) when run() returns.
     let mut peers = Vec::new();
     for nic in &nics {
-        if let Backend::Tap { netns, ifname } = &nic.backend {
+        if let Backend::Tap {
+            netns,
+            ifname,
+            queues,
+        } = &nic.backend
+        {
             if std::path::Path::new("/run/netns").join(netns).exists() {
                 continue;
             }
-            match TapPeer::create(netns, ifname, DEFAULT_HOST_CIDR) {
+            match TapPeer::create_with_queues(netns, ifname, DEFAULT_HOST_CIDR, *queues) {
                 Ok(peer) => {
                     eprintln!(
                         "testbed: made netns {netns} with tap {ifname} at {DEFAULT_HOST_CIDR} \
