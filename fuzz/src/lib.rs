@@ -162,7 +162,7 @@ pub struct Driver<R: RxDescOps, T: TxDescOps> {
     held_idx: HashSet<u32>,
 }
 
-impl<R: RxDescOps, T: TxDescOps> Driver<R, T> {
+impl<R: RxDescOps, T: tenge::virtio::VirtioTxOps> Driver<R, T> {
     /// Queues over `rx` and `tx` of `setup.size()` entries, RX filled.
     pub fn new(setup: &Setup, rx: R, tx: T) -> Self {
         let pool = host_pool(BUFFERS).unwrap();
