@@ -354,7 +354,7 @@ impl VirtioNet {
             }
         };
         log::info!(
-            "{addr}: virtio-net {} link {}, {pairs} of {max_pairs} queue pair(s), {} rings {rx_size} RX / {tx_size} TX, header {hdr_len} bytes, event index {}, control queue {}",
+            "{addr}: virtio-net {} link {}, {} rings {rx_size} RX / {tx_size} TX, {pairs} of {max_pairs} queue pair(s), header {hdr_len} bytes, event index {}, control queue {}",
             crate::port::fmt_mac(&mac),
             if net.link_up() { "up" } else { "down" },
             if packed { "packed" } else { "split" },
