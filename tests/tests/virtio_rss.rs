@@ -161,7 +161,8 @@ fn virtio_packed_rss_four_queue_pairs_spread_flows_as_the_toeplitz_hash_predicts
 /// both pairs and raises them with `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET`; the host's testpmd
 /// (txonly, one stream per queue) sends 64-byte frames for a few seconds; rxdump receives
 /// on both queues, and every frame the host counted as sent arrives (the host stops before
-/// the guest closes the port).
+/// the guest closes the port). Then more pairs than the device has, and RSS on it, are
+/// refused with errors that say what to do.
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_two_queue_pairs_receive_on_both_queues_every_frame_accounted() {
@@ -188,7 +189,10 @@ fn vhost_two_queue_pairs_receive_on_both_queues_every_frame_accounted() {
          kill -INT $pid\n\
          st=0; wait $pid || st=$?\n\
          grep -v '^READY' /tmp/rx.log | tail -n 5\n\
-         exit $st\n"
+         [ $st -eq 0 ] || exit $st\n\
+         {rxdump} {pci} --queues 3 --duration 1 && exit 1\n\
+         {rxdump} {pci} --queues 1 --rss-types ipv4 --duration 1 && exit 1\n\
+         exit 0\n"
     );
     let cfg = GuestConfig {
         timeout: Duration::from_secs(300),
@@ -238,4 +242,16 @@ fn vhost_two_queue_pairs_receive_on_both_queues_every_frame_accounted() {
     assert_eq!(q0 + q1, frames, "{summary}");
     let (free, all) = ratio(summary, "pool_free").expect("pool_free in the summary");
     assert_eq!(free, all, "every buffer home: {summary}");
+    // More pairs than the device has, and RSS from a device without it: refused, saying
+    // what to do.
+    assert!(
+        log.contains("queues = 3: 0000:00:03.0 has at most 2 queue pairs"),
+        "{}",
+        tail(&log, 20)
+    );
+    assert!(
+        log.contains("does not offer VIRTIO_NET_F_RSS: start QEMU's virtio-net with rss=on"),
+        "{}",
+        tail(&log, 20)
+    );
 }
