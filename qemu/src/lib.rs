@@ -35,7 +35,7 @@ pub use host::workspace_root;
 pub use run::{Guest, GuestOutcome, RunningGuest, EXIT_MARKER, SETUP_ERROR_MARKER};
 pub use tap::{
     FrameSocket, PingResult, TapPeer, DEFAULT_GUEST_ADDR, DEFAULT_HOST_CIDR, DEFAULT_IFNAME,
-    OWNERS_DIR,
+    MAX_TAP_QUEUES, OWNERS_DIR,
 };
 pub use vhost::{FwdCounters, HostMode, PortCounters, VhostHost, VhostHostConfig};
 
