@@ -271,7 +271,8 @@ impl<M: NarrowMmio> Doorbell<M> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RxHdrMode {
     /// HASH_REPORT: the header is 20 bytes and carries the frame's RSS hash and what it
-    /// hashed (§5.1.6.4.5), which go into the packet's metadata.
+    /// hashed (§5.1.6.4.5), which go into the packet's metadata. Every such frame takes
+    /// the slow path (its first 8 data bytes are the hash fields, which `finish` strips).
     pub hash: bool,
     /// MRG_RXBUF: `num_buffers` says how many buffers the frame spans.
     pub mergeable: bool,
@@ -309,21 +310,16 @@ impl RxHdrMode {
         if !(self.mergeable || self.offloads || self.hash) {
             return;
         }
-        let Some(h) = rx_hdr(buf, self.hdr_len()) else {
+        let Some(h) = rx_hdr(buf) else {
             c.error = true;
             c.whole = false;
             return;
         };
         if self.hash {
-            // §5.1.6.4.5: the hash and what was hashed; a report number tenge does not
-            // know is no hash (RssType::from_report), and its value is then not kept.
-            if let Some((value, report)) = rx_hash(buf) {
-                let t = RssType::from_report(u32::from(report));
-                if t != RssType::None {
-                    c.hash = value;
-                    c.flags |= (t as u32) << PacketMeta::RX_RSS_TYPE_SHIFT;
-                }
-            }
+            // The hash fields lie in the first 8 bytes of the data: `finish` reads and strips
+            // them (the slow path, so a port without HASH_REPORT keeps its fast path as it
+            // was).
+            c.whole = false;
         }
         if self.mergeable {
             let n = h.num_buffers.get();
@@ -351,10 +347,13 @@ impl RxHdrMode {
     /// sender that left it to the NIC: as a driver that hands frames on, tenge finishes
     /// it, so a forwarded frame is valid on any wire) and records a coalesced segment's MSS.
     pub(crate) fn finish(self, pkt: &mut PacketBuf) -> bool {
+        if self.hash && !finish_hash(pkt) {
+            return false;
+        }
         if !self.offloads {
             return true;
         }
-        let Some(h) = rx_hdr(pkt, self.hdr_len()) else {
+        let Some(h) = rx_hdr(pkt) else {
             return false;
         };
         if h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
@@ -380,36 +379,66 @@ impl RxHdrMode {
     }
 }
 
-/// The header of a received frame: the first 12 bytes of the last `hdr_len` bytes of
-/// `buf`'s headroom, where [`RxView::refill`] had the device write it.
+/// The header of a received frame: the last 12 bytes of `buf`'s headroom, where
+/// [`RxView::refill`] had the device write it.
 #[inline(always)]
-fn rx_hdr(buf: &PacketBuf, hdr_len: usize) -> Option<VirtioNetHdr> {
+fn rx_hdr(buf: &PacketBuf) -> Option<VirtioNetHdr> {
     let room = buf.headroom_bytes();
-    let at = room.len().checked_sub(hdr_len)?;
-    VirtioNetHdr::read_from_bytes(room.get(at..at + HDR_LEN)?).ok()
+    let at = room.len().checked_sub(HDR_LEN)?;
+    VirtioNetHdr::read_from_bytes(&room[at..]).ok()
 }
 
-/// `hash_value` and `hash_report` of a received frame's 20-byte header (HASH_REPORT).
-#[inline(always)]
-fn rx_hash(buf: &PacketBuf) -> Option<(u32, u16)> {
-    let room = buf.headroom_bytes();
-    let at = room.len().checked_sub(HASH_HDR_LEN)?;
-    let h = VirtioNetHdrHash::read_from_bytes(room.get(at..)?).ok()?;
-    Some((h.hash_value.get(), h.hash_report.get()))
+/// With HASH_REPORT (§5.1.6.4.5): the 20-byte header's `hash_value` and `hash_report`
+/// lie in the first 8 bytes of the first buffer's data (buffers are posted 12 bytes before
+/// the data, as without it); puts the hash and its type into the packet's metadata (a
+/// report number tenge does not know is no hash: `RssType::from_report`) and strips the 8
+/// bytes. False if the first buffer holds no frame byte after them.
+#[cold]
+#[inline(never)]
+fn finish_hash(pkt: &mut PacketBuf) -> bool {
+    const FIELDS: usize = HASH_HDR_LEN - HDR_LEN;
+    if pkt.len() <= FIELDS {
+        return false;
+    }
+    let Ok((h, _)) = HashFields::read_from_prefix(pkt.data()) else {
+        return false;
+    };
+    let t = RssType::from_report(u32::from(h.hash_report.get()));
+    let m = pkt.meta_mut();
+    m.flags &= !PacketMeta::RX_RSS_TYPE_MASK;
+    if t != RssType::None {
+        m.flags |= (t as u32) << PacketMeta::RX_RSS_TYPE_SHIFT;
+        m.rss_hash = h.hash_value.get();
+    } else {
+        m.rss_hash = 0;
+    }
+    pkt.adj(FIELDS)
 }
+
+/// The last 8 bytes of [`VirtioNetHdrHash`]: `hash_value`, `hash_report`, padding.
+#[derive(FromBytes, zerocopy::KnownLayout, zerocopy::Immutable)]
+#[repr(C)]
+struct HashFields {
+    hash_value: zerocopy::little_endian::U32,
+    hash_report: zerocopy::little_endian::U16,
+    _padding: zerocopy::little_endian::U16,
+}
+const _: () = assert!(
+    core::mem::size_of::<HashFields>() + HDR_LEN == core::mem::size_of::<VirtioNetHdrHash>()
+);
 
 /// The completion of a used buffer (split or packed ring) of `len` bytes, header included:
 /// the frame's bytes after the header. A length that does not cover a header and one frame
 /// byte is not a frame if the buffer is a frame's first: its `len` wraps to beyond any
 /// buffer (bad_len), or is 0 (refused too), and it is never `whole`.
 #[inline(always)]
-fn rx_completion(id: u32, len: u32, hdr_len: u32) -> RxCompletion {
+fn rx_completion(id: u32, len: u32) -> RxCompletion {
     RxCompletion {
         slot: id,
-        len: len.wrapping_sub(hdr_len),
+        len: len.wrapping_sub(HDR_LEN as u32),
         eop: true,
         error: false,
-        whole: len > hdr_len,
+        whole: len > HDR_LEN as u32,
         bufs: 0,
         flags: 0,
         hash: 0,
@@ -417,11 +446,11 @@ fn rx_completion(id: u32, len: u32, hdr_len: u32) -> RxCompletion {
 }
 
 /// See [`RxView::continuation`]: a buffer after a frame's first holds no header (§5.1.6.4):
-/// its data starts where a first buffer's header would, `hdr_len` before the packet's data
+/// its data starts where a first buffer's header would, `HDR_LEN` before the packet's data
 /// start, and all `len` bytes the device wrote are frame.
 #[inline(always)]
-fn rx_continuation(c: &RxCompletion, buf: &mut PacketBuf, hdr_len: usize) -> bool {
-    buf.prepend(hdr_len) && buf.set_len(c.len.wrapping_add(hdr_len as u32) as usize)
+fn rx_continuation(c: &RxCompletion, buf: &mut PacketBuf) -> bool {
+    buf.prepend(HDR_LEN) && buf.set_len(c.len.wrapping_add(HDR_LEN as u32) as usize)
 }
 
 /// What the RX accesses need of a ring view, split or packed: the one place the two
@@ -448,12 +477,14 @@ impl<V: VirtqView> RxView for VirtioRxView<V> {
 
     #[inline(always)]
     fn refill(&self, pidx: u32, iova: u64, len: u32) {
-        // The header goes into the 12 (20 with HASH_REPORT) bytes before the data start
-        // (the pool's headroom is at least that, checked at open), so the frame lands at
-        // the packet's data.
-        let hdr = self.1.hdr_len();
-        self.0
-            .post_writable(pidx, iova.wrapping_sub(hdr as u64), len + hdr as u32);
+        // The header goes into the 12 bytes before the data start (the pool's headroom is
+        // at least that, checked at open), so the frame lands at the packet's data; with
+        // HASH_REPORT its last 8 bytes run into the data, and `finish` strips them.
+        self.0.post_writable(
+            pidx,
+            iova.wrapping_sub(HDR_LEN as u64),
+            len + HDR_LEN as u32,
+        );
     }
 
     #[inline(always)]
@@ -464,7 +495,7 @@ impl<V: VirtqView> RxView for VirtioRxView<V> {
     #[inline(always)]
     fn completion(&self, cidx: u32) -> RxCompletion {
         let (id, len) = self.0.used_elem(cidx);
-        rx_completion(id, len, self.1.hdr_len() as u32)
+        rx_completion(id, len)
     }
 
     #[inline(always)]
@@ -479,7 +510,7 @@ impl<V: VirtqView> RxView for VirtioRxView<V> {
 
     #[inline(always)]
     fn continuation(&self, c: &RxCompletion, buf: &mut PacketBuf) -> bool {
-        rx_continuation(c, buf, self.1.hdr_len())
+        rx_continuation(c, buf)
     }
 
     fn finish(&self, pkt: &mut PacketBuf) -> bool {
@@ -516,7 +547,23 @@ pub fn tx_burst<D: VirtioTxOps>(
     cache: &mut MempoolCache,
     pkts: &mut PacketBatch,
 ) -> usize {
-    let hdr = txq.ops().hdr_len();
+    // One test a burst; each length's loop then works with a constant (a 12-byte header
+    // zeroed with two stores, not a call to memset).
+    if txq.ops().hdr_len() == HASH_HDR_LEN {
+        tx_burst_with::<D, HASH_HDR_LEN>(txq, cache, pkts)
+    } else {
+        tx_burst_with::<D, HDR_LEN>(txq, cache, pkts)
+    }
+}
+
+/// [`tx_burst`] with a header of `HDR` bytes.
+#[inline(always)]
+fn tx_burst_with<D: VirtioTxOps, const HDR: usize>(
+    txq: &mut TxQueue<D>,
+    cache: &mut MempoolCache,
+    pkts: &mut PacketBatch,
+) -> usize {
+    let hdr = HDR;
     for p in pkts.iter_mut() {
         if p.is_empty() {
             continue; // the engine drops it
@@ -1096,8 +1143,9 @@ mod tests {
         dev.arm(rxq.ops().ring());
         rxq.fill(&mut cache);
         let ring = rxq.ops().ring();
-        // Each buffer is posted with room for the 20-byte header in front of its data.
-        assert_eq!(ring.descs().read(0).len.get() as usize, 512 + HASH_HDR_LEN);
+        // Each buffer is posted 12 bytes before its data, as without HASH_REPORT: the
+        // header's hash fields run 8 bytes into the data.
+        assert_eq!(ring.descs().read(0).len.get() as usize, 512 + HDR_LEN);
         receive_hashed(&mut dev, ring, &frame(1, 100), 0xdead_beef, 2); // TCP/IPv4
         receive_hashed(&mut dev, ring, &frame(2, 1200), 0x1234_5678, 6); // UDP/IPv6, a chain
         receive_hashed(&mut dev, ring, &frame(3, 64), 0x5555_5555, 0); // no hash
