@@ -12,6 +12,7 @@ use clap::Parser;
 use tenge_testbed::{Backend, Guest, GuestConfig, Nic, NicModel};
 use tenge_tests::{dgram_nic, guest_bin, DgramPeer};
 
+mod mq;
 mod stats;
 mod vhost;
 
@@ -49,6 +50,17 @@ mod vhost;
 ///                the same between two e1000e: testpmd txonly on a third e1000e (vCPU 0) is
 ///                the source on hub 0 with port A, port B alone on hub 1; the rate is port
 ///                B's transmitted frames by the device's counter (GPTC) every second
+///   vhost-mq-rx64
+///                tenge with two queue pairs against tenge with one (peer=tenge-1q): a
+///                virtio-net with two queue pairs served by a host DPDK vhost port, the host
+///                txonly (64-byte frames) on both queues; the guest drains it with
+///                `rxdump --queues 2` (a thread per queue), then `rxdump --queues 1`; the
+///                rate is what the host put into the guest's rings
+///   vhost-mq-l2fwd64
+///                the same for forwarding: two such NICs, the host's chain as in
+///                vhost-l2fwd64 on both queues, `l2fwd A B --queues 2` against
+///                `--queues 1` (a thread per direction and queue pair on both sides); the
+///                rate is what the host received on the second NIC
 /// The virtio cases' BENCH-DETAIL lines also give notifications (doorbell writes the
 /// device received) per 1000 frames with and without EVENT_IDX. Every case alternates the
 /// sides over --rounds rounds in one boot and reports each side's median and spread; a
@@ -62,7 +74,7 @@ struct Args {
     /// Comma-separated cases to run.
     #[arg(
         long,
-        default_value = "e1000e-tx64,e1000e-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514,e1000e-l2fwd64,vhost-l2fwd64"
+        default_value = "e1000e-tx64,e1000e-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514,e1000e-l2fwd64,vhost-l2fwd64,vhost-mq-rx64,vhost-mq-l2fwd64"
     )]
     cases: String,
     /// Rounds per case, alternating tenge and the peer in one boot; the median and spread
@@ -90,6 +102,8 @@ fn main() -> ExitCode {
             }
             "e1000e-l2fwd64" => e1000e_l2fwd64(args.duration, args.rounds),
             vhost::L2FWD_CASE => vhost::run_l2fwd(args.duration, args.rounds),
+            mq::RX_CASE => mq::run_rx(args.duration, args.rounds),
+            mq::L2FWD_CASE => mq::run_l2fwd(args.duration, args.rounds),
             other => match vhost::CASES.iter().find(|c| c.name == other) {
                 Some(c) => vhost::run(c, args.duration, args.rounds),
                 None => Err(format!("unknown case {other}")),

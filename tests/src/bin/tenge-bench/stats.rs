@@ -72,6 +72,19 @@ pub fn report(
     left_out: &[String],
     extra: &str,
 ) -> Result<(), String> {
+    report_vs(case, tenge, peer, "dpdk-testpmd", left_out, extra)
+}
+
+/// As [`report`], with the peer named `peer_name` (`peer=<name>`): e.g. tenge itself with
+/// one queue pair, against tenge with two.
+pub fn report_vs(
+    case: &str,
+    tenge: &[f64],
+    peer: &[f64],
+    peer_name: &str,
+    left_out: &[String],
+    extra: &str,
+) -> Result<(), String> {
     for why in left_out {
         println!("BENCH-LEFT-OUT case={case} {why}");
     }
@@ -83,7 +96,7 @@ pub fn report(
     };
     let (ratio, lo, hi, verdict) = compare(&t, &p);
     println!(
-        "BENCH case={case} {} peer=dpdk-testpmd {} ratio={ratio:.3} ratio_range={lo:.3}..{hi:.3} verdict={verdict} rounds={} left_out={}{extra}",
+        "BENCH case={case} {} peer={peer_name} {} ratio={ratio:.3} ratio_range={lo:.3}..{hi:.3} verdict={verdict} rounds={} left_out={}{extra}",
         side_fields("tenge", &t),
         side_fields("peer", &p),
         t.n.min(p.n),

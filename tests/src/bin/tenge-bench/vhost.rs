@@ -40,11 +40,68 @@ const PMD_EAL_TWO_NICS: &str = "--iova-mode=va -l 0-1 --main-lcore 0";
 
 /// What the host measured while one side ran.
 #[derive(Debug, Default)]
-struct HostPhase {
+pub(crate) struct HostPhase {
     /// `show port stats` of every port, about once a second.
     samples: Vec<Vec<PortCounters>>,
     /// Forward statistics at `stop`.
-    fwd: Vec<FwdCounters>,
+    pub(crate) fwd: Vec<FwdCounters>,
+    /// Per-stream (queue) forward statistics at `stop`: testpmd prints them when it runs
+    /// more streams than ports, i.e. with several queues (streams that moved nothing are
+    /// not printed).
+    pub(crate) streams: Vec<FwdStream>,
+}
+
+/// One forwarding stream's counts at `stop`: testpmd's `Forward Stats for RX Port= P/Queue=
+/// Q -> TX Port= P2/Queue= Q2` block.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct FwdStream {
+    pub rx_port: u32,
+    pub rx_queue: u32,
+    pub tx_port: u32,
+    pub tx_queue: u32,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Frames the TX queue did not take: a full guest ring, or (txonly, io) a queue the
+    /// guest never enabled, whose every burst fails.
+    pub tx_dropped: u64,
+}
+
+/// Parses the per-stream blocks of testpmd's `stop` output.
+pub(crate) fn parse_streams(text: &str) -> Vec<FwdStream> {
+    let num = |s: &str, key: &str| -> Option<u64> {
+        let i = s.find(key)?;
+        s[i + key.len()..]
+            .trim_start()
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let mut out = Vec::new();
+    let mut cur: Option<FwdStream> = None;
+    for line in text.lines() {
+        if line.contains("Forward Stats for RX Port=") {
+            let (rx, tx) = line.split_once("->").unwrap_or((line, ""));
+            cur = Some(FwdStream {
+                rx_port: num(rx, "Port=").unwrap_or(0) as u32,
+                rx_queue: num(rx, "Queue=").unwrap_or(0) as u32,
+                tx_port: num(tx, "Port=").unwrap_or(0) as u32,
+                tx_queue: num(tx, "Queue=").unwrap_or(0) as u32,
+                ..Default::default()
+            });
+            continue;
+        }
+        if let Some(mut st) = cur {
+            if let Some(rx) = num(line, "RX-packets:") {
+                st.rx_packets = rx;
+                st.tx_packets = num(line, "TX-packets:").unwrap_or(0);
+                st.tx_dropped = num(line, "TX-dropped:").unwrap_or(0);
+                out.push(st);
+                cur = None;
+            }
+        }
+    }
+    out
 }
 
 /// One vhost benchmark case.
@@ -118,7 +175,7 @@ fn tx_side(name: &str, cmd: &str) -> String {
 /// Guest script lines for one RX side: `start` launches the sink in the background and
 /// waits until it is ready; the host then sends for `d` seconds; `finish` stops the sink
 /// and prints its totals.
-fn rx_side(name: &str, start: &str, d: u32, finish: &str) -> String {
+pub(crate) fn rx_side(name: &str, start: &str, d: u32, finish: &str) -> String {
     format!(
         "echo BENCH-PHASE {name}\n{start}\necho BENCH-HOST-START {name}\nsleep {d}\necho BENCH-HOST-STOP\n{finish}\n"
     )
@@ -177,7 +234,7 @@ fn script(case: &Case, d: u32, rounds: u32) -> String {
 /// Boots the guest with `nics` and runs `script`, driving `host` at the console's
 /// `BENCH-HOST-START NAME` / `BENCH-HOST-STOP` lines and sampling its counters every second
 /// in between. Returns the console lines and what the host measured per phase.
-fn run_with_host(
+pub(crate) fn run_with_host(
     nics: Vec<Nic>,
     script: &str,
     timeout: Duration,
@@ -210,7 +267,10 @@ fn run_with_host(
                     next_sample = Instant::now() + Duration::from_secs(1);
                 } else if l == "BENCH-HOST-STOP" {
                     if let Some((name, mut p)) = open.take() {
+                        // `stop`'s per-stream blocks, from what it printed.
+                        let at = host.transcript().len();
                         p.fwd = host.stop_forwarding().map_err(host_err)?;
+                        p.streams = parse_streams(host.transcript().get(at..).unwrap_or(""));
                         phases.insert(name, p);
                     }
                 }
@@ -250,7 +310,7 @@ fn env_args(name: &str) -> Vec<String> {
 
 /// The host-side rate of `port` in a phase, in Mpps: received (the guest sent) or sent
 /// (the guest received).
-fn host_rate(p: &HostPhase, port: usize, guest_tx: bool) -> Option<f64> {
+pub(crate) fn host_rate(p: &HostPhase, port: usize, guest_tx: bool) -> Option<f64> {
     let samples: Vec<f64> = p
         .samples
         .iter()
@@ -458,4 +518,37 @@ pub fn run_l2fwd(d: u32, rounds: u32) -> Result<(), String> {
     let (tenge, peer) = (get("tenge"), get("peer"));
     println!("BENCH-ROUNDS case={case} tenge={tenge:.3?} peer={peer:.3?}");
     stats::report(case, &tenge, &peer, &left_out, " size=64")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_per_stream_forward_stats() {
+        let text = "Telling cores to stop...
+  ------- Forward Stats for RX Port= 0/Queue= 0 -> TX Port= 0/Queue= 0 -------
+  RX-packets: 0              TX-packets: 2208           TX-dropped: 5
+  ------- Forward Stats for RX Port= 2/Queue= 1 -> TX Port= 0/Queue= 1 -------
+  RX-packets: 7              TX-packets: 0              TX-dropped: 3616
+  ---------------------- Forward statistics for port 0  ----------------------
+  RX-packets: 0              RX-dropped: 0             RX-total: 0
+  TX-packets: 2208           TX-dropped: 3621          TX-total: 5829
+";
+        let s = parse_streams(text);
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s[0],
+            FwdStream {
+                tx_packets: 2208,
+                tx_dropped: 5,
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            (s[1].rx_port, s[1].rx_queue, s[1].tx_port, s[1].tx_queue),
+            (2, 1, 0, 1)
+        );
+        assert_eq!((s[1].rx_packets, s[1].tx_dropped), (7, 3616));
+    }
 }
