@@ -817,8 +817,10 @@ impl Port {
     /// What the port does with each offload (see [`caps`]). e1000e: every TX checksum and
     /// TSO by the device (context descriptors), RX checksums by the device when
     /// [`PortConfig::rx_checksum`] is on, no LRO yet. virtio-net: RX checksums and LRO by
-    /// the device as negotiated (GUEST_CSUM, GUEST_TSO4/6); its TX requests are not
-    /// written into the header yet, so they are unavailable.
+    /// the device as negotiated (GUEST_CSUM, GUEST_TSO4/6), LRO in software where the
+    /// device has none and [`PortConfig::lro`] asks; its TX requests are not written into
+    /// the header yet, so they are unavailable (a packet that asks is dropped and counted,
+    /// `TxStats::bad_offload`).
     pub fn offloads(&self) -> caps::OffloadCaps {
         use caps::OffloadSupport::{Device, Software, Unavailable};
         use tenge_firmware_iface::virtio as vf;

@@ -50,7 +50,7 @@ use tenge_descriptors::virtio::{
 };
 use tenge_firmware_iface::NarrowMmio;
 
-use crate::packet::mempool::PacketBuf;
+use crate::packet::mempool::{PacketBuf, PacketMeta};
 use crate::platform::dma::{DescRing, DmaRegion, RingView};
 use crate::ring::{RxDescOps, TxDescOps, TxView};
 use crate::virtio::{
@@ -517,6 +517,20 @@ impl TxView for PackedTxView<'_> {
     #[inline(always)]
     fn descs_needed(&self, _pkt: &PacketBuf) -> u32 {
         1
+    }
+
+    /// Unchained, and no TX offload asked: virtio's TX header carries no request yet, so
+    /// a packet that asks goes to the checked loop, where `sendable` refuses it.
+    #[inline(always)]
+    fn single(&self, pkt: &PacketBuf) -> bool {
+        !pkt.is_chained() && pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
+    }
+
+    /// A TX offload request is not served on virtio-net yet: dropped and counted
+    /// (`TxStats::bad_offload`), never sent as if served.
+    #[inline(always)]
+    fn sendable(&self, pkt: &PacketBuf) -> bool {
+        pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
     }
 
     #[inline(always)]
