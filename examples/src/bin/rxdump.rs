@@ -17,7 +17,7 @@ use tenge_examples::{memory_summary, parse_secs, queue_rates};
 ///
 /// The NIC must be bound to vfio-pci. Prints the port's RSS key and indirection table
 /// (`RSS key=.. table=.. types=..`, or `RSS off`), then `READY`, then a line per frame:
-///   FRAME queue=Q len=BYTES rss_type=TYPE hash=0xHHHHHHHH|- ip_csum=V l4_csum=V data=HEX
+///   FRAME queue=Q len=BYTES rss_type=TYPE hash=0xHHHHHHHH|- ip_csum=V l4_csum=V segs=N data=HEX
 /// (V the checksum verdict: good, bad, or - for not checked; see --rx-checksum)
 /// with --quiet only the live per-queue rates (each second) and the summary. Runs until
 /// SIGINT or SIGTERM, --duration, or --count frames. Example, in the test guest:
@@ -47,6 +47,10 @@ struct Args {
     /// Turn RX checksum offload on: each frame's verdicts in its line.
     #[arg(long)]
     rx_checksum: bool,
+    /// Turn LRO on (the device's, or tenge's software LRO): coalesced frames show
+    /// `segs=N` (N > 1).
+    #[arg(long)]
+    lro: bool,
     /// No line per frame: only the rates and the summary.
     #[arg(long)]
     quiet: bool,
@@ -77,7 +81,9 @@ fn receive(mut rx: RxQueueHandle, args: &Args, total: &AtomicU64, stop: &AtomicB
                 let mut out = std::io::stdout().lock();
                 for p in batch.iter() {
                     let m = p.meta();
-                    let data = p.data();
+                    // The whole frame, every segment of a chain.
+                    let mut data = Vec::with_capacity(p.pkt_len().min(args.bytes));
+                    p.append_to(&mut data);
                     let verdict = |good: u32, bad: u32| {
                         if m.flags & bad != 0 {
                             "bad"
@@ -89,13 +95,14 @@ fn receive(mut rx: RxQueueHandle, args: &Args, total: &AtomicU64, stop: &AtomicB
                     };
                     let _ = writeln!(
                         out,
-                        "FRAME queue={queue} len={} rss_type={} hash={} ip_csum={} l4_csum={} data={}",
+                        "FRAME queue={queue} len={} rss_type={} hash={} ip_csum={} l4_csum={} segs={} data={}",
                         p.pkt_len(),
                         m.rss_type().name(),
                         m.rss_hash()
                             .map_or_else(|| "-".to_string(), |h| format!("{h:#010x}")),
                         verdict(PacketMeta::RX_IP_CSUM_GOOD, PacketMeta::RX_IP_CSUM_BAD),
                         verdict(PacketMeta::RX_L4_CSUM_GOOD, PacketMeta::RX_L4_CSUM_BAD),
+                        if m.flags & PacketMeta::RX_LRO != 0 { m.segs.max(1) } else { 1 },
                         hex(&data[..data.len().min(args.bytes)])
                     );
                 }
@@ -116,6 +123,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = PortConfig {
         queues: args.queues,
         rx_checksum: args.rx_checksum,
+        lro: args.lro,
         ..PortConfig::default()
     };
     cfg.mempool_buffers = cfg
