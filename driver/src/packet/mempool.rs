@@ -610,6 +610,17 @@ impl PacketBuf {
         unsafe { core::slice::from_raw_parts(self.h().base.as_ptr(), self.h().data_off as usize) }
     }
 
+    /// The headroom, writable: a header a device reads in front of the data goes here
+    /// (virtio-net's TX header, which the TX ops write without moving the data).
+    #[inline(always)]
+    pub fn headroom_mut(&mut self) -> &mut [u8] {
+        // SAFETY: [0, data_off) lies in this buffer's slot (data_off <= end), owned by
+        // `self`, borrowed mutably: no other view of these bytes exists meanwhile.
+        unsafe {
+            core::slice::from_raw_parts_mut(self.h().base.as_ptr(), self.h().data_off as usize)
+        }
+    }
+
     /// Whether `self` belongs to `pool`.
     pub fn is_from(&self, pool: &Mempool) -> bool {
         self.h().core == pool.owner.core

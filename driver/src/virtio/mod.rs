@@ -169,19 +169,23 @@ pub(crate) struct IndirectView<'a> {
 }
 
 impl IndirectView<'_> {
-    /// Writes `pkt`'s segments into the table of ring slot `slot` (`hi` makes each
+    /// Writes `pkt`'s segments into the table of ring slot `slot`, the first as `first`
+    /// (its address and length with the header in front, [`write_tx_hdr`]; `hi` makes each
     /// descriptor's second quadword from its length, its position and whether it is the
     /// last, in the ring layout's format); returns the table's IOVA and byte length.
     #[inline]
     pub(crate) fn write(
         &self,
         slot: u32,
+        first: (u64, u32),
         pkt: &PacketBuf,
         hi: impl Fn(u32, u32, bool) -> u64,
     ) -> (u64, u32) {
         let base = slot * INDIRECT_SEGS;
-        let mut n = 0u32;
-        let mut seg = Some(pkt);
+        let mut seg = pkt.next();
+        self.descs
+            .write_qwords(base, first.0, hi(first.1, 0, seg.is_none()));
+        let mut n = 1u32;
         while let Some(s) = seg {
             seg = s.next();
             self.descs.write_qwords(
@@ -535,52 +539,54 @@ pub trait VirtioTxOps: TxDescOps {
     fn hdr_len(&self) -> usize;
 }
 
-/// Sends frames from the front of `pkts` on a virtio TX queue (split or packed): prepends the (zero)
-/// `virtio_net_hdr` into each packet's headroom, runs the engine's burst (one publish and
-/// at most one doorbell), then strips the header again from what stayed in the batch, so
-/// the caller gets its packets back unchanged. A packet without room for the header (12
-/// bytes, 20 with HASH_REPORT) cannot be sent: it is emptied, and the engine drops and
-/// counts it (`bad_packet`).
+/// Sends frames from the front of `pkts` on a virtio TX queue (split or packed): the
+/// engine's burst (one publish and at most one doorbell), whose TX ops write each packet's
+/// `virtio_net_hdr` (zero: no offload requested) into its headroom as they write its
+/// descriptor ([`write_tx_hdr`]), so the batch is walked once and the caller's packets stay
+/// as they were. A packet with less headroom than [`TX_HDR_ROOM`] cannot be sent: the engine
+/// drops and counts it (`bad_packet`).
 #[inline]
-pub fn tx_burst<D: VirtioTxOps>(
+pub fn tx_burst<D: TxDescOps>(
     txq: &mut TxQueue<D>,
     cache: &mut MempoolCache,
     pkts: &mut PacketBatch,
 ) -> usize {
-    // One test a burst; each length's loop then works with a constant (a 12-byte header
-    // zeroed with two stores, not a call to memset).
-    if txq.ops().hdr_len() == HASH_HDR_LEN {
-        tx_burst_with::<D, HASH_HDR_LEN>(txq, cache, pkts)
-    } else {
-        tx_burst_with::<D, HDR_LEN>(txq, cache, pkts)
-    }
+    txq.tx_burst(cache, pkts)
 }
 
-/// [`tx_burst`] with a header of `HDR` bytes.
+/// Headroom a packet needs for virtio TX: the longest header (with HASH_REPORT), written
+/// whole whatever the negotiated length, so the write is two fixed stores.
+pub const TX_HDR_ROOM: usize = HASH_HDR_LEN;
+
+/// Whether `pkt` takes the TX runs on virtio: unchained, no offload asked (the header carries
+/// no request yet), room for the header.
 #[inline(always)]
-fn tx_burst_with<D: VirtioTxOps, const HDR: usize>(
-    txq: &mut TxQueue<D>,
-    cache: &mut MempoolCache,
-    pkts: &mut PacketBatch,
-) -> usize {
-    let hdr = HDR;
-    for p in pkts.iter_mut() {
-        if p.is_empty() {
-            continue; // the engine drops it
-        }
-        if p.prepend(hdr) {
-            p.data_mut()[..hdr].fill(0);
-        } else {
-            p.set_len(0);
-        }
+pub(crate) fn tx_single(pkt: &PacketBuf) -> bool {
+    !pkt.is_chained()
+        && pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
+        && pkt.headroom() >= TX_HDR_ROOM
+}
+
+/// Whether virtio TX can send `pkt` at all: room for the header, and no offload asked
+/// (not served yet: dropped and counted as `bad_offload`, never sent as if served).
+#[inline(always)]
+pub(crate) fn tx_sendable(pkt: &PacketBuf) -> bool {
+    pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 && pkt.headroom() >= TX_HDR_ROOM
+}
+
+/// Writes a zero `virtio_net_hdr` of `hdr` bytes (12, or 20 with HASH_REPORT; §5.1.6)
+/// right in front of `pkt`'s data, and returns the device address and length of header and
+/// data together: what the descriptor (or a chain's first table entry) points at. The
+/// caller has checked [`tx_sendable`]. All [`TX_HDR_ROOM`] bytes in front are zeroed (two
+/// fixed stores); the device reads the last `hdr` of them.
+#[inline(always)]
+pub(crate) fn write_tx_hdr(pkt: &mut PacketBuf, hdr: u32) -> (u64, u32) {
+    let room = pkt.headroom_mut();
+    let n = room.len();
+    if let Some(h) = room.get_mut(n.wrapping_sub(TX_HDR_ROOM)..) {
+        h.fill(0);
     }
-    let sent = txq.tx_burst(cache, pkts);
-    for p in pkts.iter_mut() {
-        if !p.is_empty() {
-            p.adj(hdr);
-        }
-    }
-    sent
+    (pkt.data_iova() - u64::from(hdr), pkt.len() as u32 + hdr)
 }
 
 #[cfg(test)]
@@ -686,7 +692,7 @@ mod tests {
                 Doorbell::new(bells.clone(), TX_BELL, TX_QUEUE, event_idx),
             ),
             rs,
-            MAX_FRAME + HDR_LEN,
+            MAX_FRAME,
         )
     }
 
@@ -1308,7 +1314,7 @@ mod tests {
             )
             .with_indirect(tables),
             2,
-            MAX_FRAME + HDR_LEN,
+            MAX_FRAME,
         );
         let mut dev = Dev::default();
         dev.arm(txq.ops().ring());
@@ -1434,7 +1440,11 @@ mod tests {
             assert!(bad.is_empty());
             assert_eq!(txq.stats().bad_packet, 3);
             let s = *txq.stats();
-            assert_eq!((s.packets, s.bytes), (11, 10 * 72 + 1526));
+            assert_eq!(
+                (s.packets, s.bytes),
+                (11, 10 * 60 + 1514),
+                "frame bytes, no header"
+            );
         }
     }
 

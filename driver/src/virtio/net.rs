@@ -305,7 +305,7 @@ impl VirtioNet {
                                     false => tx,
                                 },
                                 cfg.tx_rs_interval,
-                                MAX_FRAME + hdr_len,
+                                MAX_FRAME,
                             ),
                         ));
                     }
@@ -327,7 +327,7 @@ impl VirtioNet {
                                     false => tx,
                                 },
                                 cfg.tx_rs_interval,
-                                MAX_FRAME + hdr_len,
+                                MAX_FRAME,
                             ),
                         ));
                     }

@@ -50,7 +50,7 @@ use tenge_descriptors::virtio::{
 };
 use tenge_firmware_iface::NarrowMmio;
 
-use crate::packet::mempool::{PacketBuf, PacketMeta};
+use crate::packet::mempool::PacketBuf;
 use crate::platform::dma::{DescRing, DmaRegion, RingView};
 use crate::ring::{RxDescOps, TxDescOps, TxView};
 use crate::virtio::{
@@ -450,6 +450,7 @@ impl<M: NarrowMmio> TxDescOps for PackedTx<M> {
         PackedTxView(
             self.ring.view(),
             self.indirect.as_ref().map(IndirectTables::view),
+            self.hdr_len as u32,
         )
     }
 
@@ -467,7 +468,7 @@ impl<M: NarrowMmio> TxDescOps for PackedTx<M> {
 
 /// The virtio-net TX descriptor accesses, on a view of a packed ring.
 #[derive(Clone, Copy)]
-pub struct PackedTxView<'a>(PackedView<'a>, Option<IndirectView<'a>>);
+pub struct PackedTxView<'a>(PackedView<'a>, Option<IndirectView<'a>>, u32);
 
 impl PackedTxView<'_> {
     /// A chain: its segments in the slot's indirect table, laid out in sequence (virtio
@@ -476,13 +477,14 @@ impl PackedTxView<'_> {
     /// sends chains only up to `max_segs`.
     #[cold]
     #[inline(never)]
-    fn post_chain(&self, pidx: u32, pkt: &PacketBuf) {
+    fn post_chain(&self, pidx: u32, pkt: &mut PacketBuf) {
         let Some(ind) = self.1 else {
             debug_assert!(false, "a chain on a ring without indirect tables");
             return;
         };
+        let first = super::write_tx_hdr(pkt, self.2);
         // len (31:0), id (47:32) and flags (63:48) 0: device-readable.
-        let (iova, len) = ind.write(pidx & self.0.mask, pkt, |len, _, _| u64::from(len));
+        let (iova, len) = ind.write(pidx & self.0.mask, first, pkt, |len, _, _| u64::from(len));
         self.0.post(pidx, iova, len, VIRTQ_DESC_F_INDIRECT);
     }
 }
@@ -523,14 +525,14 @@ impl TxView for PackedTxView<'_> {
     /// a packet that asks goes to the checked loop, where `sendable` refuses it.
     #[inline(always)]
     fn single(&self, pkt: &PacketBuf) -> bool {
-        !pkt.is_chained() && pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
+        super::tx_single(pkt)
     }
 
     /// A TX offload request is not served on virtio-net yet: dropped and counted
     /// (`TxStats::bad_offload`), never sent as if served.
     #[inline(always)]
     fn sendable(&self, pkt: &PacketBuf) -> bool {
-        pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
+        super::tx_sendable(pkt)
     }
 
     #[inline(always)]
@@ -539,14 +541,16 @@ impl TxView for PackedTxView<'_> {
         if pkt.is_chained() {
             self.post_chain(pidx, pkt);
         } else {
-            self.0.post(pidx, pkt.data_iova(), pkt.len() as u32, 0);
+            self.encap_single(pidx, pkt);
         }
         1
     }
 
     #[inline(always)]
     fn encap_single(&self, pidx: u32, pkt: &mut PacketBuf) {
-        self.0.post(pidx, pkt.data_iova(), pkt.len() as u32, 0);
+        // The header in front of the data, then one descriptor over both.
+        let (iova, len) = super::write_tx_hdr(pkt, self.2);
+        self.0.post(pidx, iova, len, 0);
     }
 
     /// Chains through the slot's indirect table when negotiated.
@@ -653,7 +657,7 @@ mod tests {
                 Doorbell::new(bells.clone(), TX_BELL, TX_QUEUE, event_idx),
             ),
             rs,
-            MAX_FRAME + HDR_LEN,
+            MAX_FRAME,
         )
     }
 
@@ -955,7 +959,7 @@ mod tests {
             )
             .with_indirect(IndirectTables::new(mem.clone(), 1 << 14, 8)),
             2,
-            MAX_FRAME + HDR_LEN,
+            MAX_FRAME,
         );
         let mut dev = Dev::new(true);
         let chain = |cache: &mut MempoolCache, f: &[u8], segs: usize| {
@@ -1127,7 +1131,11 @@ mod tests {
             assert_eq!(wire.len(), 4);
             assert_eq!(wire[3], frame(10, 1514));
             let s = *txq.stats();
-            assert_eq!((s.packets, s.bytes), (11, 10 * 72 + 1526));
+            assert_eq!(
+                (s.packets, s.bytes),
+                (11, 10 * 60 + 1514),
+                "frame bytes, no header"
+            );
         }
     }
 

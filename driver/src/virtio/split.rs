@@ -11,7 +11,7 @@ use tenge_descriptors::virtio::{
 };
 use tenge_firmware_iface::NarrowMmio;
 
-use crate::packet::mempool::{PacketBuf, PacketMeta};
+use crate::packet::mempool::PacketBuf;
 use crate::platform::dma::{DescRing, DmaRegion, RingView};
 use crate::ring::{RxDescOps, TxDescOps, TxView};
 
@@ -402,6 +402,7 @@ impl<M: NarrowMmio> TxDescOps for VirtioTx<M> {
         VirtioTxView(
             self.ring.view(),
             self.indirect.as_ref().map(IndirectTables::view),
+            self.hdr_len as u32,
         )
     }
 
@@ -418,7 +419,7 @@ impl<M: NarrowMmio> TxDescOps for VirtioTx<M> {
 
 /// The virtio-net TX descriptor accesses, on a view of the ring.
 #[derive(Clone, Copy)]
-pub struct VirtioTxView<'a>(SplitView<'a>, Option<IndirectView<'a>>);
+pub struct VirtioTxView<'a>(SplitView<'a>, Option<IndirectView<'a>>, u32);
 
 impl VirtioTxView<'_> {
     /// A chain: its segments in the slot's indirect table, chained by `next` (virtio 1.2
@@ -426,12 +427,13 @@ impl VirtioTxView<'_> {
     /// with INDIRECT pointing at it. The engine sends chains only up to `max_segs`.
     #[cold]
     #[inline(never)]
-    fn encap_chain(&self, pidx: u32, pkt: &PacketBuf) -> u32 {
+    fn encap_chain(&self, pidx: u32, pkt: &mut PacketBuf) -> u32 {
         let Some(ind) = self.1 else {
             debug_assert!(false, "a chain on a ring without indirect tables");
             return 1;
         };
-        let (iova, len) = ind.write(pidx & self.0.mask, pkt, |len, i, last| {
+        let first = super::write_tx_hdr(pkt, self.2);
+        let (iova, len) = ind.write(pidx & self.0.mask, first, pkt, |len, i, last| {
             let (flags, next) = if last {
                 (0, 0)
             } else {
@@ -483,18 +485,19 @@ impl TxView for VirtioTxView<'_> {
         1
     }
 
-    /// Unchained, and no TX offload asked: virtio's TX header carries no request yet, so
-    /// a packet that asks goes to the checked loop, where `sendable` refuses it.
+    /// Unchained, no TX offload asked (virtio's TX header carries no request yet, so a
+    /// packet that asks goes to the checked loop, where `sendable` refuses it), room for
+    /// the header.
     #[inline(always)]
     fn single(&self, pkt: &PacketBuf) -> bool {
-        !pkt.is_chained() && pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
+        super::tx_single(pkt)
     }
 
-    /// A TX offload request is not served on virtio-net yet: dropped and counted
-    /// (`TxStats::bad_offload`), never sent as if served.
+    /// Room for the header, and no TX offload request (not served on virtio-net yet:
+    /// dropped and counted, `TxStats::bad_offload`, never sent as if served).
     #[inline(always)]
     fn sendable(&self, pkt: &PacketBuf) -> bool {
-        pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
+        super::tx_sendable(pkt)
     }
 
     /// Chains through the slot's indirect table when negotiated.
@@ -509,11 +512,10 @@ impl TxView for VirtioTxView<'_> {
 
     #[inline(always)]
     fn encap_single(&self, pidx: u32, pkt: &mut PacketBuf) {
-        // The packet starts with its virtio_net_hdr (tx_burst prepended it). Device-readable:
-        // flags 0, next 0.
-        self.0
-            .desc
-            .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64);
+        // The header in front of the data, then one device-readable descriptor over both
+        // (flags 0, next 0).
+        let (iova, len) = super::write_tx_hdr(pkt, self.2);
+        self.0.desc.write_qwords(pidx, iova, u64::from(len));
     }
 
     #[inline(always)]
@@ -522,11 +524,7 @@ impl TxView for VirtioTxView<'_> {
         if pkt.is_chained() {
             return self.encap_chain(pidx, pkt);
         }
-        // The packet starts with its virtio_net_hdr (tx_burst prepended it). Device-readable:
-        // flags 0, next 0.
-        self.0
-            .desc
-            .write_qwords(pidx, pkt.data_iova(), pkt.len() as u64);
+        self.encap_single(pidx, pkt);
         1
     }
 

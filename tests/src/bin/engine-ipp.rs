@@ -697,7 +697,7 @@ fn virtio_split<W: Work>() -> Result<Setup<SplitDev<W>>, String> {
             bell(TX_QUEUE),
         ),
         RS_INTERVAL,
-        VIRTIO_MAX_FRAME + HDR_LEN,
+        VIRTIO_MAX_FRAME,
     );
     let dev = SplitDev {
         rx_avail: 0,
@@ -862,7 +862,7 @@ fn virtio_packed<W: Work>() -> Result<Setup<PackedDev<W>>, String> {
             bell(TX_QUEUE),
         ),
         RS_INTERVAL,
-        VIRTIO_MAX_FRAME + HDR_LEN,
+        VIRTIO_MAX_FRAME,
     );
     let dev = PackedDev {
         rx_next: 0,
