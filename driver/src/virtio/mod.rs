@@ -542,7 +542,7 @@ pub trait VirtioTxOps: TxDescOps {
 /// Sends frames from the front of `pkts` on a virtio TX queue (split or packed): the
 /// engine's burst (one publish and at most one doorbell), whose TX ops write each packet's
 /// `virtio_net_hdr` (zero: no offload requested) into its headroom as they write its
-/// descriptor ([`write_tx_hdr`]), so the batch is walked once and the caller's packets stay
+/// descriptor (`write_tx_hdr`), so the batch is walked once and the caller's packets stay
 /// as they were. A packet with less headroom than [`TX_HDR_ROOM`] cannot be sent: the engine
 /// drops and counts it (`bad_packet`).
 #[inline]
