@@ -32,7 +32,10 @@ pub use crate::e1000e::{
     UNICAST_FILTER_ENTRIES,
 };
 pub use link::{setup_link, AUTONEG_RESTART_WAIT_US, DEFAULT_LINK_TIMEOUT_US, LINK_POLL_US};
-pub use reset::{disable, reset, AUTO_READ_WAIT_US, RESET_POLL_US, RESET_TIMEOUT_US};
+pub use reset::{
+    disable, reset, AUTO_READ_WAIT_US, MASTER_DISABLE_TIMEOUT_US, RESET_POLL_US, RESET_QUIESCE_US,
+    RESET_TIMEOUT_US,
+};
 pub use rings::{
     configure_rx, configure_rx_queue, configure_tx_queue, disable_rx_queue, enable_rx, enable_tx,
     rctl, set_promisc, RxConfig, RxQueueConfig, TxQueueConfig, DESC_LEN, MAX_RING_DESCS,
