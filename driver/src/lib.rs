@@ -36,6 +36,7 @@
 
 pub mod e1000e;
 pub mod error;
+pub mod igb;
 pub mod packet;
 pub mod platform;
 pub mod port;

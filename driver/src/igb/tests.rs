@@ -1,0 +1,243 @@
+//! The igb descriptor ops on the engine, against write-backs laid out as QEMU's igb writes
+//! them (`igb_write_adv_rx_descr`, `igb_txdesc_writeback`).
+
+use super::*;
+use crate::packet::mempool::host_pool;
+use crate::platform::dma::{DmaRegion, HugepagePolicy, IdentityMapper};
+use crate::ring::{PacketBatch, RxQueue, TxQueue};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tenge_descriptors::igb::{
+    ADVTXD_DCMD_DEXT, ADVTXD_DTYP_DATA, ADVTXD_PAYLEN_SHIFT, PKT_TYPE_IPV4, PKT_TYPE_UDP,
+    RXD_ERR_CE, RXD_ERR_IPE, RXD_ERR_L4E, RXD_STAT_IPCS, RXD_STAT_L4CS, RXD_STAT_UDPCS,
+};
+use zerocopy::little_endian::{U16, U32};
+
+/// Registers as a plain map, recording every write.
+#[derive(Default)]
+struct Regs(Mutex<HashMap<u32, u32>>, Mutex<Vec<(u32, u32)>>);
+impl Mmio for Regs {
+    fn read32(&self, off: u32) -> u32 {
+        *self.0.lock().unwrap().get(&off).unwrap_or(&0)
+    }
+    fn write32(&self, off: u32, v: u32) {
+        self.0.lock().unwrap().insert(off, v);
+        self.1.lock().unwrap().push((off, v));
+    }
+}
+impl Regs {
+    fn writes(&self) -> Vec<(u32, u32)> {
+        self.1.lock().unwrap().clone()
+    }
+    fn clear(&self) {
+        self.1.lock().unwrap().clear();
+    }
+}
+
+fn region() -> Arc<DmaRegion> {
+    Arc::new(DmaRegion::allocate(Arc::new(IdentityMapper), 1 << 16, HugepagePolicy::Never).unwrap())
+}
+
+/// Plays the device: completes RX descriptor `idx` with `len` bytes of `fill`, as QEMU
+/// writes an advanced write-back (the whole 16 bytes, DD in the status dword).
+fn device_receive(
+    ring: &DescRing<AdvRxDescRead>,
+    idx: u32,
+    len: u16,
+    status_error: u32,
+    pkt_info: u32,
+    hash: u32,
+    fill: u8,
+) {
+    let read = ring.read(idx);
+    assert_eq!(
+        read.hdr_addr.get(),
+        0,
+        "one-buffer descriptors: no header address"
+    );
+    let addr = read.pkt_addr.get() as *mut u8;
+    // SAFETY (test): identity-mapped buffer of at least 2048 bytes posted by the engine.
+    unsafe { std::ptr::write_bytes(addr, fill, len.min(2048) as usize) };
+    let wb = AdvRxDescWb {
+        pkt_info: U32::new(pkt_info),
+        rss_or_csum: U32::new(hash),
+        status_error: U32::new(status_error),
+        length: U16::new(len),
+        vlan: U16::new(0),
+    };
+    ring.write(idx, zerocopy::transmute!(wb));
+}
+
+#[test]
+fn rx_delivers_checksum_verdicts_chains_and_drops_errors() {
+    let regs = Arc::new(Regs::default());
+    let mut rxq = RxQueue::new(
+        IgbRx::for_queue(DescRing::new(region(), 0, 8), regs.clone(), 0, false),
+        1,
+    );
+    let pool = host_pool(64).unwrap();
+    let mut cache = pool.cache(16);
+    assert_eq!(rxq.fill(&mut cache), 7, "one slot stays empty");
+    assert_eq!(regs.read32(regs::RDT0), 7);
+    let r = rxq.ops().ring();
+    let done = RXD_STAT_DD | RXD_STAT_EOP;
+    device_receive(r, 0, 60, done | RXD_STAT_IPCS, 0, 0, 0xaa);
+    device_receive(r, 1, 64, done | RXD_ERR_CE, 0, 0, 0xbb);
+    device_receive(r, 2, 100, RXD_STAT_DD, 0, 0, 0xcc); // first buffer of two
+    device_receive(r, 3, 100, done, 0, 0, 0xcc);
+    let udp_bad = done | RXD_STAT_IPCS | RXD_STAT_L4CS | RXD_STAT_UDPCS | RXD_ERR_L4E;
+    device_receive(r, 4, 1514, udp_bad, 0, 0, 0xdd);
+    device_receive(r, 5, 60, done | RXD_STAT_IPCS | RXD_ERR_IPE, 0, 0, 0xee);
+    regs.clear();
+    let mut out = PacketBatch::new(32);
+    assert_eq!(rxq.rx_burst(&mut cache, &mut out), 4);
+    let a = out.pop().unwrap();
+    assert_eq!(a.data(), &[0xaa; 60][..]);
+    assert_eq!(a.meta().flags, PacketMeta::RX_IP_CSUM_GOOD);
+    let c = out.pop().unwrap();
+    assert_eq!((c.nb_segs(), c.pkt_len()), (2, 200));
+    let d = out.pop().unwrap();
+    assert_eq!(
+        d.meta().flags,
+        PacketMeta::RX_IP_CSUM_GOOD | PacketMeta::RX_L4_CSUM_BAD
+    );
+    let e = out.pop().unwrap();
+    assert_eq!(e.meta().flags, PacketMeta::RX_IP_CSUM_BAD);
+    let s = *rxq.stats();
+    assert_eq!((s.packets, s.errors, s.chains), (4, 1, 1));
+    // Six consumed and refilled, one tail write on queue 0's RDT.
+    assert_eq!(regs.writes(), vec![(regs::RDT0, 5)]);
+}
+
+/// With RSS the write-back's type (QEMU's numbering, UDP included) and hash reach the
+/// metadata; the packet-type bits beside the RSS type are not mistaken for it.
+#[test]
+fn rx_queue_9_reports_rss_hash_and_type_udp_included() {
+    for rss in [true, false] {
+        let regs = Arc::new(Regs::default());
+        let mut rxq = RxQueue::new(
+            IgbRx::for_queue(DescRing::new(region(), 0, 16), regs.clone(), 9, rss),
+            1,
+        );
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        rxq.fill(&mut cache);
+        assert_eq!(regs.writes(), vec![(regs::queue_reg(regs::RDT0, 9), 15)]);
+        let r = rxq.ops().ring();
+        let types = [
+            (1, RssType::TcpIpv4),
+            (2, RssType::Ipv4),
+            (3, RssType::TcpIpv6),
+            (4, RssType::Ipv6Ex),
+            (5, RssType::Ipv6),
+            (6, RssType::TcpIpv6Ex),
+            (7, RssType::UdpIpv4),
+            (8, RssType::UdpIpv6),
+            (9, RssType::UdpIpv6Ex),
+            (0, RssType::None),
+            (12, RssType::None),
+        ];
+        let ptype = (PKT_TYPE_IPV4 | PKT_TYPE_UDP) << 4;
+        for (i, (t, _)) in types.iter().enumerate() {
+            let h = 0xbeef_0000 + i as u32;
+            device_receive(r, i as u32, 60, RXD_STAT_DD | RXD_STAT_EOP, t | ptype, h, 1);
+        }
+        let mut out = PacketBatch::new(32);
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), types.len());
+        for (i, (_, t)) in types.iter().enumerate() {
+            let m = *out.get(i).unwrap().meta();
+            if rss {
+                assert_eq!(m.rss_type(), *t, "entry {i}");
+                let want = (*t != RssType::None).then_some(0xbeef_0000 + i as u32);
+                assert_eq!(m.rss_hash(), want, "entry {i}");
+            } else {
+                assert_eq!((m.rss_type(), m.rss_hash()), (RssType::None, None));
+            }
+        }
+    }
+}
+
+#[test]
+fn tx_writes_advanced_data_descriptors_rs_every_nth_and_recycles_on_dd() {
+    let regs = Arc::new(Regs::default());
+    let pool = host_pool(64).unwrap();
+    let mut cache = pool.cache(16);
+    let mut txq = TxQueue::new(
+        IgbTx::for_queue(DescRing::new(region(), 0, 16), regs.clone(), 3),
+        4,
+        MAX_FRAME,
+    );
+    let mut batch = PacketBatch::new(32);
+    for i in 0..10u8 {
+        let mut b = cache.alloc().unwrap();
+        b.copy_from(&[i; 60]);
+        batch.push(b).unwrap();
+    }
+    assert_eq!(txq.tx_burst(&mut cache, &mut batch), 10);
+    assert_eq!(
+        regs.writes(),
+        vec![(regs::queue_reg(regs::TDT0, 3), 10)],
+        "one doorbell per burst, on queue 3's TDT"
+    );
+    let ring = txq.ops().ring();
+    for i in 0..10 {
+        let d = ring.read(i);
+        let cmd = d.cmd_type_len.get();
+        // DEXT | DTYP data | IFCS | EOP, length 60; PAYLEN 60 as the 82576 wants it.
+        assert_eq!(
+            cmd & !ADVTXD_DCMD_RS,
+            ADVTXD_DCMD_DEXT | ADVTXD_DTYP_DATA | ADVTXD_DCMD_IFCS | ADVTXD_DCMD_EOP | 60
+        );
+        assert_eq!(d.olinfo_status.get(), 60 << ADVTXD_PAYLEN_SHIFT);
+        assert_eq!(cmd & ADVTXD_DCMD_RS != 0, i % 4 == 3, "RS on {i}");
+    }
+    // The device completes through descriptor 3: DD in the status byte (QEMU ORs it into
+    // the descriptor's last dword).
+    let mut d = ring.read(3);
+    d.olinfo_status = U32::new(d.olinfo_status.get() | ADVTXD_STA_DD);
+    ring.write(3, d);
+    assert_eq!(txq.reclaim(&mut cache), 4);
+    assert_eq!(txq.in_flight(), 6);
+}
+
+#[test]
+fn tx_chain_puts_paylen_on_the_first_and_eop_on_the_last() {
+    let regs = Arc::new(Regs::default());
+    let pool = host_pool(64).unwrap();
+    let mut cache = pool.cache(16);
+    let mut txq = TxQueue::new(
+        IgbTx::for_queue(DescRing::new(region(), 0, 16), regs.clone(), 0),
+        1,
+        MAX_FRAME,
+    );
+    let mut third = cache.alloc().unwrap();
+    assert!(third.copy_from(&[3; 300]));
+    let mut second = cache.alloc().unwrap();
+    assert!(second.copy_from(&[2; 200]));
+    second.set_next(Some(third));
+    let mut head = cache.alloc().unwrap();
+    assert!(head.copy_from(&[1; 100]));
+    head.set_next(Some(second));
+    let mut batch = PacketBatch::new(4);
+    batch.push(head).unwrap();
+    assert_eq!(txq.tx_burst(&mut cache, &mut batch), 1);
+    let ring = txq.ops().ring();
+    let d: Vec<_> = (0..3).map(|i| ring.read(i)).collect();
+    assert_eq!(d[0].cmd_type_len.get() & 0xffff, 100);
+    assert_eq!(d[0].olinfo_status.get() >> ADVTXD_PAYLEN_SHIFT, 600);
+    assert_eq!(d[1].olinfo_status.get(), 0);
+    for (i, x) in d.iter().enumerate() {
+        let cmd = x.cmd_type_len.get();
+        assert_ne!(cmd & ADVTXD_DCMD_DEXT, 0);
+        assert_eq!(cmd & ADVTXD_DCMD_EOP != 0, i == 2);
+        assert_eq!(cmd & ADVTXD_DCMD_RS != 0, i == 2);
+    }
+    // A packet asking for an offload is refused, not sent wrong.
+    let mut b = cache.alloc().unwrap();
+    b.copy_from(&[0; 60]);
+    b.meta_mut().flags |= PacketMeta::TX_IP_CSUM;
+    batch.push(b).unwrap();
+    assert_eq!(txq.tx_burst(&mut cache, &mut batch), 0);
+    assert!(batch.is_empty(), "dropped, not left in the batch");
+    assert_eq!(txq.stats().bad_offload, 1);
+}
