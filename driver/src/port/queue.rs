@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::e1000e::{E1000eRx, E1000eTx};
+use crate::igb::{IgbRx, IgbTx};
 use crate::packet::mempool::{Mempool, MempoolCache, PacketBuf};
 use crate::platform::mmio::Bar;
 use crate::port::soft_filter::SoftRxFilter;
@@ -27,6 +28,7 @@ const PUBLISH_EVERY: u32 = 32;
 /// A receive ring of one of the devices, on the one engine.
 pub(crate) enum RxRing {
     E1000e(RxQueue<E1000eRx<Bar>>),
+    Igb(RxQueue<IgbRx<Bar>>),
     Split(RxQueue<VirtioRx<Bar>>),
     Packed(RxQueue<PackedRx<Bar>>),
 }
@@ -34,6 +36,7 @@ pub(crate) enum RxRing {
 /// A transmit ring of one of the devices, on the one engine.
 pub(crate) enum TxRing {
     E1000e(TxQueue<E1000eTx<Bar>>),
+    Igb(TxQueue<IgbTx<Bar>>),
     Split(TxQueue<VirtioTx<Bar>>),
     Packed(TxQueue<PackedTx<Bar>>),
 }
@@ -43,6 +46,7 @@ impl RxRing {
     fn burst(&mut self, cache: &mut MempoolCache, out: &mut PacketBatch) -> usize {
         match self {
             RxRing::E1000e(q) => q.rx_burst(cache, out),
+            RxRing::Igb(q) => q.rx_burst(cache, out),
             RxRing::Split(q) => q.rx_burst(cache, out),
             RxRing::Packed(q) => q.rx_burst(cache, out),
         }
@@ -51,6 +55,7 @@ impl RxRing {
     pub(crate) fn fill(&mut self, cache: &mut MempoolCache) -> u32 {
         match self {
             RxRing::E1000e(q) => q.fill(cache),
+            RxRing::Igb(q) => q.fill(cache),
             RxRing::Split(q) => q.fill(cache),
             RxRing::Packed(q) => q.fill(cache),
         }
@@ -59,6 +64,7 @@ impl RxRing {
     fn stats(&self) -> &RxStats {
         match self {
             RxRing::E1000e(q) => q.stats(),
+            RxRing::Igb(q) => q.stats(),
             RxRing::Split(q) => q.stats(),
             RxRing::Packed(q) => q.stats(),
         }
@@ -67,6 +73,7 @@ impl RxRing {
     fn posted(&self) -> u32 {
         match self {
             RxRing::E1000e(q) => q.posted(),
+            RxRing::Igb(q) => q.posted(),
             RxRing::Split(q) => q.posted(),
             RxRing::Packed(q) => q.posted(),
         }
@@ -76,6 +83,7 @@ impl RxRing {
     fn notifies(&self) -> u64 {
         match self {
             RxRing::E1000e(q) => q.stats().doorbells,
+            RxRing::Igb(q) => q.stats().doorbells,
             RxRing::Split(q) => q.ops().bell().notifies(),
             RxRing::Packed(q) => q.ops().bell().notifies(),
         }
@@ -84,6 +92,7 @@ impl RxRing {
     fn release(&mut self, cache: &mut MempoolCache) {
         match self {
             RxRing::E1000e(q) => q.release(cache),
+            RxRing::Igb(q) => q.release(cache),
             RxRing::Split(q) => q.release(cache),
             RxRing::Packed(q) => q.release(cache),
         }
@@ -95,6 +104,7 @@ impl TxRing {
     fn burst(&mut self, cache: &mut MempoolCache, pkts: &mut PacketBatch) -> usize {
         match self {
             TxRing::E1000e(q) => q.tx_burst(cache, pkts),
+            TxRing::Igb(q) => q.tx_burst(cache, pkts),
             TxRing::Split(q) => virtio::tx_burst(q, cache, pkts),
             TxRing::Packed(q) => virtio::tx_burst(q, cache, pkts),
         }
@@ -103,6 +113,7 @@ impl TxRing {
     fn reclaim(&mut self, cache: &mut MempoolCache) -> u32 {
         match self {
             TxRing::E1000e(q) => q.reclaim(cache),
+            TxRing::Igb(q) => q.reclaim(cache),
             TxRing::Split(q) => q.reclaim(cache),
             TxRing::Packed(q) => q.reclaim(cache),
         }
@@ -112,6 +123,7 @@ impl TxRing {
     fn idle(&self) -> bool {
         match self {
             TxRing::E1000e(q) => q.ops().idle(),
+            TxRing::Igb(q) => q.ops().idle(),
             TxRing::Split(q) => q.ops().pending() == 0,
             TxRing::Packed(q) => q.ops().pending() == 0,
         }
@@ -120,6 +132,7 @@ impl TxRing {
     fn reclaim_all(&mut self, cache: &mut MempoolCache) -> u32 {
         match self {
             TxRing::E1000e(q) => q.reclaim_all(cache),
+            TxRing::Igb(q) => q.reclaim_all(cache),
             TxRing::Split(q) => q.reclaim_all(cache),
             TxRing::Packed(q) => q.reclaim_all(cache),
         }
@@ -129,6 +142,7 @@ impl TxRing {
     fn stats(&self) -> TxStats {
         let mut s = match self {
             TxRing::E1000e(q) => return *q.stats(),
+            TxRing::Igb(q) => return *q.stats(),
             TxRing::Split(q) => *q.stats(),
             TxRing::Packed(q) => *q.stats(),
         };
@@ -139,6 +153,7 @@ impl TxRing {
     fn notifies(&self) -> u64 {
         match self {
             TxRing::E1000e(q) => q.stats().doorbells,
+            TxRing::Igb(q) => q.stats().doorbells,
             TxRing::Split(q) => q.ops().bell().notifies(),
             TxRing::Packed(q) => q.ops().bell().notifies(),
         }
@@ -147,6 +162,7 @@ impl TxRing {
     fn release(&mut self, cache: &mut MempoolCache) {
         match self {
             TxRing::E1000e(q) => q.release(cache),
+            TxRing::Igb(q) => q.release(cache),
             TxRing::Split(q) => q.release(cache),
             TxRing::Packed(q) => q.release(cache),
         }
