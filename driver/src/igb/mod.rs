@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use tenge_descriptors::igb::{
     AdvRxDescRead, AdvRxDescWb, AdvTxDataDesc, ADVTXD_DCMD_EOP, ADVTXD_DCMD_IFCS, ADVTXD_DCMD_RS,
-    ADVTXD_STA_DD, RXD_ERR_FRAME, RXD_STAT_DD, RXD_STAT_EOP, RX_WB_STATUS_OFFSET,
+    ADVTXD_STA_DD, PKT_TYPE_IPV6_EX, RXD_ERR_FRAME, RXD_STAT_DD, RXD_STAT_EOP, RX_WB_STATUS_OFFSET,
 };
 use tenge_firmware_iface::igb::regs;
 use tenge_firmware_iface::Mmio;
@@ -268,29 +268,44 @@ pub struct IgbRxView<'a> {
     rss: bool,
 }
 
-/// The 82576's RSS type (bits 3:0 of the write-back, 82576 §7.1.5.2, numbered as QEMU's
-/// `E1000_MRQ_RSS_TYPE_*`) as `PacketMeta` flag bits of tenge's [`RssType`]; 10-15 no hash.
-const RSS_TYPE_FLAGS: [u32; 16] = {
+/// The 82576's RSS types (bits 3:0 of the write-back, 82576 §7.1.5.2, numbered as QEMU's
+/// `E1000_MRQ_RSS_TYPE_*`) in order, as tenge's [`RssType`]; 10-15 mean no hash.
+const RSS_TYPES: [RssType; 10] = [
+    RssType::None,
+    RssType::TcpIpv4,
+    RssType::Ipv4,
+    RssType::TcpIpv6,
+    RssType::Ipv6Ex,
+    RssType::Ipv6,
+    RssType::TcpIpv6Ex,
+    RssType::UdpIpv4,
+    RssType::UdpIpv6,
+    RssType::UdpIpv6Ex,
+];
+
+/// [`RSS_TYPES`] as `PacketMeta` flag bits, for a frame whose packet type says it has IPv6
+/// extension headers (`plain` false), or not (`plain` true): then an "-ex" type is reported
+/// as the plain one. With no extension header there is no other address to hash, so the
+/// two hashes are the same, and QEMU reports the -ex type for every TCP/IPv6 frame once
+/// MRQC's TCP/IPv6-ex bit is set (`igb_rss_get_hash_type` tests only that bit), which
+/// tenge sets for TCP/IPv6.
+const fn rss_type_flags(plain: bool) -> [u32; 16] {
     let mut t = [0u32; 16];
-    let types = [
-        RssType::None,
-        RssType::TcpIpv4,
-        RssType::Ipv4,
-        RssType::TcpIpv6,
-        RssType::Ipv6Ex,
-        RssType::Ipv6,
-        RssType::TcpIpv6Ex,
-        RssType::UdpIpv4,
-        RssType::UdpIpv6,
-        RssType::UdpIpv6Ex,
-    ];
     let mut i = 0;
-    while i < types.len() {
-        t[i] = (types[i] as u32) << PacketMeta::RX_RSS_TYPE_SHIFT;
+    while i < RSS_TYPES.len() {
+        let ty = match (plain, RSS_TYPES[i]) {
+            (true, RssType::Ipv6Ex) => RssType::Ipv6,
+            (true, RssType::TcpIpv6Ex) => RssType::TcpIpv6,
+            (true, RssType::UdpIpv6Ex) => RssType::UdpIpv6,
+            (_, ty) => ty,
+        };
+        t[i] = (ty as u32) << PacketMeta::RX_RSS_TYPE_SHIFT;
         i += 1;
     }
     t
-};
+}
+const RSS_TYPE_FLAGS_EXT: [u32; 16] = rss_type_flags(false);
+const RSS_TYPE_FLAGS_PLAIN: [u32; 16] = rss_type_flags(true);
 
 impl RxView for IgbRxView<'_> {
     const SLOT_IS_INDEX: bool = true;
@@ -338,8 +353,14 @@ impl RxView for IgbRxView<'_> {
         // hash. QEMU writes them on a frame's last descriptor only.
         let (flags, hash) = if self.rss {
             let lower = self.ring.read_u64_at(cidx, 0);
+            let info = lower as u32;
+            let table = if AdvRxDescWb::pkt_type(info) & PKT_TYPE_IPV6_EX != 0 {
+                &RSS_TYPE_FLAGS_EXT
+            } else {
+                &RSS_TYPE_FLAGS_PLAIN
+            };
             (
-                flags | RSS_TYPE_FLAGS[AdvRxDescWb::rss_type(lower as u32) as usize],
+                flags | table[AdvRxDescWb::rss_type(info) as usize],
                 (lower >> 32) as u32,
             )
         } else {
