@@ -12,9 +12,10 @@
 //! length and VLAN tag. The status and error bits the driver reads sit where the 82574's
 //! extended write-back has them, so the checksum decoding is e1000e's.
 //!
-//! TX offloads (context descriptors) are not implemented yet: [`IgbTxView::sendable`]
-//! refuses a packet that asks for one, and the engine counts it as `bad_offload`.
+//! TX offloads (checksums, TSO) go through a context descriptor ahead of the packet's data
+//! descriptors ([`offload`]), with e1000e's checks of the request.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use tenge_descriptors::igb::{
@@ -24,11 +25,14 @@ use tenge_descriptors::igb::{
 use tenge_firmware_iface::igb::regs;
 use tenge_firmware_iface::Mmio;
 
+use crate::e1000e::offload::{TxOffload, NO_CONTEXT, TSO_MAX_IP_LEN};
 use crate::e1000e::{rx_csum_flags_lut, RX_CSUM_STAT};
 use crate::packet::mempool::{PacketBuf, PacketMeta};
 use crate::packet::rss::RssType;
 use crate::platform::dma::{DescRing, RingView};
 use crate::ring::{RxCompletion, RxDescOps, RxView, TxDescOps, TxView};
+
+pub mod offload;
 
 /// PCI device ID of the 82576 (QEMU's `igb`).
 pub const DEVICE_82576: u16 = 0x10c9;
@@ -63,6 +67,9 @@ pub struct IgbTx<M: Mmio> {
     regs: Arc<M>,
     /// TDT of this ring's queue.
     tdt: u32,
+    /// The checksum context the device holds in slot 0 for this queue (`NO_CONTEXT`:
+    /// none known), updated as context descriptors are written.
+    ctx: Cell<u64>,
 }
 
 impl<M: Mmio> IgbTx<M> {
@@ -72,6 +79,7 @@ impl<M: Mmio> IgbTx<M> {
             ring,
             regs,
             tdt: regs::queue_reg(regs::TDT0, queue),
+            ctx: Cell::new(NO_CONTEXT),
         }
     }
 
@@ -98,6 +106,7 @@ impl<M: Mmio> TxDescOps for IgbTx<M> {
     fn view(&self) -> IgbTxView<'_> {
         IgbTxView {
             ring: self.ring.view(),
+            ctx: &self.ctx,
         }
     }
 
@@ -118,6 +127,7 @@ impl<M: Mmio> TxDescOps for IgbTx<M> {
 #[derive(Clone, Copy)]
 pub struct IgbTxView<'a> {
     ring: RingView<'a, AdvTxDataDesc>,
+    ctx: &'a Cell<u64>,
 }
 
 impl TxView for IgbTxView<'_> {
@@ -125,7 +135,11 @@ impl TxView for IgbTxView<'_> {
 
     #[inline(always)]
     fn descs_needed(&self, pkt: &PacketBuf) -> u32 {
-        pkt.nb_segs() as u32
+        let ctx = match TxOffload::of(pkt) {
+            Ok(Some(o)) => o.needs_context(self.ctx.get()),
+            _ => false,
+        };
+        pkt.nb_segs() as u32 + u32::from(ctx)
     }
 
     #[inline(always)]
@@ -133,10 +147,20 @@ impl TxView for IgbTxView<'_> {
         !pkt.is_chained() && pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
     }
 
-    /// No TX offloads yet: a packet asking for one is refused (counted `bad_offload`).
+    /// An offload request must match the packet's headers (e1000e's `BadOffload` checks).
     #[inline(always)]
     fn sendable(&self, pkt: &PacketBuf) -> bool {
-        pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
+        pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 || TxOffload::of(pkt).is_ok()
+    }
+
+    /// A TSO packet may be up to an IPv4 datagram's 64 KiB with its L2 header.
+    #[inline(always)]
+    fn max_len(&self, pkt: &PacketBuf, max_frame: usize) -> usize {
+        if pkt.meta().flags & PacketMeta::TX_TSO != 0 {
+            usize::from(pkt.meta().l2_len) + TSO_MAX_IP_LEN
+        } else {
+            max_frame
+        }
     }
 
     #[inline(always)]
@@ -154,6 +178,11 @@ impl TxView for IgbTxView<'_> {
     #[inline(always)]
     fn encap(&self, pidx: u32, pkt: &mut PacketBuf, report: bool) -> u32 {
         let end = ADVTXD_DCMD_EOP | if report { ADVTXD_DCMD_RS } else { 0 };
+        if pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK != 0 {
+            if let Ok(Some(o)) = TxOffload::of(pkt) {
+                return self.encap_offload(pidx, pkt, &o, end);
+            }
+        }
         if !pkt.is_chained() {
             let len = pkt.len() as u32;
             self.ring
@@ -178,6 +207,37 @@ impl TxView for IgbTxView<'_> {
 }
 
 impl IgbTxView<'_> {
+    /// A packet with offloads: its headers prepared, a context descriptor (index 0) first
+    /// when the device's differs (the queue's state updated), then a data descriptor per
+    /// segment, `end` on the last.
+    #[cold]
+    #[inline(never)]
+    fn encap_offload(&self, pidx: u32, pkt: &mut PacketBuf, o: &TxOffload, end: u32) -> u32 {
+        o.prepare(pkt);
+        let mut i = 0u32;
+        if o.needs_context(self.ctx.get()) {
+            let (lo, hi) = offload::context(o);
+            self.ring.write_qwords(pidx, lo, hi);
+            self.ctx.set(o.state_after());
+            i = 1;
+        }
+        let total = pkt.pkt_len();
+        let mut first = true;
+        let mut seg = Some(&*pkt);
+        while let Some(s) = seg {
+            seg = s.next();
+            let last = if seg.is_none() { end } else { 0 };
+            self.ring.write_qwords(
+                pidx.wrapping_add(i),
+                s.data_iova(),
+                offload::data_hi(o, s.len(), total, first, last),
+            );
+            first = false;
+            i += 1;
+        }
+        i
+    }
+
     /// A data descriptor per segment of `pkt` from `pidx`: PAYLEN (the whole packet) on the
     /// first (82576 §7.2.2.3.2: PAYLEN is read from a packet's first descriptor), `end`
     /// (EOP, RS if asked) on the last.

@@ -247,3 +247,82 @@ fn tx_chain_puts_paylen_on_the_first_and_eop_on_the_last() {
     assert!(batch.is_empty(), "dropped, not left in the batch");
     assert_eq!(txq.stats().bad_offload, 1);
 }
+
+/// A UDP/IPv4 checksum request: a context descriptor (MACLEN 14, IPLEN 20, TUCMD IPV4 and
+/// L4T UDP) then the data descriptor with IXSM|TXSM and PAYLEN; a second packet of the same
+/// layout reuses the context; a TSO packet writes its own with MSS and L4LEN, PAYLEN the
+/// payload only.
+#[test]
+fn tx_offloads_write_an_advanced_context_then_data_with_popts() {
+    use tenge_descriptors::igb::{
+        AdvTxContextDesc, ADVTXD_DCMD_TSE, ADVTXD_DTYP_CTXT, ADVTXD_POPTS_IXSM, ADVTXD_POPTS_TXSM,
+        ADVTXD_TUCMD_IPV4, ADVTXD_TUCMD_L4T_TCP,
+    };
+    let regs = Arc::new(Regs::default());
+    let pool = host_pool(64).unwrap();
+    let mut cache = pool.cache(16);
+    let mut txq = TxQueue::new(
+        IgbTx::for_queue(DescRing::new(region(), 0, 16), regs.clone(), 0),
+        1,
+        MAX_FRAME,
+    );
+    let ipv4 = |proto: u8, len: usize, l4: &[u8]| {
+        let mut f = vec![0u8; len];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((len - 14) as u16).to_be_bytes());
+        f[23] = proto;
+        f[34..34 + l4.len()].copy_from_slice(l4);
+        f
+    };
+    let mut batch = PacketBatch::new(4);
+    for _ in 0..2 {
+        let mut b = cache.alloc().unwrap();
+        assert!(b.copy_from(&ipv4(17, 100, &[0, 1, 0, 2, 0, 66, 0, 0])));
+        let m = b.meta_mut();
+        m.flags |= PacketMeta::TX_IPV4 | PacketMeta::TX_IP_CSUM | PacketMeta::TX_UDP_CSUM;
+        m.l2_len = 14;
+        m.l3_len = 20;
+        batch.push(b).unwrap();
+    }
+    assert_eq!(txq.tx_burst(&mut cache, &mut batch), 2);
+    let ring = txq.ops().ring();
+    let c: AdvTxContextDesc = zerocopy::transmute!(ring.read(0));
+    assert_eq!(c.vlan_macip_lens.get(), 20 | 14 << 9);
+    assert_eq!(
+        c.type_tucmd_mlhl.get(),
+        ADVTXD_DTYP_CTXT | ADVTXD_DCMD_DEXT | ADVTXD_TUCMD_IPV4
+    );
+    assert_eq!(c.mss_l4len_idx.get(), 8 << 8, "IDX 0, L4LEN 8, no MSS");
+    for i in [1, 2] {
+        let d = ring.read(i);
+        assert_eq!(
+            d.cmd_type_len.get() & !ADVTXD_DCMD_RS,
+            ADVTXD_DCMD_DEXT | ADVTXD_DTYP_DATA | ADVTXD_DCMD_IFCS | ADVTXD_DCMD_EOP | 100
+        );
+        assert_eq!(
+            d.olinfo_status.get(),
+            100 << ADVTXD_PAYLEN_SHIFT | ADVTXD_POPTS_IXSM | ADVTXD_POPTS_TXSM
+        );
+    }
+    // TSO: 14 + 20 + 20 bytes of headers, 1000 of payload, MSS 536.
+    let mut tcp = [0u8; 20];
+    tcp[12] = 5 << 4;
+    let mut b = cache.alloc().unwrap();
+    assert!(b.copy_from(&ipv4(6, 1054, &tcp)));
+    let m = b.meta_mut();
+    m.flags |= PacketMeta::TX_IPV4 | PacketMeta::TX_TSO;
+    (m.l2_len, m.l3_len, m.l4_len, m.mss) = (14, 20, 20, 536);
+    batch.push(b).unwrap();
+    assert_eq!(txq.tx_burst(&mut cache, &mut batch), 1);
+    let ring = txq.ops().ring();
+    let c: AdvTxContextDesc = zerocopy::transmute!(ring.read(3));
+    assert_eq!(
+        c.type_tucmd_mlhl.get(),
+        ADVTXD_DTYP_CTXT | ADVTXD_DCMD_DEXT | ADVTXD_TUCMD_IPV4 | ADVTXD_TUCMD_L4T_TCP
+    );
+    assert_eq!(c.mss_l4len_idx.get(), 20 << 8 | 536 << 16);
+    let d = ring.read(4);
+    assert_ne!(d.cmd_type_len.get() & ADVTXD_DCMD_TSE, 0);
+    assert_eq!(d.olinfo_status.get() >> ADVTXD_PAYLEN_SHIFT, 1000);
+}

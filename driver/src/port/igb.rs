@@ -145,8 +145,10 @@ impl Port {
         )?;
         // SRRCTL counts buffers in KiB: tell the device the whole KiB the buffer holds.
         let buf_size = pool.data_room() / 1024 * 1024;
-        if cfg.tx_checksum || cfg.tso || cfg.lro {
-            log::warn!("{addr}: TX offloads and LRO are not implemented on igb yet; they stay off");
+        // TX checksums and TSO are per packet (context descriptors, igb::offload), whatever
+        // tx_checksum and tso say; LRO is not there yet.
+        if cfg.lro {
+            log::warn!("{addr}: LRO is not implemented on igb yet; it stays off");
         }
 
         let rx = ifw::RxConfig {

@@ -820,8 +820,8 @@ impl Port {
         }
     }
 
-    /// What the port does with each offload (see [`caps`]). e1000e: every TX checksum and
-    /// TSO by the device (context descriptors), RX checksums by the device when
+    /// What the port does with each offload (see [`caps`]). e1000e and igb: every TX
+    /// checksum and TSO by the device (context descriptors), RX checksums by the device when
     /// [`PortConfig::rx_checksum`] is on, no LRO yet. virtio-net: RX checksums and LRO by
     /// the device as negotiated (GUEST_CSUM, GUEST_TSO4/6); its TX requests are not
     /// written into the header yet, so they are unavailable.
@@ -841,12 +841,12 @@ impl Port {
                 },
                 lro: Unavailable,
             },
-            // No context descriptors yet: TX offloads are refused (`bad_offload`).
+            // Context descriptors, as on e1000e (igb::offload).
             Control::Igb { .. } => caps::OffloadCaps {
-                tx_ipv4_csum: Unavailable,
-                tx_tcp_csum: Unavailable,
-                tx_udp_csum: Unavailable,
-                tx_tso: Unavailable,
+                tx_ipv4_csum: Device,
+                tx_tcp_csum: Device,
+                tx_udp_csum: Device,
+                tx_tso: Device,
                 rx_csum: if self.rx_checksum {
                     Device
                 } else {
