@@ -145,6 +145,13 @@ impl Port {
         )?;
         // SRRCTL counts buffers in KiB: tell the device the whole KiB the buffer holds.
         let buf_size = pool.data_room() / 1024 * 1024;
+        if buf_size == 0 {
+            return Err(Error::Config(format!(
+                "buf_size = {}: the 82576 takes receive buffers in whole KiB (SRRCTL.BSIZEPACKET); \
+                 use at least 1024",
+                pool.data_room()
+            )));
+        }
         // TX checksums and TSO are per packet (context descriptors, igb::offload), whatever
         // tx_checksum and tso say; LRO is not there yet.
         if cfg.lro {
