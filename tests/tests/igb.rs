@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use tenge_examples::parse_mac;
-use tenge_testbed::{Guest, GuestConfig, Nic, NicModel};
+use tenge_testbed::{Backend, Guest, GuestConfig, Nic, NicModel};
 use tenge_tests::rss::{flows, rxdump_exchange, RxdumpReport};
 use tenge_tests::{
-    bin, check_wire, dgram_nic, inject_after_ready, run_ok, scratch_dir, tail, wait_ok, TEST_DST,
-    TEST_SRC,
+    bin, check_wire, dgram_nic, inject_after_ready, nic, run_ok, scratch_dir, tail, wait_ok,
+    TEST_DST, TEST_SRC,
 };
 
 fn config(nics: Vec<Nic>, secs: u64) -> GuestConfig {
@@ -151,4 +151,70 @@ fn igb_rss_over_4_queues_spreads_flows_as_the_toeplitz_hash_predicts_udp_include
         }
     }
     wait_ok(guest);
+}
+
+/// A pool of 48 buffers against a 64-entry ring: receive runs dry (`no_buf` counted), then
+/// recovers once the application frees what it held.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn igb_mempool_exhaustion_is_counted_and_receive_recovers() {
+    let (nic, peer) = dgram_nic(NicModel::Igb);
+    let a0 = Nic::pci_addr(0);
+    let e2e = bin("tenge-e2e");
+    let script = format!("{e2e} mempool-exhaust {a0} --buffers 48 --timeout 120\n");
+    let mut guest = Guest::boot(&config(vec![nic], 300), &script).unwrap();
+    inject_after_ready(&mut guest, &peer, 400, 60, 60, 1000);
+    let log = wait_ok(guest);
+    assert!(
+        log.contains("mempool-exhaust: recovered"),
+        "{}",
+        tail(&log, 20)
+    );
+}
+
+/// tenge's igb and tenge's e1000e on one QEMU hub, each way in turn: 3,000 frames of 60
+/// and of 1514 bytes from pktgen on one arrive exactly once, byte-exact, at `rx-check` on
+/// the other (order not asserted: QEMU's hub reorders under backpressure, docs/testing.md).
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn igb_and_e1000e_on_a_hub_every_frame_once_both_ways() {
+    let (igb, e1000e) = (Nic::pci_addr(0), Nic::pci_addr(1));
+    let e2e = bin("tenge-e2e");
+    let pktgen = bin("pktgen");
+    let count = 3000;
+    // No taskset here: the one run with the receiver pinned to vCPU 1 (as the e1000e hub
+    // test does) stalled the guest (RCU stall warnings, rx-check never returned, the guest
+    // timed out); not investigated yet.
+    let mut script = String::new();
+    for (tx, rx, size) in [(&e1000e, &igb, 60), (&igb, &e1000e, 1514)] {
+        script += &format!(
+            "{e2e} rx-check {rx} --any-order --count {count} --min-size {size} --max-size {size} --rx-ring 512 --batch 32 --timeout 120 > /tmp/rx.log 2>&1 &\n\
+             rx=$!\n\
+             for i in $(seq 50); do grep -q READY /tmp/rx.log && break; sleep 0.2; done\n\
+             {pktgen} {tx} --count {count} --size {size} --rate 20000 --interval 0 --dst-mac ff:ff:ff:ff:ff:ff --src-mac 02:00:00:00:00:01\n\
+             wait $rx || {{ cat /tmp/rx.log; exit 1; }}\n\
+             cat /tmp/rx.log\n"
+        );
+    }
+    let cfg = config(
+        vec![
+            nic(NicModel::Igb, Backend::Hub(0)),
+            nic(NicModel::E1000e, Backend::Hub(0)),
+        ],
+        300,
+    );
+    let log = run_ok(&cfg, &script);
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("rx-check: any-order"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", tail(&log, 20));
+    for line in lines {
+        assert!(
+            line.contains(&format!(
+                "received={count} duplicates=0 missing=0 corrupt=0 "
+            )),
+            "{line}"
+        );
+    }
 }
