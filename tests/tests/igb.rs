@@ -50,6 +50,23 @@ fn igb_tx_wire_holds_exactly_the_frames_sent_in_order() {
     }
 }
 
+/// TX chains of 1 to 8 segments, frames of 60 to 1514 bytes: each leaves as one frame (a
+/// data descriptor per segment, PAYLEN on the first, EOP on the last), byte for byte, on
+/// QEMU's pcap.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn igb_tx_chains_leave_as_whole_frames_byte_exact() {
+    let dir = scratch_dir("igb-tx-chains");
+    let (mut nic, _peer) = dgram_nic(NicModel::Igb);
+    let pcap = dir.join("chains.pcap");
+    nic.dump = Some(pcap.clone());
+    run_ok(
+        &config(vec![nic], 300),
+        &tenge_tests::chain_script(&Nic::pci_addr(0)),
+    );
+    tenge_tests::check_chain_wire(&tenge_tests::read_pcap(&pcap).expect("QEMU's pcap"));
+}
+
 /// Frames from the host (60 to 1514 bytes) through a 16-entry ring drained 64 at a time,
 /// with RX checksum offload on: every frame arrives once, in order, byte for byte.
 #[test]
