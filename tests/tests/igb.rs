@@ -119,12 +119,12 @@ fn igb_rx_frames_over_1k_buffers_arrive_as_chains() {
 const PER_KIND: usize = 60;
 
 /// RSS over 4 queue pairs: first the default hash types, then every IPv4/IPv6 type with
-/// UDP (which the 82576 has and the 82574 has not). Each frame must be on the queue an
+/// UDP (which the 82576 has and the 82574 has not); then over all 16 queue pairs. Each frame must be on the queue an
 /// independent Toeplitz computation predicts from the key and table the port reports, with
 /// that hash and type in its metadata, and arrive once; every queue gets a share.
 #[test]
 #[ignore = "boots a QEMU guest"]
-fn igb_rss_over_4_queues_spreads_flows_as_the_toeplitz_hash_predicts_udp_included() {
+fn igb_rss_over_4_and_16_queues_spreads_flows_as_the_toeplitz_hash_predicts_udp_included() {
     let (nic, peer) = dgram_nic(NicModel::Igb);
     let rxdump = bin("rxdump");
     let pci = Nic::pci_addr(0);
@@ -133,12 +133,15 @@ fn igb_rss_over_4_queues_spreads_flows_as_the_toeplitz_hash_predicts_udp_include
     let script = format!(
         "{rxdump} {pci} --queues 4 --count {n} --duration 120 --interval 0 || exit 1\n\
          {rxdump} {pci} --queues 4 --rss-types ipv4,tcp-ipv4,udp-ipv4,ipv6,tcp-ipv6,udp-ipv6 --count {n} --duration 120 --interval 0 || exit 1\n\
+         {rxdump} {pci} --queues 16 --rss-types ipv4,tcp-ipv4,udp-ipv4,ipv6,tcp-ipv6,udp-ipv6 --count {n} --duration 120 --interval 0 || exit 1\n\
          exit 0\n"
     );
     let mut guest = Guest::boot(&config(vec![nic], 600), &script).unwrap();
-    for (what, want_types) in [
-        ("default hash types", "ipv4|tcp-ipv4|ipv6|tcp-ipv6"),
-        ("with UDP", "ipv4|tcp-ipv4|udp-ipv4|ipv6|tcp-ipv6|udp-ipv6"),
+    let udp = "ipv4|tcp-ipv4|udp-ipv4|ipv6|tcp-ipv6|udp-ipv6";
+    for (what, want_types, queues) in [
+        ("default hash types", "ipv4|tcp-ipv4|ipv6|tcp-ipv6", 4),
+        ("with UDP", udp, 4),
+        ("16 queues", udp, 16),
     ] {
         let out = rxdump_exchange(&mut guest, &peer, &sent);
         let report = RxdumpReport::parse(&out);
@@ -149,9 +152,9 @@ fn igb_rss_over_4_queues_spreads_flows_as_the_toeplitz_hash_predicts_udp_include
             tail(&out, 5)
         );
         let per_queue = report.check(&sent, what);
-        assert_eq!(per_queue.len(), 4, "{what}: {per_queue:?}");
+        assert_eq!(per_queue.len(), queues, "{what}: {per_queue:?}");
         assert!(
-            per_queue.iter().all(|&q| q > n / 16),
+            per_queue.iter().all(|&q| q > n / (4 * queues)),
             "{what}: frames per queue {per_queue:?} of {n}"
         );
         assert!(
@@ -159,7 +162,7 @@ fn igb_rss_over_4_queues_spreads_flows_as_the_toeplitz_hash_predicts_udp_include
             "{what}: {}",
             tail(&out, 3)
         );
-        if what == "with UDP" {
+        if want_types == udp {
             assert!(
                 report.frames.iter().any(|f| f.1 == "udp-ipv4")
                     && report.frames.iter().any(|f| f.1 == "udp-ipv6"),
