@@ -6,5 +6,6 @@
 //! beyond accessors and bit constants: the driver decides what to put in them.
 
 pub mod e1000e;
+pub mod igb;
 pub mod virtio;
 pub mod virtio_net;

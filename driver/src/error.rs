@@ -139,6 +139,15 @@ pub enum Error {
         #[source]
         source: tenge_firmware_iface::e1000e::E1000eError,
     },
+    /// The 82576's control plane (reset, link, queue enable).
+    #[error("{addr}: {source}")]
+    Igb {
+        /// The device.
+        addr: PciAddress,
+        /// The failed sequence.
+        #[source]
+        source: tenge_firmware_iface::igb::IgbError,
+    },
     /// The virtio transport or device configuration (capabilities, features, queues).
     #[error("{addr}: {source}")]
     Virtio {
@@ -149,7 +158,7 @@ pub enum Error {
         source: tenge_firmware_iface::virtio::VirtioError,
     },
     /// No driver in tenge for this device.
-    #[error("{addr} is {vendor:04x}:{device:04x}, which tenge does not drive (it drives 8086:10d3 e1000e and 1af4:1041 modern virtio-net; a transitional virtio-net 1af4:1000 becomes 1af4:1041 with QEMU's disable-legacy=on)")]
+    #[error("{addr} is {vendor:04x}:{device:04x}, which tenge does not drive (it drives 8086:10d3 e1000e, 8086:10c9 igb and 1af4:1041 modern virtio-net; a transitional virtio-net 1af4:1000 becomes 1af4:1041 with QEMU's disable-legacy=on)")]
     Unsupported {
         /// The device.
         addr: PciAddress,

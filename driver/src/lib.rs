@@ -24,7 +24,8 @@
 //! - [`ring`]: the one ring engine every device runs on (batching, refill, completion,
 //!   doorbells); a device supplies small descriptor ops.
 //! - One folder per device: [`e1000e`] (the 82574's descriptor ops; its register-level
-//!   control path is the `tenge-firmware-iface` crate), [`virtio`] (the transport and
+//!   control path is the `tenge-firmware-iface` crate), [`igb`] (the 82576's advanced
+//!   descriptor ops), [`virtio`] (the transport and
 //!   device bring-up, with [`virtio::split`], [`virtio::packed`] and [`virtio::ctrl`]).
 //! - [`offload`]: offloads done in software: GSO (TSO's fallback) and LRO, over packet
 //!   chains ([`offload::gso`], [`offload::lro`]).
@@ -38,6 +39,7 @@
 
 pub mod e1000e;
 pub mod error;
+pub mod igb;
 pub mod offload;
 pub mod packet;
 pub mod platform;
@@ -68,6 +70,8 @@ mod tests {
         send::<crate::QueuePair>();
         send::<crate::ring::RxQueue<crate::e1000e::E1000eRx<crate::platform::mmio::Bar>>>();
         send::<crate::ring::TxQueue<crate::e1000e::E1000eTx<crate::platform::mmio::Bar>>>();
+        send::<crate::ring::RxQueue<crate::igb::IgbRx<crate::platform::mmio::Bar>>>();
+        send::<crate::ring::TxQueue<crate::igb::IgbTx<crate::platform::mmio::Bar>>>();
         send::<crate::ring::RxQueue<crate::virtio::VirtioRx<crate::platform::mmio::Bar>>>();
         send::<crate::ring::TxQueue<crate::virtio::VirtioTx<crate::platform::mmio::Bar>>>();
         send::<crate::ring::RxQueue<crate::virtio::packed::PackedRx<crate::platform::mmio::Bar>>>();

@@ -8,6 +8,8 @@
 //!
 //! Devices:
 //! - [`e1000e`]: Intel 82574L (PCI 8086:10d3), QEMU's `-device e1000e`.
+//! - [`igb`]: Intel 82576 (PCI 8086:10c9), QEMU's `-device igb`: advanced descriptors, 16
+//!   queue pairs, RSS with UDP.
 //! - [`virtio`]: the modern virtio-pci transport and virtio-net's configuration and control
 //!   commands (PCI 1af4:1041), QEMU's `-device virtio-net-pci,disable-legacy=on,
 //!   iommu_platform=on`. Its register blocks have 8- and 16-bit fields, reached through
@@ -19,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod e1000e;
+pub mod igb;
 pub mod mmio;
 pub mod virtio;
 

@@ -56,8 +56,20 @@ fn segment(f: &[u8], n: usize) -> (u32, Vec<u8>, bool) {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn e1000e_tx_checksums_and_tso_on_the_wire() {
-    let dir = scratch_dir("tx-offload");
-    let (mut nic, _peer) = dgram_nic(NicModel::E1000e);
+    tx_checksums_and_tso_on_the_wire(NicModel::E1000e);
+}
+
+/// The same on igb: an advanced context descriptor (index 0) and advanced data
+/// descriptors with IXSM/TXSM and TSE (`hw/net/igb_core.c` `igb_setup_tx_offloads`).
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn igb_tx_checksums_and_tso_on_the_wire() {
+    tx_checksums_and_tso_on_the_wire(NicModel::Igb);
+}
+
+fn tx_checksums_and_tso_on_the_wire(model: NicModel) {
+    let dir = scratch_dir(&format!("tx-offload-{model:?}"));
+    let (mut nic, _peer) = dgram_nic(model);
     let pcap = dir.join("offload.pcap");
     nic.dump = Some(pcap.clone());
     let e2e = bin("tenge-e2e");
@@ -188,7 +200,19 @@ fn rx_cases(dst: [u8; 6]) -> Vec<RxCase> {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn e1000e_rx_checksum_verdicts() {
-    let (nic, peer) = dgram_nic(NicModel::E1000e);
+    rx_checksum_verdicts(NicModel::E1000e);
+}
+
+/// The same on igb: IPCS/L4CS/UDPCS and IPE/L4E in the advanced write-back
+/// (`igb_verify_csum_in_sw`).
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn igb_rx_checksum_verdicts() {
+    rx_checksum_verdicts(NicModel::Igb);
+}
+
+fn rx_checksum_verdicts(model: NicModel) {
+    let (nic, peer) = dgram_nic(model);
     let rxdump = bin("rxdump");
     let pci = Nic::pci_addr(0);
     let cases = rx_cases(tenge_examples::parse_mac(&Nic::mac(0)).unwrap());

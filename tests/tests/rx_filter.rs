@@ -193,6 +193,14 @@ fn e1000e_rx_filter_through_rctl_and_the_receive_address_table() {
     rx_filter(NicModel::E1000e, &["e1000e 52:54:00:7e:00:00"]);
 }
 
+/// The same filter on igb: RCTL.UPE/MPE and receive address entries 1-15, which the 82576
+/// keeps where the 82574 has them (QEMU `igb_receive_assign` → `e1000x_rx_group_filter`).
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn igb_rx_filter_through_rctl_and_the_receive_address_table() {
+    rx_filter(NicModel::Igb, &["igb 52:54:00:7e:00:00"]);
+}
+
 /// A virtio-net without `VIRTIO_NET_F_CTRL_RX` (QEMU `ctrl_rx=off`; the control queue is
 /// still negotiated): opening with the default promiscuous mode works and receives every
 /// frame, while promiscuous mode off and a unicast filter are refused with the error that

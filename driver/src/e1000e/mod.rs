@@ -341,10 +341,10 @@ const RX_CSUM_LUT: [u32; 32] = {
 };
 
 /// The status bits that say a checksum was checked: without one, the flags are 0.
-const RX_CSUM_STAT: u32 = RXD_STAT_IPCS | RXD_STAT_TCPCS | RXD_STAT_UDPCS;
+pub(crate) const RX_CSUM_STAT: u32 = RXD_STAT_IPCS | RXD_STAT_TCPCS | RXD_STAT_UDPCS;
 
 #[inline(always)]
-fn rx_csum_flags_lut(status_error: u32) -> u32 {
+pub(crate) fn rx_csum_flags_lut(status_error: u32) -> u32 {
     RX_CSUM_LUT[csum_key(status_error)]
 }
 

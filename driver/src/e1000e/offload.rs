@@ -150,6 +150,35 @@ impl TxOffload {
         }))
     }
 
+    /// The L2, L3 and L4 header lengths (L4: 0 with no L4 checksum asked, 8 for UDP).
+    pub(crate) fn header_lens(&self) -> (u8, u8, u8) {
+        (self.l2, self.l3, self.l4)
+    }
+
+    /// IPv4 (not IPv6).
+    pub(crate) fn is_ipv4(&self) -> bool {
+        self.ipv4
+    }
+
+    /// TCP (a TCP checksum or TSO), not UDP.
+    pub(crate) fn is_tcp(&self) -> bool {
+        self.tcp
+    }
+
+    /// Whether the IPv4 header checksum, the L4 checksum and TSO are asked.
+    pub(crate) fn asks(&self) -> (bool, bool, bool) {
+        (self.ip_csum, self.l4_csum_at != 0, self.tso)
+    }
+
+    /// The TSO segment size (0 without TSO).
+    pub(crate) fn mss(&self) -> u16 {
+        if self.tso {
+            self.mss
+        } else {
+            0
+        }
+    }
+
     /// What a checksum context holds, as one number: equal keys, same context. TSO
     /// packets always write their own context (it holds the payload length), and leave
     /// the queue's state at [`NO_CONTEXT`].

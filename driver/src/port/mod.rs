@@ -41,14 +41,17 @@ use tenge_firmware_iface::StdDelay;
 
 use crate::e1000e::{E1000eRx, E1000eTx, DEVICE_82574L, MAX_FRAME, VENDOR_INTEL};
 use crate::error::Error;
+use crate::igb::DEVICE_82576;
 use crate::packet::mempool::{Mempool, MempoolConfig, PacketBuf};
 use crate::packet::rss::{RssConfig, RssHashTypes, DEFAULT_RSS_KEY};
 use crate::platform::dma::{DescRing, DmaMapper, DmaRegion, HugepagePolicy};
 use crate::platform::mmio::Bar;
 use crate::platform::pci::PciAddress;
 use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
+use tenge_firmware_iface::igb as ifw;
 
 pub mod caps;
+mod igb;
 pub mod queue;
 pub mod soft_filter;
 
@@ -219,6 +222,7 @@ pub struct Port {
 /// What a port's control path needs of its device. Not on the data path.
 enum Control {
     E1000e { regs: Arc<Bar>, hw: HwStats },
+    Igb { regs: Arc<Bar>, hw: HwStats },
     Virtio(VirtioNet),
     VirtioPacked(VirtioNetPacked),
 }
@@ -268,6 +272,7 @@ impl Port {
         let dev = VfioDevice::open(addr)?;
         match dev.ids() {
             (VENDOR_INTEL, DEVICE_82574L) => Self::open_e1000e(dev, cfg),
+            (VENDOR_INTEL, DEVICE_82576) => Self::open_igb(dev, cfg),
             (VENDOR_VIRTIO, DEVICE_VIRTIO_NET) => Self::open_virtio(dev, cfg),
             (vendor, device) => Err(Error::Unsupported {
                 addr,
@@ -291,12 +296,12 @@ impl Port {
     ) -> Port {
         use tenge_firmware_iface::virtio as vf;
         let device_lro = match &control {
-            Control::E1000e { .. } => false,
+            Control::E1000e { .. } | Control::Igb { .. } => false,
             Control::Virtio(n) => n.features() & vf::VIRTIO_NET_F_GUEST_TSO4 != 0,
             Control::VirtioPacked(n) => n.features() & vf::VIRTIO_NET_F_GUEST_TSO4 != 0,
         };
         let soft = match control {
-            Control::E1000e { .. } => None,
+            Control::E1000e { .. } | Control::Igb { .. } => None,
             _ => (!cfg.promisc).then(|| SoftRxFilter::new(mac, &[])),
         };
         let shared = PortShared::new(rings.len(), soft);
@@ -652,16 +657,17 @@ impl Port {
             full_duplex: up,
         };
         match &self.control {
-            Control::E1000e { regs, .. } => fw::link_status(&**regs),
+            Control::E1000e { regs, .. } | Control::Igb { regs, .. } => fw::link_status(&**regs),
             Control::Virtio(n) => virtio(n.link_up()),
             Control::VirtioPacked(n) => virtio(n.link_up()),
         }
     }
 
-    /// Which device family drives the port: "e1000e" or "virtio-net".
+    /// Which device family drives the port: "e1000e", "igb" or "virtio-net".
     pub fn driver_name(&self) -> &'static str {
         match &self.control {
             Control::E1000e { .. } => "e1000e",
+            Control::Igb { .. } => "igb",
             Control::Virtio(_) | Control::VirtioPacked(_) => "virtio-net",
         }
     }
@@ -689,7 +695,7 @@ impl Port {
             s.tx += q.1;
             s.queues.push(q);
         }
-        if let Control::E1000e { regs, hw } = &mut self.control {
+        if let Control::E1000e { regs, hw } | Control::Igb { regs, hw } = &mut self.control {
             hw.accumulate(&**regs);
             s.hw = hw.clone();
         }
@@ -718,7 +724,8 @@ impl Port {
     /// false); [`Error::VirtioCtrl`] if the device refused the command or did not answer.
     pub fn set_promiscuous(&mut self, on: bool) -> Result<(), Error> {
         match &mut self.control {
-            Control::E1000e { regs, .. } => {
+            Control::E1000e { regs, .. } | Control::Igb { regs, .. } => {
+                // The 82576 has RCTL.UPE|MPE where the 82574 has them (82576 §8.10.1).
                 fw::set_promisc(&**regs, on);
                 log::debug!(
                     "{}: promiscuous mode {} (RCTL.UPE|MPE)",
@@ -739,7 +746,7 @@ impl Port {
     /// The software filter every RX queue applies, from the promiscuous mode and unicast
     /// filter last set (virtio-net only).
     fn update_soft_filter(&self) {
-        if !matches!(self.control, Control::E1000e { .. }) {
+        if !matches!(self.control, Control::E1000e { .. } | Control::Igb { .. }) {
             self.shared
                 .set_filter((!self.promisc).then(|| SoftRxFilter::new(self.mac, &self.unicast)));
         }
@@ -767,6 +774,11 @@ impl Port {
                 self.unicast_filter_capacity(),
                 "the 82574 has 16 receive address entries and the first holds the port's MAC",
             ),
+            Control::Igb { .. } => (
+                self.unicast_filter_capacity(),
+                "tenge uses the 82576's first 16 receive address entries and the first holds \
+                 the port's MAC",
+            ),
             // Without CTRL_RX the capacity is 0, but clearing succeeds and anything else is
             // the RxFilterUnsupported error set_rx_filter gives.
             Control::Virtio(_) | Control::VirtioPacked(_) => (
@@ -781,7 +793,8 @@ impl Port {
             return Err(Error::UnicastFilter { addr, reason });
         }
         match &mut self.control {
-            Control::E1000e { regs, .. } => {
+            Control::E1000e { regs, .. } | Control::Igb { regs, .. } => {
+                // The 82576's RAL/RAH 0-15 sit where the 82574's are (82576 §8.10.16).
                 fw::set_unicast_filter(&**regs, macs).map_err(e1000e_err(addr))?;
                 log::debug!(
                     "{addr}: unicast filter of {} addresses in RAL/RAH 1-{}",
@@ -808,14 +821,14 @@ impl Port {
             }
         };
         match &self.control {
-            Control::E1000e { .. } => fw::UNICAST_FILTER_ENTRIES,
+            Control::E1000e { .. } | Control::Igb { .. } => fw::UNICAST_FILTER_ENTRIES,
             Control::Virtio(n) => virtio(n.features()),
             Control::VirtioPacked(n) => virtio(n.features()),
         }
     }
 
-    /// What the port does with each offload (see [`caps`]). e1000e: every TX checksum and
-    /// TSO by the device (context descriptors), RX checksums by the device when
+    /// What the port does with each offload (see [`caps`]). e1000e and igb: every TX
+    /// checksum and TSO by the device (context descriptors), RX checksums by the device when
     /// [`PortConfig::rx_checksum`] is on, no LRO yet. virtio-net: RX checksums and LRO by
     /// the device as negotiated (GUEST_CSUM, GUEST_TSO4/6), LRO in software where the
     /// device has none and [`PortConfig::lro`] asks; its TX requests are not written into
@@ -837,11 +850,24 @@ impl Port {
                 },
                 lro: if self.lro { Software } else { Unavailable },
             },
+            // Context descriptors, as on e1000e (igb::offload).
+            Control::Igb { .. } => caps::OffloadCaps {
+                tx_ipv4_csum: Device,
+                tx_tcp_csum: Device,
+                tx_udp_csum: Device,
+                tx_tso: Device,
+                rx_csum: if self.rx_checksum {
+                    Device
+                } else {
+                    Unavailable
+                },
+                lro: if self.lro { Software } else { Unavailable },
+            },
             Control::Virtio(_) | Control::VirtioPacked(_) => {
                 let f = match &self.control {
                     Control::Virtio(n) => n.features(),
                     Control::VirtioPacked(n) => n.features(),
-                    Control::E1000e { .. } => 0,
+                    Control::E1000e { .. } | Control::Igb { .. } => 0,
                 };
                 let has = |bits: u64| {
                     if f & bits == bits {
@@ -907,6 +933,12 @@ impl Port {
                     return Err(Error::Rss { addr, reason });
                 }
                 fw::configure_rss(&**regs, &e1000e_rss_setup(rss));
+            }
+            Control::Igb { regs, .. } => {
+                if let Some(reason) = igb::igb_rss_problem(rss, self.queue_count) {
+                    return Err(Error::Rss { addr, reason });
+                }
+                ifw::configure_rss(&**regs, &igb::igb_rss_setup(rss));
             }
             Control::Virtio(n) => virtio_set_rss(n, rss)?,
             Control::VirtioPacked(n) => virtio_set_rss(n, rss)?,
@@ -1069,6 +1101,7 @@ impl Drop for Port {
         // are released once it is stopped; handles still out release theirs when dropped.
         match &self.control {
             Control::E1000e { regs, .. } => fw::disable(&**regs),
+            Control::Igb { regs, .. } => ifw::disable(&**regs),
             Control::Virtio(n) => n.stop(),
             Control::VirtioPacked(n) => n.stop(),
         }

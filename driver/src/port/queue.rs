@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::e1000e::{E1000eRx, E1000eTx};
+use crate::igb::{IgbRx, IgbTx};
 use crate::offload::lro::{Lro, LroStats};
 use crate::packet::mempool::{Mempool, MempoolCache, PacketBuf};
 use crate::platform::mmio::Bar;
@@ -28,6 +29,7 @@ const PUBLISH_EVERY: u32 = 32;
 /// A receive ring of one of the devices, on the one engine.
 pub(crate) enum RxRing {
     E1000e(RxQueue<E1000eRx<Bar>>),
+    Igb(RxQueue<IgbRx<Bar>>),
     Split(RxQueue<VirtioRx<Bar>>),
     Packed(RxQueue<PackedRx<Bar>>),
 }
@@ -35,6 +37,7 @@ pub(crate) enum RxRing {
 /// A transmit ring of one of the devices, on the one engine.
 pub(crate) enum TxRing {
     E1000e(TxQueue<E1000eTx<Bar>>),
+    Igb(TxQueue<IgbTx<Bar>>),
     Split(TxQueue<VirtioTx<Bar>>),
     Packed(TxQueue<PackedTx<Bar>>),
 }
@@ -44,6 +47,7 @@ impl RxRing {
     fn burst(&mut self, cache: &mut MempoolCache, out: &mut PacketBatch) -> usize {
         match self {
             RxRing::E1000e(q) => q.rx_burst(cache, out),
+            RxRing::Igb(q) => q.rx_burst(cache, out),
             RxRing::Split(q) => q.rx_burst(cache, out),
             RxRing::Packed(q) => q.rx_burst(cache, out),
         }
@@ -52,6 +56,7 @@ impl RxRing {
     pub(crate) fn fill(&mut self, cache: &mut MempoolCache) -> u32 {
         match self {
             RxRing::E1000e(q) => q.fill(cache),
+            RxRing::Igb(q) => q.fill(cache),
             RxRing::Split(q) => q.fill(cache),
             RxRing::Packed(q) => q.fill(cache),
         }
@@ -60,6 +65,7 @@ impl RxRing {
     fn stats(&self) -> &RxStats {
         match self {
             RxRing::E1000e(q) => q.stats(),
+            RxRing::Igb(q) => q.stats(),
             RxRing::Split(q) => q.stats(),
             RxRing::Packed(q) => q.stats(),
         }
@@ -68,6 +74,7 @@ impl RxRing {
     fn posted(&self) -> u32 {
         match self {
             RxRing::E1000e(q) => q.posted(),
+            RxRing::Igb(q) => q.posted(),
             RxRing::Split(q) => q.posted(),
             RxRing::Packed(q) => q.posted(),
         }
@@ -77,6 +84,7 @@ impl RxRing {
     fn notifies(&self) -> u64 {
         match self {
             RxRing::E1000e(q) => q.stats().doorbells,
+            RxRing::Igb(q) => q.stats().doorbells,
             RxRing::Split(q) => q.ops().bell().notifies(),
             RxRing::Packed(q) => q.ops().bell().notifies(),
         }
@@ -85,6 +93,7 @@ impl RxRing {
     fn release(&mut self, cache: &mut MempoolCache) {
         match self {
             RxRing::E1000e(q) => q.release(cache),
+            RxRing::Igb(q) => q.release(cache),
             RxRing::Split(q) => q.release(cache),
             RxRing::Packed(q) => q.release(cache),
         }
@@ -96,6 +105,7 @@ impl TxRing {
     fn burst(&mut self, cache: &mut MempoolCache, pkts: &mut PacketBatch) -> usize {
         match self {
             TxRing::E1000e(q) => q.tx_burst(cache, pkts),
+            TxRing::Igb(q) => q.tx_burst(cache, pkts),
             TxRing::Split(q) => virtio::tx_burst(q, cache, pkts),
             TxRing::Packed(q) => virtio::tx_burst(q, cache, pkts),
         }
@@ -104,6 +114,7 @@ impl TxRing {
     fn reclaim(&mut self, cache: &mut MempoolCache) -> u32 {
         match self {
             TxRing::E1000e(q) => q.reclaim(cache),
+            TxRing::Igb(q) => q.reclaim(cache),
             TxRing::Split(q) => q.reclaim(cache),
             TxRing::Packed(q) => q.reclaim(cache),
         }
@@ -113,6 +124,7 @@ impl TxRing {
     fn idle(&self) -> bool {
         match self {
             TxRing::E1000e(q) => q.ops().idle(),
+            TxRing::Igb(q) => q.ops().idle(),
             TxRing::Split(q) => q.ops().pending() == 0,
             TxRing::Packed(q) => q.ops().pending() == 0,
         }
@@ -121,6 +133,7 @@ impl TxRing {
     fn reclaim_all(&mut self, cache: &mut MempoolCache) -> u32 {
         match self {
             TxRing::E1000e(q) => q.reclaim_all(cache),
+            TxRing::Igb(q) => q.reclaim_all(cache),
             TxRing::Split(q) => q.reclaim_all(cache),
             TxRing::Packed(q) => q.reclaim_all(cache),
         }
@@ -130,6 +143,7 @@ impl TxRing {
     fn stats(&self) -> TxStats {
         match self {
             TxRing::E1000e(q) => *q.stats(),
+            TxRing::Igb(q) => *q.stats(),
             TxRing::Split(q) => *q.stats(),
             TxRing::Packed(q) => *q.stats(),
         }
@@ -138,6 +152,7 @@ impl TxRing {
     fn notifies(&self) -> u64 {
         match self {
             TxRing::E1000e(q) => q.stats().doorbells,
+            TxRing::Igb(q) => q.stats().doorbells,
             TxRing::Split(q) => q.ops().bell().notifies(),
             TxRing::Packed(q) => q.ops().bell().notifies(),
         }
@@ -146,6 +161,7 @@ impl TxRing {
     fn release(&mut self, cache: &mut MempoolCache) {
         match self {
             TxRing::E1000e(q) => q.release(cache),
+            TxRing::Igb(q) => q.release(cache),
             TxRing::Split(q) => q.release(cache),
             TxRing::Packed(q) => q.release(cache),
         }

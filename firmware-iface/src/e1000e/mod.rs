@@ -128,7 +128,7 @@ fn flush(regs: &impl Mmio) {
 /// Polls `offset` until `done(value)`, reading first and then waiting `interval_us`
 /// between reads, for at most `timeout_us` in total. Returns the value that satisfied
 /// `done`, or the microseconds waited.
-fn poll_until(
+pub(crate) fn poll_until(
     regs: &impl Mmio,
     delay: &mut impl Delay,
     offset: u32,

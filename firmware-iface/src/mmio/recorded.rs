@@ -466,6 +466,125 @@ impl RecordedRegs {
     }
 }
 
+impl RecordedRegs {
+    /// An 82576 as QEMU 10's `igb` model presents it after a device reset, with `mac` as
+    /// its `-device igb,mac=` address.
+    ///
+    /// Modelled (QEMU `hw/net/igb_core.c`):
+    /// - reset values of the registers the sequences touch (`igb_mac_reg_init`): CTRL with
+    ///   LRST, STATUS without LU (the link stays down until the PHY's autonegotiation is
+    ///   restarted), EECD without AUTO_RD, RXDCTL0/TXDCTL0 with ENABLE and RXDCTL1-15
+    ///   without, WTHRESH 1 in every RXDCTL, RXCSUM = IPOFLD|TUOFLD, TCTL with PSP, and
+    ///   RAL0/RAH0 holding `mac` with AV (`e1000x_reset_mac_addr`);
+    /// - CTRL.RST restores all of that inside the write and reads back clear (`igb_set_ctrl`);
+    /// - STATUS reads add FD and speed 1000, and GIO_MASTER_ENABLE unless
+    ///   CTRL.GIO_MASTER_DISABLE or CTRL.LRST (`igb_get_status`); writes are ignored;
+    /// - an MDIC write to PHY 1's control register with autonegotiation enable and restart
+    ///   clears STATUS.LU and sets it 500 ms of virtual time later (`igb_set_phy_ctrl`,
+    ///   `e1000x_restart_autoneg`, `igb_autoneg_timer`); every MDIC access completes at once
+    ///   with MDIC.R, and one to another PHY address sets MDIC.E (`igb_set_mdic`);
+    /// - RXDCTL/TXDCTL store what is written (ENABLE reads back as written);
+    /// - IMS/IMC set and clear the mask; ICR and EICR are read-to-clear;
+    /// - statistics are read-to-clear, 64-bit pairs clear on the high read.
+    pub fn igb_qemu(mac: [u8; 6]) -> Self {
+        use crate::igb::regs as r;
+        let regs_file = Self::new();
+        let defaults = igb_qemu_reset_values(mac);
+        regs_file.lock().file.replace_all(&defaults);
+        // When the autonegotiation restarted by MDIC completes, in virtual microseconds;
+        // u64::MAX while none is pending.
+        let link_up_at = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+
+        let at = link_up_at.clone();
+        regs_file.on_write(r::CTRL, move |file, off, value| {
+            if value & r::CTRL_RST != 0 {
+                file.replace_all(&defaults);
+                at.store(u64::MAX, Ordering::Relaxed);
+            } else {
+                file.set(off, value);
+            }
+        });
+        let at = link_up_at.clone();
+        regs_file.on_read(r::STATUS, move |file, off| {
+            let mut v = file.get(off) | r::STATUS_FD | r::STATUS_SPEED_1000;
+            if file.elapsed_us() >= at.load(Ordering::Relaxed) {
+                v |= r::STATUS_LU;
+                file.set(off, file.get(off) | r::STATUS_LU);
+                at.store(u64::MAX, Ordering::Relaxed);
+            }
+            let ctrl = file.get(r::CTRL);
+            if ctrl & (r::CTRL_GIO_MASTER_DISABLE | r::CTRL_LRST) == 0 {
+                v |= r::STATUS_GIO_MASTER_ENABLE;
+            }
+            v
+        });
+        regs_file.on_write(r::STATUS, |_, _, _| {});
+        let at = link_up_at;
+        regs_file.on_write(r::MDIC, move |file, off, value| {
+            let phy = (value >> r::MDIC_PHYADD_SHIFT) & 0x1F;
+            let reg = (value >> r::MDIC_REGADD_SHIFT) & 0x1F;
+            if phy != r::PHY_ADDR {
+                file.set(off, value | r::MDIC_R | r::MDIC_E);
+                return;
+            }
+            let restart = r::PHY_CTRL_AUTONEG_EN | r::PHY_CTRL_RESTART_AUTONEG;
+            if value & r::MDIC_OP_WRITE != 0 && reg == r::PHY_CTRL && value & restart == restart {
+                file.set(r::STATUS, file.get(r::STATUS) & !r::STATUS_LU);
+                at.store(file.elapsed_us() + 500_000, Ordering::Relaxed);
+            }
+            file.set(off, value | r::MDIC_R);
+        });
+        regs_file.on_write(r::IMS, |file, _, value| {
+            let ims = file.get(r::IMS) | value;
+            file.set(r::IMS, ims);
+        });
+        regs_file.on_write(r::IMC, |file, _, value| {
+            let ims = file.get(r::IMS) & !value;
+            file.set(r::IMS, ims);
+        });
+        regs_file.read_to_clear(r::ICR);
+        regs_file.read_to_clear(r::EICR);
+        for &off in regs::STATS_32 {
+            regs_file.read_to_clear(off);
+        }
+        for &(low, high) in regs::STATS_64 {
+            regs_file.read_to_clear_pair(low, high);
+        }
+        regs_file
+    }
+}
+
+fn igb_qemu_reset_values(mac: [u8; 6]) -> BTreeMap<u32, u32> {
+    use crate::igb::regs as r;
+    let mut v = BTreeMap::new();
+    // igb_mac_reg_init (hw/net/igb_core.c), the registers this crate uses.
+    v.insert(r::CTRL, r::CTRL_FD | r::CTRL_LRST | (0b10 << 8));
+    v.insert(r::STATUS, r::STATUS_PHYRA | (1 << 31));
+    v.insert(r::EECD, r::EECD_PRES);
+    for q in 0..r::QUEUES {
+        v.insert(r::queue_reg(r::RXDCTL0, q), 1 << r::XDCTL_WTHRESH_SHIFT);
+    }
+    v.insert(r::RXDCTL0, r::XDCTL_ENABLE | (1 << r::XDCTL_WTHRESH_SHIFT));
+    v.insert(r::TXDCTL0, r::XDCTL_ENABLE);
+    v.insert(r::TIPG, 0x08 | (0x04 << 10) | (0x06 << 20));
+    v.insert(r::RXCSUM, r::RXCSUM_IPOFLD | r::RXCSUM_TUOFLD);
+    v.insert(
+        r::TCTL,
+        r::TCTL_PSP | (0xF << r::TCTL_CT_SHIFT) | (0x40 << r::TCTL_COLD_SHIFT),
+    );
+    v.insert(r::RLPML, 0x2600);
+    v.insert(r::VET, 0x8100_8100);
+    v.insert(
+        r::RAL0,
+        u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
+    );
+    v.insert(
+        r::RAH0,
+        u32::from(u16::from_le_bytes([mac[4], mac[5]])) | r::RAH_AV,
+    );
+    v
+}
+
 /// A 64-word 82574 NVM image holding `mac` in words 0..2 (each word little-endian: word
 /// `i` = `mac[2i] | mac[2i+1] << 8`) and a checksum word 0x3F that makes words 0x00..=0x3F
 /// sum to 0xBABA, as QEMU builds it (`e1000x_core_prepare_eeprom`). Other words are 0xFFFF.
