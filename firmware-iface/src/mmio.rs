@@ -78,6 +78,18 @@ impl<T: NarrowMmio + ?Sized> NarrowMmio for &T {
     }
 }
 
+/// Writes `bytes` into consecutive 32-bit registers from `base`, byte n in bits
+/// 8(n%4)+7:8(n%4) of register n/4: how the Intel NICs lay out their byte arrays (the RSS
+/// key in RSSRK, the redirection table in RETA), and how QEMU reads them back as bytes.
+/// A last partial register is padded with zero bytes.
+pub fn write_byte_array(regs: &impl Mmio, base: u32, bytes: &[u8]) {
+    for (i, c) in bytes.chunks(4).enumerate() {
+        let mut w = [0u8; 4];
+        w[..c.len()].copy_from_slice(c);
+        regs.write32(base + 4 * i as u32, u32::from_le_bytes(w));
+    }
+}
+
 /// A way to wait: sequences poll a register, then wait, then poll again.
 pub trait Delay {
     /// Waits at least `us` microseconds.

@@ -8,7 +8,7 @@
 //! TCP/IPv4, IPv6 and TCP/IPv6; it has no UDP hash type (a UDP frame is hashed as IP).
 
 use super::regs::*;
-use crate::mmio::Mmio;
+use crate::mmio::{write_byte_array, Mmio};
 
 /// What [`configure_rss`] programs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,17 +28,14 @@ pub struct RssSetup {
 /// 7); RXCSUM.PCSD; MRQC last.
 pub fn configure_rss(regs: &impl Mmio, setup: &RssSetup) {
     regs.write32(MRQC, 0);
-    for (i, k) in setup.key.chunks_exact(4).enumerate() {
-        regs.write32(
-            RSSRK + 4 * i as u32,
-            u32::from_le_bytes([k[0], k[1], k[2], k[3]]),
-        );
-    }
-    for (i, q) in setup.queues.chunks_exact(4).enumerate() {
-        let entry = |q: u8| if q & 1 != 0 { RETA_QUEUE1 } else { 0 };
-        let word = u32::from_le_bytes([entry(q[0]), entry(q[1]), entry(q[2]), entry(q[3])]);
-        regs.write32(RETA + 4 * i as u32, word);
-    }
+    write_byte_array(regs, RSSRK, &setup.key);
+    write_byte_array(
+        regs,
+        RETA,
+        &setup
+            .queues
+            .map(|q| if q & 1 != 0 { RETA_QUEUE1 } else { 0 }),
+    );
     regs.write32(RXCSUM, regs.read32(RXCSUM) | RXCSUM_PCSD);
     regs.write32(MRQC, MRQC_RSS | setup.fields);
 }

@@ -8,7 +8,7 @@
 //! as entry & 0xF (`E1000_RSS_QUEUE` in `igb_regs.h`).
 
 use super::regs::*;
-use crate::mmio::Mmio;
+use crate::mmio::{write_byte_array, Mmio};
 
 /// What [`configure_rss`] programs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,19 +27,8 @@ pub struct RssSetup {
 /// the queue in its low 4 bits); RXCSUM.PCSD; MRQC last.
 pub fn configure_rss(regs: &impl Mmio, setup: &RssSetup) {
     regs.write32(MRQC, 0);
-    for (i, k) in setup.key.chunks_exact(4).enumerate() {
-        regs.write32(
-            RSSRK + 4 * i as u32,
-            u32::from_le_bytes([k[0], k[1], k[2], k[3]]),
-        );
-    }
-    for (i, q) in setup.queues.chunks_exact(4).enumerate() {
-        let e = |q: u8| q & RETA_QUEUE_MASK;
-        regs.write32(
-            RETA + 4 * i as u32,
-            u32::from_le_bytes([e(q[0]), e(q[1]), e(q[2]), e(q[3])]),
-        );
-    }
+    write_byte_array(regs, RSSRK, &setup.key);
+    write_byte_array(regs, RETA, &setup.queues.map(|q| q & RETA_QUEUE_MASK));
     regs.write32(RXCSUM, regs.read32(RXCSUM) | RXCSUM_PCSD);
     regs.write32(MRQC, MRQC_ENABLE_RSS | setup.fields);
 }
