@@ -119,33 +119,25 @@ impl TxView for E1000eTxView<'_> {
 
     #[inline(always)]
     fn descs_needed(&self, pkt: &PacketBuf) -> u32 {
-        let ctx = match TxOffload::of(pkt) {
-            Ok(Some(o)) => o.needs_context(self.ctx.get()),
-            _ => false,
-        };
-        pkt.nb_segs() as u32 + u32::from(ctx)
+        offload::descs_needed(pkt, self.ctx.get())
     }
 
-    /// Unchained and no offload asked: one legacy descriptor.
+    /// Unchained and no offload asked: one plain data descriptor.
     #[inline(always)]
     fn single(&self, pkt: &PacketBuf) -> bool {
-        !pkt.is_chained() && pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
+        offload::single(pkt)
     }
 
-    /// An offload request must match the packet's headers (`offload::BadOffload`).
+    /// An offload request must match the packet's headers.
     #[inline(always)]
     fn sendable(&self, pkt: &PacketBuf) -> bool {
-        pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 || TxOffload::of(pkt).is_ok()
+        offload::sendable(pkt)
     }
 
     /// A TSO packet may be up to an IPv4 datagram's 64 KiB with its L2 header.
     #[inline(always)]
     fn max_len(&self, pkt: &PacketBuf, max_frame: usize) -> usize {
-        if pkt.meta().flags & PacketMeta::TX_TSO != 0 {
-            usize::from(pkt.meta().l2_len) + offload::TSO_MAX_IP_LEN
-        } else {
-            max_frame
-        }
+        offload::max_len(pkt, max_frame)
     }
 
     /// A chain takes a descriptor per segment (a packet may span several legacy

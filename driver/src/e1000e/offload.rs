@@ -28,6 +28,42 @@ const IPPROTO_UDP: u8 = 17;
 /// The largest TSO packet: an IPv4 datagram's 64 KiB less one, plus its L2 header.
 pub const TSO_MAX_IP_LEN: usize = 65535;
 
+/// The TX view questions an Intel device with context descriptors (82574, 82576) answers
+/// the same way, its queue's context state being `ctx`: descriptors `pkt` needs (a context
+/// first when it asks for an offload the device's context does not hold).
+#[inline(always)]
+pub(crate) fn descs_needed(pkt: &PacketBuf, ctx: u64) -> u32 {
+    let with_ctx = match TxOffload::of(pkt) {
+        Ok(Some(o)) => o.needs_context(ctx),
+        _ => false,
+    };
+    pkt.nb_segs() as u32 + u32::from(with_ctx)
+}
+
+/// Whether `pkt` goes out in one plain data descriptor: unchained, no offload asked.
+#[inline(always)]
+pub(crate) fn single(pkt: &PacketBuf) -> bool {
+    !pkt.is_chained() && pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
+}
+
+/// Whether the device can take `pkt`: an offload request must match its headers
+/// ([`BadOffload`]).
+#[inline(always)]
+pub(crate) fn sendable(pkt: &PacketBuf) -> bool {
+    pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 || TxOffload::of(pkt).is_ok()
+}
+
+/// The longest `pkt` may be: a TSO packet up to an IPv4 datagram's 64 KiB with its L2
+/// header, any other `max_frame`.
+#[inline(always)]
+pub(crate) fn max_len(pkt: &PacketBuf, max_frame: usize) -> usize {
+    if pkt.meta().flags & PacketMeta::TX_TSO != 0 {
+        usize::from(pkt.meta().l2_len) + TSO_MAX_IP_LEN
+    } else {
+        max_frame
+    }
+}
+
 /// The queue's context state when no checksum context is known to be in the device (after
 /// a reset, after a TSO context): no key equals it.
 pub(crate) const NO_CONTEXT: u64 = u64::MAX;

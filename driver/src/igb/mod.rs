@@ -25,7 +25,7 @@ use tenge_descriptors::igb::{
 use tenge_firmware_iface::igb::regs;
 use tenge_firmware_iface::Mmio;
 
-use crate::e1000e::offload::{TxOffload, NO_CONTEXT, TSO_MAX_IP_LEN};
+use crate::e1000e::offload::{TxOffload, NO_CONTEXT};
 use crate::e1000e::{rx_csum_flags_lut, RX_CSUM_STAT};
 use crate::packet::mempool::{PacketBuf, PacketMeta};
 use crate::packet::rss::RssType;
@@ -135,32 +135,25 @@ impl TxView for IgbTxView<'_> {
 
     #[inline(always)]
     fn descs_needed(&self, pkt: &PacketBuf) -> u32 {
-        let ctx = match TxOffload::of(pkt) {
-            Ok(Some(o)) => o.needs_context(self.ctx.get()),
-            _ => false,
-        };
-        pkt.nb_segs() as u32 + u32::from(ctx)
+        crate::e1000e::offload::descs_needed(pkt, self.ctx.get())
     }
 
+    /// Unchained and no offload asked: one plain data descriptor.
     #[inline(always)]
     fn single(&self, pkt: &PacketBuf) -> bool {
-        !pkt.is_chained() && pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
+        crate::e1000e::offload::single(pkt)
     }
 
-    /// An offload request must match the packet's headers (e1000e's `BadOffload` checks).
+    /// An offload request must match the packet's headers.
     #[inline(always)]
     fn sendable(&self, pkt: &PacketBuf) -> bool {
-        pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 || TxOffload::of(pkt).is_ok()
+        crate::e1000e::offload::sendable(pkt)
     }
 
     /// A TSO packet may be up to an IPv4 datagram's 64 KiB with its L2 header.
     #[inline(always)]
     fn max_len(&self, pkt: &PacketBuf, max_frame: usize) -> usize {
-        if pkt.meta().flags & PacketMeta::TX_TSO != 0 {
-            usize::from(pkt.meta().l2_len) + TSO_MAX_IP_LEN
-        } else {
-            max_frame
-        }
+        crate::e1000e::offload::max_len(pkt, max_frame)
     }
 
     #[inline(always)]
