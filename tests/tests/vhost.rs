@@ -15,7 +15,9 @@ use std::time::Duration;
 use tenge_testbed::{
     FwdCounters, Guest, GuestConfig, HostMode, Nic, NicModel, VhostHost, VhostHostConfig,
 };
-use tenge_tests::{bin, check_frames, read_pcap, scratch_dir, tail, wait_ok, write_pcap};
+use tenge_tests::{
+    bin, check_frames, read_pcap, retry_on_qemu_map_race, scratch_dir, tail, wait_ok, write_pcap,
+};
 
 const SRC: &str = tenge_tests::TEST_SRC;
 const DST: &str = tenge_tests::TEST_DST;
@@ -164,14 +166,14 @@ fn check_in_order_subset(frames: &[Vec<u8>], count: u64, size: usize) -> Vec<u64
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_split_tx_reaches_the_host_byte_exact_in_order() {
-    tx_wire(false, 0);
+    retry_on_qemu_map_race(|| tx_wire(false, 0));
 }
 
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_packed_tx_reaches_the_host_byte_exact_in_order_but_for_iotlb_misses() {
     // Seen: 20-172 frames of 22,000 (two opens of the port), all at each run's start.
-    tx_wire(true, 440);
+    retry_on_qemu_map_race(|| tx_wire(true, 440));
 }
 
 /// Frames from the host: tenge's pktgen sends `count` sequence frames of `size` bytes on
@@ -243,19 +245,23 @@ fn rx_from_host(packed: bool, size: usize, rx_ring: u32, buf_size: u32) -> Strin
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_split_rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
-    for size in [60, 1514] {
-        let log = rx_from_host(false, size, 16, 2048);
-        assert!(log.contains(" chains=0 "), "{}", tail(&log, 20));
-    }
+    retry_on_qemu_map_race(|| {
+        for size in [60, 1514] {
+            let log = rx_from_host(false, size, 16, 2048);
+            assert!(log.contains(" chains=0 "), "{}", tail(&log, 20));
+        }
+    });
 }
 
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_packed_rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
-    for size in [60, 1514] {
-        let log = rx_from_host(true, size, 16, 2048);
-        assert!(log.contains(" chains=0 "), "{}", tail(&log, 20));
-    }
+    retry_on_qemu_map_race(|| {
+        for size in [60, 1514] {
+            let log = rx_from_host(true, size, 16, 2048);
+            assert!(log.contains(" chains=0 "), "{}", tail(&log, 20));
+        }
+    });
 }
 
 /// DPDK's vhost spreads a frame over as many 256-byte buffers as it takes (MRG_RXBUF,
@@ -269,13 +275,13 @@ fn mergeable(packed: bool) {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_split_mergeable_rx_reassembles_frames_over_small_buffers() {
-    mergeable(false);
+    retry_on_qemu_map_race(|| mergeable(false));
 }
 
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_packed_mergeable_rx_reassembles_frames_over_small_buffers() {
-    mergeable(true);
+    retry_on_qemu_map_race(|| mergeable(true));
 }
 
 /// Two vhost-user NICs of two queue pairs each in one guest (one host testpmd, a vhost port
@@ -285,6 +291,10 @@ fn vhost_packed_mergeable_rx_reassembles_frames_over_small_buffers() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn two_vhost_nics_of_two_queue_pairs_in_one_guest() {
+    retry_on_qemu_map_race(two_vhost_nics_of_two_queue_pairs);
+}
+
+fn two_vhost_nics_of_two_queue_pairs() {
     let count: u64 = 100_000;
     let mut host = forwarding_host(&VhostHostConfig {
         ports: vec![2, 2],
@@ -429,11 +439,11 @@ fn rx_filter(packed: bool) {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_split_rx_filter_holds_though_the_device_does_not_filter() {
-    rx_filter(false);
+    retry_on_qemu_map_race(|| rx_filter(false));
 }
 
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_packed_rx_filter_holds_though_the_device_does_not_filter() {
-    rx_filter(true);
+    retry_on_qemu_map_race(|| rx_filter(true));
 }
