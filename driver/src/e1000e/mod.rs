@@ -225,7 +225,7 @@ impl E1000eTxView<'_> {
     #[cold]
     #[inline(never)]
     fn encap_offload(&self, pidx: u32, pkt: &mut PacketBuf, o: &TxOffload, end: u8) -> u32 {
-        o.prepare(pkt);
+        o.prepare(pkt, crate::offload::tx::PseudoHeader::Intel);
         let mut i = 0u32;
         if o.needs_context(self.ctx.get()) {
             let (lo, hi) = o.context(pkt.pkt_len());

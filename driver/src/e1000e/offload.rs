@@ -20,13 +20,9 @@ use tenge_descriptors::e1000e::{
     TUCMD_IP, TUCMD_TCP, TUCMD_TSE, TXD_CMD_DEXT, TXD_CMD_IFCS, TXD_CMD_TSE,
 };
 
-use crate::packet::csum;
 use crate::packet::mempool::{PacketBuf, PacketMeta};
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-/// The largest TSO packet: an IPv4 datagram's 64 KiB less one, plus its L2 header.
-pub const TSO_MAX_IP_LEN: usize = 65535;
+pub(crate) use crate::offload::tx::{TxOffload, TSO_MAX_IP_LEN};
 
 /// The TX view questions an Intel device with context descriptors (82574, 82576) answers
 /// the same way, its queue's context state being `ctx`: descriptors `pkt` needs (a context
@@ -68,153 +64,7 @@ pub(crate) fn max_len(pkt: &PacketBuf, max_frame: usize) -> usize {
 /// a reset, after a TSO context): no key equals it.
 pub(crate) const NO_CONTEXT: u64 = u64::MAX;
 
-/// A TX offload request, checked against the packet it came with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct TxOffload {
-    l2: u8,
-    l3: u8,
-    l4: u8,
-    ipv4: bool,
-    /// The L4 checksum field's offset from the L4 header (TCP 16, UDP 6); 0: none asked.
-    l4_csum_at: u8,
-    tcp: bool,
-    ip_csum: bool,
-    tso: bool,
-    mss: u16,
-}
-
-/// Why a request cannot be served (each a counted drop, `TxStats::bad_offload`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BadOffload {
-    /// Neither or both of TX_IPV4 and TX_IPV6, or an IPv4 checksum on IPv6.
-    L3Type,
-    /// Header lengths beyond the first buffer, or not what the headers say.
-    HeaderLength,
-    /// The L4 protocol in the header is not the one asked for.
-    Protocol,
-    /// TSO with an MSS of 0, or on something that is not TCP.
-    Tso,
-    /// Longer than the device takes.
-    TooLong,
-}
-
 impl TxOffload {
-    /// The request `pkt` carries, checked against its headers; `Ok(None)` for none.
-    pub(crate) fn of(pkt: &PacketBuf) -> Result<Option<TxOffload>, BadOffload> {
-        let m = pkt.meta();
-        if m.flags & PacketMeta::TX_OFFLOAD_MASK == 0 {
-            return Ok(None);
-        }
-        let ipv4 = m.flags & PacketMeta::TX_IPV4 != 0;
-        if ipv4 == (m.flags & PacketMeta::TX_IPV6 != 0) {
-            return Err(BadOffload::L3Type);
-        }
-        let tso = m.flags & PacketMeta::TX_TSO != 0;
-        let tcp = tso || m.flags & PacketMeta::TX_TCP_CSUM != 0;
-        let udp = m.flags & PacketMeta::TX_UDP_CSUM != 0;
-        if tcp && udp {
-            return Err(BadOffload::Protocol);
-        }
-        let ip_csum = ipv4 && (tso || m.flags & PacketMeta::TX_IP_CSUM != 0);
-        if !ipv4 && m.flags & PacketMeta::TX_IP_CSUM != 0 {
-            return Err(BadOffload::L3Type);
-        }
-        let (l2, l3) = (usize::from(m.l2_len), usize::from(m.l3_len));
-        let l4 = if tcp {
-            usize::from(m.l4_len)
-        } else if udp {
-            8
-        } else {
-            0
-        };
-        let data = pkt.data();
-        if l2 < 14 || l3 < if ipv4 { 20 } else { 40 } || l2 + l3 + l4 > data.len() {
-            return Err(BadOffload::HeaderLength);
-        }
-        let ip = &data[l2..l2 + l3];
-        let proto = if ipv4 {
-            // Version 4 and the IHL the application gave.
-            if ip[0] >> 4 != 4 || usize::from(ip[0] & 0xf) * 4 != l3 {
-                return Err(BadOffload::HeaderLength);
-            }
-            ip[9]
-        } else {
-            // Version 6, no extension header between (l3 is the fixed header).
-            if ip[0] >> 4 != 6 || l3 != 40 {
-                return Err(BadOffload::HeaderLength);
-            }
-            ip[6]
-        };
-        if (tcp && proto != IPPROTO_TCP) || (udp && proto != IPPROTO_UDP) {
-            return Err(if tso {
-                BadOffload::Tso
-            } else {
-                BadOffload::Protocol
-            });
-        }
-        if tcp {
-            // The data offset must be the TCP header length given.
-            let off = usize::from(data[l2 + l3 + 12] >> 4) * 4;
-            if l4 < 20 || off != l4 {
-                return Err(BadOffload::HeaderLength);
-            }
-        }
-        if tso {
-            if m.mss == 0 {
-                return Err(BadOffload::Tso);
-            }
-            if pkt.pkt_len() > l2 + TSO_MAX_IP_LEN {
-                return Err(BadOffload::TooLong);
-            }
-        }
-        Ok(Some(TxOffload {
-            l2: m.l2_len,
-            l3: m.l3_len,
-            l4: l4 as u8,
-            ipv4,
-            l4_csum_at: if tcp {
-                16
-            } else if udp {
-                6
-            } else {
-                0
-            },
-            tcp,
-            ip_csum,
-            tso,
-            mss: m.mss,
-        }))
-    }
-
-    /// The L2, L3 and L4 header lengths (L4: 0 with no L4 checksum asked, 8 for UDP).
-    pub(crate) fn header_lens(&self) -> (u8, u8, u8) {
-        (self.l2, self.l3, self.l4)
-    }
-
-    /// IPv4 (not IPv6).
-    pub(crate) fn is_ipv4(&self) -> bool {
-        self.ipv4
-    }
-
-    /// TCP (a TCP checksum or TSO), not UDP.
-    pub(crate) fn is_tcp(&self) -> bool {
-        self.tcp
-    }
-
-    /// Whether the IPv4 header checksum, the L4 checksum and TSO are asked.
-    pub(crate) fn asks(&self) -> (bool, bool, bool) {
-        (self.ip_csum, self.l4_csum_at != 0, self.tso)
-    }
-
-    /// The TSO segment size (0 without TSO).
-    pub(crate) fn mss(&self) -> u16 {
-        if self.tso {
-            self.mss
-        } else {
-            0
-        }
-    }
-
     /// What a checksum context holds, as one number: equal keys, same context. TSO
     /// packets always write their own context (it holds the payload length), and leave
     /// the queue's state at [`NO_CONTEXT`].
@@ -303,46 +153,13 @@ impl TxOffload {
             | u64::from(dcmd) << CMD_SHIFT
             | u64::from(popts) << 40
     }
-
-    /// Prepares the headers as the hardware expects them (module doc): the pseudo-header
-    /// checksum in the L4 field, the IPv4 checksum 0 where the device fills it, and for TSO
-    /// the IP length fields 0.
-    pub(crate) fn prepare(&self, pkt: &mut PacketBuf) {
-        let total = pkt.pkt_len();
-        let (l2, l3) = (usize::from(self.l2), usize::from(self.l3));
-        let data = pkt.data_mut();
-        let ip = l2;
-        let l4_len = total - l2 - l3;
-        let mut sum = 0u64;
-        if self.ipv4 {
-            sum = csum::add_bytes(sum, &data[ip + 12..ip + 20], false);
-            if self.tso {
-                data[ip + 2..ip + 4].fill(0);
-            }
-            if self.ip_csum {
-                data[ip + 10..ip + 12].fill(0);
-            }
-        } else {
-            sum = csum::add_bytes(sum, &data[ip + 8..ip + 40], false);
-            if self.tso {
-                data[ip + 4..ip + 6].fill(0);
-            }
-        }
-        if self.l4_csum_at == 0 {
-            return;
-        }
-        let proto = if self.tcp { IPPROTO_TCP } else { IPPROTO_UDP };
-        let len = if self.tso { 0 } else { l4_len as u64 };
-        // Zero byte and protocol, then the length (IPv6's 32-bit length: the same sum).
-        sum += u64::from(proto) + (len >> 16) + (len & 0xffff);
-        let at = l2 + l3 + usize::from(self.l4_csum_at);
-        data[at..at + 2].copy_from_slice(&csum::fold(sum).to_be_bytes());
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offload::tx::{BadOffload, PseudoHeader};
+    use crate::packet::csum;
     use crate::packet::mempool::host_pool;
 
     fn tcp4(payload: usize) -> Vec<u8> {
@@ -406,7 +223,7 @@ mod tests {
         let f = tcp4(333);
         let (_p, mut b) = buf(&f, PacketMeta::TX_IPV4 | PacketMeta::TX_TCP_CSUM, 20, 0);
         let o = TxOffload::of(&b).unwrap().unwrap();
-        o.prepare(&mut b);
+        o.prepare(&mut b, PseudoHeader::Intel);
         // What the device does: sum the TCP header and payload, field included, and store
         // the complement.
         let l4 = &b.data()[34..];

@@ -206,7 +206,7 @@ impl IgbTxView<'_> {
     #[cold]
     #[inline(never)]
     fn encap_offload(&self, pidx: u32, pkt: &mut PacketBuf, o: &TxOffload, end: u32) -> u32 {
-        o.prepare(pkt);
+        o.prepare(pkt, crate::offload::tx::PseudoHeader::Intel);
         let mut i = 0u32;
         if o.needs_context(self.ctx.get()) {
             let (lo, hi) = offload::context(o);

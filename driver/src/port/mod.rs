@@ -241,7 +241,7 @@ fn virtio_offloads(cfg: &PortConfig) -> u64 {
         f |= vf::VIRTIO_NET_F_CSUM;
     }
     if cfg.tso {
-        f |= vf::VIRTIO_NET_F_HOST_TSO4 | vf::VIRTIO_NET_F_HOST_TSO6;
+        f |= vf::VIRTIO_NET_F_HOST_TSO4 | vf::VIRTIO_NET_F_HOST_TSO6 | vf::VIRTIO_NET_F_HOST_ECN;
     }
     f
 }
@@ -829,11 +829,13 @@ impl Port {
 
     /// What the port does with each offload (see [`caps`]). e1000e and igb: every TX
     /// checksum and TSO by the device (context descriptors), RX checksums by the device when
-    /// [`PortConfig::rx_checksum`] is on, no LRO yet. virtio-net: RX checksums and LRO by
-    /// the device as negotiated (GUEST_CSUM, GUEST_TSO4/6), LRO in software where the
-    /// device has none and [`PortConfig::lro`] asks; its TX requests are not written into
-    /// the header yet, so they are unavailable (a packet that asks is dropped and counted,
-    /// `TxStats::bad_offload`).
+    /// [`PortConfig::rx_checksum`] is on, LRO in software when [`PortConfig::lro`] asks.
+    /// virtio-net: TX checksums and TSO by the device where negotiated
+    /// ([`PortConfig::tx_checksum`], [`PortConfig::tso`]: CSUM, HOST_TSO4/6), in software
+    /// where not (checksums computed, TSO by the software GSO); the IPv4 header checksum in
+    /// software; RX checksums and LRO by the device as negotiated (GUEST_CSUM,
+    /// GUEST_TSO4/6), LRO in software where the device has none and [`PortConfig::lro`]
+    /// asks.
     pub fn offloads(&self) -> caps::OffloadCaps {
         use caps::OffloadSupport::{Device, Software, Unavailable};
         use tenge_firmware_iface::virtio as vf;
@@ -876,11 +878,15 @@ impl Port {
                         Unavailable
                     }
                 };
+                // What the device lacks, tenge does on the way to the ring (SoftTx); the
+                // IPv4 header checksum always (virtio-net has no offload for it).
+                let dev = crate::virtio::tx_offloads(f);
+                let or_sw = |d: bool| if d { Device } else { Software };
                 caps::OffloadCaps {
-                    tx_ipv4_csum: Unavailable,
-                    tx_tcp_csum: Unavailable,
-                    tx_udp_csum: Unavailable,
-                    tx_tso: Unavailable,
+                    tx_ipv4_csum: Software,
+                    tx_tcp_csum: or_sw(dev.l4_csum),
+                    tx_udp_csum: or_sw(dev.l4_csum),
+                    tx_tso: or_sw(dev.tso4 && dev.tso6),
                     rx_csum: has(vf::VIRTIO_NET_F_GUEST_CSUM),
                     lro: match has(vf::VIRTIO_NET_F_GUEST_TSO4 | vf::VIRTIO_NET_F_GUEST_TSO6) {
                         Unavailable if self.lro => Software,
