@@ -91,11 +91,11 @@ pub struct PortConfig {
     /// what the application asks for (QEMU checks every frame in software when it is on).
     pub rx_checksum: bool,
     /// LRO: several TCP segments of one flow arrive coalesced into one frame (a chain;
-    /// `meta().flags` has `RX_LRO`, `meta().mss` the segment size). On virtio-net
-    /// GUEST_TSO4/6 (with GUEST_CSUM) where the device offers it; elsewhere tenge's software
-    /// LRO on every queue ([`crate::offload::lro`], [`RxQueueHandle::set_lro`]). Off by
-    /// default: like every offload, what the application asks for (and wrong for a
-    /// forwarder).
+    /// `meta().flags` has `RX_LRO`, `meta().mss` the segment size): tenge's software LRO on
+    /// every queue ([`crate::offload::lro`], [`RxQueueHandle::set_lro`]), and on virtio-net
+    /// also GUEST_TSO4/6 (with GUEST_CSUM) where the device offers it (what its backend
+    /// coalesced arrives so; the software merges the rest). Off by default: like every
+    /// offload, what the application asks for (and wrong for a forwarder).
     pub lro: bool,
     /// TX checksum offload accepted from the device (virtio-net: CSUM).
     pub tx_checksum: bool,
@@ -294,19 +294,16 @@ impl Port {
         rss: Option<RssConfig>,
         cfg: &PortConfig,
     ) -> Port {
-        use tenge_firmware_iface::virtio as vf;
-        let device_lro = match &control {
-            Control::E1000e { .. } | Control::Igb { .. } => false,
-            Control::Virtio(n) => n.features() & vf::VIRTIO_NET_F_GUEST_TSO4 != 0,
-            Control::VirtioPacked(n) => n.features() & vf::VIRTIO_NET_F_GUEST_TSO4 != 0,
-        };
         let soft = match control {
             Control::E1000e { .. } | Control::Igb { .. } => None,
             _ => (!cfg.promisc).then(|| SoftRxFilter::new(mac, &[])),
         };
         let shared = PortShared::new(rings.len(), soft);
-        // LRO the device does not do, tenge does in software on every queue.
-        let sw_lro = cfg.lro && !device_lro;
+        // tenge's software LRO on every queue whenever LRO is asked: a device's own
+        // (virtio's GUEST_TSO) delivers what its backend coalesced, and leaves separate
+        // segments separate (DPDK's vhost never merges), which the software LRO then
+        // merges; frames the device coalesced pass through it untouched.
+        let sw_lro = cfg.lro;
         let queues: Vec<QueuePair> = rings
             .into_iter()
             .enumerate()
@@ -895,6 +892,12 @@ impl Port {
                 }
             }
         }
+    }
+
+    /// Queue pair 0's software LRO counters, when it is on ([`PortConfig::lro`] on a device
+    /// without LRO of its own); `None` once the queues are taken.
+    pub fn lro_stats(&self) -> Option<crate::offload::LroStats> {
+        self.queues.first().and_then(|q| q.rx.lro_stats())
     }
 
     /// Buffers posted to queue pair 0's RX ring (0 once the queues are taken).
