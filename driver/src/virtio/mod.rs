@@ -615,13 +615,21 @@ pub(crate) fn tx_max_len(pkt: &PacketBuf, max_frame: usize) -> usize {
 /// stores); the device reads the last `hdr` of them.
 #[inline(always)]
 pub(crate) fn write_tx_hdr(pkt: &mut PacketBuf, hdr: u32) -> (u64, u32) {
+    let r = write_plain_tx_hdr(pkt, hdr);
+    if pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK != 0 {
+        write_tx_offload(pkt, hdr);
+    }
+    r
+}
+
+/// [`write_tx_hdr`] for a packet known to ask for nothing (the engine's runs, of packets
+/// [`tx_single`] accepted): the zero header only.
+#[inline(always)]
+pub(crate) fn write_plain_tx_hdr(pkt: &mut PacketBuf, hdr: u32) -> (u64, u32) {
     let room = pkt.headroom_mut();
     let n = room.len();
     if let Some(h) = room.get_mut(n.wrapping_sub(TX_HDR_ROOM)..) {
         h.fill(0);
-    }
-    if pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK != 0 {
-        write_tx_offload(pkt, hdr);
     }
     (pkt.data_iova() - u64::from(hdr), pkt.len() as u32 + hdr)
 }

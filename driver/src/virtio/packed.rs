@@ -570,15 +570,18 @@ impl TxView for PackedTxView<'_> {
         if pkt.is_chained() {
             self.post_chain(pidx, pkt);
         } else {
-            self.encap_single(pidx, pkt);
+            // The header with the packet's offload request, if any.
+            let (iova, len) = super::write_tx_hdr(pkt, self.2);
+            self.0.post(pidx, iova, len, 0);
         }
         1
     }
 
     #[inline(always)]
     fn encap_single(&self, pidx: u32, pkt: &mut PacketBuf) {
-        // The header in front of the data, then one descriptor over both.
-        let (iova, len) = super::write_tx_hdr(pkt, self.2);
+        // The header (no request: `single` said so) in front of the data, then one
+        // descriptor over both.
+        let (iova, len) = super::write_plain_tx_hdr(pkt, self.2);
         self.0.post(pidx, iova, len, 0);
     }
 

@@ -540,9 +540,9 @@ impl TxView for VirtioTxView<'_> {
 
     #[inline(always)]
     fn encap_single(&self, pidx: u32, pkt: &mut PacketBuf) {
-        // The header in front of the data, then one device-readable descriptor over both
-        // (flags 0, next 0).
-        let (iova, len) = super::write_tx_hdr(pkt, self.2);
+        // The header (no request: `single` said so) in front of the data, then one
+        // device-readable descriptor over both (flags 0, next 0).
+        let (iova, len) = super::write_plain_tx_hdr(pkt, self.2);
         self.0.desc.write_qwords(pidx, iova, u64::from(len));
     }
 
@@ -552,7 +552,9 @@ impl TxView for VirtioTxView<'_> {
         if pkt.is_chained() {
             return self.encap_chain(pidx, pkt);
         }
-        self.encap_single(pidx, pkt);
+        // The header with the packet's offload request, if any.
+        let (iova, len) = super::write_tx_hdr(pkt, self.2);
+        self.0.desc.write_qwords(pidx, iova, u64::from(len));
         1
     }
 
