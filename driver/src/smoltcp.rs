@@ -2,7 +2,7 @@
 //! `smoltcp`): TCP/IP in user space on a port, with no copy on receive and one doorbell
 //! per interface poll on transmit.
 //!
-//! - **RX**: [`SmolDevice::receive`] takes frames from the queue a burst at a time and
+//! - **RX**: `SmolDevice::receive` (smoltcp's `Device::receive`) takes frames from the queue a burst at a time and
 //!   hands smoltcp a token that owns the received buffer; smoltcp reads the frame in
 //!   place, and the buffer goes back to the queue's cache. Only a chain (a frame larger
 //!   than one buffer) is copied, into one slice, since smoltcp parses a frame as one.

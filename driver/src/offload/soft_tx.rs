@@ -4,7 +4,7 @@
 //! application asks the same of every port and gets the same frames on the wire.
 //!
 //! - Without `CSUM`, the TCP and UDP checksums are computed in place
-//!   ([`TxOffload::checksum_in_software`]) and their requests cleared.
+//!   (`TxOffload::checksum_in_software`) and their requests cleared.
 //! - TSO without the device's goes through the software GSO ([`Gso`]): the packet is cut
 //!   into MSS-sized frames from the queue's cache, which wait in this queue's own batch
 //!   until the ring takes them; the caller's packet counts as sent once cut (it is freed).

@@ -6,7 +6,7 @@
 //! checksum, the header lengths are those of the packet's own headers (IPv4 IHL, the fixed
 //! IPv6 header, the TCP data offset) and lie in its first buffer, the L4 protocol in the
 //! header is the one asked for, and TSO has an MSS and fits an IP datagram. Anything else
-//! is a [`BadOffload`]: the packet is dropped and counted, never sent half-served.
+//! is a `BadOffload`: the packet is dropped and counted, never sent half-served.
 
 use crate::packet::csum;
 use crate::packet::mempool::{PacketBuf, PacketMeta};
