@@ -65,6 +65,17 @@ pub enum VfioError {
         #[source]
         source: io::Error,
     },
+    /// Setting up interrupts failed.
+    #[error("interrupts of {addr}: {what} failed: {source}; raise the process's open-file limit (ulimit -n) or open the port without interrupts")]
+    Irq {
+        /// The device.
+        addr: PciAddress,
+        /// What was attempted.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// A BAR the driver needs is absent or cannot be mapped.
     #[error("BAR{bar} of {addr} is {why}")]
     Bar {

@@ -16,9 +16,11 @@ use std::sync::{Arc, Mutex, Weak};
 use memmap2::{MmapOptions, MmapRaw};
 use vfio_bindings::bindings::vfio::{
     vfio_iommu_type1_info, VFIO_IOMMU_INFO_CAPS, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
-    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_REGION_INFO_FLAG_MMAP,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_MSI_IRQ_INDEX,
+    VFIO_REGION_INFO_FLAG_MMAP,
 };
 use vfio_ioctls::{VfioContainer, VfioOps};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::ioctl::ioctl_with_mut_ptr;
 
 use crate::error::{DmaError, VfioError};
@@ -419,6 +421,120 @@ impl VfioDevice {
                 source,
             })?;
         Ok(Bar::new(map, bar))
+    }
+}
+
+/// How a device's interrupts reach tenge (VFIO_DEVICE_SET_IRQS, one eventfd a vector).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqMode {
+    /// MSI-X: a vector per queue (and one for the device's other causes).
+    Msix,
+    /// None: the port polls (a fallback when the device or the kernel has no vectors).
+    Polled,
+}
+
+/// An interrupt's eventfd (non-blocking): VFIO adds 1 to it per interrupt.
+pub struct IrqFd(EventFd);
+
+impl IrqFd {
+    /// A new eventfd nothing signals yet.
+    pub fn new() -> std::io::Result<Self> {
+        EventFd::new(EFD_NONBLOCK).map(IrqFd)
+    }
+
+    /// Takes the count (interrupts since the last take), 0 if none, without blocking.
+    pub fn take(&self) -> u64 {
+        self.0.read().unwrap_or(0)
+    }
+
+    /// Adds 1 (wakes a waiter as an interrupt would).
+    pub fn signal(&self) {
+        let _ = self.0.write(1);
+    }
+}
+
+impl std::os::fd::AsFd for IrqFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the fd belongs to the EventFd inside `self`, which closes it only when
+        // dropped; the borrow is tied to &self.
+        unsafe { BorrowedFd::borrow_raw(self.0.as_raw_fd()) }
+    }
+}
+
+/// The eventfds VFIO signals, one per vector, and how they were set up.
+pub struct IrqVectors {
+    /// MSI-X or none.
+    pub mode: IrqMode,
+    /// Vector i's eventfd.
+    pub fds: Vec<Arc<IrqFd>>,
+}
+
+impl VfioDevice {
+    /// Vectors VFIO reports for MSI-X (the device's table size) and for MSI.
+    pub fn irq_counts(&self) -> (u32, u32) {
+        let count = |i| self.device.get_irq_info(i).map_or(0, |irq| irq.count);
+        (
+            count(VFIO_PCI_MSIX_IRQ_INDEX),
+            count(VFIO_PCI_MSI_IRQ_INDEX),
+        )
+    }
+
+    /// Enables `want` MSI-X vectors, each signalling its own eventfd (VFIO_DEVICE_SET_IRQS,
+    /// DATA_EVENTFD | ACTION_TRIGGER); the kernel programs the device's MSI-X table. If the
+    /// device has too few MSI-X vectors or the kernel refuses, none, logged: the port then
+    /// polls (its waits end by timeout). MSI's single vector would serve one queue and no
+    /// link events, so tenge does not fall back to it.
+    ///
+    /// # Errors
+    /// [`VfioError::Irq`] only if no eventfd can be made (the process is out of file
+    /// descriptors).
+    pub fn enable_irqs(&self, want: u32) -> Result<IrqVectors, VfioError> {
+        let new_fds = |n: u32| -> Result<Vec<Arc<IrqFd>>, VfioError> {
+            (0..n)
+                .map(|_| {
+                    IrqFd::new().map(Arc::new).map_err(|source| VfioError::Irq {
+                        addr: self.addr,
+                        what: "eventfd",
+                        source,
+                    })
+                })
+                .collect()
+        };
+        let (msix, msi) = self.irq_counts();
+        if msix >= want && want > 0 {
+            let fds = new_fds(want)?;
+            match self
+                .device
+                .enable_irq(VFIO_PCI_MSIX_IRQ_INDEX, fds.iter().map(|f| &f.0).collect())
+            {
+                Ok(()) => {
+                    log::debug!("{}: MSI-X with {want} of {msix} vectors", self.addr);
+                    return Ok(IrqVectors {
+                        mode: IrqMode::Msix,
+                        fds,
+                    });
+                }
+                Err(e) => log::warn!(
+                    "{}: VFIO refused {want} MSI-X vectors ({e}: {})",
+                    self.addr,
+                    std::io::Error::last_os_error()
+                ),
+            }
+        } else {
+            log::warn!(
+                "{}: the device has {msix} MSI-X vectors (MSI: {msi}), {want} wanted",
+                self.addr
+            );
+        }
+        log::warn!(
+            "{}: no interrupts (no usable MSI-X): the port polls, and its waits end by \
+             timeout",
+            self.addr
+        );
+        Ok(IrqVectors {
+            mode: IrqMode::Polled,
+            fds: Vec::new(),
+        })
     }
 }
 

@@ -236,6 +236,7 @@ impl Port {
         } else {
             log::warn!("{addr}: link still down after {:?}", cfg.link_timeout);
         }
+        let irqs = super::irq::PortIrqs::polled(addr, usize::from(cfg.queues))?;
         Ok(Self::assemble(
             dev,
             Control::Igb {
@@ -248,6 +249,7 @@ impl Port {
             mac,
             rss,
             cfg,
+            irqs,
         ))
     }
 }
