@@ -40,6 +40,8 @@ pub(crate) enum IrqDevice {
     Polled,
     /// The 82574: ICR/IMS/IMC bits of RX queue `queue`.
     E1000e { regs: Arc<Bar>, queue: u32 },
+    /// The 82576: EICR/EIMS/EIMC bits of RX queue `queue`'s vector.
+    Igb { regs: Arc<Bar>, queue: u32 },
     /// virtio-net: the ring's interrupt suppression.
     Virtio,
 }

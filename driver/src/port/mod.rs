@@ -124,7 +124,7 @@ pub struct PortConfig {
     /// one for link changes (e1000e: the "other" causes; virtio-net: configuration
     /// changes), for [`RxQueueHandle::rx_burst_wait`], [`Port::wait_link`] and the
     /// eventfds behind them. Off by default: the port only polls, and waits end by
-    /// timeout. A device without usable MSI-X falls back to that, logged. igb: not yet.
+    /// timeout. A device without usable MSI-X falls back to that, logged.
     pub interrupts: bool,
 }
 
@@ -718,8 +718,14 @@ impl Port {
             if self.link.fd.take() == 0 {
                 return None;
             }
-            if let Control::E1000e { regs, .. } = &self.control {
-                tenge_firmware_iface::e1000e::irq::ack_other(&**regs);
+            match &self.control {
+                Control::E1000e { regs, .. } => {
+                    tenge_firmware_iface::e1000e::irq::ack_other(&**regs);
+                }
+                Control::Igb { regs, .. } => {
+                    tenge_firmware_iface::igb::irq::ack_other(&**regs);
+                }
+                Control::Virtio(_) | Control::VirtioPacked(_) => {}
             }
         }
         let now = self.link();

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use tenge_firmware_iface::e1000e::irq as e1000e_irq;
+use tenge_firmware_iface::igb::irq as igb_irq;
 
 use crate::e1000e::{E1000eRx, E1000eTx};
 use crate::igb::{IgbRx, IgbTx};
@@ -101,6 +102,7 @@ impl RxRing {
             (RxRing::E1000e(_), IrqDevice::E1000e { regs, queue }) => {
                 e1000e_irq::arm_rx(&**regs, *queue)
             }
+            (RxRing::Igb(_), IrqDevice::Igb { regs, queue }) => igb_irq::arm_rx(&**regs, *queue),
             (RxRing::Split(q), IrqDevice::Virtio) => {
                 let next = q.next_index();
                 q.ops_mut().arm_irq(next)
@@ -116,6 +118,7 @@ impl RxRing {
             (RxRing::E1000e(_), IrqDevice::E1000e { regs, queue }) => {
                 e1000e_irq::disarm_rx(&**regs, *queue)
             }
+            (RxRing::Igb(_), IrqDevice::Igb { regs, queue }) => igb_irq::disarm_rx(&**regs, *queue),
             (RxRing::Split(q), IrqDevice::Virtio) => q.ops_mut().disarm_irq(),
             (RxRing::Packed(q), IrqDevice::Virtio) => q.ops_mut().disarm_irq(),
             _ => {}
