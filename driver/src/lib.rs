@@ -53,7 +53,8 @@ pub use packet::rss::{RssConfig, RssHashTypes, RssType, DEFAULT_RSS_KEY};
 pub use platform::pci::PciAddress;
 pub use port::caps::{OffloadCaps, OffloadSupport};
 pub use port::{
-    IrqStats, LinkEvent, Port, PortConfig, PortStats, QueuePair, RxQueueHandle, TxQueueHandle,
+    IrqStats, LinkEvent, Moderation, Port, PortConfig, PortStats, QueuePair, RxQueueHandle,
+    TxQueueHandle,
 };
 pub use ring::{PacketBatch, RxStats, TxStats};
 pub use tenge_firmware_iface::e1000e::LinkStatus;

@@ -51,6 +51,7 @@ use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
 use tenge_firmware_iface::igb as ifw;
 
 pub mod caps;
+pub mod dim;
 mod igb;
 pub mod irq;
 pub mod queue;
@@ -63,7 +64,7 @@ use crate::virtio::{
     DEVICE_VIRTIO_NET, VENDOR_VIRTIO,
 };
 use irq::{IrqDevice, PortIrqs, QueueIrq};
-pub use irq::{IrqStats, LinkEvent};
+pub use irq::{IrqStats, LinkEvent, Moderation};
 use queue::{PortShared, RxRing, TxRing};
 pub use queue::{RxQueueHandle, TxQueueHandle};
 use soft_filter::SoftRxFilter;

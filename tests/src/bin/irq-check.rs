@@ -41,6 +41,29 @@ enum Cmd {
         #[arg(long, default_value_t = 2.0)]
         max_idle_cpu: f64,
     },
+    /// Interrupt-driven receive (sleep at the first empty poll) with adaptive moderation,
+    /// while a sender on the same wire is quiet for --quiet-secs, floods at --rate frames/s
+    /// for --flood-secs, and is quiet again for --quiet-secs. Every 250 ms it prints the
+    /// interval in force, the frames, and the interrupts the kernel counted on the
+    /// receiver's vector (/proc/interrupts).
+    Flood {
+        /// PCI address of the sending NIC (polled).
+        sender: String,
+        /// PCI address of the receiving NIC (interrupts).
+        receiver: String,
+        /// Quiet seconds before and after the flood.
+        #[arg(long, default_value_t = 2)]
+        quiet_secs: u64,
+        /// Seconds of flood.
+        #[arg(long, default_value_t = 4)]
+        flood_secs: u64,
+        /// Flood rate, frames per second.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        /// Fixed moderation interval (us) instead of adaptive.
+        #[arg(long)]
+        fixed_us: Option<u32>,
+    },
     /// Receives in hybrid mode for --secs, printing every link change the port reports
     /// (with the time since start) and the frames received while up.
     LinkWatch {
@@ -66,6 +89,14 @@ fn main() -> ExitCode {
             max_idle_cpu,
         } => wake(&sender, &receiver, idle_secs, cycles, max_idle_cpu),
         Cmd::LinkWatch { pci, secs, polled } => link_watch(&pci, secs, !polled),
+        Cmd::Flood {
+            sender,
+            receiver,
+            quiet_secs,
+            flood_secs,
+            rate,
+            fixed_us,
+        } => flood(&sender, &receiver, quiet_secs, flood_secs, rate, fixed_us),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -355,5 +386,172 @@ fn link_watch(pci: &str, secs: u64, interrupts: bool) -> Res {
         "irq-check: link-watch done changes={changes} rx_up={rx_up} rx_down={rx_down} rx_total={} sleeps={} wakeups={} hw_gprc={}",
         s.rx.packets, s.irq[0].arms, s.irq[0].wakeups, s.hw.gprc
     );
+    Ok(())
+}
+
+/// Interrupts the kernel counted on `pci`'s MSI-X vector `vector` (all CPUs).
+fn kernel_interrupts(pci: &str, vector: u32) -> u64 {
+    let name = format!("vfio-msix[{vector}]({pci})");
+    std::fs::read_to_string("/proc/interrupts")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains(&name))
+        .map_or(0, |l| {
+            l.split_whitespace()
+                .skip(1)
+                .map_while(|w| w.parse::<u64>().ok())
+                .sum()
+        })
+}
+
+fn flood(
+    sender: &str,
+    receiver: &str,
+    quiet_secs: u64,
+    flood_secs: u64,
+    rate: u64,
+    fixed_us: Option<u32>,
+) -> Res {
+    let mut rx_port = Port::open(
+        receiver,
+        &PortConfig {
+            interrupts: true,
+            // 100 ms of the flood: a receiver descheduled by a loaded host catches up
+            // instead of the device dropping.
+            rx_ring: 2048,
+            mempool_buffers: 4096,
+            ..PortConfig::default()
+        },
+    )?;
+    let mut tx_port = Port::open(sender, &PortConfig::default())?;
+    let mut rx = rx_port.take_queues().remove(0).rx;
+    if !rx.has_interrupt() {
+        return Err(format!("{receiver}: no MSI-X vector for RX queue 0").into());
+    }
+    rx.set_idle_polls(1);
+    match fixed_us {
+        Some(us) => {
+            rx.set_moderation(tenge::Moderation {
+                usecs: us,
+                frames: 1,
+            });
+        }
+        None => {
+            if !rx.set_adaptive(true) {
+                return Err(format!("{receiver}: no adaptive moderation on this device").into());
+            }
+        }
+    }
+    let vector = if rx_port.driver_name() == "virtio-net" {
+        1
+    } else {
+        0
+    };
+    let mode = match fixed_us {
+        Some(us) => format!("fixed{us}"),
+        None => "adaptive".to_string(),
+    };
+    let flow = Flow::default();
+    let start = Instant::now();
+    let quiet = Duration::from_secs(quiet_secs);
+    let flood_for = Duration::from_secs(flood_secs);
+    let sender_thread = std::thread::spawn(move || -> Result<u64, String> {
+        std::thread::sleep(quiet);
+        let t0 = Instant::now();
+        let mut sent = 0u64;
+        let mut batch = PacketBatch::new(32);
+        while t0.elapsed() < flood_for {
+            let allowed = (t0.elapsed().as_secs_f64() * rate as f64) as u64 + 1;
+            while sent + (batch.len() as u64) < allowed && batch.room() > 0 {
+                let Some(mut b) = tx_port.alloc_tx() else {
+                    break;
+                };
+                if !b.copy_from(&frame::build(&flow, 60, sent + batch.len() as u64)) {
+                    return Err("frame does not fit".into());
+                }
+                let _ = batch.push(b);
+            }
+            if batch.is_empty() {
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            }
+            sent += tx_port.tx_burst(&mut batch) as u64;
+        }
+        tx_port.free_batch(&mut batch);
+        tx_port.tx_drain(Duration::from_secs(2));
+        Ok(sent)
+    });
+    let total = quiet * 2 + flood_for;
+    let mut out = PacketBatch::new(64);
+    let (mut received, mut next_seq, mut out_of_order) = (0u64, 0u64, 0u64);
+    let mut last_print = start;
+    let (mut last_frames, mut last_irqs) = (0u64, kernel_interrupts(receiver, vector));
+    while start.elapsed() < total {
+        rx.rx_burst_wait(&mut out, Duration::from_millis(50));
+        for p in out.iter() {
+            match frame::seq_of(p.data()) {
+                Some(s) if s == next_seq => next_seq += 1,
+                Some(s) => {
+                    out_of_order += 1;
+                    next_seq = s + 1;
+                }
+                None => {}
+            }
+            received += 1;
+        }
+        rx.free_batch(&mut out);
+        if last_print.elapsed() >= Duration::from_millis(250) {
+            let irqs = kernel_interrupts(receiver, vector);
+            let t = start.elapsed().as_secs_f64();
+            let phase = if start.elapsed() < quiet {
+                "before"
+            } else if start.elapsed() < quiet + flood_for {
+                "flood"
+            } else {
+                "after"
+            };
+            let s = rx.irq_stats();
+            println!(
+                "irq-check: flood-sample mode={mode} t={t:.2} phase={phase} frames={} kernel_irqs={} interval_us={} epochs={} ups={} downs={} timeouts={} no_buf={}",
+                received - last_frames,
+                irqs - last_irqs,
+                rx.moderation().usecs,
+                s.epochs,
+                s.moderation_ups,
+                s.moderation_downs,
+                s.timeouts,
+                rx.stats().no_buf
+            );
+            last_print = Instant::now();
+            last_frames = received;
+            last_irqs = irqs;
+        }
+    }
+    let sent = sender_thread.join().map_err(|_| "sender panicked")??;
+    // Whatever is still in the ring.
+    for _ in 0..10 {
+        received += rx.rx_burst(&mut out) as u64;
+        rx.free_batch(&mut out);
+    }
+    let s = rx.irq_stats();
+    let hw = {
+        rx.publish();
+        rx_port.stats().hw
+    };
+    println!(
+        "irq-check: flood done mode={mode} sent={sent} received={received} out_of_order={out_of_order} interval_us={} epochs={} ups={} downs={} wakeups={} timeouts={} empty_wakeups={} interrupts={} hw_gprc={}",
+        rx.moderation().usecs,
+        s.epochs,
+        s.moderation_ups,
+        s.moderation_downs,
+        s.wakeups,
+        s.timeouts,
+        s.empty_wakeups,
+        s.interrupts,
+        hw.gprc
+    );
+    if received < hw.gprc {
+        return Err(format!("the device took {}, tenge received {received}", hw.gprc).into());
+    }
     Ok(())
 }
