@@ -64,6 +64,30 @@ enum Cmd {
         #[arg(long)]
         fixed_us: Option<u32>,
     },
+    /// One measurement for tenge-bench's `irq` case: a sender thread sends 64-byte frames
+    /// stamped with their send time at --rate frames/s (0: as fast as it can) for --secs;
+    /// the receiver (this thread) busy-polls (--mode busy) or receives in hybrid mode with a
+    /// fixed interval (fixed, --fixed-us) or adaptive moderation (adaptive). Prints the
+    /// receive rate, the receiving thread's CPU use (/proc/thread-self/stat), the latency
+    /// from send to receive (median, p99) and the interrupts per second the kernel counted.
+    Bench {
+        /// PCI address of the sending NIC (polled).
+        sender: String,
+        /// PCI address of the receiving NIC.
+        receiver: String,
+        /// busy, fixed or adaptive.
+        #[arg(long)]
+        mode: String,
+        /// Seconds to measure.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+        /// Frames per second (0: a flood).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// The fixed mode's interval, microseconds.
+        #[arg(long, default_value_t = 128)]
+        fixed_us: u32,
+    },
     /// Receives in hybrid mode for --secs, printing every link change the port reports
     /// (with the time since start) and the frames received while up.
     LinkWatch {
@@ -97,6 +121,14 @@ fn main() -> ExitCode {
             rate,
             fixed_us,
         } => flood(&sender, &receiver, quiet_secs, flood_secs, rate, fixed_us),
+        Cmd::Bench {
+            sender,
+            receiver,
+            mode,
+            secs,
+            rate,
+            fixed_us,
+        } => bench(&sender, &receiver, &mode, secs, rate, fixed_us),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -111,7 +143,12 @@ type Res = Result<(), Box<dyn std::error::Error>>;
 
 /// CPU time this process used so far, in clock ticks (utime + stime, proc(5)).
 fn cpu_ticks() -> Result<u64, Box<dyn std::error::Error>> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    stat_ticks("/proc/self/stat")
+}
+
+/// utime + stime from a proc(5) stat file (a process's or a thread's).
+fn stat_ticks(path: &str) -> Result<u64, Box<dyn std::error::Error>> {
+    let stat = std::fs::read_to_string(path)?;
     // The command name (field 2) may hold spaces: count fields after its ')'.
     let rest = stat.rsplit_once(')').ok_or("malformed /proc/self/stat")?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
@@ -553,5 +590,122 @@ fn flood(
     if received < hw.gprc {
         return Err(format!("the device took {}, tenge received {received}", hw.gprc).into());
     }
+    Ok(())
+}
+
+/// Where the bench frames carry their send time (ns since the run's start), after the
+/// sequence number.
+const STAMP_OFFSET: usize = frame::SEQ_OFFSET + 8;
+
+fn bench(sender: &str, receiver: &str, mode: &str, secs: f64, rate: u64, fixed_us: u32) -> Res {
+    let interrupts = mode != "busy";
+    let mut rx_port = Port::open(
+        receiver,
+        &PortConfig {
+            interrupts,
+            rx_ring: 1024,
+            mempool_buffers: 4096,
+            ..PortConfig::default()
+        },
+    )?;
+    let mut tx_port = Port::open(sender, &PortConfig::default())?;
+    let mut rx = rx_port.take_queues().remove(0).rx;
+    match mode {
+        "busy" => {}
+        "fixed" => {
+            rx.set_moderation(tenge::Moderation {
+                usecs: fixed_us,
+                frames: 1,
+            });
+        }
+        "adaptive" => {
+            rx.set_adaptive(true);
+        }
+        other => return Err(format!("--mode {other}: busy, fixed or adaptive").into()),
+    }
+    if interrupts && !rx.has_interrupt() {
+        return Err(format!("{receiver}: no MSI-X vector").into());
+    }
+    let vector = u32::from(rx_port.driver_name() == "virtio-net");
+    let flow = Flow::default();
+    let base = Instant::now();
+    let run_for = Duration::from_secs_f64(secs);
+    let sender_thread = std::thread::spawn(move || -> Result<u64, String> {
+        let mut sent = 0u64;
+        let mut batch = PacketBatch::new(32);
+        let t0 = Instant::now();
+        while t0.elapsed() < run_for {
+            let allowed = if rate == 0 {
+                u64::MAX
+            } else {
+                (t0.elapsed().as_secs_f64() * rate as f64) as u64 + 1
+            };
+            while sent + (batch.len() as u64) < allowed && batch.room() > 0 {
+                let Some(mut b) = tx_port.alloc_tx() else {
+                    break;
+                };
+                let mut f = frame::build(&flow, 64, sent + batch.len() as u64);
+                let now = base.elapsed().as_nanos() as u64;
+                f[STAMP_OFFSET..STAMP_OFFSET + 8].copy_from_slice(&now.to_be_bytes());
+                if !b.copy_from(&f) {
+                    return Err("frame does not fit".into());
+                }
+                let _ = batch.push(b);
+            }
+            if batch.is_empty() {
+                std::thread::sleep(Duration::from_micros(100));
+                continue;
+            }
+            sent += tx_port.tx_burst(&mut batch) as u64;
+        }
+        tx_port.free_batch(&mut batch);
+        tx_port.tx_drain(Duration::from_secs(2));
+        Ok(sent)
+    });
+    let mut out = PacketBatch::new(32);
+    let mut lat = Vec::with_capacity(1 << 16);
+    let mut frames = 0u64;
+    let irq0 = kernel_interrupts(receiver, vector);
+    let cpu0 = stat_ticks("/proc/thread-self/stat")?;
+    let t0 = Instant::now();
+    let mut k = 0u64;
+    while t0.elapsed() < run_for {
+        let n = if interrupts {
+            rx.rx_burst_wait(&mut out, Duration::from_millis(100))
+        } else {
+            rx.rx_burst(&mut out)
+        };
+        if n > 0 {
+            let now = base.elapsed().as_nanos() as u64;
+            for p in out.iter() {
+                // Every frame at low rates, one in 16 in a flood (the vector stays small).
+                k += 1;
+                if rate != 0 || k.is_multiple_of(16) {
+                    if let Some(b) = p.data().get(STAMP_OFFSET..STAMP_OFFSET + 8) {
+                        let sent = u64::from_be_bytes(b.try_into().unwrap_or_default());
+                        lat.push(now.saturating_sub(sent));
+                    }
+                }
+            }
+            frames += n as u64;
+            rx.free_batch(&mut out);
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let cpu = stat_ticks("/proc/thread-self/stat")? - cpu0;
+    let irqs = kernel_interrupts(receiver, vector) - irq0;
+    let sent = sender_thread.join().map_err(|_| "sender panicked")??;
+    lat.sort_unstable();
+    let s = rx.irq_stats();
+    println!(
+        "irq-check: bench mode={mode} rate={rate} secs={elapsed:.2} sent={sent} frames={frames} mpps={:.4} cpu_pct={:.1} lat_median_us={} lat_p99_us={} irqs_per_s={:.0} interval_us={} sleeps={}",
+        frames as f64 / elapsed / 1e6,
+        cpu as f64 * 100.0 / (clock_ticks_per_sec() as f64 * elapsed),
+        percentile(&lat, 0.5) / 1000,
+        percentile(&lat, 0.99) / 1000,
+        irqs as f64 / elapsed,
+        rx.moderation().usecs,
+        s.arms
+    );
     Ok(())
 }
