@@ -135,6 +135,12 @@ pub enum DmaError {
 /// Anything a port can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The device is being removed (hot-unplug): the kernel asked tenge to release it.
+    #[error("{addr} is being removed (the kernel asked to release it, e.g. a hot-unplug): drop the port to let the removal finish; nothing more can be done on it")]
+    DeviceRemoved {
+        /// The device.
+        addr: PciAddress,
+    },
     /// Opening the device through VFIO.
     #[error(transparent)]
     Vfio(#[from] VfioError),

@@ -89,6 +89,31 @@ impl Qmp {
         }
     }
 
+    /// Waits up to `timeout` for the asynchronous event `name` (e.g. `DEVICE_DELETED`);
+    /// returns its line. Events already read by [`Qmp::execute`] are not seen again.
+    pub fn wait_event(&mut self, name: &str, timeout: Duration) -> io::Result<String> {
+        let deadline = Instant::now() + timeout;
+        let needle = format!("\"event\": \"{name}\"");
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.err(format!("no {name} event within {timeout:?}")));
+            }
+            self.reader.get_ref().set_read_timeout(Some(left))?;
+            let line = self.read_line()?;
+            if line.contains(&needle) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// `device_del`: asks the guest to release device `id` (a PCIe hot-unplug through its
+    /// root port); completion is the `DEVICE_DELETED` event.
+    pub fn device_del(&mut self, id: &str) -> io::Result<()> {
+        self.execute("device_del", &format!("{{\"id\": \"{id}\"}}"))
+            .map(|_| ())
+    }
+
     /// `set_link`: takes the link of the NIC or netdev `name` down (`up` false) or up.
     pub fn set_link(&mut self, name: &str, up: bool) -> io::Result<()> {
         self.execute(

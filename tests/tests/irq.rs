@@ -440,3 +440,105 @@ fn too_few_vectors_fall_back_to_polling_with_a_log_line() {
         tail(&log, 40)
     );
 }
+
+/// Device removal: two e1000e behind PCIe root ports (QEMU cannot unplug from the root
+/// bus), bound to vfio-pci by the script. QMP `device_del` of the first while pktgen
+/// sends on it, then of the second while irq-check receives on it (fed by pktgen on the
+/// test bed's NIC): the guest kernel's pciehp takes the device away (after its 5 s
+/// attention-button wait), vfio-pci asks tenge for it through the request interrupt, and
+/// each program says the device was removed and exits 0 within 1 s of that; QEMU then
+/// reports DEVICE_DELETED (the release finished); every hugepage is free again.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn device_removal_under_pktgen_and_a_receiver_ends_them_cleanly() {
+    let dir = scratch_dir("irq-removal");
+    let sock = dir.join("qmp.sock");
+    let _ = std::fs::remove_file(&sock);
+    let mut cfg = config(vec![nic(NicModel::E1000e, Backend::Hub(0))]);
+    cfg.extra_qemu_args = Qmp::args(&sock);
+    for (i, slot) in [(0, 0x1b), (1, 0x1c)] {
+        cfg.extra_qemu_args.extend([
+            "-device".to_string(),
+            format!(
+                "pcie-root-port,id=rp{i},chassis={},slot={},bus=pcie.0,addr=0x{slot:x}",
+                i + 1,
+                i + 1
+            ),
+            "-netdev".to_string(),
+            format!("hubport,id=rmnet{i},hubid=0"),
+            "-device".to_string(),
+            format!("e1000e,netdev=rmnet{i},bus=rp{i},id=rmnic{i},mac=52:54:00:aa:00:0{i}"),
+        ]);
+    }
+    let a0 = Nic::pci_addr(0);
+    let (irq, pktgen) = (bin("irq-check"), bin("pktgen"));
+    let script = format!(
+        "set -e\n\
+         R=''\n\
+         for D in $(ls /sys/bus/pci/devices); do\n\
+           case $D in 0000:00:*) continue;; esac\n\
+           [ \"$(cat /sys/bus/pci/devices/$D/device)\" = 0x10d3 ] || continue\n\
+           if [ -e /sys/bus/pci/devices/$D/driver ]; then echo $D > /sys/bus/pci/devices/$D/driver/unbind; fi\n\
+           echo vfio-pci > /sys/bus/pci/devices/$D/driver_override\n\
+           echo $D > /sys/bus/pci/drivers_probe\n\
+           R=\"$R $D\"\n\
+         done\n\
+         set -- $R\n\
+         echo \"REMOVABLE $1 $2\"\n\
+         grep HugePages_Free /proc/meminfo\n\
+         echo PHASE-A\n\
+         {pktgen} $1 --duration 60 --rate 5000 --interval 0 --interrupts\n\
+         echo PHASE-A-EXIT=$?\n\
+         {pktgen} {a0} --duration 60 --rate 2000 --interval 0 > /dev/null 2>&1 &\n\
+         P=$!\n\
+         sleep 1\n\
+         echo PHASE-B\n\
+         {irq} link-watch $2 --secs 60\n\
+         echo PHASE-B-EXIT=$?\n\
+         kill $P; wait $P || true\n\
+         grep HugePages_Free /proc/meminfo\n"
+    );
+    let mut g = Guest::boot(&cfg, &script).expect("boot guest");
+    let mut qmp = Qmp::connect(&sock, Duration::from_secs(30)).expect("QMP");
+    for (phase, id, who, done) in [
+        (
+            "PHASE-A",
+            "rmnic0",
+            "pktgen: device removed",
+            "pktgen: done",
+        ),
+        (
+            "PHASE-B",
+            "rmnic1",
+            "irq-check: device removed",
+            "irq-check: link-watch done",
+        ),
+    ] {
+        line_within(&mut g, phase, Duration::from_secs(180));
+        std::thread::sleep(Duration::from_secs(2));
+        qmp.device_del(id).expect("device_del");
+        // pciehp waits 5 s for a second button press before it powers the slot off.
+        let asked = line_within(&mut g, who, Duration::from_secs(15));
+        let exited = line_within(&mut g, done, Duration::from_secs(1));
+        let ev = qmp
+            .wait_event("DEVICE_DELETED", Duration::from_secs(10))
+            .expect("QEMU finished the removal");
+        eprintln!(
+            "irq removal {id}: exited {:?} after the request; {}",
+            exited - asked,
+            ev.trim()
+        );
+    }
+    let log = wait_ok(g);
+    assert!(
+        log.contains("PHASE-A-EXIT=0") && log.contains("PHASE-B-EXIT=0"),
+        "{}",
+        tail(&log, 40)
+    );
+    let free: Vec<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("HugePages_Free"))
+        .collect();
+    assert_eq!(free.len(), 2, "{}", tail(&log, 40));
+    assert_eq!(free[0], free[1], "hugepages leaked: {free:?}");
+}

@@ -17,7 +17,7 @@ use memmap2::{MmapOptions, MmapRaw};
 use vfio_bindings::bindings::vfio::{
     vfio_iommu_type1_info, VFIO_IOMMU_INFO_CAPS, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
     VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_MSI_IRQ_INDEX,
-    VFIO_REGION_INFO_FLAG_MMAP,
+    VFIO_PCI_REQ_IRQ_INDEX, VFIO_REGION_INFO_FLAG_MMAP,
 };
 use vfio_ioctls::{VfioContainer, VfioOps};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -278,8 +278,46 @@ impl DmaMapper for Container {
 pub struct VfioDevice {
     addr: PciAddress,
     ids: SysfsDevice,
-    device: vfio_ioctls::VfioDevice,
+    /// Dropped by hand in `Drop`, before `group_link` goes.
+    device: std::mem::ManuallyDrop<vfio_ioctls::VfioDevice>,
     container: Arc<Container>,
+    /// The directory vfio-ioctls is given as the device's sysfs path (see
+    /// [`GroupLink`]).
+    group_link: Option<GroupLink>,
+}
+
+/// A directory `<tmp>/tenge-vfio-<pid>-<n>/<address>` holding only an `iommu_group` link
+/// to the device's group, which vfio-ioctls reads instead of the device's sysfs directory.
+/// It reads that link twice: when it opens the device, and in its `Drop` after closing
+/// the device fd, where it unwraps the answer. Once a device being removed (hot-unplug) is
+/// closed, the kernel finishes the removal and the sysfs directory goes, so the second
+/// read failed and vfio-ioctls panicked (seen in the removal test, vfio-ioctls 0.10
+/// `vfio_device.rs` `Drop`). This link stays until the device is dropped.
+struct GroupLink {
+    root: std::path::PathBuf,
+    device_dir: std::path::PathBuf,
+}
+
+impl GroupLink {
+    fn new(addr: PciAddress, group: u32) -> std::io::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!("tenge-vfio-{}-{n}", std::process::id()));
+        let device_dir = root.join(addr.to_string());
+        std::fs::create_dir_all(&device_dir)?;
+        let link = GroupLink { root, device_dir };
+        std::os::unix::fs::symlink(
+            format!("/sys/kernel/iommu_groups/{group}"),
+            link.device_dir.join("iommu_group"),
+        )?;
+        Ok(link)
+    }
+}
+
+impl Drop for GroupLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
 }
 
 /// PCI config space offsets (PCI Local Bus spec 3.0, §6.1).
@@ -295,15 +333,31 @@ impl VfioDevice {
         let ids = check_vfio_ready(addr)?;
         let container = Container::shared()?;
         let ops: Arc<dyn VfioOps> = container.vfio.clone();
+        let group_link = match GroupLink::new(addr, ids.iommu_group) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::warn!(
+                    "{addr}: cannot make the IOMMU group link in {} ({e}); using sysfs (a \
+                     hot-unplug of the device may then end the process)",
+                    std::env::temp_dir().display()
+                );
+                None
+            }
+        };
         let sysfs = addr.sysfs_path();
-        let device = vfio_ioctls::VfioDevice::new(Path::new(&sysfs), ops, false)
+        let path = match &group_link {
+            Some(l) => l.device_dir.as_path(),
+            None => Path::new(&sysfs),
+        };
+        let device = vfio_ioctls::VfioDevice::new(path, ops, false)
             .map_err(|source| VfioError::OpenDevice { addr, source })?;
         container.attached();
         Ok(VfioDevice {
             addr,
             ids,
-            device,
+            device: std::mem::ManuallyDrop::new(device),
             container,
+            group_link,
         })
     }
 
@@ -470,6 +524,33 @@ pub struct IrqVectors {
 }
 
 impl VfioDevice {
+    /// An eventfd VFIO signals when the kernel asks the user to release the device (the
+    /// device is being removed: `VFIO_PCI_REQ_IRQ_INDEX`, signalled by vfio-pci's
+    /// `vfio_pci_core_request` until the device fd is closed). None if the kernel has no
+    /// such interrupt for the device, logged.
+    pub fn request_irq(&self) -> Option<Arc<IrqFd>> {
+        if self
+            .device
+            .get_irq_info(VFIO_PCI_REQ_IRQ_INDEX)
+            .is_none_or(|i| i.count == 0)
+        {
+            log::debug!("{}: no VFIO request interrupt", self.addr);
+            return None;
+        }
+        let fd = Arc::new(IrqFd::new().ok()?);
+        match self.device.enable_irq(VFIO_PCI_REQ_IRQ_INDEX, vec![&fd.0]) {
+            Ok(()) => Some(fd),
+            Err(e) => {
+                log::warn!(
+                    "{}: VFIO request interrupt refused ({e}): a removal of the device will \
+                     not be noticed",
+                    self.addr
+                );
+                None
+            }
+        }
+    }
+
     /// Vectors VFIO reports for MSI-X (the device's table size) and for MSI.
     pub fn irq_counts(&self) -> (u32, u32) {
         let count = |i| self.device.get_irq_info(i).map_or(0, |irq| irq.count);
@@ -544,12 +625,19 @@ impl Drop for VfioDevice {
         let _ = self.disable_bus_master();
         // The device's group leaves the container right after this (vfio-ioctls), and
         // with the last one the kernel drops every mapping.
-        let mut st = self
-            .container
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        st.devices = st.devices.saturating_sub(1);
+        {
+            let mut st = self
+                .container
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            st.devices = st.devices.saturating_sub(1);
+        }
+        // SAFETY: `device` is not used after this: Drop runs once, and no other method
+        // can run during or after it.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.device) };
+        // Only now may the group link go: vfio-ioctls read it while dropping.
+        self.group_link.take();
     }
 }
 
@@ -597,6 +685,18 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn group_link_names_the_device_and_its_group_until_dropped() {
+        let addr: PciAddress = "0000:01:00.0".parse().unwrap();
+        let link = GroupLink::new(addr, 17).unwrap();
+        assert_eq!(link.device_dir.file_name().unwrap(), "0000:01:00.0");
+        let target = std::fs::read_link(link.device_dir.join("iommu_group")).unwrap();
+        assert_eq!(target.file_name().unwrap(), "17");
+        let root = link.root.clone();
+        drop(link);
+        assert!(!root.exists());
     }
 
     #[test]

@@ -232,6 +232,8 @@ pub struct Port {
     lro: bool,
     /// Link changes: the vector that reports them and what was last reported.
     link: irq::LinkWatch,
+    /// VFIO's request interrupt: the kernel asks for the device back (hot-unplug).
+    removal: Option<Arc<crate::platform::vfio::IrqFd>>,
     dev: VfioDevice,
 }
 
@@ -358,6 +360,7 @@ impl Port {
             rx_checksum: cfg.rx_checksum,
             lro: cfg.lro,
             link: link_watch,
+            removal: dev.request_irq(),
             dev,
         };
         // The state at open is the baseline; changes from here on are events.
@@ -762,6 +765,46 @@ impl Port {
         }
     }
 
+    /// Whether the kernel asked for the device back (it is being removed: VFIO's request
+    /// interrupt, `VFIO_PCI_REQ_IRQ_INDEX`; vfio-pci repeats the request until the device
+    /// is closed). Once true it stays true: every burst on the port's queues receives and
+    /// sends nothing, every control call fails with [`Error::DeviceRemoved`], and the
+    /// application should drop the port (and its queue handles) so the removal can finish.
+    /// One non-blocking eventfd read; call it from the control path now and then.
+    pub fn removal_requested(&mut self) -> bool {
+        if !self
+            .shared
+            .removed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && self.removal.as_ref().is_some_and(|fd| fd.take() > 0)
+        {
+            log::warn!(
+                "{}: the kernel asks for the device back (removal)",
+                self.addr()
+            );
+            self.shared
+                .removed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.shared
+            .removed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The eventfd VFIO's request interrupt signals, if the kernel has one, for an
+    /// application's own `poll`/`epoll`; then [`Port::removal_requested`].
+    pub fn removal_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.removal.as_ref().map(|f| f.as_fd())
+    }
+
+    fn check_present(&mut self) -> Result<(), Error> {
+        if self.removal_requested() {
+            return Err(Error::DeviceRemoved { addr: self.addr() });
+        }
+        Ok(())
+    }
+
     /// Hybrid receive on queue pair 0: see [`RxQueueHandle::rx_burst_wait`].
     pub fn rx_burst_wait(&mut self, out: &mut PacketBatch, timeout: Duration) -> usize {
         self.pair0().map_or(0, |q| q.rx.rx_burst_wait(out, timeout))
@@ -831,6 +874,7 @@ impl Port {
     /// [`Error::RxFilterUnsupported`] (virtio-net without `VIRTIO_NET_F_CTRL_RX`, `on`
     /// false); [`Error::VirtioCtrl`] if the device refused the command or did not answer.
     pub fn set_promiscuous(&mut self, on: bool) -> Result<(), Error> {
+        self.check_present()?;
         match &mut self.control {
             Control::E1000e { regs, .. } | Control::Igb { regs, .. } => {
                 // The 82576 has RCTL.UPE|MPE where the 82574 has them (82576 §8.10.1).
@@ -876,6 +920,7 @@ impl Port {
     /// on virtio-net without `VIRTIO_NET_F_CTRL_RX`; [`Error::VirtioCtrl`] if the device
     /// refused the command or did not answer.
     pub fn set_unicast_filter(&mut self, macs: &[[u8; 6]]) -> Result<(), Error> {
+        self.check_present()?;
         let addr = self.dev.addr();
         let (max, why) = match &self.control {
             Control::E1000e { .. } => (
@@ -1026,6 +1071,7 @@ impl Port {
     /// [`Error::Rss`] saying what the device cannot take (nothing changes), or that RSS is
     /// off on this port.
     pub fn set_rss(&mut self, rss: &RssConfig) -> Result<(), Error> {
+        self.check_present()?;
         let addr = self.dev.addr();
         if self.rss.is_none() {
             return Err(Error::Rss {

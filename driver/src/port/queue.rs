@@ -304,6 +304,8 @@ pub(crate) struct PortShared {
     tx_counters: Box<[Published]>,
     irq_counters: Box<[Published]>,
     parked: Mutex<Parked>,
+    /// The device is being removed: the handles stop touching it.
+    pub(crate) removed: std::sync::atomic::AtomicBool,
 }
 
 impl PortShared {
@@ -315,6 +317,7 @@ impl PortShared {
             tx_counters: (0..queues).map(|_| Published::default()).collect(),
             irq_counters: (0..queues).map(|_| Published::default()).collect(),
             parked: Mutex::new(Parked::default()),
+            removed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -497,6 +500,12 @@ impl RxQueueHandle {
         self.dim = Some(d);
     }
 
+    /// Whether the device is being removed ([`crate::Port::removal_requested`] saw the
+    /// kernel's request): bursts then receive and send nothing.
+    pub fn device_removed(&self) -> bool {
+        self.shared.removed.load(Ordering::Relaxed)
+    }
+
     /// Whether the device interrupts for this queue (the port opened with
     /// `PortConfig::interrupts` and got a vector for it); without, waits end by timeout.
     pub fn has_interrupt(&self) -> bool {
@@ -607,6 +616,9 @@ impl RxQueueHandle {
         let Some(ring) = self.ring.as_mut() else {
             return 0;
         };
+        if self.shared.removed.load(Ordering::Relaxed) {
+            return 0;
+        }
         let before = out.len();
         let got = ring.burst(&mut self.cache, out);
         if self.shared.filter_gen.load(Ordering::Relaxed) != self.filter_gen {
@@ -733,6 +745,9 @@ impl TxQueueHandle {
         let Some(ring) = self.ring.as_mut() else {
             return 0;
         };
+        if self.shared.removed.load(Ordering::Relaxed) {
+            return 0;
+        }
         let sent = ring.burst(&mut self.cache, pkts);
         self.bursts = self.bursts.wrapping_add(1);
         if self.bursts.is_multiple_of(PUBLISH_EVERY) {
@@ -758,6 +773,11 @@ impl TxQueueHandle {
         let Some(ring) = self.ring.as_mut() else {
             return true;
         };
+        if self.shared.removed.load(Ordering::Relaxed) {
+            // The device is going: waiting for it would only delay the release it waits
+            // for. Its buffers go back once the port has stopped it.
+            return false;
+        }
         loop {
             if ring.idle() {
                 ring.reclaim_all(&mut self.cache);

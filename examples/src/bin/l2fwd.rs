@@ -289,6 +289,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             stop.store(true, Ordering::Relaxed);
         }
         for (p, port) in ports.iter_mut().enumerate() {
+            if port.removal_requested() && !stop.load(Ordering::Relaxed) {
+                println!(
+                    "l2fwd: port {p} removed at {:.3}s: stopping",
+                    start.elapsed().as_secs_f64()
+                );
+                stop.store(true, Ordering::Relaxed);
+            }
             if let Some(e) = port.poll_link() {
                 link_up[p].store(e.status.up, Ordering::Relaxed);
                 println!(

@@ -135,6 +135,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut link_up = port.link().up;
     let mut sent_link_down = 0u64;
     let mut link_changes = 0u64;
+    let mut removed = false;
     loop {
         // Fill the batch up to its capacity (frames a full ring left behind stay in it).
         while batch.room() > 0 && limit.is_none_or(|n| seq < n) {
@@ -187,6 +188,14 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 link_changes += 1;
                 println!("{}", tenge_examples::link_line("pktgen", &e, start));
             }
+            if port.removal_requested() {
+                println!(
+                    "pktgen: device removed at {:.3}s: stopping",
+                    start.elapsed().as_secs_f64()
+                );
+                removed = true;
+                break;
+            }
             let now = Instant::now();
             if duration.is_some_and(|d| now - start >= d) {
                 deadline_hit = true;
@@ -210,11 +219,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     // Frames left in the batch at the deadline were never handed to the device.
     let unsent = batch.len();
     port.free_batch(&mut batch);
-    let drained = port.tx_drain(Duration::from_secs(5));
+    // A device being removed is not waited for: the kernel waits for us to let it go.
+    let drained = !removed && port.tx_drain(Duration::from_secs(5));
     let stats = port.stats();
     let mpps = sent as f64 / elapsed / 1e6;
     println!(
-        "pktgen: done: sent={sent} sent_link_down={sent_link_down} link_changes={link_changes} seconds={elapsed:.3} mpps={mpps:.4} gbps={:.4} hw_gptc={} hw_gotc={} tx_doorbells={} tx_notifies={} unsent={unsent} drained={drained} {}",
+        "pktgen: done: removed={removed} sent={sent} sent_link_down={sent_link_down} link_changes={link_changes} seconds={elapsed:.3} mpps={mpps:.4} gbps={:.4} hw_gptc={} hw_gotc={} tx_doorbells={} tx_notifies={} unsent={unsent} drained={drained} {}",
         mpps * size as f64 * 8.0 / 1e3,
         stats.hw.gptc,
         stats.hw.gotc,
@@ -222,7 +232,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         port.notifies().1,
         memory_summary()
     );
-    if !deadline_hit && limit.is_some_and(|n| sent != n) {
+    if !deadline_hit && !removed && limit.is_some_and(|n| sent != n) {
         return Err(format!("sent {sent} of {} frames", limit.unwrap_or(0)).into());
     }
     Ok(())

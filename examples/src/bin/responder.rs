@@ -161,6 +161,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 link_up = e.status.up;
                 println!("{}", tenge_examples::link_line("responder", &e, start));
             }
+            if port.removal_requested() {
+                println!(
+                    "responder: device removed at {:.3}s: stopping",
+                    start.elapsed().as_secs_f64()
+                );
+                break;
+            }
         }
         if iter.is_multiple_of(256) {
             let now = Instant::now();

@@ -407,6 +407,13 @@ fn link_watch(pci: &str, secs: u64, interrupts: bool) -> Res {
             rx_down += n;
         }
         port.free_batch(&mut out);
+        if port.removal_requested() {
+            println!(
+                "irq-check: device removed at {:.3}s: stopping",
+                start.elapsed().as_secs_f64()
+            );
+            break;
+        }
         if let Some(e) = port.poll_link() {
             changes += 1;
             up = e.status.up;
