@@ -23,7 +23,7 @@ use tenge_examples::{memory_summary, parse_secs};
 struct Args {
     /// PCI address of the NIC, e.g. 0000:00:03.0 (see `lspci -D`).
     pci: String,
-    /// http://ADDRESS[:PORT]/PATH, the server by its IPv4 address.
+    /// http://ADDRESS:PORT/PATH (the port 80 if left out), the server by its IPv4 address.
     url: String,
     /// The interface's IPv4 address and prefix length.
     #[arg(long, value_parser = parse_cidr)]
