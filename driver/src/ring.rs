@@ -223,6 +223,8 @@ pub struct RxCompletion {
     pub flags: u32,
     /// The RSS hash (meaningful when `flags` has an RSS type; 0 otherwise).
     pub hash: u32,
+    /// The VLAN tag the device stripped (meaningful with `RX_VLAN_STRIPPED` in `flags`).
+    pub vlan: u16,
 }
 
 /// Per-device RX descriptor operations.
@@ -613,6 +615,7 @@ impl Assembly {
                 let meta = buf.meta_mut();
                 meta.flags = c.flags;
                 meta.rss_hash = c.hash;
+                meta.vlan_tci = c.vlan;
                 if single {
                     return self.finish(view, buf, stats);
                 }
@@ -740,6 +743,7 @@ fn rx_run<V: RxView>(
         let meta = buf.meta_mut();
         meta.flags = c.flags;
         meta.rss_hash = c.hash;
+        meta.vlan_tci = c.vlan;
         bytes += c.len as u64;
         put(d, buf);
         got += 1;

@@ -14,11 +14,20 @@
 //! prepares that itself, so the application only sets the request flags and header
 //! lengths, the same on every port. (QEMU's model parses the headers and computes every
 //! checksum itself, whatever the fields hold; a real 82574 uses them.)
+//!
+//! VLAN insertion (`PacketMeta::TX_VLAN`, the tag in `vlan_tci`) rides along as one more
+//! request: on the 82574 the data descriptor carries the tag with DCMD.VLE (§7.2.10.1 and
+//! §7.2.10.3, honoured only with CTRL.VME); on the 82576 the context descriptor carries it
+//! and the data descriptor's VLE asks for it ([`VlanInsert`]). An 82574 port that keeps
+//! received tags (CTRL.VME off) writes the tag into the frame itself, in the packet's
+//! headroom, before the device reads it.
 
 use tenge_descriptors::e1000e::{
     TxContextDesc, CMD_SHIFT, DTYP_DATA, DTYP_SHIFT, LEN_MASK, POPTS_IXSM, POPTS_TXSM, TUCMD_DEXT,
-    TUCMD_IP, TUCMD_TCP, TUCMD_TSE, TXD_CMD_DEXT, TXD_CMD_IFCS, TXD_CMD_TSE,
+    TUCMD_IP, TUCMD_TCP, TUCMD_TSE, TXD_CMD_DEXT, TXD_CMD_IFCS, TXD_CMD_TSE, TXD_CMD_VLE,
 };
+
+use tenge_firmware_iface::e1000e::ETHERTYPE_VLAN;
 
 use crate::packet::csum;
 use crate::packet::mempool::{PacketBuf, PacketMeta};
@@ -27,13 +36,31 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 /// The largest TSO packet: an IPv4 datagram's 64 KiB less one, plus its L2 header.
 pub const TSO_MAX_IP_LEN: usize = 65535;
+/// Bytes of an 802.1Q tag.
+pub const VLAN_TAG_LEN: usize = 4;
+/// The checksum and TSO requests, `TX_VLAN` aside.
+const CSUM_REQUESTS: u32 =
+    PacketMeta::TX_IP_CSUM | PacketMeta::TX_TCP_CSUM | PacketMeta::TX_UDP_CSUM | PacketMeta::TX_TSO;
+
+/// Where a queue's device takes the tag of a `TX_VLAN` packet from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VlanInsert {
+    /// The data descriptor's VLAN field, with DCMD.VLE (the 82574 with CTRL.VME).
+    Descriptor,
+    /// The context descriptor's VLAN field, with DCMD.VLE in the data descriptor (the
+    /// 82576): the tag is part of the context the queue keeps.
+    Context,
+    /// tenge writes the tag into the frame (the 82574 without CTRL.VME, which ignores
+    /// VLE then).
+    Software,
+}
 
 /// The TX view questions an Intel device with context descriptors (82574, 82576) answers
 /// the same way, its queue's context state being `ctx`: descriptors `pkt` needs (a context
 /// first when it asks for an offload the device's context does not hold).
 #[inline(always)]
-pub(crate) fn descs_needed(pkt: &PacketBuf, ctx: u64) -> u32 {
-    let with_ctx = match TxOffload::of(pkt) {
+pub(crate) fn descs_needed(pkt: &PacketBuf, ctx: u64, vlan: VlanInsert) -> u32 {
+    let with_ctx = match TxOffload::of(pkt, vlan) {
         Ok(Some(o)) => o.needs_context(ctx),
         _ => false,
     };
@@ -49,12 +76,13 @@ pub(crate) fn single(pkt: &PacketBuf) -> bool {
 /// Whether the device can take `pkt`: an offload request must match its headers
 /// ([`BadOffload`]).
 #[inline(always)]
-pub(crate) fn sendable(pkt: &PacketBuf) -> bool {
-    pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 || TxOffload::of(pkt).is_ok()
+pub(crate) fn sendable(pkt: &PacketBuf, vlan: VlanInsert) -> bool {
+    pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 || TxOffload::of(pkt, vlan).is_ok()
 }
 
 /// The longest `pkt` may be: a TSO packet up to an IPv4 datagram's 64 KiB with its L2
-/// header, any other `max_frame`.
+/// header, any other `max_frame` (as given, untagged: a tag to insert makes the wire frame
+/// 4 bytes longer, as 802.3 allows a tagged frame).
 #[inline(always)]
 pub(crate) fn max_len(pkt: &PacketBuf, max_frame: usize) -> usize {
     if pkt.meta().flags & PacketMeta::TX_TSO != 0 {
@@ -81,6 +109,15 @@ pub(crate) struct TxOffload {
     ip_csum: bool,
     tso: bool,
     mss: u16,
+    /// A checksum or TSO is asked (the fields above mean something).
+    csum: bool,
+    /// The tag the device inserts (`VlanInsert::Descriptor` or `Context`).
+    vlan: Option<u16>,
+    /// The tag tenge inserts in [`TxOffload::prepare`] (`VlanInsert::Software`); `l2`
+    /// already counts it.
+    soft_vlan: Option<u16>,
+    /// The tag is part of the context (the 82576).
+    vlan_in_context: bool,
 }
 
 /// Why a request cannot be served (each a counted drop, `TxStats::bad_offload`).
@@ -96,14 +133,64 @@ pub(crate) enum BadOffload {
     Tso,
     /// Longer than the device takes.
     TooLong,
+    /// A tag to insert in software without 4 bytes of headroom, or into a first segment
+    /// shorter than the two addresses.
+    VlanRoom,
 }
 
 impl TxOffload {
-    /// The request `pkt` carries, checked against its headers; `Ok(None)` for none.
-    pub(crate) fn of(pkt: &PacketBuf) -> Result<Option<TxOffload>, BadOffload> {
+    /// The request `pkt` carries, checked against its headers, for a device that takes a
+    /// tag as `vlan` says; `Ok(None)` for none.
+    #[inline]
+    pub(crate) fn of(pkt: &PacketBuf, vlan: VlanInsert) -> Result<Option<TxOffload>, BadOffload> {
+        let Some(o) = Self::checked(pkt)? else {
+            return Ok(None);
+        };
+        let mut o = TxOffload {
+            vlan_in_context: vlan == VlanInsert::Context,
+            ..o
+        };
+        if vlan == VlanInsert::Software {
+            if let Some(tci) = o.vlan.take() {
+                if pkt.headroom() < VLAN_TAG_LEN || pkt.len() < 12 {
+                    return Err(BadOffload::VlanRoom);
+                }
+                o.soft_vlan = Some(tci);
+                if o.csum {
+                    // The headers the other requests name move 4 bytes on.
+                    o.l2 =
+                        o.l2.checked_add(VLAN_TAG_LEN as u8)
+                            .ok_or(BadOffload::HeaderLength)?;
+                }
+            }
+        }
+        Ok(Some(o))
+    }
+
+    /// [`TxOffload::of`] before the device's way with tags is known.
+    fn checked(pkt: &PacketBuf) -> Result<Option<TxOffload>, BadOffload> {
         let m = pkt.meta();
         if m.flags & PacketMeta::TX_OFFLOAD_MASK == 0 {
             return Ok(None);
+        }
+        let vlan = (m.flags & PacketMeta::TX_VLAN != 0).then_some(m.vlan_tci);
+        if m.flags & CSUM_REQUESTS == 0 {
+            // A tag alone.
+            return Ok(Some(TxOffload {
+                l2: 0,
+                l3: 0,
+                l4: 0,
+                ipv4: false,
+                l4_csum_at: 0,
+                tcp: false,
+                ip_csum: false,
+                tso: false,
+                mss: 0,
+                csum: false,
+                vlan,
+                soft_vlan: None,
+                vlan_in_context: false,
+            }));
         }
         let ipv4 = m.flags & PacketMeta::TX_IPV4 != 0;
         if ipv4 == (m.flags & PacketMeta::TX_IPV6 != 0) {
@@ -183,7 +270,16 @@ impl TxOffload {
             ip_csum,
             tso,
             mss: m.mss,
+            csum: true,
+            vlan,
+            soft_vlan: None,
+            vlan_in_context: false,
         }))
+    }
+
+    /// The tag the device inserts, if any.
+    pub(crate) fn vlan(&self) -> Option<u16> {
+        self.vlan
     }
 
     /// The L2, L3 and L4 header lengths (L4: 0 with no L4 checksum asked, 8 for UDP).
@@ -215,21 +311,29 @@ impl TxOffload {
         }
     }
 
-    /// What a checksum context holds, as one number: equal keys, same context. TSO
-    /// packets always write their own context (it holds the payload length), and leave
-    /// the queue's state at [`NO_CONTEXT`].
+    /// What a context holds, as one number: equal keys, same context (the 82576's with
+    /// the tag, bits 55:40 and a bit 56 that says there is one). TSO packets always
+    /// write their own context (it holds the payload length), and leave the queue's state
+    /// at [`NO_CONTEXT`].
     pub(crate) fn key(&self) -> u64 {
+        let vlan = match self.vlan {
+            Some(tci) if self.vlan_in_context => 1 << 56 | u64::from(tci) << 40,
+            _ => 0,
+        };
         u64::from(self.l2)
             | u64::from(self.l3) << 8
             | u64::from(self.l4) << 16
             | u64::from(self.l4_csum_at) << 24
             | u64::from(self.ipv4) << 32
             | u64::from(self.ip_csum) << 33
+            | vlan
     }
 
-    /// Whether the packet needs a context descriptor, the queue's device holding `state`.
+    /// Whether the packet needs a context descriptor, the queue's device holding `state`:
+    /// never for a tag alone on the 82574, which takes it from the data descriptor.
     pub(crate) fn needs_context(&self, state: u64) -> bool {
-        self.tso || self.key() != state
+        let uses_context = self.csum || (self.vlan_in_context && self.vlan.is_some());
+        self.tso || (uses_context && self.key() != state)
     }
 
     /// The queue's state once this packet's context (if any) is written.
@@ -291,6 +395,15 @@ impl TxOffload {
         if self.tso {
             dcmd |= TXD_CMD_TSE;
         }
+        // The tag in the VLAN field (bits 63:48) of every descriptor of the packet: QEMU
+        // reads it, and VLE, from the last (`e1000e_process_tx_desc`).
+        let vlan = match self.vlan {
+            Some(tci) => {
+                dcmd |= TXD_CMD_VLE;
+                u64::from(tci) << 48
+            }
+            None => 0,
+        };
         let mut popts = 0;
         if self.ip_csum {
             popts |= POPTS_IXSM;
@@ -302,12 +415,22 @@ impl TxOffload {
             | u64::from(DTYP_DATA) << DTYP_SHIFT
             | u64::from(dcmd) << CMD_SHIFT
             | u64::from(popts) << 40
+            | vlan
     }
 
-    /// Prepares the headers as the hardware expects them (module doc): the pseudo-header
-    /// checksum in the L4 field, the IPv4 checksum 0 where the device fills it, and for TSO
-    /// the IP length fields 0.
+    /// Prepares the headers as the hardware expects them (module doc): a tag tenge
+    /// inserts first; then the pseudo-header checksum in the L4 field, the IPv4 checksum 0
+    /// where the device fills it, and for TSO the IP length fields 0.
     pub(crate) fn prepare(&self, pkt: &mut PacketBuf) {
+        if let Some(tci) = self.soft_vlan {
+            // `of` checked the headroom and the first segment's 12 bytes.
+            if pkt.prepend(VLAN_TAG_LEN) {
+                insert_vlan_tag(pkt.data_mut(), tci);
+            }
+        }
+        if !self.csum {
+            return;
+        }
         let total = pkt.pkt_len();
         let (l2, l3) = (usize::from(self.l2), usize::from(self.l3));
         let data = pkt.data_mut();
@@ -340,6 +463,14 @@ impl TxOffload {
     }
 }
 
+/// Writes an 802.1Q tag with `tci` after the addresses of `frame`, whose first 16 bytes
+/// hold the two addresses at 4..16 (the frame was just moved 4 bytes earlier into them).
+fn insert_vlan_tag(frame: &mut [u8], tci: u16) {
+    frame.copy_within(VLAN_TAG_LEN..VLAN_TAG_LEN + 12, 0);
+    frame[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+    frame[14..16].copy_from_slice(&tci.to_be_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,8 +499,13 @@ mod tests {
     fn requests_are_checked_against_the_headers() {
         let f = tcp4(100);
         let ok = PacketMeta::TX_IPV4 | PacketMeta::TX_TCP_CSUM;
-        assert!(TxOffload::of(&buf(&f, ok, 20, 0).1).unwrap().is_some());
-        assert_eq!(TxOffload::of(&buf(&f, 0, 20, 0).1), Ok(None));
+        assert!(TxOffload::of(&buf(&f, ok, 20, 0).1, VlanInsert::Descriptor)
+            .unwrap()
+            .is_some());
+        assert_eq!(
+            TxOffload::of(&buf(&f, 0, 20, 0).1, VlanInsert::Descriptor),
+            Ok(None)
+        );
         for (flags, l4, mss, why) in [
             (PacketMeta::TX_TCP_CSUM, 20, 0, BadOffload::L3Type),
             (ok | PacketMeta::TX_IPV6, 20, 0, BadOffload::L3Type),
@@ -388,7 +524,7 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                TxOffload::of(&buf(&f, flags, l4, mss).1),
+                TxOffload::of(&buf(&f, flags, l4, mss).1, VlanInsert::Descriptor),
                 Err(why),
                 "{flags:#x}"
             );
@@ -396,7 +532,10 @@ mod tests {
         // Headers longer than the packet.
         let (_p, mut b) = buf(&f[..40], ok, 20, 0);
         b.meta_mut().l3_len = 20;
-        assert_eq!(TxOffload::of(&b), Err(BadOffload::HeaderLength));
+        assert_eq!(
+            TxOffload::of(&b, VlanInsert::Descriptor),
+            Err(BadOffload::HeaderLength)
+        );
     }
 
     /// The pseudo-header sum in the TCP field completes, with the device's sum over the
@@ -405,7 +544,7 @@ mod tests {
     fn prepare_leaves_the_pseudo_header_sum_for_the_device() {
         let f = tcp4(333);
         let (_p, mut b) = buf(&f, PacketMeta::TX_IPV4 | PacketMeta::TX_TCP_CSUM, 20, 0);
-        let o = TxOffload::of(&b).unwrap().unwrap();
+        let o = TxOffload::of(&b, VlanInsert::Descriptor).unwrap().unwrap();
         o.prepare(&mut b);
         // What the device does: sum the TCP header and payload, field included, and store
         // the complement.
@@ -431,12 +570,17 @@ mod tests {
     fn contexts_match_for_the_same_layout_and_never_for_tso() {
         let f = tcp4(1400);
         let csum = PacketMeta::TX_IPV4 | PacketMeta::TX_TCP_CSUM | PacketMeta::TX_IP_CSUM;
-        let a = TxOffload::of(&buf(&f, csum, 20, 0).1).unwrap().unwrap();
-        assert!(a.needs_context(NO_CONTEXT));
-        assert!(!a.needs_context(a.state_after()));
-        let t = TxOffload::of(&buf(&f, PacketMeta::TX_IPV4 | PacketMeta::TX_TSO, 20, 1448).1)
+        let a = TxOffload::of(&buf(&f, csum, 20, 0).1, VlanInsert::Descriptor)
             .unwrap()
             .unwrap();
+        assert!(a.needs_context(NO_CONTEXT));
+        assert!(!a.needs_context(a.state_after()));
+        let t = TxOffload::of(
+            &buf(&f, PacketMeta::TX_IPV4 | PacketMeta::TX_TSO, 20, 1448).1,
+            VlanInsert::Descriptor,
+        )
+        .unwrap()
+        .unwrap();
         assert!(t.needs_context(t.state_after()) && t.needs_context(a.state_after()));
         assert!(a.needs_context(t.state_after()));
         let (lo, hi) = t.context(f.len());
@@ -450,5 +594,68 @@ mod tests {
         );
         assert_eq!((hi >> 40) as u8, 54, "HDRLEN");
         assert_eq!((hi >> 48) as u16, 1448, "MSS");
+    }
+
+    /// A tag alone: no context on the 82574, VLE and the tag in the data descriptor.
+    #[test]
+    fn a_tag_alone_needs_no_context_and_rides_in_the_data_descriptor() {
+        let f = tcp4(10);
+        let (_p, mut b) = buf(&f, PacketMeta::TX_VLAN, 0, 0);
+        b.meta_mut().vlan_tci = 0x6064;
+        let o = TxOffload::of(&b, VlanInsert::Descriptor).unwrap().unwrap();
+        assert!(!o.needs_context(NO_CONTEXT));
+        let hi = o.data_hi(f.len(), 0);
+        assert_eq!((hi >> 48) as u16, 0x6064);
+        assert_eq!((hi >> CMD_SHIFT) as u8 & TXD_CMD_VLE, TXD_CMD_VLE);
+        assert_eq!((hi >> 40) as u8, 0, "no POPTS");
+        // In the 82576's context instead: one is needed, and then not for the same tag.
+        let c = TxOffload::of(&b, VlanInsert::Context).unwrap().unwrap();
+        assert!(c.needs_context(NO_CONTEXT));
+        assert!(!c.needs_context(c.state_after()));
+        b.meta_mut().vlan_tci = 7;
+        let d = TxOffload::of(&b, VlanInsert::Context).unwrap().unwrap();
+        assert!(d.needs_context(c.state_after()));
+    }
+
+    /// In software the tag lands after the addresses, the headers the checksum request
+    /// names move with it, and etherparse reads the result as a tagged TCP/IPv4 frame.
+    #[test]
+    fn a_tag_inserted_in_software_moves_the_headers() {
+        let f = tcp4(100);
+        let flags = PacketMeta::TX_VLAN | PacketMeta::TX_IPV4 | PacketMeta::TX_TCP_CSUM;
+        let (_p, mut b) = buf(&f, flags, 20, 0);
+        b.meta_mut().vlan_tci = 0xa123;
+        let o = TxOffload::of(&b, VlanInsert::Software).unwrap().unwrap();
+        assert_eq!(o.header_lens(), (18, 20, 20));
+        assert_eq!(o.vlan(), None, "the device inserts nothing");
+        o.prepare(&mut b);
+        assert_eq!(b.len(), f.len() + 4);
+        let p = etherparse::SlicedPacket::from_ethernet(b.data()).unwrap();
+        let Some(etherparse::LinkSlice::Ethernet2(eth)) = &p.link else {
+            panic!()
+        };
+        assert_eq!(eth.source(), [2, 0, 0, 0, 0, 1]);
+        assert_eq!(eth.destination(), [2, 0, 0, 0, 0, 2]);
+        let vlan = p.vlan().unwrap();
+        let etherparse::VlanSlice::SingleVlan(v) = vlan else {
+            panic!()
+        };
+        assert_eq!(v.vlan_identifier().value(), 0x123);
+        assert_eq!(v.priority_code_point().value(), 5);
+        assert!(matches!(
+            p.transport,
+            Some(etherparse::TransportSlice::Tcp(_))
+        ));
+        // The IP header and the payload as they were (the TCP checksum field now holds the
+        // pseudo-header sum).
+        assert_eq!(&b.data()[18..38], &f[14..34]);
+        assert_eq!(&b.data()[58..], &f[54..]);
+        // No headroom: refused, never sent untagged.
+        let (_p, mut b) = buf(&f, PacketMeta::TX_VLAN, 0, 0);
+        assert!(b.prepend(b.headroom()));
+        assert_eq!(
+            TxOffload::of(&b, VlanInsert::Software),
+            Err(BadOffload::VlanRoom)
+        );
     }
 }

@@ -199,6 +199,9 @@ impl Port {
         ifw::set_unicast_filter(&*regs, &[])
             .map_err(IgbError::from)
             .map_err(igb_err(addr))?;
+        // Stripping by CTRL.VME (QEMU's igb without VMDq, `igb_rx_strip_vlan`; it needs no
+        // RCTL or VMOLR bit then); TX insertion needs none (`igb_tx_insert_vlan`).
+        ifw::set_vlan_strip(&*regs, cfg.vlan_strip);
         ifw::enable_rx(&*regs, &rx);
         ifw::set_promisc(&*regs, cfg.promisc);
         let pairs = rx_rings

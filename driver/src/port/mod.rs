@@ -117,6 +117,13 @@ pub struct PortConfig {
     /// for the hash in each packet's metadata). RSS is on or off for the life of the port;
     /// [`Port::set_rss`] changes key, table and hash types.
     pub rss: Option<RssConfig>,
+    /// VLAN stripping: the device removes a received frame's 802.1Q tag and puts it in
+    /// `meta().vlan_tci` with `RX_VLAN_STRIPPED` (e1000e and igb: CTRL.VME). Off by
+    /// default, so a forwarder passes tags on. TX tag insertion (`PacketMeta::TX_VLAN`)
+    /// works either way: on igb by the device; on e1000e by the device only with this on
+    /// (the 82574 inserts only with CTRL.VME), by tenge in software with it off. virtio-net
+    /// strips nothing: on is refused there.
+    pub vlan_strip: bool,
 }
 
 impl Default for PortConfig {
@@ -138,6 +145,7 @@ impl Default for PortConfig {
             link_timeout: Duration::from_secs(3),
             queues: 1,
             rss: None,
+            vlan_strip: false,
         }
     }
 }
@@ -216,6 +224,8 @@ pub struct Port {
     rx_checksum: bool,
     /// LRO asked for at open.
     lro: bool,
+    /// VLAN stripping as opened.
+    vlan_strip: bool,
     dev: VfioDevice,
 }
 
@@ -335,11 +345,19 @@ impl Port {
             rss,
             rx_checksum: cfg.rx_checksum,
             lro: cfg.lro,
+            vlan_strip: cfg.vlan_strip,
             dev,
         }
     }
 
     fn open_virtio(dev: VfioDevice, cfg: &PortConfig) -> Result<Port, Error> {
+        if cfg.vlan_strip {
+            return Err(Error::Config(format!(
+                "{}: vlan_strip = true: virtio-net has no VLAN stripping (its VLAN feature, \
+                 CTRL_VLAN, only filters); leave it off and read the tag from the frame",
+                dev.addr()
+            )));
+        }
         let mapper: Arc<dyn DmaMapper> = dev.container().clone();
         let net = VirtioNet::open(
             &dev,
@@ -503,17 +521,17 @@ impl Port {
         // (their content after a reset is the device's; QEMU zeroes them).
         fw::set_unicast_filter(&*regs, &[]).map_err(e1000e_err(addr))?;
         fw::set_promisc(&*regs, cfg.promisc);
+        fw::set_vlan_strip(&*regs, cfg.vlan_strip);
         let pairs = rx_rings
             .into_iter()
             .zip(tx_rings)
             .enumerate()
             .map(|(q, (rx_ring, tx_ring))| {
                 let q32 = q as u32;
-                let txq = TxQueue::new(
-                    E1000eTx::for_queue(tx_ring, regs.clone(), q32),
-                    cfg.tx_rs_interval,
-                    MAX_FRAME,
-                );
+                let mut tx = E1000eTx::for_queue(tx_ring, regs.clone(), q32);
+                // The 82574 inserts tags only with CTRL.VME, which vlan_strip sets.
+                tx.set_device_vlan(cfg.vlan_strip);
+                let txq = TxQueue::new(tx, cfg.tx_rs_interval, MAX_FRAME);
                 let rxq = RxQueue::new(
                     E1000eRx::for_queue(rx_ring, regs.clone(), q32, rss.is_some()),
                     cfg.rx_free_thresh,
@@ -833,7 +851,9 @@ impl Port {
     /// the device as negotiated (GUEST_CSUM, GUEST_TSO4/6), LRO in software where the
     /// device has none and [`PortConfig::lro`] asks; its TX requests are not written into
     /// the header yet, so they are unavailable (a packet that asks is dropped and counted,
-    /// `TxStats::bad_offload`).
+    /// `TxStats::bad_offload`). VLAN: igb inserts tags, e1000e too with
+    /// [`PortConfig::vlan_strip`] (tenge in software without), both strip with it;
+    /// virtio-net does neither.
     pub fn offloads(&self) -> caps::OffloadCaps {
         use caps::OffloadSupport::{Device, Software, Unavailable};
         use tenge_firmware_iface::virtio as vf;
@@ -849,6 +869,9 @@ impl Port {
                     Unavailable
                 },
                 lro: if self.lro { Software } else { Unavailable },
+                // The 82574 inserts only with CTRL.VME (vlan_strip); tenge otherwise.
+                tx_vlan: if self.vlan_strip { Device } else { Software },
+                rx_vlan_strip: if self.vlan_strip { Device } else { Unavailable },
             },
             // Context descriptors, as on e1000e (igb::offload).
             Control::Igb { .. } => caps::OffloadCaps {
@@ -862,6 +885,8 @@ impl Port {
                     Unavailable
                 },
                 lro: if self.lro { Software } else { Unavailable },
+                tx_vlan: Device,
+                rx_vlan_strip: if self.vlan_strip { Device } else { Unavailable },
             },
             Control::Virtio(_) | Control::VirtioPacked(_) => {
                 let f = match &self.control {
@@ -886,6 +911,10 @@ impl Port {
                         Unavailable if self.lro => Software,
                         d => d,
                     },
+                    // virtio 1.2 has no VLAN offload (VIRTIO_NET_F_CTRL_VLAN filters
+                    // only); a TX_VLAN packet is dropped and counted (bad_offload).
+                    tx_vlan: Unavailable,
+                    rx_vlan_strip: Unavailable,
                 }
             }
         }

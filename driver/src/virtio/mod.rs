@@ -446,6 +446,7 @@ fn rx_completion(id: u32, len: u32) -> RxCompletion {
         bufs: 0,
         flags: 0,
         hash: 0,
+        vlan: 0,
     }
 }
 

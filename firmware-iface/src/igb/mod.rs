@@ -28,8 +28,8 @@ mod rings;
 mod rss;
 
 pub use crate::e1000e::{
-    clear_stats, link_status, read_mac, set_unicast_filter, unicast_filter, HwStats, LinkStatus,
-    UNICAST_FILTER_ENTRIES,
+    clear_stats, link_status, read_mac, set_unicast_filter, set_vlan_strip, unicast_filter,
+    vlan_strip, HwStats, LinkStatus, ETHERTYPE_VLAN, UNICAST_FILTER_ENTRIES,
 };
 pub use link::{setup_link, AUTONEG_RESTART_WAIT_US, DEFAULT_LINK_TIMEOUT_US, LINK_POLL_US};
 pub use reset::{
