@@ -18,7 +18,7 @@
 //! VLAN insertion (`PacketMeta::TX_VLAN`, the tag in `vlan_tci`) rides along as one more
 //! request: on the 82574 the data descriptor carries the tag with DCMD.VLE (§7.2.10.1 and
 //! §7.2.10.3, honoured only with CTRL.VME); on the 82576 the context descriptor carries it
-//! and the data descriptor's VLE asks for it ([`VlanInsert`]). An 82574 port that keeps
+//! and the data descriptor's VLE asks for it (`VlanInsert`). An 82574 port that keeps
 //! received tags (CTRL.VME off) writes the tag into the frame itself, in the packet's
 //! headroom, before the device reads it.
 
