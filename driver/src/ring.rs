@@ -224,6 +224,8 @@ pub struct RxCompletion {
     /// The RSS hash (meaningful when `flags` has an RSS type; 0 otherwise).
     pub hash: u32,
     /// The VLAN tag the device stripped (meaningful with `RX_VLAN_STRIPPED` in `flags`).
+    /// Only the slow path stores it into the metadata: a completion with a tag is not
+    /// `whole`, so frames without one pay nothing for it.
     pub vlan: u16,
 }
 
@@ -743,7 +745,6 @@ fn rx_run<V: RxView>(
         let meta = buf.meta_mut();
         meta.flags = c.flags;
         meta.rss_hash = c.hash;
-        meta.vlan_tci = c.vlan;
         bytes += c.len as u64;
         put(d, buf);
         got += 1;

@@ -462,7 +462,8 @@ impl RxView for E1000eRxView<'_> {
             (true, 0)
         } else {
             (
-                status_error & (RXD_STAT_EOP | RXD_ERR_FRAME) == RXD_STAT_EOP,
+                // A stripped tag takes the engine's slow path, which stores it.
+                status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RXD_STAT_VP) == RXD_STAT_EOP,
                 rx_slow_flags(status_error),
             )
         };

@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use tenge_descriptors::igb::{
     AdvRxDescRead, AdvRxDescWb, AdvTxDataDesc, ADVTXD_DCMD_EOP, ADVTXD_DCMD_IFCS, ADVTXD_DCMD_RS,
-    ADVTXD_STA_DD, PKT_TYPE_IPV6_EX, RXD_ERR_FRAME, RXD_STAT_DD, RXD_STAT_EOP, RX_WB_STATUS_OFFSET,
+    ADVTXD_STA_DD, PKT_TYPE_IPV6_EX, RXD_ERR_FRAME, RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_VP,
+    RX_WB_STATUS_OFFSET,
 };
 use tenge_firmware_iface::igb::regs;
 use tenge_firmware_iface::Mmio;
@@ -394,7 +395,8 @@ impl RxView for IgbRxView<'_> {
             (true, 0)
         } else {
             (
-                status_error & (RXD_STAT_EOP | RXD_ERR_FRAME) == RXD_STAT_EOP,
+                // A stripped tag takes the engine's slow path, which stores it.
+                status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RXD_STAT_VP) == RXD_STAT_EOP,
                 rx_slow_flags(status_error),
             )
         };
