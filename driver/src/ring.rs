@@ -738,7 +738,9 @@ fn rx_run<V: RxView>(
                 break;
             }
         }
-        if !buf.set_len(c.len as usize) {
+        // A length of 0 (a device may say so) or beyond the buffer: the slow path drops
+        // and counts it (bad_len).
+        if !buf.set_rx_len(c.len as usize) {
             put(s, buf);
             break;
         }

@@ -484,6 +484,19 @@ impl PacketBuf {
         true
     }
 
+    /// [`PacketBuf::set_len`] for a length a device reported for a received frame, which
+    /// must not be 0 either: 0 is refused by the compare that refuses a length over 16 bits
+    /// (`len - 1` wraps to the top for 0).
+    #[inline(always)]
+    pub(crate) fn set_rx_len(&mut self, len: usize) -> bool {
+        let h = self.h();
+        if len.wrapping_sub(1) >= u16::MAX as usize || h.data_off as usize + len > h.end as usize {
+            return false;
+        }
+        self.hm().len = len as u16;
+        true
+    }
+
     /// IOVA of the first data byte: what a descriptor points at.
     #[inline(always)]
     pub fn data_iova(&self) -> u64 {
