@@ -12,14 +12,27 @@
 
 use std::time::Duration;
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use etherparse::{NetSlice, SlicedPacket, TransportSlice, VlanSlice};
 use tenge_testbed::{GuestConfig, Nic, NicModel};
 use tenge_tests::offload::{cases, first_seq, frame, payload};
 use tenge_tests::{bin, dgram_nic, read_pcap, run_ok, scratch_dir, tail};
 
-/// Checks one TSO segment; returns (sequence number, payload, PSH).
-fn segment(f: &[u8], n: usize) -> (u32, Vec<u8>, bool) {
+/// Checks one TSO segment, which carries an 802.1Q tag `vlan` (or none); returns (sequence
+/// number, payload, PSH).
+fn segment(f: &[u8], n: usize, vlan: Option<u16>) -> (u32, Vec<u8>, bool) {
     let p = SlicedPacket::from_ethernet(f).unwrap_or_else(|e| panic!("case {n}: {e}"));
+    let l2 = match (vlan, p.vlan()) {
+        (None, None) => 14,
+        (Some(tci), Some(VlanSlice::SingleVlan(v))) => {
+            assert_eq!(
+                (v.vlan_identifier().value(), v.priority_code_point().value()),
+                (tci & 0xfff, (tci >> 13) as u8),
+                "case {n}: the tag"
+            );
+            18
+        }
+        (want, got) => panic!("case {n}: tag {want:x?} asked, {got:?} on the wire"),
+    };
     let Some(TransportSlice::Tcp(tcp)) = &p.transport else {
         panic!("case {n}: a segment that is not TCP")
     };
@@ -33,7 +46,7 @@ fn segment(f: &[u8], n: usize) -> (u32, Vec<u8>, bool) {
             );
             assert_eq!(
                 usize::from(h.total_len),
-                f.len() - 14,
+                f.len() - l2,
                 "case {n}: IPv4 total length"
             );
             tcp.to_header()
@@ -42,7 +55,7 @@ fn segment(f: &[u8], n: usize) -> (u32, Vec<u8>, bool) {
         }
         Some(NetSlice::Ipv6(ip)) => {
             let h = ip.header().to_header();
-            assert_eq!(usize::from(h.payload_length), f.len() - 54, "case {n}");
+            assert_eq!(usize::from(h.payload_length), f.len() - l2 - 40, "case {n}");
             tcp.to_header()
                 .calc_checksum_ipv6(&h, tcp.payload())
                 .unwrap()
@@ -56,7 +69,17 @@ fn segment(f: &[u8], n: usize) -> (u32, Vec<u8>, bool) {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn e1000e_tx_checksums_and_tso_on_the_wire() {
-    tx_checksums_and_tso_on_the_wire(NicModel::E1000e);
+    tx_checksums_and_tso_on_the_wire(NicModel::E1000e, None, "");
+}
+
+/// The same with an 802.1Q tag on every packet: tenge inserts it in software (CTRL.VME
+/// off) and moves the checksum offsets of the context with it; then with stripping on,
+/// the 82574 inserts it (VLE and the tag in each data descriptor) beside the context.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn e1000e_tx_checksums_and_tso_with_a_vlan_tag_on_the_wire() {
+    tx_checksums_and_tso_on_the_wire(NicModel::E1000e, Some(0x6123), "");
+    tx_checksums_and_tso_on_the_wire(NicModel::E1000e, Some(0x0ffe), " --vlan-strip");
 }
 
 /// The same on igb: an advanced context descriptor (index 0) and advanced data
@@ -64,11 +87,30 @@ fn e1000e_tx_checksums_and_tso_on_the_wire() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn igb_tx_checksums_and_tso_on_the_wire() {
-    tx_checksums_and_tso_on_the_wire(NicModel::Igb);
+    tx_checksums_and_tso_on_the_wire(NicModel::Igb, None, "");
 }
 
-fn tx_checksums_and_tso_on_the_wire(model: NicModel) {
-    let dir = scratch_dir(&format!("tx-offload-{model:?}"));
+/// On igb with an 802.1Q tag on every packet: the tag in the same context descriptor as the
+/// checksum and TSO fields, VLE in the data descriptors.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn igb_tx_checksums_and_tso_with_a_vlan_tag_on_the_wire() {
+    tx_checksums_and_tso_on_the_wire(NicModel::Igb, Some(0xa005), "");
+}
+
+/// `frame` with an 802.1Q tag `tci` after its addresses.
+fn tagged(frame: &[u8], tci: u16) -> Vec<u8> {
+    let mut t = frame[..12].to_vec();
+    t.extend_from_slice(&[0x81, 0x00]);
+    t.extend_from_slice(&tci.to_be_bytes());
+    t.extend_from_slice(&frame[12..]);
+    t
+}
+
+/// The offload cases on the wire; with `vlan`, every packet asks for that tag too
+/// (`extra`: more `tenge-e2e tx-offload` arguments).
+fn tx_checksums_and_tso_on_the_wire(model: NicModel, vlan: Option<u16>, extra: &str) {
+    let dir = scratch_dir(&format!("tx-offload-{model:?}-{vlan:?}"));
     let (mut nic, _peer) = dgram_nic(model);
     let pcap = dir.join("offload.pcap");
     nic.dump = Some(pcap.clone());
@@ -78,7 +120,11 @@ fn tx_checksums_and_tso_on_the_wire(model: NicModel) {
         timeout: Duration::from_secs(300),
         ..GuestConfig::default()
     };
-    let log = run_ok(&cfg, &format!("{e2e} tx-offload {}\n", Nic::pci_addr(0)));
+    let tag = vlan.map_or(String::new(), |t| format!(" --vlan {t}"));
+    let log = run_ok(
+        &cfg,
+        &format!("{e2e} tx-offload {}{tag}{extra}\n", Nic::pci_addr(0)),
+    );
     assert!(log.contains("bad_offload=4 "), "{}", tail(&log, 20));
     assert!(
         log.contains(
@@ -91,6 +137,10 @@ fn tx_checksums_and_tso_on_the_wire(model: NicModel) {
     let mut frames = wire.iter();
     for (n, c) in cases().iter().enumerate() {
         let (want, _) = frame(n, c);
+        let want = match vlan {
+            Some(t) => tagged(&want, t),
+            None => want,
+        };
         if c.mss == 0 {
             let got = frames
                 .next()
@@ -105,7 +155,7 @@ fn tx_checksums_and_tso_on_the_wire(model: NicModel) {
             let f = frames
                 .next()
                 .unwrap_or_else(|| panic!("case {n}: segment at {at} missing"));
-            let (seq, data, psh) = segment(f, n);
+            let (seq, data, psh) = segment(f, n, vlan);
             assert_eq!(
                 seq,
                 first_seq(n).wrapping_add(at as u32),

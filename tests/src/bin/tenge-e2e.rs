@@ -136,6 +136,12 @@ enum Cmd {
     TxOffload {
         /// PCI address of the sending NIC.
         pci: String,
+        /// Ask for this 802.1Q tag too on every packet (`PacketMeta::TX_VLAN`), decimal.
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// Open the port with VLAN stripping on (e1000e: the device inserts the tags).
+        #[arg(long)]
+        vlan_strip: bool,
     },
     /// Open a port expecting a specific error; the message must contain every --expect.
     ExpectError {
@@ -234,7 +240,11 @@ fn main() -> ExitCode {
             kind,
             expect,
         } => expect_error(&pci, require_hugepages, &kind, &expect),
-        Cmd::TxOffload { pci } => tx_offload(&pci),
+        Cmd::TxOffload {
+            pci,
+            vlan,
+            vlan_strip,
+        } => tx_offload(&pci, vlan, vlan_strip),
     };
     match r {
         Ok(()) => {
@@ -737,12 +747,13 @@ fn offload_meta(case: &tenge_tests::offload::Case, h: [u8; 3]) -> tenge::PacketM
     }
 }
 
-fn tx_offload(pci: &str) -> Res {
+fn tx_offload(pci: &str, vlan: Option<u16>, vlan_strip: bool) -> Res {
     use tenge_tests::offload::{cases, frame};
     let mut port = Port::open(
         pci,
         &PortConfig {
             mempool_buffers: 4096,
+            vlan_strip,
             ..PortConfig::default()
         },
     )?;
@@ -751,6 +762,10 @@ fn tx_offload(pci: &str) -> Res {
     let send = |port: &mut Port, f: &[u8], meta: tenge::PacketMeta| -> Res {
         let mut b = chain_from(port, f)?;
         *b.meta_mut() = meta;
+        if let Some(tci) = vlan {
+            b.meta_mut().flags |= tenge::PacketMeta::TX_VLAN;
+            b.meta_mut().vlan_tci = tci;
+        }
         let mut batch = PacketBatch::new(1);
         let _ = batch.push(b);
         while !batch.is_empty() {
