@@ -15,7 +15,7 @@ use std::time::Duration;
 use etherparse::{NetSlice, SlicedPacket, TransportSlice, VlanSlice};
 use tenge_testbed::{GuestConfig, Nic, NicModel};
 use tenge_tests::offload::{cases, first_seq, frame, payload};
-use tenge_tests::{bin, dgram_nic, read_pcap, run_ok, scratch_dir, tail};
+use tenge_tests::{bin, dgram_nic, read_pcap, run_ok, scratch_dir, tail, vlan_tagged};
 
 /// Checks one TSO segment, which carries an 802.1Q tag `vlan` (or none); returns (sequence
 /// number, payload, PSH).
@@ -98,15 +98,6 @@ fn igb_tx_checksums_and_tso_with_a_vlan_tag_on_the_wire() {
     tx_checksums_and_tso_on_the_wire(NicModel::Igb, Some(0xa005), "");
 }
 
-/// `frame` with an 802.1Q tag `tci` after its addresses.
-fn tagged(frame: &[u8], tci: u16) -> Vec<u8> {
-    let mut t = frame[..12].to_vec();
-    t.extend_from_slice(&[0x81, 0x00]);
-    t.extend_from_slice(&tci.to_be_bytes());
-    t.extend_from_slice(&frame[12..]);
-    t
-}
-
 /// The offload cases on the wire; with `vlan`, every packet asks for that tag too
 /// (`extra`: more `tenge-e2e tx-offload` arguments).
 fn tx_checksums_and_tso_on_the_wire(model: NicModel, vlan: Option<u16>, extra: &str) {
@@ -138,7 +129,7 @@ fn tx_checksums_and_tso_on_the_wire(model: NicModel, vlan: Option<u16>, extra: &
     for (n, c) in cases().iter().enumerate() {
         let (want, _) = frame(n, c);
         let want = match vlan {
-            Some(t) => tagged(&want, t),
+            Some(t) => vlan_tagged(&want, t),
             None => want,
         };
         if c.mss == 0 {

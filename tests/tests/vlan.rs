@@ -13,7 +13,8 @@ use tenge_examples::frame;
 use tenge_testbed::{Guest, GuestConfig, Nic, NicModel};
 use tenge_tests::rss::rxdump_exchange;
 use tenge_tests::{
-    bin, dgram_nic, read_pcap, run_ok, scratch_dir, tail, test_flow, wait_ok, TEST_DST, TEST_SRC,
+    bin, dgram_nic, read_pcap, run_ok, scratch_dir, tail, test_flow, vlan_tagged, wait_ok,
+    TEST_DST, TEST_SRC,
 };
 
 fn config(nics: Vec<Nic>) -> GuestConfig {
@@ -22,15 +23,6 @@ fn config(nics: Vec<Nic>) -> GuestConfig {
         timeout: Duration::from_secs(300),
         ..GuestConfig::default()
     }
-}
-
-/// `f` with an 802.1Q tag of `tci` after its addresses.
-fn tagged(f: &[u8], tci: u16) -> Vec<u8> {
-    let mut t = f[..12].to_vec();
-    t.extend_from_slice(&0x8100u16.to_be_bytes());
-    t.extend_from_slice(&tci.to_be_bytes());
-    t.extend_from_slice(&f[12..]);
-    t
 }
 
 /// One pktgen run of the TX test: frames, size, tag, extra pktgen arguments.
@@ -115,7 +107,7 @@ fn vlan_tx_on_the_wire(model: NicModel) {
     for r in &runs {
         for _ in 0..r.count {
             let f = frames.next().unwrap();
-            let want = tagged(&frame::build(&test_flow(), r.size, seq), r.tci);
+            let want = vlan_tagged(&frame::build(&test_flow(), r.size, seq), r.tci);
             assert_eq!(
                 f, &want,
                 "frame {seq}: not pktgen's frame with tag {:#x}",
@@ -190,7 +182,7 @@ fn vlan_rx_strip(model: NicModel) {
             ),
         };
         let sent = match tci {
-            Some(t) => tagged(&inner, t),
+            Some(t) => vlan_tagged(&inner, t),
             None => inner.clone(),
         };
         cases.push((inner, sent, tci));
@@ -202,7 +194,7 @@ fn vlan_rx_strip(model: NicModel) {
         .udp(6000, 9)
         .write(&mut long, &[0x5au8; 1514 - 42])
         .unwrap();
-    cases.push((long.clone(), tagged(&long, 0x6fff), Some(0x6fff)));
+    cases.push((long.clone(), vlan_tagged(&long, 0x6fff), Some(0x6fff)));
     let n = cases.len();
     let run = |strip: &str| {
         format!("{rxdump} {pci}{strip} --count {n} --duration 60 --interval 0 --bytes 2000\n")

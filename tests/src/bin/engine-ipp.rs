@@ -353,16 +353,73 @@ impl<W> Mmio for Doorbell<W> {
 type E1000eRxQ<W> = RxQueue<E1000eRx<Doorbell<W>>>;
 type E1000eTxQ<W> = TxQueue<E1000eTx<Doorbell<W>>>;
 
-/// The in-memory e1000e: consumes what the driver posts, up to the tail it last rang.
-struct DeviceModel<W> {
+/// An in-memory Intel NIC, the 82574 (`K` = [`E1000eKind`]) or the 82576 ([`IgbKind`]):
+/// consumes what the driver posts, up to the tail it last rang.
+struct IntelModel<W, K> {
     rx_regs: Arc<Doorbell<W>>,
     tx_regs: Arc<Doorbell<W>>,
     /// Next RX descriptor the device fills (RDH) and next TX descriptor it processes (TDH).
     heads: (u32, u32),
     frame: [u8; FRAME_LEN as usize],
+    _kind: PhantomData<K>,
 }
 
-impl<W: Work> Nic for DeviceModel<W> {
+/// The 82574's descriptors (legacy TX, extended RX).
+struct E1000eKind;
+/// The 82576's (advanced).
+struct IgbKind;
+
+/// The in-memory e1000e.
+type DeviceModel<W> = IntelModel<W, E1000eKind>;
+/// The in-memory igb, writing advanced write-backs as QEMU's igb does
+/// (`igb_write_adv_rx_descr`, `igb_txdesc_writeback`).
+type IgbModel<W> = IntelModel<W, IgbKind>;
+
+/// An Intel NIC's queues and its model.
+type IntelSetup<R, T, W, K> = (RxQueue<R>, TxQueue<T>, IntelModel<W, K>);
+
+/// What a descriptor ring holds.
+trait Desc: zerocopy::FromBytes + IntoBytes + zerocopy::Immutable {}
+impl<D: zerocopy::FromBytes + IntoBytes + zerocopy::Immutable> Desc for D {}
+
+/// An Intel NIC's queues over one region of two `RING`-descriptor rings (RX first), made by
+/// `queues` from the rings and the RX and TX tail registers, and the model of its side.
+fn intel_setup<W, K, R: RxDescOps, T: TxDescOps, RD: Desc, TD: Desc>(
+    queues: impl FnOnce(
+        DescRing<RD>,
+        DescRing<TD>,
+        Arc<Doorbell<W>>,
+        Arc<Doorbell<W>>,
+    ) -> (RxQueue<R>, TxQueue<T>),
+) -> Result<IntelSetup<R, T, W, K>, String> {
+    let desc_bytes = RING as usize * size_of::<RD>();
+    let region = Arc::new(
+        DmaRegion::allocate(
+            Arc::new(IdentityMapper),
+            desc_bytes + RING as usize * size_of::<TD>(),
+            HugepagePolicy::Never,
+        )
+        .map_err(|e| format!("descriptor region: {e}"))?,
+    );
+    let rx_regs = Arc::new(Doorbell::default());
+    let tx_regs = Arc::new(Doorbell::default());
+    let (rxq, txq) = queues(
+        DescRing::new(region.clone(), 0, RING),
+        DescRing::new(region, desc_bytes, RING),
+        rx_regs.clone(),
+        tx_regs.clone(),
+    );
+    let model = IntelModel {
+        rx_regs,
+        tx_regs,
+        heads: (0, 0),
+        frame: test_frame(),
+        _kind: PhantomData,
+    };
+    Ok((rxq, txq, model))
+}
+
+impl<W: Work> Nic for IntelModel<W, E1000eKind> {
     type Rx = E1000eRx<Doorbell<W>>;
     type Tx = E1000eTx<Doorbell<W>>;
 
@@ -441,33 +498,12 @@ fn intel_step(
 
 /// The e1000e queues and their model.
 fn e1000e<W: Work>() -> Result<Setup<DeviceModel<W>>, String> {
-    let desc_bytes = RING as usize * size_of::<RxDescExtRead>();
-    let region = Arc::new(
-        DmaRegion::allocate(
-            Arc::new(IdentityMapper),
-            desc_bytes + RING as usize * size_of::<LegacyTxDesc>(),
-            HugepagePolicy::Never,
+    intel_setup::<W, E1000eKind, _, _, RxDescExtRead, LegacyTxDesc>(|rx, tx, rdt, tdt| {
+        (
+            RxQueue::new(E1000eRx::new(rx, rdt), RX_FREE_THRESH),
+            TxQueue::new(E1000eTx::new(tx, tdt), RS_INTERVAL, MAX_FRAME),
         )
-        .map_err(|e| format!("descriptor region: {e}"))?,
-    );
-    let rx_regs = Arc::new(Doorbell::default());
-    let tx_regs = Arc::new(Doorbell::default());
-    let rxq = RxQueue::new(
-        E1000eRx::new(DescRing::new(region.clone(), 0, RING), rx_regs.clone()),
-        RX_FREE_THRESH,
-    );
-    let txq = TxQueue::new(
-        E1000eTx::new(DescRing::new(region, desc_bytes, RING), tx_regs.clone()),
-        RS_INTERVAL,
-        MAX_FRAME,
-    );
-    let model = DeviceModel {
-        rx_regs,
-        tx_regs,
-        heads: (0, 0),
-        frame: test_frame(),
-    };
-    Ok((rxq, txq, model))
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -476,17 +512,7 @@ fn e1000e<W: Work>() -> Result<Setup<DeviceModel<W>>, String> {
 type IgbRxQ<W> = RxQueue<IgbRx<Doorbell<W>>>;
 type IgbTxQ<W> = TxQueue<IgbTx<Doorbell<W>>>;
 
-/// The in-memory igb (82576): as the e1000e model, with advanced descriptors, written as
-/// QEMU's igb writes them (`igb_write_adv_rx_descr`, `igb_txdesc_writeback`).
-struct IgbModel<W> {
-    rx_regs: Arc<Doorbell<W>>,
-    tx_regs: Arc<Doorbell<W>>,
-    /// Next RX descriptor the device fills (RDH) and next TX descriptor it processes (TDH).
-    heads: (u32, u32),
-    frame: [u8; FRAME_LEN as usize],
-}
-
-impl<W: Work> Nic for IgbModel<W> {
+impl<W: Work> Nic for IntelModel<W, IgbKind> {
     type Rx = IgbRx<Doorbell<W>>;
     type Tx = IgbTx<Doorbell<W>>;
 
@@ -540,38 +566,16 @@ impl<W: Work> Nic for IgbModel<W> {
 
 /// The igb queues (queue 0) and their model.
 fn igb<W: Work>() -> Result<Setup<IgbModel<W>>, String> {
-    let desc_bytes = RING as usize * size_of::<AdvRxDescRead>();
-    let region = Arc::new(
-        DmaRegion::allocate(
-            Arc::new(IdentityMapper),
-            desc_bytes + RING as usize * size_of::<AdvTxDataDesc>(),
-            HugepagePolicy::Never,
+    intel_setup::<W, IgbKind, _, _, AdvRxDescRead, AdvTxDataDesc>(|rx, tx, rdt, tdt| {
+        (
+            RxQueue::new(IgbRx::for_queue(rx, rdt, 0, false), RX_FREE_THRESH),
+            TxQueue::new(
+                IgbTx::for_queue(tx, tdt, 0),
+                RS_INTERVAL,
+                tenge::igb::MAX_FRAME,
+            ),
         )
-        .map_err(|e| format!("descriptor region: {e}"))?,
-    );
-    let rx_regs = Arc::new(Doorbell::default());
-    let tx_regs = Arc::new(Doorbell::default());
-    let rxq = RxQueue::new(
-        IgbRx::for_queue(
-            DescRing::new(region.clone(), 0, RING),
-            rx_regs.clone(),
-            0,
-            false,
-        ),
-        RX_FREE_THRESH,
-    );
-    let txq = TxQueue::new(
-        IgbTx::for_queue(DescRing::new(region, desc_bytes, RING), tx_regs.clone(), 0),
-        RS_INTERVAL,
-        tenge::igb::MAX_FRAME,
-    );
-    let model = IgbModel {
-        rx_regs,
-        tx_regs,
-        heads: (0, 0),
-        frame: test_frame(),
-    };
-    Ok((rxq, txq, model))
+    })
 }
 
 // ---------------------------------------------------------------------------------------
