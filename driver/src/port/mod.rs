@@ -44,7 +44,7 @@ use crate::error::Error;
 use crate::igb::DEVICE_82576;
 use crate::packet::mempool::{Mempool, MempoolConfig, PacketBuf};
 use crate::packet::rss::{RssConfig, RssHashTypes, DEFAULT_RSS_KEY};
-use crate::platform::dma::{DescRing, DmaMapper, DmaRegion, HugepagePolicy};
+use crate::platform::dma::{DmaMapper, HugepagePolicy};
 use crate::platform::mmio::Bar;
 use crate::platform::pci::PciAddress;
 use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
@@ -52,6 +52,7 @@ use tenge_firmware_iface::igb as ifw;
 
 pub mod caps;
 mod igb;
+mod intel;
 pub mod queue;
 pub mod soft_filter;
 
@@ -426,24 +427,8 @@ impl Port {
 
     fn open_e1000e(dev: VfioDevice, cfg: &PortConfig) -> Result<Port, Error> {
         let addr = dev.addr();
-        if u32::from(cfg.queues) > fw::regs::QUEUES {
-            return Err(Error::Config(format!(
-                "queues = {}: the 82574 has {} receive and {} transmit queues; use 1 or 2",
-                cfg.queues,
-                fw::regs::QUEUES,
-                fw::regs::QUEUES
-            )));
-        }
-        let rss = match &cfg.rss {
-            Some(r) => Some(r.clone()),
-            None => (cfg.queues > 1).then(|| RssConfig::new(cfg.queues, fw::regs::RETA_ENTRIES)),
-        };
-        if let Some(problem) = rss.as_ref().and_then(|r| e1000e_rss_problem(r, cfg.queues)) {
-            return Err(Error::Rss {
-                addr,
-                reason: problem,
-            });
-        }
+        intel::check_queues(cfg, "the 82574", fw::regs::QUEUES)?;
+        let rss = intel::rss_config(cfg, addr, fw::regs::RETA_ENTRIES, e1000e_rss_problem)?;
         let regs = Arc::new(dev.map_bar(0)?);
         dev.enable_bus_master()?;
         let mut delay = StdDelay;
@@ -451,33 +436,10 @@ impl Port {
         let mac = fw::read_mac(&*regs, &mut delay).map_err(e1000e_err(addr))?;
 
         let mapper: Arc<dyn DmaMapper> = dev.container().clone();
-        // Every ring in one region, RX rings first; each ring 128-byte aligned (82574
-        // §10.2.2.7 needs 16).
+        // Each ring 128-byte aligned (82574 §10.2.2.7 needs 16).
         let queues = usize::from(cfg.queues);
-        let rx_stride = (cfg.rx_ring as usize * size_of::<RxDescExtRead>()).div_ceil(128) * 128;
-        let tx_stride = (cfg.tx_ring as usize * size_of::<LegacyTxDesc>()).div_ceil(128) * 128;
-        let tx_base = queues * rx_stride;
-        let rings = Arc::new(DmaRegion::allocate(
-            mapper.clone(),
-            tx_base + queues * tx_stride,
-            cfg.hugepages,
-        )?);
-        let rx_rings: Vec<DescRing<RxDescExtRead>> = (0..queues)
-            .map(|q| DescRing::new(rings.clone(), q * rx_stride, cfg.rx_ring))
-            .collect();
-        let tx_rings: Vec<DescRing<LegacyTxDesc>> = (0..queues)
-            .map(|q| DescRing::new(rings.clone(), tx_base + q * tx_stride, cfg.tx_ring))
-            .collect();
-
-        let pool = Mempool::new(
-            mapper.clone(),
-            &MempoolConfig {
-                buffers: cfg.mempool_buffers,
-                data_room: cfg.buf_size,
-                hugepages: cfg.hugepages,
-                ..MempoolConfig::default()
-            },
-        )?;
+        let (rx_rings, tx_rings) = intel::rings::<RxDescExtRead, LegacyTxDesc>(&mapper, cfg, 128)?;
+        let pool = intel::pool(&mapper, cfg)?;
         // TX checksums and TSO are per packet on e1000e (context descriptors, see
         // e1000e::offload), whatever tx_checksum and tso say; LRO is tenge's, in software
         // (the 82574 has none).
@@ -542,20 +504,7 @@ impl Port {
 
         let timeout_us = cfg.link_timeout.as_micros().min(u32::MAX as u128) as u32;
         let link = fw::setup_link(&*regs, &mut delay, timeout_us);
-        if link.up {
-            log::info!(
-                "{addr}: e1000e {} link up {} Mb/s {}",
-                fmt_mac(&mac),
-                link.speed_mbps,
-                if link.full_duplex {
-                    "full duplex"
-                } else {
-                    "half duplex"
-                }
-            );
-        } else {
-            log::warn!("{addr}: link still down after {:?}", cfg.link_timeout);
-        }
+        intel::log_link(addr, "e1000e", &mac, &link, cfg.link_timeout);
         Ok(Self::assemble(
             dev,
             Control::E1000e {
@@ -1098,24 +1047,16 @@ fn e1000e_rss_problem(rss: &RssConfig, queues: u16) -> Option<String> {
 /// 82574's "TCP/IPv6 with extensions" type, the same hash for a header without them.
 fn e1000e_rss_setup(rss: &RssConfig) -> fw::RssSetup {
     use fw::regs::*;
-    let mut key = [0u8; RSS_KEY_LEN];
-    key.copy_from_slice(&rss.key);
-    let mut queues = [0u8; RETA_ENTRIES];
-    for (q, &t) in queues.iter_mut().zip(&rss.table) {
-        *q = t as u8;
-    }
-    let mut fields = 0;
-    for (t, f) in [
-        (RssHashTypes::IPV4, MRQC_IPV4),
-        (RssHashTypes::TCP_IPV4, MRQC_TCPIPV4),
-        (RssHashTypes::IPV6, MRQC_IPV6),
-        (RssHashTypes::TCP_IPV6, MRQC_TCPIPV6),
-        (RssHashTypes::IPV6_EX, MRQC_IPV6EX),
-    ] {
-        if rss.types.contains(t) {
-            fields |= f;
-        }
-    }
+    let (key, queues, fields) = intel::rss_registers(
+        rss,
+        &[
+            (RssHashTypes::IPV4, MRQC_IPV4),
+            (RssHashTypes::TCP_IPV4, MRQC_TCPIPV4),
+            (RssHashTypes::IPV6, MRQC_IPV6),
+            (RssHashTypes::TCP_IPV6, MRQC_TCPIPV6),
+            (RssHashTypes::IPV6_EX, MRQC_IPV6EX),
+        ],
+    );
     fw::RssSetup {
         key,
         queues,
