@@ -45,6 +45,8 @@ pub mod packet;
 pub mod platform;
 pub mod port;
 pub mod ring;
+#[cfg(feature = "smoltcp")]
+pub mod smoltcp;
 pub mod virtio;
 
 pub use error::{DmaError, Error, VfioError};

@@ -165,6 +165,52 @@ impl PacketBatch {
         gone
     }
 
+    /// Moves the packets from position `from` on to the back of `other`, in order
+    /// (`other` grows if it has no room for them: once, then it is large enough).
+    pub fn move_from_into(&mut self, from: usize, other: &mut PacketBatch) {
+        let start = self.head + from.min(self.len());
+        let n = self.tail - start;
+        if other.room() < n {
+            other.grow(n);
+        }
+        for i in start..self.tail {
+            if let Some(p) = self.slots[i].take() {
+                // Room was made above.
+                let _ = other.push(p);
+            }
+        }
+        self.tail = start;
+        if self.head == self.tail {
+            self.head = 0;
+            self.tail = 0;
+        }
+    }
+
+    /// Appends `other`'s packets in order, as many as fit; the rest stay in `other`.
+    pub fn append(&mut self, other: &mut PacketBatch) {
+        while self.room() > 0 {
+            match other.pop() {
+                Some(p) => {
+                    let _ = self.push(p);
+                }
+                None => break,
+            }
+        }
+    }
+
+    #[cold]
+    fn grow(&mut self, n: usize) {
+        let cap = self.len() + n;
+        let mut slots: Box<[Option<PacketBuf>]> = (0..cap).map(|_| None).collect();
+        let len = self.len();
+        for (i, s) in slots.iter_mut().enumerate().take(len) {
+            *s = self.slots[self.head + i].take();
+        }
+        self.slots = slots;
+        self.head = 0;
+        self.tail = len;
+    }
+
     /// The free places after the last packet, all of them (the batch is compacted first):
     /// every one is `None`. A burst loop fills a prefix and calls [`PacketBatch::commit_back`].
     #[inline(always)]

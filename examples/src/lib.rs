@@ -2,6 +2,7 @@
 //! ICMP logic, MAC parsing and the summary every example prints.
 
 pub mod frame;
+pub mod net;
 pub mod responder;
 
 use std::time::Duration;

@@ -264,11 +264,17 @@ impl TapPeer {
     /// A raw packet socket on the tap, for sending frames to the guest (and reading what it
     /// sends) without the namespace's IP stack in between.
     pub fn frame_socket(&self) -> io::Result<FrameSocket> {
-        let ifname = self.ifname.clone();
-        in_netns(&self.netns, move || FrameSocket::open(&ifname)).map_err(|e| {
+        self.frame_socket_on(&self.ifname)
+    }
+
+    /// A raw packet socket on `ifname`, another interface in the tap's namespace (one the
+    /// test created there, e.g. a veth the tap is bridged to).
+    pub fn frame_socket_on(&self, ifname: &str) -> io::Result<FrameSocket> {
+        let name = ifname.to_owned();
+        in_netns(&self.netns, move || FrameSocket::open(&name)).map_err(|e| {
             err(
                 e.kind(),
-                format!("packet socket on {} in {}: {e}", self.ifname, self.netns),
+                format!("packet socket on {ifname} in {}: {e}", self.netns),
             )
         })
     }

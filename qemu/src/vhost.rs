@@ -80,6 +80,9 @@ pub struct VhostHostConfig {
     pub retry: Option<u32>,
     /// Extra EAL arguments (e.g. `--log-level=lib.vhost.*:debug`).
     pub extra_eal: Vec<String>,
+    /// The vhost ports offer HOST_TSO4/6 (and CSUM): `net_vhost`'s `tso=1`, without which
+    /// DPDK's vhost hides them.
+    pub tso: bool,
 }
 
 impl HostMode {
@@ -102,6 +105,7 @@ impl VhostHostConfig {
             pcap: None,
             retry: None,
             extra_eal: Vec::new(),
+            tso: false,
         }
     }
 }
@@ -205,8 +209,9 @@ impl VhostHost {
             // iommu-support: the guest's virtio-net sits behind the vIOMMU, so the device
             // translates IOVAs through QEMU's IOTLB messages.
             cmd.arg("--vdev").arg(format!(
-                "net_vhost{i},iface={},queues={q},iommu-support=1",
-                sock.display()
+                "net_vhost{i},iface={},queues={q},iommu-support=1{}",
+                sock.display(),
+                if config.tso { ",tso=1" } else { "" }
             ));
         }
         if let Some((rx, tx)) = &config.pcap {

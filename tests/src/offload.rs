@@ -21,12 +21,14 @@ pub struct Case {
     pub payload: usize,
     /// TSO with this MSS (0: a checksum request only).
     pub mss: u16,
+    /// UDP: the payload's last two bytes chosen so that the checksum computes to 0, which
+    /// must go on the wire as 0xffff (RFC 768: 0 means "no checksum").
+    pub zero_udp_csum: bool,
 }
 
 /// The cases, in the order they are sent: checksums of TCP and UDP over IPv4 and IPv6 at a
-/// few sizes (odd ones, a UDP payload whose checksum would be 0 is not forced: any value
-/// is checked), then TSO of IPv4 and IPv6 with odd payload lengths near 64 KB and MSS 536
-/// and 1448.
+/// few sizes (odd ones, and a UDP payload whose checksum computes to 0), then TSO of IPv4
+/// and IPv6 with odd payload lengths near 64 KB and MSS 536 and 1448 (1440 over IPv6).
 pub fn cases() -> Vec<Case> {
     let mut v = Vec::new();
     for v6 in [false, true] {
@@ -37,15 +39,27 @@ pub fn cases() -> Vec<Case> {
                     udp,
                     payload,
                     mss: 0,
+                    zero_udp_csum: false,
                 });
             }
         }
-        for (payload, mss) in [(64_001, 1448), (20_001, 536), (1449, 1448)] {
+        v.push(Case {
+            v6,
+            udp: true,
+            payload: 100,
+            mss: 0,
+            zero_udp_csum: true,
+        });
+        // The largest MSS whose frames fit a 1500-byte MTU: 1460 over IPv4, 1440 over
+        // IPv6 (no TCP options); 1448 is IPv4's with timestamps.
+        let big = if v6 { 1440 } else { 1448 };
+        for (payload, mss) in [(64_001, big), (20_001, 536), (big as usize + 1, big)] {
             v.push(Case {
                 v6,
                 udp: false,
                 payload,
                 mss,
+                zero_udp_csum: false,
             });
         }
     }
@@ -59,7 +73,39 @@ fn payload_byte(n: usize, i: usize) -> u8 {
 
 /// Case `n`'s payload.
 pub fn payload(n: usize, c: &Case) -> Vec<u8> {
-    (0..c.payload).map(|i| payload_byte(n, i)).collect()
+    let mut p: Vec<u8> = (0..c.payload).map(|i| payload_byte(n, i)).collect();
+    if c.zero_udp_csum && c.udp && p.len() >= 2 && p.len().is_multiple_of(2) {
+        // The ones'-complement sum of the pseudo-header, the UDP header (checksum 0) and
+        // the payload but its last word; that word then brings the sum to 0xffff, whose
+        // complement, the checksum, is 0.
+        let mut words: Vec<u16> = Vec::new();
+        let mut push = |b: &[u8]| {
+            words.extend(b.chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]])));
+        };
+        if c.v6 {
+            let (a, b) = addrs6(n);
+            push(&a);
+            push(&b);
+        } else {
+            let (a, b) = addrs4(n);
+            push(&a);
+            push(&b);
+        }
+        let udp_len = (8 + p.len()) as u16;
+        push(&[0, 17]);
+        push(&udp_len.to_be_bytes());
+        push(&(4000 + n as u16).to_be_bytes());
+        push(&9u16.to_be_bytes());
+        push(&udp_len.to_be_bytes());
+        let last = p.len() - 2;
+        push(&p[..last]);
+        let mut sum: u32 = words.iter().map(|&w| u32::from(w)).sum();
+        while sum >> 16 != 0 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        p[last..].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    }
+    p
 }
 
 /// The addresses of case `n`: one flow per case.
@@ -117,6 +163,23 @@ pub fn frame(n: usize, c: &Case) -> (Vec<u8>, [u8; 3]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The forced cases' UDP checksum computes to 0: etherparse writes it as 0xffff.
+    #[test]
+    fn zero_checksum_cases_carry_0xffff() {
+        let all = cases();
+        let zeros: Vec<_> = all
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.zero_udp_csum)
+            .collect();
+        assert_eq!(zeros.len(), 2);
+        for (n, c) in zeros {
+            let (f, h) = frame(n, c);
+            let at = usize::from(h[0]) + usize::from(h[1]) + 6;
+            assert_eq!(f[at..at + 2], [0xff, 0xff], "case {n}");
+        }
+    }
 
     #[test]
     fn frames_parse_and_tso_cases_exceed_one_frame() {

@@ -178,7 +178,7 @@ impl TxView for E1000eTxView<'_> {
             cmd |= TXD_CMD_RS;
         }
         if pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK != 0 {
-            if let Ok(Some(o)) = TxOffload::of(pkt, self.vlan) {
+            if let Ok(Some(o)) = TxOffload::of_for(pkt, self.vlan) {
                 return self.encap_offload(pidx, pkt, &o, cmd & !TXD_CMD_IFCS);
             }
         }
@@ -241,7 +241,7 @@ impl E1000eTxView<'_> {
     #[cold]
     #[inline(never)]
     fn encap_offload(&self, pidx: u32, pkt: &mut PacketBuf, o: &TxOffload, end: u8) -> u32 {
-        o.prepare(pkt);
+        o.prepare(pkt, crate::offload::tx::PseudoHeader::Intel);
         let mut i = 0u32;
         if o.needs_context(self.ctx.get()) {
             let (lo, hi) = o.context(pkt.pkt_len());

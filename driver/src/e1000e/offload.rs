@@ -27,40 +27,16 @@ use tenge_descriptors::e1000e::{
     TUCMD_IP, TUCMD_TCP, TUCMD_TSE, TXD_CMD_DEXT, TXD_CMD_IFCS, TXD_CMD_TSE, TXD_CMD_VLE,
 };
 
-use tenge_firmware_iface::e1000e::ETHERTYPE_VLAN;
-
-use crate::packet::csum;
 use crate::packet::mempool::{PacketBuf, PacketMeta};
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-/// The largest TSO packet: an IPv4 datagram's 64 KiB less one, plus its L2 header.
-pub const TSO_MAX_IP_LEN: usize = 65535;
-/// Bytes of an 802.1Q tag.
-pub const VLAN_TAG_LEN: usize = 4;
-/// The checksum and TSO requests, `TX_VLAN` aside.
-const CSUM_REQUESTS: u32 =
-    PacketMeta::TX_IP_CSUM | PacketMeta::TX_TCP_CSUM | PacketMeta::TX_UDP_CSUM | PacketMeta::TX_TSO;
-
-/// Where a queue's device takes the tag of a `TX_VLAN` packet from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum VlanInsert {
-    /// The data descriptor's VLAN field, with DCMD.VLE (the 82574 with CTRL.VME).
-    Descriptor,
-    /// The context descriptor's VLAN field, with DCMD.VLE in the data descriptor (the
-    /// 82576): the tag is part of the context the queue keeps.
-    Context,
-    /// tenge writes the tag into the frame (the 82574 without CTRL.VME, which ignores
-    /// VLE then).
-    Software,
-}
+pub(crate) use crate::offload::tx::{TxOffload, VlanInsert, TSO_MAX_IP_LEN};
 
 /// The TX view questions an Intel device with context descriptors (82574, 82576) answers
 /// the same way, its queue's context state being `ctx`: descriptors `pkt` needs (a context
 /// first when it asks for an offload the device's context does not hold).
 #[inline(always)]
 pub(crate) fn descs_needed(pkt: &PacketBuf, ctx: u64, vlan: VlanInsert) -> u32 {
-    let with_ctx = match TxOffload::of(pkt, vlan) {
+    let with_ctx = match TxOffload::of_for(pkt, vlan) {
         Ok(Some(o)) => o.needs_context(ctx),
         _ => false,
     };
@@ -77,7 +53,7 @@ pub(crate) fn single(pkt: &PacketBuf) -> bool {
 /// ([`BadOffload`]).
 #[inline(always)]
 pub(crate) fn sendable(pkt: &PacketBuf, vlan: VlanInsert) -> bool {
-    pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 || TxOffload::of(pkt, vlan).is_ok()
+    pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 || TxOffload::of_for(pkt, vlan).is_ok()
 }
 
 /// The longest `pkt` may be: a TSO packet up to an IPv4 datagram's 64 KiB with its L2
@@ -96,221 +72,7 @@ pub(crate) fn max_len(pkt: &PacketBuf, max_frame: usize) -> usize {
 /// a reset, after a TSO context): no key equals it.
 pub(crate) const NO_CONTEXT: u64 = u64::MAX;
 
-/// A TX offload request, checked against the packet it came with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct TxOffload {
-    l2: u8,
-    l3: u8,
-    l4: u8,
-    ipv4: bool,
-    /// The L4 checksum field's offset from the L4 header (TCP 16, UDP 6); 0: none asked.
-    l4_csum_at: u8,
-    tcp: bool,
-    ip_csum: bool,
-    tso: bool,
-    mss: u16,
-    /// A checksum or TSO is asked (the fields above mean something).
-    csum: bool,
-    /// The tag the device inserts (`VlanInsert::Descriptor` or `Context`).
-    vlan: Option<u16>,
-    /// The tag tenge inserts in [`TxOffload::prepare`] (`VlanInsert::Software`); `l2`
-    /// already counts it.
-    soft_vlan: Option<u16>,
-    /// The tag is part of the context (the 82576).
-    vlan_in_context: bool,
-}
-
-/// Why a request cannot be served (each a counted drop, `TxStats::bad_offload`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BadOffload {
-    /// Neither or both of TX_IPV4 and TX_IPV6, or an IPv4 checksum on IPv6.
-    L3Type,
-    /// Header lengths beyond the first buffer, or not what the headers say.
-    HeaderLength,
-    /// The L4 protocol in the header is not the one asked for.
-    Protocol,
-    /// TSO with an MSS of 0, or on something that is not TCP.
-    Tso,
-    /// Longer than the device takes.
-    TooLong,
-    /// A tag to insert in software without 4 bytes of headroom, or into a first segment
-    /// shorter than the two addresses.
-    VlanRoom,
-}
-
 impl TxOffload {
-    /// The request `pkt` carries, checked against its headers, for a device that takes a
-    /// tag as `vlan` says; `Ok(None)` for none.
-    #[inline]
-    pub(crate) fn of(pkt: &PacketBuf, vlan: VlanInsert) -> Result<Option<TxOffload>, BadOffload> {
-        let Some(o) = Self::checked(pkt)? else {
-            return Ok(None);
-        };
-        let mut o = TxOffload {
-            vlan_in_context: vlan == VlanInsert::Context,
-            ..o
-        };
-        if vlan == VlanInsert::Software {
-            if let Some(tci) = o.vlan.take() {
-                if pkt.headroom() < VLAN_TAG_LEN || pkt.len() < 12 {
-                    return Err(BadOffload::VlanRoom);
-                }
-                o.soft_vlan = Some(tci);
-                if o.csum {
-                    // The headers the other requests name move 4 bytes on.
-                    o.l2 =
-                        o.l2.checked_add(VLAN_TAG_LEN as u8)
-                            .ok_or(BadOffload::HeaderLength)?;
-                }
-            }
-        }
-        Ok(Some(o))
-    }
-
-    /// [`TxOffload::of`] before the device's way with tags is known.
-    fn checked(pkt: &PacketBuf) -> Result<Option<TxOffload>, BadOffload> {
-        let m = pkt.meta();
-        if m.flags & PacketMeta::TX_OFFLOAD_MASK == 0 {
-            return Ok(None);
-        }
-        let vlan = (m.flags & PacketMeta::TX_VLAN != 0).then_some(m.vlan_tci);
-        if m.flags & CSUM_REQUESTS == 0 {
-            // A tag alone.
-            return Ok(Some(TxOffload {
-                l2: 0,
-                l3: 0,
-                l4: 0,
-                ipv4: false,
-                l4_csum_at: 0,
-                tcp: false,
-                ip_csum: false,
-                tso: false,
-                mss: 0,
-                csum: false,
-                vlan,
-                soft_vlan: None,
-                vlan_in_context: false,
-            }));
-        }
-        let ipv4 = m.flags & PacketMeta::TX_IPV4 != 0;
-        if ipv4 == (m.flags & PacketMeta::TX_IPV6 != 0) {
-            return Err(BadOffload::L3Type);
-        }
-        let tso = m.flags & PacketMeta::TX_TSO != 0;
-        let tcp = tso || m.flags & PacketMeta::TX_TCP_CSUM != 0;
-        let udp = m.flags & PacketMeta::TX_UDP_CSUM != 0;
-        if tcp && udp {
-            return Err(BadOffload::Protocol);
-        }
-        let ip_csum = ipv4 && (tso || m.flags & PacketMeta::TX_IP_CSUM != 0);
-        if !ipv4 && m.flags & PacketMeta::TX_IP_CSUM != 0 {
-            return Err(BadOffload::L3Type);
-        }
-        let (l2, l3) = (usize::from(m.l2_len), usize::from(m.l3_len));
-        let l4 = if tcp {
-            usize::from(m.l4_len)
-        } else if udp {
-            8
-        } else {
-            0
-        };
-        let data = pkt.data();
-        if l2 < 14 || l3 < if ipv4 { 20 } else { 40 } || l2 + l3 + l4 > data.len() {
-            return Err(BadOffload::HeaderLength);
-        }
-        let ip = &data[l2..l2 + l3];
-        let proto = if ipv4 {
-            // Version 4 and the IHL the application gave.
-            if ip[0] >> 4 != 4 || usize::from(ip[0] & 0xf) * 4 != l3 {
-                return Err(BadOffload::HeaderLength);
-            }
-            ip[9]
-        } else {
-            // Version 6, no extension header between (l3 is the fixed header).
-            if ip[0] >> 4 != 6 || l3 != 40 {
-                return Err(BadOffload::HeaderLength);
-            }
-            ip[6]
-        };
-        if (tcp && proto != IPPROTO_TCP) || (udp && proto != IPPROTO_UDP) {
-            return Err(if tso {
-                BadOffload::Tso
-            } else {
-                BadOffload::Protocol
-            });
-        }
-        if tcp {
-            // The data offset must be the TCP header length given.
-            let off = usize::from(data[l2 + l3 + 12] >> 4) * 4;
-            if l4 < 20 || off != l4 {
-                return Err(BadOffload::HeaderLength);
-            }
-        }
-        if tso {
-            if m.mss == 0 {
-                return Err(BadOffload::Tso);
-            }
-            if pkt.pkt_len() > l2 + TSO_MAX_IP_LEN {
-                return Err(BadOffload::TooLong);
-            }
-        }
-        Ok(Some(TxOffload {
-            l2: m.l2_len,
-            l3: m.l3_len,
-            l4: l4 as u8,
-            ipv4,
-            l4_csum_at: if tcp {
-                16
-            } else if udp {
-                6
-            } else {
-                0
-            },
-            tcp,
-            ip_csum,
-            tso,
-            mss: m.mss,
-            csum: true,
-            vlan,
-            soft_vlan: None,
-            vlan_in_context: false,
-        }))
-    }
-
-    /// The tag the device inserts, if any.
-    pub(crate) fn vlan(&self) -> Option<u16> {
-        self.vlan
-    }
-
-    /// The L2, L3 and L4 header lengths (L4: 0 with no L4 checksum asked, 8 for UDP).
-    pub(crate) fn header_lens(&self) -> (u8, u8, u8) {
-        (self.l2, self.l3, self.l4)
-    }
-
-    /// IPv4 (not IPv6).
-    pub(crate) fn is_ipv4(&self) -> bool {
-        self.ipv4
-    }
-
-    /// TCP (a TCP checksum or TSO), not UDP.
-    pub(crate) fn is_tcp(&self) -> bool {
-        self.tcp
-    }
-
-    /// Whether the IPv4 header checksum, the L4 checksum and TSO are asked.
-    pub(crate) fn asks(&self) -> (bool, bool, bool) {
-        (self.ip_csum, self.l4_csum_at != 0, self.tso)
-    }
-
-    /// The TSO segment size (0 without TSO).
-    pub(crate) fn mss(&self) -> u16 {
-        if self.tso {
-            self.mss
-        } else {
-            0
-        }
-    }
-
     /// What a context holds, as one number: equal keys, same context (the 82576's with
     /// the tag, bits 55:40 and a bit 56 that says there is one). TSO packets always
     /// write their own context (it holds the payload length), and leave the queue's state
@@ -417,63 +179,13 @@ impl TxOffload {
             | u64::from(popts) << 40
             | vlan
     }
-
-    /// Prepares the headers as the hardware expects them (module doc): a tag tenge
-    /// inserts first; then the pseudo-header checksum in the L4 field, the IPv4 checksum 0
-    /// where the device fills it, and for TSO the IP length fields 0.
-    pub(crate) fn prepare(&self, pkt: &mut PacketBuf) {
-        if let Some(tci) = self.soft_vlan {
-            // `of` checked the headroom and the first segment's 12 bytes.
-            if pkt.prepend(VLAN_TAG_LEN) {
-                insert_vlan_tag(pkt.data_mut(), tci);
-            }
-        }
-        if !self.csum {
-            return;
-        }
-        let total = pkt.pkt_len();
-        let (l2, l3) = (usize::from(self.l2), usize::from(self.l3));
-        let data = pkt.data_mut();
-        let ip = l2;
-        let l4_len = total - l2 - l3;
-        let mut sum = 0u64;
-        if self.ipv4 {
-            sum = csum::add_bytes(sum, &data[ip + 12..ip + 20], false);
-            if self.tso {
-                data[ip + 2..ip + 4].fill(0);
-            }
-            if self.ip_csum {
-                data[ip + 10..ip + 12].fill(0);
-            }
-        } else {
-            sum = csum::add_bytes(sum, &data[ip + 8..ip + 40], false);
-            if self.tso {
-                data[ip + 4..ip + 6].fill(0);
-            }
-        }
-        if self.l4_csum_at == 0 {
-            return;
-        }
-        let proto = if self.tcp { IPPROTO_TCP } else { IPPROTO_UDP };
-        let len = if self.tso { 0 } else { l4_len as u64 };
-        // Zero byte and protocol, then the length (IPv6's 32-bit length: the same sum).
-        sum += u64::from(proto) + (len >> 16) + (len & 0xffff);
-        let at = l2 + l3 + usize::from(self.l4_csum_at);
-        data[at..at + 2].copy_from_slice(&csum::fold(sum).to_be_bytes());
-    }
-}
-
-/// Writes an 802.1Q tag with `tci` after the addresses of `frame`, whose first 16 bytes
-/// hold the two addresses at 4..16 (the frame was just moved 4 bytes earlier into them).
-fn insert_vlan_tag(frame: &mut [u8], tci: u16) {
-    frame.copy_within(VLAN_TAG_LEN..VLAN_TAG_LEN + 12, 0);
-    frame[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-    frame[14..16].copy_from_slice(&tci.to_be_bytes());
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::offload::tx::{BadOffload, PseudoHeader};
+    use crate::packet::csum;
     use crate::packet::mempool::host_pool;
 
     fn tcp4(payload: usize) -> Vec<u8> {
@@ -499,13 +211,8 @@ mod tests {
     fn requests_are_checked_against_the_headers() {
         let f = tcp4(100);
         let ok = PacketMeta::TX_IPV4 | PacketMeta::TX_TCP_CSUM;
-        assert!(TxOffload::of(&buf(&f, ok, 20, 0).1, VlanInsert::Descriptor)
-            .unwrap()
-            .is_some());
-        assert_eq!(
-            TxOffload::of(&buf(&f, 0, 20, 0).1, VlanInsert::Descriptor),
-            Ok(None)
-        );
+        assert!(TxOffload::of(&buf(&f, ok, 20, 0).1).unwrap().is_some());
+        assert_eq!(TxOffload::of(&buf(&f, 0, 20, 0).1), Ok(None));
         for (flags, l4, mss, why) in [
             (PacketMeta::TX_TCP_CSUM, 20, 0, BadOffload::L3Type),
             (ok | PacketMeta::TX_IPV6, 20, 0, BadOffload::L3Type),
@@ -524,7 +231,7 @@ mod tests {
             ),
         ] {
             assert_eq!(
-                TxOffload::of(&buf(&f, flags, l4, mss).1, VlanInsert::Descriptor),
+                TxOffload::of(&buf(&f, flags, l4, mss).1),
                 Err(why),
                 "{flags:#x}"
             );
@@ -532,10 +239,7 @@ mod tests {
         // Headers longer than the packet.
         let (_p, mut b) = buf(&f[..40], ok, 20, 0);
         b.meta_mut().l3_len = 20;
-        assert_eq!(
-            TxOffload::of(&b, VlanInsert::Descriptor),
-            Err(BadOffload::HeaderLength)
-        );
+        assert_eq!(TxOffload::of(&b), Err(BadOffload::HeaderLength));
     }
 
     /// The pseudo-header sum in the TCP field completes, with the device's sum over the
@@ -544,8 +248,8 @@ mod tests {
     fn prepare_leaves_the_pseudo_header_sum_for_the_device() {
         let f = tcp4(333);
         let (_p, mut b) = buf(&f, PacketMeta::TX_IPV4 | PacketMeta::TX_TCP_CSUM, 20, 0);
-        let o = TxOffload::of(&b, VlanInsert::Descriptor).unwrap().unwrap();
-        o.prepare(&mut b);
+        let o = TxOffload::of(&b).unwrap().unwrap();
+        o.prepare(&mut b, PseudoHeader::Intel);
         // What the device does: sum the TCP header and payload, field included, and store
         // the complement.
         let l4 = &b.data()[34..];
@@ -570,17 +274,12 @@ mod tests {
     fn contexts_match_for_the_same_layout_and_never_for_tso() {
         let f = tcp4(1400);
         let csum = PacketMeta::TX_IPV4 | PacketMeta::TX_TCP_CSUM | PacketMeta::TX_IP_CSUM;
-        let a = TxOffload::of(&buf(&f, csum, 20, 0).1, VlanInsert::Descriptor)
-            .unwrap()
-            .unwrap();
+        let a = TxOffload::of(&buf(&f, csum, 20, 0).1).unwrap().unwrap();
         assert!(a.needs_context(NO_CONTEXT));
         assert!(!a.needs_context(a.state_after()));
-        let t = TxOffload::of(
-            &buf(&f, PacketMeta::TX_IPV4 | PacketMeta::TX_TSO, 20, 1448).1,
-            VlanInsert::Descriptor,
-        )
-        .unwrap()
-        .unwrap();
+        let t = TxOffload::of(&buf(&f, PacketMeta::TX_IPV4 | PacketMeta::TX_TSO, 20, 1448).1)
+            .unwrap()
+            .unwrap();
         assert!(t.needs_context(t.state_after()) && t.needs_context(a.state_after()));
         assert!(a.needs_context(t.state_after()));
         let (lo, hi) = t.context(f.len());
@@ -602,18 +301,20 @@ mod tests {
         let f = tcp4(10);
         let (_p, mut b) = buf(&f, PacketMeta::TX_VLAN, 0, 0);
         b.meta_mut().vlan_tci = 0x6064;
-        let o = TxOffload::of(&b, VlanInsert::Descriptor).unwrap().unwrap();
+        let o = TxOffload::of_for(&b, VlanInsert::Descriptor)
+            .unwrap()
+            .unwrap();
         assert!(!o.needs_context(NO_CONTEXT));
         let hi = o.data_hi(f.len(), 0);
         assert_eq!((hi >> 48) as u16, 0x6064);
         assert_eq!((hi >> CMD_SHIFT) as u8 & TXD_CMD_VLE, TXD_CMD_VLE);
         assert_eq!((hi >> 40) as u8, 0, "no POPTS");
         // In the 82576's context instead: one is needed, and then not for the same tag.
-        let c = TxOffload::of(&b, VlanInsert::Context).unwrap().unwrap();
+        let c = TxOffload::of_for(&b, VlanInsert::Context).unwrap().unwrap();
         assert!(c.needs_context(NO_CONTEXT));
         assert!(!c.needs_context(c.state_after()));
         b.meta_mut().vlan_tci = 7;
-        let d = TxOffload::of(&b, VlanInsert::Context).unwrap().unwrap();
+        let d = TxOffload::of_for(&b, VlanInsert::Context).unwrap().unwrap();
         assert!(d.needs_context(c.state_after()));
     }
 
@@ -625,10 +326,12 @@ mod tests {
         let flags = PacketMeta::TX_VLAN | PacketMeta::TX_IPV4 | PacketMeta::TX_TCP_CSUM;
         let (_p, mut b) = buf(&f, flags, 20, 0);
         b.meta_mut().vlan_tci = 0xa123;
-        let o = TxOffload::of(&b, VlanInsert::Software).unwrap().unwrap();
+        let o = TxOffload::of_for(&b, VlanInsert::Software)
+            .unwrap()
+            .unwrap();
         assert_eq!(o.header_lens(), (18, 20, 20));
         assert_eq!(o.vlan(), None, "the device inserts nothing");
-        o.prepare(&mut b);
+        o.prepare(&mut b, PseudoHeader::Intel);
         assert_eq!(b.len(), f.len() + 4);
         let p = etherparse::SlicedPacket::from_ethernet(b.data()).unwrap();
         let Some(etherparse::LinkSlice::Ethernet2(eth)) = &p.link else {
@@ -636,8 +339,7 @@ mod tests {
         };
         assert_eq!(eth.source(), [2, 0, 0, 0, 0, 1]);
         assert_eq!(eth.destination(), [2, 0, 0, 0, 0, 2]);
-        let vlan = p.vlan().unwrap();
-        let etherparse::VlanSlice::SingleVlan(v) = vlan else {
+        let Some(etherparse::VlanSlice::SingleVlan(v)) = p.vlan() else {
             panic!()
         };
         assert_eq!(v.vlan_identifier().value(), 0x123);
@@ -654,7 +356,7 @@ mod tests {
         let (_p, mut b) = buf(&f, PacketMeta::TX_VLAN, 0, 0);
         assert!(b.prepend(b.headroom()));
         assert_eq!(
-            TxOffload::of(&b, VlanInsert::Software),
+            TxOffload::of_for(&b, VlanInsert::Software),
             Err(BadOffload::VlanRoom)
         );
     }

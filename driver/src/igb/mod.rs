@@ -173,7 +173,7 @@ impl TxView for IgbTxView<'_> {
     fn encap(&self, pidx: u32, pkt: &mut PacketBuf, report: bool) -> u32 {
         let end = ADVTXD_DCMD_EOP | if report { ADVTXD_DCMD_RS } else { 0 };
         if pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK != 0 {
-            if let Ok(Some(o)) = TxOffload::of(pkt, VlanInsert::Context) {
+            if let Ok(Some(o)) = TxOffload::of_for(pkt, VlanInsert::Context) {
                 return self.encap_offload(pidx, pkt, &o, end);
             }
         }
@@ -207,7 +207,7 @@ impl IgbTxView<'_> {
     #[cold]
     #[inline(never)]
     fn encap_offload(&self, pidx: u32, pkt: &mut PacketBuf, o: &TxOffload, end: u32) -> u32 {
-        o.prepare(pkt);
+        o.prepare(pkt, crate::offload::tx::PseudoHeader::Intel);
         let mut i = 0u32;
         if o.needs_context(self.ctx.get()) {
             let (lo, hi) = offload::context(o);

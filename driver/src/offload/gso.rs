@@ -135,6 +135,22 @@ pub enum GsoError {
         /// `l3_len + l4_len`.
         l3_l4: usize,
     },
+    /// A segment (its headers and `mss` bytes) would be longer than the port sends.
+    #[error(
+        "MSS {mss} with {hdr_len} bytes of headers makes {frame}-byte frames, over the \
+         port's {max_frame}: use an MSS of at most {}",
+        max_frame.saturating_sub(*hdr_len)
+    )]
+    SegmentTooLong {
+        /// The MSS asked.
+        mss: u16,
+        /// `l2_len + l3_len + l4_len`.
+        hdr_len: usize,
+        /// The frame a full segment makes.
+        frame: usize,
+        /// The longest frame the port sends.
+        max_frame: usize,
+    },
     /// The output batch has no room for every segment (nothing was taken).
     #[error("{needed} segments but room for {room} in the output batch: pass a larger batch")]
     NoRoom {
@@ -182,6 +198,8 @@ pub struct GsoStats {
     pub tcp_header_length: u64,
     /// [`GsoError::MssTooLarge`].
     pub mss_too_large: u64,
+    /// [`GsoError::SegmentTooLong`].
+    pub segment_too_long: u64,
     /// [`GsoError::NoRoom`].
     pub no_room: u64,
     /// [`GsoError::PoolEmpty`].
@@ -203,6 +221,7 @@ impl GsoStats {
             GsoError::NotTcp { .. } => &mut self.not_tcp,
             GsoError::TcpHeaderLength { .. } => &mut self.tcp_header_length,
             GsoError::MssTooLarge { .. } => &mut self.mss_too_large,
+            GsoError::SegmentTooLong { .. } => &mut self.segment_too_long,
             GsoError::NoRoom { .. } => &mut self.no_room,
             GsoError::PoolEmpty { .. } => &mut self.pool_empty,
         };
@@ -222,6 +241,7 @@ impl GsoStats {
             + self.not_tcp
             + self.tcp_header_length
             + self.mss_too_large
+            + self.segment_too_long
             + self.no_room
             + self.pool_empty
     }
@@ -243,6 +263,7 @@ impl std::ops::AddAssign for GsoStats {
         self.not_tcp += o.not_tcp;
         self.tcp_header_length += o.tcp_header_length;
         self.mss_too_large += o.mss_too_large;
+        self.segment_too_long += o.segment_too_long;
         self.no_room += o.no_room;
         self.pool_empty += o.pool_empty;
     }
@@ -282,6 +303,8 @@ fn bufs_for(len: usize, room: usize) -> usize {
 pub struct Gso {
     /// Where the TCP checksum is computed.
     pub checksum: GsoChecksum,
+    /// The longest segment frame the port sends (0: no limit).
+    pub max_frame: usize,
     stats: GsoStats,
     /// Buffers taken for the packet being segmented, not yet written.
     spare: Vec<PacketBuf>,
@@ -332,6 +355,15 @@ impl Gso {
         out: &mut PacketBatch,
     ) -> Result<usize, GsoError> {
         let plan = validate(pkt)?;
+        let frame = plan.hdr_len() + plan.mss.min(plan.payload);
+        if self.max_frame != 0 && frame > self.max_frame {
+            return Err(GsoError::SegmentTooLong {
+                mss: plan.mss as u16,
+                hdr_len: plan.hdr_len(),
+                frame,
+                max_frame: self.max_frame,
+            });
+        }
         if plan.segs > out.room() {
             return Err(GsoError::NoRoom {
                 needed: plan.segs,

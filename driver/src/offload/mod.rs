@@ -12,6 +12,8 @@
 
 pub mod gso;
 pub mod lro;
+pub mod soft_tx;
+pub mod tx;
 
 pub use gso::{Gso, GsoChecksum, GsoError, GsoStats};
 pub use lro::{Lro, LroStats, NotEligible};

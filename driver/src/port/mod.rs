@@ -92,11 +92,11 @@ pub struct PortConfig {
     /// what the application asks for (QEMU checks every frame in software when it is on).
     pub rx_checksum: bool,
     /// LRO: several TCP segments of one flow arrive coalesced into one frame (a chain;
-    /// `meta().flags` has `RX_LRO`, `meta().mss` the segment size). On virtio-net
-    /// GUEST_TSO4/6 (with GUEST_CSUM) where the device offers it; elsewhere tenge's software
-    /// LRO on every queue ([`crate::offload::lro`], [`RxQueueHandle::set_lro`]). Off by
-    /// default: like every offload, what the application asks for (and wrong for a
-    /// forwarder).
+    /// `meta().flags` has `RX_LRO`, `meta().mss` the segment size): tenge's software LRO on
+    /// every queue ([`crate::offload::lro`], [`RxQueueHandle::set_lro`]), and on virtio-net
+    /// also GUEST_TSO4/6 (with GUEST_CSUM) where the device offers it (what its backend
+    /// coalesced arrives so; the software merges the rest). Off by default: like every
+    /// offload, what the application asks for (and wrong for a forwarder).
     pub lro: bool,
     /// TX checksum offload accepted from the device (virtio-net: CSUM).
     pub tx_checksum: bool,
@@ -252,7 +252,7 @@ fn virtio_offloads(cfg: &PortConfig) -> u64 {
         f |= vf::VIRTIO_NET_F_CSUM;
     }
     if cfg.tso {
-        f |= vf::VIRTIO_NET_F_HOST_TSO4 | vf::VIRTIO_NET_F_HOST_TSO6;
+        f |= vf::VIRTIO_NET_F_HOST_TSO4 | vf::VIRTIO_NET_F_HOST_TSO6 | vf::VIRTIO_NET_F_HOST_ECN;
     }
     f
 }
@@ -305,19 +305,16 @@ impl Port {
         rss: Option<RssConfig>,
         cfg: &PortConfig,
     ) -> Port {
-        use tenge_firmware_iface::virtio as vf;
-        let device_lro = match &control {
-            Control::E1000e { .. } | Control::Igb { .. } => false,
-            Control::Virtio(n) => n.features() & vf::VIRTIO_NET_F_GUEST_TSO4 != 0,
-            Control::VirtioPacked(n) => n.features() & vf::VIRTIO_NET_F_GUEST_TSO4 != 0,
-        };
         let soft = match control {
             Control::E1000e { .. } | Control::Igb { .. } => None,
             _ => (!cfg.promisc).then(|| SoftRxFilter::new(mac, &[])),
         };
         let shared = PortShared::new(rings.len(), soft);
-        // LRO the device does not do, tenge does in software on every queue.
-        let sw_lro = cfg.lro && !device_lro;
+        // tenge's software LRO on every queue whenever LRO is asked: a device's own
+        // (virtio's GUEST_TSO) delivers what its backend coalesced, and leaves separate
+        // segments separate (DPDK's vhost never merges), which the software LRO then
+        // merges; frames the device coalesced pass through it untouched.
+        let sw_lro = cfg.lro;
         let queues: Vec<QueuePair> = rings
             .into_iter()
             .enumerate()
@@ -796,13 +793,14 @@ impl Port {
 
     /// What the port does with each offload (see [`caps`]). e1000e and igb: every TX
     /// checksum and TSO by the device (context descriptors), RX checksums by the device when
-    /// [`PortConfig::rx_checksum`] is on, no LRO yet. virtio-net: RX checksums and LRO by
-    /// the device as negotiated (GUEST_CSUM, GUEST_TSO4/6), LRO in software where the
-    /// device has none and [`PortConfig::lro`] asks; its TX requests are not written into
-    /// the header yet, so they are unavailable (a packet that asks is dropped and counted,
-    /// `TxStats::bad_offload`). VLAN: igb inserts tags, e1000e too with
-    /// [`PortConfig::vlan_strip`] (tenge in software without), both strip with it;
-    /// virtio-net does neither.
+    /// [`PortConfig::rx_checksum`] is on, LRO in software when [`PortConfig::lro`] asks.
+    /// virtio-net: TX checksums and TSO by the device where negotiated
+    /// ([`PortConfig::tx_checksum`], [`PortConfig::tso`]: CSUM, HOST_TSO4/6), in software
+    /// where not (checksums computed, TSO by the software GSO); the IPv4 header checksum in
+    /// software; RX checksums and LRO by the device as negotiated (GUEST_CSUM,
+    /// GUEST_TSO4/6), LRO in software where the device has none and [`PortConfig::lro`]
+    /// asks. VLAN: igb inserts tags, e1000e too with [`PortConfig::vlan_strip`] (tenge in
+    /// software without), both strip with it; virtio-net does neither.
     pub fn offloads(&self) -> caps::OffloadCaps {
         use caps::OffloadSupport::{Device, Software, Unavailable};
         use tenge_firmware_iface::virtio as vf;
@@ -850,11 +848,15 @@ impl Port {
                         Unavailable
                     }
                 };
+                // What the device lacks, tenge does on the way to the ring (SoftTx); the
+                // IPv4 header checksum always (virtio-net has no offload for it).
+                let dev = crate::virtio::tx_offloads(f);
+                let or_sw = |d: bool| if d { Device } else { Software };
                 caps::OffloadCaps {
-                    tx_ipv4_csum: Unavailable,
-                    tx_tcp_csum: Unavailable,
-                    tx_udp_csum: Unavailable,
-                    tx_tso: Unavailable,
+                    tx_ipv4_csum: Software,
+                    tx_tcp_csum: or_sw(dev.l4_csum),
+                    tx_udp_csum: or_sw(dev.l4_csum),
+                    tx_tso: or_sw(dev.tso4 && dev.tso6),
                     rx_csum: has(vf::VIRTIO_NET_F_GUEST_CSUM),
                     lro: match has(vf::VIRTIO_NET_F_GUEST_TSO4 | vf::VIRTIO_NET_F_GUEST_TSO6) {
                         Unavailable if self.lro => Software,
@@ -867,6 +869,12 @@ impl Port {
                 }
             }
         }
+    }
+
+    /// Queue pair 0's software LRO counters, when it is on ([`PortConfig::lro`] on a device
+    /// without LRO of its own); `None` once the queues are taken.
+    pub fn lro_stats(&self) -> Option<crate::offload::LroStats> {
+        self.queues.first().and_then(|q| q.rx.lro_stats())
     }
 
     /// Buffers posted to queue pair 0's RX ring (0 once the queues are taken).

@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use crate::e1000e::{E1000eRx, E1000eTx};
 use crate::igb::{IgbRx, IgbTx};
+use crate::offload::gso::GsoStats;
 use crate::offload::lro::{Lro, LroStats};
+use crate::offload::soft_tx::SoftTx;
 use crate::packet::mempool::{Mempool, MempoolCache, PacketBuf};
 use crate::platform::mmio::Bar;
 use crate::port::soft_filter::SoftRxFilter;
@@ -140,6 +142,17 @@ impl TxRing {
     }
 
     /// The counters (frame bytes: virtio's header lives in the headroom, outside them).
+    /// The software offloads the device needs in front of it (virtio-net without CSUM or
+    /// HOST_TSO); none for e1000e and igb, which serve every request.
+    fn soft_offloads(&self) -> Option<Box<SoftTx>> {
+        let dev = match self {
+            TxRing::E1000e(_) | TxRing::Igb(_) => return None,
+            TxRing::Split(q) => q.ops().offloads(),
+            TxRing::Packed(q) => q.ops().offloads(),
+        };
+        SoftTx::for_device(dev, crate::virtio::MAX_FRAME).map(Box::new)
+    }
+
     fn stats(&self) -> TxStats {
         match self {
             TxRing::E1000e(q) => *q.stats(),
@@ -473,6 +486,8 @@ pub struct TxQueueHandle {
     /// Where completed buffers go and [`TxQueueHandle::alloc`] takes from: a cache of the
     /// port's pool, or of the pool [`TxQueueHandle::set_mempool`] set.
     cache: MempoolCache,
+    /// The offloads tenge does in software for this device, if it lacks any.
+    soft: Option<Box<SoftTx>>,
     bursts: u32,
     shared: Arc<PortShared>,
 }
@@ -486,6 +501,7 @@ impl TxQueueHandle {
     ) -> Self {
         TxQueueHandle {
             index,
+            soft: ring.soft_offloads(),
             ring: Some(ring),
             cache,
             bursts: 0,
@@ -505,7 +521,10 @@ impl TxQueueHandle {
         let Some(ring) = self.ring.as_mut() else {
             return 0;
         };
-        let sent = ring.burst(&mut self.cache, pkts);
+        let sent = match self.soft.as_deref_mut() {
+            None => ring.burst(&mut self.cache, pkts),
+            Some(soft) => soft.burst(pkts, &mut self.cache, |c, b| ring.burst(c, b)),
+        };
         self.bursts = self.bursts.wrapping_add(1);
         if self.bursts.is_multiple_of(PUBLISH_EVERY) {
             self.publish();
@@ -531,7 +550,12 @@ impl TxQueueHandle {
             return true;
         };
         loop {
-            if ring.idle() {
+            // Segments the software GSO made that the ring has not taken yet go first.
+            let flushed = match self.soft.as_deref_mut() {
+                Some(soft) => soft.flush(&mut self.cache, |c, b| ring.burst(c, b)),
+                None => true,
+            };
+            if flushed && ring.idle() {
                 ring.reclaim_all(&mut self.cache);
                 return true;
             }
@@ -568,9 +592,28 @@ impl TxQueueHandle {
         batch.free_into(&mut self.cache)
     }
 
-    /// The queue's counters now (exact: this thread's own).
+    /// The queue's counters now (exact: this thread's own). Packets and bytes count what
+    /// went on the ring (a packet the software GSO cut counts as its segments), and
+    /// `bad_offload` includes the packets the software GSO refused (by reason in
+    /// [`TxQueueHandle::gso_stats`]).
     pub fn stats(&self) -> TxStats {
-        self.ring.as_ref().map(TxRing::stats).unwrap_or_default()
+        let mut s = self.ring.as_ref().map(TxRing::stats).unwrap_or_default();
+        if let Some(soft) = &self.soft {
+            s.bad_offload += soft.gso_stats().dropped();
+        }
+        s
+    }
+
+    /// The software GSO's counters, on a queue whose device cannot segment (virtio-net
+    /// without HOST_TSO); `None` where the device serves every TX offload.
+    pub fn gso_stats(&self) -> Option<GsoStats> {
+        self.soft.as_ref().map(|s| *s.gso_stats())
+    }
+
+    /// Packets whose TCP or UDP checksum tenge computed in software on this queue (its
+    /// device lacks the offload).
+    pub fn sw_checksummed(&self) -> u64 {
+        self.soft.as_ref().map_or(0, |s| s.checksummed())
     }
 
     /// Publishes the counters for [`crate::Port::stats`] now (bursts do it every 32).
@@ -587,6 +630,9 @@ impl TxQueueHandle {
 impl Drop for TxQueueHandle {
     fn drop(&mut self) {
         self.publish();
+        if let Some(soft) = self.soft.as_deref_mut() {
+            soft.release(&mut self.cache);
+        }
         if let Some(ring) = self.ring.take() {
             park_or_release(&self.shared, ring, &mut self.cache);
         }

@@ -51,12 +51,14 @@ use tenge_firmware_iface::virtio::{
     VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_RING_PACKED,
     VIRTIO_F_VERSION_1, VIRTIO_NET_F_CSUM, VIRTIO_NET_F_CTRL_RX, VIRTIO_NET_F_CTRL_VQ,
     VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
-    VIRTIO_NET_F_HASH_REPORT, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC,
-    VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_RSS, VIRTIO_NET_F_STATUS,
+    VIRTIO_NET_F_HASH_REPORT, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4,
+    VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MRG_RXBUF,
+    VIRTIO_NET_F_RSS, VIRTIO_NET_F_STATUS,
 };
 use tenge_firmware_iface::NarrowMmio;
 use zerocopy::FromBytes;
 
+use crate::offload::tx::{DeviceTxOffloads, PseudoHeader, TxOffload, TSO_MAX_IP_LEN};
 use crate::packet::mempool::{MempoolCache, PacketBuf, PacketMeta};
 use crate::packet::rss::RssType;
 use crate::platform::dma::{DescRing, DmaRegion};
@@ -106,13 +108,14 @@ pub const DRIVER_FEATURES: u64 = VIRTIO_F_VERSION_1
 /// The offload features tenge can accept (an application asks for them through
 /// `PortConfig`): RX checksum (GUEST_CSUM), RX coalesced TCP segments (GUEST_TSO4/6, which
 /// need GUEST_CSUM and, with tenge's 2 KiB buffers, MRG_RXBUF, §5.1.6.3.1), TX checksum
-/// (CSUM) and TSO (HOST_TSO4/6, which need CSUM).
+/// (CSUM) and TSO (HOST_TSO4/6, which need CSUM; HOST_ECN, TSO of CWR segments).
 pub const OFFLOAD_FEATURES: u64 = VIRTIO_NET_F_GUEST_CSUM
     | VIRTIO_NET_F_GUEST_TSO4
     | VIRTIO_NET_F_GUEST_TSO6
     | VIRTIO_NET_F_CSUM
     | VIRTIO_NET_F_HOST_TSO4
-    | VIRTIO_NET_F_HOST_TSO6;
+    | VIRTIO_NET_F_HOST_TSO6
+    | VIRTIO_NET_F_HOST_ECN;
 
 /// The feature set to ask for, given the offloads an application wants and what the
 /// device offers. The spec's dependencies (GUEST_TSO on GUEST_CSUM, HOST_TSO on CSUM,
@@ -127,9 +130,21 @@ pub fn wanted_features(offloads: u64, offered: u64) -> u64 {
     f
 }
 
+/// The TX offloads a device with the negotiated `features` serves (virtio 1.2 §5.1.3.1:
+/// CSUM the checksums, HOST_TSO4/6 TSO, which needs CSUM, HOST_ECN TSO of CWR segments).
+pub fn tx_offloads(features: u64) -> DeviceTxOffloads {
+    let csum = features & VIRTIO_NET_F_CSUM != 0;
+    DeviceTxOffloads {
+        l4_csum: csum,
+        tso4: csum && features & VIRTIO_NET_F_HOST_TSO4 != 0,
+        tso6: csum && features & VIRTIO_NET_F_HOST_TSO6 != 0,
+        tso_ecn: csum && features & VIRTIO_NET_F_HOST_ECN != 0,
+    }
+}
+
 /// Entries of each TX slot's indirect table: the most segments a chain sent on virtio-net
 /// may have (a power of two).
-pub const INDIRECT_SEGS: u32 = 16;
+pub const INDIRECT_SEGS: u32 = 64;
 
 /// One indirect descriptor table per TX ring slot (`VIRTIO_F_INDIRECT_DESC`, virtio 1.2
 /// §2.7.5.3 split, §2.8.19 packed): a chain of segments goes out as one ring descriptor
@@ -559,8 +574,8 @@ pub fn tx_burst<D: TxDescOps>(
 /// whole whatever the negotiated length, so the write is two fixed stores.
 pub const TX_HDR_ROOM: usize = HASH_HDR_LEN;
 
-/// Whether `pkt` takes the TX runs on virtio: unchained, no offload asked (the header carries
-/// no request yet), room for the header.
+/// Whether `pkt` takes the TX runs on virtio: unchained, no offload asked (a request
+/// goes through the checked loop, where `sendable` looks at it), room for the header.
 #[inline(always)]
 pub(crate) fn tx_single(pkt: &PacketBuf) -> bool {
     !pkt.is_chained()
@@ -568,26 +583,100 @@ pub(crate) fn tx_single(pkt: &PacketBuf) -> bool {
         && pkt.headroom() >= TX_HDR_ROOM
 }
 
-/// Whether virtio TX can send `pkt` at all: room for the header, and no offload asked
-/// (not served yet: dropped and counted as `bad_offload`, never sent as if served).
+/// Whether virtio TX can send `pkt` at all: room for the header, and any offload request
+/// valid for its headers and one the device serves (`dev`, from the negotiated features;
+/// the queue's [`crate::offload::soft_tx::SoftTx`] did the rest before). The IPv4 header
+/// checksum, which virtio-net has no offload for, is computed as the header is written.
+/// Anything else (a VLAN tag among them) is dropped and counted as `bad_offload`, never
+/// sent as if served.
 #[inline(always)]
-pub(crate) fn tx_sendable(pkt: &PacketBuf) -> bool {
-    pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 && pkt.headroom() >= TX_HDR_ROOM
+pub(crate) fn tx_sendable(pkt: &PacketBuf, dev: DeviceTxOffloads) -> bool {
+    if pkt.headroom() < TX_HDR_ROOM {
+        return false;
+    }
+    let flags = pkt.meta().flags;
+    // virtio-net has no VLAN insertion: a tag asked for is refused, never left out.
+    flags & PacketMeta::TX_OFFLOAD_MASK == 0
+        || (flags & PacketMeta::TX_VLAN == 0
+            && TxOffload::of(pkt).is_ok()
+            && dev.software_part(pkt) == 0)
+}
+
+/// The longest `pkt` may be: a TSO packet up to an IP datagram's 64 KiB with its L2
+/// header (virtio 1.2 §5.1.6.2: the device segments it), any other `max_frame`.
+#[inline(always)]
+pub(crate) fn tx_max_len(pkt: &PacketBuf, max_frame: usize) -> usize {
+    if pkt.meta().flags & PacketMeta::TX_TSO != 0 {
+        usize::from(pkt.meta().l2_len) + TSO_MAX_IP_LEN
+    } else {
+        max_frame
+    }
 }
 
 /// Writes a zero `virtio_net_hdr` of `hdr` bytes (12, or 20 with HASH_REPORT; §5.1.6)
-/// right in front of `pkt`'s data, and returns the device address and length of header and
-/// data together: what the descriptor (or a chain's first table entry) points at. The
-/// caller has checked [`tx_sendable`]. All [`TX_HDR_ROOM`] bytes in front are zeroed (two
-/// fixed stores); the device reads the last `hdr` of them.
+/// right in front of `pkt`'s data, with the offload request of a packet that has one
+/// ([`write_tx_offload`]), and returns the device address and length of header and data
+/// together: what the descriptor (or a chain's first table entry) points at. The caller
+/// has checked [`tx_sendable`]. All [`TX_HDR_ROOM`] bytes in front are zeroed (two fixed
+/// stores); the device reads the last `hdr` of them.
 #[inline(always)]
 pub(crate) fn write_tx_hdr(pkt: &mut PacketBuf, hdr: u32) -> (u64, u32) {
+    let r = write_plain_tx_hdr(pkt, hdr);
+    if pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK != 0 {
+        write_tx_offload(pkt, hdr);
+    }
+    r
+}
+
+/// [`write_tx_hdr`] for a packet known to ask for nothing (the engine's runs, of packets
+/// [`tx_single`] accepted): the zero header only.
+#[inline(always)]
+pub(crate) fn write_plain_tx_hdr(pkt: &mut PacketBuf, hdr: u32) -> (u64, u32) {
     let room = pkt.headroom_mut();
     let n = room.len();
     if let Some(h) = room.get_mut(n.wrapping_sub(TX_HDR_ROOM)..) {
         h.fill(0);
     }
     (pkt.data_iova() - u64::from(hdr), pkt.len() as u32 + hdr)
+}
+
+/// The header of a packet with an offload request (virtio 1.2 §5.1.6.2): its L4
+/// checksum field prepared as `NEEDS_CSUM` wants it (the pseudo-header sum) and the IPv4
+/// header checksum computed; `NEEDS_CSUM` with `csum_start` at the L4 header and
+/// `csum_offset` at its checksum field; for TSO `GSO_TCPV4` or `GSO_TCPV6` (with
+/// `GSO_ECN` when the segment carries CWR, which [`tx_sendable`] let through only with
+/// HOST_ECN), `gso_size` the MSS and `hdr_len` the headers each segment repeats.
+#[cold]
+#[inline(never)]
+fn write_tx_offload(pkt: &mut PacketBuf, hdr: u32) {
+    let Ok(Some(o)) = TxOffload::of(pkt) else {
+        return;
+    };
+    o.prepare(pkt, PseudoHeader::Partial);
+    let mut h = VirtioNetHdr::default();
+    if let Some((start, offset)) = o.l4_csum() {
+        h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        h.csum_start = start.into();
+        h.csum_offset = offset.into();
+    }
+    if o.tso {
+        let cwr = pkt
+            .data()
+            .get(usize::from(o.l2) + usize::from(o.l3) + 13)
+            .is_some_and(|f| f & crate::offload::tcp_flags::CWR != 0);
+        h.gso_type = if o.ipv4 {
+            VIRTIO_NET_HDR_GSO_TCPV4
+        } else {
+            VIRTIO_NET_HDR_GSO_TCPV6
+        } | if cwr { VIRTIO_NET_HDR_GSO_ECN } else { 0 };
+        h.gso_size = o.mss.into();
+        h.hdr_len = (u16::from(o.l2) + u16::from(o.l3) + u16::from(o.l4)).into();
+    }
+    let room = pkt.headroom_mut();
+    let at = room.len().wrapping_sub(hdr as usize);
+    if let Some(d) = room.get_mut(at..at + VIRTIO_NET_HDR_LEN) {
+        d.copy_from_slice(zerocopy::IntoBytes::as_bytes(&h));
+    }
 }
 
 #[cfg(test)]
@@ -1349,7 +1438,13 @@ mod tests {
             }
         }
         let mut b = PacketBatch::new(8);
-        b.push(chain(&mut cache, &frame(99, 1000), 17)).unwrap();
+        // One segment more than a table holds (1300 bytes in 65 pieces of 20).
+        b.push(chain(
+            &mut cache,
+            &frame(99, 1300),
+            INDIRECT_SEGS as usize + 1,
+        ))
+        .unwrap();
         assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 0);
         assert_eq!(txq.stats().bad_packet, 1);
         txq.reclaim(&mut cache);
@@ -1363,8 +1458,9 @@ mod tests {
         b.push(chain(&mut cache, &frame(1, 200), 2)).unwrap();
         assert_eq!(tx_burst(&mut plain, &mut cache, &mut b), 0);
         assert_eq!(plain.stats().bad_packet, 1);
-        // A TX offload request, which virtio-net does not serve yet, in a chain or not:
-        // dropped and counted, not sent with a header that ignores it.
+        // A TX checksum request the device does not serve (no CSUM), in a chain or not: the
+        // ring alone drops and counts it, never sends it with a header that ignores it (a
+        // queue handle's SoftTx computes it before the ring).
         for n in [1, 2] {
             let mut p = chain(&mut cache, &frame(2, 300), n);
             p.meta_mut().flags = PacketMeta::TX_IPV4 | PacketMeta::TX_TCP_CSUM;
@@ -1373,6 +1469,60 @@ mod tests {
         }
         assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 2);
         assert_eq!(txq.stats().bad_offload, 2);
+    }
+
+    /// The header of a TSO request (virtio 1.2 §5.1.6.2): NEEDS_CSUM from the TCP header
+    /// to its checksum field, GSO_TCPV4/6 with the MSS and the headers' length, GSO_ECN
+    /// with CWR; the TCP field left as the pseudo-header sum over the whole L4 length, so
+    /// that the device's sum over the segment completes to the checksum etherparse
+    /// computes; the IPv4 header checksum written. A UDP checksum request over IPv6 the
+    /// same, without GSO.
+    #[test]
+    fn tx_offload_requests_are_written_into_the_header() {
+        use crate::offload::testutil::{frame, packet, tso, Spec};
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(0);
+        for (v6, cwr) in [(false, false), (true, true)] {
+            let spec = Spec {
+                v6,
+                flags: if cwr {
+                    crate::offload::tcp_flags::CWR
+                } else {
+                    0
+                },
+                ..Spec::default()
+            };
+            let data = vec![3u8; 4001];
+            let want = frame(&spec, &data);
+            // tso()'s metadata over the whole frame (its IP length right, as a stack sends).
+            let meta = *tso(&mut cache, &spec, &[], 1448, &[]).meta();
+            let mut p = packet(&mut cache, &want, &[]);
+            *p.meta_mut() = meta;
+            let (l3, l4) = (if v6 { 40 } else { 20 }, 32u16);
+            write_tx_hdr(&mut p, HDR_LEN as u32);
+            let room = p.headroom();
+            let h = VirtioNetHdr::read_from_bytes(&p.headroom_bytes()[room - HDR_LEN..]).unwrap();
+            assert_eq!(h.flags, VIRTIO_NET_HDR_F_NEEDS_CSUM);
+            let gso = if v6 {
+                VIRTIO_NET_HDR_GSO_TCPV6
+            } else {
+                VIRTIO_NET_HDR_GSO_TCPV4
+            };
+            let ecn = if cwr { VIRTIO_NET_HDR_GSO_ECN } else { 0 };
+            assert_eq!(h.gso_type, gso | ecn);
+            assert_eq!(h.gso_size.get(), 1448);
+            assert_eq!(h.hdr_len.get(), 14 + l3 + l4);
+            assert_eq!(h.csum_start.get(), 14 + l3);
+            assert_eq!(h.csum_offset.get(), 16);
+            assert_eq!(h.num_buffers.get(), 0);
+            // What the device does: the complement of the sum from csum_start.
+            let start = usize::from(14 + l3);
+            let c = !crate::packet::csum::fold(crate::packet::csum::sum_from(&p, start).unwrap());
+            let mut got = Vec::new();
+            p.append_to(&mut got);
+            got[start + 16..start + 18].copy_from_slice(&c.to_be_bytes());
+            assert!(got == want, "v6 {v6}: the frame the device completes");
+        }
     }
 
     #[test]

@@ -282,6 +282,7 @@ impl VirtioNet {
             } else {
                 Queues::Split(Vec::new())
             };
+            let tx_offloads = super::tx_offloads(features);
             for p in 0..pairs {
                 // Pair p: RX queue 2p, TX queue 2p + 1 (§5.1.2), each with its own doorbell
                 // (queue_notify_off, §4.1.4.4).
@@ -293,7 +294,9 @@ impl VirtioNet {
                         let tx_ring = PackedRing::new(rings.clone(), rx_off + tx_off, tx_size);
                         let rx_bell = setup(rxi, rx_size, QueueLayout::Packed, rx_ring.iovas())?;
                         let tx_bell = setup(txi, tx_size, QueueLayout::Packed, tx_ring.iovas())?;
-                        let tx = PackedTx::new(tx_ring, tx_bell).with_hdr_len(hdr_len);
+                        let tx = PackedTx::new(tx_ring, tx_bell)
+                            .with_hdr_len(hdr_len)
+                            .with_offloads(tx_offloads);
                         v.push((
                             RxQueue::new(
                                 PackedRx::new(rx_ring, rx_bell, hdr_mode),
@@ -315,7 +318,9 @@ impl VirtioNet {
                             SplitRing::new(rings.clone(), rx_off + tx_off, tx_size, event_idx);
                         let rx_bell = setup(rxi, rx_size, QueueLayout::Split, rx_ring.iovas())?;
                         let tx_bell = setup(txi, tx_size, QueueLayout::Split, tx_ring.iovas())?;
-                        let tx = VirtioTx::new(tx_ring, tx_bell).with_hdr_len(hdr_len);
+                        let tx = VirtioTx::new(tx_ring, tx_bell)
+                            .with_hdr_len(hdr_len)
+                            .with_offloads(tx_offloads);
                         v.push((
                             RxQueue::new(
                                 VirtioRx::new(rx_ring, rx_bell, hdr_mode),

@@ -40,6 +40,7 @@
 //!   refill after QEMU found the ring empty kicks it, and one while it still had buffers
 //!   does not.
 
+use crate::offload::tx::DeviceTxOffloads;
 use crate::platform::barrier;
 use std::sync::Arc;
 
@@ -379,6 +380,8 @@ pub struct PackedTx<M: NarrowMmio> {
     indirect: Option<IndirectTables>,
     /// Bytes of header before each frame (`super::VirtioTxOps::hdr_len`).
     hdr_len: usize,
+    /// The TX offloads the device serves (from the negotiated features).
+    offloads: DeviceTxOffloads,
 }
 
 impl<M: NarrowMmio> PackedTx<M> {
@@ -390,7 +393,21 @@ impl<M: NarrowMmio> PackedTx<M> {
             published: 0,
             indirect: None,
             hdr_len: super::HDR_LEN,
+            offloads: DeviceTxOffloads::default(),
         }
+    }
+
+    /// Serves the TX offload requests `offloads` says the device takes (`CSUM`,
+    /// `HOST_TSO4/6`, `HOST_ECN` negotiated); without, a request reaching the ring is
+    /// refused (the queue's software offloads serve it before).
+    pub fn with_offloads(mut self, offloads: DeviceTxOffloads) -> Self {
+        self.offloads = offloads;
+        self
+    }
+
+    /// The TX offloads the device serves.
+    pub fn offloads(&self) -> DeviceTxOffloads {
+        self.offloads
     }
 
     /// Sends chains through `tables` (`VIRTIO_F_INDIRECT_DESC` negotiated).
@@ -451,6 +468,7 @@ impl<M: NarrowMmio> TxDescOps for PackedTx<M> {
             self.ring.view(),
             self.indirect.as_ref().map(IndirectTables::view),
             self.hdr_len as u32,
+            self.offloads,
         )
     }
 
@@ -468,7 +486,12 @@ impl<M: NarrowMmio> TxDescOps for PackedTx<M> {
 
 /// The virtio-net TX descriptor accesses, on a view of a packed ring.
 #[derive(Clone, Copy)]
-pub struct PackedTxView<'a>(PackedView<'a>, Option<IndirectView<'a>>, u32);
+pub struct PackedTxView<'a>(
+    PackedView<'a>,
+    Option<IndirectView<'a>>,
+    u32,
+    DeviceTxOffloads,
+);
 
 impl PackedTxView<'_> {
     /// A chain: its segments in the slot's indirect table, laid out in sequence (virtio
@@ -521,18 +544,24 @@ impl TxView for PackedTxView<'_> {
         1
     }
 
-    /// Unchained, and no TX offload asked: virtio's TX header carries no request yet, so
-    /// a packet that asks goes to the checked loop, where `sendable` refuses it.
+    /// Unchained, and no TX offload asked: a packet that asks goes to the checked loop,
+    /// where `sendable` checks it.
     #[inline(always)]
     fn single(&self, pkt: &PacketBuf) -> bool {
         super::tx_single(pkt)
     }
 
-    /// A TX offload request is not served on virtio-net yet: dropped and counted
-    /// (`TxStats::bad_offload`), never sent as if served.
+    /// Room for the header, and a TX offload request only if valid and one the device
+    /// serves (dropped and counted otherwise, `TxStats::bad_offload`).
     #[inline(always)]
     fn sendable(&self, pkt: &PacketBuf) -> bool {
-        super::tx_sendable(pkt)
+        super::tx_sendable(pkt, self.3)
+    }
+
+    /// A TSO packet up to an IP datagram's 64 KiB (the device segments it).
+    #[inline(always)]
+    fn max_len(&self, pkt: &PacketBuf, max_frame: usize) -> usize {
+        super::tx_max_len(pkt, max_frame)
     }
 
     #[inline(always)]
@@ -541,15 +570,18 @@ impl TxView for PackedTxView<'_> {
         if pkt.is_chained() {
             self.post_chain(pidx, pkt);
         } else {
-            self.encap_single(pidx, pkt);
+            // The header with the packet's offload request, if any.
+            let (iova, len) = super::write_tx_hdr(pkt, self.2);
+            self.0.post(pidx, iova, len, 0);
         }
         1
     }
 
     #[inline(always)]
     fn encap_single(&self, pidx: u32, pkt: &mut PacketBuf) {
-        // The header in front of the data, then one descriptor over both.
-        let (iova, len) = super::write_tx_hdr(pkt, self.2);
+        // The header (no request: `single` said so) in front of the data, then one
+        // descriptor over both.
+        let (iova, len) = super::write_plain_tx_hdr(pkt, self.2);
         self.0.post(pidx, iova, len, 0);
     }
 
@@ -993,7 +1025,13 @@ mod tests {
             }
         }
         let mut b = PacketBatch::new(8);
-        b.push(chain(&mut cache, &frame(99, 1000), 17)).unwrap();
+        // One segment more than a table holds (1300 bytes in 65 pieces of 20).
+        b.push(chain(
+            &mut cache,
+            &frame(99, 1300),
+            INDIRECT_SEGS as usize + 1,
+        ))
+        .unwrap();
         assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 0);
         assert_eq!(txq.stats().bad_packet, 1);
         txq.reclaim(&mut cache);

@@ -1,6 +1,7 @@
 //! Split virtqueues (virtio 1.2 §2.7): the ring in DMA memory, its view for the burst
 //! loops, and virtio-net's RX and TX descriptor ops on it.
 
+use crate::offload::tx::DeviceTxOffloads;
 use crate::platform::barrier;
 use std::sync::Arc;
 
@@ -342,6 +343,8 @@ pub struct VirtioTx<M: NarrowMmio> {
     indirect: Option<IndirectTables>,
     /// Bytes of header before each frame (`super::VirtioTxOps::hdr_len`).
     hdr_len: usize,
+    /// The TX offloads the device serves (from the negotiated features).
+    offloads: DeviceTxOffloads,
 }
 
 impl<M: NarrowMmio> VirtioTx<M> {
@@ -352,7 +355,21 @@ impl<M: NarrowMmio> VirtioTx<M> {
             bell,
             indirect: None,
             hdr_len: super::HDR_LEN,
+            offloads: DeviceTxOffloads::default(),
         }
+    }
+
+    /// Serves the TX offload requests `offloads` says the device takes (`CSUM`,
+    /// `HOST_TSO4/6`, `HOST_ECN` negotiated); without, a request reaching the ring is
+    /// refused (the queue's software offloads serve it before).
+    pub fn with_offloads(mut self, offloads: DeviceTxOffloads) -> Self {
+        self.offloads = offloads;
+        self
+    }
+
+    /// The TX offloads the device serves.
+    pub fn offloads(&self) -> DeviceTxOffloads {
+        self.offloads
     }
 
     /// Sends chains through `tables` (`VIRTIO_F_INDIRECT_DESC` negotiated).
@@ -403,6 +420,7 @@ impl<M: NarrowMmio> TxDescOps for VirtioTx<M> {
             self.ring.view(),
             self.indirect.as_ref().map(IndirectTables::view),
             self.hdr_len as u32,
+            self.offloads,
         )
     }
 
@@ -419,7 +437,12 @@ impl<M: NarrowMmio> TxDescOps for VirtioTx<M> {
 
 /// The virtio-net TX descriptor accesses, on a view of the ring.
 #[derive(Clone, Copy)]
-pub struct VirtioTxView<'a>(SplitView<'a>, Option<IndirectView<'a>>, u32);
+pub struct VirtioTxView<'a>(
+    SplitView<'a>,
+    Option<IndirectView<'a>>,
+    u32,
+    DeviceTxOffloads,
+);
 
 impl VirtioTxView<'_> {
     /// A chain: its segments in the slot's indirect table, chained by `next` (virtio 1.2
@@ -485,19 +508,24 @@ impl TxView for VirtioTxView<'_> {
         1
     }
 
-    /// Unchained, no TX offload asked (virtio's TX header carries no request yet, so a
-    /// packet that asks goes to the checked loop, where `sendable` refuses it), room for
-    /// the header.
+    /// Unchained, no TX offload asked (a packet that asks goes to the checked loop, where
+    /// `sendable` checks it), room for the header.
     #[inline(always)]
     fn single(&self, pkt: &PacketBuf) -> bool {
         super::tx_single(pkt)
     }
 
-    /// Room for the header, and no TX offload request (not served on virtio-net yet:
-    /// dropped and counted, `TxStats::bad_offload`, never sent as if served).
+    /// Room for the header, and a TX offload request only if valid and one the device
+    /// serves (dropped and counted otherwise, `TxStats::bad_offload`).
     #[inline(always)]
     fn sendable(&self, pkt: &PacketBuf) -> bool {
-        super::tx_sendable(pkt)
+        super::tx_sendable(pkt, self.3)
+    }
+
+    /// A TSO packet up to an IP datagram's 64 KiB (the device segments it).
+    #[inline(always)]
+    fn max_len(&self, pkt: &PacketBuf, max_frame: usize) -> usize {
+        super::tx_max_len(pkt, max_frame)
     }
 
     /// Chains through the slot's indirect table when negotiated.
@@ -512,9 +540,9 @@ impl TxView for VirtioTxView<'_> {
 
     #[inline(always)]
     fn encap_single(&self, pidx: u32, pkt: &mut PacketBuf) {
-        // The header in front of the data, then one device-readable descriptor over both
-        // (flags 0, next 0).
-        let (iova, len) = super::write_tx_hdr(pkt, self.2);
+        // The header (no request: `single` said so) in front of the data, then one
+        // device-readable descriptor over both (flags 0, next 0).
+        let (iova, len) = super::write_plain_tx_hdr(pkt, self.2);
         self.0.desc.write_qwords(pidx, iova, u64::from(len));
     }
 
@@ -524,7 +552,9 @@ impl TxView for VirtioTxView<'_> {
         if pkt.is_chained() {
             return self.encap_chain(pidx, pkt);
         }
-        self.encap_single(pidx, pkt);
+        // The header with the packet's offload request, if any.
+        let (iova, len) = super::write_tx_hdr(pkt, self.2);
+        self.0.desc.write_qwords(pidx, iova, u64::from(len));
         1
     }
 

@@ -129,6 +129,38 @@ enum Cmd {
         /// multicast, other unicast) and print them on an `rx-sink: by-dst:` line.
         #[arg(long)]
         by_dst: bool,
+        /// LRO on (PortConfig::lro: the device's, or tenge's software LRO).
+        #[arg(long)]
+        lro: bool,
+        /// Sum the TCP payload bytes of what arrives (IPv4) and print them as
+        /// `tcp_payload_bytes=` and live `tcp-gbps` lines.
+        #[arg(long)]
+        tcp: bool,
+    },
+    /// Send one TCP flow's stream for the offload benchmarks: TSO packets of --payload
+    /// bytes (--tso), or --mss-sized frames built here, each with checksum requests (served
+    /// by the device or in software, as the port says). Prints live payload Gbit/s.
+    TcpSend {
+        /// PCI address of the sending NIC.
+        pci: String,
+        /// Send TSO packets (the port segments them) instead of MSS-sized frames.
+        #[arg(long)]
+        tso: bool,
+        /// TCP payload bytes per frame on the wire.
+        #[arg(long, default_value_t = 1448)]
+        mss: u16,
+        /// TCP payload bytes per TSO packet.
+        #[arg(long, default_value_t = 62_000)]
+        payload: usize,
+        /// Accept the device's TX checksum and TSO offloads (virtio-net CSUM, HOST_TSO).
+        #[arg(long)]
+        device_offloads: bool,
+        /// Seconds to send.
+        #[arg(long, default_value = "10", value_parser = parse_secs)]
+        duration: Duration,
+        /// Destination MAC address.
+        #[arg(long, default_value = "02:00:00:00:0e:02", value_parser = parse_mac)]
+        dst_mac: [u8; 6],
     },
     /// Send the TX offload test's packets (tenge_tests::offload) with checksum and TSO
     /// requests and their checksum fields scrambled, then four malformed requests, which
@@ -136,6 +168,12 @@ enum Cmd {
     TxOffload {
         /// PCI address of the sending NIC.
         pci: String,
+        /// Accept the device's TX checksum offload (virtio-net CSUM) where offered.
+        #[arg(long)]
+        tx_checksum: bool,
+        /// Accept the device's TSO (virtio-net HOST_TSO4/6) where offered.
+        #[arg(long)]
+        tso: bool,
         /// Ask for this 802.1Q tag too on every packet (`PacketMeta::TX_VLAN`), decimal.
         #[arg(long)]
         vlan: Option<u16>,
@@ -215,6 +253,8 @@ fn main() -> ExitCode {
             accept_mac,
             end_seq,
             by_dst,
+            lro,
+            tcp,
         } => rx_sink(
             &pci,
             &RxSink {
@@ -225,14 +265,35 @@ fn main() -> ExitCode {
                 accept_mac,
                 end_seq,
                 by_dst,
+                tcp,
             },
             &PortConfig {
                 rx_ring,
                 rx_free_thresh: free_thresh,
                 rx_checksum,
                 promisc: !no_promisc,
+                lro,
                 ..PortConfig::default()
             },
+        ),
+        Cmd::TcpSend {
+            pci,
+            tso,
+            mss,
+            payload,
+            device_offloads,
+            duration,
+            dst_mac,
+        } => tcp_send(
+            &pci,
+            &TcpSend {
+                tso,
+                mss,
+                payload,
+                duration,
+                dst_mac,
+            },
+            device_offloads,
         ),
         Cmd::ExpectError {
             pci,
@@ -242,9 +303,11 @@ fn main() -> ExitCode {
         } => expect_error(&pci, require_hugepages, &kind, &expect),
         Cmd::TxOffload {
             pci,
+            tx_checksum,
+            tso,
             vlan,
             vlan_strip,
-        } => tx_offload(&pci, vlan, vlan_strip),
+        } => tx_offload(&pci, tx_checksum, tso, vlan, vlan_strip),
     };
     match r {
         Ok(()) => {
@@ -558,6 +621,168 @@ struct RxSink {
     accept_mac: Vec<[u8; 6]>,
     end_seq: Option<u64>,
     by_dst: bool,
+    tcp: bool,
+}
+
+/// The TCP payload bytes of an IPv4 frame (0 for anything else): its IP total length less
+/// the IP and TCP headers, as the headers say (a merged frame's are the merged length).
+fn tcp_payload(p: &PacketBuf) -> u64 {
+    let d = p.data();
+    if d.len() < 54 || d[12..14] != [0x08, 0x00] || d[23] != 6 {
+        return 0;
+    }
+    let ihl = usize::from(d[14] & 0xf) * 4;
+    let total = usize::from(u16::from_be_bytes([d[16], d[17]]));
+    let doff = d.get(14 + ihl + 12).map_or(0, |b| usize::from(b >> 4) * 4);
+    total.saturating_sub(ihl + doff) as u64
+}
+
+/// What `tcp-send` sends.
+struct TcpSend {
+    tso: bool,
+    mss: u16,
+    payload: usize,
+    duration: Duration,
+    dst_mac: [u8; 6],
+}
+
+/// The stream's frame header (Ethernet, IPv4, TCP without options), its IP total length
+/// and TCP sequence number patched per packet.
+fn tcp_header(src: [u8; 6], dst: [u8; 6]) -> Vec<u8> {
+    let mut h = Vec::new();
+    etherparse::PacketBuilder::ethernet2(src, dst)
+        .ipv4([198, 18, 0, 1], [198, 18, 0, 2], 64)
+        .tcp(40000, 5001, 0, 65535)
+        .ack(1)
+        .write(&mut h, &[])
+        .expect("a TCP header");
+    h
+}
+
+fn tcp_send(pci: &str, t: &TcpSend, device_offloads: bool) -> Res {
+    let mut port = Port::open(
+        pci,
+        &PortConfig {
+            rx_ring: 64,
+            mempool_buffers: 8192,
+            tx_checksum: device_offloads,
+            tso: device_offloads,
+            ..PortConfig::default()
+        },
+    )?;
+    let offloads = port.offloads();
+    let hdr = tcp_header(port.mac(), t.dst_mac);
+    let per_pkt = if t.tso { t.payload } else { usize::from(t.mss) };
+    // Payload bytes: a fixed pattern, copied into every packet as an application would.
+    let pattern: Vec<u8> = (0..per_pkt + 2048).map(|i| (i % 251) as u8).collect();
+    println!(
+        "tcp-send: {pci} {} mss={} payload_per_packet={per_pkt} offloads: {offloads}",
+        if t.tso { "tso" } else { "mss-frames" },
+        t.mss
+    );
+    let mut batch = PacketBatch::new(32);
+    let (mut seq, mut id) = (0u32, 0u16);
+    let (mut packets, mut payload_sent) = (0u64, 0u64);
+    let start = Instant::now();
+    let (mut last, mut last_bytes) = (start, 0u64);
+    let mut built_payload = Vec::new();
+    while start.elapsed() < t.duration {
+        while batch.room() > 0 {
+            let Some(p) = build_tcp(&mut port, &hdr, &pattern, per_pkt, seq, id, t) else {
+                break;
+            };
+            let _ = batch.push(p);
+            built_payload.push(per_pkt as u64);
+            seq = seq.wrapping_add(per_pkt as u32);
+            id = id.wrapping_add(1);
+        }
+        let n = port.tx_burst(&mut batch);
+        if n == 0 {
+            port.tx_reclaim();
+        }
+        for b in built_payload.drain(..n) {
+            payload_sent += b;
+            packets += 1;
+        }
+        let now = Instant::now();
+        if now - last >= Duration::from_secs(1) {
+            println!(
+                "[{:6.1}s] gbps {:7.4}",
+                (now - start).as_secs_f64(),
+                (payload_sent - last_bytes) as f64 * 8.0 / (now - last).as_secs_f64() / 1e9
+            );
+            (last, last_bytes) = (now, payload_sent);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    port.free_batch(&mut batch);
+    port.tx_drain(Duration::from_secs(5));
+    let s = port.stats();
+    println!(
+        "tcp-send: done: packets={packets} payload_bytes={payload_sent} seconds={secs:.3} gbps={:.4} tx_frames={} bad_offload={} bad_packet={} hw_gptc={} {}",
+        payload_sent as f64 * 8.0 / secs / 1e9,
+        s.tx.packets,
+        s.tx.bad_offload,
+        s.tx.bad_packet,
+        s.hw.gptc,
+        memory_summary()
+    );
+    Ok(())
+}
+
+/// One packet of the stream at `seq`: the header patched (IP total length and ID, TCP
+/// sequence), `len` payload bytes after it, in a chain of buffers for TSO; the offload
+/// requests set. `None` when the pool is out of buffers (the caller sends what it has).
+fn build_tcp(
+    port: &mut Port,
+    hdr: &[u8],
+    pattern: &[u8],
+    len: usize,
+    seq: u32,
+    id: u16,
+    t: &TcpSend,
+) -> Option<PacketBuf> {
+    let total = hdr.len() + len;
+    let room = 2048usize;
+    let mut parts = Vec::with_capacity(total.div_ceil(room));
+    let mut at = 0usize;
+    while at < total {
+        let n = (total - at).min(room);
+        // Out of buffers: those taken go back as `parts` drops.
+        let mut b = port.alloc_tx()?;
+        if !b.set_len(n) {
+            return None;
+        }
+        let d = b.data_mut();
+        let h = hdr.len().saturating_sub(at).min(n);
+        if h > 0 {
+            d[..h].copy_from_slice(&hdr[at..at + h]);
+        }
+        let from = (at + h) - hdr.len();
+        d[h..n].copy_from_slice(&pattern[from % 251..from % 251 + (n - h)]);
+        parts.push(b);
+        at += n;
+    }
+    let mut head: Option<PacketBuf> = None;
+    while let Some(mut b) = parts.pop() {
+        b.set_next(head.take());
+        head = Some(b);
+    }
+    let mut p = head?;
+    let d = p.data_mut();
+    d[16..18].copy_from_slice(&((total - 14) as u16).to_be_bytes());
+    d[18..20].copy_from_slice(&id.to_be_bytes());
+    d[38..42].copy_from_slice(&seq.to_be_bytes());
+    let m = p.meta_mut();
+    m.flags = PacketMeta::TX_IPV4
+        | PacketMeta::TX_IP_CSUM
+        | if t.tso {
+            PacketMeta::TX_TSO
+        } else {
+            PacketMeta::TX_TCP_CSUM
+        };
+    (m.l2_len, m.l3_len, m.l4_len, m.mss) = (14, 20, 20, t.mss);
+    Some(p)
 }
 
 /// Frames received, by destination address.
@@ -591,6 +816,7 @@ fn rx_sink(pci: &str, sink: &RxSink, cfg: &PortConfig) -> Res {
     println!("READY {pci}");
     let mut b = PacketBatch::new(batch);
     let mut got = 0u64;
+    let (mut tcp_bytes, mut last_tcp) = (0u64, 0u64);
     let mut first: Option<Instant> = None;
     let start = Instant::now();
     let mut last = start;
@@ -603,6 +829,9 @@ fn rx_sink(pci: &str, sink: &RxSink, cfg: &PortConfig) -> Res {
         if n > 0 {
             got += n as u64;
             first.get_or_insert_with(Instant::now);
+            if sink.tcp {
+                tcp_bytes += b.iter().map(tcp_payload).sum::<u64>();
+            }
             if by_dst || end_seq.is_some() {
                 for p in b.iter() {
                     let d = p.data();
@@ -640,11 +869,20 @@ fn rx_sink(pci: &str, sink: &RxSink, cfg: &PortConfig) -> Res {
                 break;
             }
             if now - last >= Duration::from_secs(1) {
+                let dt = (now - last).as_secs_f64();
                 println!(
                     "[{:6.1}s] rx {:7.3} Mpps",
                     (now - start).as_secs_f64(),
-                    (got - last_got) as f64 / (now - last).as_secs_f64() / 1e6
+                    (got - last_got) as f64 / dt / 1e6
                 );
+                if sink.tcp {
+                    println!(
+                        "[{:6.1}s] tcp-gbps {:7.4}",
+                        (now - start).as_secs_f64(),
+                        (tcp_bytes - last_tcp) as f64 * 8.0 / dt / 1e9
+                    );
+                    last_tcp = tcp_bytes;
+                }
                 last = now;
                 last_got = got;
             }
@@ -664,6 +902,13 @@ fn rx_sink(pci: &str, sink: &RxSink, cfg: &PortConfig) -> Res {
         s.hw.rnbc,
         memory_summary()
     );
+    if sink.tcp {
+        println!(
+            "rx-sink: tcp: frames={got} tcp_payload_bytes={tcp_bytes} gbps={:.4} lro={:?}",
+            tcp_bytes as f64 * 8.0 / secs / 1e9,
+            port.lro_stats()
+        );
+    }
     if by_dst {
         println!(
             "rx-sink: by-dst: own={} broadcast={} multicast={} other={} end_seen={end_seen}",
@@ -747,12 +992,14 @@ fn offload_meta(case: &tenge_tests::offload::Case, h: [u8; 3]) -> tenge::PacketM
     }
 }
 
-fn tx_offload(pci: &str, vlan: Option<u16>, vlan_strip: bool) -> Res {
+fn tx_offload(pci: &str, tx_checksum: bool, tso: bool, vlan: Option<u16>, vlan_strip: bool) -> Res {
     use tenge_tests::offload::{cases, frame};
     let mut port = Port::open(
         pci,
         &PortConfig {
             mempool_buffers: 4096,
+            tx_checksum,
+            tso,
             vlan_strip,
             ..PortConfig::default()
         },
@@ -839,12 +1086,20 @@ fn tx_offload(pci: &str, vlan: Option<u16>, vlan_strip: bool) -> Res {
         s.tx.bad_packet,
         s.hw.gptc
     );
-    if s.tx.packets != all.len() as u64 || s.tx.bad_offload != 4 {
+    // A TSO the device does not do leaves as the software GSO's segments, each counted.
+    let software_tso = port.offloads().tx_tso == tenge::port::caps::OffloadSupport::Software;
+    let frames: u64 = all
+        .iter()
+        .map(|c| match c.mss {
+            0 => 1,
+            mss if software_tso => c.payload.div_ceil(usize::from(mss)) as u64,
+            _ => 1,
+        })
+        .sum();
+    if s.tx.packets != frames || s.tx.bad_offload != 4 {
         return Err(format!(
-            "sent {} of {} packets, {} of 4 bad requests counted",
-            s.tx.packets,
-            all.len(),
-            s.tx.bad_offload
+            "sent {} of {frames} frames, {} of 4 bad requests counted",
+            s.tx.packets, s.tx.bad_offload
         )
         .into());
     }

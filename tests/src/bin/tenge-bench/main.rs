@@ -13,6 +13,7 @@ use tenge_testbed::{Backend, Guest, GuestConfig, Nic, NicModel};
 use tenge_tests::{dgram_nic, guest_bin, DgramPeer};
 
 mod mq;
+mod offload;
 mod stats;
 mod vhost;
 
@@ -65,6 +66,16 @@ mod vhost;
 ///                vhost-l2fwd64 on both queues, `l2fwd A B --queues 2` against
 ///                `--queues 1` (a thread per direction and queue pair on both sides); the
 ///                rate is what the host received on the second NIC
+///   e1000e-tso, sw-gso, virtio-tso
+///                tenge against itself (peer=mss-frames): one TCP flow as 62,000-byte TSO
+///                packets against the same stream as 1448-byte frames the application
+///                builds, on e1000e (TSE), on virtio-net without HOST_TSO (the software
+///                GSO) and on a vhost-user virtio-net with HOST_TSO (`tso=1`); payload
+///                Gbit/s accepted by the port
+///   lro          TCP frames of one flow forwarded by a host vhost port to a second
+///                virtio-net, received with tenge's software LRO on against off
+///                (peer=lro-off); TCP payload Gbit/s delivered, frames per wire frame in
+///                the BENCH-DETAIL line
 /// The virtio cases' BENCH-DETAIL lines also give notifications (doorbell writes the
 /// device received) per 1000 frames with and without EVENT_IDX. Every case alternates the
 /// sides over --rounds rounds in one boot and reports each side's median and spread; a
@@ -78,7 +89,7 @@ struct Args {
     /// Comma-separated cases to run.
     #[arg(
         long,
-        default_value = "e1000e-tx64,e1000e-rx64,igb-tx64,igb-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514,e1000e-l2fwd64,vhost-l2fwd64,vhost-mq-rx64,vhost-mq-l2fwd64"
+        default_value = "e1000e-tx64,e1000e-rx64,igb-tx64,igb-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514,e1000e-l2fwd64,vhost-l2fwd64,vhost-mq-rx64,vhost-mq-l2fwd64,e1000e-tso,sw-gso,virtio-tso,lro"
     )]
     cases: String,
     /// Rounds per case, alternating tenge and the peer in one boot; the median and spread
@@ -107,6 +118,10 @@ fn main() -> ExitCode {
                 virtio_rx64("virtio-packed-rx64", true, args.duration, args.rounds)
             }
             "e1000e-l2fwd64" => e1000e_l2fwd64(args.duration, args.rounds),
+            "e1000e-tso" => offload::e1000e_tso(args.duration, args.rounds),
+            "sw-gso" => offload::sw_gso(args.duration, args.rounds),
+            "virtio-tso" => offload::virtio_tso(args.duration, args.rounds),
+            "lro" => offload::lro(args.duration, args.rounds),
             vhost::L2FWD_CASE => vhost::run_l2fwd(args.duration, args.rounds),
             mq::RX_CASE => mq::run_rx(args.duration, args.rounds),
             mq::L2FWD_CASE => mq::run_l2fwd(args.duration, args.rounds),
@@ -165,7 +180,12 @@ fn virtio(packed: bool, event_idx: bool) -> NicModel {
 }
 
 /// Runs the script, returns the console lines (also streamed to stdout).
-fn run(nics: Vec<Nic>, script: &str, duration: u32, rounds: u32) -> Result<Vec<String>, String> {
+pub(crate) fn run(
+    nics: Vec<Nic>,
+    script: &str,
+    duration: u32,
+    rounds: u32,
+) -> Result<Vec<String>, String> {
     run_with(nics, script, duration, rounds, |_| {})
 }
 
@@ -225,7 +245,7 @@ pub(crate) fn steady(samples: &[f64]) -> Option<f64> {
 }
 
 /// Per-second Mpps from tenge's live lines (`[  1.0s] tx   2.367 Mpps ...`).
-fn tenge_samples(lines: &[&str], dir: &str) -> Vec<f64> {
+pub(crate) fn tenge_samples(lines: &[&str], dir: &str) -> Vec<f64> {
     lines
         .iter()
         .filter_map(|l| {

@@ -1,0 +1,269 @@
+//! A smoltcp [`Device`](smoltcp::phy::Device) over one tenge queue pair (feature
+//! `smoltcp`): TCP/IP in user space on a port, with no copy on receive and one doorbell
+//! per interface poll on transmit.
+//!
+//! - **RX**: `SmolDevice::receive` (smoltcp's `Device::receive`) takes frames from the queue a burst at a time and
+//!   hands smoltcp a token that owns the received buffer; smoltcp reads the frame in
+//!   place, and the buffer goes back to the queue's cache. Only a chain (a frame larger
+//!   than one buffer) is copied, into one slice, since smoltcp parses a frame as one.
+//!   A frame the device found a bad checksum in is dropped here and counted.
+//! - **TX**: a token writes into a fresh buffer from the TX queue's cache and leaves it in
+//!   the device's batch; [`SmolDevice::flush`], called after each `Interface::poll`, sends
+//!   the batch with one doorbell. A full batch is flushed on the way.
+//! - **Capabilities**: Ethernet, the port's largest frame as the MTU, and a
+//!   `max_burst_size` of the RX ring's worth (smoltcp issue 949: a TCP window larger than
+//!   the receive ring makes the peer send bursts the ring drops).
+
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+use crate::packet::mempool::{PacketBuf, PacketMeta};
+use crate::port::{QueuePair, RxQueueHandle, TxQueueHandle};
+use crate::ring::PacketBatch;
+
+/// The largest Ethernet frame a port sends without an FCS (no jumbo frames).
+pub const MAX_FRAME: usize = 1514;
+
+/// What the adapter counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SmolStats {
+    /// Frames handed to smoltcp.
+    pub rx_frames: u64,
+    /// Frames dropped because the device found a bad IPv4, TCP or UDP checksum.
+    pub rx_bad_checksum: u64,
+    /// Chains copied into one slice for smoltcp.
+    pub rx_linearised: u64,
+    /// Frames smoltcp sent that reached the ring.
+    pub tx_frames: u64,
+    /// Frames smoltcp built when the TX pool was empty (dropped; TCP resends them).
+    pub tx_no_buffer: u64,
+    /// Doorbell-batched sends (`flush` calls that sent something).
+    pub tx_flushes: u64,
+}
+
+/// A smoltcp device over one queue pair.
+pub struct SmolDevice {
+    rx: RxQueueHandle,
+    tx: TxQueueHandle,
+    /// Received frames not yet handed to smoltcp.
+    rx_batch: PacketBatch,
+    /// Frames smoltcp built, sent at the next flush.
+    tx_batch: PacketBatch,
+    /// Where a chain is linearised for smoltcp.
+    rx_scratch: Vec<u8>,
+    /// Where smoltcp writes a frame when no TX buffer is free (then dropped).
+    tx_scratch: Vec<u8>,
+    rx_ring: usize,
+    rx_counts: RxCounts,
+    tx_counts: TxCounts,
+}
+
+#[derive(Default)]
+struct RxCounts {
+    frames: u64,
+    bad_checksum: u64,
+    linearised: u64,
+}
+
+#[derive(Default)]
+struct TxCounts {
+    frames: u64,
+    no_buffer: u64,
+    flushes: u64,
+}
+
+impl SmolDevice {
+    /// A device over `pair`, whose RX ring has `rx_ring` descriptors (the burst smoltcp's
+    /// TCP window is bounded by).
+    pub fn new(pair: QueuePair, rx_ring: usize) -> Self {
+        SmolDevice {
+            rx: pair.rx,
+            tx: pair.tx,
+            rx_batch: PacketBatch::new(32),
+            tx_batch: PacketBatch::new(64),
+            rx_scratch: Vec::with_capacity(16 * 1024),
+            tx_scratch: Vec::with_capacity(MAX_FRAME),
+            rx_ring,
+            rx_counts: RxCounts::default(),
+            tx_counts: TxCounts::default(),
+        }
+    }
+
+    /// Sends what smoltcp built since the last flush, with one doorbell; returns how many
+    /// frames went. Frames a full ring did not take stay for the next flush.
+    pub fn flush(&mut self) -> usize {
+        if self.tx_batch.is_empty() {
+            return 0;
+        }
+        let n = self.tx.tx_burst(&mut self.tx_batch);
+        if n == 0 {
+            self.tx.tx_reclaim();
+        }
+        self.tx_counts.frames += n as u64;
+        self.tx_counts.flushes += u64::from(n > 0);
+        n
+    }
+
+    /// The adapter's counters.
+    pub fn stats(&self) -> SmolStats {
+        SmolStats {
+            rx_frames: self.rx_counts.frames,
+            rx_bad_checksum: self.rx_counts.bad_checksum,
+            rx_linearised: self.rx_counts.linearised,
+            tx_frames: self.tx_counts.frames,
+            tx_no_buffer: self.tx_counts.no_buffer,
+            tx_flushes: self.tx_counts.flushes,
+        }
+    }
+
+    /// The receive queue (its counters, its software LRO switch).
+    pub fn rx_queue(&mut self) -> &mut RxQueueHandle {
+        &mut self.rx
+    }
+
+    /// The transmit queue (its counters).
+    pub fn tx_queue(&mut self) -> &mut TxQueueHandle {
+        &mut self.tx
+    }
+
+    /// Whether received frames are waiting for smoltcp (taken from the ring, not yet
+    /// handed over); an idle loop sleeps only when this is false.
+    pub fn rx_pending(&self) -> bool {
+        !self.rx_batch.is_empty()
+    }
+}
+
+/// A received frame for smoltcp: owns its buffer until consumed.
+pub struct SmolRxToken<'a> {
+    pkt: PacketBuf,
+    rx: &'a mut RxQueueHandle,
+    scratch: &'a mut Vec<u8>,
+    linearised: &'a mut u64,
+}
+
+impl phy::RxToken for SmolRxToken<'_> {
+    fn consume<R, F>(self, f: F) -> R
+    where
+        F: FnOnce(&[u8]) -> R,
+    {
+        let r = if self.pkt.is_chained() {
+            *self.linearised += 1;
+            self.scratch.clear();
+            self.pkt.append_to(self.scratch);
+            f(self.scratch)
+        } else {
+            f(self.pkt.data())
+        };
+        self.rx.free(self.pkt);
+        r
+    }
+}
+
+/// Room for one frame smoltcp sends.
+pub struct SmolTxToken<'a> {
+    tx: &'a mut TxQueueHandle,
+    batch: &'a mut PacketBatch,
+    scratch: &'a mut Vec<u8>,
+    counts: &'a mut TxCounts,
+}
+
+impl phy::TxToken for SmolTxToken<'_> {
+    fn consume<R, F>(self, len: usize, f: F) -> R
+    where
+        F: FnOnce(&mut [u8]) -> R,
+    {
+        if self.batch.room() == 0 {
+            let n = self.tx.tx_burst(self.batch);
+            self.counts.frames += n as u64;
+            self.counts.flushes += u64::from(n > 0);
+        }
+        let mut buf = self
+            .tx
+            .alloc()
+            .filter(|_| self.batch.room() > 0 && len <= MAX_FRAME);
+        if let Some(b) = buf.as_mut() {
+            if b.set_len(len) {
+                *b.meta_mut() = PacketMeta::default();
+            } else if let Some(b) = buf.take() {
+                self.tx.free(b);
+            }
+        }
+        match buf {
+            Some(mut b) => {
+                let r = f(b.data_mut());
+                if let Err(b) = self.batch.push(b) {
+                    self.tx.free(b);
+                }
+                r
+            }
+            None => {
+                // No buffer (or no room): smoltcp still writes the frame; it is dropped
+                // and counted, and TCP's retransmission covers it.
+                self.counts.no_buffer += 1;
+                self.scratch.resize(len, 0);
+                f(&mut self.scratch[..len])
+            }
+        }
+    }
+}
+
+impl phy::Device for SmolDevice {
+    type RxToken<'a> = SmolRxToken<'a>;
+    type TxToken<'a> = SmolTxToken<'a>;
+
+    fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let pkt = loop {
+            if self.rx_batch.is_empty() && self.rx.rx_burst(&mut self.rx_batch) == 0 {
+                return None;
+            }
+            let pkt = self.rx_batch.pop()?;
+            let bad = PacketMeta::RX_IP_CSUM_BAD | PacketMeta::RX_L4_CSUM_BAD;
+            if pkt.meta().flags & bad != 0 {
+                self.rx_counts.bad_checksum += 1;
+                self.rx.free(pkt);
+                continue;
+            }
+            break pkt;
+        };
+        self.rx_counts.frames += 1;
+        Some((
+            SmolRxToken {
+                pkt,
+                rx: &mut self.rx,
+                scratch: &mut self.rx_scratch,
+                linearised: &mut self.rx_counts.linearised,
+            },
+            SmolTxToken {
+                tx: &mut self.tx,
+                batch: &mut self.tx_batch,
+                scratch: &mut self.tx_scratch,
+                counts: &mut self.tx_counts,
+            },
+        ))
+    }
+
+    /// `None` (smoltcp holds the frame back and retries at its next poll) while the
+    /// batch is full and the ring takes nothing more: backpressure, not a drop.
+    fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        if self.tx_batch.room() == 0 && self.flush() == 0 {
+            self.tx.tx_reclaim();
+            if self.flush() == 0 {
+                return None;
+            }
+        }
+        Some(SmolTxToken {
+            tx: &mut self.tx,
+            batch: &mut self.tx_batch,
+            scratch: &mut self.tx_scratch,
+            counts: &mut self.tx_counts,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = MAX_FRAME;
+        caps.max_burst_size = Some(self.rx_ring.max(1));
+        caps
+    }
+}
