@@ -698,6 +698,27 @@ mod tests {
     use tenge_firmware_iface::Mmio;
     use zerocopy::IntoBytes;
 
+    /// virtio-net has no VLAN offload: a packet asking for a tag is refused (dropped and
+    /// counted by the engine), alone or with a request the device serves, never sent
+    /// untagged.
+    #[test]
+    fn a_vlan_tag_is_refused() {
+        let pool = host_pool(4).unwrap();
+        let mut b = pool.cache(0).alloc().unwrap();
+        assert!(b.copy_from(&[0u8; 60]));
+        let all = crate::offload::tx::DeviceTxOffloads {
+            l4_csum: true,
+            tso4: true,
+            tso6: true,
+            tso_ecn: true,
+        };
+        assert!(tx_sendable(&b, all));
+        b.meta_mut().flags = PacketMeta::TX_VLAN;
+        b.meta_mut().vlan_tci = 5;
+        assert!(!tx_single(&b));
+        assert!(!tx_sendable(&b, all));
+    }
+
     /// A notify structure that records doorbell writes (offset, value).
     #[derive(Default)]
     struct Bells(Mutex<Vec<(u32, u16)>>);
