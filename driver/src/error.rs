@@ -65,6 +65,17 @@ pub enum VfioError {
         #[source]
         source: io::Error,
     },
+    /// Setting up interrupts failed.
+    #[error("interrupts of {addr}: {what} failed: {source}; raise the process's open-file limit (ulimit -n) or open the port without interrupts")]
+    Irq {
+        /// The device.
+        addr: PciAddress,
+        /// What was attempted.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// A BAR the driver needs is absent or cannot be mapped.
     #[error("BAR{bar} of {addr} is {why}")]
     Bar {
@@ -124,6 +135,12 @@ pub enum DmaError {
 /// Anything a port can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The device is being removed (hot-unplug): the kernel asked tenge to release it.
+    #[error("{addr} is being removed (the kernel asked to release it, e.g. a hot-unplug): drop the port to let the removal finish; nothing more can be done on it")]
+    DeviceRemoved {
+        /// The device.
+        addr: PciAddress,
+    },
     /// Opening the device through VFIO.
     #[error(transparent)]
     Vfio(#[from] VfioError),

@@ -54,8 +54,12 @@ pub use packet::mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf, Packe
 pub use packet::rss::{RssConfig, RssHashTypes, RssType, DEFAULT_RSS_KEY};
 pub use platform::pci::PciAddress;
 pub use port::caps::{OffloadCaps, OffloadSupport};
-pub use port::{Port, PortConfig, PortStats, QueuePair, RxQueueHandle, TxQueueHandle};
+pub use port::{
+    IrqStats, LinkEvent, Moderation, Port, PortConfig, PortStats, QueuePair, RxQueueHandle,
+    TxQueueHandle,
+};
 pub use ring::{PacketBatch, RxStats, TxStats};
+pub use tenge_firmware_iface::e1000e::LinkStatus;
 
 #[cfg(test)]
 mod tests {

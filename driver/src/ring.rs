@@ -918,6 +918,17 @@ impl<D: RxDescOps> RxQueue<D> {
         &self.ops
     }
 
+    /// The device ops, to change their state between bursts (arming an interrupt).
+    pub fn ops_mut(&mut self) -> &mut D {
+        &mut self.ops
+    }
+
+    /// The free-running index of the next descriptor the engine polls (virtio: the next
+    /// used entry it reads).
+    pub fn next_index(&self) -> u32 {
+        self.cidx
+    }
+
     /// Counters.
     pub fn stats(&self) -> &RxStats {
         &self.stats

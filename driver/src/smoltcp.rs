@@ -14,7 +14,7 @@
 //!   `max_burst_size` of the RX ring's worth (smoltcp issue 949: a TCP window larger than
 //!   the receive ring makes the peer send bursts the ring drops).
 
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 use crate::packet::mempool::{PacketBuf, PacketMeta};
@@ -54,6 +54,8 @@ pub struct SmolDevice {
     /// Where smoltcp writes a frame when no TX buffer is free (then dropped).
     tx_scratch: Vec<u8>,
     rx_ring: usize,
+    /// The device computes IPv4, TCP and UDP checksums on TX (smoltcp leaves them).
+    tx_csum_offload: bool,
     rx_counts: RxCounts,
     tx_counts: TxCounts,
 }
@@ -84,6 +86,7 @@ impl SmolDevice {
             rx_scratch: Vec::with_capacity(16 * 1024),
             tx_scratch: Vec::with_capacity(MAX_FRAME),
             rx_ring,
+            tx_csum_offload: false,
             rx_counts: RxCounts::default(),
             tx_counts: TxCounts::default(),
         }
@@ -102,6 +105,15 @@ impl SmolDevice {
         self.tx_counts.frames += n as u64;
         self.tx_counts.flushes += u64::from(n > 0);
         n
+    }
+
+    /// Leaves the IPv4 header, TCP and UDP checksums of what smoltcp sends to the port
+    /// (each frame asks with `PacketMeta::TX_*`; smoltcp writes none): for a port whose
+    /// device computes them (`Port::offloads()` says `device`; with software it saves
+    /// nothing). smoltcp still verifies what it receives.
+    pub fn with_tx_checksum_offload(mut self, on: bool) -> Self {
+        self.tx_csum_offload = on;
+        self
     }
 
     /// The adapter's counters.
@@ -161,6 +173,7 @@ impl phy::RxToken for SmolRxToken<'_> {
 
 /// Room for one frame smoltcp sends.
 pub struct SmolTxToken<'a> {
+    csum_offload: bool,
     tx: &'a mut TxQueueHandle,
     batch: &'a mut PacketBatch,
     scratch: &'a mut Vec<u8>,
@@ -191,6 +204,9 @@ impl phy::TxToken for SmolTxToken<'_> {
         match buf {
             Some(mut b) => {
                 let r = f(b.data_mut());
+                if self.csum_offload {
+                    ask_checksums(&mut b);
+                }
                 if let Err(b) = self.batch.push(b) {
                     self.tx.free(b);
                 }
@@ -234,6 +250,7 @@ impl phy::Device for SmolDevice {
                 linearised: &mut self.rx_counts.linearised,
             },
             SmolTxToken {
+                csum_offload: self.tx_csum_offload,
                 tx: &mut self.tx,
                 batch: &mut self.tx_batch,
                 scratch: &mut self.tx_scratch,
@@ -252,6 +269,7 @@ impl phy::Device for SmolDevice {
             }
         }
         Some(SmolTxToken {
+            csum_offload: self.tx_csum_offload,
             tx: &mut self.tx,
             batch: &mut self.tx_batch,
             scratch: &mut self.tx_scratch,
@@ -264,6 +282,53 @@ impl phy::Device for SmolDevice {
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = MAX_FRAME;
         caps.max_burst_size = Some(self.rx_ring.max(1));
+        if self.tx_csum_offload {
+            // Verify on receive, leave the sum to the device on transmit.
+            caps.checksum.ipv4 = Checksum::Rx;
+            caps.checksum.tcp = Checksum::Rx;
+            caps.checksum.udp = Checksum::Rx;
+        }
         caps
     }
+}
+
+/// Sets the checksum requests for the frame smoltcp wrote into `b` (left without its IPv4,
+/// TCP and UDP checksums): Ethernet II, then IPv4 (its header checksum and, over TCP or
+/// UDP, that one) or IPv6 without extension headers (TCP or UDP). Anything else (ARP,
+/// ICMP, whose checksums smoltcp still writes) asks for nothing.
+fn ask_checksums(b: &mut PacketBuf) {
+    const IPPROTO_TCP: u8 = 6;
+    const IPPROTO_UDP: u8 = 17;
+    let d = b.data();
+    let Some(&[t0, t1]) = d.get(12..14) else {
+        return;
+    };
+    let (flags, l3, proto) = match u16::from_be_bytes([t0, t1]) {
+        0x0800 => {
+            let Some(&v) = d.get(14) else { return };
+            let ihl = usize::from(v & 0xf) * 4;
+            let Some(&p) = d.get(23) else { return };
+            (PacketMeta::TX_IPV4 | PacketMeta::TX_IP_CSUM, ihl, p)
+        }
+        0x86dd => match d.get(20) {
+            Some(&p) => (PacketMeta::TX_IPV6, 40, p),
+            None => return,
+        },
+        _ => return,
+    };
+    let (l4_flag, l4) = match proto {
+        IPPROTO_TCP => match d.get(14 + l3 + 12) {
+            Some(&off) => (PacketMeta::TX_TCP_CSUM, usize::from(off >> 4) * 4),
+            None => return,
+        },
+        IPPROTO_UDP => (PacketMeta::TX_UDP_CSUM, 8),
+        // IPv4 alone: its header checksum still asked.
+        _ => (0, 0),
+    };
+    if flags & PacketMeta::TX_IPV6 != 0 && l4_flag == 0 {
+        return;
+    }
+    let m = b.meta_mut();
+    m.flags = flags | l4_flag;
+    (m.l2_len, m.l3_len, m.l4_len) = (14, l3 as u8, l4 as u8);
 }

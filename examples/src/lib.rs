@@ -80,6 +80,20 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v))
 }
 
+/// A link change as the examples print it: `<name>: link <state> at <s>s (unix <secs>)`,
+/// seconds since `start` and the wall-clock time, and the changes so far.
+pub fn link_line(name: &str, e: &tenge::LinkEvent, start: std::time::Instant) -> String {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    format!(
+        "{name}: link {} at {:.3}s (unix {unix:.3}, change {})",
+        e.status,
+        start.elapsed().as_secs_f64(),
+        e.changes
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,12 +26,14 @@
 mod config;
 mod host;
 mod qemu;
+mod qmp;
 mod run;
 mod tap;
 mod vhost;
 
 pub use config::{Backend, GuestConfig, Nic, NicModel, MAX_NICS};
 pub use host::workspace_root;
+pub use qmp::Qmp;
 pub use run::{Guest, GuestOutcome, RunningGuest, EXIT_MARKER, SETUP_ERROR_MARKER};
 pub use tap::{
     FrameSocket, PingResult, TapPeer, DEFAULT_GUEST_ADDR, DEFAULT_HOST_CIDR, DEFAULT_IFNAME,

@@ -186,3 +186,115 @@ fn http_get_fetches_a_100_mb_file_from_linux_byte_exact() {
         tail(&log, 10)
     );
 }
+
+/// A client that resets its connection mid-transfer (SO_LINGER 0), then 10,000 SYNs from a
+/// packet socket (100 source addresses, many ports) while a second client's 8 MB
+/// transfer is under way: the server drops the reset connection, keeps serving the
+/// established one, and the transfer comes back whole (SHA-256 on both ends). The
+/// half-open connections the flood leaves time out (tcp-echo's listeners have a timeout).
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn tcp_echo_survives_a_reset_and_a_syn_flood() {
+    let peer = TapPeer::new().expect("tap in a namespace (needs root and iproute2)");
+    let echo = bin("tcp-echo");
+    let cfg = GuestConfig {
+        timeout: Duration::from_secs(600),
+        ..GuestConfig::with_nics(vec![Nic::new(NicModel::virtio(), peer.backend())])
+    };
+    // Two connections close: the reset one and the transfer.
+    let script = format!(
+        "{echo} {} --ip {DEFAULT_GUEST_ADDR}/24 --port 7 --connections 8 --exit-after 2 --duration 500 --interval 5\n",
+        Nic::pci_addr(0)
+    );
+    let mut guest = Guest::boot(&cfg, &script).expect("boot guest");
+    guest
+        .wait_for_line(|l| l.contains("READY") || l.contains("TENGE-GUEST-EXIT"))
+        .expect("guest output");
+    let reset = r#"
+import socket, struct, sys, time
+s = socket.create_connection((sys.argv[1], 7), timeout=60)
+s.sendall(b"x" * 200000)
+time.sleep(0.5)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+print("RESET-SENT")
+"#;
+    let out = peer
+        .exec_ok(&["python3", "-c", reset, DEFAULT_GUEST_ADDR])
+        .expect("the resetting client");
+    assert!(out.contains("RESET-SENT"), "{out}");
+    // The flood, from a packet socket on the tap, while the transfer runs.
+    let mac = {
+        // The guest's MAC from the namespace's neighbour table (the reset client resolved it).
+        let n = peer
+            .exec_ok(&["ip", "neigh", "show", DEFAULT_GUEST_ADDR])
+            .expect("ip neigh");
+        let m = n
+            .split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no lladdr for the guest: {n}"))
+            .to_owned();
+        tenge_examples::parse_mac(&m).expect("a MAC")
+    };
+    // The transfer first, in the background; the flood once it is under way.
+    let client = peer
+        .command("python3")
+        .args([
+            "-c",
+            CLIENT,
+            DEFAULT_GUEST_ADDR,
+            "7",
+            &(8usize << 20).to_string(),
+            "1",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the Linux client");
+    std::thread::sleep(Duration::from_millis(500));
+    let socket = peer.frame_socket().expect("packet socket on the tap");
+    let flood = std::thread::spawn(move || {
+        let mut sent = 0u32;
+        for i in 0..10_000u32 {
+            let mut f = Vec::new();
+            etherparse::PacketBuilder::ethernet2([0x02, 0, 0, 0, 0x66, 1], mac)
+                .ipv4([10, 99, 0, 100 + (i % 100) as u8], [10, 99, 0, 2], 64)
+                .tcp(
+                    10_000 + (i % 50_000) as u16,
+                    7,
+                    i.wrapping_mul(2654435761),
+                    1024,
+                )
+                .syn()
+                .write(&mut f, &[])
+                .expect("a SYN");
+            if socket.send(&f).is_ok() {
+                sent += 1;
+            }
+            if i % 200 == 199 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        sent
+    });
+    let out = client
+        .wait_with_output()
+        .expect("the Linux client's output");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let sent = flood.join().expect("the flood");
+    let log = wait_ok(guest);
+    assert_eq!(sent, 10_000, "SYNs sent");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("ECHO"))
+        .unwrap_or_else(|| panic!("client: {out}\nguest: {}", tail(&log, 20)));
+    let f = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(f("got"), (8usize << 20).to_string(), "{line}");
+    assert_eq!(f("got_sha"), f("sent_sha"), "{line}");
+    assert!(log.contains("closed=2 "), "{}", tail(&log, 10));
+}

@@ -16,9 +16,11 @@ use std::sync::{Arc, Mutex, Weak};
 use memmap2::{MmapOptions, MmapRaw};
 use vfio_bindings::bindings::vfio::{
     vfio_iommu_type1_info, VFIO_IOMMU_INFO_CAPS, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
-    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_REGION_INFO_FLAG_MMAP,
+    VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_MSIX_IRQ_INDEX, VFIO_PCI_MSI_IRQ_INDEX,
+    VFIO_PCI_REQ_IRQ_INDEX, VFIO_REGION_INFO_FLAG_MMAP,
 };
 use vfio_ioctls::{VfioContainer, VfioOps};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::ioctl::ioctl_with_mut_ptr;
 
 use crate::error::{DmaError, VfioError};
@@ -276,8 +278,46 @@ impl DmaMapper for Container {
 pub struct VfioDevice {
     addr: PciAddress,
     ids: SysfsDevice,
-    device: vfio_ioctls::VfioDevice,
+    /// Dropped by hand in `Drop`, before `group_link` goes.
+    device: std::mem::ManuallyDrop<vfio_ioctls::VfioDevice>,
     container: Arc<Container>,
+    /// The directory vfio-ioctls is given as the device's sysfs path (see
+    /// [`GroupLink`]).
+    group_link: Option<GroupLink>,
+}
+
+/// A directory `<tmp>/tenge-vfio-<pid>-<n>/<address>` holding only an `iommu_group` link
+/// to the device's group, which vfio-ioctls reads instead of the device's sysfs directory.
+/// It reads that link twice: when it opens the device, and in its `Drop` after closing
+/// the device fd, where it unwraps the answer. Once a device being removed (hot-unplug) is
+/// closed, the kernel finishes the removal and the sysfs directory goes, so the second
+/// read failed and vfio-ioctls panicked (seen in the removal test, vfio-ioctls 0.10
+/// `vfio_device.rs` `Drop`). This link stays until the device is dropped.
+struct GroupLink {
+    root: std::path::PathBuf,
+    device_dir: std::path::PathBuf,
+}
+
+impl GroupLink {
+    fn new(addr: PciAddress, group: u32) -> std::io::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!("tenge-vfio-{}-{n}", std::process::id()));
+        let device_dir = root.join(addr.to_string());
+        std::fs::create_dir_all(&device_dir)?;
+        let link = GroupLink { root, device_dir };
+        std::os::unix::fs::symlink(
+            format!("/sys/kernel/iommu_groups/{group}"),
+            link.device_dir.join("iommu_group"),
+        )?;
+        Ok(link)
+    }
+}
+
+impl Drop for GroupLink {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
 }
 
 /// PCI config space offsets (PCI Local Bus spec 3.0, §6.1).
@@ -293,15 +333,31 @@ impl VfioDevice {
         let ids = check_vfio_ready(addr)?;
         let container = Container::shared()?;
         let ops: Arc<dyn VfioOps> = container.vfio.clone();
+        let group_link = match GroupLink::new(addr, ids.iommu_group) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::warn!(
+                    "{addr}: cannot make the IOMMU group link in {} ({e}); using sysfs (a \
+                     hot-unplug of the device may then end the process)",
+                    std::env::temp_dir().display()
+                );
+                None
+            }
+        };
         let sysfs = addr.sysfs_path();
-        let device = vfio_ioctls::VfioDevice::new(Path::new(&sysfs), ops, false)
+        let path = match &group_link {
+            Some(l) => l.device_dir.as_path(),
+            None => Path::new(&sysfs),
+        };
+        let device = vfio_ioctls::VfioDevice::new(path, ops, false)
             .map_err(|source| VfioError::OpenDevice { addr, source })?;
         container.attached();
         Ok(VfioDevice {
             addr,
             ids,
-            device,
+            device: std::mem::ManuallyDrop::new(device),
             container,
+            group_link,
         })
     }
 
@@ -422,18 +478,166 @@ impl VfioDevice {
     }
 }
 
+/// How a device's interrupts reach tenge (VFIO_DEVICE_SET_IRQS, one eventfd a vector).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqMode {
+    /// MSI-X: a vector per queue (and one for the device's other causes).
+    Msix,
+    /// None: the port polls (a fallback when the device or the kernel has no vectors).
+    Polled,
+}
+
+/// An interrupt's eventfd (non-blocking): VFIO adds 1 to it per interrupt.
+pub struct IrqFd(EventFd);
+
+impl IrqFd {
+    /// A new eventfd nothing signals yet.
+    pub fn new() -> std::io::Result<Self> {
+        EventFd::new(EFD_NONBLOCK).map(IrqFd)
+    }
+
+    /// Takes the count (interrupts since the last take), 0 if none, without blocking.
+    pub fn take(&self) -> u64 {
+        self.0.read().unwrap_or(0)
+    }
+
+    /// Adds 1 (wakes a waiter as an interrupt would).
+    pub fn signal(&self) {
+        let _ = self.0.write(1);
+    }
+}
+
+impl std::os::fd::AsFd for IrqFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the fd belongs to the EventFd inside `self`, which closes it only when
+        // dropped; the borrow is tied to &self.
+        unsafe { BorrowedFd::borrow_raw(self.0.as_raw_fd()) }
+    }
+}
+
+/// The eventfds VFIO signals, one per vector, and how they were set up.
+pub struct IrqVectors {
+    /// MSI-X or none.
+    pub mode: IrqMode,
+    /// Vector i's eventfd.
+    pub fds: Vec<Arc<IrqFd>>,
+}
+
+impl VfioDevice {
+    /// An eventfd VFIO signals when the kernel asks the user to release the device (the
+    /// device is being removed: `VFIO_PCI_REQ_IRQ_INDEX`, signalled by vfio-pci's
+    /// `vfio_pci_core_request` until the device fd is closed). None if the kernel has no
+    /// such interrupt for the device, logged.
+    pub fn request_irq(&self) -> Option<Arc<IrqFd>> {
+        if self
+            .device
+            .get_irq_info(VFIO_PCI_REQ_IRQ_INDEX)
+            .is_none_or(|i| i.count == 0)
+        {
+            log::debug!("{}: no VFIO request interrupt", self.addr);
+            return None;
+        }
+        let fd = Arc::new(IrqFd::new().ok()?);
+        match self.device.enable_irq(VFIO_PCI_REQ_IRQ_INDEX, vec![&fd.0]) {
+            Ok(()) => Some(fd),
+            Err(e) => {
+                log::warn!(
+                    "{}: VFIO request interrupt refused ({e}): a removal of the device will \
+                     not be noticed",
+                    self.addr
+                );
+                None
+            }
+        }
+    }
+
+    /// Vectors VFIO reports for MSI-X (the device's table size) and for MSI.
+    pub fn irq_counts(&self) -> (u32, u32) {
+        let count = |i| self.device.get_irq_info(i).map_or(0, |irq| irq.count);
+        (
+            count(VFIO_PCI_MSIX_IRQ_INDEX),
+            count(VFIO_PCI_MSI_IRQ_INDEX),
+        )
+    }
+
+    /// Enables `want` MSI-X vectors, each signalling its own eventfd (VFIO_DEVICE_SET_IRQS,
+    /// DATA_EVENTFD | ACTION_TRIGGER); the kernel programs the device's MSI-X table. If the
+    /// device has too few MSI-X vectors or the kernel refuses, none, logged: the port then
+    /// polls (its waits end by timeout). MSI's single vector would serve one queue and no
+    /// link events, so tenge does not fall back to it.
+    ///
+    /// # Errors
+    /// [`VfioError::Irq`] only if no eventfd can be made (the process is out of file
+    /// descriptors).
+    pub fn enable_irqs(&self, want: u32) -> Result<IrqVectors, VfioError> {
+        let new_fds = |n: u32| -> Result<Vec<Arc<IrqFd>>, VfioError> {
+            (0..n)
+                .map(|_| {
+                    IrqFd::new().map(Arc::new).map_err(|source| VfioError::Irq {
+                        addr: self.addr,
+                        what: "eventfd",
+                        source,
+                    })
+                })
+                .collect()
+        };
+        let (msix, msi) = self.irq_counts();
+        if msix >= want && want > 0 {
+            let fds = new_fds(want)?;
+            match self
+                .device
+                .enable_irq(VFIO_PCI_MSIX_IRQ_INDEX, fds.iter().map(|f| &f.0).collect())
+            {
+                Ok(()) => {
+                    log::debug!("{}: MSI-X with {want} of {msix} vectors", self.addr);
+                    return Ok(IrqVectors {
+                        mode: IrqMode::Msix,
+                        fds,
+                    });
+                }
+                Err(e) => log::warn!(
+                    "{}: VFIO refused {want} MSI-X vectors ({e}: {})",
+                    self.addr,
+                    std::io::Error::last_os_error()
+                ),
+            }
+        } else {
+            log::warn!(
+                "{}: the device has {msix} MSI-X vectors (MSI: {msi}), {want} wanted",
+                self.addr
+            );
+        }
+        log::warn!(
+            "{}: no interrupts (no usable MSI-X): the port polls, and its waits end by \
+             timeout",
+            self.addr
+        );
+        Ok(IrqVectors {
+            mode: IrqMode::Polled,
+            fds: Vec::new(),
+        })
+    }
+}
+
 impl Drop for VfioDevice {
     fn drop(&mut self) {
         // Stop DMA before the IOMMU mappings and buffers go away.
         let _ = self.disable_bus_master();
         // The device's group leaves the container right after this (vfio-ioctls), and
         // with the last one the kernel drops every mapping.
-        let mut st = self
-            .container
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        st.devices = st.devices.saturating_sub(1);
+        {
+            let mut st = self
+                .container
+                .state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            st.devices = st.devices.saturating_sub(1);
+        }
+        // SAFETY: `device` is not used after this: Drop runs once, and no other method
+        // can run during or after it.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.device) };
+        // Only now may the group link go: vfio-ioctls read it while dropping.
+        self.group_link.take();
     }
 }
 
@@ -481,6 +685,18 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn group_link_names_the_device_and_its_group_until_dropped() {
+        let addr: PciAddress = "0000:01:00.0".parse().unwrap();
+        let link = GroupLink::new(addr, 17).unwrap();
+        assert_eq!(link.device_dir.file_name().unwrap(), "0000:01:00.0");
+        let target = std::fs::read_link(link.device_dir.join("iommu_group")).unwrap();
+        assert_eq!(target.file_name().unwrap(), "17");
+        let root = link.root.clone();
+        drop(link);
+        assert!(!root.exists());
     }
 
     #[test]

@@ -51,17 +51,21 @@ use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
 use tenge_firmware_iface::igb as ifw;
 
 pub mod caps;
+pub mod dim;
 mod igb;
 mod intel;
+pub mod irq;
 pub mod queue;
 pub mod soft_filter;
 
-use crate::platform::vfio::VfioDevice;
+use crate::platform::vfio::{IrqMode, VfioDevice};
 use crate::virtio::ctrl::{RxFilter, RSS_TABLE_MAX, UNICAST_FILTER_MAX};
 use crate::virtio::{
-    self, OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig, DEVICE_VIRTIO_NET,
-    VENDOR_VIRTIO,
+    self, OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig, VirtioVectors,
+    DEVICE_VIRTIO_NET, VENDOR_VIRTIO,
 };
+use irq::{IrqDevice, PortIrqs, QueueIrq};
+pub use irq::{IrqStats, LinkEvent, Moderation};
 use queue::{PortShared, RxRing, TxRing};
 pub use queue::{RxQueueHandle, TxQueueHandle};
 use soft_filter::SoftRxFilter;
@@ -125,6 +129,12 @@ pub struct PortConfig {
     /// (the 82574 inserts only with CTRL.VME), by tenge in software with it off. virtio-net
     /// strips nothing: on is refused there.
     pub vlan_strip: bool,
+    /// Interrupts: MSI-X through VFIO, a vector per RX queue (virtio-net: per queue) and
+    /// one for link changes (e1000e: the "other" causes; virtio-net: configuration
+    /// changes), for [`RxQueueHandle::rx_burst_wait`], [`Port::wait_link`] and the
+    /// eventfds behind them. Off by default: the port only polls, and waits end by
+    /// timeout. A device without usable MSI-X falls back to that, logged.
+    pub interrupts: bool,
 }
 
 impl Default for PortConfig {
@@ -147,6 +157,7 @@ impl Default for PortConfig {
             queues: 1,
             rss: None,
             vlan_strip: false,
+            interrupts: false,
         }
     }
 }
@@ -193,6 +204,9 @@ pub struct PortStats {
     pub queues: Vec<(RxStats, TxStats)>,
     /// Hardware statistics registers, accumulated since the port opened.
     pub hw: HwStats,
+    /// Each RX queue's sleeps and interrupts (hybrid mode), by index; published like
+    /// [`PortStats::queues`].
+    pub irq: Vec<IrqStats>,
 }
 
 /// One queue pair of a port: its receive and transmit queue, each `Send`, each with its
@@ -227,6 +241,10 @@ pub struct Port {
     lro: bool,
     /// VLAN stripping as opened.
     vlan_strip: bool,
+    /// Link changes: the vector that reports them and what was last reported.
+    link: irq::LinkWatch,
+    /// VFIO's request interrupt: the kernel asks for the device back (hot-unplug).
+    removal: Option<Arc<crate::platform::vfio::IrqFd>>,
     dev: VfioDevice,
 }
 
@@ -304,6 +322,7 @@ impl Port {
         mac: [u8; 6],
         rss: Option<RssConfig>,
         cfg: &PortConfig,
+        irqs: PortIrqs,
     ) -> Port {
         let soft = match control {
             Control::E1000e { .. } | Control::Igb { .. } => None,
@@ -315,14 +334,19 @@ impl Port {
         // segments separate (DPDK's vhost never merges), which the software LRO then
         // merges; frames the device coalesced pass through it untouched.
         let sw_lro = cfg.lro;
+        let PortIrqs {
+            queues: queue_irqs,
+            link: link_watch,
+        } = irqs;
         let queues: Vec<QueuePair> = rings
             .into_iter()
+            .zip(queue_irqs)
             .enumerate()
-            .map(|(i, (mut rx, tx))| {
+            .map(|(i, ((mut rx, tx), irq))| {
                 let i = i as u16;
                 let mut rx_cache = pool.cache(cfg.cache_size);
                 rx.fill(&mut rx_cache);
-                let mut rx = RxQueueHandle::new(i, rx, rx_cache, shared.clone());
+                let mut rx = RxQueueHandle::new(i, rx, rx_cache, shared.clone(), irq);
                 rx.set_lro(sw_lro);
                 QueuePair {
                     rx,
@@ -330,7 +354,7 @@ impl Port {
                 }
             })
             .collect();
-        Port {
+        let mut port = Port {
             control,
             queue_count: queues.len() as u16,
             queues,
@@ -344,8 +368,13 @@ impl Port {
             rx_checksum: cfg.rx_checksum,
             lro: cfg.lro,
             vlan_strip: cfg.vlan_strip,
+            link: link_watch,
+            removal: dev.request_irq(),
             dev,
-        }
+        };
+        // The state at open is the baseline; changes from here on are events.
+        port.link.last = port.link();
+        port
     }
 
     fn open_virtio(dev: VfioDevice, cfg: &PortConfig) -> Result<Port, Error> {
@@ -357,6 +386,7 @@ impl Port {
             )));
         }
         let mapper: Arc<dyn DmaMapper> = dev.container().clone();
+        let (irqs, msix) = virtio_irqs(&dev, cfg)?;
         let net = VirtioNet::open(
             &dev,
             mapper.clone(),
@@ -369,6 +399,7 @@ impl Port {
                 offloads: virtio_offloads(cfg),
                 queues: cfg.queues,
                 rss: cfg.rss.is_some() || cfg.queues > 1,
+                msix,
             },
         )?;
         let pool_cfg = MempoolConfig {
@@ -418,7 +449,7 @@ impl Port {
             }
         };
         Ok(Self::assemble(
-            dev, control, pairs, pool, mapper, mac, rss, cfg,
+            dev, control, pairs, pool, mapper, mac, rss, cfg, irqs,
         ))
     }
 
@@ -502,6 +533,7 @@ impl Port {
         let timeout_us = cfg.link_timeout.as_micros().min(u32::MAX as u128) as u32;
         let link = fw::setup_link(&*regs, &mut delay, timeout_us);
         intel::log_link(addr, "e1000e", &mac, &link, cfg.link_timeout);
+        let irqs = e1000e_irqs(&dev, &regs, cfg)?;
         Ok(Self::assemble(
             dev,
             Control::E1000e {
@@ -514,6 +546,7 @@ impl Port {
             mac,
             rss,
             cfg,
+            irqs,
         ))
     }
 
@@ -627,6 +660,120 @@ impl Port {
         }
     }
 
+    /// The eventfd the device's link interrupt signals (e1000e: its "other" causes;
+    /// virtio-net: configuration changes), for an application's own `poll`/`epoll`; then
+    /// [`Port::poll_link`]. Without interrupts one that never fires: poll instead.
+    pub fn link_event_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.link.as_fd()
+    }
+
+    /// Whether link changes interrupt ([`Port::link_event_fd`] fires); else
+    /// [`Port::poll_link`] reads the link on every call.
+    pub fn link_interrupts(&self) -> bool {
+        self.link.live
+    }
+
+    /// A link change since the last call (or since open), if any. With link interrupts it
+    /// touches the device only after one (cheap enough to call every burst: one
+    /// non-blocking read of the eventfd); e1000e: acknowledges the other causes, then
+    /// reads STATUS.LU and the speed (82574 §10.2.2.2); virtio-net: reads
+    /// `VIRTIO_NET_S_LINK_UP` from the device configuration (virtio 1.2 §5.1.4).
+    /// Without, it reads the link every call. Two changes between calls that cancel out
+    /// (down and up again) are not reported.
+    pub fn poll_link(&mut self) -> Option<LinkEvent> {
+        if self.link.live {
+            if self.link.fd.take() == 0 {
+                return None;
+            }
+            match &self.control {
+                Control::E1000e { regs, .. } => {
+                    tenge_firmware_iface::e1000e::irq::ack_other(&**regs);
+                }
+                Control::Igb { regs, .. } => {
+                    tenge_firmware_iface::igb::irq::ack_other(&**regs);
+                }
+                Control::Virtio(_) | Control::VirtioPacked(_) => {}
+            }
+        }
+        let now = self.link();
+        if now == self.link.last {
+            return None;
+        }
+        self.link.last = now;
+        self.link.changes += 1;
+        Some(LinkEvent {
+            status: now,
+            changes: self.link.changes,
+        })
+    }
+
+    /// Waits up to `timeout` for a link change ([`Port::poll_link`]): on the link
+    /// interrupt, or reading the link every 10 ms without one.
+    pub fn wait_link(&mut self, timeout: Duration) -> Option<LinkEvent> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.poll_link() {
+                return Some(e);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            if self.link.live {
+                use std::os::fd::AsFd;
+                irq::wait_readable(self.link.fd.as_fd(), left);
+            } else {
+                std::thread::sleep(left.min(Duration::from_millis(10)));
+            }
+        }
+    }
+
+    /// Whether the kernel asked for the device back (it is being removed: VFIO's request
+    /// interrupt, `VFIO_PCI_REQ_IRQ_INDEX`; vfio-pci repeats the request until the device
+    /// is closed). Once true it stays true: every burst on the port's queues receives and
+    /// sends nothing, every control call fails with [`Error::DeviceRemoved`], and the
+    /// application should drop the port (and its queue handles) so the removal can finish.
+    /// One non-blocking eventfd read; call it from the control path now and then.
+    pub fn removal_requested(&mut self) -> bool {
+        if !self
+            .shared
+            .removed
+            .load(std::sync::atomic::Ordering::Relaxed)
+            && self.removal.as_ref().is_some_and(|fd| fd.take() > 0)
+        {
+            log::warn!(
+                "{}: the kernel asks for the device back (removal)",
+                self.addr()
+            );
+            self.shared
+                .removed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.shared
+            .removed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The eventfd VFIO's request interrupt signals, if the kernel has one, for an
+    /// application's own `poll`/`epoll`; then [`Port::removal_requested`].
+    pub fn removal_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.removal.as_ref().map(|f| f.as_fd())
+    }
+
+    fn check_present(&mut self) -> Result<(), Error> {
+        if self.removal_requested() {
+            return Err(Error::DeviceRemoved { addr: self.addr() });
+        }
+        Ok(())
+    }
+
+    /// Hybrid receive on queue pair 0: see [`RxQueueHandle::rx_burst_wait`].
+    pub fn rx_burst_wait(&mut self, out: &mut PacketBatch, timeout: Duration) -> usize {
+        self.pair0().map_or(0, |q| q.rx.rx_burst_wait(out, timeout))
+    }
+
     /// Which device family drives the port: "e1000e", "igb" or "virtio-net".
     pub fn driver_name(&self) -> &'static str {
         match &self.control {
@@ -658,6 +805,10 @@ impl Port {
             s.rx += q.0;
             s.tx += q.1;
             s.queues.push(q);
+            s.irq.push(match self.queues.get(i) {
+                Some(q) => q.rx.irq_stats(),
+                None => self.shared.published_irq(i),
+            });
         }
         if let Control::E1000e { regs, hw } | Control::Igb { regs, hw } = &mut self.control {
             hw.accumulate(&**regs);
@@ -687,6 +838,7 @@ impl Port {
     /// [`Error::RxFilterUnsupported`] (virtio-net without `VIRTIO_NET_F_CTRL_RX`, `on`
     /// false); [`Error::VirtioCtrl`] if the device refused the command or did not answer.
     pub fn set_promiscuous(&mut self, on: bool) -> Result<(), Error> {
+        self.check_present()?;
         match &mut self.control {
             Control::E1000e { regs, .. } | Control::Igb { regs, .. } => {
                 // The 82576 has RCTL.UPE|MPE where the 82574 has them (82576 §8.10.1).
@@ -732,6 +884,7 @@ impl Port {
     /// on virtio-net without `VIRTIO_NET_F_CTRL_RX`; [`Error::VirtioCtrl`] if the device
     /// refused the command or did not answer.
     pub fn set_unicast_filter(&mut self, macs: &[[u8; 6]]) -> Result<(), Error> {
+        self.check_present()?;
         let addr = self.dev.addr();
         let (max, why) = match &self.control {
             Control::E1000e { .. } => (
@@ -904,6 +1057,7 @@ impl Port {
     /// [`Error::Rss`] saying what the device cannot take (nothing changes), or that RSS is
     /// off on this port.
     pub fn set_rss(&mut self, rss: &RssConfig) -> Result<(), Error> {
+        self.check_present()?;
         let addr = self.dev.addr();
         if self.rss.is_none() {
             return Err(Error::Rss {
@@ -932,6 +1086,74 @@ impl Port {
         self.rss = Some(rss.clone());
         Ok(())
     }
+}
+
+/// The 82574's interrupts as `cfg` asks: none, or MSI-X with RX queue q on vector q and
+/// the other causes (link) on the next (e1000e::irq), the causes routed by IVAR.
+fn e1000e_irqs(dev: &VfioDevice, regs: &Arc<Bar>, cfg: &PortConfig) -> Result<PortIrqs, Error> {
+    use tenge_firmware_iface::e1000e::irq as e1000e_irq;
+    let addr = dev.addr();
+    let queues = usize::from(cfg.queues);
+    let mut irqs = PortIrqs::polled(addr, queues)?;
+    if !cfg.interrupts {
+        return Ok(irqs);
+    }
+    let v = dev.enable_irqs(cfg.queues as u32 + 1)?;
+    if v.mode != IrqMode::Msix {
+        return Ok(irqs);
+    }
+    e1000e_irq::configure_msix(&**regs, u32::from(cfg.queues));
+    for (q, irq) in irqs.queues.iter_mut().enumerate() {
+        *irq = QueueIrq {
+            fd: v.fds[q].clone(),
+            device: IrqDevice::E1000e {
+                regs: regs.clone(),
+                queue: q as u32,
+            },
+        };
+    }
+    irqs.link.fd = v.fds[queues].clone();
+    irqs.link.live = true;
+    log::info!("{addr}: MSI-X: RX queue(s) on vector(s) 0..{queues}, link on vector {queues}");
+    Ok(irqs)
+}
+
+/// virtio-net's interrupts as `cfg` asks: none, or MSI-X with configuration changes (the
+/// link) on vector 0 and a vector per queue, or per RX queue if the device has too few
+/// ([`VirtioVectors`]).
+fn virtio_irqs(
+    dev: &VfioDevice,
+    cfg: &PortConfig,
+) -> Result<(PortIrqs, Option<VirtioVectors>), Error> {
+    let addr = dev.addr();
+    let pairs = cfg.queues;
+    let mut irqs = PortIrqs::polled(addr, usize::from(pairs))?;
+    if !cfg.interrupts {
+        return Ok((irqs, None));
+    }
+    let (table, _) = dev.irq_counts();
+    let tx = table >= VirtioVectors::needed(pairs, true);
+    if !tx && table >= VirtioVectors::needed(pairs, false) {
+        log::warn!(
+            "{addr}: {table} MSI-X vectors: RX queues get one each, TX queues none (start \
+             the device with vectors={} for all)",
+            VirtioVectors::needed(pairs, true)
+        );
+    }
+    let v = dev.enable_irqs(VirtioVectors::needed(pairs, tx))?;
+    if v.mode != IrqMode::Msix {
+        return Ok((irqs, None));
+    }
+    let vectors = VirtioVectors { tx };
+    for (p, irq) in irqs.queues.iter_mut().enumerate() {
+        *irq = QueueIrq {
+            fd: v.fds[usize::from(vectors.rx(p as u16))].clone(),
+            device: IrqDevice::Virtio,
+        };
+    }
+    irqs.link.fd = v.fds[usize::from(VirtioVectors::CONFIG)].clone();
+    irqs.link.live = true;
+    Ok((irqs, Some(vectors)))
 }
 
 /// What a virtio-net device takes for RSS: its limits from the device configuration

@@ -9,8 +9,13 @@
 //! port has stopped the device: buffers a device may still write never return to the pool
 //! early.
 
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use tenge_firmware_iface::e1000e::irq as e1000e_irq;
+use tenge_firmware_iface::igb::irq as igb_irq;
 
 use crate::e1000e::{E1000eRx, E1000eTx};
 use crate::igb::{IgbRx, IgbTx};
@@ -19,6 +24,8 @@ use crate::offload::lro::{Lro, LroStats};
 use crate::offload::soft_tx::SoftTx;
 use crate::packet::mempool::{Mempool, MempoolCache, PacketBuf};
 use crate::platform::mmio::Bar;
+use crate::port::dim::{self, Dim};
+use crate::port::irq::{self, IrqDevice, IrqStats, Moderation, QueueIrq, DEFAULT_IDLE_POLLS};
 use crate::port::soft_filter::SoftRxFilter;
 use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
 use crate::virtio::packed::{PackedRx, PackedTx};
@@ -89,6 +96,36 @@ impl RxRing {
             RxRing::Igb(q) => q.stats().doorbells,
             RxRing::Split(q) => q.ops().bell().notifies(),
             RxRing::Packed(q) => q.ops().bell().notifies(),
+        }
+    }
+
+    /// Arms the queue's interrupt on its device (see [`irq`]), for the `frames`-th frame
+    /// from now where the device counts frames (virtio split rings with EVENT_IDX).
+    fn arm_irq(&mut self, dev: &IrqDevice, frames: u16) {
+        match (self, dev) {
+            (RxRing::E1000e(_), IrqDevice::E1000e { regs, queue }) => {
+                e1000e_irq::arm_rx(&**regs, *queue)
+            }
+            (RxRing::Igb(_), IrqDevice::Igb { regs, queue }) => igb_irq::arm_rx(&**regs, *queue),
+            (RxRing::Split(q), IrqDevice::Virtio) => {
+                let next = q.next_index().wrapping_add(u32::from(frames.max(1)) - 1);
+                q.ops_mut().arm_irq(next)
+            }
+            (RxRing::Packed(q), IrqDevice::Virtio) => q.ops_mut().arm_irq(),
+            _ => {}
+        }
+    }
+
+    /// Suppresses the queue's interrupt again.
+    fn disarm_irq(&mut self, dev: &IrqDevice) {
+        match (self, dev) {
+            (RxRing::E1000e(_), IrqDevice::E1000e { regs, queue }) => {
+                e1000e_irq::disarm_rx(&**regs, *queue)
+            }
+            (RxRing::Igb(_), IrqDevice::Igb { regs, queue }) => igb_irq::disarm_rx(&**regs, *queue),
+            (RxRing::Split(q), IrqDevice::Virtio) => q.ops_mut().disarm_irq(),
+            (RxRing::Packed(q), IrqDevice::Virtio) => q.ops_mut().disarm_irq(),
+            _ => {}
         }
     }
 
@@ -278,7 +315,10 @@ pub(crate) struct PortShared {
     filter: RwLock<Option<SoftRxFilter>>,
     rx_counters: Box<[Published]>,
     tx_counters: Box<[Published]>,
+    irq_counters: Box<[Published]>,
     parked: Mutex<Parked>,
+    /// The device is being removed: the handles stop touching it.
+    pub(crate) removed: std::sync::atomic::AtomicBool,
 }
 
 impl PortShared {
@@ -288,7 +328,9 @@ impl PortShared {
             filter: RwLock::new(filter),
             rx_counters: (0..queues).map(|_| Published::default()).collect(),
             tx_counters: (0..queues).map(|_| Published::default()).collect(),
+            irq_counters: (0..queues).map(|_| Published::default()).collect(),
             parked: Mutex::new(Parked::default()),
+            removed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -314,6 +356,11 @@ impl PortShared {
             rx_from(self.rx_counters[i].load()),
             tx_from(self.tx_counters[i].load()),
         )
+    }
+
+    /// The interrupt counters RX queue `i` last published.
+    pub(crate) fn published_irq(&self, i: usize) -> IrqStats {
+        IrqStats::from_fields(self.irq_counters[i].load())
     }
 
     /// After the device is stopped: releases what dropped handles parked, and makes later
@@ -345,6 +392,24 @@ pub struct RxQueueHandle {
     lro: Option<Box<Lro>>,
     bursts: u32,
     shared: Arc<PortShared>,
+    irq: QueueIrq,
+    /// Empty polls before [`RxQueueHandle::rx_burst_wait`] sleeps.
+    idle_polls: u32,
+    /// Empty polls in a row so far.
+    empty_polls: u32,
+    irq_stats: IrqStats,
+    moderation: Moderation,
+    /// Adaptive moderation, when on.
+    dim: Option<Box<Dim>>,
+}
+
+impl AsFd for RxQueueHandle {
+    /// The eventfd the queue's interrupt vector signals (one that never fires if the port
+    /// has no interrupts): wait on it, after [`RxQueueHandle::arm_interrupt`] and one more
+    /// poll, in the application's own `poll`/`epoll`.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.irq.fd.as_fd()
+    }
 }
 
 impl RxQueueHandle {
@@ -353,6 +418,7 @@ impl RxQueueHandle {
         ring: RxRing,
         cache: MempoolCache,
         shared: Arc<PortShared>,
+        irq: QueueIrq,
     ) -> Self {
         let (filter_gen, filter) = shared.filter();
         RxQueueHandle {
@@ -365,7 +431,177 @@ impl RxQueueHandle {
             lro: None,
             bursts: 0,
             shared,
+            irq,
+            idle_polls: DEFAULT_IDLE_POLLS,
+            empty_polls: 0,
+            irq_stats: IrqStats::default(),
+            moderation: Moderation::default(),
+            dim: None,
         }
+    }
+
+    /// Sets the queue's interrupt moderation (see [`Moderation`] for which device honours
+    /// what) and turns adaptive moderation off. Returns the moderation in force: the
+    /// interval only where the device has one, the frame count only on virtio-net.
+    pub fn set_moderation(&mut self, m: Moderation) -> Moderation {
+        self.dim = None;
+        self.apply_moderation(m)
+    }
+
+    fn apply_moderation(&mut self, m: Moderation) -> Moderation {
+        let interval = self.irq.device.set_interval(m.usecs);
+        let virtio = matches!(self.irq.device, IrqDevice::Virtio);
+        self.moderation = Moderation {
+            usecs: if interval { m.usecs } else { 0 },
+            frames: if virtio { m.frames.max(1) } else { 1 },
+        };
+        self.irq_stats.moderation_us = u64::from(self.moderation.usecs);
+        self.moderation
+    }
+
+    /// The moderation in force.
+    pub fn moderation(&self) -> Moderation {
+        self.moderation
+    }
+
+    /// Turns adaptive moderation ([`crate::port::dim`]) on or off (off: the interval goes
+    /// back to 0). It moves the interval of a device that has one (e1000e, igb); returns
+    /// false, and does nothing, on one without (virtio-net on QEMU: no time-based
+    /// coalescing to adapt).
+    pub fn set_adaptive(&mut self, on: bool) -> bool {
+        let supported = matches!(
+            self.irq.device,
+            IrqDevice::E1000e { .. } | IrqDevice::Igb { .. }
+        );
+        self.dim = None;
+        self.apply_moderation(Moderation::default());
+        if on && supported {
+            self.dim = Some(Box::new(Dim::new(
+                std::time::Instant::now(),
+                self.dim_sample(),
+            )));
+        }
+        on && supported
+    }
+
+    fn dim_sample(&self) -> dim::Sample {
+        let s = self.ring.as_ref().map(|r| *r.stats()).unwrap_or_default();
+        dim::Sample {
+            frames: s.packets,
+            bytes: s.bytes,
+            wakeups: self.irq_stats.wakeups + self.irq_stats.timeouts,
+        }
+    }
+
+    /// At a wake-up (`quiet`: the sleep timed out): the adaptive moderation's epoch.
+    fn dim_tick(&mut self, quiet: bool) {
+        let Some(mut d) = self.dim.take() else {
+            return;
+        };
+        let at = self.dim_sample();
+        if let Some(decision) = d.on_wakeup(std::time::Instant::now(), at, quiet) {
+            if decision != dim::DimDecision::Stay {
+                self.apply_moderation(Moderation {
+                    usecs: d.interval_us(),
+                    frames: 1,
+                });
+            }
+            self.irq_stats.epochs = d.epochs;
+            self.irq_stats.moderation_ups = d.ups;
+            self.irq_stats.moderation_downs = d.downs;
+        }
+        self.dim = Some(d);
+    }
+
+    /// Whether the device is being removed ([`crate::Port::removal_requested`] saw the
+    /// kernel's request): bursts then receive and send nothing.
+    pub fn device_removed(&self) -> bool {
+        self.shared.removed.load(Ordering::Relaxed)
+    }
+
+    /// Whether the device interrupts for this queue (the port opened with
+    /// `PortConfig::interrupts` and got a vector for it); without, waits end by timeout.
+    pub fn has_interrupt(&self) -> bool {
+        self.irq.live()
+    }
+
+    /// Empty polls in a row before [`RxQueueHandle::rx_burst_wait`] arms the interrupt and
+    /// sleeps (default [`DEFAULT_IDLE_POLLS`]; 0 or 1: sleep at the first empty poll).
+    pub fn set_idle_polls(&mut self, polls: u32) {
+        self.idle_polls = polls;
+    }
+
+    /// Arms the queue's interrupt for one wake-up, after dropping any the eventfd holds.
+    /// Poll the queue once more after this and sleep (on [`AsFd::as_fd`]) only if that
+    /// poll is empty: a frame that arrived before the arming is found by that poll. Returns
+    /// whether an interrupt will come at all.
+    pub fn arm_interrupt(&mut self) -> bool {
+        irq::drain(&self.irq.fd);
+        if let Some(ring) = self.ring.as_mut() {
+            ring.arm_irq(&self.irq.device, self.moderation.frames);
+        }
+        self.irq_stats.arms += 1;
+        self.irq.live()
+    }
+
+    /// Suppresses the queue's interrupt (it is one-shot anyway: this undoes an arming that
+    /// no frame followed).
+    pub fn disarm_interrupt(&mut self) {
+        if let Some(ring) = self.ring.as_mut() {
+            ring.disarm_irq(&self.irq.device);
+        }
+    }
+
+    /// Sleeps until the armed interrupt fires or `timeout` passes; true if it fired. Takes
+    /// the eventfd's count, so the next wait sleeps again.
+    pub fn wait_interrupt(&mut self, timeout: Duration) -> bool {
+        let fired = irq::wait_readable(self.irq.fd.as_fd(), timeout);
+        let n = irq::drain(&self.irq.fd);
+        self.irq_stats.interrupts += n;
+        fired && n > 0
+    }
+
+    /// Hybrid receive: a poll like [`RxQueueHandle::rx_burst`]; once
+    /// [`RxQueueHandle::set_idle_polls`] polls in a row found nothing, it arms the queue's
+    /// interrupt, polls once more (taking what raced in), and sleeps until the interrupt or
+    /// `timeout`, then polls again. Returns the frames received (0 after a timeout). Call
+    /// it in a loop: a queue that receives keeps polling and is never interrupted.
+    pub fn rx_burst_wait(&mut self, out: &mut PacketBatch, timeout: Duration) -> usize {
+        let got = self.rx_burst(out);
+        if got > 0 {
+            self.empty_polls = 0;
+            return got;
+        }
+        self.empty_polls = self.empty_polls.saturating_add(1);
+        if self.empty_polls < self.idle_polls {
+            return 0;
+        }
+        self.empty_polls = 0;
+        self.arm_interrupt();
+        let got = self.rx_burst(out);
+        if got > 0 {
+            self.disarm_interrupt();
+            self.irq_stats.caught_on_arm += 1;
+            return got;
+        }
+        let fired = self.wait_interrupt(timeout);
+        self.disarm_interrupt();
+        let got = self.rx_burst(out);
+        if fired {
+            self.irq_stats.wakeups += 1;
+            if got == 0 {
+                self.irq_stats.empty_wakeups += 1;
+            }
+        } else {
+            self.irq_stats.timeouts += 1;
+        }
+        self.dim_tick(!fired);
+        got
+    }
+
+    /// The queue's sleep and interrupt counters.
+    pub fn irq_stats(&self) -> IrqStats {
+        self.irq_stats
     }
 
     /// Turns software LRO ([`crate::offload::lro`]) on or off for this queue: with it on,
@@ -393,6 +629,9 @@ impl RxQueueHandle {
         let Some(ring) = self.ring.as_mut() else {
             return 0;
         };
+        if self.shared.removed.load(Ordering::Relaxed) {
+            return 0;
+        }
         let before = out.len();
         let got = ring.burst(&mut self.cache, out);
         if self.shared.filter_gen.load(Ordering::Relaxed) != self.filter_gen {
@@ -437,6 +676,7 @@ impl RxQueueHandle {
     /// Publishes the counters for [`crate::Port::stats`] now (bursts do it every 32).
     pub fn publish(&self) {
         self.shared.rx_counters[usize::from(self.index)].store(rx_fields(&self.stats()));
+        self.shared.irq_counters[usize::from(self.index)].store(self.irq_stats.fields());
     }
 
     /// Buffers posted to the device.
@@ -521,6 +761,9 @@ impl TxQueueHandle {
         let Some(ring) = self.ring.as_mut() else {
             return 0;
         };
+        if self.shared.removed.load(Ordering::Relaxed) {
+            return 0;
+        }
         let sent = match self.soft.as_deref_mut() {
             None => ring.burst(&mut self.cache, pkts),
             Some(soft) => soft.burst(pkts, &mut self.cache, |c, b| ring.burst(c, b)),
@@ -549,6 +792,11 @@ impl TxQueueHandle {
         let Some(ring) = self.ring.as_mut() else {
             return true;
         };
+        if self.shared.removed.load(Ordering::Relaxed) {
+            // The device is going: waiting for it would only delay the release it waits
+            // for. Its buffers go back once the port has stopped it.
+            return false;
+        }
         loop {
             // Segments the software GSO made that the ring has not taken yet go first.
             let flushed = match self.soft.as_deref_mut() {

@@ -69,7 +69,9 @@ mod net;
 pub mod packed;
 pub mod split;
 
-pub use net::{multiqueue_features, OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig};
+pub use net::{
+    multiqueue_features, OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig, VirtioVectors,
+};
 pub use split::{SplitRing, SplitView, VirtioRx, VirtioTx, VirtioTxView};
 
 use split::NO_INTERRUPT_DISTANCE;
@@ -231,6 +233,9 @@ pub struct Doorbell<M: NarrowMmio> {
     /// EVENT_IDX the device is notified if its `avail_event` lies in `[last, new)`.
     pub(crate) last: u16,
     notifies: u64,
+    /// The queue's interrupt is armed (split RX with EVENT_IDX: `used_event` names the next
+    /// entry and publishes leave it there).
+    pub(crate) irq_armed: bool,
 }
 
 impl<M: NarrowMmio> Doorbell<M> {
@@ -243,6 +248,7 @@ impl<M: NarrowMmio> Doorbell<M> {
             event_idx,
             last: 0,
             notifies: 0,
+            irq_armed: false,
         }
     }
 
@@ -257,7 +263,7 @@ impl<M: NarrowMmio> Doorbell<M> {
     #[inline]
     pub(crate) fn publish(&mut self, ring: &SplitRing, new: u16) {
         ring.write_avail_idx(new);
-        if self.event_idx {
+        if self.event_idx && !self.irq_armed {
             ring.write_used_event(new.wrapping_add(NO_INTERRUPT_DISTANCE));
         }
         // The avail.idx store must be visible to the device before we load its
@@ -946,6 +952,49 @@ mod tests {
         let mut f = vec![(seq % 251) as u8; len];
         f[..4].copy_from_slice(&seq.to_le_bytes());
         f
+    }
+
+    /// Arming asks the device (as QEMU's virtio_split_should_notify decides: flags without
+    /// EVENT_IDX, vring_need_event on used_event with it) for an interrupt at the next used
+    /// entry and for no other; refills while armed keep the request; disarming withdraws it.
+    #[test]
+    fn armed_split_rx_interrupts_at_the_next_used_entry_only() {
+        for event_idx in [true, false] {
+            let mem = region();
+            let bells = Arc::new(Bells::default());
+            let pool = host_pool(64).unwrap();
+            let mut cache = pool.cache(16);
+            let mut rxq = rx_queue(&mem, &bells, 8, event_idx, 1);
+            let mut dev = Dev::default();
+            dev.arm(rxq.ops().ring());
+            rxq.fill(&mut cache);
+            // Would the device interrupt after using entries [old, new)?
+            let wants = |ring: &SplitRing, old: u16, new: u16| {
+                if event_idx {
+                    vring_need_event(ring.used_event(), new, old)
+                } else {
+                    ring.avail_flags() & VIRTQ_AVAIL_F_NO_INTERRUPT == 0
+                }
+            };
+            assert!(!wants(rxq.ops().ring(), 0, 1), "suppressed at start");
+            let mut out = PacketBatch::new(32);
+            assert!(dev.receive(rxq.ops().ring(), &frame(0, 60)));
+            assert_eq!(rxq.rx_burst(&mut cache, &mut out), 1);
+            out.free_into(&mut cache);
+            let next = rxq.next_index();
+            rxq.ops_mut().arm_irq(next);
+            assert!(wants(rxq.ops().ring(), 1, 2), "event_idx {event_idx}");
+            // A burst that finds nothing but refills leaves the request in place.
+            assert_eq!(rxq.rx_burst(&mut cache, &mut out), 0);
+            assert!(wants(rxq.ops().ring(), 1, 2), "event_idx {event_idx}");
+            rxq.ops_mut().disarm_irq();
+            assert!(!wants(rxq.ops().ring(), 1, 2), "event_idx {event_idx}");
+            // Publishes move used_event along again once disarmed.
+            assert!(dev.receive(rxq.ops().ring(), &frame(1, 60)));
+            assert_eq!(rxq.rx_burst(&mut cache, &mut out), 1);
+            assert!(!wants(rxq.ops().ring(), 2, 3), "event_idx {event_idx}");
+            out.free_into(&mut cache);
+        }
     }
 
     #[test]

@@ -57,6 +57,44 @@ pub enum OpenedVirtio {
     Packed(VirtioNetPacked),
 }
 
+/// Which MSI-X vector carries which interrupt (virtio 1.2 §4.1.4.3, `config_msix_vector`
+/// and `queue_msix_vector`): configuration changes on vector 0, queue pair p's RX queue on
+/// 1 + 2p and its TX queue on 2 + 2p, or, when the device has too few vectors for that
+/// (`tx` false), RX on 1 + p and TX on none. The control queue has none (it is polled).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VirtioVectors {
+    /// TX queues get vectors too.
+    pub tx: bool,
+}
+
+impl VirtioVectors {
+    /// The configuration-change vector.
+    pub const CONFIG: u16 = 0;
+
+    /// Vectors `pairs` queue pairs need, with and without TX vectors.
+    pub fn needed(pairs: u16, tx: bool) -> u32 {
+        1 + u32::from(pairs) * if tx { 2 } else { 1 }
+    }
+
+    /// Pair `p`'s RX vector.
+    pub fn rx(&self, p: u16) -> u16 {
+        if self.tx {
+            1 + 2 * p
+        } else {
+            1 + p
+        }
+    }
+
+    /// Pair `p`'s TX vector.
+    pub fn tx(&self, p: u16) -> u16 {
+        if self.tx {
+            2 + 2 * p
+        } else {
+            fw::regs::VIRTIO_MSI_NO_VECTOR
+        }
+    }
+}
+
 /// What [`VirtioNet::open`] needs from the port configuration.
 #[derive(Clone, Copy, Debug)]
 pub struct VirtioQueueConfig {
@@ -78,6 +116,9 @@ pub struct VirtioQueueConfig {
     /// The port wants RSS: accept `VIRTIO_NET_F_RSS` and `VIRTIO_NET_F_HASH_REPORT` when
     /// offered.
     pub rss: bool,
+    /// MSI-X vectors to route the device's interrupts to (already enabled through VFIO),
+    /// or none.
+    pub msix: Option<VirtioVectors>,
 }
 
 /// The multi-queue features to ask for of a device that `offered` these: `VIRTIO_NET_F_MQ`
@@ -250,26 +291,40 @@ impl VirtioNet {
         };
         let rings = Arc::new(DmaRegion::allocate(mapper, ring_bytes, cfg.hugepages)?);
         // Registers queue `index` with the device and returns its doorbell.
-        let setup = |index: u16, size: u16, layout: QueueLayout, (desc, driver, device)| {
-            let setup = fw::setup_queue(
-                &common,
-                index,
-                &QueueConfig {
-                    size,
-                    layout,
-                    desc,
-                    driver,
-                    device,
-                },
-            )
-            .map_err(&err)?;
-            let off = fw::notify_offset(&notify, setup.notify_off).map_err(&err)?;
-            Ok::<_, Error>(Doorbell::new(notify_bar.clone(), off, index, event_idx))
-        };
+        let setup =
+            |index: u16, size: u16, layout: QueueLayout, (desc, driver, device), vector: u16| {
+                let setup = fw::setup_queue(
+                    &common,
+                    index,
+                    &QueueConfig {
+                        size,
+                        layout,
+                        desc,
+                        driver,
+                        device,
+                    },
+                )
+                .map_err(&err)?;
+                if vector != fw::regs::VIRTIO_MSI_NO_VECTOR {
+                    fw::set_queue_vector(&common, index, vector).map_err(&err)?;
+                }
+                let off = fw::notify_offset(&notify, setup.notify_off).map_err(&err)?;
+                Ok::<_, Error>(Doorbell::new(notify_bar.clone(), off, index, event_idx))
+            };
         // Once a queue is registered the device may read its ring: a failure from here on
         // resets the device before the rings can go (they stay mapped until this function
         // returns, through `rings`).
         let brought_up = (|| {
+            if cfg.msix.is_some() {
+                fw::set_config_vector(&common, VirtioVectors::CONFIG).map_err(&err)?;
+            }
+            let vectors = |p: u16| match cfg.msix {
+                Some(v) => (v.rx(p), v.tx(p)),
+                None => (
+                    fw::regs::VIRTIO_MSI_NO_VECTOR,
+                    fw::regs::VIRTIO_MSI_NO_VECTOR,
+                ),
+            };
             let tables = |p: u16| {
                 IndirectTables::new(
                     rings.clone(),
@@ -287,13 +342,16 @@ impl VirtioNet {
                 // Pair p: RX queue 2p, TX queue 2p + 1 (§5.1.2), each with its own doorbell
                 // (queue_notify_off, §4.1.4.4).
                 let (rxi, txi) = (2 * p, 2 * p + 1);
+                let (rxv, txv) = vectors(p);
                 let rx_off = usize::from(p) * pair_bytes;
                 match &mut queues {
                     Queues::Packed(v) => {
                         let rx_ring = PackedRing::new(rings.clone(), rx_off, rx_size);
                         let tx_ring = PackedRing::new(rings.clone(), rx_off + tx_off, tx_size);
-                        let rx_bell = setup(rxi, rx_size, QueueLayout::Packed, rx_ring.iovas())?;
-                        let tx_bell = setup(txi, tx_size, QueueLayout::Packed, tx_ring.iovas())?;
+                        let rx_bell =
+                            setup(rxi, rx_size, QueueLayout::Packed, rx_ring.iovas(), rxv)?;
+                        let tx_bell =
+                            setup(txi, tx_size, QueueLayout::Packed, tx_ring.iovas(), txv)?;
                         let tx = PackedTx::new(tx_ring, tx_bell)
                             .with_hdr_len(hdr_len)
                             .with_offloads(tx_offloads);
@@ -316,8 +374,10 @@ impl VirtioNet {
                         let rx_ring = SplitRing::new(rings.clone(), rx_off, rx_size, event_idx);
                         let tx_ring =
                             SplitRing::new(rings.clone(), rx_off + tx_off, tx_size, event_idx);
-                        let rx_bell = setup(rxi, rx_size, QueueLayout::Split, rx_ring.iovas())?;
-                        let tx_bell = setup(txi, tx_size, QueueLayout::Split, tx_ring.iovas())?;
+                        let rx_bell =
+                            setup(rxi, rx_size, QueueLayout::Split, rx_ring.iovas(), rxv)?;
+                        let tx_bell =
+                            setup(txi, tx_size, QueueLayout::Split, tx_ring.iovas(), txv)?;
                         let tx = VirtioTx::new(tx_ring, tx_bell)
                             .with_hdr_len(hdr_len)
                             .with_offloads(tx_offloads);
@@ -341,7 +401,13 @@ impl VirtioNet {
             let ctrl = match ctrl_size {
                 Some(size) => {
                     let ring = CtrlRing::new(rings.clone(), data_bytes, size, layout, event_idx);
-                    let bell = setup(ctrl_index, size, layout, ring.iovas())?;
+                    let bell = setup(
+                        ctrl_index,
+                        size,
+                        layout,
+                        ring.iovas(),
+                        fw::regs::VIRTIO_MSI_NO_VECTOR,
+                    )?;
                     Some(CtrlQueue::new(ring, bell))
                 }
                 None => None,

@@ -46,8 +46,8 @@ use std::sync::Arc;
 
 use tenge_descriptors::virtio::{
     packed_ring_layout, pvirtq_avail_flags, pvirtq_is_used, pvirtq_need_event, PvirtqDesc,
-    PvirtqEventSuppress, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, VIRTQ_DESC_F_AVAIL,
-    VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE,
+    PvirtqEventSuppress, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE, RING_EVENT_FLAGS_ENABLE,
+    VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE,
 };
 use tenge_firmware_iface::NarrowMmio;
 
@@ -107,6 +107,16 @@ impl PackedRing {
             },
         );
         ring
+    }
+
+    fn write_driver_event_flags(&self, flags: u16) {
+        self.region.write(
+            self.driver,
+            PvirtqEventSuppress {
+                off_wrap: 0.into(),
+                flags: flags.into(),
+            },
+        );
     }
 
     /// Bytes a ring of `size` descriptors needs, rounded up to 64 so rings can follow each
@@ -323,6 +333,19 @@ impl<M: NarrowMmio> PackedRx<M> {
     /// The doorbell.
     pub fn bell(&self) -> &Doorbell<M> {
         &self.bell
+    }
+
+    /// Asks the device for an interrupt on its next used descriptor: driver event flags
+    /// ENABLE (virtio 1.2 §2.8.10), then a full fence before the driver looks at the ring
+    /// once more (a descriptor used in between is found then, or interrupts).
+    pub fn arm_irq(&mut self) {
+        self.ring.write_driver_event_flags(RING_EVENT_FLAGS_ENABLE);
+        crate::platform::barrier::mb();
+    }
+
+    /// Suppresses interrupts again (driver event flags DISABLE).
+    pub fn disarm_irq(&mut self) {
+        self.ring.write_driver_event_flags(RING_EVENT_FLAGS_DISABLE);
     }
 }
 

@@ -196,6 +196,10 @@ impl SplitRing {
             .write::<u16>(self.avail + AVAIL_IDX_OFFSET, idx.to_le());
     }
 
+    fn write_avail_flags(&self, flags: u16) {
+        self.region.write::<u16>(self.avail, flags.to_le());
+    }
+
     pub(super) fn write_used_event(&self, idx: u16) {
         self.region
             .write::<u16>(self.avail + avail_used_event_offset(self.size), idx.to_le());
@@ -283,6 +287,37 @@ impl<M: NarrowMmio> VirtioRx<M> {
     /// The doorbell.
     pub fn bell(&self) -> &Doorbell<M> {
         &self.bell
+    }
+
+    /// Asks the device for an interrupt once it uses the entry at free-running index
+    /// `next` (the first the driver has not consumed): with EVENT_IDX `used_event = next`
+    /// (virtio 1.2 §2.7.10: the device interrupts when its used index passes it), else
+    /// the avail flags without `VIRTQ_AVAIL_F_NO_INTERRUPT` (§2.7.7). Then a full fence,
+    /// so the device sees the request before the driver looks at the used ring once more
+    /// (a frame used in between is then found by that look, or interrupts).
+    pub fn arm_irq(&mut self, next: u32) {
+        self.bell.irq_armed = true;
+        if self.bell.event_idx {
+            self.ring.write_used_event(next as u16);
+        } else {
+            self.ring.write_avail_flags(0);
+        }
+        crate::platform::barrier::mb();
+    }
+
+    /// Suppresses interrupts again (as at start: `used_event` out of reach, or
+    /// `VIRTQ_AVAIL_F_NO_INTERRUPT`); publishes move `used_event` along from here on.
+    pub fn disarm_irq(&mut self) {
+        self.bell.irq_armed = false;
+        if self.bell.event_idx {
+            self.ring.write_used_event(
+                self.ring
+                    .avail_idx()
+                    .wrapping_add(super::split::NO_INTERRUPT_DISTANCE),
+            );
+        } else {
+            self.ring.write_avail_flags(VIRTQ_AVAIL_F_NO_INTERRUPT);
+        }
     }
 }
 

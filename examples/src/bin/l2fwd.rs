@@ -66,6 +66,10 @@ struct Args {
     /// Seconds between live rate lines (0: none).
     #[arg(long, default_value = "1", value_parser = parse_secs)]
     interval: Duration,
+    /// Learn link changes from the devices' interrupts (MSI-X) instead of reading the links
+    /// every 50 ms.
+    #[arg(long)]
+    interrupts: bool,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +95,8 @@ struct Direction {
     batch: usize,
     retry: bool,
     capture: Option<Arc<Mutex<Capture>>>,
+    /// The sending port's link as the control thread last saw it.
+    to_link_up: Arc<AtomicBool>,
 }
 
 /// What a direction counted, at its end.
@@ -102,6 +108,8 @@ struct Forwarded {
     tx_full_drops: u64,
     /// Bursts sent again for want of room (with --retry).
     tx_retries: u64,
+    /// Frames sent while the sending port's link was known down (the device drops them).
+    sent_link_down: u64,
 }
 
 impl Direction {
@@ -121,11 +129,15 @@ impl Direction {
         if let Some(c) = &self.capture {
             record(c, batch);
         }
+        let before = done.frames;
         done.frames += self.tx.tx_burst(batch) as u64;
         while self.retry && !batch.is_empty() && !stop.load(Ordering::Relaxed) {
             done.tx_retries += 1;
             std::hint::spin_loop();
             done.frames += self.tx.tx_burst(batch) as u64;
+        }
+        if !self.to_link_up.load(Ordering::Relaxed) {
+            done.sent_link_down += done.frames - before;
         }
         // What the ring had no room for is dropped, not retried: a forwarder that
         // waits on a full ring stops receiving (DPDK's l2fwd drops too).
@@ -187,6 +199,7 @@ fn record(c: &Mutex<Capture>, batch: &PacketBatch) {
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = PortConfig {
         queues: args.queues,
+        interrupts: args.interrupts,
         ..PortConfig::default()
     };
     // A full RX and TX ring and a cache each per queue pair.
@@ -214,6 +227,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let stop = stop.clone();
         ctrlc::set_handler(move || stop.store(true, Ordering::Relaxed))?;
     }
+    // Each port's link as the control thread (below) last saw it.
+    let link_up: [Arc<AtomicBool>; 2] = [
+        Arc::new(AtomicBool::new(ports[0].link().up)),
+        Arc::new(AtomicBool::new(ports[1].link().up)),
+    ];
     // Queue pair i of port p: its RX feeds direction (p, i), its TX serves (1 - p, i).
     let [q0, q1] = [ports[0].take_queues(), ports[1].take_queues()];
     let mut directions = Vec::new();
@@ -231,6 +249,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 batch: args.batch as usize,
                 retry: args.retry,
                 capture: capture.clone(),
+                to_link_up: link_up[to].clone(),
             });
         }
     }
@@ -269,6 +288,22 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         if args.duration.is_some_and(|d| now - start >= d) {
             stop.store(true, Ordering::Relaxed);
         }
+        for (p, port) in ports.iter_mut().enumerate() {
+            if port.removal_requested() && !stop.load(Ordering::Relaxed) {
+                println!(
+                    "l2fwd: port {p} removed at {:.3}s: stopping",
+                    start.elapsed().as_secs_f64()
+                );
+                stop.store(true, Ordering::Relaxed);
+            }
+            if let Some(e) = port.poll_link() {
+                link_up[p].store(e.status.up, Ordering::Relaxed);
+                println!(
+                    "{}",
+                    tenge_examples::link_line(&format!("l2fwd: port {p}"), &e, start)
+                );
+            }
+        }
         if !args.interval.is_zero() && now - last.0 >= args.interval {
             let stats = [ports[0].stats(), ports[1].stats()];
             print_rates(now - start, now - last.0, &last.1, &stats);
@@ -297,14 +332,16 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         t.frames += f.frames;
         t.tx_full_drops += f.tx_full_drops;
         t.tx_retries += f.tx_retries;
+        t.sent_link_down += f.sent_link_down;
     }
     for (p, (s, f)) in stats.iter().zip(&per_port).enumerate() {
         println!(
-            "l2fwd: port {p}: rx={} forwarded={} tx_full_drops={} tx_retries={} tx={} rx_no_buf={} rx_errors={} rx_filtered={} tx_bad_packet={} hw_gprc={} hw_gptc={}",
+            "l2fwd: port {p}: rx={} forwarded={} tx_full_drops={} tx_retries={} sent_link_down={} tx={} rx_no_buf={} rx_errors={} rx_filtered={} tx_bad_packet={} hw_gprc={} hw_gptc={}",
             s.rx.packets,
             f.frames,
             f.tx_full_drops,
             f.tx_retries,
+            f.sent_link_down,
             s.tx.packets,
             s.rx.no_buf,
             s.rx.errors + s.rx.bad_len + s.rx.bad_slot + s.rx.multi_buffer,

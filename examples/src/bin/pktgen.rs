@@ -63,6 +63,10 @@ struct Args {
     /// Fail instead of falling back to 4 KiB pages when no hugepages are free.
     #[arg(long)]
     require_hugepages: bool,
+    /// Learn link changes from the device's interrupt (MSI-X) instead of reading the link
+    /// every 16 bursts.
+    #[arg(long)]
+    interrupts: bool,
     /// Ask the port to insert an 802.1Q tag with this tag control information (priority
     /// in bits 15:13, DEI 12, VLAN id 11:0; decimal or 0x hex) into every frame
     /// (`PacketMeta::TX_VLAN`): the wire frame is 4 bytes longer than --size.
@@ -100,6 +104,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         } else {
             HugepagePolicy::Prefer
         },
+        interrupts: args.interrupts,
         vlan_strip: args.vlan_strip,
         ..PortConfig::default()
     };
@@ -152,6 +157,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut last_sent = 0u64;
     let mut iter: u32 = 0;
     let mut deadline_hit = false;
+    // Frames handed to the device while the port knew its link down (the device drops
+    // them: QEMU's models discard what a NIC sends with its link down).
+    let mut link_up = port.link().up;
+    let mut sent_link_down = 0u64;
+    let mut link_changes = 0u64;
+    let mut removed = false;
     loop {
         // Fill the batch up to its capacity (frames a full ring left behind stay in it).
         while batch.room() > 0 && limit.is_none_or(|n| seq < n) {
@@ -194,7 +205,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             seq += 1;
         }
         if !batch.is_empty() {
-            sent += port.tx_burst(&mut batch) as u64;
+            let n = port.tx_burst(&mut batch) as u64;
+            sent += n;
+            if !link_up {
+                sent_link_down += n;
+            }
         } else if limit.is_some_and(|n| seq >= n) {
             break;
         } else {
@@ -205,6 +220,19 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         iter = iter.wrapping_add(1);
         if iter.is_multiple_of(16) || args.rate.is_some() {
+            if let Some(e) = port.poll_link() {
+                link_up = e.status.up;
+                link_changes += 1;
+                println!("{}", tenge_examples::link_line("pktgen", &e, start));
+            }
+            if port.removal_requested() {
+                println!(
+                    "pktgen: device removed at {:.3}s: stopping",
+                    start.elapsed().as_secs_f64()
+                );
+                removed = true;
+                break;
+            }
             let now = Instant::now();
             if duration.is_some_and(|d| now - start >= d) {
                 deadline_hit = true;
@@ -228,11 +256,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     // Frames left in the batch at the deadline were never handed to the device.
     let unsent = batch.len();
     port.free_batch(&mut batch);
-    let drained = port.tx_drain(Duration::from_secs(5));
+    // A device being removed is not waited for: the kernel waits for us to let it go.
+    let drained = !removed && port.tx_drain(Duration::from_secs(5));
     let stats = port.stats();
     let mpps = sent as f64 / elapsed / 1e6;
     println!(
-        "pktgen: done: sent={sent} seconds={elapsed:.3} mpps={mpps:.4} gbps={:.4} hw_gptc={} hw_gotc={} tx_doorbells={} tx_notifies={} unsent={unsent} drained={drained} {}",
+        "pktgen: done: removed={removed} sent={sent} sent_link_down={sent_link_down} link_changes={link_changes} seconds={elapsed:.3} mpps={mpps:.4} gbps={:.4} hw_gptc={} hw_gotc={} tx_doorbells={} tx_notifies={} unsent={unsent} drained={drained} {}",
         mpps * size as f64 * 8.0 / 1e3,
         stats.hw.gptc,
         stats.hw.gotc,
@@ -240,7 +269,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         port.notifies().1,
         memory_summary()
     );
-    if !deadline_hit && limit.is_some_and(|n| sent != n) {
+    if !deadline_hit && !removed && limit.is_some_and(|n| sent != n) {
         return Err(format!("sent {sent} of {} frames", limit.unwrap_or(0)).into());
     }
     Ok(())

@@ -55,6 +55,10 @@ struct Args {
     /// it receives in software either way and counts what it found.
     #[arg(long)]
     offloads: bool,
+    /// Learn link changes from the device's interrupt (MSI-X) instead of reading the link
+    /// every 256 polls.
+    #[arg(long)]
+    interrupts: bool,
 }
 
 fn main() -> ExitCode {
@@ -81,6 +85,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         } else {
             HugepagePolicy::Prefer
         },
+        interrupts: args.interrupts,
         ..PortConfig::default()
     };
     let mut port = Port::open(&args.pci, &cfg)?;
@@ -110,6 +115,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let mut last_report = start;
     let mut iter = 0u32;
+    // Replies handed to the device while the port knew its link down (dropped on the wire).
+    let mut link_up = port.link().up;
+    let mut sent_link_down = 0u64;
     loop {
         if port.rx_burst(&mut rx) > 0 {
             while let Some(mut b) = rx.pop() {
@@ -142,9 +150,25 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         if !tx.is_empty() {
-            port.tx_burst(&mut tx);
+            let n = port.tx_burst(&mut tx) as u64;
+            if !link_up {
+                sent_link_down += n;
+            }
         }
         iter = iter.wrapping_add(1);
+        if iter.is_multiple_of(256) || (args.interrupts && iter.is_multiple_of(16)) {
+            if let Some(e) = port.poll_link() {
+                link_up = e.status.up;
+                println!("{}", tenge_examples::link_line("responder", &e, start));
+            }
+            if port.removal_requested() {
+                println!(
+                    "responder: device removed at {:.3}s: stopping",
+                    start.elapsed().as_secs_f64()
+                );
+                break;
+            }
+        }
         if iter.is_multiple_of(256) {
             let now = Instant::now();
             if stop.load(Ordering::Relaxed) || args.duration.is_some_and(|d| now - start >= d) {
@@ -168,7 +192,8 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     port.tx_drain(Duration::from_secs(2));
     let s = port.stats();
     println!(
-        "responder: done: seconds={seconds:.3} {} tx={} tx_dropped={tx_dropped} port_rx={} \
+        "responder: done: seconds={seconds:.3} {} tx={} tx_dropped={tx_dropped} \
+         sent_link_down={sent_link_down} port_rx={} \
          port_rx_no_buf={} port_rx_bad_len={} port_rx_errors={} port_rx_bad_slot={} \
          port_rx_multi_buffer={} port_rx_chains={} port_tx={} port_tx_ring_full={} \
          port_tx_bad_packet={} rx_chained={chained} l4_csum_good={l4_good} \

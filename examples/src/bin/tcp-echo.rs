@@ -59,11 +59,17 @@ fn main() -> ExitCode {
     tenge_examples::run_main("tcp-echo", Args::parse(), run)
 }
 
+/// How long a connection may say nothing before it is dropped.
+const IDLE_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(10);
+
 fn listener(buffer: usize, port: u16) -> Result<tcp::Socket<'static>, String> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; buffer]),
         tcp::SocketBuffer::new(vec![0; buffer]),
     );
+    // A connection that says nothing for this long is dropped: a SYN flood's half-open
+    // connections give their socket back instead of holding it for ever.
+    s.set_timeout(Some(IDLE_TIMEOUT));
     s.listen(port)
         .map_err(|e| format!("listen on {port}: {e}"))?;
     Ok(s)
@@ -122,6 +128,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 was_open[i] = false;
                 closed += 1;
                 s.abort();
+                s.set_timeout(Some(IDLE_TIMEOUT));
                 s.listen(args.port)
                     .map_err(|e| format!("listen on {}: {e}", args.port))?;
             }

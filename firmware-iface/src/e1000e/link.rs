@@ -28,7 +28,10 @@ pub struct LinkStatus {
 
 impl std::fmt::Display for LinkStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.up {
+        if self.up && self.speed_mbps == 0 {
+            // virtio-net without VIRTIO_NET_F_SPEED_DUPLEX reports no speed.
+            f.write_str("up")
+        } else if self.up {
             let duplex = if self.full_duplex { "full" } else { "half" };
             write!(f, "up {} Mb/s {duplex} duplex", self.speed_mbps)
         } else {

@@ -22,6 +22,7 @@
 use crate::mmio::{Delay, Mmio};
 
 mod filter;
+pub mod irq;
 mod link;
 mod nvm;
 pub mod regs;

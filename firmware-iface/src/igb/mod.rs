@@ -21,6 +21,7 @@
 use crate::e1000e::{poll_until, E1000eError};
 use crate::mmio::{Delay, Mmio};
 
+pub mod irq;
 mod link;
 pub mod regs;
 mod reset;

@@ -96,6 +96,33 @@ pub const EICR: u32 = 0x0_1580;
 pub const IMC_ALL: u32 = 0xFFFF_FFFF;
 /// Every extended cause bit QEMU honours in EIMC (`E1000_EICR_MSIX_MASK`, 25 bits).
 pub const EIMC_ALL: u32 = 0x01FF_FFFF;
+/// Extended Interrupt Mask Set (82576 §8.8).
+pub const EIMS: u32 = 0x0_1524;
+/// Extended Interrupt Auto Clear (82576 §8.8).
+pub const EIAC: u32 = 0x0_152C;
+/// General Purpose Interrupt Enable (82576 §8.8).
+pub const GPIE: u32 = 0x0_1514;
+/// GPIE: MSI-X mode, the extended causes are per vector (bit n of EICR = vector n).
+pub const GPIE_MSIX_MODE: u32 = 1 << 4;
+/// GPIE: PBA support (the MSI-X pending bits).
+pub const GPIE_PBA: u32 = 1 << 31;
+/// Interrupt Vector Allocation for queues n and n + 8 (82576 §8.8, IVAR): `IVAR0 + 4 n`
+/// holds RX queue n (bits 7:0), TX queue n (15:8), RX queue n + 8 (23:16), TX queue n + 8
+/// (31:24).
+pub const IVAR0: u32 = 0x0_1700;
+/// Interrupt Vector Allocation for the other causes (82576 §8.8, IVAR_MISC): bits 15:8.
+pub const IVAR_MISC: u32 = 0x0_1740;
+/// An IVAR entry's valid bit.
+pub const IVAR_VALID: u32 = 0x80;
+/// ICR: link status change.
+pub const ICR_LSC: u32 = 1 << 2;
+
+/// Extended Interrupt Throttle Rate of MSI-X vector `n` (82576 §8.8, EITR): the interval in
+/// microseconds in bits 14:2.
+#[allow(non_snake_case)]
+pub const fn EITR(n: u32) -> u32 {
+    0x0_1680 + 4 * n
+}
 
 // ---------------------------------------------------------------------------------------
 // Receive (82576 §8.10)

@@ -79,8 +79,8 @@ pub use net::{
 };
 pub use transport::{
     device_status, driver_ok, fail, notify_offset, queue_max_size, read_device_features, reset,
-    setup_queue, start_negotiation, QueueConfig, QueueLayout, QueueSetup, RESET_POLL_US,
-    RESET_TIMEOUT_US,
+    set_config_vector, set_queue_vector, setup_queue, start_negotiation, QueueConfig, QueueLayout,
+    QueueSetup, RESET_POLL_US, RESET_TIMEOUT_US,
 };
 
 use crate::mmio::NarrowMmio;
@@ -127,6 +127,22 @@ pub enum VirtioError {
     NoAccessPlatform {
         /// What the device offered.
         offered: u64,
+    },
+    /// The device did not take an MSI-X vector: it read back `VIRTIO_MSI_NO_VECTOR`
+    /// (virtio 1.2 §4.1.5.1.2: the device's way to refuse one, e.g. beyond its table).
+    #[error(
+        "the device refused MSI-X vector {vector} for {what} (read back {read_back:#06x}); \
+         it has fewer vectors than tenge asked for: start it with more (QEMU: \
+         -device virtio-net-pci,vectors=N, N >= 2 * queue pairs + 2) or open the port \
+         without interrupts"
+    )]
+    VectorRefused {
+        /// "configuration changes" or "queue N".
+        what: String,
+        /// The vector written.
+        vector: u16,
+        /// What read back.
+        read_back: u16,
     },
     /// FEATURES_OK did not stick.
     #[error(

@@ -114,6 +114,19 @@ pub struct VirtioPciModel {
     pending_mac: Option<(u32, [u8; 6])>,
 }
 
+/// MSI-X vectors of the modelled device (QEMU's virtio-net-pci default for one queue
+/// pair: `vectors=4`, what the capability at 0x98 says).
+pub const MODEL_MSIX_VECTORS: u16 = 4;
+
+fn model_vector(value: u32) -> u16 {
+    let v = value as u16;
+    if v < MODEL_MSIX_VECTORS {
+        v
+    } else {
+        VIRTIO_MSI_NO_VECTOR
+    }
+}
+
 impl VirtioPciModel {
     /// The features the driver accepted (written bits masked by the offered ones, as of
     /// the last write before FEATURES_OK).
@@ -205,7 +218,9 @@ impl VirtioPciModel {
                     }
                 }
             }
-            CONFIG_MSIX_VECTOR => self.config_vector = value as u16,
+            // QEMU's virtio_pci_set_vector: a vector beyond the device's table reads
+            // back as VIRTIO_MSI_NO_VECTOR.
+            CONFIG_MSIX_VECTOR => self.config_vector = model_vector(value),
             DEVICE_STATUS => self.write_status(value as u8),
             QUEUE_SELECT if value < 1024 => self.queue_sel = value as u16,
             QUEUE_SIZE => {
@@ -218,7 +233,7 @@ impl VirtioPciModel {
             }
             QUEUE_MSIX_VECTOR => {
                 if let Some(q) = self.queue() {
-                    q.msix_vector = value as u16;
+                    q.msix_vector = model_vector(value);
                 }
             }
             QUEUE_ENABLE => {

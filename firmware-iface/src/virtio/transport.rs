@@ -260,6 +260,48 @@ pub fn setup_queue(
     })
 }
 
+/// Routes configuration-change interrupts to MSI-X vector `vector` (virtio 1.2 §4.1.4.3,
+/// `config_msix_vector`; `VIRTIO_MSI_NO_VECTOR` for none) and checks the device took it.
+///
+/// # Errors
+/// [`VirtioError::VectorRefused`] if it reads back otherwise (§4.1.5.1.2: a device that
+/// cannot take a vector answers `VIRTIO_MSI_NO_VECTOR`).
+pub fn set_config_vector(common: &impl NarrowMmio, vector: u16) -> Result<(), VirtioError> {
+    common.write16(CONFIG_MSIX_VECTOR, vector);
+    let read_back = common.read16(CONFIG_MSIX_VECTOR);
+    if read_back != vector {
+        return Err(VirtioError::VectorRefused {
+            what: "configuration changes".into(),
+            vector,
+            read_back,
+        });
+    }
+    Ok(())
+}
+
+/// Routes virtqueue `index`'s interrupts to MSI-X vector `vector` (§4.1.4.3,
+/// `queue_msix_vector`) and checks the device took it, as [`set_config_vector`].
+///
+/// # Errors
+/// [`VirtioError::VectorRefused`].
+pub fn set_queue_vector(
+    common: &impl NarrowMmio,
+    index: u16,
+    vector: u16,
+) -> Result<(), VirtioError> {
+    common.write16(QUEUE_SELECT, index);
+    common.write16(QUEUE_MSIX_VECTOR, vector);
+    let read_back = common.read16(QUEUE_MSIX_VECTOR);
+    if read_back != vector {
+        return Err(VirtioError::VectorRefused {
+            what: format!("queue {index}"),
+            vector,
+            read_back,
+        });
+    }
+    Ok(())
+}
+
 /// Offset within the notify structure's BAR of the doorbell of a queue whose
 /// `queue_notify_off` is `queue_notify_off` (virtio 1.2 §4.1.4.4: `cap.offset +
 /// queue_notify_off * notify_off_multiplier`). The driver notifies by writing the queue
@@ -626,6 +668,28 @@ mod tests {
         ));
         // Nothing was enabled by the failed calls.
         assert!(!dev.model().queues[1].enabled);
+    }
+
+    #[test]
+    fn vectors_the_device_takes_and_refuses() {
+        let dev = negotiated();
+        set_config_vector(&dev.common, 0).unwrap();
+        assert_eq!(dev.model().config_vector, 0);
+        setup_queue(&dev.common, 0, &split(256, 0x1_0000)).unwrap();
+        set_queue_vector(&dev.common, 0, 1).unwrap();
+        assert_eq!(dev.model().queues[0].msix_vector, 1);
+        match set_queue_vector(&dev.common, 0, 4) {
+            Err(VirtioError::VectorRefused {
+                vector: 4,
+                read_back: VIRTIO_MSI_NO_VECTOR,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            set_config_vector(&dev.common, 9),
+            Err(VirtioError::VectorRefused { .. })
+        ));
     }
 
     #[test]

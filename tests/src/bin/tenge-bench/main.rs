@@ -12,6 +12,7 @@ use clap::Parser;
 use tenge_testbed::{Backend, Guest, GuestConfig, Nic, NicModel};
 use tenge_tests::{dgram_nic, guest_bin, DgramPeer};
 
+mod irq;
 mod mq;
 mod offload;
 mod stats;
@@ -76,6 +77,11 @@ mod vhost;
 ///                virtio-net, received with tenge's software LRO on against off
 ///                (peer=lro-off); TCP payload Gbit/s delivered, frames per wire frame in
 ///                the BENCH-DETAIL line
+///   irq          what sleeping costs and saves: an e1000e receiver busy-polling, sleeping
+///                with a fixed 128 us interval, and sleeping with adaptive moderation, fed
+///                1,000 frames/s and a flood by an e1000e on its hub; BENCH compares the
+///                flood's rate adaptive vs busy poll (peer=tenge-busy-poll), BENCH-DETAIL
+///                gives CPU use, send-to-receive latency (median, p99) and interrupts/s
 /// The virtio cases' BENCH-DETAIL lines also give notifications (doorbell writes the
 /// device received) per 1000 frames with and without EVENT_IDX. Every case alternates the
 /// sides over --rounds rounds in one boot and reports each side's median and spread; a
@@ -89,7 +95,7 @@ struct Args {
     /// Comma-separated cases to run.
     #[arg(
         long,
-        default_value = "e1000e-tx64,e1000e-rx64,igb-tx64,igb-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514,e1000e-l2fwd64,vhost-l2fwd64,vhost-mq-rx64,vhost-mq-l2fwd64,e1000e-tso,sw-gso,virtio-tso,lro"
+        default_value = "e1000e-tx64,e1000e-rx64,igb-tx64,igb-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514,e1000e-l2fwd64,vhost-l2fwd64,vhost-mq-rx64,vhost-mq-l2fwd64,e1000e-tso,sw-gso,virtio-tso,lro,irq"
     )]
     cases: String,
     /// Rounds per case, alternating tenge and the peer in one boot; the median and spread
@@ -125,6 +131,7 @@ fn main() -> ExitCode {
             vhost::L2FWD_CASE => vhost::run_l2fwd(args.duration, args.rounds),
             mq::RX_CASE => mq::run_rx(args.duration, args.rounds),
             mq::L2FWD_CASE => mq::run_l2fwd(args.duration, args.rounds),
+            irq::CASE => irq::run_case(args.duration, args.rounds),
             other => match vhost::CASES.iter().find(|c| c.name == other) {
                 Some(c) => vhost::run(c, args.duration, args.rounds),
                 None => Err(format!("unknown case {other}")),
