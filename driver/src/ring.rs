@@ -140,16 +140,16 @@ impl PacketBatch {
     pub fn retain_from(
         &mut self,
         from: usize,
-        mut keep: impl FnMut(&PacketBuf) -> bool,
+        mut keep: impl FnMut(&mut PacketBuf) -> bool,
         cache: &mut MempoolCache,
     ) -> usize {
         let start = self.head + from.min(self.len());
         let mut kept = start;
         for i in start..self.tail {
-            let Some(pkt) = self.slots[i].take() else {
+            let Some(mut pkt) = self.slots[i].take() else {
                 continue;
             };
-            if keep(&pkt) {
+            if keep(&mut pkt) {
                 put(&mut self.slots[kept], pkt);
                 kept += 1;
             } else {

@@ -116,6 +116,12 @@ impl PacketMeta {
     /// The bits of [`PacketMeta::RX_RSS_TYPE_SHIFT`].
     pub const RX_RSS_TYPE_MASK: u32 = 0xf << Self::RX_RSS_TYPE_SHIFT;
 
+    /// RX: bits 31:24 hold the mark an ingress filter gave the frame
+    /// ([`crate::port::IngressVerdict::Mark`]; 0: none).
+    pub const RX_MARK_SHIFT: u32 = 24;
+    /// The bits of [`PacketMeta::RX_MARK_SHIFT`].
+    pub const RX_MARK_MASK: u32 = 0xff << Self::RX_MARK_SHIFT;
+
     /// TX: the packet is IPv4 (with the L3 offloads below; `l2_len`, `l3_len` set).
     pub const TX_IPV4: u32 = 1 << 16;
     /// TX: the packet is IPv6.
@@ -140,6 +146,12 @@ impl PacketMeta {
     #[inline]
     pub fn rss_type(&self) -> RssType {
         RssType::from_report((self.flags & Self::RX_RSS_TYPE_MASK) >> Self::RX_RSS_TYPE_SHIFT)
+    }
+
+    /// The mark an ingress filter gave the frame (0: none).
+    #[inline]
+    pub fn mark(&self) -> u8 {
+        ((self.flags & Self::RX_MARK_MASK) >> Self::RX_MARK_SHIFT) as u8
     }
 
     /// The RSS hash, if the device computed one.

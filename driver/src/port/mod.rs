@@ -66,8 +66,8 @@ use crate::virtio::{
 };
 use irq::{IrqDevice, PortIrqs, QueueIrq};
 pub use irq::{IrqStats, LinkEvent, Moderation};
+pub use queue::{IngressFilter, IngressStats, IngressVerdict, RxQueueHandle, TxQueueHandle};
 use queue::{PortShared, RxRing, TxRing};
-pub use queue::{RxQueueHandle, TxQueueHandle};
 use soft_filter::SoftRxFilter;
 use tenge_firmware_iface::virtio::VIRTIO_NET_F_CTRL_RX;
 

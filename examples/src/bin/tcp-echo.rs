@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
+use tenge::port::IngressVerdict;
 use tenge_examples::net::{parse_cidr, Stack};
 use tenge_examples::{memory_summary, parse_secs};
 
@@ -49,6 +50,11 @@ struct Args {
     /// Seconds between live rate lines (0: none).
     #[arg(long, default_value = "1", value_parser = parse_secs)]
     interval: Duration,
+    /// Drop every UDP frame in the receive queue's ingress filter, before smoltcp sees it
+    /// (an echo server has no UDP to serve: a UDP flood costs it a pass over each frame's
+    /// headers and no more).
+    #[arg(long)]
+    drop_udp: bool,
     /// Empty polls before the loop sleeps until smoltcp's next timer (at most 1 ms): an
     /// idle server does not burn a core.
     #[arg(long, default_value_t = 2000)]
@@ -57,6 +63,16 @@ struct Args {
 
 fn main() -> ExitCode {
     tenge_examples::run_main("tcp-echo", Args::parse(), run)
+}
+
+/// Whether `f` is UDP over IPv4 or IPv6 (Ethernet II, no VLAN tag).
+fn is_udp(f: &[u8]) -> bool {
+    const UDP: u8 = 17;
+    match f.get(12..14) {
+        Some([0x08, 0x00]) => f.get(23) == Some(&UDP),
+        Some([0x86, 0xdd]) => f.get(20) == Some(&UDP),
+        _ => false,
+    }
 }
 
 /// How long a connection may say nothing before it is dropped.
@@ -83,6 +99,17 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         args.rx_ring,
         args.idle_polls,
     )?;
+    if args.drop_udp {
+        st.dev
+            .rx_queue()
+            .set_ingress_filter(Some(Box::new(|p: &tenge::PacketBuf| {
+                if is_udp(p.data()) {
+                    IngressVerdict::Drop
+                } else {
+                    IngressVerdict::Pass
+                }
+            })));
+    }
     let handles: Vec<SocketHandle> = (0..args.connections)
         .map(|_| listener(args.buffer, args.port).map(|s| st.sockets.add(s)))
         .collect::<Result<_, _>>()?;
@@ -145,10 +172,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let secs = st.elapsed().as_secs_f64();
+    let ing = st.dev.rx_queue().ingress_stats();
     println!(
-        "tcp-echo: done: echoed_bytes={echoed} accepted={accepted} closed={closed} seconds={secs:.3} mbps={:.3} {} {}",
+        "tcp-echo: done: echoed_bytes={echoed} accepted={accepted} closed={closed} seconds={secs:.3} mbps={:.3} {} ingress_passed={} ingress_dropped={} {}",
         echoed as f64 * 8.0 / secs / 1e6,
         st.counters(),
+        ing.passed,
+        ing.dropped,
         memory_summary()
     );
     Ok(())
