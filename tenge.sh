@@ -52,12 +52,13 @@ test)
     run cargo test --workspace
     run env RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
     # Host-side fuzzing (fuzz/, its own workspace): a device writing arbitrary used-ring
-    # entries into the split and packed virtio rings, and arbitrary received frames into
-    # the software LRO engine, under AddressSanitizer, from the committed seeds.
+    # entries into the split and packed virtio rings and arbitrary advanced write-backs into
+    # igb's RX ring, and arbitrary received frames into the software LRO engine, under
+    # AddressSanitizer, from the committed seeds.
     # cargo-fuzz passes -Zsanitizer=address; RUSTC_BOOTSTRAP=1 lets the stable compiler
     # (which ships the ASan runtime) accept it. A crash fails the run.
     run cargo fmt --manifest-path fuzz/Cargo.toml -- --check
-    for t in used_ring used_ring_packed lro; do
+    for t in used_ring used_ring_packed igb_rx lro; do
         mkdir -p "fuzz/corpus/$t" fuzz/artifacts
         echo "+ cargo fuzz run $t (${FUZZ_SECONDS:-30} s)" >&2
         if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \

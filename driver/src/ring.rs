@@ -269,6 +269,10 @@ pub struct RxCompletion {
     pub flags: u32,
     /// The RSS hash (meaningful when `flags` has an RSS type; 0 otherwise).
     pub hash: u32,
+    /// The VLAN tag the device stripped (meaningful with `RX_VLAN_STRIPPED` in `flags`).
+    /// Only the slow path stores it into the metadata: a completion with a tag is not
+    /// `whole`, so frames without one pay nothing for it.
+    pub vlan: u16,
 }
 
 /// Per-device RX descriptor operations.
@@ -659,6 +663,7 @@ impl Assembly {
                 let meta = buf.meta_mut();
                 meta.flags = c.flags;
                 meta.rss_hash = c.hash;
+                meta.vlan_tci = c.vlan;
                 if single {
                     return self.finish(view, buf, stats);
                 }
@@ -779,7 +784,9 @@ fn rx_run<V: RxView>(
                 break;
             }
         }
-        if !buf.set_len(c.len as usize) {
+        // A length of 0 (a device may say so) or beyond the buffer: the slow path drops
+        // and counts it (bad_len).
+        if !buf.set_rx_len(c.len as usize) {
             put(s, buf);
             break;
         }

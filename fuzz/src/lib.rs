@@ -1,6 +1,6 @@
 //! The harness of the fuzz targets: tenge's virtio-net RX and TX queues (the one ring
-//! engine over split or packed rings, with or without MRG_RXBUF and receive offloads) on an
-//! identity-mapped region, driven by a sequence of operations decoded from the fuzzer's
+//! engine over split or packed rings, with or without MRG_RXBUF and receive offloads), or
+//! the 82576's (igb: advanced descriptors), on an identity-mapped region, driven by a sequence of operations decoded from the fuzzer's
 //! bytes. Some are a device writing back whatever it likes (used entries naming ids never
 //! made available or beyond the ring, lengths beyond the buffer, duplicates, used index
 //! jumps, any descriptor flags, any event suppression state, any `virtio_net_hdr`: buffer
@@ -125,6 +125,21 @@ impl Hdr {
     }
 }
 
+/// Writes `bytes` into the buffer at `addr` as a device's DMA would (at most 2048 bytes:
+/// every pool buffer's data room). Address 0 (a descriptor the driver never wrote) is left
+/// alone.
+pub fn device_write(addr: u64, bytes: &[u8]) {
+    if addr == 0 {
+        return;
+    }
+    let n = bytes.len().min(2048);
+    // SAFETY: a nonzero buffer address in an RX descriptor was written by the driver's
+    // refill: the IOVA of a pool buffer's data, which with IdentityMapper is that memory's
+    // address, with 2048 bytes of data room behind it; the pool outlives the run, and no
+    // reference into the buffer is live while this runs (as in `device_write_hdr`).
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, n) };
+}
+
 /// Writes `hdr` where the device writes a frame's header: the first bytes of the buffer a
 /// descriptor with address `addr` names. Descriptors the driver never wrote hold address 0
 /// and are left alone.
@@ -151,38 +166,68 @@ pub enum DriverOp {
     Free,
 }
 
+/// How the port sends a burst on a TX queue (virtio: `tenge::virtio::tx_burst`, which
+/// writes the header; the Intel NICs: the engine's `tx_burst`).
+pub type SendFn<T> = fn(&mut TxQueue<T>, &mut MempoolCache, &mut PacketBatch) -> usize;
+
 /// The application and the two queues, checked after every step.
 pub struct Driver<R: RxDescOps, T: TxDescOps> {
     pub pool: Mempool,
     pub cache: MempoolCache,
     pub rxq: RxQueue<R>,
     pub txq: TxQueue<T>,
+    send: SendFn<T>,
+    /// The data address of every pool buffer as the RX refill posts it.
+    buffer_addrs: HashSet<u64>,
     size: u16,
     held: Vec<PacketBuf>,
     held_idx: HashSet<u32>,
 }
 
 impl<R: RxDescOps, T: tenge::virtio::VirtioTxOps> Driver<R, T> {
-    /// Queues over `rx` and `tx` of `setup.size()` entries, RX filled.
+    /// virtio queues over `rx` and `tx` of `setup.size()` entries, RX filled.
     pub fn new(setup: &Setup, rx: R, tx: T) -> Self {
+        Driver::with_sender(setup, rx, tx, tx_burst, MAX_FRAME + tenge::virtio::HDR_LEN)
+    }
+}
+
+impl<R: RxDescOps, T: TxDescOps> Driver<R, T> {
+    /// Queues over `rx` and `tx` of `setup.size()` entries, RX filled, sending with `send`
+    /// frames of up to `max_frame` bytes.
+    pub fn with_sender(setup: &Setup, rx: R, tx: T, send: SendFn<T>, max_frame: usize) -> Self {
         let pool = host_pool(BUFFERS).unwrap();
         let mut cache = pool.cache(16);
+        let mut all = Vec::new();
+        while let Some(b) = cache.alloc() {
+            all.push(b);
+        }
+        let buffer_addrs = all.iter().map(PacketBuf::data_iova).collect();
+        for b in all {
+            cache.free(b);
+        }
         let mut rxq = RxQueue::new(rx, u32::from(setup.free_thresh));
-        let txq = TxQueue::new(
-            tx,
-            u32::from(setup.rs_interval).max(1),
-            MAX_FRAME + tenge::virtio::HDR_LEN,
-        );
+        let txq = TxQueue::new(tx, u32::from(setup.rs_interval).max(1), max_frame);
         rxq.fill(&mut cache);
         Driver {
             pool,
             cache,
             rxq,
             txq,
+            send,
+            buffer_addrs,
             size: setup.size(),
             held: Vec::new(),
             held_idx: HashSet::new(),
         }
+    }
+
+    /// Sends `b` as the port does, and checks that what is left comes back as given.
+    pub fn send(&mut self, b: &mut PacketBatch) -> usize {
+        let offered = b.len();
+        let sent = (self.send)(&mut self.txq, &mut self.cache, b);
+        assert!(sent <= offered);
+        assert!(self.txq.in_flight() < u32::from(self.size));
+        sent
     }
 
     /// Runs one driver operation and checks what it returned.
@@ -219,10 +264,7 @@ impl<R: RxDescOps, T: tenge::virtio::VirtioTxOps> Driver<R, T> {
                     p.set_len(len.min(p.capacity()));
                     b.push(p).unwrap();
                 }
-                let offered = b.len();
-                let sent = tx_burst(&mut self.txq, &mut self.cache, &mut b);
-                assert!(sent <= offered);
-                assert!(self.txq.in_flight() < u32::from(self.size));
+                self.send(&mut b);
                 for p in b.iter() {
                     assert_eq!(
                         p.len(),
@@ -234,6 +276,23 @@ impl<R: RxDescOps, T: tenge::virtio::VirtioTxOps> Driver<R, T> {
             }
             DriverOp::Free => self.give_back(),
         }
+    }
+
+    /// Whether `addr` is where the RX refill posts a pool buffer's data: what a device that
+    /// behaves finds in a descriptor the driver posted (one the device overwrote holds
+    /// anything).
+    pub fn is_rx_buffer(&self, addr: u64) -> bool {
+        self.buffer_addrs.contains(&addr)
+    }
+
+    /// Frames the application holds (delivered, not given back).
+    pub fn held_count(&self) -> usize {
+        self.held.len()
+    }
+
+    /// The frames the application holds from the `i`-th on.
+    pub fn held_from(&self, i: usize) -> impl Iterator<Item = &PacketBuf> {
+        self.held.iter().skip(i)
     }
 
     fn give_back(&mut self) {

@@ -279,6 +279,16 @@ pub fn run_ok(cfg: &tenge_testbed::GuestConfig, script: &str) -> String {
     }
 }
 
+/// `frame` with an 802.1Q tag of `tci` after its addresses: what a NIC that inserts the
+/// tag puts on the wire.
+pub fn vlan_tagged(frame: &[u8], tci: u16) -> Vec<u8> {
+    let mut t = frame[..12].to_vec();
+    t.extend_from_slice(&0x8100u16.to_be_bytes());
+    t.extend_from_slice(&tci.to_be_bytes());
+    t.extend_from_slice(&frame[12..]);
+    t
+}
+
 /// Source MAC the wire tests give pktgen.
 pub const TEST_SRC: &str = "02:00:00:00:00:01";
 /// Destination MAC the wire tests give pktgen.

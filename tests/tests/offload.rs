@@ -12,15 +12,28 @@
 
 use std::time::Duration;
 
-use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+use etherparse::{NetSlice, SlicedPacket, TransportSlice, VlanSlice};
 use tenge_testbed::TapPeer;
 use tenge_testbed::{GuestConfig, Nic, NicModel};
 use tenge_tests::offload::{cases, first_seq, frame, payload};
-use tenge_tests::{bin, dgram_nic, read_pcap, run_ok, scratch_dir, tail, wait_ok};
+use tenge_tests::{bin, dgram_nic, read_pcap, run_ok, scratch_dir, tail, vlan_tagged, wait_ok};
 
-/// Checks one TSO segment; returns (sequence number, payload, PSH).
-fn segment(f: &[u8], n: usize) -> (u32, Vec<u8>, bool) {
+/// Checks one TSO segment, which carries an 802.1Q tag `vlan` (or none); returns (sequence
+/// number, payload, PSH).
+fn segment(f: &[u8], n: usize, vlan: Option<u16>) -> (u32, Vec<u8>, bool) {
     let p = SlicedPacket::from_ethernet(f).unwrap_or_else(|e| panic!("case {n}: {e}"));
+    let l2 = match (vlan, p.vlan()) {
+        (None, None) => 14,
+        (Some(tci), Some(VlanSlice::SingleVlan(v))) => {
+            assert_eq!(
+                (v.vlan_identifier().value(), v.priority_code_point().value()),
+                (tci & 0xfff, (tci >> 13) as u8),
+                "case {n}: the tag"
+            );
+            18
+        }
+        (want, got) => panic!("case {n}: tag {want:x?} asked, {got:?} on the wire"),
+    };
     let Some(TransportSlice::Tcp(tcp)) = &p.transport else {
         panic!("case {n}: a segment that is not TCP")
     };
@@ -34,7 +47,7 @@ fn segment(f: &[u8], n: usize) -> (u32, Vec<u8>, bool) {
             );
             assert_eq!(
                 usize::from(h.total_len),
-                f.len() - 14,
+                f.len() - l2,
                 "case {n}: IPv4 total length"
             );
             tcp.to_header()
@@ -43,7 +56,7 @@ fn segment(f: &[u8], n: usize) -> (u32, Vec<u8>, bool) {
         }
         Some(NetSlice::Ipv6(ip)) => {
             let h = ip.header().to_header();
-            assert_eq!(usize::from(h.payload_length), f.len() - 54, "case {n}");
+            assert_eq!(usize::from(h.payload_length), f.len() - l2 - 40, "case {n}");
             tcp.to_header()
                 .calc_checksum_ipv6(&h, tcp.payload())
                 .unwrap()
@@ -57,7 +70,17 @@ fn segment(f: &[u8], n: usize) -> (u32, Vec<u8>, bool) {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn e1000e_tx_checksums_and_tso_on_the_wire() {
-    tx_checksums_and_tso_on_the_wire(NicModel::E1000e);
+    tx_checksums_and_tso_on_the_wire(NicModel::E1000e, None, "");
+}
+
+/// The same with an 802.1Q tag on every packet: tenge inserts it in software (CTRL.VME
+/// off) and moves the checksum offsets of the context with it; then with stripping on,
+/// the 82574 inserts it (VLE and the tag in each data descriptor) beside the context.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn e1000e_tx_checksums_and_tso_with_a_vlan_tag_on_the_wire() {
+    tx_checksums_and_tso_on_the_wire(NicModel::E1000e, Some(0x6123), "");
+    tx_checksums_and_tso_on_the_wire(NicModel::E1000e, Some(0x0ffe), " --vlan-strip");
 }
 
 /// The same on igb: an advanced context descriptor (index 0) and advanced data
@@ -65,11 +88,21 @@ fn e1000e_tx_checksums_and_tso_on_the_wire() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn igb_tx_checksums_and_tso_on_the_wire() {
-    tx_checksums_and_tso_on_the_wire(NicModel::Igb);
+    tx_checksums_and_tso_on_the_wire(NicModel::Igb, None, "");
 }
 
-fn tx_checksums_and_tso_on_the_wire(model: NicModel) {
-    let dir = scratch_dir(&format!("tx-offload-{model:?}"));
+/// On igb with an 802.1Q tag on every packet: the tag in the same context descriptor as the
+/// checksum and TSO fields, VLE in the data descriptors.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn igb_tx_checksums_and_tso_with_a_vlan_tag_on_the_wire() {
+    tx_checksums_and_tso_on_the_wire(NicModel::Igb, Some(0xa005), "");
+}
+
+/// The offload cases on the wire; with `vlan`, every packet asks for that tag too
+/// (`extra`: more `tenge-e2e tx-offload` arguments).
+fn tx_checksums_and_tso_on_the_wire(model: NicModel, vlan: Option<u16>, extra: &str) {
+    let dir = scratch_dir(&format!("tx-offload-{model:?}-{vlan:?}"));
     let (mut nic, _peer) = dgram_nic(model);
     let pcap = dir.join("offload.pcap");
     nic.dump = Some(pcap.clone());
@@ -79,7 +112,11 @@ fn tx_checksums_and_tso_on_the_wire(model: NicModel) {
         timeout: Duration::from_secs(300),
         ..GuestConfig::default()
     };
-    let log = run_ok(&cfg, &format!("{e2e} tx-offload {}\n", Nic::pci_addr(0)));
+    let tag = vlan.map_or(String::new(), |t| format!(" --vlan {t}"));
+    let log = run_ok(
+        &cfg,
+        &format!("{e2e} tx-offload {}{tag}{extra}\n", Nic::pci_addr(0)),
+    );
     // virtio-net on a backend without a vnet header (QEMU hides CSUM and HOST_TSO): every
     // request served in software, the TSO by the software GSO.
     let who = match model {
@@ -87,7 +124,7 @@ fn tx_checksums_and_tso_on_the_wire(model: NicModel) {
         _ => "device",
     };
     check_offload_log(&log, who, who);
-    check_offload_wire(&read_pcap(&pcap).expect("QEMU's pcap"), true);
+    check_offload_wire(&read_pcap(&pcap).expect("QEMU's pcap"), true, vlan);
 }
 
 /// The guest's summary: four bad requests counted, and the offloads served as expected.
@@ -101,11 +138,16 @@ fn check_offload_log(log: &str, ip: &str, l4_tso: &str) {
 
 /// The wire holds exactly the checksummed packets, byte for byte, and the TSO packets as
 /// MSS-sized segments with every header right; nothing of the malformed requests.
-/// `psh_may_go`: QEMU's software TSO clears PSH on the last segment too.
-fn check_offload_wire(wire: &[Vec<u8>], psh_may_go: bool) {
+/// `psh_may_go`: QEMU's software TSO clears PSH on the last segment too. `vlan`: every
+/// packet carries this 802.1Q tag after its addresses.
+fn check_offload_wire(wire: &[Vec<u8>], psh_may_go: bool, vlan: Option<u16>) {
     let mut frames = wire.iter();
     for (n, c) in cases().iter().enumerate() {
         let (want, _) = frame(n, c);
+        let want = match vlan {
+            Some(t) => vlan_tagged(&want, t),
+            None => want,
+        };
         if c.mss == 0 {
             let got = frames
                 .next()
@@ -120,7 +162,7 @@ fn check_offload_wire(wire: &[Vec<u8>], psh_may_go: bool) {
             let f = frames
                 .next()
                 .unwrap_or_else(|| panic!("case {n}: segment at {at} missing"));
-            let (seq, data, psh) = segment(f, n);
+            let (seq, data, psh) = segment(f, n, vlan);
             assert_eq!(
                 seq,
                 first_seq(n).wrapping_add(at as u32),
@@ -158,7 +200,7 @@ fn check_offload_wire(wire: &[Vec<u8>], psh_may_go: bool) {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn virtio_tx_checksums_and_tso_in_software_on_the_wire() {
-    tx_checksums_and_tso_on_the_wire(NicModel::virtio());
+    tx_checksums_and_tso_on_the_wire(NicModel::virtio(), None, "");
 }
 
 /// virtio-net on a tap with CSUM and HOST_TSO4/6 negotiated: each request goes to the
@@ -222,7 +264,7 @@ fn virtio_tx_checksums_and_tso_by_the_device_segmented_by_linux() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let wire = reader.join().expect("the packet socket's reader");
     check_offload_log(&log, "software", "device");
-    check_offload_wire(&wire, false);
+    check_offload_wire(&wire, false, None);
 }
 
 /// One RX checksum case: the frame and the verdicts (`good`, `bad`, `-`) the protocols

@@ -13,15 +13,15 @@ use std::sync::Arc;
 
 use tenge_descriptors::e1000e::{
     LegacyTxDesc, RxDescExtRead, RxDescExtWb, RXD_ERR_FRAME, RXD_ERR_IPE, RXD_ERR_TCPE,
-    RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_IPCS, RXD_STAT_TCPCS, RXD_STAT_UDPCS, RX_WB_STATUS_OFFSET,
-    TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS, TXD_STAT_DD,
+    RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_IPCS, RXD_STAT_TCPCS, RXD_STAT_UDPCS, RXD_STAT_VP,
+    RX_WB_STATUS_OFFSET, TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS, TXD_STAT_DD,
 };
 use tenge_firmware_iface::e1000e::regs;
 use tenge_firmware_iface::Mmio;
 
 use crate::packet::mempool::{PacketBuf, PacketMeta};
 use crate::packet::rss::RssType;
-use offload::TxOffload;
+use offload::{TxOffload, VlanInsert};
 
 pub mod offload;
 use crate::platform::dma::{DescRing, RingView};
@@ -49,6 +49,8 @@ pub struct E1000eTx<M: Mmio> {
     /// The checksum context the device holds for this queue (`offload::NO_CONTEXT`: none
     /// known), updated as context descriptors are written.
     ctx: Cell<u64>,
+    /// Who inserts the VLAN tags packets ask for.
+    vlan: VlanInsert,
 }
 
 impl<M: Mmio> E1000eTx<M> {
@@ -65,7 +67,19 @@ impl<M: Mmio> E1000eTx<M> {
             regs,
             tdt,
             ctx: Cell::new(offload::NO_CONTEXT),
+            vlan: VlanInsert::Software,
         }
+    }
+
+    /// Whether the device inserts the VLAN tags packets ask for (`TX_VLAN`): only with
+    /// CTRL.VME set, which also strips received tags (82574 §7.2.10.1, VLE). Otherwise
+    /// (the default, CTRL.VME off after a reset) tenge writes each tag into the frame.
+    pub fn set_device_vlan(&mut self, on: bool) {
+        self.vlan = if on {
+            VlanInsert::Descriptor
+        } else {
+            VlanInsert::Software
+        };
     }
 
     /// The descriptor ring.
@@ -92,6 +106,7 @@ impl<M: Mmio> TxDescOps for E1000eTx<M> {
         E1000eTxView {
             ring: self.ring.view(),
             ctx: &self.ctx,
+            vlan: self.vlan,
         }
     }
 
@@ -112,6 +127,7 @@ impl<M: Mmio> TxDescOps for E1000eTx<M> {
 pub struct E1000eTxView<'a> {
     ring: RingView<'a, LegacyTxDesc>,
     ctx: &'a Cell<u64>,
+    vlan: VlanInsert,
 }
 
 impl TxView for E1000eTxView<'_> {
@@ -119,7 +135,7 @@ impl TxView for E1000eTxView<'_> {
 
     #[inline(always)]
     fn descs_needed(&self, pkt: &PacketBuf) -> u32 {
-        offload::descs_needed(pkt, self.ctx.get())
+        offload::descs_needed(pkt, self.ctx.get(), self.vlan)
     }
 
     /// Unchained and no offload asked: one plain data descriptor.
@@ -131,7 +147,7 @@ impl TxView for E1000eTxView<'_> {
     /// An offload request must match the packet's headers.
     #[inline(always)]
     fn sendable(&self, pkt: &PacketBuf) -> bool {
-        offload::sendable(pkt)
+        offload::sendable(pkt, self.vlan)
     }
 
     /// A TSO packet may be up to an IPv4 datagram's 64 KiB with its L2 header.
@@ -162,7 +178,7 @@ impl TxView for E1000eTxView<'_> {
             cmd |= TXD_CMD_RS;
         }
         if pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK != 0 {
-            if let Ok(Some(o)) = TxOffload::of(pkt) {
+            if let Ok(Some(o)) = TxOffload::of_for(pkt, self.vlan) {
                 return self.encap_offload(pidx, pkt, &o, cmd & !TXD_CMD_IFCS);
             }
         }
@@ -340,6 +356,23 @@ pub(crate) fn rx_csum_flags_lut(status_error: u32) -> u32 {
     RX_CSUM_LUT[csum_key(status_error)]
 }
 
+/// The status bits that call for flags: a checksum checked, or a VLAN tag stripped (VP).
+pub(crate) const RX_SLOW_STAT: u32 = RX_CSUM_STAT | RXD_STAT_VP;
+
+/// The flags of a write-back's status and errors: checksum verdicts, and
+/// `RX_VLAN_STRIPPED` for VP (the tag is in the write-back's VLAN field; 82574 §7.1.5.2,
+/// 82576 §7.1.5.2: VP is set only when CTRL.VME stripped a tag). VP moves to the flag's
+/// place with a shift, no branch.
+#[inline(always)]
+pub(crate) fn rx_slow_flags(status_error: u32) -> u32 {
+    rx_csum_flags_lut(status_error) | (status_error & RXD_STAT_VP) << VP_TO_FLAG
+}
+
+/// How far VP (status bit 3) moves to be `RX_VLAN_STRIPPED`.
+const VP_TO_FLAG: u32 =
+    PacketMeta::RX_VLAN_STRIPPED.trailing_zeros() - RXD_STAT_VP.trailing_zeros();
+const _: () = assert!(RXD_STAT_VP << VP_TO_FLAG == PacketMeta::RX_VLAN_STRIPPED);
+
 impl<M: Mmio> RxDescOps for E1000eRx<M> {
     type View<'a>
         = E1000eRxView<'a>
@@ -423,18 +456,15 @@ impl RxView for E1000eRxView<'_> {
         let status_error = q as u32;
         let len = (q >> 32) as u32 & 0xffff;
         // The common case in one masked compare: the last buffer, no frame error, no
-        // checksum-checked bit (offload off), so no flags.
-        let plain = status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RX_CSUM_STAT) == RXD_STAT_EOP;
+        // checksum-checked bit (offload off), no stripped tag, so no flags.
+        let plain = status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RX_SLOW_STAT) == RXD_STAT_EOP;
         let (whole, flags) = if plain {
             (true, 0)
         } else {
             (
-                status_error & (RXD_STAT_EOP | RXD_ERR_FRAME) == RXD_STAT_EOP,
-                if status_error & RX_CSUM_STAT == 0 {
-                    0
-                } else {
-                    rx_csum_flags_lut(status_error)
-                },
+                // A stripped tag takes the engine's slow path, which stores it.
+                status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RXD_STAT_VP) == RXD_STAT_EOP,
+                rx_slow_flags(status_error),
             )
         };
         // With RSS (RXCSUM.PCSD), the first quadword is MRQ (type in 3:0) and the hash.
@@ -456,6 +486,8 @@ impl RxView for E1000eRxView<'_> {
             bufs: 0,
             flags,
             hash,
+            // The VLAN field (bytes 14..16), valid with VP.
+            vlan: (q >> 48) as u16,
         }
     }
 }

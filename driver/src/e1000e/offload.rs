@@ -14,22 +14,29 @@
 //! prepares that itself, so the application only sets the request flags and header
 //! lengths, the same on every port. (QEMU's model parses the headers and computes every
 //! checksum itself, whatever the fields hold; a real 82574 uses them.)
+//!
+//! VLAN insertion (`PacketMeta::TX_VLAN`, the tag in `vlan_tci`) rides along as one more
+//! request: on the 82574 the data descriptor carries the tag with DCMD.VLE (§7.2.10.1 and
+//! §7.2.10.3, honoured only with CTRL.VME); on the 82576 the context descriptor carries it
+//! and the data descriptor's VLE asks for it (`VlanInsert`). An 82574 port that keeps
+//! received tags (CTRL.VME off) writes the tag into the frame itself, in the packet's
+//! headroom, before the device reads it.
 
 use tenge_descriptors::e1000e::{
     TxContextDesc, CMD_SHIFT, DTYP_DATA, DTYP_SHIFT, LEN_MASK, POPTS_IXSM, POPTS_TXSM, TUCMD_DEXT,
-    TUCMD_IP, TUCMD_TCP, TUCMD_TSE, TXD_CMD_DEXT, TXD_CMD_IFCS, TXD_CMD_TSE,
+    TUCMD_IP, TUCMD_TCP, TUCMD_TSE, TXD_CMD_DEXT, TXD_CMD_IFCS, TXD_CMD_TSE, TXD_CMD_VLE,
 };
 
 use crate::packet::mempool::{PacketBuf, PacketMeta};
 
-pub(crate) use crate::offload::tx::{TxOffload, TSO_MAX_IP_LEN};
+pub(crate) use crate::offload::tx::{TxOffload, VlanInsert, TSO_MAX_IP_LEN};
 
 /// The TX view questions an Intel device with context descriptors (82574, 82576) answers
 /// the same way, its queue's context state being `ctx`: descriptors `pkt` needs (a context
 /// first when it asks for an offload the device's context does not hold).
 #[inline(always)]
-pub(crate) fn descs_needed(pkt: &PacketBuf, ctx: u64) -> u32 {
-    let with_ctx = match TxOffload::of(pkt) {
+pub(crate) fn descs_needed(pkt: &PacketBuf, ctx: u64, vlan: VlanInsert) -> u32 {
+    let with_ctx = match TxOffload::of_for(pkt, vlan) {
         Ok(Some(o)) => o.needs_context(ctx),
         _ => false,
     };
@@ -45,12 +52,13 @@ pub(crate) fn single(pkt: &PacketBuf) -> bool {
 /// Whether the device can take `pkt`: an offload request must match its headers
 /// ([`BadOffload`]).
 #[inline(always)]
-pub(crate) fn sendable(pkt: &PacketBuf) -> bool {
-    pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 || TxOffload::of(pkt).is_ok()
+pub(crate) fn sendable(pkt: &PacketBuf, vlan: VlanInsert) -> bool {
+    pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 || TxOffload::of_for(pkt, vlan).is_ok()
 }
 
 /// The longest `pkt` may be: a TSO packet up to an IPv4 datagram's 64 KiB with its L2
-/// header, any other `max_frame`.
+/// header, any other `max_frame` (as given, untagged: a tag to insert makes the wire frame
+/// 4 bytes longer, as 802.3 allows a tagged frame).
 #[inline(always)]
 pub(crate) fn max_len(pkt: &PacketBuf, max_frame: usize) -> usize {
     if pkt.meta().flags & PacketMeta::TX_TSO != 0 {
@@ -65,21 +73,29 @@ pub(crate) fn max_len(pkt: &PacketBuf, max_frame: usize) -> usize {
 pub(crate) const NO_CONTEXT: u64 = u64::MAX;
 
 impl TxOffload {
-    /// What a checksum context holds, as one number: equal keys, same context. TSO
-    /// packets always write their own context (it holds the payload length), and leave
-    /// the queue's state at [`NO_CONTEXT`].
+    /// What a context holds, as one number: equal keys, same context (the 82576's with
+    /// the tag, bits 55:40 and a bit 56 that says there is one). TSO packets always
+    /// write their own context (it holds the payload length), and leave the queue's state
+    /// at [`NO_CONTEXT`].
     pub(crate) fn key(&self) -> u64 {
+        let vlan = match self.vlan {
+            Some(tci) if self.vlan_in_context => 1 << 56 | u64::from(tci) << 40,
+            _ => 0,
+        };
         u64::from(self.l2)
             | u64::from(self.l3) << 8
             | u64::from(self.l4) << 16
             | u64::from(self.l4_csum_at) << 24
             | u64::from(self.ipv4) << 32
             | u64::from(self.ip_csum) << 33
+            | vlan
     }
 
-    /// Whether the packet needs a context descriptor, the queue's device holding `state`.
+    /// Whether the packet needs a context descriptor, the queue's device holding `state`:
+    /// never for a tag alone on the 82574, which takes it from the data descriptor.
     pub(crate) fn needs_context(&self, state: u64) -> bool {
-        self.tso || self.key() != state
+        let uses_context = self.csum || (self.vlan_in_context && self.vlan.is_some());
+        self.tso || (uses_context && self.key() != state)
     }
 
     /// The queue's state once this packet's context (if any) is written.
@@ -141,6 +157,15 @@ impl TxOffload {
         if self.tso {
             dcmd |= TXD_CMD_TSE;
         }
+        // The tag in the VLAN field (bits 63:48) of every descriptor of the packet: QEMU
+        // reads it, and VLE, from the last (`e1000e_process_tx_desc`).
+        let vlan = match self.vlan {
+            Some(tci) => {
+                dcmd |= TXD_CMD_VLE;
+                u64::from(tci) << 48
+            }
+            None => 0,
+        };
         let mut popts = 0;
         if self.ip_csum {
             popts |= POPTS_IXSM;
@@ -152,6 +177,7 @@ impl TxOffload {
             | u64::from(DTYP_DATA) << DTYP_SHIFT
             | u64::from(dcmd) << CMD_SHIFT
             | u64::from(popts) << 40
+            | vlan
     }
 }
 
@@ -267,5 +293,71 @@ mod tests {
         );
         assert_eq!((hi >> 40) as u8, 54, "HDRLEN");
         assert_eq!((hi >> 48) as u16, 1448, "MSS");
+    }
+
+    /// A tag alone: no context on the 82574, VLE and the tag in the data descriptor.
+    #[test]
+    fn a_tag_alone_needs_no_context_and_rides_in_the_data_descriptor() {
+        let f = tcp4(10);
+        let (_p, mut b) = buf(&f, PacketMeta::TX_VLAN, 0, 0);
+        b.meta_mut().vlan_tci = 0x6064;
+        let o = TxOffload::of_for(&b, VlanInsert::Descriptor)
+            .unwrap()
+            .unwrap();
+        assert!(!o.needs_context(NO_CONTEXT));
+        let hi = o.data_hi(f.len(), 0);
+        assert_eq!((hi >> 48) as u16, 0x6064);
+        assert_eq!((hi >> CMD_SHIFT) as u8 & TXD_CMD_VLE, TXD_CMD_VLE);
+        assert_eq!((hi >> 40) as u8, 0, "no POPTS");
+        // In the 82576's context instead: one is needed, and then not for the same tag.
+        let c = TxOffload::of_for(&b, VlanInsert::Context).unwrap().unwrap();
+        assert!(c.needs_context(NO_CONTEXT));
+        assert!(!c.needs_context(c.state_after()));
+        b.meta_mut().vlan_tci = 7;
+        let d = TxOffload::of_for(&b, VlanInsert::Context).unwrap().unwrap();
+        assert!(d.needs_context(c.state_after()));
+    }
+
+    /// In software the tag lands after the addresses, the headers the checksum request
+    /// names move with it, and etherparse reads the result as a tagged TCP/IPv4 frame.
+    #[test]
+    fn a_tag_inserted_in_software_moves_the_headers() {
+        let f = tcp4(100);
+        let flags = PacketMeta::TX_VLAN | PacketMeta::TX_IPV4 | PacketMeta::TX_TCP_CSUM;
+        let (_p, mut b) = buf(&f, flags, 20, 0);
+        b.meta_mut().vlan_tci = 0xa123;
+        let o = TxOffload::of_for(&b, VlanInsert::Software)
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.header_lens(), (18, 20, 20));
+        assert_eq!(o.vlan(), None, "the device inserts nothing");
+        o.prepare(&mut b, PseudoHeader::Intel);
+        assert_eq!(b.len(), f.len() + 4);
+        let p = etherparse::SlicedPacket::from_ethernet(b.data()).unwrap();
+        let Some(etherparse::LinkSlice::Ethernet2(eth)) = &p.link else {
+            panic!()
+        };
+        assert_eq!(eth.source(), [2, 0, 0, 0, 0, 1]);
+        assert_eq!(eth.destination(), [2, 0, 0, 0, 0, 2]);
+        let Some(etherparse::VlanSlice::SingleVlan(v)) = p.vlan() else {
+            panic!()
+        };
+        assert_eq!(v.vlan_identifier().value(), 0x123);
+        assert_eq!(v.priority_code_point().value(), 5);
+        assert!(matches!(
+            p.transport,
+            Some(etherparse::TransportSlice::Tcp(_))
+        ));
+        // The IP header and the payload as they were (the TCP checksum field now holds the
+        // pseudo-header sum).
+        assert_eq!(&b.data()[18..38], &f[14..34]);
+        assert_eq!(&b.data()[58..], &f[54..]);
+        // No headroom: refused, never sent untagged.
+        let (_p, mut b) = buf(&f, PacketMeta::TX_VLAN, 0, 0);
+        assert!(b.prepend(b.headroom()));
+        assert_eq!(
+            TxOffload::of_for(&b, VlanInsert::Software),
+            Err(BadOffload::VlanRoom)
+        );
     }
 }

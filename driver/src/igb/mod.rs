@@ -20,13 +20,14 @@ use std::sync::Arc;
 
 use tenge_descriptors::igb::{
     AdvRxDescRead, AdvRxDescWb, AdvTxDataDesc, ADVTXD_DCMD_EOP, ADVTXD_DCMD_IFCS, ADVTXD_DCMD_RS,
-    ADVTXD_STA_DD, PKT_TYPE_IPV6_EX, RXD_ERR_FRAME, RXD_STAT_DD, RXD_STAT_EOP, RX_WB_STATUS_OFFSET,
+    ADVTXD_STA_DD, PKT_TYPE_IPV6_EX, RXD_ERR_FRAME, RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_VP,
+    RX_WB_STATUS_OFFSET,
 };
 use tenge_firmware_iface::igb::regs;
 use tenge_firmware_iface::Mmio;
 
-use crate::e1000e::offload::{TxOffload, NO_CONTEXT};
-use crate::e1000e::{rx_csum_flags_lut, RX_CSUM_STAT};
+use crate::e1000e::offload::{TxOffload, VlanInsert, NO_CONTEXT};
+use crate::e1000e::{rx_slow_flags, RX_SLOW_STAT};
 use crate::packet::mempool::{PacketBuf, PacketMeta};
 use crate::packet::rss::RssType;
 use crate::platform::dma::{DescRing, RingView};
@@ -135,7 +136,7 @@ impl TxView for IgbTxView<'_> {
 
     #[inline(always)]
     fn descs_needed(&self, pkt: &PacketBuf) -> u32 {
-        crate::e1000e::offload::descs_needed(pkt, self.ctx.get())
+        crate::e1000e::offload::descs_needed(pkt, self.ctx.get(), VlanInsert::Context)
     }
 
     /// Unchained and no offload asked: one plain data descriptor.
@@ -147,7 +148,7 @@ impl TxView for IgbTxView<'_> {
     /// An offload request must match the packet's headers.
     #[inline(always)]
     fn sendable(&self, pkt: &PacketBuf) -> bool {
-        crate::e1000e::offload::sendable(pkt)
+        crate::e1000e::offload::sendable(pkt, VlanInsert::Context)
     }
 
     /// A TSO packet may be up to an IPv4 datagram's 64 KiB with its L2 header.
@@ -172,7 +173,7 @@ impl TxView for IgbTxView<'_> {
     fn encap(&self, pidx: u32, pkt: &mut PacketBuf, report: bool) -> u32 {
         let end = ADVTXD_DCMD_EOP | if report { ADVTXD_DCMD_RS } else { 0 };
         if pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK != 0 {
-            if let Ok(Some(o)) = TxOffload::of(pkt) {
+            if let Ok(Some(o)) = TxOffload::of_for(pkt, VlanInsert::Context) {
                 return self.encap_offload(pidx, pkt, &o, end);
             }
         }
@@ -387,19 +388,16 @@ impl RxView for IgbRxView<'_> {
         let q = self.ring.read_u64_at(cidx, RX_WB_STATUS_OFFSET);
         let status_error = q as u32;
         let len = (q >> 32) as u32 & 0xffff;
-        let plain = status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RX_CSUM_STAT) == RXD_STAT_EOP;
+        // IPCS/L4CS/UDPCS, VP and IPE/L4E sit where the 82574 has IPCS/TCPCS/UDPCS, VP and
+        // IPE/TCPE (82576 §7.1.5.2), so e1000e's decoding serves.
+        let plain = status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RX_SLOW_STAT) == RXD_STAT_EOP;
         let (whole, flags) = if plain {
             (true, 0)
         } else {
             (
-                status_error & (RXD_STAT_EOP | RXD_ERR_FRAME) == RXD_STAT_EOP,
-                if status_error & RX_CSUM_STAT == 0 {
-                    0
-                } else {
-                    // IPCS/L4CS/UDPCS and IPE/L4E sit where the 82574 has IPCS/TCPCS/UDPCS
-                    // and IPE/TCPE (82576 §7.1.5.2), so e1000e's table decodes them.
-                    rx_csum_flags_lut(status_error)
-                },
+                // A stripped tag takes the engine's slow path, which stores it.
+                status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RXD_STAT_VP) == RXD_STAT_EOP,
+                rx_slow_flags(status_error),
             )
         };
         // With RSS (RXCSUM.PCSD), the first dword has the RSS type in 3:0 and the second the
@@ -428,6 +426,9 @@ impl RxView for IgbRxView<'_> {
             bufs: 0,
             flags,
             hash,
+            // The VLAN field (bytes 14..16), valid with VP (QEMU writes it on a frame's
+            // last descriptor, zero elsewhere).
+            vlan: (q >> 48) as u16,
         }
     }
 }

@@ -8,11 +8,16 @@
 //! The context the device holds is kept per queue as e1000e does: a checksum packet whose
 //! layout matches needs none; each TSO packet writes its own (the 82576's context carries
 //! no payload length, but the MSS and header lengths vary per flow).
+//!
+//! A VLAN tag (`TX_VLAN`) is the context's too (its VLAN field, 82576 §7.2.2.2), with
+//! DCMD.VLE in the data descriptors: a tag alone writes a context with no header lengths
+//! and POPTS clear, and the queue's context state counts the tag.
 
 use tenge_descriptors::igb::{
-    AdvTxDataDesc, ADVTXD_DCMD_DEXT, ADVTXD_DCMD_IFCS, ADVTXD_DCMD_TSE, ADVTXD_DTYP_CTXT,
-    ADVTXD_L4LEN_SHIFT, ADVTXD_MACLEN_SHIFT, ADVTXD_MSS_SHIFT, ADVTXD_POPTS_IXSM,
+    AdvTxDataDesc, ADVTXD_DCMD_DEXT, ADVTXD_DCMD_IFCS, ADVTXD_DCMD_TSE, ADVTXD_DCMD_VLE,
+    ADVTXD_DTYP_CTXT, ADVTXD_L4LEN_SHIFT, ADVTXD_MACLEN_SHIFT, ADVTXD_MSS_SHIFT, ADVTXD_POPTS_IXSM,
     ADVTXD_POPTS_TXSM, ADVTXD_TUCMD_IPV4, ADVTXD_TUCMD_L4T_TCP, ADVTXD_TUCMD_L4T_UDP,
+    ADVTXD_VLAN_SHIFT,
 };
 
 use crate::e1000e::offload::TxOffload;
@@ -21,7 +26,9 @@ use crate::e1000e::offload::TxOffload;
 /// L4T TCP or UDP; DTYP context and DEXT; IDX 0, L4LEN and MSS for TSO.
 pub(crate) fn context(o: &TxOffload) -> (u64, u64) {
     let (l2, l3, l4) = o.header_lens();
-    let vlan_macip_lens = u32::from(l3) | u32::from(l2) << ADVTXD_MACLEN_SHIFT;
+    let vlan_macip_lens = u32::from(l3)
+        | u32::from(l2) << ADVTXD_MACLEN_SHIFT
+        | u32::from(o.vlan().unwrap_or(0)) << ADVTXD_VLAN_SHIFT;
     let mut tucmd = if o.is_tcp() {
         ADVTXD_TUCMD_L4T_TCP
     } else {
@@ -48,6 +55,11 @@ pub(crate) fn data_hi(o: &TxOffload, len: usize, pkt_len: usize, first: bool, en
     let mut dcmd = ADVTXD_DCMD_IFCS | end;
     if tso {
         dcmd |= ADVTXD_DCMD_TSE;
+    }
+    // VLE on every descriptor of the packet (QEMU reads it from the first,
+    // `igb_process_tx_desc`); the tag is the context's.
+    if o.vlan().is_some() {
+        dcmd |= ADVTXD_DCMD_VLE;
     }
     let olinfo = if first {
         let (l2, l3, l4len) = o.header_lens();

@@ -7,6 +7,14 @@
 //! IPv6 header, the TCP data offset) and lie in its first buffer, the L4 protocol in the
 //! header is the one asked for, and TSO has an MSS and fits an IP datagram. Anything else
 //! is a `BadOffload`: the packet is dropped and counted, never sent half-served.
+//!
+//! An 802.1Q tag (`TX_VLAN`, the tag in `vlan_tci`) is one more request, alone or with the
+//! others: the Intel devices insert it (`VlanInsert`: the 82574 from its data descriptor,
+//! only with CTRL.VME; the 82576 from its context descriptor), or tenge writes it into the
+//! frame in `TxOffload::prepare` (the 82574 without CTRL.VME). virtio-net has no such
+//! offload: its ring refuses the request.
+
+use tenge_firmware_iface::e1000e::ETHERTYPE_VLAN;
 
 use crate::packet::csum;
 use crate::packet::mempool::{PacketBuf, PacketMeta};
@@ -15,6 +23,24 @@ const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 /// The largest TSO packet: an IPv4 datagram's 64 KiB less one, plus its L2 header.
 pub const TSO_MAX_IP_LEN: usize = 65535;
+/// Bytes of an 802.1Q tag.
+pub const VLAN_TAG_LEN: usize = 4;
+/// The checksum and TSO requests, `TX_VLAN` aside.
+const CSUM_REQUESTS: u32 =
+    PacketMeta::TX_IP_CSUM | PacketMeta::TX_TCP_CSUM | PacketMeta::TX_UDP_CSUM | PacketMeta::TX_TSO;
+
+/// Where a queue's Intel device takes the tag of a `TX_VLAN` packet from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum VlanInsert {
+    /// The data descriptor's VLAN field, with DCMD.VLE (the 82574 with CTRL.VME).
+    Descriptor,
+    /// The context descriptor's VLAN field, with DCMD.VLE in the data descriptor (the
+    /// 82576): the tag is part of the context the queue keeps.
+    Context,
+    /// tenge writes the tag into the frame (the 82574 without CTRL.VME, which ignores
+    /// VLE then).
+    Software,
+}
 
 /// A TX offload request, checked against the packet it came with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +55,15 @@ pub(crate) struct TxOffload {
     pub(crate) ip_csum: bool,
     pub(crate) tso: bool,
     pub(crate) mss: u16,
+    /// A checksum or TSO is asked (the fields above mean something).
+    pub(crate) csum: bool,
+    /// The tag the device inserts (`VlanInsert::Descriptor` or `Context`).
+    pub(crate) vlan: Option<u16>,
+    /// The tag tenge inserts in [`TxOffload::prepare`] (`VlanInsert::Software`); `l2`
+    /// already counts it.
+    pub(crate) soft_vlan: Option<u16>,
+    /// The tag is part of the context (the 82576).
+    pub(crate) vlan_in_context: bool,
 }
 
 /// Why a request cannot be served (each a counted drop, `TxStats::bad_offload`).
@@ -44,14 +79,68 @@ pub(crate) enum BadOffload {
     Tso,
     /// Longer than the device takes.
     TooLong,
+    /// A tag to insert in software without 4 bytes of headroom, or into a first segment
+    /// shorter than the two addresses.
+    VlanRoom,
 }
 
 impl TxOffload {
-    /// The request `pkt` carries, checked against its headers; `Ok(None)` for none.
+    /// The request `pkt` carries, checked against its headers, for an Intel device that
+    /// takes a tag as `vlan` says; `Ok(None)` for none.
+    #[inline]
+    pub(crate) fn of_for(
+        pkt: &PacketBuf,
+        vlan: VlanInsert,
+    ) -> Result<Option<TxOffload>, BadOffload> {
+        let Some(o) = Self::of(pkt)? else {
+            return Ok(None);
+        };
+        let mut o = TxOffload {
+            vlan_in_context: vlan == VlanInsert::Context,
+            ..o
+        };
+        if vlan == VlanInsert::Software {
+            if let Some(tci) = o.vlan.take() {
+                if pkt.headroom() < VLAN_TAG_LEN || pkt.len() < 12 {
+                    return Err(BadOffload::VlanRoom);
+                }
+                o.soft_vlan = Some(tci);
+                if o.csum {
+                    // The headers the other requests name move 4 bytes on.
+                    o.l2 =
+                        o.l2.checked_add(VLAN_TAG_LEN as u8)
+                            .ok_or(BadOffload::HeaderLength)?;
+                }
+            }
+        }
+        Ok(Some(o))
+    }
+
+    /// The request `pkt` carries, checked against its headers; `Ok(None)` for none. A tag
+    /// (`TX_VLAN`) is in [`TxOffload::vlan`], for the device to insert.
     pub(crate) fn of(pkt: &PacketBuf) -> Result<Option<TxOffload>, BadOffload> {
         let m = pkt.meta();
         if m.flags & PacketMeta::TX_OFFLOAD_MASK == 0 {
             return Ok(None);
+        }
+        let vlan = (m.flags & PacketMeta::TX_VLAN != 0).then_some(m.vlan_tci);
+        if m.flags & CSUM_REQUESTS == 0 {
+            // A tag alone.
+            return Ok(Some(TxOffload {
+                l2: 0,
+                l3: 0,
+                l4: 0,
+                ipv4: false,
+                l4_csum_at: 0,
+                tcp: false,
+                ip_csum: false,
+                tso: false,
+                mss: 0,
+                csum: false,
+                vlan,
+                soft_vlan: None,
+                vlan_in_context: false,
+            }));
         }
         let ipv4 = m.flags & PacketMeta::TX_IPV4 != 0;
         if ipv4 == (m.flags & PacketMeta::TX_IPV6 != 0) {
@@ -131,7 +220,16 @@ impl TxOffload {
             ip_csum,
             tso,
             mss: m.mss,
+            csum: true,
+            vlan,
+            soft_vlan: None,
+            vlan_in_context: false,
         }))
+    }
+
+    /// The tag the device inserts, if any.
+    pub(crate) fn vlan(&self) -> Option<u16> {
+        self.vlan
     }
 
     /// The L2, L3 and L4 header lengths (L4: 0 with no L4 checksum asked, 8 for UDP).
@@ -183,6 +281,15 @@ impl TxOffload {
     /// Prepares the headers for a device that finishes the checksums (and segments) as
     /// `style` says.
     pub(crate) fn prepare(&self, pkt: &mut PacketBuf, style: PseudoHeader) {
+        if let Some(tci) = self.soft_vlan {
+            // `of_for` checked the headroom and the first segment's 12 bytes.
+            if pkt.prepend(VLAN_TAG_LEN) {
+                insert_vlan_tag(pkt.data_mut(), tci);
+            }
+        }
+        if !self.csum {
+            return;
+        }
         let total = pkt.pkt_len();
         let (l2, l3) = (usize::from(self.l2), usize::from(self.l3));
         let intel_tso = self.tso && style == PseudoHeader::Intel;
@@ -242,6 +349,14 @@ impl TxOffload {
             csum::write_at(pkt, start + usize::from(at), &c.to_be_bytes());
         }
     }
+}
+
+/// Writes an 802.1Q tag with `tci` after the addresses of `frame`, whose first 16 bytes
+/// hold the two addresses at 4..16 (the frame was just moved 4 bytes earlier into them).
+fn insert_vlan_tag(frame: &mut [u8], tci: u16) {
+    frame.copy_within(VLAN_TAG_LEN..VLAN_TAG_LEN + 12, 0);
+    frame[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+    frame[14..16].copy_from_slice(&tci.to_be_bytes());
 }
 
 /// The TX offloads a device serves itself, for those (virtio-net) whose set depends on

@@ -90,6 +90,10 @@ pub struct PacketMeta {
     pub segs: u16,
     /// RX: the device's RSS hash, when [`PacketMeta::rss_type`] is not `None`.
     pub rss_hash: u32,
+    /// The 802.1Q tag control information (priority, DEI, VLAN id): TX, the tag to insert
+    /// with [`PacketMeta::TX_VLAN`]; RX, the tag the device stripped, with
+    /// [`PacketMeta::RX_VLAN_STRIPPED`] (meaningless without it).
+    pub vlan_tci: u16,
 }
 
 impl PacketMeta {
@@ -104,6 +108,9 @@ impl PacketMeta {
     /// RX: the frame is several TCP segments coalesced into one (by the device or its
     /// backend: virtio's GUEST_TSO, or LRO); `mss` is the size of the segments.
     pub const RX_LRO: u32 = 1 << 4;
+    /// RX: the device stripped an 802.1Q tag from the frame; it is in `vlan_tci`
+    /// (`PortConfig::vlan_strip`).
+    pub const RX_VLAN_STRIPPED: u32 = 1 << 5;
     /// RX: bits 11:8 hold the [`RssType`] the device hashed the frame as (0: no hash).
     pub const RX_RSS_TYPE_SHIFT: u32 = 8;
     /// The bits of [`PacketMeta::RX_RSS_TYPE_SHIFT`].
@@ -128,9 +135,12 @@ impl PacketMeta {
     /// TX: segment the TCP payload into `mss`-byte frames (`l2_len`, `l3_len`, `l4_len`
     /// set; implies the TCP checksum, and the IPv4 header checksum on IPv4).
     pub const TX_TSO: u32 = 1 << 21;
+    /// TX: insert an 802.1Q tag with `vlan_tci` after the source address (the frame is
+    /// given untagged; its header lengths for the other offloads count no tag).
+    pub const TX_VLAN: u32 = 1 << 22;
     /// Every TX offload request: a packet with none of them takes the plain path.
     pub const TX_OFFLOAD_MASK: u32 =
-        Self::TX_IP_CSUM | Self::TX_TCP_CSUM | Self::TX_UDP_CSUM | Self::TX_TSO;
+        Self::TX_IP_CSUM | Self::TX_TCP_CSUM | Self::TX_UDP_CSUM | Self::TX_TSO | Self::TX_VLAN;
 
     /// What the device hashed the frame as ([`RssType::None`]: no hash).
     #[inline]
@@ -480,6 +490,19 @@ impl PacketBuf {
         // cannot overflow: len <= u16::MAX is tested first).
         let h = self.h();
         if len > u16::MAX as usize || h.data_off as usize + len > h.end as usize {
+            return false;
+        }
+        self.hm().len = len as u16;
+        true
+    }
+
+    /// [`PacketBuf::set_len`] for a length a device reported for a received frame, which
+    /// must not be 0 either: 0 is refused by the compare that refuses a length over 16 bits
+    /// (`len - 1` wraps to the top for 0).
+    #[inline(always)]
+    pub(crate) fn set_rx_len(&mut self, len: usize) -> bool {
+        let h = self.h();
+        if len.wrapping_sub(1) >= u16::MAX as usize || h.data_off as usize + len > h.end as usize {
             return false;
         }
         self.hm().len = len as u16;

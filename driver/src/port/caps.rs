@@ -41,19 +41,26 @@ pub struct OffloadCaps {
     pub rx_csum: OffloadSupport,
     /// RX: coalesced TCP segments (`RX_LRO`).
     pub lro: OffloadSupport,
+    /// TX: 802.1Q tag insertion (`TX_VLAN` with `vlan_tci`).
+    pub tx_vlan: OffloadSupport,
+    /// RX: 802.1Q tags stripped into `vlan_tci` (`RX_VLAN_STRIPPED`; `PortConfig::vlan_strip`).
+    pub rx_vlan_strip: OffloadSupport,
 }
 
 impl fmt::Display for OffloadCaps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "tx_ipv4_csum={} tx_tcp_csum={} tx_udp_csum={} tx_tso={} rx_csum={} lro={}",
+            "tx_ipv4_csum={} tx_tcp_csum={} tx_udp_csum={} tx_tso={} rx_csum={} lro={} \
+             tx_vlan={} rx_vlan_strip={}",
             self.tx_ipv4_csum,
             self.tx_tcp_csum,
             self.tx_udp_csum,
             self.tx_tso,
             self.rx_csum,
-            self.lro
+            self.lro,
+            self.tx_vlan,
+            self.rx_vlan_strip
         )
     }
 }

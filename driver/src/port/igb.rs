@@ -8,12 +8,11 @@ use tenge_firmware_iface::igb::{self as ifw, IgbError};
 use tenge_firmware_iface::StdDelay;
 
 use super::queue::{RxRing, TxRing};
-use super::{fmt_mac, Control, Port, PortConfig};
+use super::{intel, Control, Port, PortConfig};
 use crate::error::Error;
 use crate::igb::{IgbRx, IgbTx, MAX_FRAME};
-use crate::packet::mempool::{Mempool, MempoolConfig};
 use crate::packet::rss::{RssConfig, RssHashTypes};
-use crate::platform::dma::{DescRing, DmaMapper, DmaRegion};
+use crate::platform::dma::DmaMapper;
 use crate::platform::pci::PciAddress;
 use crate::platform::vfio::VfioDevice;
 use crate::ring::{RxQueue, TxQueue};
@@ -53,28 +52,20 @@ pub(super) fn igb_rss_problem(rss: &RssConfig, queues: u16) -> Option<String> {
 /// type), so TCP/IPv6 sets both bits.
 pub(super) fn igb_rss_setup(rss: &RssConfig) -> ifw::RssSetup {
     use ifw::regs::*;
-    let mut key = [0u8; RSS_KEY_LEN];
-    key.copy_from_slice(&rss.key);
-    let mut queues = [0u8; RETA_ENTRIES];
-    for (q, &t) in queues.iter_mut().zip(&rss.table) {
-        *q = t as u8;
-    }
-    let mut fields = 0;
-    for (t, f) in [
-        (RssHashTypes::IPV4, MRQC_IPV4),
-        (RssHashTypes::TCP_IPV4, MRQC_TCPIPV4),
-        (RssHashTypes::UDP_IPV4, MRQC_UDPIPV4),
-        (RssHashTypes::IPV6, MRQC_IPV6),
-        (RssHashTypes::TCP_IPV6, MRQC_TCPIPV6 | MRQC_TCPIPV6EX),
-        (RssHashTypes::UDP_IPV6, MRQC_UDPIPV6),
-        (RssHashTypes::IPV6_EX, MRQC_IPV6EX),
-        (RssHashTypes::TCP_IPV6_EX, MRQC_TCPIPV6EX),
-        (RssHashTypes::UDP_IPV6_EX, MRQC_UDPIPV6EX),
-    ] {
-        if rss.types.contains(t) {
-            fields |= f;
-        }
-    }
+    let (key, queues, fields) = intel::rss_registers(
+        rss,
+        &[
+            (RssHashTypes::IPV4, MRQC_IPV4),
+            (RssHashTypes::TCP_IPV4, MRQC_TCPIPV4),
+            (RssHashTypes::UDP_IPV4, MRQC_UDPIPV4),
+            (RssHashTypes::IPV6, MRQC_IPV6),
+            (RssHashTypes::TCP_IPV6, MRQC_TCPIPV6 | MRQC_TCPIPV6EX),
+            (RssHashTypes::UDP_IPV6, MRQC_UDPIPV6),
+            (RssHashTypes::IPV6_EX, MRQC_IPV6EX),
+            (RssHashTypes::TCP_IPV6_EX, MRQC_TCPIPV6EX),
+            (RssHashTypes::UDP_IPV6_EX, MRQC_UDPIPV6EX),
+        ],
+    );
     ifw::RssSetup {
         key,
         queues,
@@ -87,25 +78,8 @@ impl Port {
     /// waited for), RSS over them, the receive filter, link.
     pub(super) fn open_igb(dev: VfioDevice, cfg: &PortConfig) -> Result<Port, Error> {
         let addr = dev.addr();
-        if u32::from(cfg.queues) > ifw::regs::QUEUES {
-            return Err(Error::Config(format!(
-                "queues = {}: the 82576 has {} receive and {} transmit queues; use 1 to {}",
-                cfg.queues,
-                ifw::regs::QUEUES,
-                ifw::regs::QUEUES,
-                ifw::regs::QUEUES
-            )));
-        }
-        let rss = match &cfg.rss {
-            Some(r) => Some(r.clone()),
-            None => (cfg.queues > 1).then(|| RssConfig::new(cfg.queues, ifw::regs::RETA_ENTRIES)),
-        };
-        if let Some(problem) = rss.as_ref().and_then(|r| igb_rss_problem(r, cfg.queues)) {
-            return Err(Error::Rss {
-                addr,
-                reason: problem,
-            });
-        }
+        intel::check_queues(cfg, "the 82576", ifw::regs::QUEUES)?;
+        let rss = intel::rss_config(cfg, addr, ifw::regs::RETA_ENTRIES, igb_rss_problem)?;
         let regs = Arc::new(dev.map_bar(0)?);
         dev.enable_bus_master()?;
         let mut delay = StdDelay;
@@ -115,34 +89,10 @@ impl Port {
             .map_err(igb_err(addr))?;
 
         let mapper: Arc<dyn DmaMapper> = dev.container().clone();
-        // Every ring in one region, RX rings first, each 128-byte aligned (82576 §8.10.5:
-        // RDBAL/TDBAL bits 6:0 are ignored).
-        let align = ifw::RING_ALIGN as usize;
-        let queues = usize::from(cfg.queues);
-        let rx_stride = (cfg.rx_ring as usize * size_of::<AdvRxDescRead>()).div_ceil(align) * align;
-        let tx_stride = (cfg.tx_ring as usize * size_of::<AdvTxDataDesc>()).div_ceil(align) * align;
-        let tx_base = queues * rx_stride;
-        let rings = Arc::new(DmaRegion::allocate(
-            mapper.clone(),
-            tx_base + queues * tx_stride,
-            cfg.hugepages,
-        )?);
-        let rx_rings: Vec<DescRing<AdvRxDescRead>> = (0..queues)
-            .map(|q| DescRing::new(rings.clone(), q * rx_stride, cfg.rx_ring))
-            .collect();
-        let tx_rings: Vec<DescRing<AdvTxDataDesc>> = (0..queues)
-            .map(|q| DescRing::new(rings.clone(), tx_base + q * tx_stride, cfg.tx_ring))
-            .collect();
-
-        let pool = Mempool::new(
-            mapper.clone(),
-            &MempoolConfig {
-                buffers: cfg.mempool_buffers,
-                data_room: cfg.buf_size,
-                hugepages: cfg.hugepages,
-                ..MempoolConfig::default()
-            },
-        )?;
+        // Each ring 128-byte aligned (82576 §8.10.5: RDBAL/TDBAL bits 6:0 are ignored).
+        let (rx_rings, tx_rings) =
+            intel::rings::<AdvRxDescRead, AdvTxDataDesc>(&mapper, cfg, ifw::RING_ALIGN as usize)?;
+        let pool = intel::pool(&mapper, cfg)?;
         // SRRCTL counts buffers in KiB: tell the device the whole KiB the buffer holds.
         let buf_size = pool.data_room() / 1024 * 1024;
         if buf_size == 0 {
@@ -199,6 +149,9 @@ impl Port {
         ifw::set_unicast_filter(&*regs, &[])
             .map_err(IgbError::from)
             .map_err(igb_err(addr))?;
+        // Stripping by CTRL.VME (QEMU's igb without VMDq, `igb_rx_strip_vlan`; it needs no
+        // RCTL or VMOLR bit then); TX insertion needs none (`igb_tx_insert_vlan`).
+        ifw::set_vlan_strip(&*regs, cfg.vlan_strip);
         ifw::enable_rx(&*regs, &rx);
         ifw::set_promisc(&*regs, cfg.promisc);
         let pairs = rx_rings
@@ -222,20 +175,7 @@ impl Port {
 
         let timeout_us = cfg.link_timeout.as_micros().min(u32::MAX as u128) as u32;
         let link = ifw::setup_link(&*regs, &mut delay, timeout_us).map_err(igb_err(addr))?;
-        if link.up {
-            log::info!(
-                "{addr}: igb {} link up {} Mb/s {}",
-                fmt_mac(&mac),
-                link.speed_mbps,
-                if link.full_duplex {
-                    "full duplex"
-                } else {
-                    "half duplex"
-                }
-            );
-        } else {
-            log::warn!("{addr}: link still down after {:?}", cfg.link_timeout);
-        }
+        intel::log_link(addr, "igb", &mac, &link, cfg.link_timeout);
         let irqs = igb_irqs(&dev, &regs, cfg)?;
         Ok(Self::assemble(
             dev,

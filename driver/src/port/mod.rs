@@ -44,7 +44,7 @@ use crate::error::Error;
 use crate::igb::DEVICE_82576;
 use crate::packet::mempool::{Mempool, MempoolConfig, PacketBuf};
 use crate::packet::rss::{RssConfig, RssHashTypes, DEFAULT_RSS_KEY};
-use crate::platform::dma::{DescRing, DmaMapper, DmaRegion, HugepagePolicy};
+use crate::platform::dma::{DmaMapper, HugepagePolicy};
 use crate::platform::mmio::Bar;
 use crate::platform::pci::PciAddress;
 use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
@@ -53,6 +53,7 @@ use tenge_firmware_iface::igb as ifw;
 pub mod caps;
 pub mod dim;
 mod igb;
+mod intel;
 pub mod irq;
 pub mod queue;
 pub mod soft_filter;
@@ -121,6 +122,13 @@ pub struct PortConfig {
     /// for the hash in each packet's metadata). RSS is on or off for the life of the port;
     /// [`Port::set_rss`] changes key, table and hash types.
     pub rss: Option<RssConfig>,
+    /// VLAN stripping: the device removes a received frame's 802.1Q tag and puts it in
+    /// `meta().vlan_tci` with `RX_VLAN_STRIPPED` (e1000e and igb: CTRL.VME). Off by
+    /// default, so a forwarder passes tags on. TX tag insertion (`PacketMeta::TX_VLAN`)
+    /// works either way: on igb by the device; on e1000e by the device only with this on
+    /// (the 82574 inserts only with CTRL.VME), by tenge in software with it off. virtio-net
+    /// strips nothing: on is refused there.
+    pub vlan_strip: bool,
     /// Interrupts: MSI-X through VFIO, a vector per RX queue (virtio-net: per queue) and
     /// one for link changes (e1000e: the "other" causes; virtio-net: configuration
     /// changes), for [`RxQueueHandle::rx_burst_wait`], [`Port::wait_link`] and the
@@ -148,6 +156,7 @@ impl Default for PortConfig {
             link_timeout: Duration::from_secs(3),
             queues: 1,
             rss: None,
+            vlan_strip: false,
             interrupts: false,
         }
     }
@@ -230,6 +239,8 @@ pub struct Port {
     rx_checksum: bool,
     /// LRO asked for at open.
     lro: bool,
+    /// VLAN stripping as opened.
+    vlan_strip: bool,
     /// Link changes: the vector that reports them and what was last reported.
     link: irq::LinkWatch,
     /// VFIO's request interrupt: the kernel asks for the device back (hot-unplug).
@@ -356,6 +367,7 @@ impl Port {
             rss,
             rx_checksum: cfg.rx_checksum,
             lro: cfg.lro,
+            vlan_strip: cfg.vlan_strip,
             link: link_watch,
             removal: dev.request_irq(),
             dev,
@@ -366,6 +378,13 @@ impl Port {
     }
 
     fn open_virtio(dev: VfioDevice, cfg: &PortConfig) -> Result<Port, Error> {
+        if cfg.vlan_strip {
+            return Err(Error::Config(format!(
+                "{}: vlan_strip = true: virtio-net has no VLAN stripping (its VLAN feature, \
+                 CTRL_VLAN, only filters); leave it off and read the tag from the frame",
+                dev.addr()
+            )));
+        }
         let mapper: Arc<dyn DmaMapper> = dev.container().clone();
         let (irqs, msix) = virtio_irqs(&dev, cfg)?;
         let net = VirtioNet::open(
@@ -436,24 +455,8 @@ impl Port {
 
     fn open_e1000e(dev: VfioDevice, cfg: &PortConfig) -> Result<Port, Error> {
         let addr = dev.addr();
-        if u32::from(cfg.queues) > fw::regs::QUEUES {
-            return Err(Error::Config(format!(
-                "queues = {}: the 82574 has {} receive and {} transmit queues; use 1 or 2",
-                cfg.queues,
-                fw::regs::QUEUES,
-                fw::regs::QUEUES
-            )));
-        }
-        let rss = match &cfg.rss {
-            Some(r) => Some(r.clone()),
-            None => (cfg.queues > 1).then(|| RssConfig::new(cfg.queues, fw::regs::RETA_ENTRIES)),
-        };
-        if let Some(problem) = rss.as_ref().and_then(|r| e1000e_rss_problem(r, cfg.queues)) {
-            return Err(Error::Rss {
-                addr,
-                reason: problem,
-            });
-        }
+        intel::check_queues(cfg, "the 82574", fw::regs::QUEUES)?;
+        let rss = intel::rss_config(cfg, addr, fw::regs::RETA_ENTRIES, e1000e_rss_problem)?;
         let regs = Arc::new(dev.map_bar(0)?);
         dev.enable_bus_master()?;
         let mut delay = StdDelay;
@@ -461,33 +464,10 @@ impl Port {
         let mac = fw::read_mac(&*regs, &mut delay).map_err(e1000e_err(addr))?;
 
         let mapper: Arc<dyn DmaMapper> = dev.container().clone();
-        // Every ring in one region, RX rings first; each ring 128-byte aligned (82574
-        // §10.2.2.7 needs 16).
+        // Each ring 128-byte aligned (82574 §10.2.2.7 needs 16).
         let queues = usize::from(cfg.queues);
-        let rx_stride = (cfg.rx_ring as usize * size_of::<RxDescExtRead>()).div_ceil(128) * 128;
-        let tx_stride = (cfg.tx_ring as usize * size_of::<LegacyTxDesc>()).div_ceil(128) * 128;
-        let tx_base = queues * rx_stride;
-        let rings = Arc::new(DmaRegion::allocate(
-            mapper.clone(),
-            tx_base + queues * tx_stride,
-            cfg.hugepages,
-        )?);
-        let rx_rings: Vec<DescRing<RxDescExtRead>> = (0..queues)
-            .map(|q| DescRing::new(rings.clone(), q * rx_stride, cfg.rx_ring))
-            .collect();
-        let tx_rings: Vec<DescRing<LegacyTxDesc>> = (0..queues)
-            .map(|q| DescRing::new(rings.clone(), tx_base + q * tx_stride, cfg.tx_ring))
-            .collect();
-
-        let pool = Mempool::new(
-            mapper.clone(),
-            &MempoolConfig {
-                buffers: cfg.mempool_buffers,
-                data_room: cfg.buf_size,
-                hugepages: cfg.hugepages,
-                ..MempoolConfig::default()
-            },
-        )?;
+        let (rx_rings, tx_rings) = intel::rings::<RxDescExtRead, LegacyTxDesc>(&mapper, cfg, 128)?;
+        let pool = intel::pool(&mapper, cfg)?;
         // TX checksums and TSO are per packet on e1000e (context descriptors, see
         // e1000e::offload), whatever tx_checksum and tso say; LRO is tenge's, in software
         // (the 82574 has none).
@@ -531,17 +511,17 @@ impl Port {
         // (their content after a reset is the device's; QEMU zeroes them).
         fw::set_unicast_filter(&*regs, &[]).map_err(e1000e_err(addr))?;
         fw::set_promisc(&*regs, cfg.promisc);
+        fw::set_vlan_strip(&*regs, cfg.vlan_strip);
         let pairs = rx_rings
             .into_iter()
             .zip(tx_rings)
             .enumerate()
             .map(|(q, (rx_ring, tx_ring))| {
                 let q32 = q as u32;
-                let txq = TxQueue::new(
-                    E1000eTx::for_queue(tx_ring, regs.clone(), q32),
-                    cfg.tx_rs_interval,
-                    MAX_FRAME,
-                );
+                let mut tx = E1000eTx::for_queue(tx_ring, regs.clone(), q32);
+                // The 82574 inserts tags only with CTRL.VME, which vlan_strip sets.
+                tx.set_device_vlan(cfg.vlan_strip);
+                let txq = TxQueue::new(tx, cfg.tx_rs_interval, MAX_FRAME);
                 let rxq = RxQueue::new(
                     E1000eRx::for_queue(rx_ring, regs.clone(), q32, rss.is_some()),
                     cfg.rx_free_thresh,
@@ -552,20 +532,7 @@ impl Port {
 
         let timeout_us = cfg.link_timeout.as_micros().min(u32::MAX as u128) as u32;
         let link = fw::setup_link(&*regs, &mut delay, timeout_us);
-        if link.up {
-            log::info!(
-                "{addr}: e1000e {} link up {} Mb/s {}",
-                fmt_mac(&mac),
-                link.speed_mbps,
-                if link.full_duplex {
-                    "full duplex"
-                } else {
-                    "half duplex"
-                }
-            );
-        } else {
-            log::warn!("{addr}: link still down after {:?}", cfg.link_timeout);
-        }
+        intel::log_link(addr, "e1000e", &mac, &link, cfg.link_timeout);
         let irqs = e1000e_irqs(&dev, &regs, cfg)?;
         Ok(Self::assemble(
             dev,
@@ -985,7 +952,8 @@ impl Port {
     /// where not (checksums computed, TSO by the software GSO); the IPv4 header checksum in
     /// software; RX checksums and LRO by the device as negotiated (GUEST_CSUM,
     /// GUEST_TSO4/6), LRO in software where the device has none and [`PortConfig::lro`]
-    /// asks.
+    /// asks. VLAN: igb inserts tags, e1000e too with [`PortConfig::vlan_strip`] (tenge in
+    /// software without), both strip with it; virtio-net does neither.
     pub fn offloads(&self) -> caps::OffloadCaps {
         use caps::OffloadSupport::{Device, Software, Unavailable};
         use tenge_firmware_iface::virtio as vf;
@@ -1001,6 +969,9 @@ impl Port {
                     Unavailable
                 },
                 lro: if self.lro { Software } else { Unavailable },
+                // The 82574 inserts only with CTRL.VME (vlan_strip); tenge otherwise.
+                tx_vlan: if self.vlan_strip { Device } else { Software },
+                rx_vlan_strip: if self.vlan_strip { Device } else { Unavailable },
             },
             // Context descriptors, as on e1000e (igb::offload).
             Control::Igb { .. } => caps::OffloadCaps {
@@ -1014,6 +985,8 @@ impl Port {
                     Unavailable
                 },
                 lro: if self.lro { Software } else { Unavailable },
+                tx_vlan: Device,
+                rx_vlan_strip: if self.vlan_strip { Device } else { Unavailable },
             },
             Control::Virtio(_) | Control::VirtioPacked(_) => {
                 let f = match &self.control {
@@ -1042,6 +1015,10 @@ impl Port {
                         Unavailable if self.lro => Software,
                         d => d,
                     },
+                    // virtio 1.2 has no VLAN offload (VIRTIO_NET_F_CTRL_VLAN filters
+                    // only); a TX_VLAN packet is dropped and counted (bad_offload).
+                    tx_vlan: Unavailable,
+                    rx_vlan_strip: Unavailable,
                 }
             }
         }
@@ -1300,24 +1277,16 @@ fn e1000e_rss_problem(rss: &RssConfig, queues: u16) -> Option<String> {
 /// 82574's "TCP/IPv6 with extensions" type, the same hash for a header without them.
 fn e1000e_rss_setup(rss: &RssConfig) -> fw::RssSetup {
     use fw::regs::*;
-    let mut key = [0u8; RSS_KEY_LEN];
-    key.copy_from_slice(&rss.key);
-    let mut queues = [0u8; RETA_ENTRIES];
-    for (q, &t) in queues.iter_mut().zip(&rss.table) {
-        *q = t as u8;
-    }
-    let mut fields = 0;
-    for (t, f) in [
-        (RssHashTypes::IPV4, MRQC_IPV4),
-        (RssHashTypes::TCP_IPV4, MRQC_TCPIPV4),
-        (RssHashTypes::IPV6, MRQC_IPV6),
-        (RssHashTypes::TCP_IPV6, MRQC_TCPIPV6),
-        (RssHashTypes::IPV6_EX, MRQC_IPV6EX),
-    ] {
-        if rss.types.contains(t) {
-            fields |= f;
-        }
-    }
+    let (key, queues, fields) = intel::rss_registers(
+        rss,
+        &[
+            (RssHashTypes::IPV4, MRQC_IPV4),
+            (RssHashTypes::TCP_IPV4, MRQC_TCPIPV4),
+            (RssHashTypes::IPV6, MRQC_IPV6),
+            (RssHashTypes::TCP_IPV6, MRQC_TCPIPV6),
+            (RssHashTypes::IPV6_EX, MRQC_IPV6EX),
+        ],
+    );
     fw::RssSetup {
         key,
         queues,

@@ -467,6 +467,7 @@ fn rx_completion(id: u32, len: u32) -> RxCompletion {
         bufs: 0,
         flags: 0,
         hash: 0,
+        vlan: 0,
     }
 }
 
@@ -592,14 +593,19 @@ pub(crate) fn tx_single(pkt: &PacketBuf) -> bool {
 /// valid for its headers and one the device serves (`dev`, from the negotiated features;
 /// the queue's [`crate::offload::soft_tx::SoftTx`] did the rest before). The IPv4 header
 /// checksum, which virtio-net has no offload for, is computed as the header is written.
-/// Anything else is dropped and counted as `bad_offload`, never sent as if served.
+/// Anything else (a VLAN tag among them) is dropped and counted as `bad_offload`, never
+/// sent as if served.
 #[inline(always)]
 pub(crate) fn tx_sendable(pkt: &PacketBuf, dev: DeviceTxOffloads) -> bool {
     if pkt.headroom() < TX_HDR_ROOM {
         return false;
     }
-    pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0
-        || (TxOffload::of(pkt).is_ok() && dev.software_part(pkt) == 0)
+    let flags = pkt.meta().flags;
+    // virtio-net has no VLAN insertion: a tag asked for is refused, never left out.
+    flags & PacketMeta::TX_OFFLOAD_MASK == 0
+        || (flags & PacketMeta::TX_VLAN == 0
+            && TxOffload::of(pkt).is_ok()
+            && dev.software_part(pkt) == 0)
 }
 
 /// The longest `pkt` may be: a TSO packet up to an IP datagram's 64 KiB with its L2
@@ -697,6 +703,27 @@ mod tests {
     use tenge_firmware_iface::virtio as fw;
     use tenge_firmware_iface::Mmio;
     use zerocopy::IntoBytes;
+
+    /// virtio-net has no VLAN offload: a packet asking for a tag is refused (dropped and
+    /// counted by the engine), alone or with a request the device serves, never sent
+    /// untagged.
+    #[test]
+    fn a_vlan_tag_is_refused() {
+        let pool = host_pool(4).unwrap();
+        let mut b = pool.cache(0).alloc().unwrap();
+        assert!(b.copy_from(&[0u8; 60]));
+        let all = crate::offload::tx::DeviceTxOffloads {
+            l4_csum: true,
+            tso4: true,
+            tso6: true,
+            tso_ecn: true,
+        };
+        assert!(tx_sendable(&b, all));
+        b.meta_mut().flags = PacketMeta::TX_VLAN;
+        b.meta_mut().vlan_tci = 5;
+        assert!(!tx_single(&b));
+        assert!(!tx_sendable(&b, all));
+    }
 
     /// A notify structure that records doorbell writes (offset, value).
     #[derive(Default)]

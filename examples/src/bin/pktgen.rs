@@ -15,6 +15,7 @@ use tenge_examples::{memory_summary, parse_mac, parse_secs};
 /// The NIC must be bound to vfio-pci. Example, in the test guest:
 ///   pktgen 0000:00:03.0 --duration 10
 ///   pktgen 0000:00:03.0 --count 1000 --size 128 --rate 10000
+///   pktgen 0000:00:03.0 --count 1000 --vlan 0x2005   (802.1Q tag: priority 1, VLAN 5)
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
@@ -66,6 +67,25 @@ struct Args {
     /// every 16 bursts.
     #[arg(long)]
     interrupts: bool,
+    /// Ask the port to insert an 802.1Q tag with this tag control information (priority
+    /// in bits 15:13, DEI 12, VLAN id 11:0; decimal or 0x hex) into every frame
+    /// (`PacketMeta::TX_VLAN`): the wire frame is 4 bytes longer than --size.
+    #[arg(long, value_parser = parse_tci)]
+    vlan: Option<u16>,
+    /// Open the port with VLAN stripping on (`PortConfig::vlan_strip`): on e1000e the
+    /// device then inserts --vlan's tag itself (the 82574 inserts only with CTRL.VME);
+    /// without it tenge writes the tag into the frame.
+    #[arg(long)]
+    vlan_strip: bool,
+}
+
+/// A tag control information value, decimal or 0x hex.
+fn parse_tci(s: &str) -> Result<u16, String> {
+    match s.strip_prefix("0x") {
+        Some(h) => u16::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("'{s}': {e} (a 16-bit value, e.g. 5 or 0x2005)"))
 }
 
 fn main() -> ExitCode {
@@ -85,9 +105,13 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             HugepagePolicy::Prefer
         },
         interrupts: args.interrupts,
+        vlan_strip: args.vlan_strip,
         ..PortConfig::default()
     };
     let mut port = Port::open(&args.pci, &cfg)?;
+    if args.vlan.is_some() {
+        println!("pktgen: VLAN tag insertion by {}", port.offloads().tx_vlan);
+    }
     let flow = Flow {
         src_mac: args.src_mac.unwrap_or(port.mac()),
         dst_mac: args.dst_mac,
@@ -101,7 +125,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         hugepages: cfg.hugepages,
         ..MempoolConfig::default()
     })?;
-    tx_pool.fill_template(&frame::template(&flow, size))?;
+    let template = frame::template(&flow, size);
+    let mut template_addrs = [0u8; 12];
+    template_addrs.copy_from_slice(&template[..12]);
+    tx_pool.fill_template(&template)?;
     port.set_tx_mempool(&tx_pool, 256);
 
     let limit = args.count;
@@ -146,7 +173,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                     break;
                 }
             }
-            let b = if args.segments > 1 {
+            let mut b = if args.segments > 1 {
                 let mut frame = frame::build(&flow, size, args.first_seq.wrapping_add(seq));
                 if args.flows > 1 {
                     frame::set_flow(&mut frame, (seq % u64::from(args.flows)) as u16);
@@ -158,12 +185,22 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 let Some(mut b) = port.alloc_tx() else { break };
                 b.set_len(size);
+                if args.vlan.is_some() {
+                    // A tag inserted in software moved the addresses into the headroom
+                    // and overwrote their old place: the template's again.
+                    b.data_mut()[..12].copy_from_slice(&template_addrs);
+                }
                 frame::set_seq(b.data_mut(), args.first_seq.wrapping_add(seq));
                 if args.flows > 1 {
                     frame::set_flow(b.data_mut(), (seq % u64::from(args.flows)) as u16);
                 }
                 b
             };
+            if let Some(tci) = args.vlan {
+                let m = b.meta_mut();
+                m.flags |= tenge::PacketMeta::TX_VLAN;
+                m.vlan_tci = tci;
+            }
             let _ = batch.push(b);
             seq += 1;
         }

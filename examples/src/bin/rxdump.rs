@@ -17,8 +17,10 @@ use tenge_examples::{memory_summary, parse_secs, queue_rates};
 ///
 /// The NIC must be bound to vfio-pci. Prints the port's RSS key and indirection table
 /// (`RSS key=.. table=.. types=..`, or `RSS off`), then `READY`, then a line per frame:
-///   FRAME queue=Q len=BYTES rss_type=TYPE hash=0xHHHHHHHH|- ip_csum=V l4_csum=V segs=N data=HEX
-/// (V the checksum verdict: good, bad, or - for not checked; see --rx-checksum)
+///   FRAME queue=Q len=BYTES rss_type=TYPE hash=0xHHHHHHHH|- ip_csum=V l4_csum=V segs=N vlan=T data=HEX
+/// (V the checksum verdict: good, bad, or - for not checked, see --rx-checksum; T the
+/// 802.1Q tag the device stripped as 0xTTTT, priority and VLAN id, or - for none, see
+/// --vlan-strip)
 /// with --quiet only the live per-queue rates (each second) and the summary. Runs until
 /// SIGINT or SIGTERM, --duration, or --count frames. Example, in the test guest:
 ///   rxdump 0000:00:03.0 --queues 2 --count 100
@@ -51,6 +53,10 @@ struct Args {
     /// `segs=N` (N > 1).
     #[arg(long)]
     lro: bool,
+    /// Strip 802.1Q tags on receive (the device's, PortConfig::vlan_strip): each frame
+    /// arrives untagged, its tag in `vlan=`.
+    #[arg(long)]
+    vlan_strip: bool,
     /// No line per frame: only the rates and the summary.
     #[arg(long)]
     quiet: bool,
@@ -95,7 +101,7 @@ fn receive(mut rx: RxQueueHandle, args: &Args, total: &AtomicU64, stop: &AtomicB
                     };
                     let _ = writeln!(
                         out,
-                        "FRAME queue={queue} len={} rss_type={} hash={} ip_csum={} l4_csum={} segs={} data={}",
+                        "FRAME queue={queue} len={} rss_type={} hash={} ip_csum={} l4_csum={} segs={} vlan={} data={}",
                         p.pkt_len(),
                         m.rss_type().name(),
                         m.rss_hash()
@@ -103,6 +109,11 @@ fn receive(mut rx: RxQueueHandle, args: &Args, total: &AtomicU64, stop: &AtomicB
                         verdict(PacketMeta::RX_IP_CSUM_GOOD, PacketMeta::RX_IP_CSUM_BAD),
                         verdict(PacketMeta::RX_L4_CSUM_GOOD, PacketMeta::RX_L4_CSUM_BAD),
                         if m.flags & PacketMeta::RX_LRO != 0 { m.segs.max(1) } else { 1 },
+                        if m.flags & PacketMeta::RX_VLAN_STRIPPED != 0 {
+                            format!("{:#06x}", m.vlan_tci)
+                        } else {
+                            "-".to_string()
+                        },
                         hex(&data[..data.len().min(args.bytes)])
                     );
                 }
@@ -124,6 +135,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         queues: args.queues,
         rx_checksum: args.rx_checksum,
         lro: args.lro,
+        vlan_strip: args.vlan_strip,
         ..PortConfig::default()
     };
     cfg.mempool_buffers = cfg

@@ -30,6 +30,7 @@ mod reset;
 mod rings;
 mod rss;
 mod stats;
+mod vlan;
 
 pub use filter::{set_unicast_filter, unicast_filter, UNICAST_FILTER_ENTRIES};
 pub use link::{
@@ -49,6 +50,7 @@ pub use rings::{
 };
 pub use rss::{configure_rss, disable_rss, RssSetup};
 pub use stats::{clear_stats, HwStats};
+pub use vlan::{set_vlan_strip, vlan_strip, ETHERTYPE_VLAN};
 
 /// What can go wrong in a control-plane sequence. Each message says what to check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -14,9 +14,9 @@
 //! 5. The driver posts RX buffers and writes RDT, queues TX descriptors and writes TDT.
 //! 6. [`HwStats::accumulate`], [`set_promisc`], [`set_unicast_filter`]; [`disable`] on drop.
 //!
-//! Statistics, the unicast filter, the link status decoding and the MAC read are the
-//! e1000e ones: the 82576 keeps those registers and bits at the 8254x offsets (82576 §8.1.3
-//! register summary).
+//! Statistics, the unicast filter, the link status decoding, the MAC read and VLAN
+//! stripping (CTRL.VME, VET) are the e1000e ones: the 82576 keeps those registers and bits
+//! at the 8254x offsets (82576 §8.1.3 register summary).
 
 use crate::e1000e::{poll_until, E1000eError};
 use crate::mmio::{Delay, Mmio};
@@ -29,8 +29,8 @@ mod rings;
 mod rss;
 
 pub use crate::e1000e::{
-    clear_stats, link_status, read_mac, set_unicast_filter, unicast_filter, HwStats, LinkStatus,
-    UNICAST_FILTER_ENTRIES,
+    clear_stats, link_status, read_mac, set_unicast_filter, set_vlan_strip, unicast_filter,
+    vlan_strip, HwStats, LinkStatus, ETHERTYPE_VLAN, UNICAST_FILTER_ENTRIES,
 };
 pub use link::{setup_link, AUTONEG_RESTART_WAIT_US, DEFAULT_LINK_TIMEOUT_US, LINK_POLL_US};
 pub use reset::{

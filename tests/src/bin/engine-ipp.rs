@@ -2,7 +2,8 @@
 //! real descriptor ops, counted with callgrind against in-memory models of the device side
 //! of the rings. Host-side and repeatable: no guest, no timing, the same count on every run.
 //!
-//! Devices: e1000e (`E1000eRx`/`E1000eTx`, 512-descriptor rings), virtio-net on split rings
+//! Devices: e1000e (`E1000eRx`/`E1000eTx`, 512-descriptor rings), igb (`IgbRx`/`IgbTx`,
+//! advanced descriptors, 512-descriptor rings), virtio-net on split rings
 //! (`VirtioRx`/`VirtioTx`) and on packed rings (`PackedRx`/`PackedTx`), both 256 descriptors
 //! (QEMU's default queue size, to which `Port::open` clamps `PortConfig`'s 256 RX / 512 TX),
 //! with the features QEMU 10.0 offers and tenge accepts: EVENT_IDX and mergeable RX buffers
@@ -46,6 +47,7 @@ use std::sync::Arc;
 
 use clap::{Parser, ValueEnum};
 use tenge::e1000e::{E1000eRx, E1000eTx, MAX_FRAME};
+use tenge::igb::{IgbRx, IgbTx};
 use tenge::packet::mempool::host_pool;
 use tenge::platform::dma::{DescRing, DmaRegion, HugepagePolicy, IdentityMapper};
 use tenge::ring::{PacketBatch, RxDescOps, RxQueue, TxDescOps, TxQueue};
@@ -58,18 +60,22 @@ use tenge::MempoolCache;
 use tenge_descriptors::e1000e::{
     LegacyTxDesc, RxDescExtRead, RxDescExtWb, RXD_STAT_DD, RXD_STAT_EOP, TXD_CMD_RS, TXD_STAT_DD,
 };
+use tenge_descriptors::igb::{
+    AdvRxDescRead, AdvRxDescWb, AdvTxDataDesc, ADVTXD_DCMD_RS, ADVTXD_DTALEN_MASK, ADVTXD_STA_DD,
+};
 use tenge_descriptors::virtio::{
     PvirtqDesc, PvirtqEventSuppress, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE,
     VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE,
 };
 use tenge_descriptors::virtio_net::VirtioNetHdr;
 use tenge_firmware_iface::e1000e::regs;
+use tenge_firmware_iface::igb::regs as igb_regs;
 use tenge_firmware_iface::virtio::{negotiate, VIRTIO_F_EVENT_IDX, VIRTIO_F_RING_PACKED};
 use tenge_firmware_iface::{Mmio, NarrowMmio};
 use zerocopy::little_endian::{U16, U32};
 use zerocopy::IntoBytes;
 
-/// e1000e descriptors per ring (RX and TX).
+/// e1000e and igb descriptors per ring (RX and TX).
 const RING: u32 = 512;
 /// virtio descriptors per queue (RX and TX): QEMU's default and offered queue size.
 const VIRTIO_RING: u16 = 256;
@@ -116,6 +122,7 @@ const N_HI: u32 = 30 * PERIOD;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Device {
     E1000e,
+    Igb,
     VirtioSplit,
     VirtioPacked,
 }
@@ -164,6 +171,7 @@ impl Device {
     fn name(self) -> &'static str {
         match self {
             Device::E1000e => "e1000e",
+            Device::Igb => "igb",
             Device::VirtioSplit => "virtio-split",
             Device::VirtioPacked => "virtio-packed",
         }
@@ -345,18 +353,73 @@ impl<W> Mmio for Doorbell<W> {
 type E1000eRxQ<W> = RxQueue<E1000eRx<Doorbell<W>>>;
 type E1000eTxQ<W> = TxQueue<E1000eTx<Doorbell<W>>>;
 
-/// The in-memory e1000e: consumes what the driver posts, up to the tail it last rang.
-struct DeviceModel<W> {
+/// An in-memory Intel NIC, the 82574 (`K` = [`E1000eKind`]) or the 82576 ([`IgbKind`]):
+/// consumes what the driver posts, up to the tail it last rang.
+struct IntelModel<W, K> {
     rx_regs: Arc<Doorbell<W>>,
     tx_regs: Arc<Doorbell<W>>,
-    /// Next RX descriptor the device fills (RDH).
-    rx_head: u32,
-    /// Next TX descriptor the device processes (TDH).
-    tx_head: u32,
+    /// Next RX descriptor the device fills (RDH) and next TX descriptor it processes (TDH).
+    heads: (u32, u32),
     frame: [u8; FRAME_LEN as usize],
+    _kind: PhantomData<K>,
 }
 
-impl<W: Work> Nic for DeviceModel<W> {
+/// The 82574's descriptors (legacy TX, extended RX).
+struct E1000eKind;
+/// The 82576's (advanced).
+struct IgbKind;
+
+/// The in-memory e1000e.
+type DeviceModel<W> = IntelModel<W, E1000eKind>;
+/// The in-memory igb, writing advanced write-backs as QEMU's igb does
+/// (`igb_write_adv_rx_descr`, `igb_txdesc_writeback`).
+type IgbModel<W> = IntelModel<W, IgbKind>;
+
+/// An Intel NIC's queues and its model.
+type IntelSetup<R, T, W, K> = (RxQueue<R>, TxQueue<T>, IntelModel<W, K>);
+
+/// What a descriptor ring holds.
+trait Desc: zerocopy::FromBytes + IntoBytes + zerocopy::Immutable {}
+impl<D: zerocopy::FromBytes + IntoBytes + zerocopy::Immutable> Desc for D {}
+
+/// An Intel NIC's queues over one region of two `RING`-descriptor rings (RX first), made by
+/// `queues` from the rings and the RX and TX tail registers, and the model of its side.
+fn intel_setup<W, K, R: RxDescOps, T: TxDescOps, RD: Desc, TD: Desc>(
+    queues: impl FnOnce(
+        DescRing<RD>,
+        DescRing<TD>,
+        Arc<Doorbell<W>>,
+        Arc<Doorbell<W>>,
+    ) -> (RxQueue<R>, TxQueue<T>),
+) -> Result<IntelSetup<R, T, W, K>, String> {
+    let desc_bytes = RING as usize * size_of::<RD>();
+    let region = Arc::new(
+        DmaRegion::allocate(
+            Arc::new(IdentityMapper),
+            desc_bytes + RING as usize * size_of::<TD>(),
+            HugepagePolicy::Never,
+        )
+        .map_err(|e| format!("descriptor region: {e}"))?,
+    );
+    let rx_regs = Arc::new(Doorbell::default());
+    let tx_regs = Arc::new(Doorbell::default());
+    let (rxq, txq) = queues(
+        DescRing::new(region.clone(), 0, RING),
+        DescRing::new(region, desc_bytes, RING),
+        rx_regs.clone(),
+        tx_regs.clone(),
+    );
+    let model = IntelModel {
+        rx_regs,
+        tx_regs,
+        heads: (0, 0),
+        frame: test_frame(),
+        _kind: PhantomData,
+    };
+    Ok((rxq, txq, model))
+}
+
+impl<W: Work> Nic for IntelModel<W, E1000eKind> {
     type Rx = E1000eRx<Doorbell<W>>;
     type Tx = E1000eTx<Doorbell<W>>;
 
@@ -369,84 +432,150 @@ impl<W: Work> Nic for DeviceModel<W> {
     /// processes every TX descriptor up to the tail, setting DD where RS is set.
     #[inline(never)]
     fn step(&mut self, rxq: &E1000eRxQ<W>, txq: &E1000eTxQ<W>, rx_frames: usize) {
-        let mask = RING - 1;
-        let rx_ring = rxq.ops().ring();
-        let posted = self.rx_regs.read32(regs::RDT).wrapping_sub(self.rx_head) & mask;
-        assert!(
-            posted as usize >= rx_frames,
-            "model: only {posted} RX descriptors posted"
+        let (rx_ring, tx_ring) = (rxq.ops().ring(), txq.ops().ring());
+        let frame = self.frame;
+        intel_step(
+            &mut self.heads,
+            (
+                self.rx_regs.read32(regs::RDT),
+                self.tx_regs.read32(regs::TDT),
+            ),
+            rx_frames,
+            |idx| {
+                // The frame, then the extended write-back with DD|EOP and the length.
+                let read = rx_ring.read(idx);
+                dma_write(read.buffer_addr.get(), &frame);
+                let wb = RxDescExtWb {
+                    mrq: U32::new(0),
+                    rss_or_csum: U32::new(0),
+                    status_error: U32::new(RXD_STAT_DD | RXD_STAT_EOP),
+                    length: U16::new(FRAME_LEN),
+                    vlan: U16::new(0),
+                };
+                rx_ring.write(idx, zerocopy::transmute!(wb));
+            },
+            |idx| {
+                let mut d = tx_ring.read(idx);
+                assert_eq!(
+                    d.length.get(),
+                    FRAME_LEN,
+                    "model: TX descriptor {idx} length"
+                );
+                if d.cmd & TXD_CMD_RS != 0 {
+                    d.status |= TXD_STAT_DD;
+                    tx_ring.write(idx, d);
+                }
+            },
         );
-        for _ in 0..rx_frames {
-            self.receive(rx_ring, self.rx_head);
-            self.rx_head = (self.rx_head + 1) & mask;
-        }
-
-        let tx_ring = txq.ops().ring();
-        let tail = self.tx_regs.read32(regs::TDT);
-        while self.tx_head != tail {
-            let mut d = tx_ring.read(self.tx_head);
-            assert_eq!(
-                d.length.get(),
-                FRAME_LEN,
-                "model: TX descriptor {} length",
-                self.tx_head
-            );
-            if d.cmd & TXD_CMD_RS != 0 {
-                d.status |= TXD_STAT_DD;
-                tx_ring.write(self.tx_head, d);
-            }
-            self.tx_head = (self.tx_head + 1) & mask;
-        }
     }
 }
 
-impl<W> DeviceModel<W> {
-    /// Completes RX descriptor `idx` as e1000e.rs's `device_receive` does: the frame into
-    /// the posted buffer, then the extended write-back with DD|EOP and the length.
-    fn receive(&self, ring: &DescRing<RxDescExtRead>, idx: u32) {
-        let read = ring.read(idx);
-        dma_write(read.buffer_addr.get(), &self.frame);
-        let wb = RxDescExtWb {
-            mrq: U32::new(0),
-            rss_or_csum: U32::new(0),
-            status_error: U32::new(RXD_STAT_DD | RXD_STAT_EOP),
-            length: U16::new(FRAME_LEN),
-            vlan: U16::new(0),
-        };
-        ring.write(idx, zerocopy::transmute!(wb));
+/// The ring walk of the Intel models' step: completes the next `rx_frames` RX descriptors
+/// posted below the tail `tails.0` (`receive` each), and hands every TX descriptor up to
+/// the tail `tails.1` to `transmit`, moving the heads `heads` (RX, TX) on.
+fn intel_step(
+    heads: &mut (u32, u32),
+    tails: (u32, u32),
+    rx_frames: usize,
+    mut receive: impl FnMut(u32),
+    mut transmit: impl FnMut(u32),
+) {
+    let mask = RING - 1;
+    let posted = tails.0.wrapping_sub(heads.0) & mask;
+    assert!(
+        posted as usize >= rx_frames,
+        "model: only {posted} RX descriptors posted"
+    );
+    for _ in 0..rx_frames {
+        receive(heads.0);
+        heads.0 = (heads.0 + 1) & mask;
+    }
+    while heads.1 != tails.1 {
+        transmit(heads.1);
+        heads.1 = (heads.1 + 1) & mask;
     }
 }
 
 /// The e1000e queues and their model.
 fn e1000e<W: Work>() -> Result<Setup<DeviceModel<W>>, String> {
-    let desc_bytes = RING as usize * size_of::<RxDescExtRead>();
-    let region = Arc::new(
-        DmaRegion::allocate(
-            Arc::new(IdentityMapper),
-            desc_bytes + RING as usize * size_of::<LegacyTxDesc>(),
-            HugepagePolicy::Never,
+    intel_setup::<W, E1000eKind, _, _, RxDescExtRead, LegacyTxDesc>(|rx, tx, rdt, tdt| {
+        (
+            RxQueue::new(E1000eRx::new(rx, rdt), RX_FREE_THRESH),
+            TxQueue::new(E1000eTx::new(tx, tdt), RS_INTERVAL, MAX_FRAME),
         )
-        .map_err(|e| format!("descriptor region: {e}"))?,
-    );
-    let rx_regs = Arc::new(Doorbell::default());
-    let tx_regs = Arc::new(Doorbell::default());
-    let rxq = RxQueue::new(
-        E1000eRx::new(DescRing::new(region.clone(), 0, RING), rx_regs.clone()),
-        RX_FREE_THRESH,
-    );
-    let txq = TxQueue::new(
-        E1000eTx::new(DescRing::new(region, desc_bytes, RING), tx_regs.clone()),
-        RS_INTERVAL,
-        MAX_FRAME,
-    );
-    let model = DeviceModel {
-        rx_regs,
-        tx_regs,
-        rx_head: 0,
-        tx_head: 0,
-        frame: test_frame(),
-    };
-    Ok((rxq, txq, model))
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// igb
+
+type IgbRxQ<W> = RxQueue<IgbRx<Doorbell<W>>>;
+type IgbTxQ<W> = TxQueue<IgbTx<Doorbell<W>>>;
+
+impl<W: Work> Nic for IntelModel<W, IgbKind> {
+    type Rx = IgbRx<Doorbell<W>>;
+    type Tx = IgbTx<Doorbell<W>>;
+
+    #[inline(always)]
+    fn send(txq: &mut IgbTxQ<W>, cache: &mut MempoolCache, pkts: &mut PacketBatch) -> usize {
+        txq.tx_burst(cache, pkts)
+    }
+
+    /// Completes the next `rx_frames` posted RX descriptors with a 60-byte frame each (the
+    /// advanced write-back, DD|EOP and the length), and processes every TX data descriptor
+    /// up to the tail, writing DD into `olinfo_status` where RS is set.
+    #[inline(never)]
+    fn step(&mut self, rxq: &IgbRxQ<W>, txq: &IgbTxQ<W>, rx_frames: usize) {
+        let (rx_ring, tx_ring) = (rxq.ops().ring(), txq.ops().ring());
+        let frame = self.frame;
+        intel_step(
+            &mut self.heads,
+            (
+                self.rx_regs.read32(igb_regs::RDT0),
+                self.tx_regs.read32(igb_regs::TDT0),
+            ),
+            rx_frames,
+            |idx| {
+                let read = rx_ring.read(idx);
+                dma_write(read.pkt_addr.get(), &frame);
+                let wb = AdvRxDescWb {
+                    pkt_info: U32::new(0),
+                    rss_or_csum: U32::new(0),
+                    status_error: U32::new(RXD_STAT_DD | RXD_STAT_EOP),
+                    length: U16::new(FRAME_LEN),
+                    vlan: U16::new(0),
+                };
+                rx_ring.write(idx, zerocopy::transmute!(wb));
+            },
+            |idx| {
+                let mut d: AdvTxDataDesc = tx_ring.read(idx);
+                let cmd = d.cmd_type_len.get();
+                assert_eq!(
+                    cmd & ADVTXD_DTALEN_MASK,
+                    u32::from(FRAME_LEN),
+                    "model: TX descriptor {idx} length"
+                );
+                if cmd & ADVTXD_DCMD_RS != 0 {
+                    d.olinfo_status = U32::new(d.olinfo_status.get() | ADVTXD_STA_DD);
+                    tx_ring.write(idx, d);
+                }
+            },
+        );
+    }
+}
+
+/// The igb queues (queue 0) and their model.
+fn igb<W: Work>() -> Result<Setup<IgbModel<W>>, String> {
+    intel_setup::<W, IgbKind, _, _, AdvRxDescRead, AdvTxDataDesc>(|rx, tx, rdt, tdt| {
+        (
+            RxQueue::new(IgbRx::for_queue(rx, rdt, 0, false), RX_FREE_THRESH),
+            TxQueue::new(
+                IgbTx::for_queue(tx, tdt, 0),
+                RS_INTERVAL,
+                tenge::igb::MAX_FRAME,
+            ),
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -993,6 +1122,7 @@ fn inner(d: Device, w: Workload, n: u32) -> Result<(), String> {
 fn on_device<W: Work>(d: Device, n: u32) -> Result<(), String> {
     match d {
         Device::E1000e => run::<_, W>(e1000e::<W>()?, n),
+        Device::Igb => run::<_, W>(igb::<W>()?, n),
         Device::VirtioSplit => run::<_, W>(virtio_split::<W>()?, n),
         Device::VirtioPacked => run::<_, W>(virtio_packed::<W>()?, n),
     }
@@ -1102,7 +1232,12 @@ fn measure(d: Device, w: Workload, keep: Option<&Path>) -> Result<f64, String> {
 
 /// Measures the cases `args` selects and prints a BENCH line for each.
 fn measure_all(args: &Args) -> Result<(), String> {
-    let devices = [Device::E1000e, Device::VirtioSplit, Device::VirtioPacked];
+    let devices = [
+        Device::E1000e,
+        Device::Igb,
+        Device::VirtioSplit,
+        Device::VirtioPacked,
+    ];
     let workloads = [Workload::Fwd, Workload::Tx, Workload::Rx];
     for d in devices
         .into_iter()
@@ -1156,7 +1291,12 @@ mod tests {
     /// accept what the driver posts, and every counter and kick is what it should be.
     #[test]
     fn every_case_runs_and_checks_out() {
-        for d in [Device::E1000e, Device::VirtioSplit, Device::VirtioPacked] {
+        for d in [
+            Device::E1000e,
+            Device::Igb,
+            Device::VirtioSplit,
+            Device::VirtioPacked,
+        ] {
             for w in [Workload::Fwd, Workload::Tx, Workload::Rx] {
                 if let Err(e) = inner(d, w, PERIOD) {
                     panic!("{} {}: {e}", d.name(), w.name());

@@ -174,6 +174,12 @@ enum Cmd {
         /// Accept the device's TSO (virtio-net HOST_TSO4/6) where offered.
         #[arg(long)]
         tso: bool,
+        /// Ask for this 802.1Q tag too on every packet (`PacketMeta::TX_VLAN`), decimal.
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// Open the port with VLAN stripping on (e1000e: the device inserts the tags).
+        #[arg(long)]
+        vlan_strip: bool,
     },
     /// Open a port expecting a specific error; the message must contain every --expect.
     ExpectError {
@@ -299,7 +305,9 @@ fn main() -> ExitCode {
             pci,
             tx_checksum,
             tso,
-        } => tx_offload(&pci, tx_checksum, tso),
+            vlan,
+            vlan_strip,
+        } => tx_offload(&pci, tx_checksum, tso, vlan, vlan_strip),
     };
     match r {
         Ok(()) => {
@@ -984,7 +992,7 @@ fn offload_meta(case: &tenge_tests::offload::Case, h: [u8; 3]) -> tenge::PacketM
     }
 }
 
-fn tx_offload(pci: &str, tx_checksum: bool, tso: bool) -> Res {
+fn tx_offload(pci: &str, tx_checksum: bool, tso: bool, vlan: Option<u16>, vlan_strip: bool) -> Res {
     use tenge_tests::offload::{cases, frame};
     let mut port = Port::open(
         pci,
@@ -992,6 +1000,7 @@ fn tx_offload(pci: &str, tx_checksum: bool, tso: bool) -> Res {
             mempool_buffers: 4096,
             tx_checksum,
             tso,
+            vlan_strip,
             ..PortConfig::default()
         },
     )?;
@@ -1000,6 +1009,10 @@ fn tx_offload(pci: &str, tx_checksum: bool, tso: bool) -> Res {
     let send = |port: &mut Port, f: &[u8], meta: tenge::PacketMeta| -> Res {
         let mut b = chain_from(port, f)?;
         *b.meta_mut() = meta;
+        if let Some(tci) = vlan {
+            b.meta_mut().flags |= tenge::PacketMeta::TX_VLAN;
+            b.meta_mut().vlan_tci = tci;
+        }
         let mut batch = PacketBatch::new(1);
         let _ = batch.push(b);
         while !batch.is_empty() {

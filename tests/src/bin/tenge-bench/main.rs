@@ -25,6 +25,10 @@ mod vhost;
 ///   e1000e-tx64  tenge pktgen vs testpmd txonly, 64-byte frames, e1000e on a lone hub
 ///   e1000e-rx64  a second e1000e on the hub sends (testpmd txonly, the same source for
 ///                both); the measured port is drained by tenge, then by testpmd rxonly
+///   igb-tx64, igb-rx64
+///                the same on the 82576 (QEMU igb) against DPDK's igb PMD
+///                (net_e1000_igb); rx64's source is an e1000e (testpmd txonly), since two
+///                igb functions at adjacent slots cannot coexist in QEMU
 ///   virtio-tx64  tenge pktgen vs testpmd txonly (DPDK's virtio PMD), 64-byte frames,
 ///                modern virtio-net (split rings) wired to a host UDP port (-netdev dgram,
 ///                drained by this program); tenge also runs once on a second virtio-net
@@ -91,7 +95,7 @@ struct Args {
     /// Comma-separated cases to run.
     #[arg(
         long,
-        default_value = "e1000e-tx64,e1000e-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514,e1000e-l2fwd64,vhost-l2fwd64,vhost-mq-rx64,vhost-mq-l2fwd64,e1000e-tso,sw-gso,virtio-tso,lro,irq"
+        default_value = "e1000e-tx64,e1000e-rx64,igb-tx64,igb-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514,e1000e-l2fwd64,vhost-l2fwd64,vhost-mq-rx64,vhost-mq-l2fwd64,e1000e-tso,sw-gso,virtio-tso,lro,irq"
     )]
     cases: String,
     /// Rounds per case, alternating tenge and the peer in one boot; the median and spread
@@ -107,8 +111,10 @@ fn main() -> ExitCode {
     let mut failed = Vec::new();
     for case in args.cases.split(',') {
         let run = || match case {
-            "e1000e-tx64" => tx64(args.duration, args.rounds),
-            "e1000e-rx64" => rx64(args.duration, args.rounds),
+            "e1000e-tx64" => tx64(NicModel::E1000e, args.duration, args.rounds),
+            "e1000e-rx64" => rx64(NicModel::E1000e, args.duration, args.rounds),
+            "igb-tx64" => tx64(NicModel::Igb, args.duration, args.rounds),
+            "igb-rx64" => rx64(NicModel::Igb, args.duration, args.rounds),
             "virtio-tx64" => virtio_tx64("virtio-tx64", false, args.duration, args.rounds),
             "virtio-rx64" => virtio_rx64("virtio-rx64", false, args.duration, args.rounds),
             "virtio-packed-tx64" => {
@@ -358,9 +364,20 @@ fn median(v: &[f64]) -> Option<f64> {
     stats::Spread::of(v).map(|s| s.median)
 }
 
-fn tx64(d: u32, rounds: u32) -> Result<(), String> {
-    let nics = vec![e1000e(Backend::Hub(0))];
-    tx_bench("e1000e-tx64", nics, None, d, rounds, None)
+/// The case name of a 64-byte case on `model` (`e1000e-tx64`, `igb-rx64`).
+fn case_name(model: NicModel, dir: &str) -> String {
+    let dev = match model {
+        NicModel::Igb => "igb",
+        _ => "e1000e",
+    };
+    format!("{dev}-{dir}64")
+}
+
+/// tenge pktgen against testpmd txonly on one `model` NIC alone on a hub (e1000e: DPDK's
+/// net_e1000_em; igb: net_e1000_igb).
+fn tx64(model: NicModel, d: u32, rounds: u32) -> Result<(), String> {
+    let nics = vec![Nic::new(model, Backend::Hub(0))];
+    tx_bench(&case_name(model, "tx"), nics, None, d, rounds, None)
 }
 
 /// tenge's TX port against DPDK's virtio PMD on a virtio-net wired to a host UDP port that
@@ -516,9 +533,12 @@ fn evidx_detail(case: &str, with: Option<f64>, without: Option<f64>, rest: &str)
     );
 }
 
-fn rx64(d: u32, rounds: u32) -> Result<(), String> {
-    let nics = vec![e1000e(Backend::Hub(0)), e1000e(Backend::Hub(0))];
-    rx_bench("e1000e-rx64", nics, None, d, rounds)
+/// A `model` NIC drained by tenge, then by testpmd rxonly, fed by testpmd txonly on an
+/// e1000e on the same hub (the same source for both sides; for igb an e1000e, as a
+/// second igb next to it would collide over its VFs' slots).
+fn rx64(model: NicModel, d: u32, rounds: u32) -> Result<(), String> {
+    let nics = vec![e1000e(Backend::Hub(0)), Nic::new(model, Backend::Hub(0))];
+    rx_bench(&case_name(model, "rx"), nics, None, d, rounds)
 }
 
 /// e1000e testpmd txonly into a virtio-net on hub 0 (tenge vs DPDK's virtio PMD); once,
