@@ -64,6 +64,10 @@ fn proc_interrupts(log: &str, marker: &str, pci: &str, vector: u32) -> u64 {
 /// The receiver at slot 1 sleeps idle for 5 s, wakes for one frame, then runs `cycles`
 /// send-one/sleep/wake rounds with the sender at slot 0 on the same hub.
 fn wake_test(receiver: NicModel, cycles: u64) {
+    tenge_tests::retry_on_qemu_map_race(|| wake_test_once(receiver, cycles));
+}
+
+fn wake_test_once(receiver: NicModel, cycles: u64) {
     let nics = vec![
         nic(NicModel::E1000e, Backend::Hub(0)),
         nic(receiver, Backend::Hub(0)),
@@ -163,6 +167,10 @@ fn line_within(g: &mut tenge_testbed::RunningGuest, needle: &str, within: Durati
 /// "up" on e1000e, which QEMU brings up 0.5 s later, after its autonegotiation), both
 /// programs keep running, and pktgen counts what it sent while its link was down.
 fn link_test(receiver: NicModel) {
+    tenge_tests::retry_on_qemu_map_race(|| link_test_once(receiver));
+}
+
+fn link_test_once(receiver: NicModel) {
     let dir = scratch_dir("irq-link");
     let sock = dir.join("qmp.sock");
     let _ = std::fs::remove_file(&sock);
@@ -270,6 +278,10 @@ fn flood_samples(log: &str, mode: &str) -> Vec<(String, f64, f64, f64)> {
 /// fall below the unmoderated run's, and once the flood stops the interval is back at 0;
 /// every frame arrives in both runs.
 fn flood_test(receiver: NicModel) {
+    tenge_tests::retry_on_qemu_map_race(|| flood_test_once(receiver));
+}
+
+fn flood_test_once(receiver: NicModel) {
     let nics = vec![
         nic(NicModel::E1000e, Backend::Hub(0)),
         nic(receiver, Backend::Hub(0)),

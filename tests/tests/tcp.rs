@@ -45,6 +45,10 @@ print("\n".join(str(o) for o in out))
 /// Boots `model` on a tap, runs `tcp-echo` until `conns` connections closed, and has the
 /// namespace's Linux send `bytes` on each of `conns` connections at once.
 fn echo_over_tap(model: NicModel, bytes: usize, conns: usize) {
+    tenge_tests::retry_on_qemu_map_race(|| echo_over_tap_once(model, bytes, conns));
+}
+
+fn echo_over_tap_once(model: NicModel, bytes: usize, conns: usize) {
     let peer = TapPeer::new().expect("tap in a namespace (needs root and iproute2)");
     let echo = bin("tcp-echo");
     let cfg = GuestConfig {
