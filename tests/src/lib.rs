@@ -208,21 +208,24 @@ pub const QEMU_TCG_MAP_RACE: &str = "iotlb_to_section: Assertion";
 /// [`QEMU_TCG_MAP_RACE`] (a crash of the emulator, not a verdict on tenge). Any other
 /// panic, and a second abort, fail the test. `test` must set everything up itself (host
 /// processes, captures), so the second run starts from nothing left by the first.
-pub fn retry_on_qemu_map_race(test: impl Fn() + std::panic::RefUnwindSafe) {
-    if let Err(e) = std::panic::catch_unwind(&test) {
-        let msg = e
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| e.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if !msg.contains(QEMU_TCG_MAP_RACE) {
-            std::panic::resume_unwind(e);
+pub fn retry_on_qemu_map_race<T>(test: impl Fn() -> T + std::panic::RefUnwindSafe) -> T {
+    match std::panic::catch_unwind(&test) {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| e.downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if !msg.contains(QEMU_TCG_MAP_RACE) {
+                std::panic::resume_unwind(e);
+            }
+            eprintln!(
+                "tenge: QEMU aborted on its TCG memory-map race ({QEMU_TCG_MAP_RACE}); \
+                 running it once more"
+            );
+            test()
         }
-        eprintln!(
-            "tenge: QEMU aborted on its TCG memory-map race ({QEMU_TCG_MAP_RACE}); \
-             running the test once more"
-        );
-        test();
     }
 }
 
@@ -256,27 +259,7 @@ pub fn wait_ok(guest: tenge_testbed::RunningGuest) -> String {
 /// comes from this boot alone (its captures are rewritten by the new QEMU); a test with a
 /// host process of its own wraps itself in [`retry_on_qemu_map_race`] instead.
 pub fn run_ok(cfg: &tenge_testbed::GuestConfig, script: &str) -> String {
-    let first = std::panic::catch_unwind(|| {
-        wait_ok(tenge_testbed::Guest::boot(cfg, script).expect("boot guest"))
-    });
-    match first {
-        Ok(log) => log,
-        Err(e) => {
-            let msg = e
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| e.downcast_ref::<&str>().copied())
-                .unwrap_or("");
-            if !msg.contains(QEMU_TCG_MAP_RACE) {
-                std::panic::resume_unwind(e);
-            }
-            eprintln!(
-                "tenge: QEMU aborted on its TCG memory-map race ({QEMU_TCG_MAP_RACE}); \
-                 booting the guest once more"
-            );
-            wait_ok(tenge_testbed::Guest::boot(cfg, script).expect("boot guest"))
-        }
-    }
+    retry_on_qemu_map_race(|| wait_ok(tenge_testbed::Guest::boot(cfg, script).expect("boot guest")))
 }
 
 /// `frame` with an 802.1Q tag of `tci` after its addresses: what a NIC that inserts the
