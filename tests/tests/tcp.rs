@@ -42,6 +42,44 @@ for t in ts: t.join()
 print("\n".join(str(o) for o in out))
 "#;
 
+/// Starts [`CLIENT`] in the namespace in the background: `conns` connections of `bytes`.
+fn spawn_client(peer: &TapPeer, bytes: usize, conns: usize) -> std::process::Child {
+    peer.command("python3")
+        .args([
+            "-c",
+            CLIENT,
+            DEFAULT_GUEST_ADDR,
+            "7",
+            &bytes.to_string(),
+            &conns.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the Linux client")
+}
+
+/// The client's `ECHO` lines: exactly `conns` of them, each with `bytes` back and the
+/// SHA-256 of what came back equal to that of what went.
+fn check_echoes(out: &str, log: &str, bytes: usize, conns: usize) {
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("ECHO")).collect();
+    assert_eq!(
+        lines.len(),
+        conns,
+        "client: {out}\nguest: {}",
+        tail(log, 20)
+    );
+    for l in &lines {
+        let f = |k: &str| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert_eq!(f("got"), bytes.to_string(), "{l}\n{}", tail(log, 20));
+        assert_eq!(f("got_sha"), f("sent_sha"), "{l}");
+    }
+}
+
 /// Boots `model` on a tap, runs `tcp-echo` until `conns` connections closed, and has the
 /// namespace's Linux send `bytes` on each of `conns` connections at once.
 fn echo_over_tap(model: NicModel, bytes: usize, conns: usize) {
@@ -63,35 +101,12 @@ fn echo_over_tap_once(model: NicModel, bytes: usize, conns: usize) {
     guest
         .wait_for_line(|l| l.contains("READY") || l.contains("TENGE-GUEST-EXIT"))
         .expect("guest output");
-    let out = peer
-        .exec_ok(&[
-            "python3",
-            "-c",
-            CLIENT,
-            DEFAULT_GUEST_ADDR,
-            "7",
-            &bytes.to_string(),
-            &conns.to_string(),
-        ])
-        .expect("the Linux client");
+    let out = spawn_client(&peer, bytes, conns)
+        .wait_with_output()
+        .expect("the Linux client's output");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     let log = wait_ok(guest);
-    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("ECHO")).collect();
-    assert_eq!(
-        lines.len(),
-        conns,
-        "client: {out}\nguest: {}",
-        tail(&log, 20)
-    );
-    for l in &lines {
-        let f = |k: &str| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{k}=")))
-                .unwrap_or("")
-                .to_owned()
-        };
-        assert_eq!(f("got"), bytes.to_string(), "{l}\n{}", tail(&log, 20));
-        assert_eq!(f("got_sha"), f("sent_sha"), "{l}");
-    }
+    check_echoes(&out, &log, bytes, conns);
     let total = (bytes * conns) as u64;
     assert!(
         log.contains(&format!("echoed_bytes={total} ")),
@@ -242,19 +257,7 @@ print("RESET-SENT")
         tenge_examples::parse_mac(&m).expect("a MAC")
     };
     // The transfer first, in the background; the flood once it is under way.
-    let client = peer
-        .command("python3")
-        .args([
-            "-c",
-            CLIENT,
-            DEFAULT_GUEST_ADDR,
-            "7",
-            &(8usize << 20).to_string(),
-            "1",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("the Linux client");
+    let client = spawn_client(&peer, 8 << 20, 1);
     std::thread::sleep(Duration::from_millis(500));
     let socket = peer.frame_socket().expect("packet socket on the tap");
     let flood = std::thread::spawn(move || {
@@ -288,18 +291,7 @@ print("RESET-SENT")
     let sent = flood.join().expect("the flood");
     let log = wait_ok(guest);
     assert_eq!(sent, 10_000, "SYNs sent");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("ECHO"))
-        .unwrap_or_else(|| panic!("client: {out}\nguest: {}", tail(&log, 20)));
-    let f = |k: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{k}=")))
-            .unwrap_or("")
-            .to_owned()
-    };
-    assert_eq!(f("got"), (8usize << 20).to_string(), "{line}");
-    assert_eq!(f("got_sha"), f("sent_sha"), "{line}");
+    check_echoes(&out, &log, 8 << 20, 1);
     assert!(log.contains("closed=2 "), "{}", tail(&log, 10));
 }
 
@@ -323,19 +315,7 @@ fn ingress_filter_drops_a_udp_flood_during_a_transfer() {
     guest
         .wait_for_line(|l| l.contains("READY") || l.contains("TENGE-GUEST-EXIT"))
         .expect("guest output");
-    let client = peer
-        .command("python3")
-        .args([
-            "-c",
-            CLIENT,
-            DEFAULT_GUEST_ADDR,
-            "7",
-            &(8usize << 20).to_string(),
-            "1",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("the Linux client");
+    let client = spawn_client(&peer, 8 << 20, 1);
     let flood = r#"
 import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -354,18 +334,7 @@ print("FLOOD-SENT 20000")
         .expect("the Linux client's output");
     let out = String::from_utf8_lossy(&out.stdout).into_owned();
     let log = wait_ok(guest);
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("ECHO"))
-        .unwrap_or_else(|| panic!("client: {out}\nguest: {}", tail(&log, 20)));
-    let f = |k: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{k}=")))
-            .unwrap_or("")
-            .to_owned()
-    };
-    assert_eq!(f("got"), (8usize << 20).to_string(), "{line}");
-    assert_eq!(f("got_sha"), f("sent_sha"), "{line}");
+    check_echoes(&out, &log, 8 << 20, 1);
     let field = |k: &str| -> u64 {
         log.split_whitespace()
             .find_map(|w| w.strip_prefix(&format!("{k}=")))
