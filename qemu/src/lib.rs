@@ -34,7 +34,9 @@ mod vhost;
 pub use config::{Backend, GuestConfig, Nic, NicModel, MAX_NICS};
 pub use host::workspace_root;
 pub use qmp::Qmp;
-pub use run::{Guest, GuestOutcome, RunningGuest, EXIT_MARKER, SETUP_ERROR_MARKER};
+pub use run::{
+    thread_report, Guest, GuestOutcome, RunningGuest, EXIT_MARKER, QEMU_WEDGED, SETUP_ERROR_MARKER,
+};
 pub use tap::{
     FrameSocket, PingResult, TapPeer, DEFAULT_GUEST_ADDR, DEFAULT_HOST_CIDR, DEFAULT_IFNAME,
     MAX_TAP_QUEUES, OWNERS_DIR,

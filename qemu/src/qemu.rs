@@ -106,6 +106,10 @@ pub(crate) fn qemu_args(
         machine.push_str(",memory-backend=mem");
     }
     push(&[
+        // Threads named by role ("CPU 0/TCG", "vhost ..."), so a hung run's thread report
+        // (run.rs, `thread_report`) says which of them waits where.
+        "-name",
+        "tenge,debug-threads=on",
         // KVM is unusable on this machine kind (see shared/QEMU-RECIPE.md): TCG, one host
         // thread per vCPU.
         "-accel",

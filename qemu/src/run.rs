@@ -23,6 +23,13 @@ pub const EXIT_MARKER: &str = "TENGE-GUEST-EXIT=";
 /// The console line stage 2 (or init) prints when it could not prepare the guest.
 pub const SETUP_ERROR_MARKER: &str = "TENGE-GUEST-SETUP-ERROR=";
 
+/// What a timed-out run's thread report says when a QEMU thread sat in a blocking read
+/// of a unix socket: QEMU waits for a vhost-user reply (its vhost-user requests are
+/// synchronous, and a vCPU that writes a virtio register holds the big QEMU lock while it
+/// waits), so the guest froze with it. That is the emulator or the backend hanging, not
+/// the guest: a test may boot once more on it (`tenge_tests::retry_on_qemu_failure`).
+pub const QEMU_WEDGED: &str = "QEMU wedged: a thread blocked reading a unix socket";
+
 /// How long QEMU may take to exit after the guest closed the console.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
 /// QEMU stderr lines kept to explain a failed boot.
@@ -57,6 +64,18 @@ pub struct GuestOutcome {
     pub elapsed: Duration,
     /// The first `Kernel panic` console line, if the guest kernel panicked.
     pub kernel_panic: Option<String>,
+    /// On a timeout: where QEMU's threads were when the run was stopped (one line per
+    /// thread: name, state, kernel wait channel and stack), also written to the log.
+    pub thread_report: Option<String>,
+}
+
+impl GuestOutcome {
+    /// The timeout found QEMU itself stuck ([`QEMU_WEDGED`]), not the guest.
+    pub fn qemu_wedged(&self) -> bool {
+        self.thread_report
+            .as_deref()
+            .is_some_and(|r| r.contains(QEMU_WEDGED))
+    }
 }
 
 impl GuestOutcome {
@@ -67,7 +86,9 @@ impl GuestOutcome {
 
     /// One line saying how the run ended, with the log's path; for assertion messages.
     pub fn describe(&self) -> String {
-        let how = if self.timed_out {
+        let how = if self.qemu_wedged() {
+            format!("timed out: {QEMU_WEDGED} (a vhost-user reply that never came)")
+        } else if self.timed_out {
             "timed out".to_owned()
         } else if let Some(e) = &self.setup_error {
             format!("guest setup failed: {e}")
@@ -103,8 +124,10 @@ pub struct RunningGuest {
     exit_code: Option<i32>,
     setup_error: Option<String>,
     kernel_panic: Option<String>,
+    thread_report: Option<String>,
     timed_out: bool,
     console_closed: bool,
+    log_file: Arc<Mutex<File>>,
     echo: Arc<AtomicBool>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     run_dir: PathBuf,
@@ -252,8 +275,10 @@ impl Guest {
             exit_code: None,
             setup_error: None,
             kernel_panic: None,
+            thread_report: None,
             timed_out: false,
             console_closed: false,
+            log_file,
             echo,
             stderr_tail,
             run_dir,
@@ -363,6 +388,7 @@ impl RunningGuest {
             out_dir: std::mem::take(&mut self.out_dir),
             setup_error: self.setup_error.take(),
             kernel_panic: self.kernel_panic.take(),
+            thread_report: self.thread_report.take(),
             qemu_status,
             elapsed,
         };
@@ -435,6 +461,7 @@ impl RunningGuest {
             Recv::Closed => None,
             Recv::Timeout => {
                 self.timed_out = true;
+                self.report_threads();
                 let _ = self.kill();
                 None
             }
@@ -457,6 +484,17 @@ impl RunningGuest {
             }
             Err(RecvTimeoutError::Timeout) => Recv::Timeout,
         }
+    }
+
+    /// Before a timed-out QEMU is killed: where each of its threads waits, into the log
+    /// and the outcome, so a hang says whether the guest or QEMU stopped.
+    fn report_threads(&mut self) {
+        let Some(pid) = self.qemu_pid() else { return };
+        let report = thread_report(pid);
+        if let Ok(mut f) = self.log_file.lock() {
+            let _ = writeln!(f, "tenge-testbed: QEMU's threads at the timeout:\n{report}");
+        }
+        self.thread_report = Some(report);
     }
 
     fn note_markers(&mut self, line: &str) {
@@ -492,6 +530,58 @@ impl Drop for RunningGuest {
     fn drop(&mut self) {
         let _ = self.kill();
     }
+}
+
+/// One line per thread of process `pid`: its name, scheduler state, kernel wait channel
+/// and the functions on its kernel stack (`/proc/PID/task/TID/{comm,stat,wchan,stack}`;
+/// the stack needs root). Ends with a [`QEMU_WEDGED`] line when a thread sits in a
+/// blocking unix-socket read, which in QEMU is a synchronous vhost-user request (its
+/// chardevs, QMP and 9p are poll-driven and never block there).
+pub fn thread_report(pid: u32) -> String {
+    let mut lines = Vec::new();
+    let mut blocked = Vec::new();
+    let task = format!("/proc/{pid}/task");
+    let mut tids: Vec<u32> = fs::read_dir(&task)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    tids.sort_unstable();
+    for tid in tids {
+        let read = |f: &str| fs::read_to_string(format!("{task}/{tid}/{f}")).unwrap_or_default();
+        let comm = read("comm").trim().to_owned();
+        // stat: "tid (comm) S ...": the state follows the last ')'.
+        let stat = read("stat");
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("?")
+            .to_owned();
+        let wchan = read("wchan");
+        // "[<0>] unix_stream_read_generic+0x6a/0x8d0": keep the function names.
+        let stack: Vec<String> = read("stack")
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .map(|f| f.split('+').next().unwrap_or(f).to_owned())
+            .take(6)
+            .collect();
+        if stack.iter().any(|f| f.starts_with("unix_stream_read")) {
+            blocked.push(comm.clone());
+        }
+        lines.push(format!(
+            "  {tid} {comm:<20} {state} wchan={} stack={}",
+            if wchan.is_empty() { "?" } else { wchan.trim() },
+            stack.join("<")
+        ));
+    }
+    if lines.is_empty() {
+        lines.push(format!("  (no threads under {task}: the process is gone)"));
+    }
+    if !blocked.is_empty() {
+        lines.push(format!("{QEMU_WEDGED} ({})", blocked.join(", ")));
+    }
+    lines.join("\n")
 }
 
 /// Reads QEMU's stdout (the guest's serial console) line by line: into the log, onto stderr
@@ -650,5 +740,41 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote("e1000e_rx_*"), "'e1000e_rx_*'");
+    }
+
+    /// A thread of this process blocked reading a unix socket is reported as such (the
+    /// kernel stack needs root, as the test bed does); once the socket has data the
+    /// thread moves on and the report no longer says it.
+    #[test]
+    fn thread_report_names_a_thread_blocked_on_a_unix_socket() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: /proc/*/stack needs root");
+            return;
+        }
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let reader = thread::Builder::new()
+            .name("blocked-reader".into())
+            .spawn(move || {
+                let mut buf = [0u8; 1];
+                (&b).read_exact(&mut buf).map(|()| buf[0])
+            })
+            .unwrap();
+        let pid = std::process::id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let report = loop {
+            let r = thread_report(pid);
+            if r.contains(QEMU_WEDGED) || Instant::now() > deadline {
+                break r;
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        assert!(report.contains("blocked-reader"), "{report}");
+        assert!(
+            report.contains(&format!("{QEMU_WEDGED} (blocked-reader)")),
+            "{report}"
+        );
+        a.write_all(&[7]).unwrap();
+        assert_eq!(reader.join().unwrap().unwrap(), 7);
+        assert!(!thread_report(pid).contains(QEMU_WEDGED));
     }
 }

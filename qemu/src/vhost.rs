@@ -365,6 +365,35 @@ impl VhostHost {
         }
     }
 
+    /// Stops (SIGSTOP) or continues (SIGCONT) the host testpmd: a backend that stops
+    /// answering QEMU's vhost-user requests, to test how the test bed reports the hang.
+    pub fn set_frozen(&self, frozen: bool) -> io::Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| err(io::ErrorKind::NotFound, "testpmd has exited"))?;
+        let signal = if frozen {
+            rustix::process::Signal::STOP
+        } else {
+            rustix::process::Signal::CONT
+        };
+        rustix::process::kill_process(rustix::process::Pid::from_child(child), signal)
+            .map_err(io::Error::from)
+    }
+
+    /// Where each of testpmd's threads waits ([`crate::thread_report`]), and the tail of
+    /// what it printed: for the message of a test whose guest hung.
+    pub fn diagnosis(&self) -> String {
+        let threads = match &self.child {
+            Some(c) => crate::thread_report(c.id()),
+            None => "(testpmd has exited)".into(),
+        };
+        format!(
+            "host testpmd's threads:\n{threads}\nits last lines:\n{}",
+            self.tail()
+        )
+    }
+
     /// The directory holding the vhost sockets.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -204,11 +204,13 @@ pub fn dgram_nic(model: tenge_testbed::NicModel) -> (tenge_testbed::Nic, DgramPe
 /// lose its guest to it. docs/vhost-user.md has the sightings.
 pub const QEMU_TCG_MAP_RACE: &str = "iotlb_to_section: Assertion";
 
-/// Runs `test`, and once more if the only failure was QEMU's own abort on
-/// [`QEMU_TCG_MAP_RACE`] (a crash of the emulator, not a verdict on tenge). Any other
-/// panic, and a second abort, fail the test. `test` must set everything up itself (host
-/// processes, captures), so the second run starts from nothing left by the first.
-pub fn retry_on_qemu_map_race<T>(test: impl Fn() -> T + std::panic::RefUnwindSafe) -> T {
+/// Runs `test`, and once more if it failed on QEMU's own fault, not the guest's: QEMU
+/// aborted on [`QEMU_TCG_MAP_RACE`], or a timed-out run found a QEMU thread blocked on a
+/// vhost-user reply ([`tenge_testbed::QEMU_WEDGED`], from the test bed's thread report).
+/// Any other panic, and a second such failure, fail the test. `test` must set everything
+/// up itself (host processes, captures), so the second run starts from nothing left by the
+/// first.
+pub fn retry_on_qemu_failure<T>(test: impl Fn() -> T + std::panic::RefUnwindSafe) -> T {
     match std::panic::catch_unwind(&test) {
         Ok(v) => v,
         Err(e) => {
@@ -217,13 +219,13 @@ pub fn retry_on_qemu_map_race<T>(test: impl Fn() -> T + std::panic::RefUnwindSaf
                 .map(String::as_str)
                 .or_else(|| e.downcast_ref::<&str>().copied())
                 .unwrap_or("");
-            if !msg.contains(QEMU_TCG_MAP_RACE) {
+            let Some(why) = [QEMU_TCG_MAP_RACE, tenge_testbed::QEMU_WEDGED]
+                .into_iter()
+                .find(|m| msg.contains(m))
+            else {
                 std::panic::resume_unwind(e);
-            }
-            eprintln!(
-                "tenge: QEMU aborted on its TCG memory-map race ({QEMU_TCG_MAP_RACE}); \
-                 running it once more"
-            );
+            };
+            eprintln!("tenge: QEMU failed, not the test ({why}); running it once more");
             test()
         }
     }
@@ -242,24 +244,23 @@ pub fn wait_ok(guest: tenge_testbed::RunningGuest) -> String {
     }
     assert!(
         !out.timed_out && out.exit_code == Some(0),
-        "guest script failed (exit {:?}, timed out {}); serial log: {}\n{}",
-        out.exit_code,
-        out.timed_out,
-        out.log.display(),
+        "guest script failed: {}\n{}",
+        out.describe(),
         tail(&log, 60)
     );
     log
 }
 
 /// Boots, runs `script`, returns the serial log; panics with the log's tail on failure.
-/// A guest that QEMU itself killed with [`QEMU_TCG_MAP_RACE`] is booted once more: any
+/// A guest that QEMU itself killed with [`QEMU_TCG_MAP_RACE`], or froze with
+/// [`tenge_testbed::QEMU_WEDGED`], is booted once more: any
 /// open of a device in the guest changes QEMU's memory map (the function's reset toggles
 /// its BARs), so the race can hit any test whose guest opens a port while another vCPU
 /// touches MMIO (seen on the igb and e1000e hub test). What a test checks after `run_ok`
 /// comes from this boot alone (its captures are rewritten by the new QEMU); a test with a
-/// host process of its own wraps itself in [`retry_on_qemu_map_race`] instead.
+/// host process of its own wraps itself in [`retry_on_qemu_failure`] instead.
 pub fn run_ok(cfg: &tenge_testbed::GuestConfig, script: &str) -> String {
-    retry_on_qemu_map_race(|| wait_ok(tenge_testbed::Guest::boot(cfg, script).expect("boot guest")))
+    retry_on_qemu_failure(|| wait_ok(tenge_testbed::Guest::boot(cfg, script).expect("boot guest")))
 }
 
 /// `frame` with an 802.1Q tag of `tci` after its addresses: what a NIC that inserts the
@@ -411,9 +412,9 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
-    fn a_qemu_map_race_abort_runs_the_test_once_more_and_nothing_else_does() {
+    fn a_qemu_abort_or_wedge_runs_the_test_once_more_and_nothing_else_does() {
         let runs = AtomicU32::new(0);
-        retry_on_qemu_map_race(|| {
+        retry_on_qemu_failure(|| {
             if runs.fetch_add(1, Ordering::Relaxed) == 0 {
                 panic!("QEMU died, not the guest script: qemu: x: {QEMU_TCG_MAP_RACE} `y' failed.");
             }
@@ -422,7 +423,7 @@ mod tests {
 
         let runs = AtomicU32::new(0);
         let r = std::panic::catch_unwind(|| {
-            retry_on_qemu_map_race(|| {
+            retry_on_qemu_failure(|| {
                 runs.fetch_add(1, Ordering::Relaxed);
                 panic!("guest script failed (exit Some(1))");
             })
@@ -436,12 +437,27 @@ mod tests {
 
         let runs = AtomicU32::new(0);
         let r = std::panic::catch_unwind(|| {
-            retry_on_qemu_map_race(|| {
+            retry_on_qemu_failure(|| {
                 runs.fetch_add(1, Ordering::Relaxed);
                 panic!("{QEMU_TCG_MAP_RACE}");
             })
         });
         assert!(r.is_err(), "a second abort fails the test");
         assert_eq!(runs.load(Ordering::Relaxed), 2);
+
+        let runs = AtomicU32::new(0);
+        retry_on_qemu_failure(|| {
+            if runs.fetch_add(1, Ordering::Relaxed) == 0 {
+                panic!(
+                    "timed out: {} (a vhost-user reply that never came)",
+                    tenge_testbed::QEMU_WEDGED
+                );
+            }
+        });
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            2,
+            "a wedged QEMU runs it again"
+        );
     }
 }

@@ -64,7 +64,7 @@ fn proc_interrupts(log: &str, marker: &str, pci: &str, vector: u32) -> u64 {
 /// The receiver at slot 1 sleeps idle for 5 s, wakes for one frame, then runs `cycles`
 /// send-one/sleep/wake rounds with the sender at slot 0 on the same hub.
 fn wake_test(receiver: NicModel, cycles: u64) {
-    tenge_tests::retry_on_qemu_map_race(|| wake_test_once(receiver, cycles));
+    tenge_tests::retry_on_qemu_failure(|| wake_test_once(receiver, cycles));
 }
 
 fn wake_test_once(receiver: NicModel, cycles: u64) {
@@ -167,7 +167,7 @@ fn line_within(g: &mut tenge_testbed::RunningGuest, needle: &str, within: Durati
 /// "up" on e1000e, which QEMU brings up 0.5 s later, after its autonegotiation), both
 /// programs keep running, and pktgen counts what it sent while its link was down.
 fn link_test(receiver: NicModel) {
-    tenge_tests::retry_on_qemu_map_race(|| link_test_once(receiver));
+    tenge_tests::retry_on_qemu_failure(|| link_test_once(receiver));
 }
 
 fn link_test_once(receiver: NicModel) {
@@ -278,7 +278,7 @@ fn flood_samples(log: &str, mode: &str) -> Vec<(String, f64, f64, f64)> {
 /// fall below the unmoderated run's, and once the flood stops the interval is back at 0;
 /// every frame arrives in both runs.
 fn flood_test(receiver: NicModel) {
-    tenge_tests::retry_on_qemu_map_race(|| flood_test_once(receiver));
+    tenge_tests::retry_on_qemu_failure(|| flood_test_once(receiver));
 }
 
 fn flood_test_once(receiver: NicModel) {

@@ -83,7 +83,7 @@ fn check_echoes(out: &str, log: &str, bytes: usize, conns: usize) {
 /// Boots `model` on a tap, runs `tcp-echo` until `conns` connections closed, and has the
 /// namespace's Linux send `bytes` on each of `conns` connections at once.
 fn echo_over_tap(model: NicModel, bytes: usize, conns: usize) {
-    tenge_tests::retry_on_qemu_map_race(|| echo_over_tap_once(model, bytes, conns));
+    tenge_tests::retry_on_qemu_failure(|| echo_over_tap_once(model, bytes, conns));
 }
 
 fn echo_over_tap_once(model: NicModel, bytes: usize, conns: usize) {

@@ -16,7 +16,7 @@ use tenge_testbed::{
     FwdCounters, Guest, GuestConfig, HostMode, Nic, NicModel, VhostHost, VhostHostConfig,
 };
 use tenge_tests::{
-    bin, check_frames, read_pcap, retry_on_qemu_map_race, scratch_dir, tail, wait_ok, write_pcap,
+    bin, check_frames, read_pcap, retry_on_qemu_failure, scratch_dir, tail, wait_ok, write_pcap,
 };
 
 const SRC: &str = tenge_tests::TEST_SRC;
@@ -61,7 +61,8 @@ fn forwarding_host(config: &VhostHostConfig) -> VhostHost {
 
 fn config(nics: Vec<Nic>) -> GuestConfig {
     GuestConfig {
-        timeout: Duration::from_secs(300),
+        // The longest of these runs takes under a minute: a hang costs 150 s, not 300.
+        timeout: Duration::from_secs(150),
         ..GuestConfig::with_nics(nics)
     }
 }
@@ -166,14 +167,14 @@ fn check_in_order_subset(frames: &[Vec<u8>], count: u64, size: usize) -> Vec<u64
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_split_tx_reaches_the_host_byte_exact_in_order() {
-    retry_on_qemu_map_race(|| tx_wire(false, 0));
+    retry_on_qemu_failure(|| tx_wire(false, 0));
 }
 
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_packed_tx_reaches_the_host_byte_exact_in_order_but_for_iotlb_misses() {
     // Seen: 20-172 frames of 22,000 (two opens of the port), all at each run's start.
-    retry_on_qemu_map_race(|| tx_wire(true, 440));
+    retry_on_qemu_failure(|| tx_wire(true, 440));
 }
 
 /// Frames from the host: tenge's pktgen sends `count` sequence frames of `size` bytes on
@@ -210,15 +211,17 @@ fn rx_from_host(packed: bool, size: usize, rx_ring: u32, buf_size: u32) -> Strin
          exit $st\n"
     );
     let outcome = Guest::run(&config(nics), &script).expect("boot guest");
-    let fwd = host.stop_forwarding().expect("stop the host");
-    host.quit().expect("quit the host testpmd");
     let log = std::fs::read_to_string(&outcome.log).unwrap_or_default();
+    // Before asking the host anything: a host that hung with the guest would not answer.
     assert!(
         outcome.success(),
-        "{}: {}",
+        "{}: {}\n{}",
         outcome.describe(),
-        tail(&log, 30)
+        tail(&log, 30),
+        host.diagnosis()
     );
+    let fwd = host.stop_forwarding().expect("stop the host");
+    host.quit().expect("quit the host testpmd");
     assert!(
         log.contains(&format!(
             "0000:00:04.0: virtio-net {} link up, {}",
@@ -245,7 +248,7 @@ fn rx_from_host(packed: bool, size: usize, rx_ring: u32, buf_size: u32) -> Strin
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_split_rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
-    retry_on_qemu_map_race(|| {
+    retry_on_qemu_failure(|| {
         for size in [60, 1514] {
             let log = rx_from_host(false, size, 16, 2048);
             assert!(log.contains(" chains=0 "), "{}", tail(&log, 20));
@@ -256,7 +259,7 @@ fn vhost_split_rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_packed_rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
-    retry_on_qemu_map_race(|| {
+    retry_on_qemu_failure(|| {
         for size in [60, 1514] {
             let log = rx_from_host(true, size, 16, 2048);
             assert!(log.contains(" chains=0 "), "{}", tail(&log, 20));
@@ -275,13 +278,13 @@ fn mergeable(packed: bool) {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_split_mergeable_rx_reassembles_frames_over_small_buffers() {
-    retry_on_qemu_map_race(|| mergeable(false));
+    retry_on_qemu_failure(|| mergeable(false));
 }
 
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_packed_mergeable_rx_reassembles_frames_over_small_buffers() {
-    retry_on_qemu_map_race(|| mergeable(true));
+    retry_on_qemu_failure(|| mergeable(true));
 }
 
 /// Two vhost-user NICs of two queue pairs each in one guest (one host testpmd, a vhost port
@@ -291,7 +294,7 @@ fn vhost_packed_mergeable_rx_reassembles_frames_over_small_buffers() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn two_vhost_nics_of_two_queue_pairs_in_one_guest() {
-    retry_on_qemu_map_race(two_vhost_nics_of_two_queue_pairs);
+    retry_on_qemu_failure(two_vhost_nics_of_two_queue_pairs);
 }
 
 fn two_vhost_nics_of_two_queue_pairs() {
@@ -439,11 +442,84 @@ fn rx_filter(packed: bool) {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_split_rx_filter_holds_though_the_device_does_not_filter() {
-    retry_on_qemu_map_race(|| rx_filter(false));
+    retry_on_qemu_failure(|| rx_filter(false));
 }
 
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_packed_rx_filter_holds_though_the_device_does_not_filter() {
-    retry_on_qemu_map_race(|| rx_filter(true));
+    retry_on_qemu_failure(|| rx_filter(true));
+}
+
+/// The test bed's diagnosis of a hang: the host testpmd is stopped (SIGSTOP) after the
+/// guest booted, and the guest then opens the vhost NIC. QEMU sends the backend its
+/// synchronous vhost-user requests from the vCPU that set DRIVER_OK and waits for a reply
+/// that never comes, so the guest freezes. The run must time out with a thread report
+/// that names QEMU's blocked thread and says [`tenge_testbed::QEMU_WEDGED`], which is
+/// what lets `retry_on_qemu_failure` tell such a hang from one of tenge's.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn a_backend_that_stops_answering_is_reported_as_qemu_wedged() {
+    let mut host = forwarding_host(&VhostHostConfig::new(HostMode::RxOnly));
+    let cfg = GuestConfig {
+        timeout: Duration::from_secs(45),
+        ..config(vec![Nic::new(virtio(false), host.backend(0))])
+    };
+    let pktgen = bin("pktgen");
+    let script = format!(
+        "echo FREEZE-BACKEND\nsleep 2\n{pktgen} {} --count 100 --interval 0\n",
+        Nic::pci_addr(0)
+    );
+    let mut guest = Guest::boot(&cfg, &script).expect("boot guest");
+    guest.wait_for("FREEZE-BACKEND").expect("guest output");
+    host.set_frozen(true).expect("SIGSTOP testpmd");
+    let outcome = guest.wait().expect("wait for guest");
+    host.set_frozen(false).expect("SIGCONT testpmd");
+    let _ = host.quit();
+    assert!(outcome.timed_out, "{}", outcome.describe());
+    let report = outcome.thread_report.clone().unwrap_or_default();
+    assert!(outcome.qemu_wedged(), "{}\n{report}", outcome.describe());
+    assert!(report.contains("CPU "), "QEMU's threads by name: {report}");
+    let log = std::fs::read_to_string(&outcome.log).unwrap_or_default();
+    assert!(
+        log.contains(tenge_testbed::QEMU_WEDGED),
+        "{}",
+        tail(&log, 20)
+    );
+    assert!(!log.contains("pktgen: done"), "{}", tail(&log, 20));
+}
+
+/// pktgen's stall guard: the host testpmd is stopped while pktgen sends, so the device
+/// stops draining the TX ring; pktgen must say `stalled` within its `--stall-timeout`
+/// and exit 1 instead of waiting forever. (testpmd is continued once it has, so the
+/// port's close, a vhost-user request, gets its answer.)
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn pktgen_gives_up_on_a_device_that_stops_taking_frames() {
+    retry_on_qemu_failure(|| {
+        let host = forwarding_host(&VhostHostConfig::new(HostMode::RxOnly));
+        let cfg = config(vec![Nic::new(virtio(false), host.backend(0))]);
+        let pktgen = bin("pktgen");
+        let script = format!(
+            "{pktgen} {} --duration 100 --stall-timeout 3 --interval 1\n",
+            Nic::pci_addr(0)
+        );
+        let mut guest = Guest::boot(&cfg, &script).expect("boot guest");
+        guest.wait_for("] tx ").expect("pktgen's first rate line");
+        host.set_frozen(true).expect("SIGSTOP testpmd");
+        let frozen = std::time::Instant::now();
+        let line = guest.wait_for("pktgen: stalled");
+        let waited = frozen.elapsed();
+        host.set_frozen(false).expect("SIGCONT testpmd");
+        let line = line.expect("pktgen says it stalled");
+        let outcome = guest.wait().expect("wait for guest");
+        let log = std::fs::read_to_string(&outcome.log).unwrap_or_default();
+        assert_eq!(outcome.exit_code, Some(1), "{}", tail(&log, 20));
+        assert!(line.contains("took no frame for 3.0 s"), "{line}");
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_secs(20),
+            "stall reported {waited:?} after the freeze"
+        );
+        assert!(log.contains("stalled=true "), "{}", tail(&log, 20));
+    });
 }

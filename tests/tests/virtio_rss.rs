@@ -194,7 +194,7 @@ fn virtio_packed_rss_four_queue_pairs_spread_flows_as_the_toeplitz_hash_predicts
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn vhost_two_queue_pairs_receive_on_both_queues_every_frame_accounted() {
-    tenge_tests::retry_on_qemu_map_race(vhost_two_queue_pairs_every_frame_accounted);
+    tenge_tests::retry_on_qemu_failure(vhost_two_queue_pairs_every_frame_accounted);
 }
 
 fn vhost_two_queue_pairs_every_frame_accounted() {

@@ -77,6 +77,11 @@ struct Args {
     /// without it tenge writes the tag into the frame.
     #[arg(long)]
     vlan_strip: bool,
+    /// Give up (and exit 1) when the device has taken no frame for this long while frames
+    /// wait: a ring that never drains is a stalled device or backend, and a bounded run
+    /// says so instead of hanging (0: wait forever).
+    #[arg(long, default_value = "10", value_parser = parse_secs)]
+    stall_timeout: Duration,
 }
 
 /// A tag control information value, decimal or 0x hex.
@@ -163,6 +168,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut sent_link_down = 0u64;
     let mut link_changes = 0u64;
     let mut removed = false;
+    // Since when the device has refused every frame offered (None: it took some lately).
+    let mut refusing_since: Option<Instant> = None;
+    let mut stalled = false;
     loop {
         // Fill the batch up to its capacity (frames a full ring left behind stay in it).
         while batch.room() > 0 && limit.is_none_or(|n| seq < n) {
@@ -207,6 +215,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         if !batch.is_empty() {
             let n = port.tx_burst(&mut batch) as u64;
             sent += n;
+            if n > 0 {
+                refusing_since = None;
+            } else if refusing_since.is_none() {
+                refusing_since = Some(Instant::now());
+            }
             if !link_up {
                 sent_link_down += n;
             }
@@ -234,6 +247,17 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 break;
             }
             let now = Instant::now();
+            if !args.stall_timeout.is_zero()
+                && refusing_since.is_some_and(|t| now - t >= args.stall_timeout)
+            {
+                println!(
+                    "pktgen: stalled: the device took no frame for {:.1} s with {} waiting (its TX ring never drained)",
+                    args.stall_timeout.as_secs_f64(),
+                    batch.len()
+                );
+                stalled = true;
+                break;
+            }
             if duration.is_some_and(|d| now - start >= d) {
                 deadline_hit = true;
                 break;
@@ -257,11 +281,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let unsent = batch.len();
     port.free_batch(&mut batch);
     // A device being removed is not waited for: the kernel waits for us to let it go.
-    let drained = !removed && port.tx_drain(Duration::from_secs(5));
+    let drained = !removed && !stalled && port.tx_drain(Duration::from_secs(5));
     let stats = port.stats();
     let mpps = sent as f64 / elapsed / 1e6;
     println!(
-        "pktgen: done: removed={removed} sent={sent} sent_link_down={sent_link_down} link_changes={link_changes} seconds={elapsed:.3} mpps={mpps:.4} gbps={:.4} hw_gptc={} hw_gotc={} tx_doorbells={} tx_notifies={} unsent={unsent} drained={drained} {}",
+        "pktgen: done: removed={removed} stalled={stalled} sent={sent} sent_link_down={sent_link_down} link_changes={link_changes} seconds={elapsed:.3} mpps={mpps:.4} gbps={:.4} hw_gptc={} hw_gotc={} tx_doorbells={} tx_notifies={} unsent={unsent} drained={drained} {}",
         mpps * size as f64 * 8.0 / 1e3,
         stats.hw.gptc,
         stats.hw.gotc,
@@ -269,6 +293,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         port.notifies().1,
         memory_summary()
     );
+    if stalled {
+        return Err(format!("TX stalled after {sent} frames").into());
+    }
     if !deadline_hit && !removed && limit.is_some_and(|n| sent != n) {
         return Err(format!("sent {sent} of {} frames", limit.unwrap_or(0)).into());
     }
