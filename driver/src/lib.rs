@@ -51,6 +51,7 @@ pub mod virtio;
 
 pub use error::{DmaError, Error, VfioError};
 pub use packet::mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf, PacketMeta};
+pub use packet::ptype::{L3Type, L4Type, PacketType};
 pub use packet::rss::{RssConfig, RssHashTypes, RssType, DEFAULT_RSS_KEY};
 pub use platform::pci::PciAddress;
 pub use port::caps::{OffloadCaps, OffloadSupport};

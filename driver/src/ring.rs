@@ -265,7 +265,8 @@ pub struct RxCompletion {
     /// Buffers the frame spans, when its first buffer says so (virtio's `num_buffers`);
     /// 0 when its last buffer says so (`eop`, as e1000e does).
     pub bufs: u32,
-    /// `PacketMeta::RX_*` flags: checksum results and the RSS type.
+    /// `PacketMeta::RX_*` flags: checksum results, the packet type and the RSS type. A
+    /// frame over several buffers gets its first and its last buffer's.
     pub flags: u32,
     /// The RSS hash (meaningful when `flags` has an RSS type; 0 otherwise).
     pub hash: u32,
@@ -697,6 +698,21 @@ impl Assembly {
                 self.segs.push(buf);
                 if !last {
                     return None;
+                }
+                // What an Intel device writes on a frame's last descriptor only (checksum
+                // verdicts, packet type, RSS, a stripped tag) joins what the first said
+                // (virtio's, from its header: later completions carry no flags).
+                if c.flags != 0 {
+                    if let Some(first) = self.segs.first_mut() {
+                        let m = first.meta_mut();
+                        m.flags |= c.flags;
+                        if c.flags & crate::PacketMeta::RX_RSS_TYPE_MASK != 0 {
+                            m.rss_hash = c.hash;
+                        }
+                        if c.flags & crate::PacketMeta::RX_VLAN_STRIPPED != 0 {
+                            m.vlan_tci = c.vlan;
+                        }
+                    }
                 }
                 // Linked back to front: each segment takes the rest as its next.
                 let mut rest = None;

@@ -267,12 +267,13 @@ fn virtio_tx_checksums_and_tso_by_the_device_segmented_by_linux() {
     check_offload_wire(&wire, false, None);
 }
 
-/// One RX checksum case: the frame and the verdicts (`good`, `bad`, `-`) the protocols
-/// call for.
+/// One RX checksum case: the frame, the verdicts (`good`, `bad`, `-`) the protocols
+/// call for, and its packet type as rxdump prints it (`ipv4/tcp`).
 struct RxCase {
     frame: Vec<u8>,
     ip: &'static str,
     l4: &'static str,
+    ptype: String,
 }
 
 /// Good and bad checksums, TCP and UDP over IPv4 and IPv6, built by etherparse with
@@ -322,6 +323,11 @@ fn rx_cases(dst: [u8; 6]) -> Vec<RxCase> {
             frame: f,
             ip,
             l4: l4v,
+            ptype: format!(
+                "{}/{}",
+                if v6 { "ipv6" } else { "ipv4" },
+                if udp { "udp" } else { "tcp" }
+            ),
         });
     }
     v
@@ -329,7 +335,8 @@ fn rx_cases(dst: [u8; 6]) -> Vec<RxCase> {
 
 /// RX checksum verdicts on e1000e (RXCSUM.IPOFLD|TUOFLD, IPCS/TCPCS/UDPCS and IPE/TCPE in
 /// the write-back): frames from the host with good and broken checksums are reported as
-/// the protocols say, each frame once.
+/// the protocols say, each frame once. The packet type too: QEMU's code in the extended
+/// status says IPv4 or IPv6 "with TCP or UDP", and UDPCS beside it which of the two.
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn e1000e_rx_checksum_verdicts() {
@@ -337,7 +344,7 @@ fn e1000e_rx_checksum_verdicts() {
 }
 
 /// The same on igb: IPCS/L4CS/UDPCS and IPE/L4E in the advanced write-back
-/// (`igb_verify_csum_in_sw`).
+/// (`igb_verify_csum_in_sw`), and the packet type from its own field (IPv4/IPv6, TCP/UDP).
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn igb_rx_checksum_verdicts() {
@@ -382,6 +389,7 @@ fn rx_checksum_verdicts(model: NicModel) {
             (c.ip.to_string(), c.l4.to_string()),
             "frame {i}: {line}"
         );
+        assert_eq!(field(line, "ptype"), c.ptype, "frame {i}: {line}");
     }
 }
 

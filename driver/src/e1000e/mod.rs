@@ -13,13 +13,15 @@ use std::sync::Arc;
 
 use tenge_descriptors::e1000e::{
     LegacyTxDesc, RxDescExtRead, RxDescExtWb, RXD_ERR_FRAME, RXD_ERR_IPE, RXD_ERR_TCPE,
-    RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_IPCS, RXD_STAT_TCPCS, RXD_STAT_UDPCS, RXD_STAT_VP,
-    RX_WB_STATUS_OFFSET, TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS, TXD_STAT_DD,
+    RXD_PKT_IP4, RXD_PKT_IP4_XDP, RXD_PKT_IP6, RXD_PKT_IP6_XDP, RXD_PKT_TYPE_MASK,
+    RXD_PKT_TYPE_SHIFT, RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_IPCS, RXD_STAT_TCPCS,
+    RXD_STAT_UDPCS, RXD_STAT_VP, RX_WB_STATUS_OFFSET, TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS, TXD_STAT_DD,
 };
 use tenge_firmware_iface::e1000e::regs;
 use tenge_firmware_iface::Mmio;
 
 use crate::packet::mempool::{PacketBuf, PacketMeta};
+use crate::packet::ptype::{L3Type, L4Type, PacketType};
 use crate::packet::rss::RssType;
 use offload::{TxOffload, VlanInsert};
 
@@ -406,6 +408,51 @@ pub struct E1000eRxView<'a> {
     rss: bool,
 }
 
+/// The packet-type index of a write-back's status: QEMU's code (`RXD_PKT_*`, bits 19:16)
+/// in bits 3:0, with UDPCS and TCPCS left where they are (bits 4 and 5), which tell TCP
+/// from UDP where the code says only "TCP or UDP". Without an L4 checksum verdict those
+/// bits are 0 and the index is the code alone (the fast path's: a plain completion has
+/// no checksum bit).
+#[inline(always)]
+pub(crate) const fn ptype_index(status_error: u32) -> usize {
+    (((status_error >> RXD_PKT_TYPE_SHIFT) & RXD_PKT_TYPE_MASK)
+        | (status_error & (RXD_STAT_UDPCS | RXD_STAT_TCPCS))) as usize
+}
+
+/// [`ptype_index`] to `PacketMeta` flags. Code 0 ("MAC", not IP) is unknown, as is every
+/// code QEMU does not write: a part that leaves the bits 0 (and a frame's earlier
+/// descriptors, which carry no metadata) would otherwise read as "not IP".
+const PTYPE_FLAGS: [u32; 64] = {
+    let mut t = [0u32; 64];
+    let mut i = 0;
+    while i < 64 {
+        let code = i as u32 & RXD_PKT_TYPE_MASK;
+        let l4 = if i as u32 & RXD_STAT_UDPCS != 0 {
+            L4Type::Udp
+        } else if i as u32 & RXD_STAT_TCPCS != 0 {
+            L4Type::Tcp
+        } else {
+            L4Type::Unknown
+        };
+        let ty = match code {
+            RXD_PKT_IP4 => PacketType::new(L3Type::Ipv4, L4Type::Other),
+            RXD_PKT_IP6 => PacketType::new(L3Type::Ipv6, L4Type::Other),
+            RXD_PKT_IP4_XDP => PacketType::new(L3Type::Ipv4, l4),
+            RXD_PKT_IP6_XDP => PacketType::new(L3Type::Ipv6, l4),
+            _ => PacketType::UNKNOWN,
+        };
+        t[i] = ty.flags();
+        i += 1;
+    }
+    t
+};
+
+/// The packet type of a write-back's status as `PacketMeta` flags.
+#[inline(always)]
+pub(crate) fn ptype_flags(status_error: u32) -> u32 {
+    PTYPE_FLAGS[ptype_index(status_error)]
+}
+
 /// The 82574's RSS type (MRQ bits 3:0, 82574 §7.1.5.2) as `PacketMeta` flag bits of
 /// tenge's [`RssType`]: 1 TCP/IPv4, 2 IPv4, 3 TCP/IPv6, 4 IPv6 with extension headers,
 /// 5 IPv6; 0 and 6-15 no hash.
@@ -459,12 +506,16 @@ impl RxView for E1000eRxView<'_> {
         // checksum-checked bit (offload off), no stripped tag, so no flags.
         let plain = status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RX_SLOW_STAT) == RXD_STAT_EOP;
         let (whole, flags) = if plain {
-            (true, 0)
+            // No checksum bit: the packet type is the code alone (shift, mask, load).
+            (
+                true,
+                PTYPE_FLAGS[((status_error >> RXD_PKT_TYPE_SHIFT) & RXD_PKT_TYPE_MASK) as usize],
+            )
         } else {
             (
                 // A stripped tag takes the engine's slow path, which stores it.
                 status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RXD_STAT_VP) == RXD_STAT_EOP,
-                rx_slow_flags(status_error),
+                rx_slow_flags(status_error) | ptype_flags(status_error),
             )
         };
         // With RSS (RXCSUM.PCSD), the first quadword is MRQ (type in 3:0) and the hash.
@@ -601,6 +652,63 @@ mod tests {
         assert_eq!(rxq.posted(), 7);
         // Not-yet-done descriptors yield nothing.
         assert_eq!(rxq.rx_burst(&mut cache, &mut out), 0);
+    }
+
+    /// The packet-type code QEMU's model writes in status bits 19:16 (`E1000_RXD_PKT_TYPE`)
+    /// reaches the metadata: IPv4 or IPv6 always, TCP or UDP only with the L4 checksum's
+    /// TCPCS/UDPCS beside a "TCP or UDP" code (unknown without), code 0 unknown; on the
+    /// fast path, beside checksum verdicts, and on a chain from its last descriptor.
+    #[test]
+    fn rx_reports_the_packet_type_code() {
+        let regs = Arc::new(Regs::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut rxq = RxQueue::new(E1000eRx::new(DescRing::new(region(), 0, 16), regs), 1);
+        rxq.fill(&mut cache);
+        let r = rxq.ops().ring();
+        let done = RXD_STAT_DD | RXD_STAT_EOP;
+        let code = |c: u32| c << RXD_PKT_TYPE_SHIFT;
+        let t = PacketType::new;
+        let tcp = RXD_STAT_IPCS | RXD_STAT_TCPCS;
+        let udp = RXD_STAT_TCPCS | RXD_STAT_UDPCS;
+        let cases = [
+            (code(RXD_PKT_IP4_XDP), t(L3Type::Ipv4, L4Type::Unknown)),
+            (code(RXD_PKT_IP6_XDP), t(L3Type::Ipv6, L4Type::Unknown)),
+            (code(RXD_PKT_IP4), t(L3Type::Ipv4, L4Type::Other)),
+            (code(RXD_PKT_IP6), t(L3Type::Ipv6, L4Type::Other)),
+            (code(0), PacketType::UNKNOWN),
+            (code(9), PacketType::UNKNOWN),
+            (code(RXD_PKT_IP4_XDP) | tcp, t(L3Type::Ipv4, L4Type::Tcp)),
+            (code(RXD_PKT_IP6_XDP) | udp, t(L3Type::Ipv6, L4Type::Udp)),
+            (
+                code(RXD_PKT_IP4_XDP) | udp | RXD_ERR_TCPE,
+                t(L3Type::Ipv4, L4Type::Udp),
+            ),
+        ];
+        for (i, (st, _)) in cases.iter().enumerate() {
+            device_receive(r, i as u32, 60, done | st, 1);
+        }
+        let n = cases.len() as u32;
+        device_receive(r, n, 100, RXD_STAT_DD, 2);
+        device_receive(r, n + 1, 100, done | code(RXD_PKT_IP6_XDP) | RXD_STAT_TCPCS, 2);
+        let mut out = PacketBatch::new(32);
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), cases.len() + 1);
+        for (i, (st, want)) in cases.iter().enumerate() {
+            let m = *out.get(i).unwrap().meta();
+            assert_eq!(m.packet_type(), *want, "case {i}");
+            assert_eq!(
+                m.flags & !PacketMeta::RX_PTYPE_MASK,
+                rx_csum_flags(done | st),
+                "case {i}"
+            );
+        }
+        let chain = out.get(cases.len()).unwrap();
+        assert_eq!(chain.nb_segs(), 2);
+        assert_eq!(chain.meta().packet_type(), t(L3Type::Ipv6, L4Type::Tcp));
+        assert_eq!(
+            chain.meta().flags & !PacketMeta::RX_PTYPE_MASK,
+            PacketMeta::RX_L4_CSUM_GOOD
+        );
     }
 
     /// Queue 1 rings RDT1; with RSS the write-back's MRQ type and hash reach the metadata
