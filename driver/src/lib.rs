@@ -59,7 +59,7 @@ pub use port::{
     IrqStats, LinkEvent, Moderation, Port, PortConfig, PortStats, QueuePair, RxQueueHandle,
     TxQueueHandle,
 };
-pub use ring::{PacketBatch, RxStats, TxStats};
+pub use ring::{BadOffload, OffloadDrops, PacketBatch, RxStats, TxStats};
 pub use tenge_firmware_iface::e1000e::LinkStatus;
 
 #[cfg(test)]

@@ -153,6 +153,11 @@ impl TxView for IgbTxView<'_> {
         crate::e1000e::offload::sendable(pkt, VlanInsert::Context)
     }
 
+    #[inline(always)]
+    fn refusal(&self, pkt: &PacketBuf) -> Option<crate::ring::BadOffload> {
+        crate::e1000e::offload::refusal(pkt, VlanInsert::Context)
+    }
+
     /// A TSO packet may be up to an IPv4 datagram's 64 KiB with its L2 header.
     #[inline(always)]
     fn max_len(&self, pkt: &PacketBuf, max_frame: usize) -> usize {

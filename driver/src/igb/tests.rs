@@ -248,6 +248,9 @@ fn tx_chain_puts_paylen_on_the_first_and_eop_on_the_last() {
     batch.push(b).unwrap();
     assert_eq!(txq.tx_burst(&mut cache, &mut batch), 0);
     assert!(batch.is_empty(), "dropped, not left in the batch");
+    // Counted by its reason: no TX_IPV4/TX_IPV6 with it.
+    assert_eq!(txq.stats().bad_offload_reasons.l3_type, 1);
+    assert_eq!(txq.stats().bad_offload_reasons.total(), 1);
     assert_eq!(txq.stats().bad_offload, 1);
 }
 
