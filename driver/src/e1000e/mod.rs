@@ -14,8 +14,8 @@ use std::sync::Arc;
 use tenge_descriptors::e1000e::{
     LegacyTxDesc, RxDescExtRead, RxDescExtWb, RXD_ERR_FRAME, RXD_ERR_IPE, RXD_ERR_TCPE,
     RXD_PKT_IP4, RXD_PKT_IP4_XDP, RXD_PKT_IP6, RXD_PKT_IP6_XDP, RXD_PKT_MAC, RXD_PKT_TYPE_MASK,
-    RXD_PKT_TYPE_SHIFT, RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_IPCS, RXD_STAT_TCPCS,
-    RXD_STAT_UDPCS, RXD_STAT_VP, RX_WB_STATUS_OFFSET, TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS, TXD_STAT_DD,
+    RXD_PKT_TYPE_SHIFT, RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_IPCS, RXD_STAT_TCPCS, RXD_STAT_UDPCS,
+    RXD_STAT_VP, RX_WB_STATUS_OFFSET, TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS, TXD_STAT_DD,
 };
 use tenge_firmware_iface::e1000e::regs;
 use tenge_firmware_iface::Mmio;
@@ -486,9 +486,18 @@ const _: () = {
     assert!(RX_SLOW_LUT.len() == 1 << 9);
     assert!(PacketType::from_code(RXD_PKT_MAC).code() == 0);
     assert!(PacketType::from_code(RXD_PKT_IP4).code() == 1);
-    assert!(matches!(PacketType::from_code(RXD_PKT_IP4_XDP).l3, L3Type::Ipv4));
-    assert!(matches!(PacketType::from_code(RXD_PKT_IP6).l4, L4Type::Other));
-    assert!(matches!(PacketType::from_code(RXD_PKT_IP6_XDP).l3, L3Type::Ipv6));
+    assert!(matches!(
+        PacketType::from_code(RXD_PKT_IP4_XDP).l3,
+        L3Type::Ipv4
+    ));
+    assert!(matches!(
+        PacketType::from_code(RXD_PKT_IP6).l4,
+        L4Type::Other
+    ));
+    assert!(matches!(
+        PacketType::from_code(RXD_PKT_IP6_XDP).l3,
+        L3Type::Ipv6
+    ));
     let mut code = 0;
     while code < 16 {
         assert!(ptype_flags(code << RXD_PKT_TYPE_SHIFT) == PacketType::from_code(code).flags());
@@ -731,7 +740,13 @@ mod tests {
         }
         let n = cases.len() as u32;
         device_receive(r, n, 100, RXD_STAT_DD, 2);
-        device_receive(r, n + 1, 100, done | code(RXD_PKT_IP6_XDP) | RXD_STAT_TCPCS, 2);
+        device_receive(
+            r,
+            n + 1,
+            100,
+            done | code(RXD_PKT_IP6_XDP) | RXD_STAT_TCPCS,
+            2,
+        );
         let mut out = PacketBatch::new(32);
         assert_eq!(rxq.rx_burst(&mut cache, &mut out), cases.len() + 1);
         for (i, (st, want)) in cases.iter().enumerate() {

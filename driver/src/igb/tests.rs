@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use tenge_descriptors::igb::{
     ADVTXD_DCMD_DEXT, ADVTXD_DTYP_DATA, ADVTXD_PAYLEN_SHIFT, PKT_TYPE_IPV6, PKT_TYPE_SCTP,
-    PKT_TYPE_UDP,
-    RXD_ERR_CE, RXD_ERR_IPE, RXD_ERR_L4E, RXD_STAT_IPCS, RXD_STAT_L4CS, RXD_STAT_UDPCS,
+    PKT_TYPE_UDP, RXD_ERR_CE, RXD_ERR_IPE, RXD_ERR_L4E, RXD_STAT_IPCS, RXD_STAT_L4CS,
+    RXD_STAT_UDPCS,
 };
 use zerocopy::little_endian::{U16, U32};
 
@@ -482,10 +482,19 @@ fn rx_reports_the_packet_type_of_the_write_back() {
     let t = PacketType::new;
     let cases = [
         (PKT_TYPE_IPV4 | PKT_TYPE_TCP, t(L3Type::Ipv4, L4Type::Tcp)),
-        (PKT_TYPE_IPV4_EX | PKT_TYPE_UDP, t(L3Type::Ipv4, L4Type::Udp)),
+        (
+            PKT_TYPE_IPV4_EX | PKT_TYPE_UDP,
+            t(L3Type::Ipv4, L4Type::Udp),
+        ),
         (PKT_TYPE_IPV6 | PKT_TYPE_TCP, t(L3Type::Ipv6, L4Type::Tcp)),
-        (PKT_TYPE_IPV6_EX | PKT_TYPE_UDP, t(L3Type::Ipv6, L4Type::Udp)),
-        (PKT_TYPE_IPV4 | PKT_TYPE_SCTP, t(L3Type::Ipv4, L4Type::Other)),
+        (
+            PKT_TYPE_IPV6_EX | PKT_TYPE_UDP,
+            t(L3Type::Ipv6, L4Type::Udp),
+        ),
+        (
+            PKT_TYPE_IPV4 | PKT_TYPE_SCTP,
+            t(L3Type::Ipv4, L4Type::Other),
+        ),
         (PKT_TYPE_IPV6, t(L3Type::Ipv6, L4Type::Other)),
         (0, t(L3Type::Other, L4Type::Unknown)),
     ];
@@ -497,7 +506,15 @@ fn rx_reports_the_packet_type_of_the_write_back() {
     let csum = done | RXD_STAT_IPCS | RXD_STAT_L4CS | RXD_STAT_UDPCS;
     device_receive(r, n, 60, csum, info(PKT_TYPE_IPV4 | PKT_TYPE_UDP), 0, 2);
     device_receive(r, n + 1, 100, RXD_STAT_DD, 0, 0, 3);
-    device_receive(r, n + 2, 100, csum, info(PKT_TYPE_IPV6 | PKT_TYPE_UDP), 0, 3);
+    device_receive(
+        r,
+        n + 2,
+        100,
+        csum,
+        info(PKT_TYPE_IPV6 | PKT_TYPE_UDP),
+        0,
+        3,
+    );
     let mut out = PacketBatch::new(32);
     assert_eq!(rxq.rx_burst(&mut cache, &mut out), cases.len() + 2);
     for (i, (_, want)) in cases.iter().enumerate() {

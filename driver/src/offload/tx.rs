@@ -17,8 +17,8 @@
 use tenge_firmware_iface::e1000e::ETHERTYPE_VLAN;
 
 use crate::packet::csum;
-pub use crate::ring::BadOffload;
 use crate::packet::mempool::{PacketBuf, PacketMeta};
+pub use crate::ring::BadOffload;
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
