@@ -189,6 +189,24 @@ pub const RXD_STAT_UDPCS: u32 = 1 << 4;
 pub const RXD_STAT_TCPCS: u32 = 1 << 5;
 /// IP checksum calculated.
 pub const RXD_STAT_IPCS: u32 = 1 << 6;
+/// The packet-type code in bits 19:16 of the extended status, as QEMU's 82574 model
+/// writes it on a frame's last descriptor (`E1000_RXD_PKT_TYPE` in QEMU's
+/// `hw/net/e1000x_regs.h`, set in `e1000e_build_rx_metadata` whatever RXCSUM says):
+/// one of `RXD_PKT_*`. A part that leaves these bits 0 says "MAC", so a driver cannot
+/// tell that code from silence.
+pub const RXD_PKT_TYPE_SHIFT: u32 = 16;
+/// The packet-type code's width, after [`RXD_PKT_TYPE_SHIFT`].
+pub const RXD_PKT_TYPE_MASK: u32 = 0xf;
+/// Packet type: neither IPv4 nor IPv6 (or IPv6 with RFCTL.IPV6_DIS).
+pub const RXD_PKT_MAC: u32 = 0;
+/// Packet type: IPv4 without TCP or UDP.
+pub const RXD_PKT_IP4: u32 = 1;
+/// Packet type: IPv4 with TCP or UDP (UDPCS tells which, with the L4 checksum on).
+pub const RXD_PKT_IP4_XDP: u32 = 2;
+/// Packet type: IPv6 without TCP or UDP.
+pub const RXD_PKT_IP6: u32 = 5;
+/// Packet type: IPv6 with TCP or UDP.
+pub const RXD_PKT_IP6_XDP: u32 = 6;
 /// CRC or alignment error.
 pub const RXD_ERR_CE: u32 = 1 << 24;
 /// Symbol error.

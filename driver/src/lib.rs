@@ -51,6 +51,7 @@ pub mod virtio;
 
 pub use error::{DmaError, Error, VfioError};
 pub use packet::mempool::{Mempool, MempoolCache, MempoolConfig, PacketBuf, PacketMeta};
+pub use packet::ptype::{L3Type, L4Type, PacketType};
 pub use packet::rss::{RssConfig, RssHashTypes, RssType, DEFAULT_RSS_KEY};
 pub use platform::pci::PciAddress;
 pub use port::caps::{OffloadCaps, OffloadSupport};
@@ -58,7 +59,7 @@ pub use port::{
     IrqStats, LinkEvent, Moderation, Port, PortConfig, PortStats, QueuePair, RxQueueHandle,
     TxQueueHandle,
 };
-pub use ring::{PacketBatch, RxStats, TxStats};
+pub use ring::{BadOffload, OffloadDrops, PacketBatch, RxStats, TxStats};
 pub use tenge_firmware_iface::e1000e::LinkStatus;
 
 #[cfg(test)]

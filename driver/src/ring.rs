@@ -265,7 +265,8 @@ pub struct RxCompletion {
     /// Buffers the frame spans, when its first buffer says so (virtio's `num_buffers`);
     /// 0 when its last buffer says so (`eop`, as e1000e does).
     pub bufs: u32,
-    /// `PacketMeta::RX_*` flags: checksum results and the RSS type.
+    /// `PacketMeta::RX_*` flags: checksum results, the packet type and the RSS type. A
+    /// frame over several buffers gets its first and its last buffer's.
     pub flags: u32,
     /// The RSS hash (meaningful when `flags` has an RSS type; 0 otherwise).
     pub hash: u32,
@@ -414,6 +415,12 @@ pub trait TxView: Copy {
     fn sendable(&self, _pkt: &PacketBuf) -> bool {
         true
     }
+    /// Why the device refuses `pkt`'s offload request, if it does (asked only of a packet
+    /// the engine drops, to count it by reason). Default: no request is refused.
+    #[inline(always)]
+    fn refusal(&self, _pkt: &PacketBuf) -> Option<BadOffload> {
+        None
+    }
     /// Whether the descriptor at index `idx`, written with `report`, is complete (not
     /// called when [`TxView::COMPLETES_BY_ID`]).
     fn is_done(&self, idx: u32) -> bool;
@@ -505,8 +512,11 @@ pub struct TxStats {
     pub bad_packet: u64,
     /// Frames with an offload request the device cannot serve (header lengths that do not
     /// match the headers, TSO with an MSS of 0 or on something not TCP, a checksum of a
-    /// protocol the packet is not); dropped, nothing sent.
+    /// protocol the packet is not); dropped, nothing sent. By reason in
+    /// `bad_offload_reasons`.
     pub bad_offload: u64,
+    /// `bad_offload` by reason.
+    pub bad_offload_reasons: OffloadDrops,
     /// Doorbell (tail) writes.
     pub doorbells: u64,
     /// Buffers recycled after the device finished with them.
@@ -516,6 +526,143 @@ pub struct TxStats {
     /// counted and skipped, never trusted. The buffer the entry was meant for stays held
     /// until the device is idle (`TxQueue::reclaim_all`) or the queue is released.
     pub bad_completion: u64,
+}
+
+/// Why a packet's offload request cannot be served: each a counted drop
+/// ([`TxStats::bad_offload`], by reason in [`OffloadDrops`]), never a packet sent
+/// half-served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadOffload {
+    /// Neither or both of `TX_IPV4` and `TX_IPV6`, an IPv4 checksum on IPv6, or (software
+    /// GSO) an EtherType that is not the IP version asked for.
+    L3Type,
+    /// Header lengths that are not what the headers say (IPv4 IHL, the fixed IPv6 header,
+    /// the TCP data offset, an L2 header shorter than Ethernet's).
+    HeaderLength,
+    /// A packet (its first buffer) shorter than the headers its request names.
+    TooShort,
+    /// A checksum of a protocol the packet is not (a TCP checksum on UDP), or both.
+    Protocol,
+    /// TSO with an MSS of 0.
+    ZeroMss,
+    /// TSO on a packet that is not TCP.
+    TsoNotTcp,
+    /// Longer than the device takes: a TSO packet beyond an IP datagram's 64 KiB, or
+    /// (software GSO) segments longer than the port's frame.
+    TooLong,
+    /// A tag to insert in software without 4 bytes of headroom, or into a first buffer
+    /// shorter than the two addresses.
+    VlanRoom,
+    /// An offload the device has not got and tenge does not do for it (virtio-net and a
+    /// VLAN tag).
+    Unsupported,
+    /// The software GSO's segments found no buffers (the pool ran dry, or the queue's
+    /// batch of pending segments was full): the whole packet dropped.
+    NoBuffers,
+}
+
+/// [`TxStats::bad_offload`] by reason, one counter per [`BadOffload`]: the device paths'
+/// refusals (an Intel context descriptor, a virtio-net header) and the software GSO's,
+/// per queue and summed in a port's totals.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffloadDrops {
+    /// [`BadOffload::L3Type`].
+    pub l3_type: u64,
+    /// [`BadOffload::HeaderLength`].
+    pub header_length: u64,
+    /// [`BadOffload::TooShort`].
+    pub too_short: u64,
+    /// [`BadOffload::Protocol`].
+    pub protocol: u64,
+    /// [`BadOffload::ZeroMss`].
+    pub zero_mss: u64,
+    /// [`BadOffload::TsoNotTcp`].
+    pub tso_not_tcp: u64,
+    /// [`BadOffload::TooLong`].
+    pub too_long: u64,
+    /// [`BadOffload::VlanRoom`].
+    pub vlan_room: u64,
+    /// [`BadOffload::Unsupported`].
+    pub unsupported: u64,
+    /// [`BadOffload::NoBuffers`].
+    pub no_buffers: u64,
+}
+
+impl OffloadDrops {
+    /// Counts one refusal.
+    pub fn count(&mut self, why: BadOffload) {
+        *self.counter(why) += 1;
+    }
+
+    /// The counter of `why`.
+    fn counter(&mut self, why: BadOffload) -> &mut u64 {
+        match why {
+            BadOffload::L3Type => &mut self.l3_type,
+            BadOffload::HeaderLength => &mut self.header_length,
+            BadOffload::TooShort => &mut self.too_short,
+            BadOffload::Protocol => &mut self.protocol,
+            BadOffload::ZeroMss => &mut self.zero_mss,
+            BadOffload::TsoNotTcp => &mut self.tso_not_tcp,
+            BadOffload::TooLong => &mut self.too_long,
+            BadOffload::VlanRoom => &mut self.vlan_room,
+            BadOffload::Unsupported => &mut self.unsupported,
+            BadOffload::NoBuffers => &mut self.no_buffers,
+        }
+    }
+
+    /// Every reason and its count, in declaration order, named as in `Display`.
+    pub fn fields(&self) -> [(&'static str, u64); 10] {
+        [
+            ("l3_type", self.l3_type),
+            ("header_length", self.header_length),
+            ("too_short", self.too_short),
+            ("protocol", self.protocol),
+            ("zero_mss", self.zero_mss),
+            ("tso_not_tcp", self.tso_not_tcp),
+            ("too_long", self.too_long),
+            ("vlan_room", self.vlan_room),
+            ("unsupported", self.unsupported),
+            ("no_buffers", self.no_buffers),
+        ]
+    }
+
+    /// Every refusal, all reasons.
+    pub fn total(&self) -> u64 {
+        self.fields().iter().map(|(_, n)| n).sum()
+    }
+}
+
+impl std::fmt::Display for OffloadDrops {
+    /// The reasons with a count, `name=n` each, space-separated (`-` for none).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut any = false;
+        for (name, n) in self.fields() {
+            if n != 0 {
+                write!(f, "{}{name}={n}", if any { " " } else { "" })?;
+                any = true;
+            }
+        }
+        if !any {
+            f.write_str("-")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::AddAssign for OffloadDrops {
+    /// Sums another queue's counters into these.
+    fn add_assign(&mut self, o: OffloadDrops) {
+        self.l3_type += o.l3_type;
+        self.header_length += o.header_length;
+        self.too_short += o.too_short;
+        self.protocol += o.protocol;
+        self.zero_mss += o.zero_mss;
+        self.tso_not_tcp += o.tso_not_tcp;
+        self.too_long += o.too_long;
+        self.vlan_room += o.vlan_room;
+        self.unsupported += o.unsupported;
+        self.no_buffers += o.no_buffers;
+    }
 }
 
 impl std::ops::AddAssign for RxStats {
@@ -543,6 +690,7 @@ impl std::ops::AddAssign for TxStats {
         self.ring_full += o.ring_full;
         self.bad_packet += o.bad_packet;
         self.bad_offload += o.bad_offload;
+        self.bad_offload_reasons += o.bad_offload_reasons;
         self.doorbells += o.doorbells;
         self.completed += o.completed;
         self.bad_completion += o.bad_completion;
@@ -697,6 +845,21 @@ impl Assembly {
                 self.segs.push(buf);
                 if !last {
                     return None;
+                }
+                // What an Intel device writes on a frame's last descriptor only (checksum
+                // verdicts, packet type, RSS, a stripped tag) joins what the first said
+                // (virtio's, from its header: later completions carry no flags).
+                if c.flags != 0 {
+                    if let Some(first) = self.segs.first_mut() {
+                        let m = first.meta_mut();
+                        m.flags |= c.flags;
+                        if c.flags & crate::PacketMeta::RX_RSS_TYPE_MASK != 0 {
+                            m.rss_hash = c.hash;
+                        }
+                        if c.flags & crate::PacketMeta::RX_VLAN_STRIPPED != 0 {
+                            m.vlan_tci = c.vlan;
+                        }
+                    }
                 }
                 // Linked back to front: each segment takes the rest as its next.
                 let mut rest = None;
@@ -865,14 +1028,18 @@ fn tx_run<V: TxView>(
     }
 }
 
-/// Drops a packet the device cannot send.
+/// Drops a packet the device cannot send: `bad_offload` by the reason its device gives
+/// for refusing its request, else (no request, or a valid one on a packet that is empty,
+/// too long or in too many segments) `bad_packet`.
 #[cold]
 #[inline(never)]
-fn tx_drop(stats: &mut TxStats, pkt: PacketBuf, cache: &mut MempoolCache) {
-    if pkt.meta().flags & crate::PacketMeta::TX_OFFLOAD_MASK != 0 {
-        stats.bad_offload += 1;
-    } else {
-        stats.bad_packet += 1;
+fn tx_drop<V: TxView>(view: V, stats: &mut TxStats, pkt: PacketBuf, cache: &mut MempoolCache) {
+    match view.refusal(&pkt) {
+        Some(why) if pkt.meta().flags & crate::PacketMeta::TX_OFFLOAD_MASK != 0 => {
+            stats.bad_offload += 1;
+            stats.bad_offload_reasons.count(why);
+        }
+        _ => stats.bad_packet += 1,
     }
     cache.free(pkt);
 }
@@ -1350,7 +1517,7 @@ impl<D: TxDescOps> TxQueue<D> {
                     rs_at = rs_at.wrapping_add(self.rs_interval);
                 }
                 if let Some(pkt) = run.bad {
-                    tx_drop(&mut self.stats, pkt, cache);
+                    tx_drop(view, &mut self.stats, pkt, cache);
                     dropped += 1;
                 }
                 if run.chain || pos == total {
@@ -1405,7 +1572,7 @@ impl<D: TxDescOps> TxQueue<D> {
                 pidx = pidx.wrapping_add(used);
             };
             if let Some(pkt) = slot.take() {
-                tx_drop(&mut self.stats, pkt, cache);
+                tx_drop(view, &mut self.stats, pkt, cache);
                 dropped += 1;
             }
         }

@@ -127,9 +127,20 @@ fn tx_checksums_and_tso_on_the_wire(model: NicModel, vlan: Option<u16>, extra: &
     check_offload_wire(&read_pcap(&pcap).expect("QEMU's pcap"), true, vlan);
 }
 
-/// The guest's summary: four bad requests counted, and the offloads served as expected.
+/// The guest's summary: five bad requests counted, each by its reason, in the port's
+/// totals and its queue's (header lengths that do not match the headers, a checksum on a
+/// packet too short for its headers, a TCP checksum on UDP, TSO with an MSS of 0, TSO on
+/// UDP), and the offloads served as expected.
 fn check_offload_log(log: &str, ip: &str, l4_tso: &str) {
-    assert!(log.contains("bad_offload=4 "), "{}", tail(log, 20));
+    assert!(log.contains("bad_offload=5 "), "{}", tail(log, 20));
+    let reasons = "header_length=1 too_short=1 protocol=1 zero_mss=1 tso_not_tcp=1";
+    for name in ["BAD-OFFLOAD", "BAD-OFFLOAD-QUEUE0"] {
+        let got = log
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} line: {}", tail(log, 20)));
+        assert_eq!(got, reasons, "{name}");
+    }
     let want = format!(
         "OFFLOADS tx_ipv4_csum={ip} tx_tcp_csum={l4_tso} tx_udp_csum={l4_tso} tx_tso={l4_tso}"
     );
@@ -267,12 +278,13 @@ fn virtio_tx_checksums_and_tso_by_the_device_segmented_by_linux() {
     check_offload_wire(&wire, false, None);
 }
 
-/// One RX checksum case: the frame and the verdicts (`good`, `bad`, `-`) the protocols
-/// call for.
+/// One RX checksum case: the frame, the verdicts (`good`, `bad`, `-`) the protocols
+/// call for, and its packet type as rxdump prints it (`ipv4/tcp`).
 struct RxCase {
     frame: Vec<u8>,
     ip: &'static str,
     l4: &'static str,
+    ptype: String,
 }
 
 /// Good and bad checksums, TCP and UDP over IPv4 and IPv6, built by etherparse with
@@ -322,6 +334,11 @@ fn rx_cases(dst: [u8; 6]) -> Vec<RxCase> {
             frame: f,
             ip,
             l4: l4v,
+            ptype: format!(
+                "{}/{}",
+                if v6 { "ipv6" } else { "ipv4" },
+                if udp { "udp" } else { "tcp" }
+            ),
         });
     }
     v
@@ -329,7 +346,8 @@ fn rx_cases(dst: [u8; 6]) -> Vec<RxCase> {
 
 /// RX checksum verdicts on e1000e (RXCSUM.IPOFLD|TUOFLD, IPCS/TCPCS/UDPCS and IPE/TCPE in
 /// the write-back): frames from the host with good and broken checksums are reported as
-/// the protocols say, each frame once.
+/// the protocols say, each frame once. The packet type too: QEMU's code in the extended
+/// status says IPv4 or IPv6 "with TCP or UDP", and UDPCS beside it which of the two.
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn e1000e_rx_checksum_verdicts() {
@@ -337,7 +355,7 @@ fn e1000e_rx_checksum_verdicts() {
 }
 
 /// The same on igb: IPCS/L4CS/UDPCS and IPE/L4E in the advanced write-back
-/// (`igb_verify_csum_in_sw`).
+/// (`igb_verify_csum_in_sw`), and the packet type from its own field (IPv4/IPv6, TCP/UDP).
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn igb_rx_checksum_verdicts() {
@@ -382,6 +400,7 @@ fn rx_checksum_verdicts(model: NicModel) {
             (c.ip.to_string(), c.l4.to_string()),
             "frame {i}: {line}"
         );
+        assert_eq!(field(line, "ptype"), c.ptype, "frame {i}: {line}");
     }
 }
 

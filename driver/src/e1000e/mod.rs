@@ -13,13 +13,15 @@ use std::sync::Arc;
 
 use tenge_descriptors::e1000e::{
     LegacyTxDesc, RxDescExtRead, RxDescExtWb, RXD_ERR_FRAME, RXD_ERR_IPE, RXD_ERR_TCPE,
-    RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_IPCS, RXD_STAT_TCPCS, RXD_STAT_UDPCS, RXD_STAT_VP,
-    RX_WB_STATUS_OFFSET, TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS, TXD_STAT_DD,
+    RXD_PKT_IP4, RXD_PKT_IP4_XDP, RXD_PKT_IP6, RXD_PKT_IP6_XDP, RXD_PKT_MAC, RXD_PKT_TYPE_MASK,
+    RXD_PKT_TYPE_SHIFT, RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_IPCS, RXD_STAT_TCPCS, RXD_STAT_UDPCS,
+    RXD_STAT_VP, RX_WB_STATUS_OFFSET, TXD_CMD_EOP, TXD_CMD_IFCS, TXD_CMD_RS, TXD_STAT_DD,
 };
 use tenge_firmware_iface::e1000e::regs;
 use tenge_firmware_iface::Mmio;
 
 use crate::packet::mempool::{PacketBuf, PacketMeta};
+use crate::packet::ptype::{L3Type, L4Type, PacketType};
 use crate::packet::rss::RssType;
 use offload::{TxOffload, VlanInsert};
 
@@ -148,6 +150,11 @@ impl TxView for E1000eTxView<'_> {
     #[inline(always)]
     fn sendable(&self, pkt: &PacketBuf) -> bool {
         offload::sendable(pkt, self.vlan)
+    }
+
+    #[inline(always)]
+    fn refusal(&self, pkt: &PacketBuf) -> Option<crate::ring::BadOffload> {
+        offload::refusal(pkt, self.vlan)
     }
 
     /// A TSO packet may be up to an IPv4 datagram's 64 KiB with its L2 header.
@@ -406,6 +413,98 @@ pub struct E1000eRxView<'a> {
     rss: bool,
 }
 
+/// The packet type of a last descriptor's status as `PacketMeta` flags: QEMU's code
+/// (`RXD_PKT_*`, bits 19:16) as tenge's own ([`PacketType::from_code`]: QEMU writes 0, 1,
+/// 2, 5 and 6, which are tenge's codes of the same types, code 0 "MAC" read as unknown),
+/// a "TCP or UDP" code made TCP or UDP by UDPCS and TCPCS (the L4 checksum verdict's
+/// bits; without them the L4 is unknown).
+const fn ptype_flags(status_error: u32) -> u32 {
+    let code = (status_error >> RXD_PKT_TYPE_SHIFT) & RXD_PKT_TYPE_MASK;
+    let l4 = if status_error & RXD_STAT_UDPCS != 0 {
+        L4Type::Udp
+    } else if status_error & RXD_STAT_TCPCS != 0 {
+        L4Type::Tcp
+    } else {
+        L4Type::Unknown
+    };
+    let ty = match code {
+        RXD_PKT_IP4_XDP => PacketType::new(L3Type::Ipv4, l4),
+        RXD_PKT_IP6_XDP => PacketType::new(L3Type::Ipv6, l4),
+        _ => PacketType::from_code(code),
+    };
+    ty.flags()
+}
+
+/// The slow path's table key: [`csum_key`]'s five checksum bits, the packet-type code
+/// above them (bits 8:5).
+#[inline(always)]
+const fn slow_key(status_error: u32) -> usize {
+    csum_key(status_error)
+        | ((status_error >> (RXD_PKT_TYPE_SHIFT - 5)) & (RXD_PKT_TYPE_MASK << 5)) as usize
+}
+
+/// Checksum verdicts and packet type for every [`slow_key`]: one load for both.
+const RX_SLOW_LUT: [u32; 512] = {
+    let mut t = [0u32; 512];
+    let mut k = 0;
+    while k < 512 {
+        let s = ((k as u32 & 0x7) << 4)
+            | ((k as u32 & 0x18) << 26)
+            | ((k as u32 >> 5) << RXD_PKT_TYPE_SHIFT);
+        t[k] = rx_csum_flags(s) | ptype_flags(s);
+        k += 1;
+    }
+    t
+};
+
+/// The flags of a completion that is not plain (a checksum checked, a tag stripped, not
+/// a frame's last descriptor, an error): verdicts, packet type and `RX_VLAN_STRIPPED`.
+#[inline(always)]
+fn rx_slow_flags_with_ptype(status_error: u32) -> u32 {
+    RX_SLOW_LUT[slow_key(status_error)] | (status_error & RXD_STAT_VP) << VP_TO_FLAG
+}
+
+/// A completion that is not plain: whether it is still whole (a stripped tag takes the
+/// engine's slow path, which stores it) and its flags. Out of line: the plain loop keeps
+/// its few values in registers (inline, this arm's temporaries spilled them, +8
+/// instructions a plain frame in `engine-ipp`).
+#[inline(never)]
+fn rx_not_plain(status_error: u32) -> (bool, u32) {
+    (
+        status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RXD_STAT_VP) == RXD_STAT_EOP,
+        rx_slow_flags_with_ptype(status_error),
+    )
+}
+
+/// How far the status's packet-type code moves to be `PacketMeta`'s: QEMU's codes are
+/// tenge's ([`PacketType::from_code`]), so a plain completion's type is a shift and a mask.
+const PTYPE_CODE_TO_FLAG: u32 = RXD_PKT_TYPE_SHIFT - PacketMeta::RX_PTYPE_SHIFT;
+const _: () = {
+    assert!(RXD_PKT_TYPE_MASK << PacketMeta::RX_PTYPE_SHIFT == PacketMeta::RX_PTYPE_MASK);
+    // Each code without a checksum bit is what the fast path's shift makes of it, and
+    // QEMU's codes are the types they name.
+    assert!(RX_SLOW_LUT.len() == 1 << 9);
+    assert!(PacketType::from_code(RXD_PKT_MAC).code() == 0);
+    assert!(PacketType::from_code(RXD_PKT_IP4).code() == 1);
+    assert!(matches!(
+        PacketType::from_code(RXD_PKT_IP4_XDP).l3,
+        L3Type::Ipv4
+    ));
+    assert!(matches!(
+        PacketType::from_code(RXD_PKT_IP6).l4,
+        L4Type::Other
+    ));
+    assert!(matches!(
+        PacketType::from_code(RXD_PKT_IP6_XDP).l3,
+        L3Type::Ipv6
+    ));
+    let mut code = 0;
+    while code < 16 {
+        assert!(ptype_flags(code << RXD_PKT_TYPE_SHIFT) == PacketType::from_code(code).flags());
+        code += 1;
+    }
+};
+
 /// The 82574's RSS type (MRQ bits 3:0, 82574 §7.1.5.2) as `PacketMeta` flag bits of
 /// tenge's [`RssType`]: 1 TCP/IPv4, 2 IPv4, 3 TCP/IPv6, 4 IPv6 with extension headers,
 /// 5 IPv6; 0 and 6-15 no hash.
@@ -459,13 +558,14 @@ impl RxView for E1000eRxView<'_> {
         // checksum-checked bit (offload off), no stripped tag, so no flags.
         let plain = status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RX_SLOW_STAT) == RXD_STAT_EOP;
         let (whole, flags) = if plain {
-            (true, 0)
-        } else {
+            // No checksum bit to refine it: the packet type is QEMU's code, which is
+            // tenge's own, moved into place (`PTYPE_CODE_TO_FLAG`).
             (
-                // A stripped tag takes the engine's slow path, which stores it.
-                status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RXD_STAT_VP) == RXD_STAT_EOP,
-                rx_slow_flags(status_error),
+                true,
+                (status_error >> PTYPE_CODE_TO_FLAG) & PacketMeta::RX_PTYPE_MASK,
             )
+        } else {
+            rx_not_plain(status_error)
         };
         // With RSS (RXCSUM.PCSD), the first quadword is MRQ (type in 3:0) and the hash.
         let (flags, hash) = if self.rss {
@@ -601,6 +701,70 @@ mod tests {
         assert_eq!(rxq.posted(), 7);
         // Not-yet-done descriptors yield nothing.
         assert_eq!(rxq.rx_burst(&mut cache, &mut out), 0);
+    }
+
+    /// The packet-type code QEMU's model writes in status bits 19:16 (`E1000_RXD_PKT_TYPE`)
+    /// reaches the metadata: IPv4 or IPv6 always, TCP or UDP only with the L4 checksum's
+    /// TCPCS/UDPCS beside a "TCP or UDP" code (unknown without), code 0 unknown; on the
+    /// fast path, beside checksum verdicts, and on a chain from its last descriptor.
+    #[test]
+    fn rx_reports_the_packet_type_code() {
+        let regs = Arc::new(Regs::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut rxq = RxQueue::new(E1000eRx::new(DescRing::new(region(), 0, 16), regs), 1);
+        rxq.fill(&mut cache);
+        let r = rxq.ops().ring();
+        let done = RXD_STAT_DD | RXD_STAT_EOP;
+        let code = |c: u32| c << RXD_PKT_TYPE_SHIFT;
+        let t = PacketType::new;
+        let tcp = RXD_STAT_IPCS | RXD_STAT_TCPCS;
+        let udp = RXD_STAT_TCPCS | RXD_STAT_UDPCS;
+        let cases = [
+            (code(RXD_PKT_IP4_XDP), t(L3Type::Ipv4, L4Type::Unknown)),
+            (code(RXD_PKT_IP6_XDP), t(L3Type::Ipv6, L4Type::Unknown)),
+            (code(RXD_PKT_IP4), t(L3Type::Ipv4, L4Type::Other)),
+            (code(RXD_PKT_IP6), t(L3Type::Ipv6, L4Type::Other)),
+            (code(0), PacketType::UNKNOWN),
+            // A code QEMU never writes: tenge's own meaning, unknown for 10-15.
+            (code(12), PacketType::UNKNOWN),
+            (code(RXD_PKT_IP4_XDP) | tcp, t(L3Type::Ipv4, L4Type::Tcp)),
+            (code(RXD_PKT_IP6_XDP) | udp, t(L3Type::Ipv6, L4Type::Udp)),
+            (
+                code(RXD_PKT_IP4_XDP) | udp | RXD_ERR_TCPE,
+                t(L3Type::Ipv4, L4Type::Udp),
+            ),
+        ];
+        for (i, (st, _)) in cases.iter().enumerate() {
+            device_receive(r, i as u32, 60, done | st, 1);
+        }
+        let n = cases.len() as u32;
+        device_receive(r, n, 100, RXD_STAT_DD, 2);
+        device_receive(
+            r,
+            n + 1,
+            100,
+            done | code(RXD_PKT_IP6_XDP) | RXD_STAT_TCPCS,
+            2,
+        );
+        let mut out = PacketBatch::new(32);
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), cases.len() + 1);
+        for (i, (st, want)) in cases.iter().enumerate() {
+            let m = *out.get(i).unwrap().meta();
+            assert_eq!(m.packet_type(), *want, "case {i}");
+            assert_eq!(
+                m.flags & !PacketMeta::RX_PTYPE_MASK,
+                rx_csum_flags(done | st),
+                "case {i}"
+            );
+        }
+        let chain = out.get(cases.len()).unwrap();
+        assert_eq!(chain.nb_segs(), 2);
+        assert_eq!(chain.meta().packet_type(), t(L3Type::Ipv6, L4Type::Tcp));
+        assert_eq!(
+            chain.meta().flags & !PacketMeta::RX_PTYPE_MASK,
+            PacketMeta::RX_L4_CSUM_GOOD
+        );
     }
 
     /// Queue 1 rings RDT1; with RSS the write-back's MRQ type and hash reach the metadata
@@ -1054,6 +1218,10 @@ mod tests {
         #[test]
         fn csum_table_matches_the_decoder(status_error in proptest::prelude::any::<u32>()) {
             proptest::prop_assert_eq!(rx_csum_flags_lut(status_error), rx_csum_flags(status_error));
+            proptest::prop_assert_eq!(
+                rx_slow_flags_with_ptype(status_error),
+                rx_slow_flags(status_error) | ptype_flags(status_error)
+            );
         }
 
         /// Whatever the interleaving of bursts and device progress, on rings that wrap many

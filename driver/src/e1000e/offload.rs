@@ -29,7 +29,7 @@ use tenge_descriptors::e1000e::{
 
 use crate::packet::mempool::{PacketBuf, PacketMeta};
 
-pub(crate) use crate::offload::tx::{TxOffload, VlanInsert, TSO_MAX_IP_LEN};
+pub(crate) use crate::offload::tx::{BadOffload, TxOffload, VlanInsert, TSO_MAX_IP_LEN};
 
 /// The TX view questions an Intel device with context descriptors (82574, 82576) answers
 /// the same way, its queue's context state being `ctx`: descriptors `pkt` needs (a context
@@ -54,6 +54,12 @@ pub(crate) fn single(pkt: &PacketBuf) -> bool {
 #[inline(always)]
 pub(crate) fn sendable(pkt: &PacketBuf, vlan: VlanInsert) -> bool {
     pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK == 0 || TxOffload::of_for(pkt, vlan).is_ok()
+}
+
+/// Why the device refuses `pkt`'s request (what [`sendable`] said no to), for its count.
+#[inline]
+pub(crate) fn refusal(pkt: &PacketBuf, vlan: VlanInsert) -> Option<BadOffload> {
+    TxOffload::of_for(pkt, vlan).err()
 }
 
 /// The longest `pkt` may be: a TSO packet up to an IPv4 datagram's 64 KiB with its L2
@@ -227,7 +233,13 @@ mod tests {
                 PacketMeta::TX_IPV4 | PacketMeta::TX_TSO,
                 20,
                 0,
-                BadOffload::Tso,
+                BadOffload::ZeroMss,
+            ),
+            (
+                PacketMeta::TX_IPV4 | PacketMeta::TX_TSO | PacketMeta::TX_UDP_CSUM,
+                20,
+                1448,
+                BadOffload::TsoNotTcp,
             ),
         ] {
             assert_eq!(
@@ -239,7 +251,7 @@ mod tests {
         // Headers longer than the packet.
         let (_p, mut b) = buf(&f[..40], ok, 20, 0);
         b.meta_mut().l3_len = 20;
-        assert_eq!(TxOffload::of(&b), Err(BadOffload::HeaderLength));
+        assert_eq!(TxOffload::of(&b), Err(BadOffload::TooShort));
     }
 
     /// The pseudo-header sum in the TCP field completes, with the device's sum over the

@@ -20,7 +20,8 @@ use std::sync::Arc;
 
 use tenge_descriptors::igb::{
     AdvRxDescRead, AdvRxDescWb, AdvTxDataDesc, ADVTXD_DCMD_EOP, ADVTXD_DCMD_IFCS, ADVTXD_DCMD_RS,
-    ADVTXD_STA_DD, PKT_TYPE_IPV6_EX, RXD_ERR_FRAME, RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_VP,
+    ADVTXD_STA_DD, PKT_TYPE_IPV4, PKT_TYPE_IPV4_EX, PKT_TYPE_IPV6, PKT_TYPE_IPV6_EX, PKT_TYPE_TCP,
+    PKT_TYPE_UDP, RXD_ERR_FRAME, RXD_STAT_DD, RXD_STAT_EOP, RXD_STAT_VP, RX_PKT_TYPE_SHIFT,
     RX_WB_STATUS_OFFSET,
 };
 use tenge_firmware_iface::igb::regs;
@@ -29,6 +30,7 @@ use tenge_firmware_iface::Mmio;
 use crate::e1000e::offload::{TxOffload, VlanInsert, NO_CONTEXT};
 use crate::e1000e::{rx_slow_flags, RX_SLOW_STAT};
 use crate::packet::mempool::{PacketBuf, PacketMeta};
+use crate::packet::ptype::{L3Type, L4Type, PacketType};
 use crate::packet::rss::RssType;
 use crate::platform::dma::{DescRing, RingView};
 use crate::ring::{RxCompletion, RxDescOps, RxView, TxDescOps, TxView};
@@ -149,6 +151,11 @@ impl TxView for IgbTxView<'_> {
     #[inline(always)]
     fn sendable(&self, pkt: &PacketBuf) -> bool {
         crate::e1000e::offload::sendable(pkt, VlanInsert::Context)
+    }
+
+    #[inline(always)]
+    fn refusal(&self, pkt: &PacketBuf) -> Option<crate::ring::BadOffload> {
+        crate::e1000e::offload::refusal(pkt, VlanInsert::Context)
     }
 
     /// A TSO packet may be up to an IPv4 datagram's 64 KiB with its L2 header.
@@ -359,6 +366,60 @@ const fn rss_type_flags(plain: bool) -> [u32; 16] {
     t
 }
 const RSS_TYPE_FLAGS_EXT: [u32; 16] = rss_type_flags(false);
+
+/// The packet-type bits a table index keeps: IPv4, IPv4 with options, IPv6, IPv6 with
+/// extensions, TCP, UDP, SCTP (bits 6:0 of the packet type, 82576 §7.1.5.2).
+const PTYPE_INDEX_MASK: u32 = 0x7f;
+
+/// The 82576's packet type (bits 6:0, with bit 11 clear) as `PacketMeta` flags: L3 from
+/// the IPv4/IPv6 bits (with or without options and extensions), "other" when neither is
+/// set (QEMU writes 0 for a frame that is not IP, `igb_rx_desc_get_packet_type`), and L4
+/// from TCP and UDP, "other" for IP with neither (SCTP included). Bit 11 would make the
+/// rest an ethertype filter's index instead; tenge programs no ETQF filter, so the device
+/// never sets it.
+const PTYPE_FLAGS: [u32; 128] = {
+    let mut t = [0u32; 128];
+    let mut i = 0;
+    while i < 128 {
+        let p = i as u32;
+        let l3 = if p & (PKT_TYPE_IPV4 | PKT_TYPE_IPV4_EX) != 0 {
+            L3Type::Ipv4
+        } else if p & (PKT_TYPE_IPV6 | PKT_TYPE_IPV6_EX) != 0 {
+            L3Type::Ipv6
+        } else {
+            L3Type::Other
+        };
+        let l4 = match l3 {
+            L3Type::Other => L4Type::Unknown,
+            _ if p & PKT_TYPE_TCP != 0 => L4Type::Tcp,
+            _ if p & PKT_TYPE_UDP != 0 => L4Type::Udp,
+            _ => L4Type::Other,
+        };
+        t[i] = PacketType::new(l3, l4).flags();
+        i += 1;
+    }
+    t
+};
+
+/// A completion that is not plain: whether it is still whole (a stripped tag takes the
+/// engine's slow path, which stores it) and its flags (a frame's earlier descriptors say
+/// nothing of its type). Out of line, as e1000e's: inline, its temporaries spilled the
+/// plain loop's registers (+11 instructions a plain frame in `engine-ipp`).
+#[inline(never)]
+fn rx_not_plain(status_error: u32, info: u32) -> (bool, u32) {
+    let eop = status_error & RXD_STAT_EOP != 0;
+    (
+        eop && status_error & (RXD_ERR_FRAME | RXD_STAT_VP) == 0,
+        rx_slow_flags(status_error) | if eop { ptype_flags(info) } else { 0 },
+    )
+}
+
+/// The packet type of a last descriptor's `pkt_info` (QEMU writes it on a frame's last
+/// descriptor only) as `PacketMeta` flags.
+#[inline(always)]
+pub(crate) fn ptype_flags(pkt_info: u32) -> u32 {
+    PTYPE_FLAGS[((pkt_info >> RX_PKT_TYPE_SHIFT) & PTYPE_INDEX_MASK) as usize]
+}
 const RSS_TYPE_FLAGS_PLAIN: [u32; 16] = rss_type_flags(true);
 
 impl RxView for IgbRxView<'_> {
@@ -391,20 +452,16 @@ impl RxView for IgbRxView<'_> {
         // IPCS/L4CS/UDPCS, VP and IPE/L4E sit where the 82574 has IPCS/TCPCS/UDPCS, VP and
         // IPE/TCPE (82576 §7.1.5.2), so e1000e's decoding serves.
         let plain = status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RX_SLOW_STAT) == RXD_STAT_EOP;
+        // The first quadword: RSS type and packet type, then the RSS hash (with
+        // RXCSUM.PCSD). QEMU writes them on a frame's last descriptor only.
+        let lower = self.ring.read_u64_at(cidx, 0);
+        let info = lower as u32;
         let (whole, flags) = if plain {
-            (true, 0)
+            (true, ptype_flags(info))
         } else {
-            (
-                // A stripped tag takes the engine's slow path, which stores it.
-                status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RXD_STAT_VP) == RXD_STAT_EOP,
-                rx_slow_flags(status_error),
-            )
+            rx_not_plain(status_error, info)
         };
-        // With RSS (RXCSUM.PCSD), the first dword has the RSS type in 3:0 and the second the
-        // hash. QEMU writes them on a frame's last descriptor only.
         let (flags, hash) = if self.rss {
-            let lower = self.ring.read_u64_at(cidx, 0);
-            let info = lower as u32;
             let table = if AdvRxDescWb::pkt_type(info) & PKT_TYPE_IPV6_EX != 0 {
                 &RSS_TYPE_FLAGS_EXT
             } else {

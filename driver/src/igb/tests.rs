@@ -8,8 +8,9 @@ use crate::ring::{PacketBatch, RxQueue, TxQueue};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tenge_descriptors::igb::{
-    ADVTXD_DCMD_DEXT, ADVTXD_DTYP_DATA, ADVTXD_PAYLEN_SHIFT, PKT_TYPE_IPV6, PKT_TYPE_UDP,
-    RXD_ERR_CE, RXD_ERR_IPE, RXD_ERR_L4E, RXD_STAT_IPCS, RXD_STAT_L4CS, RXD_STAT_UDPCS,
+    ADVTXD_DCMD_DEXT, ADVTXD_DTYP_DATA, ADVTXD_PAYLEN_SHIFT, PKT_TYPE_IPV6, PKT_TYPE_SCTP,
+    PKT_TYPE_UDP, RXD_ERR_CE, RXD_ERR_IPE, RXD_ERR_L4E, RXD_STAT_IPCS, RXD_STAT_L4CS,
+    RXD_STAT_UDPCS,
 };
 use zerocopy::little_endian::{U16, U32};
 
@@ -91,18 +92,20 @@ fn rx_delivers_checksum_verdicts_chains_and_drops_errors() {
     regs.clear();
     let mut out = PacketBatch::new(32);
     assert_eq!(rxq.rx_burst(&mut cache, &mut out), 4);
+    // pkt_info 0 on a last descriptor: not IP, which every frame here also says.
+    let not_ip = PacketType::new(L3Type::Other, L4Type::Unknown).flags();
     let a = out.pop().unwrap();
     assert_eq!(a.data(), &[0xaa; 60][..]);
-    assert_eq!(a.meta().flags, PacketMeta::RX_IP_CSUM_GOOD);
+    assert_eq!(a.meta().flags, PacketMeta::RX_IP_CSUM_GOOD | not_ip);
     let c = out.pop().unwrap();
     assert_eq!((c.nb_segs(), c.pkt_len()), (2, 200));
     let d = out.pop().unwrap();
     assert_eq!(
         d.meta().flags,
-        PacketMeta::RX_IP_CSUM_GOOD | PacketMeta::RX_L4_CSUM_BAD
+        PacketMeta::RX_IP_CSUM_GOOD | PacketMeta::RX_L4_CSUM_BAD | not_ip
     );
     let e = out.pop().unwrap();
-    assert_eq!(e.meta().flags, PacketMeta::RX_IP_CSUM_BAD);
+    assert_eq!(e.meta().flags, PacketMeta::RX_IP_CSUM_BAD | not_ip);
     let s = *rxq.stats();
     assert_eq!((s.packets, s.errors, s.chains), (4, 1, 1));
     // Six consumed and refilled, one tail write on queue 0's RDT.
@@ -245,6 +248,9 @@ fn tx_chain_puts_paylen_on_the_first_and_eop_on_the_last() {
     batch.push(b).unwrap();
     assert_eq!(txq.tx_burst(&mut cache, &mut batch), 0);
     assert!(batch.is_empty(), "dropped, not left in the batch");
+    // Counted by its reason: no TX_IPV4/TX_IPV6 with it.
+    assert_eq!(txq.stats().bad_offload_reasons.l3_type, 1);
+    assert_eq!(txq.stats().bad_offload_reasons.total(), 1);
     assert_eq!(txq.stats().bad_offload, 1);
 }
 
@@ -409,15 +415,16 @@ fn rx_reports_a_stripped_vlan_tag() {
     wb(2, done | RXD_STAT_VP | RXD_STAT_IPCS, 42);
     let mut out = PacketBatch::new(8);
     assert_eq!(rxq.rx_burst(&mut cache, &mut out), 3);
+    let not_ip = PacketType::new(L3Type::Other, L4Type::Unknown).flags();
     let a = out.pop().unwrap();
-    assert_eq!(a.meta().flags, PacketMeta::RX_VLAN_STRIPPED);
+    assert_eq!(a.meta().flags, PacketMeta::RX_VLAN_STRIPPED | not_ip);
     assert_eq!(a.meta().vlan_tci, 0xe00a);
     let b = out.pop().unwrap();
-    assert_eq!(b.meta().flags, 0);
+    assert_eq!(b.meta().flags, not_ip);
     let c = out.pop().unwrap();
     assert_eq!(
         c.meta().flags,
-        PacketMeta::RX_VLAN_STRIPPED | PacketMeta::RX_IP_CSUM_GOOD
+        PacketMeta::RX_VLAN_STRIPPED | PacketMeta::RX_IP_CSUM_GOOD | not_ip
     );
     assert_eq!(c.meta().vlan_tci, 42);
 }
@@ -454,4 +461,100 @@ fn rx_zero_length_write_back_is_dropped_and_counted() {
         64,
         "the dropped buffers went back to the pool"
     );
+}
+
+/// The packet type of the write-back (82576 §7.1.5.2; QEMU's `igb_rx_desc_get_packet_type`)
+/// reaches the metadata as L3 and L4, on the fast path and beside checksum verdicts; a
+/// chain takes it from its last descriptor, where QEMU writes it (its first says 0).
+#[test]
+fn rx_reports_the_packet_type_of_the_write_back() {
+    let regs = Arc::new(Regs::default());
+    let mut rxq = RxQueue::new(
+        IgbRx::for_queue(DescRing::new(region(), 0, 16), regs.clone(), 0, false),
+        1,
+    );
+    let pool = host_pool(64).unwrap();
+    let mut cache = pool.cache(16);
+    rxq.fill(&mut cache);
+    let r = rxq.ops().ring();
+    let done = RXD_STAT_DD | RXD_STAT_EOP;
+    let info = |t: u32| t << RX_PKT_TYPE_SHIFT;
+    let t = PacketType::new;
+    let cases = [
+        (PKT_TYPE_IPV4 | PKT_TYPE_TCP, t(L3Type::Ipv4, L4Type::Tcp)),
+        (
+            PKT_TYPE_IPV4_EX | PKT_TYPE_UDP,
+            t(L3Type::Ipv4, L4Type::Udp),
+        ),
+        (PKT_TYPE_IPV6 | PKT_TYPE_TCP, t(L3Type::Ipv6, L4Type::Tcp)),
+        (
+            PKT_TYPE_IPV6_EX | PKT_TYPE_UDP,
+            t(L3Type::Ipv6, L4Type::Udp),
+        ),
+        (
+            PKT_TYPE_IPV4 | PKT_TYPE_SCTP,
+            t(L3Type::Ipv4, L4Type::Other),
+        ),
+        (PKT_TYPE_IPV6, t(L3Type::Ipv6, L4Type::Other)),
+        (0, t(L3Type::Other, L4Type::Unknown)),
+    ];
+    for (i, (p, _)) in cases.iter().enumerate() {
+        device_receive(r, i as u32, 60, done, info(*p), 0, 1);
+    }
+    // The same type beside checksum verdicts (the slow path), and on a chain.
+    let n = cases.len() as u32;
+    let csum = done | RXD_STAT_IPCS | RXD_STAT_L4CS | RXD_STAT_UDPCS;
+    device_receive(r, n, 60, csum, info(PKT_TYPE_IPV4 | PKT_TYPE_UDP), 0, 2);
+    device_receive(r, n + 1, 100, RXD_STAT_DD, 0, 0, 3);
+    device_receive(
+        r,
+        n + 2,
+        100,
+        csum,
+        info(PKT_TYPE_IPV6 | PKT_TYPE_UDP),
+        0,
+        3,
+    );
+    let mut out = PacketBatch::new(32);
+    assert_eq!(rxq.rx_burst(&mut cache, &mut out), cases.len() + 2);
+    for (i, (_, want)) in cases.iter().enumerate() {
+        let m = *out.get(i).unwrap().meta();
+        assert_eq!(m.packet_type(), *want, "case {i}");
+        assert_eq!(m.flags & !PacketMeta::RX_PTYPE_MASK, 0, "case {i}");
+    }
+    let verdicts = PacketMeta::RX_IP_CSUM_GOOD | PacketMeta::RX_L4_CSUM_GOOD;
+    let a = *out.get(cases.len()).unwrap().meta();
+    assert_eq!(a.packet_type(), t(L3Type::Ipv4, L4Type::Udp));
+    assert_eq!(a.flags & !PacketMeta::RX_PTYPE_MASK, verdicts);
+    let chain = out.get(cases.len() + 1).unwrap();
+    assert_eq!(chain.nb_segs(), 2);
+    assert_eq!(chain.meta().packet_type(), t(L3Type::Ipv6, L4Type::Udp));
+    assert_eq!(chain.meta().flags & !PacketMeta::RX_PTYPE_MASK, verdicts);
+}
+
+/// Every packet-type index decodes as the 82576's bits say: IPv4 before IPv6 when both are
+/// set, TCP before UDP, neither IP bit "other" with no L4.
+#[test]
+fn ptype_table_follows_the_packet_type_bits() {
+    for p in 0..128u32 {
+        let got = PacketType::from_flags(ptype_flags(p << RX_PKT_TYPE_SHIFT | 0xf));
+        let v4 = p & (PKT_TYPE_IPV4 | PKT_TYPE_IPV4_EX) != 0;
+        let v6 = p & (PKT_TYPE_IPV6 | PKT_TYPE_IPV6_EX) != 0;
+        let want_l3 = match (v4, v6) {
+            (true, _) => L3Type::Ipv4,
+            (false, true) => L3Type::Ipv6,
+            _ => L3Type::Other,
+        };
+        assert_eq!(got.l3, want_l3, "{p:#x}");
+        let want_l4 = if want_l3 == L3Type::Other {
+            L4Type::Unknown
+        } else if p & PKT_TYPE_TCP != 0 {
+            L4Type::Tcp
+        } else if p & PKT_TYPE_UDP != 0 {
+            L4Type::Udp
+        } else {
+            L4Type::Other
+        };
+        assert_eq!(got.l4, want_l4, "{p:#x}");
+    }
 }

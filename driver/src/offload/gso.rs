@@ -25,7 +25,7 @@ use super::{
 };
 use crate::packet::csum;
 use crate::packet::mempool::{MempoolCache, PacketBuf, PacketMeta};
-use crate::ring::PacketBatch;
+use crate::ring::{OffloadDrops, PacketBatch};
 
 /// The longest header block `l2_len + l3_len + l4_len` can describe (three `u8`s).
 const MAX_HDR: usize = 3 * 255;
@@ -244,6 +244,30 @@ impl GsoStats {
             + self.segment_too_long
             + self.no_room
             + self.pool_empty
+    }
+}
+
+impl GsoStats {
+    /// The refusals in the reasons every TX path counts by ([`OffloadDrops`]): the same
+    /// requests the devices refuse under the same names, the GSO's finer header checks
+    /// as header lengths, and its buffer shortages as `no_buffers` (`not_requested` never
+    /// comes from a queue, which hands the GSO TSO packets only).
+    pub fn reasons(&self) -> OffloadDrops {
+        OffloadDrops {
+            l3_type: self.not_ip + self.ip_version_mismatch,
+            header_length: self.short_l2
+                + self.ipv4_header_length
+                + self.ipv6_header_length
+                + self.tcp_header_length,
+            too_short: self.headers_beyond_packet,
+            protocol: 0,
+            zero_mss: self.zero_mss,
+            tso_not_tcp: self.not_tcp,
+            too_long: self.mss_too_large + self.segment_too_long,
+            vlan_room: 0,
+            unsupported: self.not_requested,
+            no_buffers: self.no_room + self.pool_empty,
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use tenge_firmware_iface::e1000e::ETHERTYPE_VLAN;
 
 use crate::packet::csum;
 use crate::packet::mempool::{PacketBuf, PacketMeta};
+pub use crate::ring::BadOffload;
 
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
@@ -64,24 +65,6 @@ pub(crate) struct TxOffload {
     pub(crate) soft_vlan: Option<u16>,
     /// The tag is part of the context (the 82576).
     pub(crate) vlan_in_context: bool,
-}
-
-/// Why a request cannot be served (each a counted drop, `TxStats::bad_offload`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum BadOffload {
-    /// Neither or both of TX_IPV4 and TX_IPV6, or an IPv4 checksum on IPv6.
-    L3Type,
-    /// Header lengths beyond the first buffer, or not what the headers say.
-    HeaderLength,
-    /// The L4 protocol in the header is not the one asked for.
-    Protocol,
-    /// TSO with an MSS of 0, or on something that is not TCP.
-    Tso,
-    /// Longer than the device takes.
-    TooLong,
-    /// A tag to insert in software without 4 bytes of headroom, or into a first segment
-    /// shorter than the two addresses.
-    VlanRoom,
 }
 
 impl TxOffload {
@@ -150,7 +133,11 @@ impl TxOffload {
         let tcp = tso || m.flags & PacketMeta::TX_TCP_CSUM != 0;
         let udp = m.flags & PacketMeta::TX_UDP_CSUM != 0;
         if tcp && udp {
-            return Err(BadOffload::Protocol);
+            return Err(if tso {
+                BadOffload::TsoNotTcp
+            } else {
+                BadOffload::Protocol
+            });
         }
         let ip_csum = ipv4 && (tso || m.flags & PacketMeta::TX_IP_CSUM != 0);
         if !ipv4 && m.flags & PacketMeta::TX_IP_CSUM != 0 {
@@ -165,8 +152,11 @@ impl TxOffload {
             0
         };
         let data = pkt.data();
-        if l2 < 14 || l3 < if ipv4 { 20 } else { 40 } || l2 + l3 + l4 > data.len() {
+        if l2 < 14 || l3 < if ipv4 { 20 } else { 40 } {
             return Err(BadOffload::HeaderLength);
+        }
+        if l2 + l3 + l4 > data.len() {
+            return Err(BadOffload::TooShort);
         }
         let ip = &data[l2..l2 + l3];
         let proto = if ipv4 {
@@ -184,7 +174,7 @@ impl TxOffload {
         };
         if (tcp && proto != IPPROTO_TCP) || (udp && proto != IPPROTO_UDP) {
             return Err(if tso {
-                BadOffload::Tso
+                BadOffload::TsoNotTcp
             } else {
                 BadOffload::Protocol
             });
@@ -198,7 +188,7 @@ impl TxOffload {
         }
         if tso {
             if m.mss == 0 {
-                return Err(BadOffload::Tso);
+                return Err(BadOffload::ZeroMss);
             }
             if pkt.pkt_len() > l2 + TSO_MAX_IP_LEN {
                 return Err(BadOffload::TooLong);

@@ -16,6 +16,7 @@
 //! buffer fails) and drops a frame whose buffer crosses into the next page, silently: a
 //! 1514-byte frame in slot 1927 of a pool (its data across the 4 MiB line) never left.
 
+use crate::packet::ptype::PacketType;
 use crate::packet::rss::RssType;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -115,6 +116,11 @@ impl PacketMeta {
     pub const RX_RSS_TYPE_SHIFT: u32 = 8;
     /// The bits of [`PacketMeta::RX_RSS_TYPE_SHIFT`].
     pub const RX_RSS_TYPE_MASK: u32 = 0xf << Self::RX_RSS_TYPE_SHIFT;
+    /// RX: bits 15:12 hold the [`PacketType`] the device parsed the frame as (L3 in 13:12,
+    /// L4 in 15:14; 0: the device did not say).
+    pub const RX_PTYPE_SHIFT: u32 = 12;
+    /// The bits of [`PacketMeta::RX_PTYPE_SHIFT`].
+    pub const RX_PTYPE_MASK: u32 = 0xf << Self::RX_PTYPE_SHIFT;
 
     /// RX: bits 31:24 hold the mark an ingress filter gave the frame
     /// ([`crate::port::IngressVerdict::Mark`]; 0: none).
@@ -146,6 +152,13 @@ impl PacketMeta {
     #[inline]
     pub fn rss_type(&self) -> RssType {
         RssType::from_report((self.flags & Self::RX_RSS_TYPE_MASK) >> Self::RX_RSS_TYPE_SHIFT)
+    }
+
+    /// What the device parsed the frame as: IPv4, IPv6 or other, and TCP, UDP or other,
+    /// each unknown where the device does not say (virtio-net; see [`crate::packet::ptype`]).
+    #[inline]
+    pub fn packet_type(&self) -> PacketType {
+        PacketType::from_flags(self.flags)
     }
 
     /// The mark an ingress filter gave the frame (0: none).

@@ -27,7 +27,7 @@ use crate::platform::mmio::Bar;
 use crate::port::dim::{self, Dim};
 use crate::port::irq::{self, IrqDevice, IrqStats, Moderation, QueueIrq, DEFAULT_IDLE_POLLS};
 use crate::port::soft_filter::SoftRxFilter;
-use crate::ring::{PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
+use crate::ring::{OffloadDrops, PacketBatch, RxQueue, RxStats, TxQueue, TxStats};
 use crate::virtio::packed::{PackedRx, PackedTx};
 use crate::virtio::{self, VirtioRx, VirtioTx};
 
@@ -221,20 +221,28 @@ impl TxRing {
 /// Counters a queue publishes for the port, one relaxed atomic each (written by the queue's
 /// thread only, read by the control path: a reader may see one burst's counters half
 /// updated, each counter itself whole).
-#[derive(Default)]
-struct Published([AtomicU64; 12]);
+struct Published<const N: usize = 12>([AtomicU64; N]);
 
-impl Published {
-    fn store(&self, values: [u64; 12]) {
+impl<const N: usize> Default for Published<N> {
+    fn default() -> Self {
+        Published(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl<const N: usize> Published<N> {
+    fn store(&self, values: [u64; N]) {
         for (a, v) in self.0.iter().zip(values) {
             a.store(v, Ordering::Relaxed);
         }
     }
 
-    fn load(&self) -> [u64; 12] {
+    fn load(&self) -> [u64; N] {
         std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed))
     }
 }
+
+/// Counters a TX queue publishes: [`TxStats`]' eight and its ten offload refusal reasons.
+const TX_FIELDS: usize = 18;
 
 fn rx_fields(s: &RxStats) -> [u64; 12] {
     [
@@ -269,7 +277,8 @@ fn rx_from(v: [u64; 12]) -> RxStats {
     }
 }
 
-fn tx_fields(s: &TxStats) -> [u64; 12] {
+fn tx_fields(s: &TxStats) -> [u64; TX_FIELDS] {
+    let r = &s.bad_offload_reasons;
     [
         s.packets,
         s.bytes,
@@ -279,14 +288,20 @@ fn tx_fields(s: &TxStats) -> [u64; 12] {
         s.completed,
         s.bad_completion,
         s.bad_offload,
-        0,
-        0,
-        0,
-        0,
+        r.l3_type,
+        r.header_length,
+        r.too_short,
+        r.protocol,
+        r.zero_mss,
+        r.tso_not_tcp,
+        r.too_long,
+        r.vlan_room,
+        r.unsupported,
+        r.no_buffers,
     ]
 }
 
-fn tx_from(v: [u64; 12]) -> TxStats {
+fn tx_from(v: [u64; TX_FIELDS]) -> TxStats {
     TxStats {
         packets: v[0],
         bytes: v[1],
@@ -296,6 +311,18 @@ fn tx_from(v: [u64; 12]) -> TxStats {
         completed: v[5],
         bad_completion: v[6],
         bad_offload: v[7],
+        bad_offload_reasons: OffloadDrops {
+            l3_type: v[8],
+            header_length: v[9],
+            too_short: v[10],
+            protocol: v[11],
+            zero_mss: v[12],
+            tso_not_tcp: v[13],
+            too_long: v[14],
+            vlan_room: v[15],
+            unsupported: v[16],
+            no_buffers: v[17],
+        },
     }
 }
 
@@ -314,7 +341,7 @@ pub(crate) struct PortShared {
     filter_gen: AtomicU64,
     filter: RwLock<Option<SoftRxFilter>>,
     rx_counters: Box<[Published]>,
-    tx_counters: Box<[Published]>,
+    tx_counters: Box<[Published<TX_FIELDS>]>,
     irq_counters: Box<[Published]>,
     parked: Mutex<Parked>,
     /// The device is being removed: the handles stop touching it.
@@ -914,12 +941,14 @@ impl TxQueueHandle {
 
     /// The queue's counters now (exact: this thread's own). Packets and bytes count what
     /// went on the ring (a packet the software GSO cut counts as its segments), and
-    /// `bad_offload` includes the packets the software GSO refused (by reason in
-    /// [`TxQueueHandle::gso_stats`]).
+    /// `bad_offload` and its reasons include the packets the software GSO refused (in the
+    /// GSO's own finer reasons in [`TxQueueHandle::gso_stats`]).
     pub fn stats(&self) -> TxStats {
         let mut s = self.ring.as_ref().map(TxRing::stats).unwrap_or_default();
         if let Some(soft) = &self.soft {
-            s.bad_offload += soft.gso_stats().dropped();
+            let gso = soft.gso_stats();
+            s.bad_offload += gso.dropped();
+            s.bad_offload_reasons += gso.reasons();
         }
         s
     }

@@ -58,7 +58,7 @@ use tenge_firmware_iface::virtio::{
 use tenge_firmware_iface::NarrowMmio;
 use zerocopy::FromBytes;
 
-use crate::offload::tx::{DeviceTxOffloads, PseudoHeader, TxOffload, TSO_MAX_IP_LEN};
+use crate::offload::tx::{BadOffload, DeviceTxOffloads, PseudoHeader, TxOffload, TSO_MAX_IP_LEN};
 use crate::packet::mempool::{MempoolCache, PacketBuf, PacketMeta};
 use crate::packet::rss::RssType;
 use crate::platform::dma::{DescRing, DmaRegion};
@@ -608,6 +608,25 @@ pub(crate) fn tx_sendable(pkt: &PacketBuf, dev: DeviceTxOffloads) -> bool {
             && dev.software_part(pkt) == 0)
 }
 
+/// Why virtio TX refuses `pkt`'s offload request, for its count: the request does not
+/// match the packet, or asks for what the device has not got (a VLAN tag, or what was not
+/// negotiated and the software did not do); `None` when only the headroom is missing
+/// (a packet problem, `bad_packet`).
+pub(crate) fn tx_refusal(pkt: &PacketBuf, dev: DeviceTxOffloads) -> Option<BadOffload> {
+    let flags = pkt.meta().flags;
+    if flags & PacketMeta::TX_OFFLOAD_MASK == 0 || pkt.headroom() < TX_HDR_ROOM {
+        return None;
+    }
+    if flags & PacketMeta::TX_VLAN != 0 {
+        return Some(BadOffload::Unsupported);
+    }
+    match TxOffload::of(pkt) {
+        Err(why) => Some(why),
+        Ok(_) if dev.software_part(pkt) != 0 => Some(BadOffload::Unsupported),
+        Ok(_) => None,
+    }
+}
+
 /// The longest `pkt` may be: a TSO packet up to an IP datagram's 64 KiB with its L2
 /// header (virtio 1.2 §5.1.6.2: the device segments it), any other `max_frame`.
 #[inline(always)]
@@ -723,6 +742,22 @@ mod tests {
         b.meta_mut().vlan_tci = 5;
         assert!(!tx_single(&b));
         assert!(!tx_sendable(&b, all));
+        assert_eq!(tx_refusal(&b, all), Some(BadOffload::Unsupported));
+        // A request the packet does not match says so first; a checksum the device has
+        // not negotiated (and no SoftTx did) is unsupported.
+        b.meta_mut().flags = PacketMeta::TX_IPV4 | PacketMeta::TX_UDP_CSUM;
+        assert_eq!(tx_refusal(&b, all), Some(BadOffload::HeaderLength));
+        let mut f = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2; 6], [4; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1, 2)
+            .write(&mut f, &[7; 20])
+            .unwrap();
+        assert!(b.copy_from(&f));
+        (b.meta_mut().l2_len, b.meta_mut().l3_len) = (14, 20);
+        assert_eq!(tx_refusal(&b, all), None);
+        let none = crate::offload::tx::DeviceTxOffloads::default();
+        assert_eq!(tx_refusal(&b, none), Some(BadOffload::Unsupported));
     }
 
     /// A notify structure that records doorbell writes (offset, value).
@@ -1539,6 +1574,9 @@ mod tests {
         }
         assert_eq!(tx_burst(&mut txq, &mut cache, &mut b), 2);
         assert_eq!(txq.stats().bad_offload, 2);
+        // By reason: no header lengths given, which the request is checked against first.
+        let why = txq.stats().bad_offload_reasons;
+        assert_eq!((why.header_length, why.total()), (2, 2));
     }
 
     /// The header of a TSO request (virtio 1.2 §5.1.6.2): NEEDS_CSUM from the TCP header

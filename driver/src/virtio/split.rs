@@ -557,6 +557,11 @@ impl TxView for VirtioTxView<'_> {
         super::tx_sendable(pkt, self.3)
     }
 
+    #[inline(always)]
+    fn refusal(&self, pkt: &PacketBuf) -> Option<crate::ring::BadOffload> {
+        super::tx_refusal(pkt, self.3)
+    }
+
     /// A TSO packet up to an IP datagram's 64 KiB (the device segments it).
     #[inline(always)]
     fn max_len(&self, pkt: &PacketBuf, max_frame: usize) -> usize {

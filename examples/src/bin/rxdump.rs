@@ -17,8 +17,10 @@ use tenge_examples::{memory_summary, parse_secs, queue_rates};
 ///
 /// The NIC must be bound to vfio-pci. Prints the port's RSS key and indirection table
 /// (`RSS key=.. table=.. types=..`, or `RSS off`), then `READY`, then a line per frame:
-///   FRAME queue=Q len=BYTES rss_type=TYPE hash=0xHHHHHHHH|- ip_csum=V l4_csum=V segs=N vlan=T data=HEX
-/// (V the checksum verdict: good, bad, or - for not checked, see --rx-checksum; T the
+///   FRAME queue=Q len=BYTES rss_type=TYPE hash=0xHHHHHHHH|- ip_csum=V l4_csum=V ptype=L3/L4 segs=N vlan=T data=HEX
+/// (V the checksum verdict: good, bad, or - for not checked, see --rx-checksum; L3/L4 the
+/// packet type the device reported, ipv4|ipv6|other and tcp|udp|other, - where it did
+/// not say; T the
 /// 802.1Q tag the device stripped as 0xTTTT, priority and VLAN id, or - for none, see
 /// --vlan-strip)
 /// with --quiet only the live per-queue rates (each second) and the summary. Runs until
@@ -101,13 +103,14 @@ fn receive(mut rx: RxQueueHandle, args: &Args, total: &AtomicU64, stop: &AtomicB
                     };
                     let _ = writeln!(
                         out,
-                        "FRAME queue={queue} len={} rss_type={} hash={} ip_csum={} l4_csum={} segs={} vlan={} data={}",
+                        "FRAME queue={queue} len={} rss_type={} hash={} ip_csum={} l4_csum={} ptype={} segs={} vlan={} data={}",
                         p.pkt_len(),
                         m.rss_type().name(),
                         m.rss_hash()
                             .map_or_else(|| "-".to_string(), |h| format!("{h:#010x}")),
                         verdict(PacketMeta::RX_IP_CSUM_GOOD, PacketMeta::RX_IP_CSUM_BAD),
                         verdict(PacketMeta::RX_L4_CSUM_GOOD, PacketMeta::RX_L4_CSUM_BAD),
+                        m.packet_type(),
                         if m.flags & PacketMeta::RX_LRO != 0 { m.segs.max(1) } else { 1 },
                         if m.flags & PacketMeta::RX_VLAN_STRIPPED != 0 {
                             format!("{:#06x}", m.vlan_tci)
