@@ -579,24 +579,24 @@ fn validate(pkt: &PacketBuf) -> Result<Plan, GsoError> {
         l4_len: m.l4_len,
         pkt_len,
     };
-    // The header must hold at least an IPv4 header and a TCP header to be read at all.
-    if hdr_len > pkt_len || l3 < IPV4_HLEN || l4 < TCP_HLEN {
-        return Err(if hdr_len > pkt_len {
-            beyond
-        } else if l3 < IPV4_HLEN {
-            GsoError::Ipv4HeaderLength {
-                ihl_bytes: l3,
-                l3_len: m.l3_len,
-            }
-        } else {
-            GsoError::TcpHeaderLength {
-                doff_bytes: l4,
-                l4_len: m.l4_len,
-            }
+    // The lengths must name at least an IPv4 header and a TCP header.
+    if l3 < IPV4_HLEN {
+        return Err(GsoError::Ipv4HeaderLength {
+            ihl_bytes: l3,
+            l3_len: m.l3_len,
         });
     }
+    if l4 < TCP_HLEN {
+        return Err(GsoError::TcpHeaderLength {
+            doff_bytes: l4,
+            l4_len: m.l4_len,
+        });
+    }
+    // The IP header first, then the TCP header: a packet that is not TCP is refused for
+    // that, not for being too short for the TCP header it does not have.
+    let ip_end = l2 + l3;
     let mut hdr = [0u8; MAX_HDR];
-    if !csum::read_at(pkt, 0, &mut hdr[..hdr_len]) {
+    if ip_end > pkt_len || !csum::read_at(pkt, 0, &mut hdr[..ip_end]) {
         return Err(beyond);
     }
     let ethertype = be16(&hdr, l2 - 2);
@@ -635,6 +635,9 @@ fn validate(pkt: &PacketBuf) -> Result<Plan, GsoError> {
     };
     if protocol != IPPROTO_TCP {
         return Err(GsoError::NotTcp { protocol });
+    }
+    if hdr_len > pkt_len || !csum::read_at(pkt, ip_end, &mut hdr[ip_end..hdr_len]) {
+        return Err(beyond);
     }
     let doff_bytes = usize::from(hdr[l2 + l3 + 12] >> 4) * 4;
     if doff_bytes != l4 || l4 > TCP_MAX_HLEN {

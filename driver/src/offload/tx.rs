@@ -155,7 +155,10 @@ impl TxOffload {
         if l2 < 14 || l3 < if ipv4 { 20 } else { 40 } {
             return Err(BadOffload::HeaderLength);
         }
-        if l2 + l3 + l4 > data.len() {
+        // The IP header first, so a request is refused for what is wrong with it (a
+        // header length that does not match, TSO of a UDP packet) before the packet's
+        // length is held against headers it named wrongly.
+        if l2 + l3 > data.len() {
             return Err(BadOffload::TooShort);
         }
         let ip = &data[l2..l2 + l3];
@@ -179,10 +182,13 @@ impl TxOffload {
                 BadOffload::Protocol
             });
         }
+        if l2 + l3 + l4 > data.len() {
+            return Err(BadOffload::TooShort);
+        }
         if tcp {
-            // The data offset must be the TCP header length given.
-            let off = usize::from(data[l2 + l3 + 12] >> 4) * 4;
-            if l4 < 20 || off != l4 {
+            // The data offset must be the TCP header length given (checked at least 20
+            // first: the offset's byte, 12, is then inside the packet).
+            if l4 < 20 || usize::from(data[l2 + l3 + 12] >> 4) * 4 != l4 {
                 return Err(BadOffload::HeaderLength);
             }
         }
@@ -411,4 +417,102 @@ fn tcp_cwr(pkt: &PacketBuf) -> bool {
     pkt.data()
         .get(at)
         .is_some_and(|f| f & crate::offload::tcp_flags::CWR != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::mempool::host_pool;
+
+    /// Ethernet, IPv4 (IHL 5) and a TCP header of 20 bytes or a UDP header, and `payload`
+    /// bytes: what the checks read, nothing more.
+    fn frame(proto: u8, payload: usize) -> Vec<u8> {
+        let l4 = if proto == IPPROTO_TCP { 20 } else { 8 };
+        let mut f = vec![0u8; 14 + 20 + l4 + payload];
+        f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+        f[14] = 0x45;
+        f[14 + 9] = proto;
+        if proto == IPPROTO_TCP {
+            f[14 + 20 + 12] = 5 << 4;
+        }
+        f
+    }
+
+    fn check(data: &[u8], meta: PacketMeta) -> Result<Option<TxOffload>, BadOffload> {
+        let pool = host_pool(4).unwrap();
+        let mut cache = pool.cache(4);
+        let mut p = cache.alloc().unwrap();
+        assert!(p.copy_from(data));
+        *p.meta_mut() = meta;
+        TxOffload::of(&p)
+    }
+
+    fn tcp_csum(l3: u8, l4: u8) -> PacketMeta {
+        PacketMeta {
+            flags: PacketMeta::TX_IPV4 | PacketMeta::TX_TCP_CSUM,
+            l2_len: 14,
+            l3_len: l3,
+            l4_len: l4,
+            ..PacketMeta::default()
+        }
+    }
+
+    /// Each bad request is refused for what is wrong with it, even on a packet too short
+    /// for the headers it names wrongly, and none reads past the packet.
+    #[test]
+    fn refusals_name_the_wrong_field_first_and_never_read_past_the_packet() {
+        let tcp = frame(IPPROTO_TCP, 0);
+        let udp = frame(IPPROTO_UDP, 4);
+        assert!(matches!(check(&tcp, tcp_csum(20, 20)), Ok(Some(_))));
+        // An IHL of 24 given for a header of 20, on a packet with no room for 24 + 20.
+        assert_eq!(
+            check(&tcp, tcp_csum(24, 20)).err(),
+            Some(BadOffload::HeaderLength)
+        );
+        // A TCP header length under 20 (the data offset's byte would be past the end).
+        let short_tcp = &tcp[..14 + 20 + 8];
+        for l4 in [0, 5, 8] {
+            assert_eq!(
+                check(short_tcp, tcp_csum(20, l4)).err(),
+                Some(BadOffload::HeaderLength),
+                "l4_len {l4}"
+            );
+        }
+        // TSO of a UDP packet whose TCP header would not fit: the protocol is what's wrong.
+        let tso = PacketMeta {
+            flags: PacketMeta::TX_IPV4 | PacketMeta::TX_TSO,
+            mss: 100,
+            ..tcp_csum(20, 32)
+        };
+        assert_eq!(check(&udp, tso).err(), Some(BadOffload::TsoNotTcp));
+        assert_eq!(
+            check(&udp, tcp_csum(20, 20)).err(),
+            Some(BadOffload::Protocol)
+        );
+        // Headers right, packet too short for the UDP header, or even the IP header.
+        let udp_csum = PacketMeta {
+            flags: PacketMeta::TX_IPV4 | PacketMeta::TX_UDP_CSUM,
+            ..tcp_csum(20, 0)
+        };
+        assert_eq!(
+            check(&udp[..40], udp_csum).err(),
+            Some(BadOffload::TooShort)
+        );
+        assert_eq!(
+            check(&udp[..30], udp_csum).err(),
+            Some(BadOffload::TooShort)
+        );
+        assert_eq!(
+            check(
+                &tcp,
+                PacketMeta {
+                    mss: 0,
+                    l4_len: 20,
+                    ..tso
+                }
+            )
+            .err(),
+            Some(BadOffload::ZeroMss)
+        );
+    }
 }
