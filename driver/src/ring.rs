@@ -1096,6 +1096,11 @@ impl<D: RxDescOps> RxQueue<D> {
         self.cidx
     }
 
+    /// Descriptors in the ring.
+    pub fn entries(&self) -> u32 {
+        self.mask + 1
+    }
+
     /// Counters.
     pub fn stats(&self) -> &RxStats {
         &self.stats

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// The intervals the adaptive moderation moves between, in microseconds (level 0 first).
 pub const LEVELS_US: [u32; 6] = [0, 32, 64, 128, 256, 512];
+/// The most frames [`Dim::frames`] asks a virtio-net to gather before it interrupts.
+pub const MAX_FRAMES: u16 = 64;
 /// An epoch ends at a wake-up after at least this many wake-ups and this much time.
 pub const EPOCH_WAKEUPS: u64 = 16;
 /// See [`EPOCH_WAKEUPS`].
@@ -97,6 +99,16 @@ impl Dim {
     /// The interval of the current level.
     pub(crate) fn interval_us(&self) -> u32 {
         LEVELS_US[self.level]
+    }
+
+    /// The current level as a frame count, for virtio-net, whose only coalescing is where
+    /// the driver puts the used-event index (EVENT_IDX: interrupt at the n-th frame): the
+    /// frames the last epoch's rate brings in the level's interval, so a frame waits about
+    /// as long as it would behind that interval on e1000e, and a slower stream gets 1.
+    pub(crate) fn frames(&self) -> u16 {
+        let rate = self.last.map_or(0.0, |(frames_per_s, _)| frames_per_s);
+        let n = rate * f64::from(LEVELS_US[self.level]) / 1e6;
+        (n as u16).clamp(1, MAX_FRAMES)
     }
 
     /// Called at a wake-up (or a timeout: `quiet`) with the counters now: ends the epoch if
@@ -182,6 +194,25 @@ mod tests {
                 d.interval_us()
             })
             .collect()
+    }
+
+    #[test]
+    fn frames_follow_the_rate_times_the_interval() {
+        let (mut t, mut at) = (Instant::now(), Sample::default());
+        let mut d = Dim::new(t, at);
+        assert_eq!(d.frames(), 1, "no rate yet");
+        // 20,000 frames/s: 32 us is 0.64 of a frame (1); 512 us is 10 frames.
+        let levels = run(&mut d, &mut t, &mut at, &[(2_000, 200); 8]);
+        assert_eq!(levels[0], 32);
+        assert_eq!(d.interval_us(), 512);
+        assert_eq!(d.frames(), 10);
+        // 1,000,000 frames/s at 512 us would be 512: capped.
+        run(&mut d, &mut t, &mut at, &[(100_000, 1_000)]);
+        assert_eq!(d.frames(), MAX_FRAMES);
+        t += Duration::from_millis(100);
+        at.wakeups += 1;
+        assert_eq!(d.on_wakeup(t, at, true), Some(DimDecision::Reset));
+        assert_eq!(d.frames(), 1, "quiet: back to the first frame");
     }
 
     #[test]

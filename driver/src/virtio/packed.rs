@@ -109,14 +109,23 @@ impl PackedRing {
         ring
     }
 
-    fn write_driver_event_flags(&self, flags: u16) {
+    fn write_driver_event(&self, off_wrap: u16, flags: u16) {
         self.region.write(
             self.driver,
             PvirtqEventSuppress {
-                off_wrap: 0.into(),
+                off_wrap: off_wrap.into(),
                 flags: flags.into(),
             },
         );
+    }
+
+    /// `desc_event_off_wrap` naming free-running index `idx`: its slot and the wrap
+    /// counter of its lap (virtio 1.2 §2.8.10).
+    fn off_wrap(&self, idx: u32) -> u16 {
+        PvirtqEventSuppress::pack_off_wrap(
+            (idx & (u32::from(self.size) - 1)) as u16,
+            self.wrap(idx),
+        )
     }
 
     /// Bytes a ring of `size` descriptors needs, rounded up to 64 so rings can follow each
@@ -335,17 +344,24 @@ impl<M: NarrowMmio> PackedRx<M> {
         &self.bell
     }
 
-    /// Asks the device for an interrupt on its next used descriptor: driver event flags
-    /// ENABLE (virtio 1.2 §2.8.10), then a full fence before the driver looks at the ring
-    /// once more (a descriptor used in between is found then, or interrupts).
-    pub fn arm_irq(&mut self) {
-        self.ring.write_driver_event_flags(RING_EVENT_FLAGS_ENABLE);
+    /// Asks the device for an interrupt: on its next used descriptor (`at` None: driver
+    /// event flags ENABLE, virtio 1.2 §2.8.10), or, with EVENT_IDX, once it has used the
+    /// descriptor at free-running index `at` (flags DESC with its slot and wrap counter:
+    /// frame-count moderation). Then a full fence before the driver looks at the ring once
+    /// more (a descriptor used in between is found then, or interrupts).
+    pub fn arm_irq(&mut self, at: Option<u32>) {
+        match at.filter(|_| self.bell.event_idx) {
+            Some(idx) => self
+                .ring
+                .write_driver_event(self.ring.off_wrap(idx), RING_EVENT_FLAGS_DESC),
+            None => self.ring.write_driver_event(0, RING_EVENT_FLAGS_ENABLE),
+        }
         crate::platform::barrier::mb();
     }
 
     /// Suppresses interrupts again (driver event flags DISABLE).
     pub fn disarm_irq(&mut self) {
-        self.ring.write_driver_event_flags(RING_EVENT_FLAGS_DISABLE);
+        self.ring.write_driver_event(0, RING_EVENT_FLAGS_DISABLE);
     }
 }
 
@@ -859,6 +875,54 @@ mod tests {
         assert!(Dev::new(true).avail(&ring).is_none());
         assert!(ring.wrap(0) && ring.wrap(7) && !ring.wrap(8) && ring.wrap(16));
         assert!(!ring.wrap(u32::MAX), "2^32 is an even number of laps");
+    }
+
+    #[test]
+    fn rx_irq_armed_for_the_nth_frame_fires_at_that_frame_only_across_the_wrap() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut rxq = rx_queue(&mem, &bells, 8, true, 1);
+        let mut dev = Dev::new(true);
+        rxq.fill(&mut cache);
+        let mut out = PacketBatch::new(32);
+        let mut seq = 0;
+        // Arm for the 4th frame from the driver's position, five times: the position runs
+        // over the 8-slot ring's wrap, so the event's wrap bit flips.
+        for round in 0..5 {
+            let at = rxq.next_index().wrapping_add(3);
+            rxq.ops_mut().arm_irq(Some(at));
+            let event = rxq.ops().ring().driver_event();
+            assert_eq!(event.event_flags(), RING_EVENT_FLAGS_DESC);
+            let mut fired = Vec::new();
+            for k in 1..=4u16 {
+                let ring = rxq.ops().ring();
+                assert!(dev.receive(ring, &frame(seq, 64)));
+                seq += 1;
+                // The device's test (virtio 1.2 §2.8.22) over the one descriptor it used,
+                // with its used wrap counter after it.
+                if pvirtq_need_event(event, (dev.next & 7) as u16, ring.wrap(dev.next), 1, 8) {
+                    fired.push(k);
+                }
+            }
+            assert_eq!(
+                fired,
+                vec![4],
+                "round {round}: only the 4th frame interrupts"
+            );
+            rxq.ops_mut().disarm_irq();
+            assert_eq!(rxq.rx_burst(&mut cache, &mut out), 4);
+            for p in out.drain() {
+                cache.free(p);
+            }
+        }
+        rxq.ops_mut().arm_irq(None);
+        assert_eq!(
+            rxq.ops().ring().driver_event().event_flags(),
+            RING_EVENT_FLAGS_ENABLE
+        );
+        rxq.release(&mut cache);
     }
 
     #[test]

@@ -556,10 +556,11 @@ fn flood(
             };
             let s = rx.irq_stats();
             println!(
-                "irq-check: flood-sample mode={mode} t={t:.2} phase={phase} frames={} kernel_irqs={} interval_us={} epochs={} ups={} downs={} timeouts={} no_buf={}",
+                "irq-check: flood-sample mode={mode} t={t:.2} phase={phase} frames={} kernel_irqs={} interval_us={} moderation_frames={} epochs={} ups={} downs={} timeouts={} no_buf={}",
                 received - last_frames,
                 irqs - last_irqs,
                 rx.moderation().usecs,
+                rx.moderation().frames,
                 s.epochs,
                 s.moderation_ups,
                 s.moderation_downs,
@@ -583,8 +584,9 @@ fn flood(
         rx_port.stats().hw
     };
     println!(
-        "irq-check: flood done mode={mode} sent={sent} received={received} out_of_order={out_of_order} interval_us={} epochs={} ups={} downs={} wakeups={} timeouts={} empty_wakeups={} interrupts={} hw_gprc={}",
+        "irq-check: flood done mode={mode} sent={sent} received={received} out_of_order={out_of_order} interval_us={} moderation_frames={} epochs={} ups={} downs={} wakeups={} timeouts={} empty_wakeups={} interrupts={} hw_gprc={}",
         rx.moderation().usecs,
+        rx.moderation().frames,
         s.epochs,
         s.moderation_ups,
         s.moderation_downs,
