@@ -322,7 +322,7 @@ fn flood_test_once(receiver: NicModel) {
     let top = flood.iter().map(|s| s.3).fold(0.0, f64::max);
     let settled: Vec<f64> = flood[flood.len() / 2..].iter().map(|s| s.3).collect();
     eprintln!(
-        "irq flood: interrupts/frame unmoderated {base:.3} adaptive {moderated:.3}, interval up to {top} us, second half {settled:?}, after {:?}",
+        "irq flood: interrupts/frame unmoderated {base:.3} adaptive {moderated:.3}, moderation (us, or frames on virtio-net) up to {top}, second half {settled:?}, after {:?}",
         after.iter().map(|s| s.3).collect::<Vec<_>>()
     );
     // 20,000 frames/s: 256 us is 5 frames.
