@@ -133,8 +133,7 @@ impl Stack {
             .ok_or("the port has no queue pair")?;
         // The TCP and UDP checksums by the device where it has them; smoltcp's own where
         // tenge would only compute them in software in its place.
-        let device_csum =
-            offloads && port.offloads().tx_tcp_csum == tenge::OffloadSupport::Device;
+        let device_csum = offloads && port.offloads().tx_tcp_csum == tenge::OffloadSupport::Device;
         let mut dev = SmolDevice::new(pair, rx_ring as usize).with_tx_checksum_offload(device_csum);
         let irq = dev.rx_queue().has_interrupt();
         println!(
@@ -261,8 +260,9 @@ impl Stack {
             moved = s.moved;
             let t = self.elapsed();
             if !interval.is_zero() && t - last >= interval {
-                let mbps =
-                    s.bytes.saturating_sub(last_bytes) as f64 * 8.0 / (t - last).as_secs_f64() / 1e6;
+                let mbps = s.bytes.saturating_sub(last_bytes) as f64 * 8.0
+                    / (t - last).as_secs_f64()
+                    / 1e6;
                 let line = live(self, mbps, s.bytes);
                 println!("[{:6.1}s] {line}", t.as_secs_f64());
                 (last, last_bytes) = (t, s.bytes);
@@ -333,7 +333,11 @@ mod tests {
         assert!(is_junk(&ipv4([10, 99, 1, 7], 6), false, only));
         let net = Some((Ipv4Addr::new(10, 99, 0, 0), 24));
         assert!(!is_junk(&ipv4([10, 99, 0, 200], 6), false, net));
-        assert!(!is_junk(&ipv4([1, 2, 3, 4], 6), false, Some((Ipv4Addr::UNSPECIFIED, 0))));
+        assert!(!is_junk(
+            &ipv4([1, 2, 3, 4], 6),
+            false,
+            Some((Ipv4Addr::UNSPECIFIED, 0))
+        ));
         // ARP and short frames are never junk.
         let mut arp = vec![0u8; 42];
         arp[12..14].copy_from_slice(&[0x08, 0x06]);

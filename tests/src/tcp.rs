@@ -117,11 +117,52 @@ t.join(5)
 print("ECHO-BULK sent=%d got=%d" % (sent, got[0]), flush=True)
 "#;
 
+/// A running [`SERVER`] in a namespace and its output after `BULK-LISTENING`.
+pub struct Server {
+    /// The process (`ip netns exec ... python3`).
+    pub child: std::process::Child,
+    /// Its stdout, from the line after `BULK-LISTENING`.
+    pub out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+/// Starts [`SERVER`] in `peer`'s namespace: `mode` (`sink` or `source`) on `port`,
+/// `bytes` per connection (source; 0: endless), `conns` connections (0: for ever),
+/// hashing or not; returns once it listens.
+pub fn start_server(
+    peer: &tenge_testbed::TapPeer,
+    mode: &str,
+    port: u16,
+    bytes: u64,
+    conns: u32,
+    hash: bool,
+) -> Result<Server, String> {
+    use std::io::BufRead;
+    let mut child = peer
+        .command("python3")
+        .args(["-c", SERVER, mode, &port.to_string(), &bytes.to_string()])
+        .args([conns.to_string(), u8::from(hash).to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("python3 in the namespace: {e}"))?;
+    let mut out = std::io::BufReader::new(child.stdout.take().ok_or("the server's stdout")?);
+    let mut line = String::new();
+    let _ = out.read_line(&mut line);
+    if !line.contains("BULK-LISTENING") {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!(
+            "the {mode} server on port {port} did not start: '{line}'"
+        ));
+    }
+    Ok(Server { child, out })
+}
+
 /// `key=value` from the first line of `text` that has it.
 pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     let k = format!("{key}=");
     text.lines().find_map(|l| {
-        l.split_whitespace().find_map(|w| w.strip_prefix(k.as_str()))
+        l.split_whitespace()
+            .find_map(|w| w.strip_prefix(k.as_str()))
     })
 }
 

@@ -192,19 +192,14 @@ fn bulk_with_linux(model: NicModel, send: bool, bytes: usize) {
 }
 
 fn bulk_with_linux_once(model: NicModel, send: bool, bytes: usize) {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
     let peer = TapPeer::new().expect("tap in a namespace (needs root and iproute2)");
     let mode = if send { "sink" } else { "source" };
-    let mut server = peer
-        .command("python3")
-        .args(["-c", tenge_tests::tcp::SERVER, mode, "5001", &bytes.to_string(), "1", "1"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
+    let tenge_tests::tcp::Server {
+        child: mut server,
+        mut out,
+    } = tenge_tests::tcp::start_server(&peer, mode, 5001, bytes as u64, 1, true)
         .expect("python3 in the namespace");
-    let mut out = BufReader::new(server.stdout.take().expect("the server's stdout"));
-    let mut first = String::new();
-    out.read_line(&mut first).expect("the server's first line");
-    assert!(first.contains("BULK-LISTENING"), "{first}");
     let cfg = GuestConfig {
         timeout: Duration::from_secs(600),
         ..GuestConfig::with_nics(vec![Nic::new(model, peer.backend())])
@@ -225,9 +220,23 @@ fn bulk_with_linux_once(model: NicModel, send: bool, bytes: usize) {
         .lines()
         .filter(|l| l.contains("tcp-bulk: done:"))
         .collect();
-    assert_eq!(f(&rest, "bytes"), bytes.to_string(), "Linux: {rest}\nguest: {}", tail(&log, 10));
-    assert_eq!(f(&summary, "bytes"), bytes.to_string(), "{}", tail(&log, 10));
-    assert_eq!(f(&summary, "sha256"), f(&rest, "sha256"), "Linux: {rest}\nguest: {summary}");
+    assert_eq!(
+        f(&rest, "bytes"),
+        bytes.to_string(),
+        "Linux: {rest}\nguest: {}",
+        tail(&log, 10)
+    );
+    assert_eq!(
+        f(&summary, "bytes"),
+        bytes.to_string(),
+        "{}",
+        tail(&log, 10)
+    );
+    assert_eq!(
+        f(&summary, "sha256"),
+        f(&rest, "sha256"),
+        "Linux: {rest}\nguest: {summary}"
+    );
     assert_eq!(f(&summary, "sha256").len(), 64, "{summary}");
 }
 

@@ -182,7 +182,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             if phase == Phase::Opening {
                 if s.state() == tcp::State::Closed {
                     return Err(match args.connect {
-                        Some(a) => format!("{a}:{} refused the connection (or did not answer)", args.port),
+                        Some(a) => format!(
+                            "{a}:{} refused the connection (or did not answer)",
+                            args.port
+                        ),
                         None => "the listening socket closed before a connection came".into(),
                     }
                     .into());
@@ -272,7 +275,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             step.bytes = moved;
             Ok(step)
         },
-        |_, mbps, bytes| format!("{} {mbps:8.3} Mbit/s  {bytes} bytes", if args.send { "tx" } else { "rx" }),
+        |_, mbps, bytes| {
+            format!(
+                "{} {mbps:8.3} Mbit/s  {bytes} bytes",
+                if args.send { "tx" } else { "rx" }
+            )
+        },
     )?;
     if peer_reset {
         return Err(format!("the peer reset the connection after {moved} bytes").into());

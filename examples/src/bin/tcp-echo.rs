@@ -50,7 +50,6 @@ struct Args {
     /// what a server without the filter does; to compare the two).
     #[arg(long, default_value = "filter", value_parser = ["filter", "app"])]
     drop_at: String,
-
 }
 
 fn main() -> ExitCode {
