@@ -14,7 +14,9 @@
 //! namespace floods the port with 64-byte junk (UDP to port 7 and SYNs to port 7 from
 //! addresses outside the client's), from a packet socket on the tap as fast as it goes:
 //! tcp-echo dropping the junk in the receive queue's ingress filter (tenge) against the
-//! same server dropping it in the application after the burst (peer=app-drop).
+//! same server dropping it in the application after the burst (peer=app-drop). Once,
+//! in the first round, the same server with no drop at all (the junk goes to smoltcp:
+//! SYNs take its listeners, UDP draws ICMP port-unreachables), as a BENCH-DETAIL line.
 
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -206,12 +208,23 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
     let host = peer.host_addr().to_owned();
     let mut script = String::from("set -e\n");
     for r in 0..rounds {
-        for (side, at) in [("tenge", "filter"), ("peer", "app")] {
+        // And once, the junk left to smoltcp (no drop at all), for what dropping buys.
+        let sides: &[(&str, &str)] = if r == 0 {
+            &[("tenge", "filter"), ("peer", "app"), ("stack", "")]
+        } else {
+            &[("tenge", "filter"), ("peer", "app")]
+        };
+        for (side, at) in sides {
+            let drop = if at.is_empty() {
+                String::new()
+            } else {
+                format!(" --drop-udp --only-from {host}/32 --drop-at {at}")
+            };
             // The echo runs a little longer than the load, so its last live lines are the
             // flood's and its summary comes after the client is gone.
             script += &format!(
                 "echo BENCH-PHASE {side}{r}\n\
-                 {echo} {a0} --ip {DEFAULT_GUEST_ADDR}/24 --port 7 --connections 4 --drop-udp --only-from {host}/32 --drop-at {at} --duration {} --interval 1\n",
+                 {echo} {a0} --ip {DEFAULT_GUEST_ADDR}/24 --port 7 --connections 4{drop} --duration {} --interval 1\n",
                 d + 4
             );
         }
@@ -221,7 +234,7 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
     let frames = Arc::new(junk_frames(mac));
     let loads: Arc<Mutex<Vec<(String, Load)>>> = Arc::default();
     let mut current = String::new();
-    let result = run_with(nics, &script, d + 8, 2 * rounds, |l| {
+    let result = run_with(nics, &script, d + 8, 2 * rounds + 1, |l| {
         if let Some(p) = l.trim().strip_prefix("BENCH-PHASE ") {
             current = p.to_owned();
             return;
@@ -329,6 +342,17 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
             field(&p, "rx_no_buf").unwrap_or(0.0),
         );
     }
+    let stack = phase(&lines, "stack0");
+    println!(
+        "BENCH-DETAIL case={FLOOD_CASE} no_drop_mbps={} no_drop_flood_sent={} no_drop_rx_frames={} no_drop_tx_frames={} (round 0: the junk left to smoltcp)",
+        steady(&tenge_samples(&stack, "echo")).map_or("none".into(), |v| format!("{v:.3}")),
+        flood_sent
+            .iter()
+            .find(|(p, _)| p == "stack0")
+            .map_or(0, |(_, n)| *n),
+        field(&stack, "rx_frames").unwrap_or(0.0),
+        field(&stack, "tx_frames").unwrap_or(0.0),
+    );
     println!("BENCH-ROUNDS case={FLOOD_CASE} filter={tenge:.3?} app={app:.3?} unit=mbps");
     stats::report_vs(
         FLOOD_CASE,
