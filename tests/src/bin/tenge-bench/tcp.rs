@@ -191,10 +191,53 @@ fn junk_frames(mac: [u8; 6]) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// When the flood starts, after tcp-echo's READY: the client's connection is open and its
+/// transfer under way.
+const FLOOD_START: Duration = Duration::from_secs(2);
+
+/// The flood's rate, frames per second. Not the most a packet socket sends (about 1.7
+/// Mpps here): the tap holds 1,000 frames for QEMU, QEMU takes a small part of that rate,
+/// and the tap then drops the client's frames as much as the junk, so goodput would
+/// measure the tap's queue, not the server. At this rate the tap drops (almost) nothing
+/// (`tap_dropped` in BENCH-DETAIL) and every junk frame reaches the guest's ring.
+const FLOOD_PPS: u64 = 50_000;
+
+/// The tap's `tx_dropped` counter (frames for QEMU it had no room for).
+fn tap_tx_dropped(peer: &TapPeer) -> u64 {
+    let path = format!("/sys/class/net/{}/statistics/tx_dropped", peer.ifname());
+    peer.exec_ok(&["cat", &path])
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// tcp-echo's live rates (Mbit/s) with their time, `[  3.0s] echo  412.000 Mbit/s ...`,
+/// only those in the flood's whole seconds (each sample is the second before its time).
+fn flood_samples(lines: &[&str], d: u32) -> Vec<f64> {
+    let (from, to) = (
+        FLOOD_START.as_secs_f64() + 1.0,
+        FLOOD_START.as_secs_f64() + f64::from(d),
+    );
+    lines
+        .iter()
+        .filter_map(|l| {
+            let (t, rest) = l.trim_start().strip_prefix('[')?.split_once("s] ")?;
+            let t: f64 = t.trim().parse().ok()?;
+            let mut w = rest.split_whitespace();
+            (w.next()? == "echo").then_some(())?;
+            let v: f64 = w.next()?.parse().ok()?;
+            // A live line comes a little after its second: allow 0.5 s.
+            (t >= from - 0.5 && t <= to + 0.5).then_some(v)
+        })
+        .collect()
+}
+
 /// One phase's host side: the bulk echo client and the flood, started when tcp-echo says
 /// READY, for `d` seconds.
 struct Load {
     sent: Arc<AtomicU64>,
+    /// Frames the tap dropped (its queue to QEMU full) while the flood ran.
+    tap_dropped: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -225,7 +268,7 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
             script += &format!(
                 "echo BENCH-PHASE {side}{r}\n\
                  {echo} {a0} --ip {DEFAULT_GUEST_ADDR}/24 --port 7 --connections 4{drop} --duration {} --interval 1\n",
-                d + 4
+                d + 6
             );
         }
     }
@@ -234,7 +277,7 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
     let frames = Arc::new(junk_frames(mac));
     let loads: Arc<Mutex<Vec<(String, Load)>>> = Arc::default();
     let mut current = String::new();
-    let result = run_with(nics, &script, d + 8, 2 * rounds + 1, |l| {
+    let result = run_with(nics, &script, d + 10, 2 * rounds + 1, |l| {
         if let Some(p) = l.trim().strip_prefix("BENCH-PHASE ") {
             current = p.to_owned();
             return;
@@ -243,6 +286,7 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
             return;
         }
         let sent = Arc::new(AtomicU64::new(0));
+        let tap_dropped = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let client = {
             let (peer, host) = (peer.clone(), host.clone());
@@ -254,7 +298,9 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
                         tenge_tests::tcp::ECHO_CLIENT,
                         &host,
                         "7",
-                        &d.to_string(),
+                        &(FLOOD_START + Duration::from_secs(u64::from(d)))
+                            .as_secs()
+                            .to_string(),
                     ])
                     .output();
                 if let Ok(o) = out {
@@ -263,25 +309,39 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
             })
         };
         let flood = {
-            let (peer, frames, sent, stop) =
-                (peer.clone(), frames.clone(), sent.clone(), stop.clone());
+            let (peer, frames, sent, tap_dropped, stop) = (
+                peer.clone(),
+                frames.clone(),
+                sent.clone(),
+                tap_dropped.clone(),
+                stop.clone(),
+            );
             std::thread::spawn(move || {
                 let Ok(sock) = peer.frame_socket() else {
                     eprintln!("tenge-bench: no packet socket on the tap: the flood did not run");
                     return;
                 };
-                // Let the client's connection open before the junk starts.
-                std::thread::sleep(Duration::from_millis(500));
-                let end =
-                    Instant::now() + Duration::from_secs(u64::from(d)) - Duration::from_millis(500);
-                let mut i = 0usize;
-                while Instant::now() < end && !stop.load(Ordering::Relaxed) {
-                    // A full tap queue refuses a frame: the flood goes as fast as the tap takes.
-                    if sock.send(&frames[i % frames.len()]).is_ok() {
-                        sent.fetch_add(1, Ordering::Relaxed);
+                // The client's connection opens and its transfer runs before the junk starts.
+                std::thread::sleep(FLOOD_START);
+                let dropped_before = tap_tx_dropped(&peer);
+                let start = Instant::now();
+                let length = Duration::from_secs(u64::from(d));
+                let mut i = 0u64;
+                while start.elapsed() < length && !stop.load(Ordering::Relaxed) {
+                    // Paced to FLOOD_PPS: what is due by now, then a short sleep.
+                    let due = (start.elapsed().as_secs_f64() * FLOOD_PPS as f64) as u64;
+                    while i < due {
+                        if sock.send(&frames[i as usize % frames.len()]).is_ok() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        i += 1;
                     }
-                    i += 1;
+                    std::thread::sleep(Duration::from_micros(200));
                 }
+                tap_dropped.store(
+                    tap_tx_dropped(&peer).saturating_sub(dropped_before),
+                    Ordering::Relaxed,
+                );
             })
         };
         if let Ok(mut ls) = loads.lock() {
@@ -289,6 +349,7 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
                 current.clone(),
                 Load {
                     sent,
+                    tap_dropped,
                     stop,
                     threads: vec![client, flood],
                 },
@@ -302,7 +363,11 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
             for t in l.threads {
                 let _ = t.join();
             }
-            flood_sent.push((p, l.sent.load(Ordering::Relaxed)));
+            flood_sent.push((
+                p,
+                l.sent.load(Ordering::Relaxed),
+                l.tap_dropped.load(Ordering::Relaxed),
+            ));
         }
     }
     let lines = result?;
@@ -310,10 +375,10 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
     for r in 0..rounds {
         let t = phase(&lines, &format!("tenge{r}"));
         let p = phase(&lines, &format!("peer{r}"));
-        match (
-            steady(&tenge_samples(&t, "echo")),
-            steady(&tenge_samples(&p, "echo")),
-        ) {
+        // The mean over the flood's seconds (no steady-state trimming: the window is cut
+        // to the flood already).
+        let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        match (mean(flood_samples(&t, d)), mean(flood_samples(&p, d))) {
             (Some(a), Some(b)) => {
                 tenge.push(a);
                 app.push(b);
@@ -325,18 +390,16 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
         let sent = |ph: String| {
             flood_sent
                 .iter()
-                .find(|(p, _)| *p == ph)
-                .map_or(0, |(_, n)| *n)
+                .find(|(p, _, _)| *p == ph)
+                .map_or((0, 0), |(_, n, t)| (*n, *t))
         };
+        let (ts, tt) = sent(format!("tenge{r}"));
+        let (ps, pt) = sent(format!("peer{r}"));
         println!(
-            "BENCH-DETAIL case={FLOOD_CASE} round={r} filter_flood_sent={} filter_flood_mpps={:.4} filter_ingress_dropped={} filter_rx_frames={} filter_rx_no_buf={} app_flood_sent={} app_flood_mpps={:.4} app_dropped={} app_rx_frames={} app_rx_no_buf={}",
-            sent(format!("tenge{r}")),
-            sent(format!("tenge{r}")) as f64 / f64::from(d) / 1e6,
+            "BENCH-DETAIL case={FLOOD_CASE} round={r} flood_pps={FLOOD_PPS} filter_flood_sent={ts} filter_tap_dropped={tt} filter_ingress_dropped={} filter_rx_frames={} filter_rx_no_buf={} app_flood_sent={ps} app_tap_dropped={pt} app_dropped={} app_rx_frames={} app_rx_no_buf={}",
             field(&t, "ingress_dropped").unwrap_or(0.0),
             field(&t, "rx_frames").unwrap_or(0.0),
             field(&t, "rx_no_buf").unwrap_or(0.0),
-            sent(format!("peer{r}")),
-            sent(format!("peer{r}")) as f64 / f64::from(d) / 1e6,
             field(&p, "rx_app_dropped").unwrap_or(0.0),
             field(&p, "rx_frames").unwrap_or(0.0),
             field(&p, "rx_no_buf").unwrap_or(0.0),
@@ -345,11 +408,18 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
     let stack = phase(&lines, "stack0");
     println!(
         "BENCH-DETAIL case={FLOOD_CASE} no_drop_mbps={} no_drop_flood_sent={} no_drop_rx_frames={} no_drop_tx_frames={} (round 0: the junk left to smoltcp)",
-        steady(&tenge_samples(&stack, "echo")).map_or("none".into(), |v| format!("{v:.3}")),
+        {
+            let v = flood_samples(&stack, d);
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{:.3}", v.iter().sum::<f64>() / v.len() as f64)
+            }
+        },
         flood_sent
             .iter()
-            .find(|(p, _)| p == "stack0")
-            .map_or(0, |(_, n)| *n),
+            .find(|(p, _, _)| p == "stack0")
+            .map_or(0, |(_, n, _)| *n),
         field(&stack, "rx_frames").unwrap_or(0.0),
         field(&stack, "tx_frames").unwrap_or(0.0),
     );
@@ -362,4 +432,26 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
         &left_out,
         " unit=mbps",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flood_samples_are_the_floods_seconds_only() {
+        let lines = [
+            "[   1.0s] echo  500.000 Mbit/s  connections open 1 accepted 1 closed 0",
+            "[   2.0s] echo  510.000 Mbit/s  connections open 1 accepted 1 closed 0",
+            "[   3.0s] echo  300.000 Mbit/s  connections open 1 accepted 1 closed 0",
+            "[   4.0s] echo  310.000 Mbit/s  connections open 1 accepted 1 closed 0",
+            "[   5.0s] echo  320.000 Mbit/s  connections open 1 accepted 1 closed 0",
+            "[   6.0s] echo    0.000 Mbit/s  connections open 0 accepted 1 closed 1",
+            "tcp-echo: done: echoed_bytes=1",
+        ];
+        assert_eq!(flood_samples(&lines, 3), vec![300.0, 310.0, 320.0]);
+        assert!(junk_frames([2, 0, 0, 0, 0, 1])
+            .iter()
+            .all(|f| f.len() == 64));
+    }
 }
