@@ -97,6 +97,8 @@ pub struct Stack {
     start: Instant,
     idle: u32,
     idle_polls: u32,
+    /// Frames dropped before smoltcp (ingress filter, application drop) at the last poll.
+    dropped: u64,
 }
 
 impl Stack {
@@ -170,6 +172,7 @@ impl Stack {
             start,
             idle: 0,
             idle_polls,
+            dropped: 0,
         })
     }
 
@@ -190,7 +193,13 @@ impl Stack {
         let now = self.now();
         let changed = self.iface.poll(now, &mut self.dev, &mut self.sockets);
         let sent = self.dev.flush();
-        if busy || sent > 0 || changed == PollResult::SocketStateChanged {
+        // Frames dropped before smoltcp arrived all the same: a queue under a flood is not
+        // idle, and sleeping then would let the ring fill and the device drop what comes
+        // next, the wanted frames with the junk.
+        let dropped = self.dev.rx_queue().ingress_stats().dropped + self.dev.stats().rx_app_dropped;
+        let arrived = dropped != self.dropped;
+        self.dropped = dropped;
+        if busy || sent > 0 || arrived || changed == PollResult::SocketStateChanged {
             self.idle = 0;
             return;
         }

@@ -289,14 +289,14 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
         let tap_dropped = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let client = {
-            let (peer, host) = (peer.clone(), host.clone());
+            let peer = peer.clone();
             std::thread::spawn(move || {
                 let out = peer
                     .command("python3")
                     .args([
                         "-c",
                         tenge_tests::tcp::ECHO_CLIENT,
-                        &host,
+                        DEFAULT_GUEST_ADDR,
                         "7",
                         &(FLOOD_START + Duration::from_secs(u64::from(d)))
                             .as_secs()
