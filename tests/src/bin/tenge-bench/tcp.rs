@@ -160,7 +160,7 @@ pub(crate) fn run_tcp(d: u32, rounds: u32) -> Result<(), String> {
             &kernel,
             "linux-kernel",
             &left_out,
-            " unit=gbps",
+            " unit=payload-gbps",
         )?;
     }
     Ok(())
