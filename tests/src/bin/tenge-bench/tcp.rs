@@ -430,7 +430,7 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
         &app,
         "app-drop",
         &left_out,
-        " unit=mbps",
+        " unit=goodput-mbps",
     )
 }
 
