@@ -202,6 +202,15 @@ const FLOOD_START: Duration = Duration::from_secs(2);
 /// (`tap_dropped` in BENCH-DETAIL) and every junk frame reaches the guest's ring.
 const FLOOD_PPS: u64 = 50_000;
 
+/// [`FLOOD_PPS`], or `TENGE_FLOOD_PPS` from the environment (0: unpaced, as fast as the
+/// packet socket sends).
+fn flood_pps() -> u64 {
+    std::env::var("TENGE_FLOOD_PPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(FLOOD_PPS)
+}
+
 /// The tap's `tx_dropped` counter (frames for QEMU it had no room for).
 fn tap_tx_dropped(peer: &TapPeer) -> u64 {
     let path = format!("/sys/class/net/{}/statistics/tx_dropped", peer.ifname());
@@ -324,19 +333,25 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
                 // The client's connection opens and its transfer runs before the junk starts.
                 std::thread::sleep(FLOOD_START);
                 let dropped_before = tap_tx_dropped(&peer);
+                let pps = flood_pps();
                 let start = Instant::now();
                 let length = Duration::from_secs(u64::from(d));
                 let mut i = 0u64;
                 while start.elapsed() < length && !stop.load(Ordering::Relaxed) {
-                    // Paced to FLOOD_PPS: what is due by now, then a short sleep.
-                    let due = (start.elapsed().as_secs_f64() * FLOOD_PPS as f64) as u64;
+                    // Paced to the rate: what is due by now, then a short sleep.
+                    let due = match pps {
+                        0 => i + 1024,
+                        p => (start.elapsed().as_secs_f64() * p as f64) as u64,
+                    };
                     while i < due {
                         if sock.send(&frames[i as usize % frames.len()]).is_ok() {
                             sent.fetch_add(1, Ordering::Relaxed);
                         }
                         i += 1;
                     }
-                    std::thread::sleep(Duration::from_micros(200));
+                    if pps > 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
                 }
                 tap_dropped.store(
                     tap_tx_dropped(&peer).saturating_sub(dropped_before),
@@ -396,7 +411,8 @@ pub(crate) fn run_flood(d: u32, rounds: u32) -> Result<(), String> {
         let (ts, tt) = sent(format!("tenge{r}"));
         let (ps, pt) = sent(format!("peer{r}"));
         println!(
-            "BENCH-DETAIL case={FLOOD_CASE} round={r} flood_pps={FLOOD_PPS} filter_flood_sent={ts} filter_tap_dropped={tt} filter_ingress_dropped={} filter_rx_frames={} filter_rx_no_buf={} app_flood_sent={ps} app_tap_dropped={pt} app_dropped={} app_rx_frames={} app_rx_no_buf={}",
+            "BENCH-DETAIL case={FLOOD_CASE} round={r} flood_pps={} filter_flood_sent={ts} filter_tap_dropped={tt} filter_ingress_dropped={} filter_rx_frames={} filter_rx_no_buf={} app_flood_sent={ps} app_tap_dropped={pt} app_dropped={} app_rx_frames={} app_rx_no_buf={}",
+            flood_pps(),
             field(&t, "ingress_dropped").unwrap_or(0.0),
             field(&t, "rx_frames").unwrap_or(0.0),
             field(&t, "rx_no_buf").unwrap_or(0.0),
