@@ -195,12 +195,13 @@ fn junk_frames(mac: [u8; 6]) -> Vec<Vec<u8>> {
 /// transfer under way.
 const FLOOD_START: Duration = Duration::from_secs(2);
 
-/// The flood's rate, frames per second. Not the most a packet socket sends (about 1.7
-/// Mpps here): the tap holds 1,000 frames for QEMU, QEMU takes a small part of that rate,
-/// and the tap then drops the client's frames as much as the junk, so goodput would
-/// measure the tap's queue, not the server. At this rate the tap drops (almost) nothing
-/// (`tap_dropped` in BENCH-DETAIL) and every junk frame reaches the guest's ring.
-const FLOOD_PPS: u64 = 50_000;
+/// The flood's rate, frames per second: the most the tap carries with little loss. A
+/// packet socket unpaced sends about 1.9 Mpps here, but the tap holds 1,000 frames for
+/// QEMU, QEMU takes about 0.17 Mpps of them, and the tap drops the client's frames as much
+/// as the junk: the connection then falls to 1-2 Mbit/s whatever the server does, and the
+/// case would measure the tap's queue (`TENGE_FLOOD_PPS=0`). At 150,000 the tap dropped
+/// 0.2-4 % (`tap_dropped` in BENCH-DETAIL) and the rest reached the guest's ring.
+const FLOOD_PPS: u64 = 150_000;
 
 /// [`FLOOD_PPS`], or `TENGE_FLOOD_PPS` from the environment (0: unpaced, as fast as the
 /// packet socket sends).
