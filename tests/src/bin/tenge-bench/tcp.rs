@@ -200,7 +200,7 @@ const FLOOD_START: Duration = Duration::from_secs(2);
 /// QEMU, QEMU takes about 0.17 Mpps of them, and the tap drops the client's frames as much
 /// as the junk: the connection then falls to 1-2 Mbit/s whatever the server does, and the
 /// case would measure the tap's queue (`TENGE_FLOOD_PPS=0`). At 150,000 the tap dropped
-/// 0.2-4 % (`tap_dropped` in BENCH-DETAIL) and the rest reached the guest's ring.
+/// 0.1-4 % (`tap_dropped` in BENCH-DETAIL) and the rest reached the guest's ring.
 const FLOOD_PPS: u64 = 150_000;
 
 /// [`FLOOD_PPS`], or `TENGE_FLOOD_PPS` from the environment (0: unpaced, as fast as the
