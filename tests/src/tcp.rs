@@ -157,6 +157,25 @@ pub fn start_server(
     Ok(Server { child, out })
 }
 
+/// A client in the namespace that sends: `python3 -c SEND_CLIENT HOST PORT BYTES`
+/// connects, sends BYTES random bytes, closes, and prints `BULK-SENT bytes=N sha256=H`.
+pub const SEND_CLIENT: &str = r#"
+import hashlib, os, socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.create_connection((host, port), timeout=60)
+h, sent = hashlib.sha256(), 0
+while sent < n:
+    b = os.urandom(min(1 << 20, n - sent))
+    s.sendall(b)
+    h.update(b)
+    sent += len(b)
+s.shutdown(socket.SHUT_WR)
+while s.recv(65536):
+    pass
+s.close()
+print("BULK-SENT bytes=%d sha256=%s" % (sent, h.hexdigest()), flush=True)
+"#;
+
 /// `key=value` from the first line of `text` that has it.
 pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     let k = format!("{key}=");

@@ -253,6 +253,58 @@ fn tcp_bulk_receives_100_mb_from_linux_byte_exact() {
     bulk_with_linux(NicModel::E1000e, false, 100 << 20);
 }
 
+/// tcp-bulk listening (no `--connect`): a Linux client in the namespace connects and sends
+/// 32 MB of random bytes over igb; tcp-bulk's count and SHA-256 equal the client's.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn tcp_bulk_listens_and_receives_from_a_linux_client() {
+    tenge_tests::retry_on_qemu_map_race(|| {
+        let bytes = 32usize << 20;
+        let peer = TapPeer::new().expect("tap in a namespace (needs root and iproute2)");
+        let cfg = GuestConfig {
+            timeout: Duration::from_secs(600),
+            ..GuestConfig::with_nics(vec![Nic::new(NicModel::Igb, peer.backend())])
+        };
+        let script = format!(
+            "{} {} --ip {DEFAULT_GUEST_ADDR}/24 --recv --port 5001 --interval 5\n",
+            bin("tcp-bulk"),
+            Nic::pci_addr(0)
+        );
+        let mut guest = Guest::boot(&cfg, &script).expect("boot guest");
+        guest
+            .wait_for_line(|l| l.contains("READY") || l.contains("TENGE-GUEST-EXIT"))
+            .expect("guest output");
+        let out = peer
+            .exec_ok(&[
+                "python3",
+                "-c",
+                tenge_tests::tcp::SEND_CLIENT,
+                DEFAULT_GUEST_ADDR,
+                "5001",
+                &bytes.to_string(),
+            ])
+            .expect("the Linux client");
+        let log = wait_ok(guest);
+        let f = |text: &str, k: &str| tenge_tests::tcp::field(text, k).unwrap_or("").to_owned();
+        let summary: String = log
+            .lines()
+            .filter(|l| l.contains("tcp-bulk: done:"))
+            .collect();
+        assert_eq!(f(&out, "bytes"), bytes.to_string(), "{out}");
+        assert_eq!(
+            f(&summary, "bytes"),
+            bytes.to_string(),
+            "{}",
+            tail(&log, 10)
+        );
+        assert_eq!(
+            f(&summary, "sha256"),
+            f(&out, "sha256"),
+            "Linux: {out}\nguest: {summary}"
+        );
+    });
+}
+
 /// `http-get` fetches a 100 MB file from Python's `http.server` in the namespace over
 /// virtio-net; the SHA-256 it prints is the file's (`sha256sum` on the host).
 #[test]
