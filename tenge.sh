@@ -12,6 +12,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export TENGE_ROOT="$PWD"
+# Where cargo puts the binaries (CARGO_TARGET_DIR, as cargo reads it) and where the
+# in-guest tests look for them.
+bin="${CARGO_TARGET_DIR:-$PWD/target}/release"
+export TENGE_BIN_DIR="${TENGE_BIN_DIR:-$bin}"
 
 need_root() {
     if [ "$(id -u)" != 0 ]; then
@@ -31,8 +35,8 @@ case "${1:-help}" in
 demo)
     setup
     DURATION="${DURATION:-10}"
-    exec ./target/release/testbed run --nic e1000e:hub0 --timeout $((DURATION + 120)) -- \
-        "$PWD/target/release/pktgen" 0000:00:03.0 --duration "$DURATION" --size 64
+    exec "$bin"/testbed run --nic e1000e:hub0 --timeout $((DURATION + 120)) -- \
+        "$bin/pktgen" 0000:00:03.0 --duration "$DURATION" --size 64
     ;;
 test)
     setup
@@ -75,10 +79,10 @@ test)
     # In-guest: every #[ignore = "boots a QEMU guest"] test, one guest at a time (2 cores).
     run cargo test --workspace -- --ignored --test-threads 1
     # Benchmarks: instructions per packet (callgrind), then tenge vs testpmd in the guest.
-    run ./target/release/engine-ipp
+    run "$bin"/engine-ipp
     # Short versions of the e1000e cases and the vhost-user 64-byte cases (five alternating
     # rounds each); ./tenge.sh bench runs every case, longer.
-    run ./target/release/tenge-bench --duration "${DURATION:-3}" --rounds "${ROUNDS:-5}" \
+    run "$bin"/tenge-bench --duration "${DURATION:-3}" --rounds "${ROUNDS:-5}" \
         --cases e1000e-tx64,e1000e-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64
     passed=$(grep -o '[0-9]* passed' "$log" | awk '{s+=$1} END {print s+0}')
     failed=$(grep -o '[0-9]* failed' "$log" | awk '{s+=$1} END {print s+0}')
@@ -97,8 +101,8 @@ bench)
         echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), $(qemu-system-x86_64 --version | head -1), $(uname -r) host kernel"
         echo "# ./tenge.sh bench: DURATION=${DURATION:-10} ROUNDS=${ROUNDS:-5} CASES=${CASES:-default}"
     } > "$raw"
-    ./target/release/engine-ipp | tee -a "$raw"
-    ./target/release/tenge-bench --duration "${DURATION:-10}" --rounds "${ROUNDS:-5}" \
+    "$bin"/engine-ipp | tee -a "$raw"
+    "$bin"/tenge-bench --duration "${DURATION:-10}" --rounds "${ROUNDS:-5}" \
         ${CASES:+--cases "$CASES"} | tee -a "$raw"
     echo "tenge: raw figures in $raw" >&2
     ;;

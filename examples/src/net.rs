@@ -28,6 +28,60 @@ pub fn parse_cidr(s: &str) -> Result<(Ipv4Addr, u8), String> {
     Ok((a, p))
 }
 
+/// The command-line options every TCP example takes (`#[command(flatten)]`): the port,
+/// the address, the route, the buffers, the live lines, the idle sleep, the offloads.
+#[derive(clap::Args, Debug)]
+pub struct StackArgs {
+    /// PCI address of the NIC, e.g. 0000:00:03.0 (see `lspci -D`).
+    pub pci: String,
+    /// The interface's IPv4 address and prefix length.
+    #[arg(long, value_parser = parse_cidr)]
+    pub ip: (Ipv4Addr, u8),
+    /// Default IPv4 route through this gateway.
+    #[arg(long)]
+    pub gateway: Option<Ipv4Addr>,
+    /// Bytes of each socket's receive and send buffer.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub buffer: usize,
+    /// RX descriptors (the TCP window is kept within them).
+    #[arg(long, default_value_t = 512)]
+    pub rx_ring: u32,
+    /// Seconds between live rate lines (0: none).
+    #[arg(long, default_value = "1", value_parser = crate::parse_secs)]
+    pub interval: Duration,
+    /// Empty polls before the loop sleeps until smoltcp's next timer (at most 1 ms): an
+    /// idle program does not burn a core.
+    #[arg(long, default_value_t = 2000)]
+    pub idle_polls: u32,
+    /// Every checksum by smoltcp in software, none by the device (the summary's
+    /// `tx_csum=` says which were in use).
+    #[arg(long)]
+    pub no_offload: bool,
+}
+
+impl StackArgs {
+    /// [`Stack::open`] with these options.
+    pub fn open(&self) -> Result<Stack, Box<dyn std::error::Error>> {
+        Stack::open(
+            &self.pci,
+            self.ip,
+            self.gateway,
+            self.rx_ring,
+            self.idle_polls,
+            !self.no_offload,
+        )
+    }
+
+    /// A TCP socket with [`StackArgs::buffer`] bytes each way.
+    pub fn socket(&self) -> smoltcp::socket::tcp::Socket<'static> {
+        use smoltcp::socket::tcp;
+        tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.buffer]),
+            tcp::SocketBuffer::new(vec![0; self.buffer]),
+        )
+    }
+}
+
 /// A port, smoltcp on its first queue pair, and the loop's clock.
 pub struct Stack {
     /// The port (its control path; its first queue pair is the device's).
@@ -38,21 +92,28 @@ pub struct Stack {
     pub iface: Interface,
     /// The sockets.
     pub sockets: SocketSet<'static>,
+    /// Who computes the TX checksums: `device` or `smoltcp` (`tx_csum=` in the summary).
+    pub tx_checksums: &'static str,
     start: Instant,
     idle: u32,
     idle_polls: u32,
+    /// Frames dropped before smoltcp (ingress filter, application drop) at the last poll.
+    dropped: u64,
 }
 
 impl Stack {
     /// Opens `pci` with `rx_ring` RX descriptors and sets the interface up with `ip` and,
     /// if given, a default route through `gateway`; after `idle_polls` polls that moved
-    /// nothing, [`Stack::poll`] sleeps.
+    /// nothing, [`Stack::poll`] sleeps. `offloads` false leaves every checksum to smoltcp
+    /// in software, even where the device could compute it (to compare, and to test the
+    /// path a device without offloads takes).
     pub fn open(
         pci: &str,
         ip: (Ipv4Addr, u8),
         gateway: Option<Ipv4Addr>,
         rx_ring: u32,
         idle_polls: u32,
+        offloads: bool,
     ) -> Result<Stack, Box<dyn std::error::Error>> {
         let cfg = PortConfig {
             rx_ring,
@@ -62,7 +123,7 @@ impl Stack {
             // cannot give it).
             interrupts: true,
             // virtio-net's CSUM where offered (e1000e and igb checksum per packet anyway).
-            tx_checksum: true,
+            tx_checksum: offloads,
             ..PortConfig::default()
         };
         let mut port = Port::open(pci, &cfg)?;
@@ -74,7 +135,7 @@ impl Stack {
             .ok_or("the port has no queue pair")?;
         // The TCP and UDP checksums by the device where it has them; smoltcp's own where
         // tenge would only compute them in software in its place.
-        let device_csum = port.offloads().tx_tcp_csum == tenge::OffloadSupport::Device;
+        let device_csum = offloads && port.offloads().tx_tcp_csum == tenge::OffloadSupport::Device;
         let mut dev = SmolDevice::new(pair, rx_ring as usize).with_tx_checksum_offload(device_csum);
         let irq = dev.rx_queue().has_interrupt();
         println!(
@@ -86,6 +147,7 @@ impl Stack {
                 "1 ms at a time (no interrupt)"
             }
         );
+        let tx_checksums = if device_csum { "device" } else { "smoltcp" };
         let start = Instant::now();
         let mut iface = Interface::new(
             Config::new(HardwareAddress::Ethernet(EthernetAddress(mac))),
@@ -106,9 +168,11 @@ impl Stack {
             dev,
             iface,
             sockets: SocketSet::new(Vec::new()),
+            tx_checksums,
             start,
             idle: 0,
             idle_polls,
+            dropped: 0,
         })
     }
 
@@ -129,7 +193,13 @@ impl Stack {
         let now = self.now();
         let changed = self.iface.poll(now, &mut self.dev, &mut self.sockets);
         let sent = self.dev.flush();
-        if busy || sent > 0 || changed == PollResult::SocketStateChanged {
+        // Frames dropped before smoltcp arrived all the same: a queue under a flood is not
+        // idle, and sleeping then would let the ring fill and the device drop what comes
+        // next, the wanted frames with the junk.
+        let dropped = self.dev.rx_queue().ingress_stats().dropped + self.dev.stats().rx_app_dropped;
+        let arrived = dropped != self.dropped;
+        self.dropped = dropped;
+        if busy || sent > 0 || arrived || changed == PollResult::SocketStateChanged {
             self.idle = 0;
             return;
         }
@@ -162,18 +232,125 @@ impl Stack {
         }
     }
 
-    /// The adapter's and the queues' counters, for a summary line.
+    /// The adapter's and the queues' counters and who computed the TX checksums, for a
+    /// summary line.
     pub fn counters(&mut self) -> String {
         let st = self.dev.stats();
         let rx = self.dev.rx_queue().stats();
         let tx = self.dev.tx_queue().stats();
         format!(
-            "rx_frames={} tx_frames={} tx_no_buffer={} rx_bad_checksum={} rx_no_buf={} tx_ring_full={}",
-            st.rx_frames, st.tx_frames, st.tx_no_buffer, st.rx_bad_checksum, rx.no_buf, tx.ring_full
+            "tx_csum={} rx_frames={} tx_frames={} tx_no_buffer={} rx_bad_checksum={} rx_app_dropped={} rx_no_buf={} tx_ring_full={}",
+            self.tx_checksums,
+            st.rx_frames,
+            st.tx_frames,
+            st.tx_no_buffer,
+            st.rx_bad_checksum,
+            st.rx_app_dropped,
+            rx.no_buf,
+            tx.ring_full
         )
+    }
+
+    /// Runs the loop: [`Stack::poll`], then `step` (whether it moved data, whether to
+    /// go on, and the application's running byte count), and every `interval` (zero:
+    /// never) a live line `[  1.0s] <live(stack, Mbit/s, bytes)>`, the rate of that byte
+    /// count since the last line. Returns when `step` says done.
+    pub fn run(
+        &mut self,
+        interval: Duration,
+        mut step: impl FnMut(&mut Stack) -> Result<Step, Box<dyn std::error::Error>>,
+        mut live: impl FnMut(&mut Stack, f64, u64) -> String,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (mut last, mut last_bytes) = (Duration::ZERO, 0u64);
+        let mut moved = false;
+        loop {
+            self.poll(moved);
+            let s = step(self)?;
+            moved = s.moved;
+            let t = self.elapsed();
+            if !interval.is_zero() && t - last >= interval {
+                let mbps = s.bytes.saturating_sub(last_bytes) as f64 * 8.0
+                    / (t - last).as_secs_f64()
+                    / 1e6;
+                let line = live(self, mbps, s.bytes);
+                println!("[{:6.1}s] {line}", t.as_secs_f64());
+                (last, last_bytes) = (t, s.bytes);
+            }
+            if s.done {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// What one step of [`Stack::run`]'s loop did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Step {
+    /// Data moved (the loop does not count the round as idle).
+    pub moved: bool,
+    /// The application is done: the loop returns.
+    pub done: bool,
+    /// The application's byte count so far (the live lines give its rate).
+    pub bytes: u64,
+}
+
+/// Whether `f` is junk a TCP server may drop before its stack sees it: UDP (with
+/// `drop_udp`), or IPv4 from outside `only_from` (address, prefix length), if given.
+/// Ethernet II without a VLAN tag; anything else (ARP, IPv6) is not junk.
+pub fn is_junk(f: &[u8], drop_udp: bool, only_from: Option<(Ipv4Addr, u8)>) -> bool {
+    const UDP: u8 = 17;
+    match f.get(12..14) {
+        Some([0x08, 0x00]) => {
+            if drop_udp && f.get(23) == Some(&UDP) {
+                return true;
+            }
+            let (Some((net, prefix)), Some(src)) = (only_from, f.get(26..30)) else {
+                return false;
+            };
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            let src = u32::from_be_bytes([src[0], src[1], src[2], src[3]]);
+            src & mask != u32::from(net) & mask
+        }
+        Some([0x86, 0xdd]) => drop_udp && f.get(20) == Some(&UDP),
+        _ => false,
     }
 }
 
 fn smol_now(start: Instant) -> smoltcp::time::Instant {
     smoltcp::time::Instant::from_micros(start.elapsed().as_micros() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ipv4(src: [u8; 4], proto: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[23] = proto;
+        f[26..30].copy_from_slice(&src);
+        f
+    }
+
+    #[test]
+    fn junk_is_udp_or_from_outside_the_allowed_network() {
+        let only = Some((Ipv4Addr::new(10, 99, 0, 1), 32));
+        assert!(is_junk(&ipv4([10, 99, 0, 1], 17), true, None));
+        assert!(!is_junk(&ipv4([10, 99, 0, 1], 17), false, None));
+        assert!(!is_junk(&ipv4([10, 99, 0, 1], 6), true, only));
+        assert!(is_junk(&ipv4([10, 99, 1, 7], 6), false, only));
+        let net = Some((Ipv4Addr::new(10, 99, 0, 0), 24));
+        assert!(!is_junk(&ipv4([10, 99, 0, 200], 6), false, net));
+        assert!(!is_junk(
+            &ipv4([1, 2, 3, 4], 6),
+            false,
+            Some((Ipv4Addr::UNSPECIFIED, 0))
+        ));
+        // ARP and short frames are never junk.
+        let mut arp = vec![0u8; 42];
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert!(!is_junk(&arp, true, only));
+        assert!(!is_junk(&[0u8; 10], true, only));
+    }
 }

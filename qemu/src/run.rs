@@ -128,6 +128,10 @@ pub struct RunningGuest {
     timed_out: bool,
     console_closed: bool,
     log_file: Arc<Mutex<File>>,
+    /// When the exit marker came: a guest whose power-off then hangs (a stalled guest
+    /// timer under TCG on a loaded host has been seen to) is killed EXIT_GRACE later
+    /// instead of at the run's deadline.
+    exit_seen: Option<Instant>,
     echo: Arc<AtomicBool>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     run_dir: PathBuf,
@@ -279,6 +283,7 @@ impl Guest {
             timed_out: false,
             console_closed: false,
             log_file,
+            exit_seen: None,
             echo,
             stderr_tail,
             run_dir,
@@ -456,9 +461,20 @@ impl RunningGuest {
     }
 
     fn next_line_until(&mut self, until: Instant) -> Option<String> {
-        match self.recv_until(until) {
+        let after_exit = self.exit_seen.map(|t| t + EXIT_GRACE);
+        match self.recv_until(after_exit.map_or(until, |g| g.min(until))) {
             Recv::Line(l) => Some(l),
             Recv::Closed => None,
+            Recv::Timeout if after_exit.is_some_and(|g| Instant::now() >= g) => {
+                // The script finished and said so; only the power-off hung.
+                eprintln!(
+                    "tenge-testbed: the guest printed its exit code but did not power off within {EXIT_GRACE:?}; killing QEMU (serial log: {})",
+                    self.log.display()
+                );
+                let _ = self.kill();
+                self.console_closed = true;
+                None
+            }
             Recv::Timeout => {
                 self.timed_out = true;
                 self.report_threads();
@@ -505,6 +521,7 @@ impl RunningGuest {
         if let Some(code) = line.strip_prefix(EXIT_MARKER) {
             if let Ok(code) = code.trim().parse() {
                 self.exit_code = Some(code);
+                self.exit_seen = Some(Instant::now());
             }
         } else if let Some(why) = line.strip_prefix(SETUP_ERROR_MARKER) {
             self.setup_error = Some(why.to_owned());

@@ -11,6 +11,7 @@ use std::time::Duration;
 pub mod offload;
 pub mod rss;
 pub mod seq;
+pub mod tcp;
 pub mod toeplitz;
 pub use seq::{parse_summary, Arrival, SeqTally};
 

@@ -10,7 +10,7 @@ use clap::Parser;
 use sha2::{Digest, Sha256};
 use smoltcp::socket::tcp;
 use smoltcp::wire::IpAddress;
-use tenge_examples::net::{parse_cidr, Stack};
+use tenge_examples::net::StackArgs;
 use tenge_examples::{memory_summary, parse_secs};
 
 /// Download http://HOST:PORT/PATH through a NIC driven by tenge and smoltcp.
@@ -21,31 +21,16 @@ use tenge_examples::{memory_summary, parse_secs};
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
-    /// PCI address of the NIC, e.g. 0000:00:03.0 (see `lspci -D`).
-    pci: String,
+    #[command(flatten)]
+    net: StackArgs,
     /// http://ADDRESS:PORT/PATH (the port 80 if left out), the server by its IPv4 address.
     url: String,
-    /// The interface's IPv4 address and prefix length.
-    #[arg(long, value_parser = parse_cidr)]
-    ip: (Ipv4Addr, u8),
-    /// Default IPv4 route through this gateway.
-    #[arg(long)]
-    gateway: Option<Ipv4Addr>,
     /// Where the body goes (default: nowhere, only hashed).
     #[arg(short, long)]
     output: Option<std::path::PathBuf>,
     /// Give up after this many seconds.
     #[arg(long, default_value = "600", value_parser = parse_secs)]
     timeout: Duration,
-    /// Bytes of the socket's receive buffer.
-    #[arg(long, default_value_t = 256 * 1024)]
-    buffer: usize,
-    /// RX descriptors.
-    #[arg(long, default_value_t = 512)]
-    rx_ring: u32,
-    /// Seconds between live rate lines (0: none).
-    #[arg(long, default_value = "1", value_parser = parse_secs)]
-    interval: Duration,
 }
 
 fn main() -> ExitCode {
@@ -91,11 +76,8 @@ fn parse_head(head: &[u8]) -> Result<(u16, Option<u64>), String> {
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let (server, port, path) = parse_url(&args.url)?;
-    let mut st = Stack::open(&args.pci, args.ip, args.gateway, args.rx_ring, 2000)?;
-    let sock = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; args.buffer]),
-        tcp::SocketBuffer::new(vec![0; 4096]),
-    );
+    let mut st = args.net.open()?;
+    let sock = args.net.socket();
     let h = st.sockets.add(sock);
     let local_port = 49152 + (std::process::id() % 16384) as u16;
     st.sockets
@@ -177,7 +159,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             s.close();
             break;
         }
-        if !args.interval.is_zero() && t - last >= args.interval {
+        if !args.net.interval.is_zero() && t - last >= args.net.interval {
             println!(
                 "[{:6.1}s] rx {:8.3} Mbit/s  {body} bytes",
                 t.as_secs_f64(),

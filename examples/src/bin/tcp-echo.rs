@@ -10,7 +10,7 @@ use clap::Parser;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use tenge::port::IngressVerdict;
-use tenge_examples::net::{parse_cidr, Stack};
+use tenge_examples::net::{is_junk, parse_cidr, StackArgs};
 use tenge_examples::{memory_summary, parse_secs};
 
 /// Echo TCP on a NIC driven by tenge, through smoltcp; answers ARP and ping too.
@@ -21,68 +21,46 @@ use tenge_examples::{memory_summary, parse_secs};
 #[derive(Parser, Debug)]
 #[command(version, verbatim_doc_comment)]
 struct Args {
-    /// PCI address of the NIC, e.g. 0000:00:03.0 (see `lspci -D`).
-    pci: String,
-    /// The interface's IPv4 address and prefix length.
-    #[arg(long, value_parser = parse_cidr)]
-    ip: (Ipv4Addr, u8),
-    /// Default IPv4 route through this gateway.
-    #[arg(long)]
-    gateway: Option<Ipv4Addr>,
+    #[command(flatten)]
+    net: StackArgs,
     /// TCP port to listen on.
     #[arg(long, default_value_t = 7)]
     port: u16,
     /// Connections served at once (a listening socket each).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     connections: u16,
-    /// Bytes of each socket's receive and send buffer.
-    #[arg(long, default_value_t = 256 * 1024)]
-    buffer: usize,
     /// Exit once this many connections have closed (default: run until --duration).
     #[arg(long)]
     exit_after: Option<u64>,
     /// Stop after this many seconds.
     #[arg(long, default_value = "3600", value_parser = parse_secs)]
     duration: Duration,
-    /// RX descriptors (the TCP window is kept within them).
-    #[arg(long, default_value_t = 512)]
-    rx_ring: u32,
-    /// Seconds between live rate lines (0: none).
-    #[arg(long, default_value = "1", value_parser = parse_secs)]
-    interval: Duration,
     /// Drop every UDP frame in the receive queue's ingress filter, before smoltcp sees it
     /// (an echo server has no UDP to serve: a UDP flood costs it a pass over each frame's
     /// headers and no more).
     #[arg(long)]
     drop_udp: bool,
-    /// Empty polls before the loop sleeps until smoltcp's next timer (at most 1 ms): an
-    /// idle server does not burn a core.
-    #[arg(long, default_value_t = 2000)]
-    idle_polls: u32,
+    /// Drop every IPv4 frame whose source is outside this network (e.g. 10.99.0.1/32 for
+    /// one known client), as --drop-udp does: a SYN flood from other addresses never
+    /// reaches the listeners.
+    #[arg(long, value_parser = parse_cidr)]
+    only_from: Option<(Ipv4Addr, u8)>,
+    /// Where --drop-udp and --only-from drop: `filter` (the receive queue's ingress filter,
+    /// before the burst) or `app` (the application, after the burst and before smoltcp:
+    /// what a server without the filter does; to compare the two).
+    #[arg(long, default_value = "filter", value_parser = ["filter", "app"])]
+    drop_at: String,
 }
 
 fn main() -> ExitCode {
     tenge_examples::run_main("tcp-echo", Args::parse(), run)
 }
 
-/// Whether `f` is UDP over IPv4 or IPv6 (Ethernet II, no VLAN tag).
-fn is_udp(f: &[u8]) -> bool {
-    const UDP: u8 = 17;
-    match f.get(12..14) {
-        Some([0x08, 0x00]) => f.get(23) == Some(&UDP),
-        Some([0x86, 0xdd]) => f.get(20) == Some(&UDP),
-        _ => false,
-    }
-}
-
 /// How long a connection may say nothing before it is dropped.
 const IDLE_TIMEOUT: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(10);
 
-fn listener(buffer: usize, port: u16) -> Result<tcp::Socket<'static>, String> {
-    let mut s = tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; buffer]),
-        tcp::SocketBuffer::new(vec![0; buffer]),
-    );
+fn listener(net: &StackArgs, port: u16) -> Result<tcp::Socket<'static>, String> {
+    let mut s = net.socket();
     // A connection that says nothing for this long is dropped: a SYN flood's half-open
     // connections give their socket back instead of holding it for ever.
     s.set_timeout(Some(IDLE_TIMEOUT));
@@ -92,32 +70,32 @@ fn listener(buffer: usize, port: u16) -> Result<tcp::Socket<'static>, String> {
 }
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut st = Stack::open(
-        &args.pci,
-        args.ip,
-        args.gateway,
-        args.rx_ring,
-        args.idle_polls,
-    )?;
-    if args.drop_udp {
-        st.dev
-            .rx_queue()
-            .set_ingress_filter(Some(Box::new(|p: &tenge::PacketBuf| {
-                if is_udp(p.data()) {
-                    IngressVerdict::Drop
-                } else {
-                    IngressVerdict::Pass
-                }
-            })));
+    let mut st = args.net.open()?;
+    let (drop_udp, only_from) = (args.drop_udp, args.only_from);
+    if drop_udp || only_from.is_some() {
+        if args.drop_at == "app" {
+            st.dev
+                .set_rx_drop(Some(Box::new(move |f| is_junk(f, drop_udp, only_from))));
+        } else {
+            st.dev
+                .rx_queue()
+                .set_ingress_filter(Some(Box::new(move |p: &tenge::PacketBuf| {
+                    if is_junk(p.data(), drop_udp, only_from) {
+                        IngressVerdict::Drop
+                    } else {
+                        IngressVerdict::Pass
+                    }
+                })));
+        }
     }
     let handles: Vec<SocketHandle> = (0..args.connections)
-        .map(|_| listener(args.buffer, args.port).map(|s| st.sockets.add(s)))
+        .map(|_| listener(&args.net, args.port).map(|s| st.sockets.add(s)))
         .collect::<Result<_, _>>()?;
     let mut was_open = vec![false; handles.len()];
-    let (ip, prefix) = args.ip;
+    let (ip, prefix) = args.net.ip;
     println!(
         "tcp-echo: {} {ip}/{prefix} port {} connections={} READY",
-        args.pci, args.port, args.connections
+        args.net.pci, args.port, args.connections
     );
     let mut buf = vec![0u8; 64 * 1024];
     let (mut echoed, mut closed, mut accepted) = (0u64, 0u64, 0u64);
@@ -161,7 +139,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         let t = st.elapsed();
-        if !args.interval.is_zero() && t - last >= args.interval {
+        if !args.net.interval.is_zero() && t - last >= args.net.interval {
             println!(
                 "[{:6.1}s] echo {:8.3} Mbit/s  connections open {} accepted {accepted} closed {closed}",
                 t.as_secs_f64(),

@@ -16,6 +16,7 @@ mod irq;
 mod mq;
 mod offload;
 mod stats;
+mod tcp;
 mod vhost;
 
 /// Run tenge against DPDK testpmd on QEMU's emulated NICs inside one guest boot per case,
@@ -82,6 +83,14 @@ mod vhost;
 ///                1,000 frames/s and a flood by an e1000e on its hub; BENCH compares the
 ///                flood's rate adaptive vs busy poll (peer=tenge-busy-poll), BENCH-DETAIL
 ///                gives CPU use, send-to-receive latency (median, p99) and interrupts/s
+///   tcp          bulk TCP payload Gbit/s, smoltcp over tenge (tcp-bulk) against the guest
+///                kernel's stack and virtio_net driver, each on its own virtio-net on a tap
+///                of one namespace (the same Linux peer), both directions (BENCH lines
+///                tcp-send and tcp-recv, peer=linux-kernel)
+///   flood        tcp-echo's goodput (Mbit/s) on one bulk connection while the namespace
+///                floods the port with 64-byte UDP and SYN junk: dropped in the ingress
+///                filter against dropped by the application after the burst
+///                (peer=app-drop)
 /// The virtio cases' BENCH-DETAIL lines also give notifications (doorbell writes the
 /// device received) per 1000 frames with and without EVENT_IDX. Every case alternates the
 /// sides over --rounds rounds in one boot and reports each side's median and spread; a
@@ -95,7 +104,7 @@ struct Args {
     /// Comma-separated cases to run.
     #[arg(
         long,
-        default_value = "e1000e-tx64,e1000e-rx64,igb-tx64,igb-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514,e1000e-l2fwd64,vhost-l2fwd64,vhost-mq-rx64,vhost-mq-l2fwd64,e1000e-tso,sw-gso,virtio-tso,lro,irq"
+        default_value = "e1000e-tx64,e1000e-rx64,igb-tx64,igb-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514,e1000e-l2fwd64,vhost-l2fwd64,vhost-mq-rx64,vhost-mq-l2fwd64,e1000e-tso,sw-gso,virtio-tso,lro,irq,tcp,flood"
     )]
     cases: String,
     /// Rounds per case, alternating tenge and the peer in one boot; the median and spread
@@ -132,6 +141,8 @@ fn main() -> ExitCode {
             mq::RX_CASE => mq::run_rx(args.duration, args.rounds),
             mq::L2FWD_CASE => mq::run_l2fwd(args.duration, args.rounds),
             irq::CASE => irq::run_case(args.duration, args.rounds),
+            tcp::TCP_CASE => tcp::run_tcp(args.duration, args.rounds),
+            tcp::FLOOD_CASE => tcp::run_flood(args.duration, args.rounds),
             other => match vhost::CASES.iter().find(|c| c.name == other) {
                 Some(c) => vhost::run(c, args.duration, args.rounds),
                 None => Err(format!("unknown case {other}")),
@@ -197,7 +208,7 @@ pub(crate) fn run(
 }
 
 /// As [`run`], calling `on_line` with each console line as it arrives.
-fn run_with(
+pub(crate) fn run_with(
     nics: Vec<Nic>,
     script: &str,
     duration: u32,
