@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 /// The intervals the adaptive moderation moves between, in microseconds (level 0 first).
 pub const LEVELS_US: [u32; 6] = [0, 32, 64, 128, 256, 512];
-/// The most frames [`Dim::frames`] asks a virtio-net to gather before it interrupts.
+/// The most frames adaptive moderation asks a virtio-net to gather before it interrupts.
 pub const MAX_FRAMES: u16 = 64;
 /// An epoch ends at a wake-up after at least this many wake-ups and this much time.
 pub const EPOCH_WAKEUPS: u64 = 16;

@@ -552,8 +552,9 @@ impl RxQueueHandle {
     /// Turns adaptive moderation ([`crate::port::dim`]) on or off (off: back to no
     /// moderation). It moves the interval of a device that has one (e1000e, igb), and the
     /// frame count on virtio-net, which has no time-based coalescing on QEMU but counts
-    /// frames with EVENT_IDX ([`dim::LEVELS_FRAMES`]); returns false, and does nothing,
-    /// on a virtio-net without EVENT_IDX.
+    /// frames with EVENT_IDX (the levels as frames at the current rate, at most
+    /// [`dim::MAX_FRAMES`]); returns false, and does nothing, on a virtio-net without
+    /// EVENT_IDX.
     pub fn set_adaptive(&mut self, on: bool) -> bool {
         let supported = match self.irq.device {
             IrqDevice::E1000e { .. } | IrqDevice::Igb { .. } => true,
