@@ -84,14 +84,17 @@ impl StackArgs {
 
 /// A port, smoltcp on its first queue pair, and the loop's clock.
 pub struct Stack {
-    /// The port (its control path; its first queue pair is the device's).
-    pub port: Port,
-    /// The smoltcp device.
+    /// The smoltcp device. Declared before `port`, so it (its queue pair, whose ring
+    /// registers are a mapping of the device) is dropped first: a port dropped before
+    /// its queues closes VFIO's device while a BAR mapping still holds it, and the kernel
+    /// refuses to take the group out of its container then (EBUSY, logged at exit).
     pub dev: SmolDevice,
     /// The smoltcp interface.
     pub iface: Interface,
     /// The sockets.
     pub sockets: SocketSet<'static>,
+    /// The port (its control path; its first queue pair is the device's).
+    pub port: Port,
     /// Who computes the TX checksums: `device` or `smoltcp` (`tx_csum=` in the summary).
     pub tx_checksums: &'static str,
     start: Instant,
