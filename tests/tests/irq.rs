@@ -440,6 +440,39 @@ fn l2fwd_reports_link_changes_and_counts_what_it_sent_while_down() {
     eprintln!("irq l2fwd link: forwarded {forwarded}, sent while port 1 down {down}");
 }
 
+/// No file descriptors left for the interrupts' eventfds: pktgen with `--interrupts`
+/// under an open-file limit of 8 (VFIO's container, group and device fit, its eventfds do
+/// not) fails to open the port with the error that names the limit and the way out,
+/// exit 1, no panic; under the guest's own limit the same command sends every frame.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn no_file_descriptors_for_eventfds_is_an_error_that_says_what_to_do() {
+    let a0 = Nic::pci_addr(0);
+    let pktgen = bin("pktgen");
+    let cmd = format!("{pktgen} {a0} --count 10 --interval 0 --interrupts");
+    let script = format!(
+        "sh -c 'ulimit -n 8; exec {cmd}'
+         echo LIMITED-EXIT=$?
+         {cmd}
+"
+    );
+    let log = tenge_tests::run_ok(
+        &config(vec![nic(NicModel::E1000e, Backend::Hub(0))]),
+        &script,
+    );
+    assert!(
+        log.contains(&format!(
+            "pktgen: interrupts of {a0}: eventfd failed: Too many open files (os error 24); \
+             raise the process's open-file limit (ulimit -n) or open the port without interrupts"
+        )),
+        "{}",
+        tail(&log, 20)
+    );
+    assert!(log.contains("LIMITED-EXIT=1"), "{}", tail(&log, 20));
+    assert!(!log.contains("panicked"), "{}", tail(&log, 20));
+    assert!(log.contains("sent=10 "), "{}", tail(&log, 20));
+}
+
 /// A virtio-net with a single MSI-X vector (QEMU `vectors=1`; tenge needs a configuration
 /// vector and one per RX queue): the port still opens with `interrupts`, says in its log
 /// that it falls back to polling, receives, and reports no link interrupts; a program that
