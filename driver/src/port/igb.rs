@@ -176,7 +176,10 @@ impl Port {
         let timeout_us = cfg.link_timeout.as_micros().min(u32::MAX as u128) as u32;
         let link = ifw::setup_link(&*regs, &mut delay, timeout_us).map_err(igb_err(addr))?;
         intel::log_link(addr, "igb", &mac, &link, cfg.link_timeout);
-        let irqs = igb_irqs(&dev, &regs, cfg)?;
+        // RX queue q on vector q, link changes on the next (igb::irq).
+        let irqs = intel::msix_irqs(&dev, &regs, cfg, ifw::irq::configure_msix, |regs, queue| {
+            super::irq::IrqDevice::Igb { regs, queue }
+        })?;
         Ok(Self::assemble(
             dev,
             Control::Igb {
@@ -192,40 +195,6 @@ impl Port {
             irqs,
         ))
     }
-}
-
-/// The 82576's interrupts as `cfg` asks: none, or MSI-X with RX queue q on vector q and
-/// link changes on the next (igb::irq).
-fn igb_irqs(
-    dev: &VfioDevice,
-    regs: &Arc<crate::platform::mmio::Bar>,
-    cfg: &PortConfig,
-) -> Result<super::irq::PortIrqs, Error> {
-    use super::irq::{IrqDevice, PortIrqs, QueueIrq};
-    let addr = dev.addr();
-    let queues = usize::from(cfg.queues);
-    let mut irqs = PortIrqs::polled(addr, queues)?;
-    if !cfg.interrupts {
-        return Ok(irqs);
-    }
-    let v = dev.enable_irqs(u32::from(cfg.queues) + 1)?;
-    if v.mode != crate::platform::vfio::IrqMode::Msix {
-        return Ok(irqs);
-    }
-    ifw::irq::configure_msix(&**regs, u32::from(cfg.queues));
-    for (q, irq) in irqs.queues.iter_mut().enumerate() {
-        *irq = QueueIrq {
-            fd: v.fds[q].clone(),
-            device: IrqDevice::Igb {
-                regs: regs.clone(),
-                queue: q as u32,
-            },
-        };
-    }
-    irqs.link.fd = v.fds[queues].clone();
-    irqs.link.live = true;
-    log::info!("{addr}: MSI-X: RX queue(s) on vector(s) 0..{queues}, link on vector {queues}");
-    Ok(irqs)
 }
 
 #[cfg(test)]

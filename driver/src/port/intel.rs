@@ -125,3 +125,38 @@ pub(super) fn rss_registers<const KEY: usize, const RETA: usize>(
         .fold(0, |acc, (_, f)| acc | f);
     (key, queues, bits)
 }
+
+/// An Intel port's interrupts as `cfg` asks: none, or MSI-X with RX queue q on vector q
+/// and the link (the "other" causes) on the next, the causes routed by the device's own
+/// `configure_msix` (e1000e IVAR; igb IVAR, IVAR_MISC and GPIE), each queue's interrupt
+/// armed through the registers `device` names.
+pub(super) fn msix_irqs(
+    dev: &crate::platform::vfio::VfioDevice,
+    regs: &Arc<crate::platform::mmio::Bar>,
+    cfg: &PortConfig,
+    configure_msix: fn(&crate::platform::mmio::Bar, u32),
+    device: fn(Arc<crate::platform::mmio::Bar>, u32) -> super::irq::IrqDevice,
+) -> Result<super::irq::PortIrqs, Error> {
+    use super::irq::{PortIrqs, QueueIrq};
+    let addr = dev.addr();
+    let queues = usize::from(cfg.queues);
+    let mut irqs = PortIrqs::polled(addr, queues)?;
+    if !cfg.interrupts {
+        return Ok(irqs);
+    }
+    let v = dev.enable_irqs(u32::from(cfg.queues) + 1)?;
+    if v.mode != crate::platform::vfio::IrqMode::Msix {
+        return Ok(irqs);
+    }
+    configure_msix(regs, u32::from(cfg.queues));
+    for (q, irq) in irqs.queues.iter_mut().enumerate() {
+        *irq = QueueIrq {
+            fd: v.fds[q].clone(),
+            device: device(regs.clone(), q as u32),
+        };
+    }
+    irqs.link.fd = v.fds[queues].clone();
+    irqs.link.live = true;
+    log::info!("{addr}: MSI-X: RX queue(s) on vector(s) 0..{queues}, link on vector {queues}");
+    Ok(irqs)
+}

@@ -533,7 +533,14 @@ impl Port {
         let timeout_us = cfg.link_timeout.as_micros().min(u32::MAX as u128) as u32;
         let link = fw::setup_link(&*regs, &mut delay, timeout_us);
         intel::log_link(addr, "e1000e", &mac, &link, cfg.link_timeout);
-        let irqs = e1000e_irqs(&dev, &regs, cfg)?;
+        // RX queue q on vector q, the other causes (link) on the next (e1000e::irq).
+        let irqs = intel::msix_irqs(
+            &dev,
+            &regs,
+            cfg,
+            tenge_firmware_iface::e1000e::irq::configure_msix,
+            |regs, queue| IrqDevice::E1000e { regs, queue },
+        )?;
         Ok(Self::assemble(
             dev,
             Control::E1000e {
@@ -1086,36 +1093,6 @@ impl Port {
         self.rss = Some(rss.clone());
         Ok(())
     }
-}
-
-/// The 82574's interrupts as `cfg` asks: none, or MSI-X with RX queue q on vector q and
-/// the other causes (link) on the next (e1000e::irq), the causes routed by IVAR.
-fn e1000e_irqs(dev: &VfioDevice, regs: &Arc<Bar>, cfg: &PortConfig) -> Result<PortIrqs, Error> {
-    use tenge_firmware_iface::e1000e::irq as e1000e_irq;
-    let addr = dev.addr();
-    let queues = usize::from(cfg.queues);
-    let mut irqs = PortIrqs::polled(addr, queues)?;
-    if !cfg.interrupts {
-        return Ok(irqs);
-    }
-    let v = dev.enable_irqs(cfg.queues as u32 + 1)?;
-    if v.mode != IrqMode::Msix {
-        return Ok(irqs);
-    }
-    e1000e_irq::configure_msix(&**regs, u32::from(cfg.queues));
-    for (q, irq) in irqs.queues.iter_mut().enumerate() {
-        *irq = QueueIrq {
-            fd: v.fds[q].clone(),
-            device: IrqDevice::E1000e {
-                regs: regs.clone(),
-                queue: q as u32,
-            },
-        };
-    }
-    irqs.link.fd = v.fds[queues].clone();
-    irqs.link.live = true;
-    log::info!("{addr}: MSI-X: RX queue(s) on vector(s) 0..{queues}, link on vector {queues}");
-    Ok(irqs)
 }
 
 /// virtio-net's interrupts as `cfg` asks: none, or MSI-X with configuration changes (the
