@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use tenge_testbed::{Guest, GuestConfig, Nic, NicModel, TapPeer, DEFAULT_GUEST_ADDR};
+use tenge_testbed::{Guest, GuestConfig, Nic, NicModel, RunningGuest, TapPeer, DEFAULT_GUEST_ADDR};
 use tenge_tests::{bin, tail, wait_ok};
 
 /// The client: `conns` connections at once, each sending `bytes` random bytes and reading
@@ -88,22 +88,36 @@ fn echo_over_tap(model: NicModel, bytes: usize, conns: usize, offloads: bool) {
     tenge_tests::retry_on_qemu_failure(|| echo_over_tap_once(model, bytes, conns, offloads));
 }
 
-fn echo_over_tap_once(model: NicModel, bytes: usize, conns: usize, offloads: bool) {
+/// A tap in a fresh namespace, and a guest whose `model` NIC on it runs `tcp-echo` on port
+/// 7 with `args` after the address options, booted and past the server's `READY` (or
+/// its exit, which `wait_ok` then reports).
+fn boot_echo(model: NicModel, timeout: Duration, args: &str) -> (TapPeer, RunningGuest) {
     let peer = TapPeer::new().expect("tap in a namespace (needs root and iproute2)");
-    let echo = bin("tcp-echo");
     let cfg = GuestConfig {
-        timeout: Duration::from_secs(900),
+        timeout,
         ..GuestConfig::with_nics(vec![Nic::new(model, peer.backend())])
     };
     let script = format!(
-        "{echo} {} --ip {DEFAULT_GUEST_ADDR}/24 --port 7 --exit-after {conns} --duration 800 --interval 5{}\n",
-        Nic::pci_addr(0),
-        if offloads { "" } else { " --no-offload" }
+        "{} {} --ip {DEFAULT_GUEST_ADDR}/24 --port 7 {args}\n",
+        bin("tcp-echo"),
+        Nic::pci_addr(0)
     );
     let mut guest = Guest::boot(&cfg, &script).expect("boot guest");
     guest
         .wait_for_line(|l| l.contains("READY") || l.contains("TENGE-GUEST-EXIT"))
         .expect("guest output");
+    (peer, guest)
+}
+
+fn echo_over_tap_once(model: NicModel, bytes: usize, conns: usize, offloads: bool) {
+    let (peer, guest) = boot_echo(
+        model,
+        Duration::from_secs(900),
+        &format!(
+            "--exit-after {conns} --duration 800 --interval 5{}",
+            if offloads { "" } else { " --no-offload" }
+        ),
+    );
     let out = spawn_client(&peer, bytes, conns)
         .wait_with_output()
         .expect("the Linux client's output");
@@ -360,21 +374,12 @@ fn http_get_fetches_a_100_mb_file_from_linux_byte_exact() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn tcp_echo_survives_a_reset_and_a_syn_flood() {
-    let peer = TapPeer::new().expect("tap in a namespace (needs root and iproute2)");
-    let echo = bin("tcp-echo");
-    let cfg = GuestConfig {
-        timeout: Duration::from_secs(600),
-        ..GuestConfig::with_nics(vec![Nic::new(NicModel::virtio(), peer.backend())])
-    };
     // Two connections close: the reset one and the transfer.
-    let script = format!(
-        "{echo} {} --ip {DEFAULT_GUEST_ADDR}/24 --port 7 --connections 8 --exit-after 2 --duration 500 --interval 5\n",
-        Nic::pci_addr(0)
+    let (peer, guest) = boot_echo(
+        NicModel::virtio(),
+        Duration::from_secs(600),
+        "--connections 8 --exit-after 2 --duration 500 --interval 5",
     );
-    let mut guest = Guest::boot(&cfg, &script).expect("boot guest");
-    guest
-        .wait_for_line(|l| l.contains("READY") || l.contains("TENGE-GUEST-EXIT"))
-        .expect("guest output");
     let reset = r#"
 import socket, struct, sys, time
 s = socket.create_connection((sys.argv[1], 7), timeout=60)
@@ -447,20 +452,11 @@ print("RESET-SENT")
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn ingress_filter_drops_a_udp_flood_during_a_transfer() {
-    let peer = TapPeer::new().expect("tap in a namespace (needs root and iproute2)");
-    let echo = bin("tcp-echo");
-    let cfg = GuestConfig {
-        timeout: Duration::from_secs(600),
-        ..GuestConfig::with_nics(vec![Nic::new(NicModel::virtio(), peer.backend())])
-    };
-    let script = format!(
-        "{echo} {} --ip {DEFAULT_GUEST_ADDR}/24 --port 7 --exit-after 1 --duration 500 --interval 5 --drop-udp\n",
-        Nic::pci_addr(0)
+    let (peer, guest) = boot_echo(
+        NicModel::virtio(),
+        Duration::from_secs(600),
+        "--exit-after 1 --duration 500 --interval 5 --drop-udp",
     );
-    let mut guest = Guest::boot(&cfg, &script).expect("boot guest");
-    guest
-        .wait_for_line(|l| l.contains("READY") || l.contains("TENGE-GUEST-EXIT"))
-        .expect("guest output");
     let client = spawn_client(&peer, 8 << 20, 1);
     let flood = r#"
 import socket, sys, time
