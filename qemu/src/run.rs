@@ -30,6 +30,20 @@ pub const SETUP_ERROR_MARKER: &str = "TENGE-GUEST-SETUP-ERROR=";
 /// the guest: a test may boot once more on it (`tenge_tests::retry_on_qemu_failure`).
 pub const QEMU_WEDGED: &str = "QEMU wedged: a thread blocked reading a unix socket";
 
+/// What a run says when the guest kernel reported that its timers stopped firing
+/// ([`TIMER_LOST_SIGNATURE`]): a vCPU sat idle with its next timer interrupt never
+/// delivered, so anything asleep on that CPU sleeps forever. Under TCG this has been seen
+/// with the host busy (a guest that never powered off, a guest frozen between two runs of
+/// rx-sink); the guest never recovered in 300 s. That is the emulator losing an
+/// interrupt, not the driver under test: the run is ended at once and a test may boot
+/// once more on it (`tenge_tests::retry_on_qemu_failure`).
+pub const GUEST_TIMER_LOST: &str = "guest timer lost: the guest kernel's timers stopped firing";
+
+/// The guest kernel's RCU stall report for a grace-period thread whose timer never woke
+/// it (`kernel/rcu/tree_stall.h`, `rcu_check_gp_kthread_expired_fqs_timer`): a timer
+/// interrupt lost, not a busy CPU (that one reads "kthread starved" alone).
+pub const TIMER_LOST_SIGNATURE: &str = "kthread timer wakeup didn't happen";
+
 /// How long QEMU may take to exit after the guest closed the console.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
 /// QEMU stderr lines kept to explain a failed boot.
@@ -67,6 +81,9 @@ pub struct GuestOutcome {
     /// On a timeout: where QEMU's threads were when the run was stopped (one line per
     /// thread: name, state, kernel wait channel and stack), also written to the log.
     pub thread_report: Option<String>,
+    /// The guest kernel's console line that said its timers stopped ([`GUEST_TIMER_LOST`]);
+    /// the run was ended there.
+    pub timer_lost: Option<String>,
 }
 
 impl GuestOutcome {
@@ -88,6 +105,8 @@ impl GuestOutcome {
     pub fn describe(&self) -> String {
         let how = if self.qemu_wedged() {
             format!("timed out: {QEMU_WEDGED} (a vhost-user reply that never came)")
+        } else if let Some(line) = &self.timer_lost {
+            format!("ended: {GUEST_TIMER_LOST} (`{}`)", line.trim())
         } else if self.timed_out {
             "timed out".to_owned()
         } else if let Some(e) = &self.setup_error {
@@ -125,6 +144,7 @@ pub struct RunningGuest {
     setup_error: Option<String>,
     kernel_panic: Option<String>,
     thread_report: Option<String>,
+    timer_lost: Option<String>,
     timed_out: bool,
     console_closed: bool,
     log_file: Arc<Mutex<File>>,
@@ -280,6 +300,7 @@ impl Guest {
             setup_error: None,
             kernel_panic: None,
             thread_report: None,
+            timer_lost: None,
             timed_out: false,
             console_closed: false,
             log_file,
@@ -332,7 +353,12 @@ impl RunningGuest {
                 return Ok(line);
             }
         }
-        let (kind, why) = if self.timed_out {
+        let (kind, why) = if let Some(line) = &self.timer_lost {
+            (
+                io::ErrorKind::TimedOut,
+                format!("{GUEST_TIMER_LOST} (`{}`)", line.trim()),
+            )
+        } else if self.timed_out {
             (io::ErrorKind::TimedOut, "the run timed out".to_owned())
         } else if let Some(c) = self.exit_code {
             (
@@ -394,6 +420,7 @@ impl RunningGuest {
             setup_error: self.setup_error.take(),
             kernel_panic: self.kernel_panic.take(),
             thread_report: self.thread_report.take(),
+            timer_lost: self.timer_lost.take(),
             qemu_status,
             elapsed,
         };
@@ -492,6 +519,9 @@ impl RunningGuest {
         match self.lines.recv_timeout(wait) {
             Ok(line) => {
                 self.note_markers(&line);
+                if self.timer_lost.is_some() {
+                    self.end_frozen_guest();
+                }
                 Recv::Line(line)
             }
             Err(RecvTimeoutError::Disconnected) => {
@@ -513,9 +543,36 @@ impl RunningGuest {
         self.thread_report = Some(report);
     }
 
+    /// The guest said its timers stopped: waiting for it is waiting for the deadline.
+    /// Kills QEMU with the thread report in the log (which shows whether QEMU's vCPU
+    /// threads were running), keeping the lines already read.
+    fn end_frozen_guest(&mut self) {
+        if self.console_closed {
+            return;
+        }
+        eprintln!(
+            "tenge-testbed: {GUEST_TIMER_LOST}; ending the run (serial log: {})",
+            self.log.display()
+        );
+        if let Some(pid) = self.qemu_pid() {
+            let report = thread_report(pid);
+            if let Ok(mut f) = self.log_file.lock() {
+                let _ = writeln!(
+                    f,
+                    "tenge-testbed: {GUEST_TIMER_LOST}; QEMU's threads:\n{report}"
+                );
+            }
+        }
+        let _ = self.kill();
+        self.console_closed = true;
+    }
+
     fn note_markers(&mut self, line: &str) {
         if self.kernel_panic.is_none() && line.contains("Kernel panic - ") {
             self.kernel_panic = Some(line.to_owned());
+        }
+        if self.timer_lost.is_none() && line.contains(TIMER_LOST_SIGNATURE) {
+            self.timer_lost = Some(line.to_owned());
         }
         let line = line.trim();
         if let Some(code) = line.strip_prefix(EXIT_MARKER) {

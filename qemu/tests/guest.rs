@@ -116,6 +116,62 @@ fn console_streams_and_timeout_kills_qemu() {
     assert!(start.elapsed() < Duration::from_secs(35));
 }
 
+/// The guest kernel's report of a timer that never fired (seen under TCG on a busy host,
+/// the guest frozen for good) ends the run at once, with the reason in the error and the
+/// outcome, instead of at the deadline. The script writes the kernel's line to
+/// /dev/kmsg at emergency level, so the console prints it as the kernel would.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn a_guest_that_reports_its_timers_stopped_is_ended_at_once() {
+    let cfg = GuestConfig {
+        hugepages_2m: 0,
+        timeout: Duration::from_secs(300),
+        ..config(Vec::new())
+    };
+    let script = format!(
+        "echo READY\n\
+         echo \"<0>rcu: rcu_preempt {} for 5251 jiffies! (written by the test)\" > /dev/kmsg\n\
+         sleep 3600\n",
+        tenge_testbed::TIMER_LOST_SIGNATURE
+    );
+    let mut guest = Guest::boot(&cfg, &script).expect("boot");
+    guest.wait_for("READY").expect("READY line");
+    let start = Instant::now();
+    let err = guest
+        .wait_for("never printed")
+        .expect_err("the run must end");
+    assert!(
+        err.to_string().contains(tenge_testbed::GUEST_TIMER_LOST),
+        "{err}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "ended only after {:?}",
+        start.elapsed()
+    );
+    let outcome = guest.wait().expect("wait");
+    assert!(!outcome.timed_out, "{}", outcome.describe());
+    assert_eq!(outcome.exit_code, None);
+    assert!(
+        outcome
+            .timer_lost
+            .as_deref()
+            .is_some_and(|l| l.contains("written by the test")),
+        "{:?}",
+        outcome.timer_lost
+    );
+    assert!(
+        outcome.describe().contains(tenge_testbed::GUEST_TIMER_LOST),
+        "{}",
+        outcome.describe()
+    );
+    let log = std::fs::read_to_string(&outcome.log).expect("read serial log");
+    assert!(
+        log.contains("QEMU's threads:"),
+        "no thread report in the log"
+    );
+}
+
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn dropping_a_running_guest_kills_qemu() {

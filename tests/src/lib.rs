@@ -206,8 +206,9 @@ pub fn dgram_nic(model: tenge_testbed::NicModel) -> (tenge_testbed::Nic, DgramPe
 pub const QEMU_TCG_MAP_RACE: &str = "iotlb_to_section: Assertion";
 
 /// Runs `test`, and once more if it failed on QEMU's own fault, not the guest's: QEMU
-/// aborted on [`QEMU_TCG_MAP_RACE`], or a timed-out run found a QEMU thread blocked on a
-/// vhost-user reply ([`tenge_testbed::QEMU_WEDGED`], from the test bed's thread report).
+/// aborted on [`QEMU_TCG_MAP_RACE`], a timed-out run found a QEMU thread blocked on a
+/// vhost-user reply ([`tenge_testbed::QEMU_WEDGED`], from the test bed's thread report), or
+/// the guest kernel said its timers stopped firing ([`tenge_testbed::GUEST_TIMER_LOST`]).
 /// Any other panic, and a second such failure, fail the test. `test` must set everything
 /// up itself (host processes, captures), so the second run starts from nothing left by the
 /// first.
@@ -220,10 +221,13 @@ pub fn retry_on_qemu_failure<T>(test: impl Fn() -> T + std::panic::RefUnwindSafe
                 .map(String::as_str)
                 .or_else(|| e.downcast_ref::<&str>().copied())
                 .unwrap_or("");
-            let Some(why) = [QEMU_TCG_MAP_RACE, tenge_testbed::QEMU_WEDGED]
-                .into_iter()
-                .find(|m| msg.contains(m))
-            else {
+            let Some(why) = [
+                QEMU_TCG_MAP_RACE,
+                tenge_testbed::QEMU_WEDGED,
+                tenge_testbed::GUEST_TIMER_LOST,
+            ]
+            .into_iter()
+            .find(|m| msg.contains(m)) else {
                 std::panic::resume_unwind(e);
             };
             eprintln!("tenge: QEMU failed, not the test ({why}); running it once more");
@@ -413,7 +417,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[test]
-    fn a_qemu_abort_or_wedge_runs_the_test_once_more_and_nothing_else_does() {
+    fn a_qemu_abort_wedge_or_lost_timer_runs_the_test_once_more_and_nothing_else_does() {
         let runs = AtomicU32::new(0);
         retry_on_qemu_failure(|| {
             if runs.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -459,6 +463,21 @@ mod tests {
             runs.load(Ordering::Relaxed),
             2,
             "a wedged QEMU runs it again"
+        );
+
+        let runs = AtomicU32::new(0);
+        retry_on_qemu_failure(|| {
+            if runs.fetch_add(1, Ordering::Relaxed) == 0 {
+                panic!(
+                    "guest output: Custom {{ kind: TimedOut, error: \"{} (`[ 27.8] rcu: ...`) before printing the awaited line\" }}",
+                    tenge_testbed::GUEST_TIMER_LOST
+                );
+            }
+        });
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            2,
+            "a guest whose timers stopped runs it again"
         );
     }
 }

@@ -80,22 +80,24 @@ fn tx_chains_leave_as_whole_frames_byte_exact() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
-    let (nic, peer) = dgram_nic();
-    let a0 = Nic::pci_addr(0);
-    let e2e = bin("tenge-e2e");
-    let count = 3000;
-    // A 16-entry ring drained 64 at a time: the ring wraps ~190 times.
-    let script = format!(
-        "{e2e} rx-check {a0} --count {count} --min-size 60 --max-size 1514 --rx-ring 16 --batch 64 --timeout 120 --rx-checksum\n"
-    );
-    let mut guest = Guest::boot(&config(vec![nic]), &script).unwrap();
-    inject_after_ready(&mut guest, &peer, count, 60, 1514, 2000);
-    let log = wait_ok(guest);
-    assert!(
-        log.contains(&format!("received={count} in_order=true")),
-        "{}",
-        tail(&log, 20)
-    );
+    tenge_tests::retry_on_qemu_failure(|| {
+        let (nic, peer) = dgram_nic();
+        let a0 = Nic::pci_addr(0);
+        let e2e = bin("tenge-e2e");
+        let count = 3000;
+        // A 16-entry ring drained 64 at a time: the ring wraps ~190 times.
+        let script = format!(
+            "{e2e} rx-check {a0} --count {count} --min-size 60 --max-size 1514 --rx-ring 16 --batch 64 --timeout 120 --rx-checksum\n"
+        );
+        let mut guest = Guest::boot(&config(vec![nic]), &script).unwrap();
+        inject_after_ready(&mut guest, &peer, count, 60, 1514, 2000);
+        let log = wait_ok(guest);
+        assert!(
+            log.contains(&format!("received={count} in_order=true")),
+            "{}",
+            tail(&log, 20)
+        );
+    })
 }
 
 /// Frames over several RX buffers: with 256-byte buffers (RCTL.BSIZE, 82574 §10.2.5.1)
@@ -104,41 +106,45 @@ fn rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn rx_frames_over_small_buffers_arrive_as_chains() {
-    let (nic, peer) = dgram_nic();
-    let a0 = Nic::pci_addr(0);
-    let e2e = bin("tenge-e2e");
-    let count = 3000;
-    let script = format!(
-        "{e2e} rx-check {a0} --count {count} --min-size 60 --max-size 1514 --rx-ring 64 --buf-size 256 --batch 64 --timeout 120\n"
-    );
-    let mut guest = Guest::boot(&config(vec![nic]), &script).unwrap();
-    inject_after_ready(&mut guest, &peer, count, 60, 1514, 2000);
-    let log = wait_ok(guest);
-    assert!(
-        log.contains(&format!("received={count} in_order=true")),
-        "{}",
-        tail(&log, 20)
-    );
-    // Sizes cycle 60..=1514: the 2,516 frames over 256 bytes are chains.
-    assert!(log.contains(" chains=2516 "), "{}", tail(&log, 20));
+    tenge_tests::retry_on_qemu_failure(|| {
+        let (nic, peer) = dgram_nic();
+        let a0 = Nic::pci_addr(0);
+        let e2e = bin("tenge-e2e");
+        let count = 3000;
+        let script = format!(
+            "{e2e} rx-check {a0} --count {count} --min-size 60 --max-size 1514 --rx-ring 64 --buf-size 256 --batch 64 --timeout 120\n"
+        );
+        let mut guest = Guest::boot(&config(vec![nic]), &script).unwrap();
+        inject_after_ready(&mut guest, &peer, count, 60, 1514, 2000);
+        let log = wait_ok(guest);
+        assert!(
+            log.contains(&format!("received={count} in_order=true")),
+            "{}",
+            tail(&log, 20)
+        );
+        // Sizes cycle 60..=1514: the 2,516 frames over 256 bytes are chains.
+        assert!(log.contains(" chains=2516 "), "{}", tail(&log, 20));
+    })
 }
 
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn mempool_exhaustion_is_counted_and_receive_recovers() {
-    let (nic, peer) = dgram_nic();
-    let a0 = Nic::pci_addr(0);
-    let e2e = bin("tenge-e2e");
-    let script = format!("{e2e} mempool-exhaust {a0} --buffers 48 --timeout 120\n");
-    let mut guest = Guest::boot(&config(vec![nic]), &script).unwrap();
-    // Enough frames for both phases; the guest stops when it has recovered.
-    inject_after_ready(&mut guest, &peer, 400, 60, 60, 1000);
-    let log = wait_ok(guest);
-    assert!(
-        log.contains("mempool-exhaust: recovered"),
-        "{}",
-        tail(&log, 20)
-    );
+    tenge_tests::retry_on_qemu_failure(|| {
+        let (nic, peer) = dgram_nic();
+        let a0 = Nic::pci_addr(0);
+        let e2e = bin("tenge-e2e");
+        let script = format!("{e2e} mempool-exhaust {a0} --buffers 48 --timeout 120\n");
+        let mut guest = Guest::boot(&config(vec![nic]), &script).unwrap();
+        // Enough frames for both phases; the guest stops when it has recovered.
+        inject_after_ready(&mut guest, &peer, 400, 60, 60, 1000);
+        let log = wait_ok(guest);
+        assert!(
+            log.contains("mempool-exhaust: recovered"),
+            "{}",
+            tail(&log, 20)
+        );
+    })
 }
 
 #[test]

@@ -72,21 +72,23 @@ fn igb_tx_chains_leave_as_whole_frames_byte_exact() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn igb_rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
-    let (nic, peer) = dgram_nic(NicModel::Igb);
-    let a0 = Nic::pci_addr(0);
-    let e2e = bin("tenge-e2e");
-    let count = 2000;
-    let script = format!(
-        "{e2e} rx-check {a0} --count {count} --min-size 60 --max-size 1514 --rx-ring 16 --batch 64 --timeout 120 --rx-checksum\n"
-    );
-    let mut guest = Guest::boot(&config(vec![nic], 300), &script).unwrap();
-    inject_after_ready(&mut guest, &peer, count, 60, 1514, 2000);
-    let log = wait_ok(guest);
-    assert!(
-        log.contains(&format!("received={count} in_order=true")),
-        "{}",
-        tail(&log, 20)
-    );
+    tenge_tests::retry_on_qemu_failure(|| {
+        let (nic, peer) = dgram_nic(NicModel::Igb);
+        let a0 = Nic::pci_addr(0);
+        let e2e = bin("tenge-e2e");
+        let count = 2000;
+        let script = format!(
+            "{e2e} rx-check {a0} --count {count} --min-size 60 --max-size 1514 --rx-ring 16 --batch 64 --timeout 120 --rx-checksum\n"
+        );
+        let mut guest = Guest::boot(&config(vec![nic], 300), &script).unwrap();
+        inject_after_ready(&mut guest, &peer, count, 60, 1514, 2000);
+        let log = wait_ok(guest);
+        assert!(
+            log.contains(&format!("received={count} in_order=true")),
+            "{}",
+            tail(&log, 20)
+        );
+    })
 }
 
 /// Frames over several RX buffers: with 1 KiB buffers (SRRCTL.BSIZEPACKET 1, the
@@ -95,24 +97,26 @@ fn igb_rx_from_host_arrives_in_order_byte_exact_through_a_small_ring() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn igb_rx_frames_over_1k_buffers_arrive_as_chains() {
-    let (nic, peer) = dgram_nic(NicModel::Igb);
-    let a0 = Nic::pci_addr(0);
-    let e2e = bin("tenge-e2e");
-    let count = 2000;
-    let script = format!(
-        "{e2e} rx-check {a0} --count {count} --min-size 60 --max-size 1514 --rx-ring 64 --buf-size 1024 --batch 64 --timeout 120\n"
-    );
-    let mut guest = Guest::boot(&config(vec![nic], 300), &script).unwrap();
-    inject_after_ready(&mut guest, &peer, count, 60, 1514, 2000);
-    let log = wait_ok(guest);
-    assert!(
-        log.contains(&format!("received={count} in_order=true")),
-        "{}",
-        tail(&log, 20)
-    );
-    // Sizes cycle 60..=1514 (1455 sizes): frames 965..1454 of the first cycle are over
-    // 1024 bytes, the 545 of the second cycle are not.
-    assert!(log.contains(" chains=490 "), "{}", tail(&log, 20));
+    tenge_tests::retry_on_qemu_failure(|| {
+        let (nic, peer) = dgram_nic(NicModel::Igb);
+        let a0 = Nic::pci_addr(0);
+        let e2e = bin("tenge-e2e");
+        let count = 2000;
+        let script = format!(
+            "{e2e} rx-check {a0} --count {count} --min-size 60 --max-size 1514 --rx-ring 64 --buf-size 1024 --batch 64 --timeout 120\n"
+        );
+        let mut guest = Guest::boot(&config(vec![nic], 300), &script).unwrap();
+        inject_after_ready(&mut guest, &peer, count, 60, 1514, 2000);
+        let log = wait_ok(guest);
+        assert!(
+            log.contains(&format!("received={count} in_order=true")),
+            "{}",
+            tail(&log, 20)
+        );
+        // Sizes cycle 60..=1514 (1455 sizes): frames 965..1454 of the first cycle are over
+        // 1024 bytes, the 545 of the second cycle are not.
+        assert!(log.contains(" chains=490 "), "{}", tail(&log, 20));
+    })
 }
 
 /// Flows of each kind (TCP/IPv4, UDP/IPv4, TCP/IPv6, UDP/IPv6) per run.
@@ -125,52 +129,54 @@ const PER_KIND: usize = 60;
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn igb_rss_over_4_and_16_queues_spreads_flows_as_the_toeplitz_hash_predicts_udp_included() {
-    let (nic, peer) = dgram_nic(NicModel::Igb);
-    let rxdump = bin("rxdump");
-    let pci = Nic::pci_addr(0);
-    let sent = flows(PER_KIND, parse_mac(&Nic::mac(0)).unwrap());
-    let n = sent.len();
-    let script = format!(
-        "{rxdump} {pci} --queues 4 --count {n} --duration 120 --interval 0 || exit 1\n\
-         {rxdump} {pci} --queues 4 --rss-types ipv4,tcp-ipv4,udp-ipv4,ipv6,tcp-ipv6,udp-ipv6 --count {n} --duration 120 --interval 0 || exit 1\n\
-         {rxdump} {pci} --queues 16 --rss-types ipv4,tcp-ipv4,udp-ipv4,ipv6,tcp-ipv6,udp-ipv6 --count {n} --duration 120 --interval 0 || exit 1\n\
-         exit 0\n"
-    );
-    let mut guest = Guest::boot(&config(vec![nic], 600), &script).unwrap();
-    let udp = "ipv4|tcp-ipv4|udp-ipv4|ipv6|tcp-ipv6|udp-ipv6";
-    for (what, want_types, queues) in [
-        ("default hash types", "ipv4|tcp-ipv4|ipv6|tcp-ipv6", 4),
-        ("with UDP", udp, 4),
-        ("16 queues", udp, 16),
-    ] {
-        let out = rxdump_exchange(&mut guest, &peer, &sent);
-        let report = RxdumpReport::parse(&out);
-        assert_eq!(
-            report.types.join("|"),
-            want_types,
-            "{what}: {}",
-            tail(&out, 5)
+    tenge_tests::retry_on_qemu_failure(|| {
+        let (nic, peer) = dgram_nic(NicModel::Igb);
+        let rxdump = bin("rxdump");
+        let pci = Nic::pci_addr(0);
+        let sent = flows(PER_KIND, parse_mac(&Nic::mac(0)).unwrap());
+        let n = sent.len();
+        let script = format!(
+            "{rxdump} {pci} --queues 4 --count {n} --duration 120 --interval 0 || exit 1\n\
+             {rxdump} {pci} --queues 4 --rss-types ipv4,tcp-ipv4,udp-ipv4,ipv6,tcp-ipv6,udp-ipv6 --count {n} --duration 120 --interval 0 || exit 1\n\
+             {rxdump} {pci} --queues 16 --rss-types ipv4,tcp-ipv4,udp-ipv4,ipv6,tcp-ipv6,udp-ipv6 --count {n} --duration 120 --interval 0 || exit 1\n\
+             exit 0\n"
         );
-        let per_queue = report.check(&sent, what);
-        assert_eq!(per_queue.len(), queues, "{what}: {per_queue:?}");
-        assert!(
-            per_queue.iter().all(|&q| q > n / (4 * queues)),
-            "{what}: frames per queue {per_queue:?} of {n}"
-        );
-        assert!(
-            out.contains(&format!("frames={n} ")),
-            "{what}: {}",
-            tail(&out, 3)
-        );
-        if want_types == udp {
-            assert!(
-                report.frames.iter().any(|f| f.1 == "udp-ipv4")
-                    && report.frames.iter().any(|f| f.1 == "udp-ipv6"),
-                "{what}: no UDP hash type reported"
+        let mut guest = Guest::boot(&config(vec![nic], 600), &script).unwrap();
+        let udp = "ipv4|tcp-ipv4|udp-ipv4|ipv6|tcp-ipv6|udp-ipv6";
+        for (what, want_types, queues) in [
+            ("default hash types", "ipv4|tcp-ipv4|ipv6|tcp-ipv6", 4),
+            ("with UDP", udp, 4),
+            ("16 queues", udp, 16),
+        ] {
+            let out = rxdump_exchange(&mut guest, &peer, &sent);
+            let report = RxdumpReport::parse(&out);
+            assert_eq!(
+                report.types.join("|"),
+                want_types,
+                "{what}: {}",
+                tail(&out, 5)
             );
+            let per_queue = report.check(&sent, what);
+            assert_eq!(per_queue.len(), queues, "{what}: {per_queue:?}");
+            assert!(
+                per_queue.iter().all(|&q| q > n / (4 * queues)),
+                "{what}: frames per queue {per_queue:?} of {n}"
+            );
+            assert!(
+                out.contains(&format!("frames={n} ")),
+                "{what}: {}",
+                tail(&out, 3)
+            );
+            if want_types == udp {
+                assert!(
+                    report.frames.iter().any(|f| f.1 == "udp-ipv4")
+                        && report.frames.iter().any(|f| f.1 == "udp-ipv6"),
+                    "{what}: no UDP hash type reported"
+                );
+            }
         }
-    }
-    wait_ok(guest);
+        wait_ok(guest);
+    })
 }
 
 /// A pool of 48 buffers against a 64-entry ring: receive runs dry (`no_buf` counted), then
@@ -178,18 +184,20 @@ fn igb_rss_over_4_and_16_queues_spreads_flows_as_the_toeplitz_hash_predicts_udp_
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn igb_mempool_exhaustion_is_counted_and_receive_recovers() {
-    let (nic, peer) = dgram_nic(NicModel::Igb);
-    let a0 = Nic::pci_addr(0);
-    let e2e = bin("tenge-e2e");
-    let script = format!("{e2e} mempool-exhaust {a0} --buffers 48 --timeout 120\n");
-    let mut guest = Guest::boot(&config(vec![nic], 300), &script).unwrap();
-    inject_after_ready(&mut guest, &peer, 400, 60, 60, 1000);
-    let log = wait_ok(guest);
-    assert!(
-        log.contains("mempool-exhaust: recovered"),
-        "{}",
-        tail(&log, 20)
-    );
+    tenge_tests::retry_on_qemu_failure(|| {
+        let (nic, peer) = dgram_nic(NicModel::Igb);
+        let a0 = Nic::pci_addr(0);
+        let e2e = bin("tenge-e2e");
+        let script = format!("{e2e} mempool-exhaust {a0} --buffers 48 --timeout 120\n");
+        let mut guest = Guest::boot(&config(vec![nic], 300), &script).unwrap();
+        inject_after_ready(&mut guest, &peer, 400, 60, 60, 1000);
+        let log = wait_ok(guest);
+        assert!(
+            log.contains("mempool-exhaust: recovered"),
+            "{}",
+            tail(&log, 20)
+        );
+    })
 }
 
 /// tenge's igb, e1000e and virtio-net on one QEMU hub, each way in turn between the igb

@@ -388,56 +388,58 @@ fn virtio_packed_adaptive_moderation_rises_under_a_flood_and_falls_back() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn l2fwd_reports_link_changes_and_counts_what_it_sent_while_down() {
-    let dir = scratch_dir("irq-l2fwd-link");
-    let sock = dir.join("qmp.sock");
-    let _ = std::fs::remove_file(&sock);
-    let mut cfg = config(vec![
-        nic(NicModel::E1000e, Backend::Hub(0)),
-        nic(NicModel::E1000e, Backend::Hub(0)),
-        nic(NicModel::E1000e, Backend::Hub(1)),
-    ]);
-    cfg.extra_qemu_args = Qmp::args(&sock);
-    let (a0, a1, a2) = (Nic::pci_addr(0), Nic::pci_addr(1), Nic::pci_addr(2));
-    let (l2fwd, pktgen) = (bin("l2fwd"), bin("pktgen"));
-    let script = format!(
-        "{l2fwd} {a1} {a2} --duration 12 --interrupts --interval 0 &\n\
-         L=$!\n\
-         sleep 2\n\
-         {pktgen} {a0} --duration 9 --rate 2000 --interval 0 > /tmp/pktgen.log 2>&1 &\n\
-         P=$!\n\
-         sleep 1\n\
-         echo LINKTEST-START\n\
-         wait $P; RP=$?\n\
-         wait $L; RL=$?\n\
-         cat /tmp/pktgen.log\n\
-         exit $((RP + RL))\n"
-    );
-    let mut g = Guest::boot(&cfg, &script).expect("boot guest");
-    let mut qmp = Qmp::connect(&sock, Duration::from_secs(30)).expect("QMP");
-    line_within(&mut g, "LINKTEST-START", Duration::from_secs(180));
-    qmp.set_link("nic2", false).expect("set_link off");
-    line_within(&mut g, "l2fwd: port 1: link down", Duration::from_secs(1));
-    std::thread::sleep(Duration::from_secs(2));
-    qmp.set_link("nic2", true).expect("set_link on");
-    line_within(
-        &mut g,
-        "l2fwd: port 1: link up",
-        Duration::from_millis(1500),
-    );
-    let log = wait_ok(g);
-    let p0 = "l2fwd: port 0: rx=";
-    let forwarded = num(&log, p0, "forwarded");
-    let down = num(&log, p0, "sent_link_down");
-    // Port 1 was down about 2.5 s of the ~9 s flow at 2,000 frames/s.
-    assert!(
-        down > 2000.0 && down < forwarded,
-        "forwarded {forwarded}, sent while down {down}:\n{}",
-        tail(&log, 30)
-    );
-    // Port 1 (QEMU's GPTC) transmitted every frame handed to it, down or not: the device
-    // counts it, the wire (the link down) drops it.
-    assert_eq!(num(&log, "l2fwd: port 1: rx=", "hw_gptc"), forwarded);
-    eprintln!("irq l2fwd link: forwarded {forwarded}, sent while port 1 down {down}");
+    tenge_tests::retry_on_qemu_failure(|| {
+        let dir = scratch_dir("irq-l2fwd-link");
+        let sock = dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&sock);
+        let mut cfg = config(vec![
+            nic(NicModel::E1000e, Backend::Hub(0)),
+            nic(NicModel::E1000e, Backend::Hub(0)),
+            nic(NicModel::E1000e, Backend::Hub(1)),
+        ]);
+        cfg.extra_qemu_args = Qmp::args(&sock);
+        let (a0, a1, a2) = (Nic::pci_addr(0), Nic::pci_addr(1), Nic::pci_addr(2));
+        let (l2fwd, pktgen) = (bin("l2fwd"), bin("pktgen"));
+        let script = format!(
+            "{l2fwd} {a1} {a2} --duration 12 --interrupts --interval 0 &\n\
+             L=$!\n\
+             sleep 2\n\
+             {pktgen} {a0} --duration 9 --rate 2000 --interval 0 > /tmp/pktgen.log 2>&1 &\n\
+             P=$!\n\
+             sleep 1\n\
+             echo LINKTEST-START\n\
+             wait $P; RP=$?\n\
+             wait $L; RL=$?\n\
+             cat /tmp/pktgen.log\n\
+             exit $((RP + RL))\n"
+        );
+        let mut g = Guest::boot(&cfg, &script).expect("boot guest");
+        let mut qmp = Qmp::connect(&sock, Duration::from_secs(30)).expect("QMP");
+        line_within(&mut g, "LINKTEST-START", Duration::from_secs(180));
+        qmp.set_link("nic2", false).expect("set_link off");
+        line_within(&mut g, "l2fwd: port 1: link down", Duration::from_secs(1));
+        std::thread::sleep(Duration::from_secs(2));
+        qmp.set_link("nic2", true).expect("set_link on");
+        line_within(
+            &mut g,
+            "l2fwd: port 1: link up",
+            Duration::from_millis(1500),
+        );
+        let log = wait_ok(g);
+        let p0 = "l2fwd: port 0: rx=";
+        let forwarded = num(&log, p0, "forwarded");
+        let down = num(&log, p0, "sent_link_down");
+        // Port 1 was down about 2.5 s of the ~9 s flow at 2,000 frames/s.
+        assert!(
+            down > 2000.0 && down < forwarded,
+            "forwarded {forwarded}, sent while down {down}:\n{}",
+            tail(&log, 30)
+        );
+        // Port 1 (QEMU's GPTC) transmitted every frame handed to it, down or not: the device
+        // counts it, the wire (the link down) drops it.
+        assert_eq!(num(&log, "l2fwd: port 1: rx=", "hw_gptc"), forwarded);
+        eprintln!("irq l2fwd link: forwarded {forwarded}, sent while port 1 down {down}");
+    })
 }
 
 /// No file descriptors left for the interrupts' eventfds: pktgen with `--interrupts`
@@ -480,35 +482,37 @@ fn no_file_descriptors_for_eventfds_is_an_error_that_says_what_to_do() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn too_few_vectors_fall_back_to_polling_with_a_log_line() {
-    let mut cfg = config(vec![
-        nic(NicModel::E1000e, Backend::Hub(0)),
-        nic(virtio(false, true), Backend::Hub(0)),
-    ]);
-    cfg.extra_qemu_args = vec!["-global".into(), "virtio-net-pci.vectors=1".into()];
-    let (a0, a1) = (Nic::pci_addr(0), Nic::pci_addr(1));
-    let (irq, pktgen) = (bin("irq-check"), bin("pktgen"));
-    let script = format!(
-        "{irq} link-watch {a1} --secs 4 &\n\
-         W=$!\n\
-         sleep 1\n\
-         {pktgen} {a0} --count 500 --rate 1000 --interval 0\n\
-         wait $W\n\
-         if {irq} wake {a0} {a1} --idle-secs 0 --cycles 1; then exit 1; fi\n"
-    );
-    let log = wait_ok(Guest::boot(&cfg, &script).expect("boot guest"));
-    assert!(
-        log.contains("MSI-X vectors") && log.contains("the port polls"),
-        "no fallback log line:\n{}",
-        tail(&log, 40)
-    );
-    assert!(log.contains("interrupts=false"), "{}", tail(&log, 40));
-    let d = "irq-check: link-watch done";
-    assert_eq!(num(&log, d, "rx_total"), 500.0, "{}", tail(&log, 40));
-    assert!(
-        log.contains("no MSI-X vector for RX queue 0"),
-        "{}",
-        tail(&log, 40)
-    );
+    tenge_tests::retry_on_qemu_failure(|| {
+        let mut cfg = config(vec![
+            nic(NicModel::E1000e, Backend::Hub(0)),
+            nic(virtio(false, true), Backend::Hub(0)),
+        ]);
+        cfg.extra_qemu_args = vec!["-global".into(), "virtio-net-pci.vectors=1".into()];
+        let (a0, a1) = (Nic::pci_addr(0), Nic::pci_addr(1));
+        let (irq, pktgen) = (bin("irq-check"), bin("pktgen"));
+        let script = format!(
+            "{irq} link-watch {a1} --secs 4 &\n\
+             W=$!\n\
+             sleep 1\n\
+             {pktgen} {a0} --count 500 --rate 1000 --interval 0\n\
+             wait $W\n\
+             if {irq} wake {a0} {a1} --idle-secs 0 --cycles 1; then exit 1; fi\n"
+        );
+        let log = wait_ok(Guest::boot(&cfg, &script).expect("boot guest"));
+        assert!(
+            log.contains("MSI-X vectors") && log.contains("the port polls"),
+            "no fallback log line:\n{}",
+            tail(&log, 40)
+        );
+        assert!(log.contains("interrupts=false"), "{}", tail(&log, 40));
+        let d = "irq-check: link-watch done";
+        assert_eq!(num(&log, d, "rx_total"), 500.0, "{}", tail(&log, 40));
+        assert!(
+            log.contains("no MSI-X vector for RX queue 0"),
+            "{}",
+            tail(&log, 40)
+        );
+    })
 }
 
 /// Device removal: two NICs of `model` behind PCIe root ports (QEMU cannot unplug from
@@ -519,106 +523,110 @@ fn too_few_vectors_fall_back_to_polling_with_a_log_line() {
 /// each program says the device was removed and exits 0 within 1 s of that; QEMU then
 /// reports DEVICE_DELETED (the release finished); every hugepage is free again.
 fn removal_test(model: NicModel) {
-    let dir = scratch_dir("irq-removal");
-    let sock = dir.join("qmp.sock");
-    let _ = std::fs::remove_file(&sock);
-    let mut cfg = config(vec![nic(NicModel::E1000e, Backend::Hub(0))]);
-    cfg.extra_qemu_args = Qmp::args(&sock);
-    let device_id = format!("0x{:04x}", model.pci_id().1);
-    let qemu_device = match model {
-        // Modern-only and behind the vIOMMU, as the test bed's own virtio NICs.
-        NicModel::VirtioNet { packed, .. } => format!(
-            "virtio-net-pci,disable-legacy=on,iommu_platform=on,ats=on,packed={}",
-            if packed { "on" } else { "off" }
-        ),
-        NicModel::Igb => "igb".to_string(),
-        _ => "e1000e".to_string(),
-    };
-    for (i, slot) in [(0, 0x1b), (1, 0x1c)] {
-        cfg.extra_qemu_args.extend([
-            "-device".to_string(),
-            format!(
-                "pcie-root-port,id=rp{i},chassis={},slot={},bus=pcie.0,addr=0x{slot:x}",
-                i + 1,
-                i + 1
+    tenge_tests::retry_on_qemu_failure(|| {
+        let dir = scratch_dir("irq-removal");
+        let sock = dir.join("qmp.sock");
+        let _ = std::fs::remove_file(&sock);
+        let mut cfg = config(vec![nic(NicModel::E1000e, Backend::Hub(0))]);
+        cfg.extra_qemu_args = Qmp::args(&sock);
+        let device_id = format!("0x{:04x}", model.pci_id().1);
+        let qemu_device = match model {
+            // Modern-only and behind the vIOMMU, as the test bed's own virtio NICs.
+            NicModel::VirtioNet { packed, .. } => format!(
+                "virtio-net-pci,disable-legacy=on,iommu_platform=on,ats=on,packed={}",
+                if packed { "on" } else { "off" }
             ),
-            "-netdev".to_string(),
-            format!("hubport,id=rmnet{i},hubid=0"),
-            "-device".to_string(),
-            format!("{qemu_device},netdev=rmnet{i},bus=rp{i},id=rmnic{i},mac=52:54:00:aa:00:0{i}"),
-        ]);
-    }
-    let a0 = Nic::pci_addr(0);
-    let (irq, pktgen) = (bin("irq-check"), bin("pktgen"));
-    let script = format!(
-        "set -e\n\
-         R=''\n\
-         for D in $(ls /sys/bus/pci/devices); do\n\
-           case $D in 0000:00:*) continue;; esac\n\
-           [ \"$(cat /sys/bus/pci/devices/$D/device)\" = {device_id} ] || continue\n\
-           if [ -e /sys/bus/pci/devices/$D/driver ]; then echo $D > /sys/bus/pci/devices/$D/driver/unbind; fi\n\
-           echo vfio-pci > /sys/bus/pci/devices/$D/driver_override\n\
-           echo $D > /sys/bus/pci/drivers_probe\n\
-           R=\"$R $D\"\n\
-         done\n\
-         set -- $R\n\
-         echo \"REMOVABLE $1 $2\"\n\
-         grep HugePages_Free /proc/meminfo\n\
-         echo PHASE-A\n\
-         {pktgen} $1 --duration 60 --rate 5000 --interval 0 --interrupts\n\
-         echo PHASE-A-EXIT=$?\n\
-         {pktgen} {a0} --duration 60 --rate 2000 --interval 0 > /dev/null 2>&1 &\n\
-         P=$!\n\
-         sleep 1\n\
-         echo PHASE-B\n\
-         {irq} link-watch $2 --secs 60\n\
-         echo PHASE-B-EXIT=$?\n\
-         kill $P; wait $P || true\n\
-         grep HugePages_Free /proc/meminfo\n"
-    );
-    let mut g = Guest::boot(&cfg, &script).expect("boot guest");
-    let mut qmp = Qmp::connect(&sock, Duration::from_secs(30)).expect("QMP");
-    for (phase, id, who, done) in [
-        (
-            "PHASE-A",
-            "rmnic0",
-            "pktgen: device removed",
-            "pktgen: done",
-        ),
-        (
-            "PHASE-B",
-            "rmnic1",
-            "irq-check: device removed",
-            "irq-check: link-watch done",
-        ),
-    ] {
-        line_within(&mut g, phase, Duration::from_secs(180));
-        std::thread::sleep(Duration::from_secs(2));
-        qmp.device_del(id).expect("device_del");
-        // pciehp waits 5 s for a second button press before it powers the slot off.
-        let asked = line_within(&mut g, who, Duration::from_secs(15));
-        let exited = line_within(&mut g, done, Duration::from_secs(1));
-        let ev = qmp
-            .wait_event("DEVICE_DELETED", Duration::from_secs(10))
-            .expect("QEMU finished the removal");
-        eprintln!(
-            "irq removal {id}: exited {:?} after the request; {}",
-            exited - asked,
-            ev.trim()
+            NicModel::Igb => "igb".to_string(),
+            _ => "e1000e".to_string(),
+        };
+        for (i, slot) in [(0, 0x1b), (1, 0x1c)] {
+            cfg.extra_qemu_args.extend([
+                "-device".to_string(),
+                format!(
+                    "pcie-root-port,id=rp{i},chassis={},slot={},bus=pcie.0,addr=0x{slot:x}",
+                    i + 1,
+                    i + 1
+                ),
+                "-netdev".to_string(),
+                format!("hubport,id=rmnet{i},hubid=0"),
+                "-device".to_string(),
+                format!(
+                    "{qemu_device},netdev=rmnet{i},bus=rp{i},id=rmnic{i},mac=52:54:00:aa:00:0{i}"
+                ),
+            ]);
+        }
+        let a0 = Nic::pci_addr(0);
+        let (irq, pktgen) = (bin("irq-check"), bin("pktgen"));
+        let script = format!(
+            "set -e\n\
+             R=''\n\
+             for D in $(ls /sys/bus/pci/devices); do\n\
+               case $D in 0000:00:*) continue;; esac\n\
+               [ \"$(cat /sys/bus/pci/devices/$D/device)\" = {device_id} ] || continue\n\
+               if [ -e /sys/bus/pci/devices/$D/driver ]; then echo $D > /sys/bus/pci/devices/$D/driver/unbind; fi\n\
+               echo vfio-pci > /sys/bus/pci/devices/$D/driver_override\n\
+               echo $D > /sys/bus/pci/drivers_probe\n\
+               R=\"$R $D\"\n\
+             done\n\
+             set -- $R\n\
+             echo \"REMOVABLE $1 $2\"\n\
+             grep HugePages_Free /proc/meminfo\n\
+             echo PHASE-A\n\
+             {pktgen} $1 --duration 60 --rate 5000 --interval 0 --interrupts\n\
+             echo PHASE-A-EXIT=$?\n\
+             {pktgen} {a0} --duration 60 --rate 2000 --interval 0 > /dev/null 2>&1 &\n\
+             P=$!\n\
+             sleep 1\n\
+             echo PHASE-B\n\
+             {irq} link-watch $2 --secs 60\n\
+             echo PHASE-B-EXIT=$?\n\
+             kill $P; wait $P || true\n\
+             grep HugePages_Free /proc/meminfo\n"
         );
-    }
-    let log = wait_ok(g);
-    assert!(
-        log.contains("PHASE-A-EXIT=0") && log.contains("PHASE-B-EXIT=0"),
-        "{}",
-        tail(&log, 40)
-    );
-    let free: Vec<&str> = log
-        .lines()
-        .filter(|l| l.starts_with("HugePages_Free"))
-        .collect();
-    assert_eq!(free.len(), 2, "{}", tail(&log, 40));
-    assert_eq!(free[0], free[1], "hugepages leaked: {free:?}");
+        let mut g = Guest::boot(&cfg, &script).expect("boot guest");
+        let mut qmp = Qmp::connect(&sock, Duration::from_secs(30)).expect("QMP");
+        for (phase, id, who, done) in [
+            (
+                "PHASE-A",
+                "rmnic0",
+                "pktgen: device removed",
+                "pktgen: done",
+            ),
+            (
+                "PHASE-B",
+                "rmnic1",
+                "irq-check: device removed",
+                "irq-check: link-watch done",
+            ),
+        ] {
+            line_within(&mut g, phase, Duration::from_secs(180));
+            std::thread::sleep(Duration::from_secs(2));
+            qmp.device_del(id).expect("device_del");
+            // pciehp waits 5 s for a second button press before it powers the slot off.
+            let asked = line_within(&mut g, who, Duration::from_secs(15));
+            let exited = line_within(&mut g, done, Duration::from_secs(1));
+            let ev = qmp
+                .wait_event("DEVICE_DELETED", Duration::from_secs(10))
+                .expect("QEMU finished the removal");
+            eprintln!(
+                "irq removal {id}: exited {:?} after the request; {}",
+                exited - asked,
+                ev.trim()
+            );
+        }
+        let log = wait_ok(g);
+        assert!(
+            log.contains("PHASE-A-EXIT=0") && log.contains("PHASE-B-EXIT=0"),
+            "{}",
+            tail(&log, 40)
+        );
+        let free: Vec<&str> = log
+            .lines()
+            .filter(|l| l.starts_with("HugePages_Free"))
+            .collect();
+        assert_eq!(free.len(), 2, "{}", tail(&log, 40));
+        assert_eq!(free[0], free[1], "hugepages leaked: {free:?}");
+    })
 }
 
 #[test]

@@ -67,79 +67,81 @@ fn one_way(rx: &str, tx: &str, count: u64, size: usize) -> String {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn l2fwd_between_e1000e_and_virtio_forwards_every_frame_both_ways() {
-    let nics = four_nics();
-    let [a, fwd0, fwd1, b] = [0, 1, 2, 3].map(Nic::pci_addr);
-    let l2fwd = bin("l2fwd");
-    let script = format!(
-        "fail=0\n\
-         {l2fwd} {fwd0} {fwd1} --retry --pcap $TENGE_OUT/fwd.pcap --pcap-count 100 --interval 0 > /tmp/fwd.log 2>&1 &\n\
-         fwd=$!\n\
-         for i in $(seq 100); do grep -q READY /tmp/fwd.log && break; sleep 0.2; done\n\
-         {}{}\
-         kill -INT $fwd; st=0; wait $fwd || st=$?\n\
-         cat /tmp/fwd.log\n\
-         [ $st = 0 ] || fail=1\n\
-         exit $fail\n",
-        one_way(&b, &a, COUNT, 60),
-        one_way(&a, &b, COUNT, 1514),
-    );
-    let cfg = GuestConfig {
-        nics,
-        timeout: Duration::from_secs(300),
-        ..GuestConfig::default()
-    };
-    let outcome = Guest::run(&cfg, &script).expect("boot guest");
-    let log = std::fs::read_to_string(&outcome.log).unwrap_or_default();
-    assert!(
-        outcome.success(),
-        "{}: {}",
-        outcome.describe(),
-        tail(&log, 60)
-    );
-    // The guest's writable share: l2fwd's capture.
-    let pcap = outcome.out_dir.join("fwd.pcap");
-    for (to, size) in [(&b, 60), (&a, 1514)] {
-        let section = log
-            .split(&format!("== rx {to} from"))
-            .nth(1)
-            .unwrap_or_else(|| panic!("no rx-check on {to}: {}", tail(&log, 40)));
+    tenge_tests::retry_on_qemu_failure(|| {
+        let nics = four_nics();
+        let [a, fwd0, fwd1, b] = [0, 1, 2, 3].map(Nic::pci_addr);
+        let l2fwd = bin("l2fwd");
+        let script = format!(
+            "fail=0\n\
+             {l2fwd} {fwd0} {fwd1} --retry --pcap $TENGE_OUT/fwd.pcap --pcap-count 100 --interval 0 > /tmp/fwd.log 2>&1 &\n\
+             fwd=$!\n\
+             for i in $(seq 100); do grep -q READY /tmp/fwd.log && break; sleep 0.2; done\n\
+             {}{}\
+             kill -INT $fwd; st=0; wait $fwd || st=$?\n\
+             cat /tmp/fwd.log\n\
+             [ $st = 0 ] || fail=1\n\
+             exit $fail\n",
+            one_way(&b, &a, COUNT, 60),
+            one_way(&a, &b, COUNT, 1514),
+        );
+        let cfg = GuestConfig {
+            nics,
+            timeout: Duration::from_secs(300),
+            ..GuestConfig::default()
+        };
+        let outcome = Guest::run(&cfg, &script).expect("boot guest");
+        let log = std::fs::read_to_string(&outcome.log).unwrap_or_default();
         assert!(
-            section.contains(&format!(
-                "received={COUNT} duplicates=0 missing=0 corrupt=0 "
-            )),
-            "{size}-byte frames to {to}: {}",
-            tail(section, 10)
+            outcome.success(),
+            "{}: {}",
+            outcome.describe(),
+            tail(&log, 60)
         );
-    }
-    // Both directions forwarded everything (the guest kernel sends nothing on these NICs).
-    let forwarded: u64 = log
-        .lines()
-        .find_map(|l| l.strip_prefix("l2fwd: done: "))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("forwarded="))
-        })
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no l2fwd summary: {}", tail(&log, 30)));
-    assert_eq!(forwarded, 2 * COUNT, "{}", tail(&log, 30));
-    // Every buffer home once the ports are gone.
-    assert_pools_home(
-        log.lines()
-            .find(|l| l.starts_with("l2fwd: done:"))
-            .unwrap_or_default(),
-    );
-    // The capture holds the first 100 frames forwarded, as pktgen built them.
-    let frames = read_pcap(&pcap).expect("l2fwd's pcap");
-    assert_eq!(frames.len(), 100);
-    let flow = tenge_examples::frame::Flow::default();
-    for f in &frames {
-        let seq = tenge_examples::frame::seq_of(f).expect("a pktgen frame");
-        assert_eq!(
-            f,
-            &tenge_examples::frame::build(&flow, 60, seq),
-            "frame {seq} changed on the way"
+        // The guest's writable share: l2fwd's capture.
+        let pcap = outcome.out_dir.join("fwd.pcap");
+        for (to, size) in [(&b, 60), (&a, 1514)] {
+            let section = log
+                .split(&format!("== rx {to} from"))
+                .nth(1)
+                .unwrap_or_else(|| panic!("no rx-check on {to}: {}", tail(&log, 40)));
+            assert!(
+                section.contains(&format!(
+                    "received={COUNT} duplicates=0 missing=0 corrupt=0 "
+                )),
+                "{size}-byte frames to {to}: {}",
+                tail(section, 10)
+            );
+        }
+        // Both directions forwarded everything (the guest kernel sends nothing on these NICs).
+        let forwarded: u64 = log
+            .lines()
+            .find_map(|l| l.strip_prefix("l2fwd: done: "))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix("forwarded="))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no l2fwd summary: {}", tail(&log, 30)));
+        assert_eq!(forwarded, 2 * COUNT, "{}", tail(&log, 30));
+        // Every buffer home once the ports are gone.
+        assert_pools_home(
+            log.lines()
+                .find(|l| l.starts_with("l2fwd: done:"))
+                .unwrap_or_default(),
         );
-    }
+        // The capture holds the first 100 frames forwarded, as pktgen built them.
+        let frames = read_pcap(&pcap).expect("l2fwd's pcap");
+        assert_eq!(frames.len(), 100);
+        let flow = tenge_examples::frame::Flow::default();
+        for f in &frames {
+            let seq = tenge_examples::frame::seq_of(f).expect("a pktgen frame");
+            assert_eq!(
+                f,
+                &tenge_examples::frame::build(&flow, 60, seq),
+                "frame {seq} changed on the way"
+            );
+        }
+    })
 }
 
 /// Boots the four NICs of `nics`, runs l2fwd (`l2fwd_args`) between the middle two and a

@@ -28,51 +28,53 @@ const PER_KIND: usize = 80;
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn e1000e_rss_spreads_flows_as_the_toeplitz_hash_predicts() {
-    let (nic, peer) = dgram_nic(NicModel::E1000e);
-    let rxdump = bin("rxdump");
-    let pci = Nic::pci_addr(0);
-    let sent = flows(PER_KIND, parse_mac(&Nic::mac(0)).unwrap());
-    let n = sent.len();
-    let script = format!(
-        "{rxdump} {pci} --queues 2 --count {n} --duration 120 --interval 0 || exit 1\n\
-         {rxdump} {pci} --queues 2 --rss-types ipv4,ipv6 --count {n} --duration 120 --interval 0 || exit 1\n\
-         {rxdump} {pci} --queues 2 --rss-types ipv4,udp-ipv4 --duration 5 && exit 1\n\
-         exit 0\n"
-    );
-    let cfg = GuestConfig {
-        nics: vec![nic],
-        timeout: Duration::from_secs(600),
-        ..GuestConfig::default()
-    };
-    let mut guest = Guest::boot(&cfg, &script).unwrap();
-    for (what, want_types) in [
-        ("default hash types", "ipv4|tcp-ipv4|ipv6|tcp-ipv6"),
-        ("addresses only", "ipv4|ipv6"),
-    ] {
-        let out = rxdump_exchange(&mut guest, &peer, &sent);
-        let report = RxdumpReport::parse(&out);
-        assert_eq!(
-            report.types.join("|"),
-            want_types,
-            "{what}: {}",
-            tail(&out, 5)
+    tenge_tests::retry_on_qemu_failure(|| {
+        let (nic, peer) = dgram_nic(NicModel::E1000e);
+        let rxdump = bin("rxdump");
+        let pci = Nic::pci_addr(0);
+        let sent = flows(PER_KIND, parse_mac(&Nic::mac(0)).unwrap());
+        let n = sent.len();
+        let script = format!(
+            "{rxdump} {pci} --queues 2 --count {n} --duration 120 --interval 0 || exit 1\n\
+             {rxdump} {pci} --queues 2 --rss-types ipv4,ipv6 --count {n} --duration 120 --interval 0 || exit 1\n\
+             {rxdump} {pci} --queues 2 --rss-types ipv4,udp-ipv4 --duration 5 && exit 1\n\
+             exit 0\n"
         );
-        let per_queue = report.check(&sent, what);
-        // Hundreds of random flows over a round-robin table: each queue gets a fair share.
+        let cfg = GuestConfig {
+            nics: vec![nic],
+            timeout: Duration::from_secs(600),
+            ..GuestConfig::default()
+        };
+        let mut guest = Guest::boot(&cfg, &script).unwrap();
+        for (what, want_types) in [
+            ("default hash types", "ipv4|tcp-ipv4|ipv6|tcp-ipv6"),
+            ("addresses only", "ipv4|ipv6"),
+        ] {
+            let out = rxdump_exchange(&mut guest, &peer, &sent);
+            let report = RxdumpReport::parse(&out);
+            assert_eq!(
+                report.types.join("|"),
+                want_types,
+                "{what}: {}",
+                tail(&out, 5)
+            );
+            let per_queue = report.check(&sent, what);
+            // Hundreds of random flows over a round-robin table: each queue gets a fair share.
+            assert!(
+                per_queue.iter().all(|&q| q > n / 4),
+                "{what}: frames per queue {per_queue:?} of {n}"
+            );
+            assert!(
+                out.contains(&format!("frames={n} ")) && out.contains("pool_free=2048/2048"),
+                "{what}: {}",
+                tail(&out, 3)
+            );
+        }
+        let log = wait_ok(guest);
         assert!(
-            per_queue.iter().all(|&q| q > n / 4),
-            "{what}: frames per queue {per_queue:?} of {n}"
+            log.contains("hash types udp-ipv4, which the 82574 cannot hash"),
+            "the UDP hash type was not refused as expected: {}",
+            tail(&log, 20)
         );
-        assert!(
-            out.contains(&format!("frames={n} ")) && out.contains("pool_free=2048/2048"),
-            "{what}: {}",
-            tail(&out, 3)
-        );
-    }
-    let log = wait_ok(guest);
-    assert!(
-        log.contains("hash types udp-ipv4, which the 82574 cannot hash"),
-        "the UDP hash type was not refused as expected: {}",
-        tail(&log, 20)
-    );
+    })
 }

@@ -127,36 +127,38 @@ fn run_phase(guest: &mut tenge_testbed::RunningGuest, peer: &DgramPeer, phase: &
 /// Runs the phases on `model`; the guest log must contain each of `log_has` (what was
 /// negotiated).
 fn rx_filter(model: NicModel, log_has: &[&str]) {
-    let (nic, peer) = dgram_nic(model);
-    let e2e = bin("tenge-e2e");
-    let a0 = Nic::pci_addr(0);
-    let phases = phases();
-    let script: String = phases
-        .iter()
-        .map(|p| {
-            format!(
-                "{e2e} rx-sink {a0} --duration 120 --end-seq {END_SEQ} --by-dst {} || exit 1\n",
-                p.flags
-            )
-        })
-        .collect();
-    let cfg = GuestConfig {
-        nics: vec![nic],
-        timeout: Duration::from_secs(600),
-        ..GuestConfig::default()
-    };
-    let mut guest = Guest::boot(&cfg, &script).unwrap();
-    for phase in &phases {
-        run_phase(&mut guest, &peer, phase);
-    }
-    let log = wait_ok(guest);
-    for has in log_has {
-        assert!(
-            log.contains(has),
-            "`{has}` not in the log: {}",
-            tail(&log, 40)
-        );
-    }
+    tenge_tests::retry_on_qemu_failure(|| {
+        let (nic, peer) = dgram_nic(model);
+        let e2e = bin("tenge-e2e");
+        let a0 = Nic::pci_addr(0);
+        let phases = phases();
+        let script: String = phases
+            .iter()
+            .map(|p| {
+                format!(
+                    "{e2e} rx-sink {a0} --duration 120 --end-seq {END_SEQ} --by-dst {} || exit 1\n",
+                    p.flags
+                )
+            })
+            .collect();
+        let cfg = GuestConfig {
+            nics: vec![nic],
+            timeout: Duration::from_secs(600),
+            ..GuestConfig::default()
+        };
+        let mut guest = Guest::boot(&cfg, &script).unwrap();
+        for phase in &phases {
+            run_phase(&mut guest, &peer, phase);
+        }
+        let log = wait_ok(guest);
+        for has in log_has {
+            assert!(
+                log.contains(has),
+                "`{has}` not in the log: {}",
+                tail(&log, 40)
+            );
+        }
+    })
 }
 
 #[test]
@@ -208,63 +210,65 @@ fn igb_rx_filter_through_rctl_and_the_receive_address_table() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn virtio_without_ctrl_rx_stays_promiscuous_and_refuses_filters() {
-    let (nic, peer) = dgram_nic(NicModel::virtio());
-    let e2e = bin("tenge-e2e");
-    let a0 = Nic::pci_addr(0);
-    // Each refused run must fail before READY; one that opened would run 5 s and pass,
-    // which fails the script.
-    let script = format!(
-        "{e2e} rx-sink {a0} --duration 120 --end-seq {END_SEQ} --by-dst || exit 1\n\
-         {e2e} rx-sink {a0} --duration 5 --no-promisc && exit 1\n\
-         {e2e} rx-sink {a0} --duration 5 --accept-mac {OTHER} && exit 1\n\
-         exit 0\n"
-    );
-    let cfg = GuestConfig {
-        nics: vec![nic],
-        timeout: Duration::from_secs(300),
-        extra_qemu_args: vec!["-global".into(), "virtio-net-pci.ctrl_rx=off".into()],
-        ..GuestConfig::default()
-    };
-    let mut guest = Guest::boot(&cfg, &script).unwrap();
-    let n = PER_DST;
-    run_phase(
-        &mut guest,
-        &peer,
-        &Phase {
-            name: "promiscuous (the default) without CTRL_RX",
-            flags: String::new(),
-            want: [n, n, n, n],
-        },
-    );
-    let log = wait_ok(guest);
-    let accepted: Vec<&str> = log
-        .lines()
-        .find_map(|l| l.split(", accepted ").nth(1))
-        .expect("the accepted features are logged")
-        .split('|')
-        .collect();
-    assert!(
-        accepted.contains(&"CTRL_VQ") && !accepted.iter().any(|f| f.starts_with("CTRL_RX")),
-        "accepted {accepted:?}"
-    );
-    for has in [
-        "control queue 8 descriptors without RX filtering",
-        "E2E-FAIL: 0000:00:03.0: cannot turn promiscuous mode off: the virtio-net device did \
-         not negotiate VIRTIO_NET_F_CTRL_RX",
-        "E2E-FAIL: 0000:00:03.0: cannot set a unicast filter of 1 address: the virtio-net \
-         device did not negotiate VIRTIO_NET_F_CTRL_RX",
-        "ctrl_vq=on,ctrl_rx=on",
-    ] {
+    tenge_tests::retry_on_qemu_failure(|| {
+        let (nic, peer) = dgram_nic(NicModel::virtio());
+        let e2e = bin("tenge-e2e");
+        let a0 = Nic::pci_addr(0);
+        // Each refused run must fail before READY; one that opened would run 5 s and pass,
+        // which fails the script.
+        let script = format!(
+            "{e2e} rx-sink {a0} --duration 120 --end-seq {END_SEQ} --by-dst || exit 1\n\
+             {e2e} rx-sink {a0} --duration 5 --no-promisc && exit 1\n\
+             {e2e} rx-sink {a0} --duration 5 --accept-mac {OTHER} && exit 1\n\
+             exit 0\n"
+        );
+        let cfg = GuestConfig {
+            nics: vec![nic],
+            timeout: Duration::from_secs(300),
+            extra_qemu_args: vec!["-global".into(), "virtio-net-pci.ctrl_rx=off".into()],
+            ..GuestConfig::default()
+        };
+        let mut guest = Guest::boot(&cfg, &script).unwrap();
+        let n = PER_DST;
+        run_phase(
+            &mut guest,
+            &peer,
+            &Phase {
+                name: "promiscuous (the default) without CTRL_RX",
+                flags: String::new(),
+                want: [n, n, n, n],
+            },
+        );
+        let log = wait_ok(guest);
+        let accepted: Vec<&str> = log
+            .lines()
+            .find_map(|l| l.split(", accepted ").nth(1))
+            .expect("the accepted features are logged")
+            .split('|')
+            .collect();
         assert!(
-            log.contains(has),
-            "`{has}` not in the log: {}",
+            accepted.contains(&"CTRL_VQ") && !accepted.iter().any(|f| f.starts_with("CTRL_RX")),
+            "accepted {accepted:?}"
+        );
+        for has in [
+            "control queue 8 descriptors without RX filtering",
+            "E2E-FAIL: 0000:00:03.0: cannot turn promiscuous mode off: the virtio-net device did \
+             not negotiate VIRTIO_NET_F_CTRL_RX",
+            "E2E-FAIL: 0000:00:03.0: cannot set a unicast filter of 1 address: the virtio-net \
+             device did not negotiate VIRTIO_NET_F_CTRL_RX",
+            "ctrl_vq=on,ctrl_rx=on",
+        ] {
+            assert!(
+                log.contains(has),
+                "`{has}` not in the log: {}",
+                tail(&log, 40)
+            );
+        }
+        assert_eq!(
+            log.matches("READY 0000:00:03.0").count(),
+            1,
+            "only the promiscuous run may start: {}",
             tail(&log, 40)
         );
-    }
-    assert_eq!(
-        log.matches("READY 0000:00:03.0").count(),
-        1,
-        "only the promiscuous run may start: {}",
-        tail(&log, 40)
-    );
+    })
 }

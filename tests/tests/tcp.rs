@@ -308,62 +308,64 @@ fn tcp_bulk_listens_and_receives_from_a_linux_client() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn http_get_fetches_a_100_mb_file_from_linux_byte_exact() {
-    let peer = TapPeer::new().expect("tap in a namespace (needs root and iproute2)");
-    let dir = tenge_tests::scratch_dir("http-get");
-    let blob = dir.join("blob");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&blob).expect("create the file");
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut chunk = vec![0u8; 1 << 20];
-        for _ in 0..100 {
-            for b in chunk.iter_mut() {
-                // xorshift: bytes no compressor or pattern can fake.
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
+    tenge_tests::retry_on_qemu_failure(|| {
+        let peer = TapPeer::new().expect("tap in a namespace (needs root and iproute2)");
+        let dir = tenge_tests::scratch_dir("http-get");
+        let blob = dir.join("blob");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&blob).expect("create the file");
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut chunk = vec![0u8; 1 << 20];
+            for _ in 0..100 {
+                for b in chunk.iter_mut() {
+                    // xorshift: bytes no compressor or pattern can fake.
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x as u8;
+                }
+                f.write_all(&chunk).expect("write the file");
             }
-            f.write_all(&chunk).expect("write the file");
         }
-    }
-    let sum = std::process::Command::new("sha256sum")
-        .arg(&blob)
-        .output()
-        .expect("sha256sum");
-    let want = String::from_utf8_lossy(&sum.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let host = peer.host_addr().to_owned();
-    let mut server = peer
-        .command("python3")
-        .args(["-m", "http.server", "8000", "--bind", &host, "--directory"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 -m http.server in the namespace");
-    std::thread::sleep(Duration::from_secs(1));
-    let get = bin("http-get");
-    let cfg = GuestConfig {
-        timeout: Duration::from_secs(600),
-        ..GuestConfig::with_nics(vec![Nic::new(NicModel::virtio(), peer.backend())])
-    };
-    let script = format!(
-        "{get} {} http://{host}:8000/blob --ip {DEFAULT_GUEST_ADDR}/24 --interval 5\n",
-        Nic::pci_addr(0)
-    );
-    let out = Guest::boot(&cfg, &script).expect("boot guest");
-    let log = wait_ok(out);
-    let _ = server.kill();
-    let _ = server.wait();
-    assert!(
-        log.contains(&format!("bytes={} sha256={want} ", 100 << 20)),
-        "want sha256={want}: {}",
-        tail(&log, 10)
-    );
+        let sum = std::process::Command::new("sha256sum")
+            .arg(&blob)
+            .output()
+            .expect("sha256sum");
+        let want = String::from_utf8_lossy(&sum.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let host = peer.host_addr().to_owned();
+        let mut server = peer
+            .command("python3")
+            .args(["-m", "http.server", "8000", "--bind", &host, "--directory"])
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server in the namespace");
+        std::thread::sleep(Duration::from_secs(1));
+        let get = bin("http-get");
+        let cfg = GuestConfig {
+            timeout: Duration::from_secs(600),
+            ..GuestConfig::with_nics(vec![Nic::new(NicModel::virtio(), peer.backend())])
+        };
+        let script = format!(
+            "{get} {} http://{host}:8000/blob --ip {DEFAULT_GUEST_ADDR}/24 --interval 5\n",
+            Nic::pci_addr(0)
+        );
+        let out = Guest::boot(&cfg, &script).expect("boot guest");
+        let log = wait_ok(out);
+        let _ = server.kill();
+        let _ = server.wait();
+        assert!(
+            log.contains(&format!("bytes={} sha256={want} ", 100 << 20)),
+            "want sha256={want}: {}",
+            tail(&log, 10)
+        );
+    })
 }
 
 /// A client that resets its connection mid-transfer (SO_LINGER 0), then 10,000 SYNs from a
@@ -374,76 +376,78 @@ fn http_get_fetches_a_100_mb_file_from_linux_byte_exact() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn tcp_echo_survives_a_reset_and_a_syn_flood() {
-    // Two connections close: the reset one and the transfer.
-    let (peer, guest) = boot_echo(
-        NicModel::virtio(),
-        Duration::from_secs(600),
-        "--connections 8 --exit-after 2 --duration 500 --interval 5",
-    );
-    let reset = r#"
-import socket, struct, sys, time
-s = socket.create_connection((sys.argv[1], 7), timeout=60)
-s.sendall(b"x" * 200000)
-time.sleep(0.5)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-s.close()
-print("RESET-SENT")
-"#;
-    let out = peer
-        .exec_ok(&["python3", "-c", reset, DEFAULT_GUEST_ADDR])
-        .expect("the resetting client");
-    assert!(out.contains("RESET-SENT"), "{out}");
-    // The flood, from a packet socket on the tap, while the transfer runs.
-    let mac = {
-        // The guest's MAC from the namespace's neighbour table (the reset client resolved it).
-        let n = peer
-            .exec_ok(&["ip", "neigh", "show", DEFAULT_GUEST_ADDR])
-            .expect("ip neigh");
-        let m = n
-            .split_whitespace()
-            .skip_while(|w| *w != "lladdr")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no lladdr for the guest: {n}"))
-            .to_owned();
-        tenge_examples::parse_mac(&m).expect("a MAC")
-    };
-    // The transfer first, in the background; the flood once it is under way.
-    let client = spawn_client(&peer, 8 << 20, 1);
-    std::thread::sleep(Duration::from_millis(500));
-    let socket = peer.frame_socket().expect("packet socket on the tap");
-    let flood = std::thread::spawn(move || {
-        let mut sent = 0u32;
-        for i in 0..10_000u32 {
-            let mut f = Vec::new();
-            etherparse::PacketBuilder::ethernet2([0x02, 0, 0, 0, 0x66, 1], mac)
-                .ipv4([10, 99, 0, 100 + (i % 100) as u8], [10, 99, 0, 2], 64)
-                .tcp(
-                    10_000 + (i % 50_000) as u16,
-                    7,
-                    i.wrapping_mul(2654435761),
-                    1024,
-                )
-                .syn()
-                .write(&mut f, &[])
-                .expect("a SYN");
-            if socket.send(&f).is_ok() {
-                sent += 1;
+    tenge_tests::retry_on_qemu_failure(|| {
+        // Two connections close: the reset one and the transfer.
+        let (peer, guest) = boot_echo(
+            NicModel::virtio(),
+            Duration::from_secs(600),
+            "--connections 8 --exit-after 2 --duration 500 --interval 5",
+        );
+        let reset = r#"
+    import socket, struct, sys, time
+    s = socket.create_connection((sys.argv[1], 7), timeout=60)
+    s.sendall(b"x" * 200000)
+    time.sleep(0.5)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+    print("RESET-SENT")
+    "#;
+        let out = peer
+            .exec_ok(&["python3", "-c", reset, DEFAULT_GUEST_ADDR])
+            .expect("the resetting client");
+        assert!(out.contains("RESET-SENT"), "{out}");
+        // The flood, from a packet socket on the tap, while the transfer runs.
+        let mac = {
+            // The guest's MAC from the namespace's neighbour table (the reset client resolved it).
+            let n = peer
+                .exec_ok(&["ip", "neigh", "show", DEFAULT_GUEST_ADDR])
+                .expect("ip neigh");
+            let m = n
+                .split_whitespace()
+                .skip_while(|w| *w != "lladdr")
+                .nth(1)
+                .unwrap_or_else(|| panic!("no lladdr for the guest: {n}"))
+                .to_owned();
+            tenge_examples::parse_mac(&m).expect("a MAC")
+        };
+        // The transfer first, in the background; the flood once it is under way.
+        let client = spawn_client(&peer, 8 << 20, 1);
+        std::thread::sleep(Duration::from_millis(500));
+        let socket = peer.frame_socket().expect("packet socket on the tap");
+        let flood = std::thread::spawn(move || {
+            let mut sent = 0u32;
+            for i in 0..10_000u32 {
+                let mut f = Vec::new();
+                etherparse::PacketBuilder::ethernet2([0x02, 0, 0, 0, 0x66, 1], mac)
+                    .ipv4([10, 99, 0, 100 + (i % 100) as u8], [10, 99, 0, 2], 64)
+                    .tcp(
+                        10_000 + (i % 50_000) as u16,
+                        7,
+                        i.wrapping_mul(2654435761),
+                        1024,
+                    )
+                    .syn()
+                    .write(&mut f, &[])
+                    .expect("a SYN");
+                if socket.send(&f).is_ok() {
+                    sent += 1;
+                }
+                if i % 200 == 199 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
             }
-            if i % 200 == 199 {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-        sent
-    });
-    let out = client
-        .wait_with_output()
-        .expect("the Linux client's output");
-    let out = String::from_utf8_lossy(&out.stdout).into_owned();
-    let sent = flood.join().expect("the flood");
-    let log = wait_ok(guest);
-    assert_eq!(sent, 10_000, "SYNs sent");
-    check_echoes(&out, &log, 8 << 20, 1);
-    assert!(log.contains("closed=2 "), "{}", tail(&log, 10));
+            sent
+        });
+        let out = client
+            .wait_with_output()
+            .expect("the Linux client's output");
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        let sent = flood.join().expect("the flood");
+        let log = wait_ok(guest);
+        assert_eq!(sent, 10_000, "SYNs sent");
+        check_echoes(&out, &log, 8 << 20, 1);
+        assert!(log.contains("closed=2 "), "{}", tail(&log, 10));
+    })
 }
 
 /// The early-drop ingress filter (`RxQueueHandle::set_ingress_filter`, tcp-echo
@@ -452,49 +456,51 @@ print("RESET-SENT")
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn ingress_filter_drops_a_udp_flood_during_a_transfer() {
-    let (peer, guest) = boot_echo(
-        NicModel::virtio(),
-        Duration::from_secs(600),
-        "--exit-after 1 --duration 500 --interval 5 --drop-udp",
-    );
-    let client = spawn_client(&peer, 8 << 20, 1);
-    let flood = r#"
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for i in range(20000):
-    s.sendto(b"junk" * 16, (sys.argv[1], 9))
-    if i % 500 == 499:
-        time.sleep(0.01)
-print("FLOOD-SENT 20000")
-"#;
-    let out = peer
-        .exec_ok(&["python3", "-c", flood, DEFAULT_GUEST_ADDR])
-        .expect("the UDP flood");
-    assert!(out.contains("FLOOD-SENT"), "{out}");
-    let out = client
-        .wait_with_output()
-        .expect("the Linux client's output");
-    let out = String::from_utf8_lossy(&out.stdout).into_owned();
-    let log = wait_ok(guest);
-    check_echoes(&out, &log, 8 << 20, 1);
-    let field = |k: &str| -> u64 {
-        log.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{k}=")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {k}: {}", tail(&log, 10)))
-    };
-    // The tap's queue and QEMU lose part of a flood (about half here); what reached the
-    // queue was dropped there, and smoltcp saw exactly what the filter passed.
-    let dropped = field("ingress_dropped");
-    assert!(
-        (2_000..=20_000).contains(&dropped),
-        "{dropped} UDP frames dropped by the filter: {}",
-        tail(&log, 5)
-    );
-    assert_eq!(
-        field("ingress_passed"),
-        field("rx_frames"),
-        "{}",
-        tail(&log, 5)
-    );
+    tenge_tests::retry_on_qemu_failure(|| {
+        let (peer, guest) = boot_echo(
+            NicModel::virtio(),
+            Duration::from_secs(600),
+            "--exit-after 1 --duration 500 --interval 5 --drop-udp",
+        );
+        let client = spawn_client(&peer, 8 << 20, 1);
+        let flood = r#"
+    import socket, sys, time
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(20000):
+        s.sendto(b"junk" * 16, (sys.argv[1], 9))
+        if i % 500 == 499:
+            time.sleep(0.01)
+    print("FLOOD-SENT 20000")
+    "#;
+        let out = peer
+            .exec_ok(&["python3", "-c", flood, DEFAULT_GUEST_ADDR])
+            .expect("the UDP flood");
+        assert!(out.contains("FLOOD-SENT"), "{out}");
+        let out = client
+            .wait_with_output()
+            .expect("the Linux client's output");
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        let log = wait_ok(guest);
+        check_echoes(&out, &log, 8 << 20, 1);
+        let field = |k: &str| -> u64 {
+            log.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{k}=")))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {k}: {}", tail(&log, 10)))
+        };
+        // The tap's queue and QEMU lose part of a flood (about half here); what reached the
+        // queue was dropped there, and smoltcp saw exactly what the filter passed.
+        let dropped = field("ingress_dropped");
+        assert!(
+            (2_000..=20_000).contains(&dropped),
+            "{dropped} UDP frames dropped by the filter: {}",
+            tail(&log, 5)
+        );
+        assert_eq!(
+            field("ingress_passed"),
+            field("rx_frames"),
+            "{}",
+            tail(&log, 5)
+        );
+    })
 }

@@ -68,83 +68,85 @@ fn one_way(rx: &str, tx: &str, count: u64, size: usize) -> String {
 /// frame in a few thousand arrives behind a newer one; `out_of_order` and `max_late` are
 /// printed per direction.
 fn cross_device(model: NicModel) {
-    let NicModel::VirtioNet {
-        packed, event_idx, ..
-    } = model
-    else {
-        panic!("not a virtio-net model: {model:?}")
-    };
-    let e1000e = Nic::pci_addr(0);
-    let vnet = Nic::pci_addr(1);
-    let count = HUB_FRAMES;
-    let mut script = String::new();
-    let mut directions = Vec::new();
-    for size in [60, 1514] {
-        for (rx, tx) in [(&vnet, &e1000e), (&e1000e, &vnet)] {
-            script += &one_way(rx, tx, count, size);
-            directions.push(format!("== rx {rx} from {tx} size {size}"));
+    tenge_tests::retry_on_qemu_failure(|| {
+        let NicModel::VirtioNet {
+            packed, event_idx, ..
+        } = model
+        else {
+            panic!("not a virtio-net model: {model:?}")
+        };
+        let e1000e = Nic::pci_addr(0);
+        let vnet = Nic::pci_addr(1);
+        let count = HUB_FRAMES;
+        let mut script = String::new();
+        let mut directions = Vec::new();
+        for size in [60, 1514] {
+            for (rx, tx) in [(&vnet, &e1000e), (&e1000e, &vnet)] {
+                script += &one_way(rx, tx, count, size);
+                directions.push(format!("== rx {rx} from {tx} size {size}"));
+            }
         }
-    }
-    script += "exit ${fail:-0}\n";
-    let cfg = config(vec![
-        tenge_tests::nic(NicModel::E1000e, tenge_testbed::Backend::Hub(0)),
-        tenge_tests::nic(model, tenge_testbed::Backend::Hub(0)),
-    ]);
-    let out = Guest::run(&cfg, &script).expect("boot guest");
-    let log = std::fs::read_to_string(&out.log).unwrap_or_default();
-    let rings = format!(
-        "{vnet}: virtio-net {} link up, {} rings 256 RX",
-        Nic::mac(1),
-        if packed { "packed" } else { "split" }
-    );
-    let events = format!("event index {}", if event_idx { "on" } else { "off" });
-    assert!(
-        log.lines()
-            .any(|l| l.contains(&rings) && l.contains(&events)),
-        "no `{rings} ... {events}` in the log: {}",
-        tail(&log, 40)
-    );
-    assert!(
-        !log.contains("PKTGEN-STALLED"),
-        "a sender stalled (its TX ring stopped moving): {}",
-        tail(&log, 40)
-    );
-    for d in &directions {
-        // The tally printed after this direction's header.
-        let figures = log
-            .split(d.as_str())
-            .nth(1)
-            .and_then(|rest| rest.lines().find(|l| l.starts_with("rx-check: any-order")))
-            .map(tenge_tests::parse_summary)
-            .unwrap_or_else(|| panic!("no rx-check tally after `{d}`: {}", tail(&log, 40)));
-        eprintln!(
-            "{d}: out_of_order={} max_late={} (hub reordering, reported)",
-            figures["out_of_order"], figures["max_late"]
+        script += "exit ${fail:-0}\n";
+        let cfg = config(vec![
+            tenge_tests::nic(NicModel::E1000e, tenge_testbed::Backend::Hub(0)),
+            tenge_tests::nic(model, tenge_testbed::Backend::Hub(0)),
+        ]);
+        let out = Guest::run(&cfg, &script).expect("boot guest");
+        let log = std::fs::read_to_string(&out.log).unwrap_or_default();
+        let rings = format!(
+            "{vnet}: virtio-net {} link up, {} rings 256 RX",
+            Nic::mac(1),
+            if packed { "packed" } else { "split" }
         );
-        let got = |k: &str| figures.get(k).copied();
+        let events = format!("event index {}", if event_idx { "on" } else { "off" });
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&rings) && l.contains(&events)),
+            "no `{rings} ... {events}` in the log: {}",
+            tail(&log, 40)
+        );
+        assert!(
+            !log.contains("PKTGEN-STALLED"),
+            "a sender stalled (its TX ring stopped moving): {}",
+            tail(&log, 40)
+        );
+        for d in &directions {
+            // The tally printed after this direction's header.
+            let figures = log
+                .split(d.as_str())
+                .nth(1)
+                .and_then(|rest| rest.lines().find(|l| l.starts_with("rx-check: any-order")))
+                .map(tenge_tests::parse_summary)
+                .unwrap_or_else(|| panic!("no rx-check tally after `{d}`: {}", tail(&log, 40)));
+            eprintln!(
+                "{d}: out_of_order={} max_late={} (hub reordering, reported)",
+                figures["out_of_order"], figures["max_late"]
+            );
+            let got = |k: &str| figures.get(k).copied();
+            assert_eq!(
+                (
+                    got("received"),
+                    got("duplicates"),
+                    got("missing"),
+                    got("corrupt")
+                ),
+                (Some(count), Some(0), Some(0), Some(0)),
+                "{d}: received, duplicates, missing, corrupt: {figures:?}"
+            );
+        }
         assert_eq!(
-            (
-                got("received"),
-                got("duplicates"),
-                got("missing"),
-                got("corrupt")
-            ),
-            (Some(count), Some(0), Some(0), Some(0)),
-            "{d}: received, duplicates, missing, corrupt: {figures:?}"
+            log.matches(&format!("sent={count} ")).count(),
+            4,
+            "pktgen sent {count} in each direction and size: {}",
+            tail(&log, 40)
         );
-    }
-    assert_eq!(
-        log.matches(&format!("sent={count} ")).count(),
-        4,
-        "pktgen sent {count} in each direction and size: {}",
-        tail(&log, 40)
-    );
-    assert!(
-        out.success(),
-        "guest script failed: {}\n{}",
-        out.describe(),
-        tail(&log, 40)
-    );
+        assert!(
+            out.success(),
+            "guest script failed: {}\n{}",
+            out.describe(),
+            tail(&log, 40)
+        );
+    })
 }
 
 fn virtio(packed: bool, event_idx: bool) -> NicModel {
@@ -291,22 +293,24 @@ fn mergeable_rx_from_host(model: NicModel, rings: &str) {
 /// 3000 frames of 60..=1514 bytes from the host into `rx-check` on `model` with an
 /// `rx_ring`-entry ring of `buf_size`-byte buffers; asserts all arrived; returns the log.
 fn rx_from_host_with(model: NicModel, rx_ring: u32, buf_size: u32) -> String {
-    let (nic, peer) = dgram_nic(model);
-    let a0 = Nic::pci_addr(0);
-    let e2e = bin("tenge-e2e");
-    let count = 3000;
-    let script = format!(
-        "{e2e} rx-check {a0} --count {count} --min-size 60 --max-size 1514 --rx-ring {rx_ring} --buf-size {buf_size} --batch 64 --timeout 120\n"
-    );
-    let mut guest = Guest::boot(&config(vec![nic]), &script).unwrap();
-    inject_after_ready(&mut guest, &peer, count, 60, 1514, 2000);
-    let log = wait_ok(guest);
-    assert!(
-        log.contains(&format!("received={count} in_order=true")),
-        "{}",
-        tail(&log, 20)
-    );
-    log
+    tenge_tests::retry_on_qemu_failure(|| {
+        let (nic, peer) = dgram_nic(model);
+        let a0 = Nic::pci_addr(0);
+        let e2e = bin("tenge-e2e");
+        let count = 3000;
+        let script = format!(
+            "{e2e} rx-check {a0} --count {count} --min-size 60 --max-size 1514 --rx-ring {rx_ring} --buf-size {buf_size} --batch 64 --timeout 120\n"
+        );
+        let mut guest = Guest::boot(&config(vec![nic]), &script).unwrap();
+        inject_after_ready(&mut guest, &peer, count, 60, 1514, 2000);
+        let log = wait_ok(guest);
+        assert!(
+            log.contains(&format!("received={count} in_order=true")),
+            "{}",
+            tail(&log, 20)
+        );
+        log
+    })
 }
 
 #[test]

@@ -88,89 +88,91 @@ fn ratio(out: &str, name: &str) -> Option<(u64, u64)> {
 /// refusals: more pairs than the device has, and several pairs or RSS on a second NIC
 /// that offers neither MQ nor RSS.
 fn rss_spreads_flows(queues: u16, packed: bool) {
-    let peer = TapPeer::multi_queue(queues).expect("multi-queue tap (needs root, iproute2)");
-    let rxdump = bin("rxdump");
-    let pci = Nic::pci_addr(0);
-    let sent = flows(PER_KIND, parse_mac(&Nic::mac(0)).unwrap());
-    let n = sent.len();
-    let run = |types: &str| {
-        format!(
-            "RUST_LOG=info {rxdump} {pci} --queues {queues} {types} --count {n} --duration 240 \
-             --interval 0 || exit 1\n"
-        )
-    };
-    // Then what a device cannot do is refused, with the fix named: more pairs than it has;
-    // on a second NIC without MQ or RSS (QEMU's defaults, on slirp), several pairs or RSS.
-    let other = Nic::pci_addr(1);
-    let errors = format!(
-        "{rxdump} {pci} --queues {} --duration 1 && exit 1\n\
-         {rxdump} {other} --queues 2 --duration 1 && exit 1\n\
-         {rxdump} {other} --rss-types ipv4 --duration 1 && exit 1\n",
-        queues + 1
-    );
-    let script = run(&format!("--rss-types {ALL_TYPES}")) + &run("") + &errors + "exit 0\n";
-    let cfg = GuestConfig {
-        timeout: Duration::from_secs(900),
-        ..GuestConfig::with_nics(vec![
-            Nic::new(virtio(packed), peer.backend()),
-            Nic::new(virtio(packed), Backend::User),
-        ])
-    };
-    let mut guest = Guest::boot(&cfg, &script).expect("boot guest");
-    for (what, want_types) in [
-        (
-            "every hash type",
-            "ipv4|tcp-ipv4|udp-ipv4|ipv6|tcp-ipv6|udp-ipv6",
-        ),
-        ("default hash types", "ipv4|tcp-ipv4|ipv6|tcp-ipv6"),
-    ] {
-        let what = format!("{queues} queue pairs, {what}");
-        let out = send_and_collect(&mut guest, &peer, &sent);
-        assert!(
-            out.contains(&format!(
-                "{queues} of {queues} queue pair(s), header 20 bytes"
-            )),
-            "{what}: not opened with every pair and the hash header: {}",
-            tail(&out, 30)
-        );
-        let report = RxdumpReport::parse(&out);
-        assert_eq!(
-            report.types.join("|"),
-            want_types,
-            "{what}: {}",
-            tail(&out, 5)
-        );
-        assert_eq!(report.table.len(), 128, "{what}: QEMU's table maximum");
-        let per_queue = report.check(&sent, &what);
-        // Hundreds of random flows over a round-robin table: every queue gets a fair share.
-        let fair = n / usize::from(queues) / 2;
-        assert!(
-            per_queue.len() == usize::from(queues) && per_queue.iter().all(|&q| q > fair),
-            "{what}: frames per queue {per_queue:?} of {n}"
-        );
-        assert!(
-            out.contains(&format!("frames={n} ")),
-            "{what}: {}",
-            tail(&out, 3)
-        );
-        let (free, all) = ratio(&out, "pool_free").expect("pool_free in the summary");
-        assert_eq!(free, all, "{what}: every buffer home");
-    }
-    let log = wait_ok(guest);
-    for refusal in [
-        format!(
-            "queues = {}: {pci} has at most {queues} queue pairs (max_virtqueue_pairs)",
+    tenge_tests::retry_on_qemu_failure(|| {
+        let peer = TapPeer::multi_queue(queues).expect("multi-queue tap (needs root, iproute2)");
+        let rxdump = bin("rxdump");
+        let pci = Nic::pci_addr(0);
+        let sent = flows(PER_KIND, parse_mac(&Nic::mac(0)).unwrap());
+        let n = sent.len();
+        let run = |types: &str| {
+            format!(
+                "RUST_LOG=info {rxdump} {pci} --queues {queues} {types} --count {n} --duration 240 \
+                 --interval 0 || exit 1\n"
+            )
+        };
+        // Then what a device cannot do is refused, with the fix named: more pairs than it has;
+        // on a second NIC without MQ or RSS (QEMU's defaults, on slirp), several pairs or RSS.
+        let other = Nic::pci_addr(1);
+        let errors = format!(
+            "{rxdump} {pci} --queues {} --duration 1 && exit 1\n\
+             {rxdump} {other} --queues 2 --duration 1 && exit 1\n\
+             {rxdump} {other} --rss-types ipv4 --duration 1 && exit 1\n",
             queues + 1
-        ),
-        format!("queues = 2: {other} offers one queue pair (neither VIRTIO_NET_F_MQ nor"),
-        "does not offer VIRTIO_NET_F_RSS: start QEMU's virtio-net with rss=on".to_string(),
-    ] {
-        assert!(
-            log.contains(&refusal),
-            "not refused: {refusal}\n{}",
-            tail(&log, 20)
         );
-    }
+        let script = run(&format!("--rss-types {ALL_TYPES}")) + &run("") + &errors + "exit 0\n";
+        let cfg = GuestConfig {
+            timeout: Duration::from_secs(900),
+            ..GuestConfig::with_nics(vec![
+                Nic::new(virtio(packed), peer.backend()),
+                Nic::new(virtio(packed), Backend::User),
+            ])
+        };
+        let mut guest = Guest::boot(&cfg, &script).expect("boot guest");
+        for (what, want_types) in [
+            (
+                "every hash type",
+                "ipv4|tcp-ipv4|udp-ipv4|ipv6|tcp-ipv6|udp-ipv6",
+            ),
+            ("default hash types", "ipv4|tcp-ipv4|ipv6|tcp-ipv6"),
+        ] {
+            let what = format!("{queues} queue pairs, {what}");
+            let out = send_and_collect(&mut guest, &peer, &sent);
+            assert!(
+                out.contains(&format!(
+                    "{queues} of {queues} queue pair(s), header 20 bytes"
+                )),
+                "{what}: not opened with every pair and the hash header: {}",
+                tail(&out, 30)
+            );
+            let report = RxdumpReport::parse(&out);
+            assert_eq!(
+                report.types.join("|"),
+                want_types,
+                "{what}: {}",
+                tail(&out, 5)
+            );
+            assert_eq!(report.table.len(), 128, "{what}: QEMU's table maximum");
+            let per_queue = report.check(&sent, &what);
+            // Hundreds of random flows over a round-robin table: every queue gets a fair share.
+            let fair = n / usize::from(queues) / 2;
+            assert!(
+                per_queue.len() == usize::from(queues) && per_queue.iter().all(|&q| q > fair),
+                "{what}: frames per queue {per_queue:?} of {n}"
+            );
+            assert!(
+                out.contains(&format!("frames={n} ")),
+                "{what}: {}",
+                tail(&out, 3)
+            );
+            let (free, all) = ratio(&out, "pool_free").expect("pool_free in the summary");
+            assert_eq!(free, all, "{what}: every buffer home");
+        }
+        let log = wait_ok(guest);
+        for refusal in [
+            format!(
+                "queues = {}: {pci} has at most {queues} queue pairs (max_virtqueue_pairs)",
+                queues + 1
+            ),
+            format!("queues = 2: {other} offers one queue pair (neither VIRTIO_NET_F_MQ nor"),
+            "does not offer VIRTIO_NET_F_RSS: start QEMU's virtio-net with rss=on".to_string(),
+        ] {
+            assert!(
+                log.contains(&refusal),
+                "not refused: {refusal}\n{}",
+                tail(&log, 20)
+            );
+        }
+    })
 }
 
 #[test]

@@ -235,158 +235,161 @@ fn expect_reply(socket: &tenge_testbed::FrameSocket, want: &[u8], what: &str) {
 }
 
 fn responder_answers_a_linux_peer(model: NicModel) {
-    let peer = TapPeer::new().expect("create tap peer (needs root and iproute2)");
-    let frames = SIZES.count();
-    let config = GuestConfig {
-        timeout: Duration::from_secs(900),
-        ..GuestConfig::with_nics(vec![Nic::new(model, peer.backend())])
-    };
-    let mut guest = Guest::boot(&config, &guest_script(frames)).expect("boot guest");
-    let done = guest.out_dir().join("done");
-    let mut startup = Vec::new();
-    guest
-        .wait_for_line(|l| {
-            startup.push(l.to_owned());
-            l == "GUEST_READY"
-        })
-        .unwrap_or_else(|e| panic!("{e}\n{}", tail(&startup.join("\n"), 40)));
+    tenge_tests::retry_on_qemu_failure(|| {
+        let peer = TapPeer::new().expect("create tap peer (needs root and iproute2)");
+        let frames = SIZES.count();
+        let config = GuestConfig {
+            timeout: Duration::from_secs(900),
+            ..GuestConfig::with_nics(vec![Nic::new(model, peer.backend())])
+        };
+        let mut guest = Guest::boot(&config, &guest_script(frames)).expect("boot guest");
+        let done = guest.out_dir().join("done");
+        let mut startup = Vec::new();
+        guest
+            .wait_for_line(|l| {
+                startup.push(l.to_owned());
+                l == "GUEST_READY"
+            })
+            .unwrap_or_else(|e| panic!("{e}\n{}", tail(&startup.join("\n"), 40)));
 
-    if matches!(model, NicModel::VirtioNet { .. }) {
-        let offered = offered_features(&startup).unwrap_or_else(|| {
-            panic!(
-                "no `virtio-net offers` line from Port::open: {}",
-                tail(&startup.join("\n"), 20)
-            )
-        });
-        let accepted = accepted_features(&startup).unwrap_or_default();
-        for f in TAP_OFFLOADS {
+        if matches!(model, NicModel::VirtioNet { .. }) {
+            let offered = offered_features(&startup).unwrap_or_else(|| {
+                panic!(
+                    "no `virtio-net offers` line from Port::open: {}",
+                    tail(&startup.join("\n"), 20)
+                )
+            });
+            let accepted = accepted_features(&startup).unwrap_or_default();
+            for f in TAP_OFFLOADS {
+                assert!(
+                    offered.iter().any(|o| o == f),
+                    "the tap backend should make QEMU offer {f}; offered: {offered:?}"
+                );
+                assert!(
+                    accepted.iter().any(|o| o == f),
+                    "the responder asked for {f} and QEMU offered it: not negotiated; accepted: \
+                     {accepted:?}"
+                );
+            }
+            assert!(accepted.iter().any(|o| o == "MRG_RXBUF"), "{accepted:?}");
+        }
+        let virtio = matches!(model, NicModel::VirtioNet { .. });
+
+        // Ping: the namespace resolves the guest's address by ARP first.
+        let ping = peer.ping(DEFAULT_GUEST_ADDR, 20, 56).expect("ping");
+        assert!(ping.all_replied(), "{}", ping.output);
+        // Payload sizes up to the MTU (frames of 42 to 1514 bytes).
+        let mut payloads: Vec<usize> = (0..=MAX_PING_PAYLOAD).step_by(97).collect();
+        payloads.push(MAX_PING_PAYLOAD);
+        for &payload in &payloads {
+            let ping = peer.ping(DEFAULT_GUEST_ADDR, 2, payload).expect("ping");
             assert!(
-                offered.iter().any(|o| o == f),
-                "the tap backend should make QEMU offer {f}; offered: {offered:?}"
-            );
-            assert!(
-                accepted.iter().any(|o| o == f),
-                "the responder asked for {f} and QEMU offered it: not negotiated; accepted: \
-                 {accepted:?}"
+                ping.all_replied(),
+                "payload {payload} bytes: {}",
+                ping.output
             );
         }
-        assert!(accepted.iter().any(|o| o == "MRG_RXBUF"), "{accepted:?}");
-    }
-    let virtio = matches!(model, NicModel::VirtioNet { .. });
 
-    // Ping: the namespace resolves the guest's address by ARP first.
-    let ping = peer.ping(DEFAULT_GUEST_ADDR, 20, 56).expect("ping");
-    assert!(ping.all_replied(), "{}", ping.output);
-    // Payload sizes up to the MTU (frames of 42 to 1514 bytes).
-    let mut payloads: Vec<usize> = (0..=MAX_PING_PAYLOAD).step_by(97).collect();
-    payloads.push(MAX_PING_PAYLOAD);
-    for &payload in &payloads {
-        let ping = peer.ping(DEFAULT_GUEST_ADDR, 2, payload).expect("ping");
+        let socket = peer.frame_socket().expect("frame socket");
+        let mac = guest_mac();
+        // Byte-exact replies on the wire, to requests from an address the namespace does not
+        // have (so only this socket sees the replies).
+        for payload in [0, 1000, MAX_PING_PAYLOAD] {
+            let (request, want) = echo_pair(mac, payload);
+            socket.send(&request).expect("send echo request");
+            expect_reply(&socket, &want, &format!("echo reply, payload {payload}"));
+        }
+        let (request, want) = arp_pair(mac);
+        socket.send(&request).expect("send ARP request");
+        expect_reply(&socket, &want, "ARP reply");
+
+        // UDP from the namespace's own stack (the guest's MAC is in its neighbour table since
+        // the pings): the responder checks every checksum in software.
+        let udp = UDP_PAYLOADS
+            .iter()
+            .map(|n| format!("printf '%{n}s' x > /dev/udp/{DEFAULT_GUEST_ADDR}/9"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        peer.exec_ok(&["bash", "-c", &udp]).expect("send UDP");
+        // One large TCP segment with a GSO header: with GUEST_TSO4 negotiated QEMU hands it to
+        // the guest whole, over several mergeable buffers, its checksum partial.
+        if virtio {
+            let gso = peer.gso_socket().expect("GSO socket");
+            gso.send(&gso_segment(mac)).expect("send GSO segment");
+        }
+
+        // Frames of every size to the guest's MAC, paced: the tap's queue holds ~1000 frames
+        // and the TCG guest drains slowly.
+        let mut frame = vec![0u8; *SIZES.end()];
+        frame[..6].copy_from_slice(&mac);
+        frame[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+        frame[12..14].copy_from_slice(&EXPERIMENTAL_ETHERTYPE);
+        let started = Instant::now();
+        for (k, size) in SIZES.enumerate() {
+            frame[14..16].copy_from_slice(&(size as u16).to_be_bytes());
+            for (i, b) in frame[16..size].iter_mut().enumerate() {
+                *b = (i + size) as u8;
+            }
+            socket.send(&frame[..size]).expect("send frame");
+            if k % 32 == 31 {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        eprintln!("sent {frames} frames in {:?}", started.elapsed());
+        std::fs::write(&done, "").expect("write /out/done");
+
+        let summary = guest
+            .wait_for("responder: done:")
+            .expect("responder summary");
+        let outcome = guest.wait().expect("wait for guest");
+        let log = std::fs::read_to_string(&outcome.log).unwrap_or_default();
         assert!(
-            ping.all_replied(),
-            "payload {payload} bytes: {}",
-            ping.output
+            outcome.success(),
+            "{}\n{}",
+            outcome.describe(),
+            tail(&log, 40)
         );
-    }
-
-    let socket = peer.frame_socket().expect("frame socket");
-    let mac = guest_mac();
-    // Byte-exact replies on the wire, to requests from an address the namespace does not
-    // have (so only this socket sees the replies).
-    for payload in [0, 1000, MAX_PING_PAYLOAD] {
-        let (request, want) = echo_pair(mac, payload);
-        socket.send(&request).expect("send echo request");
-        expect_reply(&socket, &want, &format!("echo reply, payload {payload}"));
-    }
-    let (request, want) = arp_pair(mac);
-    socket.send(&request).expect("send ARP request");
-    expect_reply(&socket, &want, "ARP reply");
-
-    // UDP from the namespace's own stack (the guest's MAC is in its neighbour table since
-    // the pings): the responder checks every checksum in software.
-    let udp = UDP_PAYLOADS
-        .iter()
-        .map(|n| format!("printf '%{n}s' x > /dev/udp/{DEFAULT_GUEST_ADDR}/9"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    peer.exec_ok(&["bash", "-c", &udp]).expect("send UDP");
-    // One large TCP segment with a GSO header: with GUEST_TSO4 negotiated QEMU hands it to
-    // the guest whole, over several mergeable buffers, its checksum partial.
-    if virtio {
-        let gso = peer.gso_socket().expect("GSO socket");
-        gso.send(&gso_segment(mac)).expect("send GSO segment");
-    }
-
-    // Frames of every size to the guest's MAC, paced: the tap's queue holds ~1000 frames
-    // and the TCG guest drains slowly.
-    let mut frame = vec![0u8; *SIZES.end()];
-    frame[..6].copy_from_slice(&mac);
-    frame[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    frame[12..14].copy_from_slice(&EXPERIMENTAL_ETHERTYPE);
-    let started = Instant::now();
-    for (k, size) in SIZES.enumerate() {
-        frame[14..16].copy_from_slice(&(size as u16).to_be_bytes());
-        for (i, b) in frame[16..size].iter_mut().enumerate() {
-            *b = (i + size) as u8;
+        let tap_stats = peer
+            .exec_ok(&["ip", "-s", "link", "show", peer.ifname()])
+            .unwrap_or_default();
+        let get = |name: &str| {
+            field(&summary, name).unwrap_or_else(|| panic!("no {name}= in: {summary}"))
+        };
+        assert_eq!(
+            get("rx_other") as usize,
+            frames,
+            "every experimental frame arrived and was counted; {summary}\ntap: {tap_stats}"
+        );
+        let pings = 20 + 2 * payloads.len() as u64 + 3;
+        assert!(
+            get("echo_replies") >= pings,
+            "{pings} echo requests sent; {summary}"
+        );
+        assert!(get("arp_replies") >= 2, "{summary}");
+        for drop in [
+            "tx_dropped",
+            "port_rx_no_buf",
+            "port_rx_bad_len",
+            "port_rx_errors",
+            "port_rx_bad_slot",
+            "port_rx_multi_buffer",
+            "port_tx_bad_packet",
+            "rx_malformed",
+        ] {
+            assert_eq!(get(drop), 0, "{drop}: {summary}");
         }
-        socket.send(&frame[..size]).expect("send frame");
-        if k % 32 == 31 {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    eprintln!("sent {frames} frames in {:?}", started.elapsed());
-    std::fs::write(&done, "").expect("write /out/done");
-
-    let summary = guest
-        .wait_for("responder: done:")
-        .expect("responder summary");
-    let outcome = guest.wait().expect("wait for guest");
-    let log = std::fs::read_to_string(&outcome.log).unwrap_or_default();
-    assert!(
-        outcome.success(),
-        "{}\n{}",
-        outcome.describe(),
-        tail(&log, 40)
-    );
-    let tap_stats = peer
-        .exec_ok(&["ip", "-s", "link", "show", peer.ifname()])
-        .unwrap_or_default();
-    let get =
-        |name: &str| field(&summary, name).unwrap_or_else(|| panic!("no {name}= in: {summary}"));
-    assert_eq!(
-        get("rx_other") as usize,
-        frames,
-        "every experimental frame arrived and was counted; {summary}\ntap: {tap_stats}"
-    );
-    let pings = 20 + 2 * payloads.len() as u64 + 3;
-    assert!(
-        get("echo_replies") >= pings,
-        "{pings} echo requests sent; {summary}"
-    );
-    assert!(get("arp_replies") >= 2, "{summary}");
-    for drop in [
-        "tx_dropped",
-        "port_rx_no_buf",
-        "port_rx_bad_len",
-        "port_rx_errors",
-        "port_rx_bad_slot",
-        "port_rx_multi_buffer",
-        "port_tx_bad_packet",
-        "rx_malformed",
-    ] {
-        assert_eq!(get(drop), 0, "{drop}: {summary}");
-    }
-    // Everything but chains went through the responder's frame logic.
-    assert_eq!(get("port_rx"), get("rx") + get("rx_chained"), "{summary}");
-    // Every UDP datagram and the GSO segment checked good in software: checksums Linux
-    // left partial were completed (virtio-net), or came whole (e1000e, igb).
-    let segments = UDP_PAYLOADS.len() as u64 + u64::from(virtio);
-    assert_eq!(get("l4_csum_good"), segments, "{summary}");
-    assert_eq!(get("l4_csum_bad"), 0, "{summary}");
-    // The GSO segment arrived whole, as one chain, flagged as coalesced.
-    assert_eq!(get("lro"), u64::from(virtio), "{summary}");
-    assert_eq!(get("rx_chained"), u64::from(virtio), "{summary}");
-    assert_eq!(get("port_rx_chains"), u64::from(virtio), "{summary}");
+        // Everything but chains went through the responder's frame logic.
+        assert_eq!(get("port_rx"), get("rx") + get("rx_chained"), "{summary}");
+        // Every UDP datagram and the GSO segment checked good in software: checksums Linux
+        // left partial were completed (virtio-net), or came whole (e1000e, igb).
+        let segments = UDP_PAYLOADS.len() as u64 + u64::from(virtio);
+        assert_eq!(get("l4_csum_good"), segments, "{summary}");
+        assert_eq!(get("l4_csum_bad"), 0, "{summary}");
+        // The GSO segment arrived whole, as one chain, flagged as coalesced.
+        assert_eq!(get("lro"), u64::from(virtio), "{summary}");
+        assert_eq!(get("rx_chained"), u64::from(virtio), "{summary}");
+        assert_eq!(get("port_rx_chains"), u64::from(virtio), "{summary}");
+    })
 }
 
 #[test]

@@ -156,76 +156,78 @@ fn e1000e_vlan_tagged_frames_arrive_stripped_with_the_tag_in_the_metadata() {
 /// tag in `vlan=` (an untagged frame with none); then, with stripping off (the default),
 /// the same frames arrive exactly as sent and no tag is reported.
 fn vlan_rx_strip(model: NicModel) {
-    let (nic, peer) = dgram_nic(model);
-    let rxdump = bin("rxdump");
-    let pci = Nic::pci_addr(0);
-    let dst = tenge_examples::parse_mac(&Nic::mac(0)).unwrap();
-    // (frame as the guest should see it stripped, frame as sent, tag)
-    let mut cases: Vec<(Vec<u8>, Vec<u8>, Option<u16>)> = Vec::new();
-    for n in 0..48usize {
-        let payload = vec![n as u8; 22 + (n * 97) % 1450];
-        let mut inner = Vec::new();
-        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0x7e, 1], dst)
-            .ipv4([10, 8, 0, 1], [10, 8, 1, n as u8], 64)
-            .udp(5000 + n as u16, 9)
-            .write(&mut inner, &payload)
-            .unwrap();
-        let tci = match n % 4 {
-            3 => None,
-            // Priority only (VLAN id 0), then ids across the range with every priority
-            // and DEI on some.
-            0 if n == 0 => Some(0xa000),
-            _ => Some(
-                ((n as u16 % 8) << 13)
-                    | (((n % 3 == 0) as u16) << 12)
-                    | (1 + (n as u16 * 89) % 4094),
-            ),
-        };
-        let sent = match tci {
-            Some(t) => vlan_tagged(&inner, t),
-            None => inner.clone(),
-        };
-        cases.push((inner, sent, tci));
-    }
-    // The longest a tagged frame may be: 1518 bytes as sent.
-    let mut long = Vec::new();
-    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0x7e, 1], dst)
-        .ipv4([10, 8, 0, 1], [10, 8, 2, 1], 64)
-        .udp(6000, 9)
-        .write(&mut long, &[0x5au8; 1514 - 42])
-        .unwrap();
-    cases.push((long.clone(), vlan_tagged(&long, 0x6fff), Some(0x6fff)));
-    let n = cases.len();
-    let run = |strip: &str| {
-        format!("{rxdump} {pci}{strip} --count {n} --duration 60 --interval 0 --bytes 2000\n")
-    };
-    let script = format!("{}{}", run(" --vlan-strip"), run(""));
-    let mut guest = Guest::boot(&config(vec![nic]), &script).unwrap();
-    let sent: Vec<Vec<u8>> = cases.iter().map(|c| c.1.clone()).collect();
-    let stripped = rxdump_exchange(&mut guest, &peer, &sent);
-    let kept = rxdump_exchange(&mut guest, &peer, &sent);
-    wait_ok(guest);
-    let field = |line: &str, name: &str| -> String {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-            .unwrap_or_default()
-            .to_string()
-    };
-    let hex = |b: &[u8]| -> String { b.iter().map(|x| format!("{x:02x}")).collect() };
-    for (phase, out, strip) in [("stripping", &stripped, true), ("keeping", &kept, false)] {
-        let got: Vec<&str> = out.lines().filter(|l| l.contains("FRAME queue=")).collect();
-        assert_eq!(got.len(), n, "{phase}: {}", tail(out, 5));
-        for (i, ((inner, sent, tci), line)) in cases.iter().zip(&got).enumerate() {
-            let (want, want_tag) = match tci {
-                Some(t) if strip => (inner, format!("{t:#06x}")),
-                _ => (sent, "-".to_string()),
+    tenge_tests::retry_on_qemu_failure(|| {
+        let (nic, peer) = dgram_nic(model);
+        let rxdump = bin("rxdump");
+        let pci = Nic::pci_addr(0);
+        let dst = tenge_examples::parse_mac(&Nic::mac(0)).unwrap();
+        // (frame as the guest should see it stripped, frame as sent, tag)
+        let mut cases: Vec<(Vec<u8>, Vec<u8>, Option<u16>)> = Vec::new();
+        for n in 0..48usize {
+            let payload = vec![n as u8; 22 + (n * 97) % 1450];
+            let mut inner = Vec::new();
+            etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0x7e, 1], dst)
+                .ipv4([10, 8, 0, 1], [10, 8, 1, n as u8], 64)
+                .udp(5000 + n as u16, 9)
+                .write(&mut inner, &payload)
+                .unwrap();
+            let tci = match n % 4 {
+                3 => None,
+                // Priority only (VLAN id 0), then ids across the range with every priority
+                // and DEI on some.
+                0 if n == 0 => Some(0xa000),
+                _ => Some(
+                    ((n as u16 % 8) << 13)
+                        | (((n % 3 == 0) as u16) << 12)
+                        | (1 + (n as u16 * 89) % 4094),
+                ),
             };
-            assert_eq!(
-                field(line, "data"),
-                hex(want),
-                "{phase}: frame {i} (tag {tci:x?}) arrived changed or out of order"
-            );
-            assert_eq!(field(line, "vlan"), want_tag, "{phase}: frame {i}: {line}");
+            let sent = match tci {
+                Some(t) => vlan_tagged(&inner, t),
+                None => inner.clone(),
+            };
+            cases.push((inner, sent, tci));
         }
-    }
+        // The longest a tagged frame may be: 1518 bytes as sent.
+        let mut long = Vec::new();
+        etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0x7e, 1], dst)
+            .ipv4([10, 8, 0, 1], [10, 8, 2, 1], 64)
+            .udp(6000, 9)
+            .write(&mut long, &[0x5au8; 1514 - 42])
+            .unwrap();
+        cases.push((long.clone(), vlan_tagged(&long, 0x6fff), Some(0x6fff)));
+        let n = cases.len();
+        let run = |strip: &str| {
+            format!("{rxdump} {pci}{strip} --count {n} --duration 60 --interval 0 --bytes 2000\n")
+        };
+        let script = format!("{}{}", run(" --vlan-strip"), run(""));
+        let mut guest = Guest::boot(&config(vec![nic]), &script).unwrap();
+        let sent: Vec<Vec<u8>> = cases.iter().map(|c| c.1.clone()).collect();
+        let stripped = rxdump_exchange(&mut guest, &peer, &sent);
+        let kept = rxdump_exchange(&mut guest, &peer, &sent);
+        wait_ok(guest);
+        let field = |line: &str, name: &str| -> String {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let hex = |b: &[u8]| -> String { b.iter().map(|x| format!("{x:02x}")).collect() };
+        for (phase, out, strip) in [("stripping", &stripped, true), ("keeping", &kept, false)] {
+            let got: Vec<&str> = out.lines().filter(|l| l.contains("FRAME queue=")).collect();
+            assert_eq!(got.len(), n, "{phase}: {}", tail(out, 5));
+            for (i, ((inner, sent, tci), line)) in cases.iter().zip(&got).enumerate() {
+                let (want, want_tag) = match tci {
+                    Some(t) if strip => (inner, format!("{t:#06x}")),
+                    _ => (sent, "-".to_string()),
+                };
+                assert_eq!(
+                    field(line, "data"),
+                    hex(want),
+                    "{phase}: frame {i} (tag {tci:x?}) arrived changed or out of order"
+                );
+                assert_eq!(field(line, "vlan"), want_tag, "{phase}: frame {i}: {line}");
+            }
+        }
+    })
 }
