@@ -125,8 +125,10 @@ impl Stack {
             // MSI-X for the idle sleep (the port logs a fallback to polling if the device
             // cannot give it).
             interrupts: true,
-            // virtio-net's CSUM where offered (e1000e and igb checksum per packet anyway).
+            // virtio-net's CSUM and HOST_TSO where offered (e1000e and igb checksum and
+            // segment per packet anyway).
             tx_checksum: offloads,
+            tso: offloads,
             ..PortConfig::default()
         };
         let mut port = Port::open(pci, &cfg)?;
@@ -139,11 +141,20 @@ impl Stack {
         // The TCP and UDP checksums by the device where it has them; smoltcp's own where
         // tenge would only compute them in software in its place.
         let device_csum = offloads && port.offloads().tx_tcp_csum == tenge::OffloadSupport::Device;
-        let mut dev = SmolDevice::new(pair, rx_ring as usize).with_tx_checksum_offload(device_csum);
+        // smoltcp's segments of a flow merged into TSO packets where the device cuts them.
+        let coalesce = device_csum && port.offloads().tx_tso == tenge::OffloadSupport::Device;
+        let mut dev = SmolDevice::new(pair, rx_ring as usize)
+            .with_tx_checksum_offload(device_csum)
+            .with_tx_coalescing(coalesce);
         let irq = dev.rx_queue().has_interrupt();
         println!(
-            "smoltcp on {pci}: TX checksums by {}, idle sleep {}",
+            "smoltcp on {pci}: TX checksums by {}, TX segments {}, idle sleep {}",
             if device_csum { "the device" } else { "smoltcp" },
+            if coalesce {
+                "coalesced into TSO packets"
+            } else {
+                "sent as built"
+            },
             if irq {
                 "on the RX interrupt"
             } else {
@@ -242,10 +253,12 @@ impl Stack {
         let rx = self.dev.rx_queue().stats();
         let tx = self.dev.tx_queue().stats();
         format!(
-            "tx_csum={} rx_frames={} tx_frames={} tx_no_buffer={} rx_bad_checksum={} rx_app_dropped={} rx_no_buf={} tx_ring_full={}",
+            "tx_csum={} rx_frames={} tx_frames={} tx_tso_packets={} tx_tso_segments={} tx_no_buffer={} rx_bad_checksum={} rx_app_dropped={} rx_no_buf={} tx_ring_full={}",
             self.tx_checksums,
             st.rx_frames,
             st.tx_frames,
+            st.tx_tso_packets,
+            st.tx_tso_segments,
             st.tx_no_buffer,
             st.rx_bad_checksum,
             st.rx_app_dropped,

@@ -227,6 +227,14 @@ fn bulk_with_linux_once(model: NicModel, send: bool, bytes: usize) {
     out.read_to_string(&mut rest).expect("the server's output");
     let _ = server.wait();
     check_bulk(&log, &rest, bytes);
+    if send {
+        // The device segments TCP (virtio-net HOST_TSO on a vnet-header tap, e1000e and
+        // igb TSE): smoltcp's runs of segments left as TSO packets.
+        let tso: u64 = tenge_tests::tcp::field(&log, "tx_tso_packets")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(tso > 0, "no TSO packet sent: {}", tail(&log, 10));
+    }
 }
 
 /// tcp-bulk's summary in the guest's `log` and the Linux end's line in `linux`: both

@@ -10,6 +10,10 @@
 //! - **TX**: a token writes into a fresh buffer from the TX queue's cache and leaves it in
 //!   the device's batch; [`SmolDevice::flush`], called after each `Interface::poll`, sends
 //!   the batch with one doorbell. A full batch is flushed on the way.
+//! - **TX coalescing** ([`SmolDevice::with_tx_coalescing`], on a port whose device
+//!   segments TCP): at each send the full-sized segments of one flow that smoltcp built back
+//!   to back go to the device as one TSO packet, which it cuts into the same frames
+//!   (`tx_coalesce`).
 //! - **Capabilities**: Ethernet, the port's largest frame as the MTU, and a
 //!   `max_burst_size` of the RX ring's worth (smoltcp issue 949: a TCP window larger than
 //!   the receive ring makes the peer send bursts the ring drops).
@@ -20,6 +24,9 @@ use smoltcp::time::Instant;
 use crate::packet::mempool::{PacketBuf, PacketMeta};
 use crate::port::{QueuePair, RxQueueHandle, TxQueueHandle};
 use crate::ring::PacketBatch;
+
+mod tx_coalesce;
+use tx_coalesce::TxCoalescer;
 
 /// The largest Ethernet frame a port sends without an FCS (no jumbo frames).
 pub const MAX_FRAME: usize = 1514;
@@ -42,6 +49,10 @@ pub struct SmolStats {
     pub tx_no_buffer: u64,
     /// Doorbell-batched sends (`flush` calls that sent something).
     pub tx_flushes: u64,
+    /// TSO packets the TX coalescing made of smoltcp's segments.
+    pub tx_tso_packets: u64,
+    /// Segments that left inside them (of `tx_frames`, which counts a TSO packet once).
+    pub tx_tso_segments: u64,
 }
 
 /// A smoltcp device over one queue pair.
@@ -59,6 +70,8 @@ pub struct SmolDevice {
     rx_ring: usize,
     /// The device computes IPv4, TCP and UDP checksums on TX (smoltcp leaves them).
     tx_csum_offload: bool,
+    /// Merges runs of TCP segments into TSO packets before each send.
+    coalescer: Option<TxCoalescer>,
     /// The application's drop test, run on each received frame after the burst.
     rx_drop: Option<RxDrop>,
     rx_counts: RxCounts,
@@ -96,6 +109,7 @@ impl SmolDevice {
             tx_scratch: Vec::with_capacity(MAX_FRAME),
             rx_ring,
             tx_csum_offload: false,
+            coalescer: None,
             rx_drop: None,
             rx_counts: RxCounts::default(),
             tx_counts: TxCounts::default(),
@@ -108,13 +122,26 @@ impl SmolDevice {
         if self.tx_batch.is_empty() {
             return 0;
         }
-        let n = self.tx.tx_burst(&mut self.tx_batch);
+        let n = send(
+            &mut self.tx,
+            &mut self.tx_batch,
+            &mut self.coalescer,
+            &mut self.tx_counts,
+        );
         if n == 0 {
             self.tx.tx_reclaim();
         }
-        self.tx_counts.frames += n as u64;
-        self.tx_counts.flushes += u64::from(n > 0);
         n
+    }
+
+    /// Sends each run of full-sized segments of one TCP flow that smoltcp built between
+    /// two sends as one TSO packet (module `tx_coalesce`): for a port whose device does TSO
+    /// (`Port::offloads().tx_tso` is `device`), with [`Self::with_tx_checksum_offload`]
+    /// on (only frames that ask for their checksums are merged). The frames on the wire
+    /// are smoltcp's but for the IPv4 identification.
+    pub fn with_tx_coalescing(mut self, on: bool) -> Self {
+        self.coalescer = on.then(TxCoalescer::new);
+        self
     }
 
     /// Leaves the IPv4 header, TCP and UDP checksums of what smoltcp sends to the port
@@ -144,6 +171,8 @@ impl SmolDevice {
             tx_frames: self.tx_counts.frames,
             tx_no_buffer: self.tx_counts.no_buffer,
             tx_flushes: self.tx_counts.flushes,
+            tx_tso_packets: self.coalescer.as_ref().map_or(0, |c| c.packets),
+            tx_tso_segments: self.coalescer.as_ref().map_or(0, |c| c.segments),
         }
     }
 
@@ -195,6 +224,7 @@ pub struct SmolTxToken<'a> {
     csum_offload: bool,
     tx: &'a mut TxQueueHandle,
     batch: &'a mut PacketBatch,
+    coalescer: &'a mut Option<TxCoalescer>,
     scratch: &'a mut Vec<u8>,
     counts: &'a mut TxCounts,
 }
@@ -205,9 +235,7 @@ impl phy::TxToken for SmolTxToken<'_> {
         F: FnOnce(&mut [u8]) -> R,
     {
         if self.batch.room() == 0 {
-            let n = self.tx.tx_burst(self.batch);
-            self.counts.frames += n as u64;
-            self.counts.flushes += u64::from(n > 0);
+            send(self.tx, self.batch, self.coalescer, self.counts);
         }
         let mut buf = self
             .tx
@@ -291,6 +319,7 @@ impl phy::Device for SmolDevice {
                 csum_offload: self.tx_csum_offload,
                 tx: &mut self.tx,
                 batch: &mut self.tx_batch,
+                coalescer: &mut self.coalescer,
                 scratch: &mut self.tx_scratch,
                 counts: &mut self.tx_counts,
             },
@@ -310,6 +339,7 @@ impl phy::Device for SmolDevice {
             csum_offload: self.tx_csum_offload,
             tx: &mut self.tx,
             batch: &mut self.tx_batch,
+            coalescer: &mut self.coalescer,
             scratch: &mut self.tx_scratch,
             counts: &mut self.tx_counts,
         })
@@ -328,6 +358,23 @@ impl phy::Device for SmolDevice {
         }
         caps
     }
+}
+
+/// One doorbell for what `batch` holds, its TCP runs merged first where coalescing is on;
+/// counted. Returns the packets the ring took (a TSO packet once).
+fn send(
+    tx: &mut TxQueueHandle,
+    batch: &mut PacketBatch,
+    coalescer: &mut Option<TxCoalescer>,
+    counts: &mut TxCounts,
+) -> usize {
+    if let Some(c) = coalescer {
+        c.coalesce(batch);
+    }
+    let n = tx.tx_burst(batch);
+    counts.frames += n as u64;
+    counts.flushes += u64::from(n > 0);
+    n
 }
 
 /// Sets the checksum requests for the frame smoltcp wrote into `b` (left without its IPv4,
