@@ -129,6 +129,10 @@ impl Stack {
             // segment per packet anyway).
             tx_checksum: offloads,
             tso: offloads,
+            // virtio-net's GUEST_TSO where offered, tenge's software LRO after it: fewer,
+            // larger frames for smoltcp, as the kernel's GRO gives its own stack.
+            lro: offloads,
+            rx_checksum: offloads,
             ..PortConfig::default()
         };
         let mut port = Port::open(pci, &cfg)?;
