@@ -149,7 +149,8 @@ impl Stack {
         let coalesce = device_csum && port.offloads().tx_tso == tenge::OffloadSupport::Device;
         let mut dev = SmolDevice::new(pair, rx_ring as usize)
             .with_tx_checksum_offload(device_csum)
-            .with_tx_coalescing(coalesce);
+            .with_tx_coalescing(coalesce)
+            .with_rx_checksum_verdicts(offloads);
         let irq = dev.rx_queue().has_interrupt();
         println!(
             "smoltcp on {pci}: TX checksums by {}, TX segments {}, idle sleep {}",
@@ -257,9 +258,10 @@ impl Stack {
         let rx = self.dev.rx_queue().stats();
         let tx = self.dev.tx_queue().stats();
         format!(
-            "tx_csum={} rx_frames={} tx_frames={} tx_tso_packets={} tx_tso_segments={} tx_no_buffer={} rx_bad_checksum={} rx_app_dropped={} rx_no_buf={} tx_ring_full={}",
+            "tx_csum={} rx_frames={} rx_sw_verified={} tx_frames={} tx_tso_packets={} tx_tso_segments={} tx_no_buffer={} rx_bad_checksum={} rx_app_dropped={} rx_no_buf={} tx_ring_full={}",
             self.tx_checksums,
             st.rx_frames,
+            st.rx_sw_verified,
             st.tx_frames,
             st.tx_tso_packets,
             st.tx_tso_segments,

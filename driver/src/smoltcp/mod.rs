@@ -36,8 +36,12 @@ pub const MAX_FRAME: usize = 1514;
 pub struct SmolStats {
     /// Frames handed to smoltcp.
     pub rx_frames: u64,
-    /// Frames dropped because the device found a bad IPv4, TCP or UDP checksum.
+    /// Frames dropped because the device, or the adapter's own check, found a bad IPv4,
+    /// TCP or UDP checksum.
     pub rx_bad_checksum: u64,
+    /// Frames whose TCP or UDP checksum the adapter verified in software (no verdict from
+    /// the device), with [`SmolDevice::with_rx_checksum_verdicts`].
+    pub rx_sw_verified: u64,
     /// Chains copied into one slice for smoltcp.
     pub rx_linearised: u64,
     /// Frames the application's drop test ([`SmolDevice::set_rx_drop`]) took out after
@@ -72,6 +76,9 @@ pub struct SmolDevice {
     tx_csum_offload: bool,
     /// Merges runs of TCP segments into TSO packets before each send.
     coalescer: Option<TxCoalescer>,
+    /// smoltcp leaves the TCP and UDP checksums of received frames to the adapter, which
+    /// takes the device's verdicts and checks the rest itself.
+    rx_verdicts: bool,
     /// The application's drop test, run on each received frame after the burst.
     rx_drop: Option<RxDrop>,
     rx_counts: RxCounts,
@@ -85,6 +92,7 @@ pub type RxDrop = Box<dyn FnMut(&[u8]) -> bool + Send>;
 struct RxCounts {
     frames: u64,
     bad_checksum: u64,
+    sw_verified: u64,
     linearised: u64,
     app_dropped: u64,
 }
@@ -110,6 +118,7 @@ impl SmolDevice {
             rx_ring,
             tx_csum_offload: false,
             coalescer: None,
+            rx_verdicts: false,
             rx_drop: None,
             rx_counts: RxCounts::default(),
             tx_counts: TxCounts::default(),
@@ -153,6 +162,17 @@ impl SmolDevice {
         self
     }
 
+    /// Takes the port's RX checksum verdicts (`PortConfig::rx_checksum`) instead of
+    /// smoltcp's check of every TCP and UDP checksum: a frame the device vouched for goes
+    /// to smoltcp unchecked (a coalesced LRO frame is one pass over 64 KiB fewer), one it
+    /// found bad is dropped, and one without a verdict is verified here in software
+    /// (`rx_sw_verified`). smoltcp still checks IPv4 headers, ICMP, and TCP or UDP behind
+    /// IPv6 extension headers is left unverified (the adapter's check reads none).
+    pub fn with_rx_checksum_verdicts(mut self, on: bool) -> Self {
+        self.rx_verdicts = on;
+        self
+    }
+
     /// Drops each received frame `drop` says true of, after the burst and before smoltcp
     /// (counted in `rx_app_dropped`): what an application without
     /// [`RxQueueHandle::set_ingress_filter`] does, for comparing the two. `None` removes
@@ -166,6 +186,7 @@ impl SmolDevice {
         SmolStats {
             rx_frames: self.rx_counts.frames,
             rx_bad_checksum: self.rx_counts.bad_checksum,
+            rx_sw_verified: self.rx_counts.sw_verified,
             rx_linearised: self.rx_counts.linearised,
             rx_app_dropped: self.rx_counts.app_dropped,
             tx_frames: self.tx_counts.frames,
@@ -293,7 +314,14 @@ impl phy::Device for SmolDevice {
             }
             let pkt = self.rx_batch.pop()?;
             let bad = PacketMeta::RX_IP_CSUM_BAD | PacketMeta::RX_L4_CSUM_BAD;
-            if pkt.meta().flags & bad != 0 {
+            let flags = pkt.meta().flags;
+            let mut is_bad = flags & bad != 0;
+            if self.rx_verdicts && !is_bad && flags & PacketMeta::RX_L4_CSUM_GOOD == 0 {
+                let verdict = crate::packet::csum::l4_checksum_ok(&pkt);
+                self.rx_counts.sw_verified += u64::from(verdict.is_some());
+                is_bad = verdict == Some(false);
+            }
+            if is_bad {
                 self.rx_counts.bad_checksum += 1;
                 self.rx.free(pkt);
                 continue;
@@ -350,11 +378,18 @@ impl phy::Device for SmolDevice {
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = MAX_FRAME;
         caps.max_burst_size = Some(self.rx_ring.max(1));
-        if self.tx_csum_offload {
+        let l4 = match (self.tx_csum_offload, self.rx_verdicts) {
+            (false, false) => Checksum::Both,
             // Verify on receive, leave the sum to the device on transmit.
+            (true, false) => Checksum::Rx,
+            // The adapter verifies what the device did not.
+            (false, true) => Checksum::Tx,
+            (true, true) => Checksum::None,
+        };
+        caps.checksum.tcp = l4;
+        caps.checksum.udp = l4;
+        if self.tx_csum_offload {
             caps.checksum.ipv4 = Checksum::Rx;
-            caps.checksum.tcp = Checksum::Rx;
-            caps.checksum.udp = Checksum::Rx;
         }
         caps
     }
