@@ -104,7 +104,7 @@ pub(crate) fn run_tcp(d: u32, rounds: u32) -> Result<(), String> {
         for (dir, port) in [("send", 5001), ("recv", 5002)] {
             script += &format!(
                 "echo BENCH-PHASE tenge-{dir}{r}\n\
-                 {bulk} {a0} --ip {DEFAULT_GUEST_ADDR}/24 --{dir} --connect {host} --port {port} --duration {d} --no-sha --interval 1\n\
+                 {bulk} {a0} --ip {DEFAULT_GUEST_ADDR}/24 --{dir} --connect {host} --port {port} --duration {d} --no-sha --interval 1 --buffer 4194304\n\
                  echo BENCH-PHASE kernel-{dir}{r}\n\
                  python3 {py} {dir} {KERNEL_HOST} {port} {d}\n"
             );
