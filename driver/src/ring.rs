@@ -324,6 +324,14 @@ pub trait RxView: Copy {
     /// empty and the refill does not test them. False (virtio): a device names the buffer,
     /// and one it holds past others keeps its slot.
     const SLOT_IS_INDEX: bool = false;
+    /// Whether a fast-path completion ([`RxCompletion::whole`]) may carry an RSS hash: false
+    /// (RSS off, or a device whose hashed frames take the slow path) and the engine leaves
+    /// the metadata's `rss_hash` as the refill reset it (0), one store a frame fewer. A
+    /// device that reports a hash on the fast path returns true whenever it may.
+    #[inline(always)]
+    fn fast_hash(&self) -> bool {
+        true
+    }
     /// Whether a completion is only known once [`RxView::inspect`] has read what the device
     /// wrote into the buffer itself (virtio's header). A device that writes everything into
     /// its descriptors keeps `false`, and the engine never calls `inspect`.
@@ -955,7 +963,9 @@ fn rx_run<V: RxView>(
         }
         let meta = buf.meta_mut();
         meta.flags = c.flags;
-        meta.rss_hash = c.hash;
+        if view.fast_hash() {
+            meta.rss_hash = c.hash;
+        }
         bytes += c.len as u64;
         put(d, buf);
         got += 1;

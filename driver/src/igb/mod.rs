@@ -443,6 +443,12 @@ impl RxView for IgbRxView<'_> {
             .count_set_u32(cidx, n, RX_WB_STATUS_OFFSET, RXD_STAT_DD)
     }
 
+    /// The hash is in the write-back only with RSS on (RXCSUM.PCSD).
+    #[inline(always)]
+    fn fast_hash(&self) -> bool {
+        self.rss
+    }
+
     #[inline(always)]
     fn completion(&self, cidx: u32) -> RxCompletion {
         // Status/errors and length in one read (PKT_LEN is bytes 12..14).
