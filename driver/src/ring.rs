@@ -311,6 +311,25 @@ pub trait RxView: Copy {
     /// The write-back at consumer index `cidx`, which [`RxView::is_done`] has seen done:
     /// the caller fences (acquire) between the two.
     fn completion(&self, cidx: u32) -> RxCompletion;
+    /// Hands the completions from consumer index `cidx` on, at most `n` (all seen done), to
+    /// `take` with each one's position from `cidx`, while `take` says true; returns how many
+    /// it took. May hand fewer than `n` (a device stops at the end of its ring). The
+    /// default reads each with [`RxView::completion`]; a device whose write-backs are its
+    /// descriptors walks them with a pointer ([`crate::platform::dma::RingView::span`]).
+    #[inline(always)]
+    fn completion_run(
+        &self,
+        cidx: u32,
+        n: usize,
+        mut take: impl FnMut(usize, RxCompletion) -> bool,
+    ) -> usize {
+        for k in 0..n {
+            if !take(k, self.completion(cidx.wrapping_add(k as u32))) {
+                return k;
+            }
+        }
+        n
+    }
     /// Whether a completion's `slot` can name a posted buffer at all. Buffers sit at masked
     /// slots, so an out-of-range id a device wrote (virtio's used-ring id) would alias
     /// another slot; such a completion is counted as `bad_slot`. A device whose slots are
@@ -324,6 +343,14 @@ pub trait RxView: Copy {
     /// empty and the refill does not test them. False (virtio): a device names the buffer,
     /// and one it holds past others keeps its slot.
     const SLOT_IS_INDEX: bool = false;
+    /// Whether a fast-path completion ([`RxCompletion::whole`]) may carry an RSS hash: false
+    /// (RSS off, or a device whose hashed frames take the slow path) and the engine leaves
+    /// the metadata's `rss_hash` as the refill reset it (0), one store a frame fewer. A
+    /// device that reports a hash on the fast path returns true whenever it may.
+    #[inline(always)]
+    fn fast_hash(&self) -> bool {
+        true
+    }
     /// Whether a completion is only known once [`RxView::inspect`] has read what the device
     /// wrote into the buffer itself (virtio's header). A device that writes everything into
     /// its descriptors keeps `false`, and the engine never calls `inspect`.
@@ -385,6 +412,31 @@ pub trait TxView: Copy {
     #[inline(always)]
     fn encap_single(&self, pidx: u32, pkt: &mut PacketBuf) {
         self.encap(pidx, pkt, false);
+    }
+    /// [`TxView::encap_single`] for a run: writes a descriptor from producer index `pidx`
+    /// on, at most `n`, for each packet `next` hands out (given its position from `pidx`),
+    /// and gives it to `park` once written; stops when `next` has none. Returns how many it
+    /// wrote. May write fewer than `n` (a device stops at the end of its ring). A device
+    /// whose descriptors lie in one ring walks them with a pointer
+    /// ([`crate::platform::dma::RingView::span`]).
+    #[inline(always)]
+    fn encap_run(
+        &self,
+        pidx: u32,
+        n: usize,
+        mut next: impl FnMut(usize) -> Option<PacketBuf>,
+        mut park: impl FnMut(usize, PacketBuf),
+    ) -> usize {
+        let mut k = 0;
+        while k < n {
+            let Some(mut pkt) = next(k) else {
+                break;
+            };
+            self.encap_single(pidx.wrapping_add(k as u32), &mut pkt);
+            park(k, pkt);
+            k += 1;
+        }
+        k
     }
     /// Asks for a completion report on the descriptor at `idx`, the last of a packet
     /// [`TxView::encap_single`] wrote, not yet handed to the device. A device that reports
@@ -929,37 +981,39 @@ fn rx_run<V: RxView>(
     mask: u32,
 ) -> RxRun {
     let mut bytes = 0u64;
-    let mut got = 0usize;
-    for (s, d) in slots.iter_mut().zip(dst.iter_mut()) {
-        let idx = cidx.wrapping_add(got as u32);
-        let c = view.completion(idx);
+    let n = slots.len().min(dst.len());
+    let (slots, dst) = (&mut slots[..n], &mut dst[..n]);
+    let got = view.completion_run(cidx, n, |k, mut c| {
+        let idx = cidx.wrapping_add(k as u32);
         if !(c.whole && view.slot_in_range(c.slot) && (c.slot ^ idx) & mask == 0) {
-            break;
+            return false;
         }
+        let s = &mut slots[k];
         let Some(mut buf) = s.take() else {
-            break;
+            return false;
         };
-        let mut c = c;
         if V::INSPECT {
             view.inspect(&mut c, &buf);
             if !c.whole {
                 put(s, buf);
-                break;
+                return false;
             }
         }
         // A length of 0 (a device may say so) or beyond the buffer: the slow path drops
         // and counts it (bad_len).
         if !buf.set_rx_len(c.len as usize) {
             put(s, buf);
-            break;
+            return false;
         }
         let meta = buf.meta_mut();
         meta.flags = c.flags;
-        meta.rss_hash = c.hash;
+        if view.fast_hash() {
+            meta.rss_hash = c.hash;
+        }
         bytes += c.len as u64;
-        put(d, buf);
-        got += 1;
-    }
+        put(&mut dst[k], buf);
+        true
+    });
     RxRun { got, bytes }
 }
 
@@ -993,36 +1047,42 @@ fn tx_run<V: TxView>(
     max_frame: usize,
 ) -> TxRun {
     let n = dst.len().min(src.len());
+    let (dst, src) = (&mut dst[..n], &mut src[..n]);
     let mut bytes = 0u64;
     let mut bad = None;
     let mut chain = false;
-    let mut sent = 0u32;
-    let mut it = dst.iter_mut().zip(src.iter_mut());
-    for (d, s) in it.by_ref() {
-        let Some(mut pkt) = s.take() else {
-            break;
-        };
-        if !view.single(&pkt) {
-            put(s, pkt);
-            chain = true;
-            break;
-        }
-        // Empty or too long: the caller drops it. (What `single` takes, the device can
-        // send: `sendable` is the checked loop's.)
-        let len = pkt.len();
-        if len.wrapping_sub(1) >= max_frame {
-            bad = Some(pkt);
-            break;
-        }
-        view.encap_single(pidx.wrapping_add(sent), &mut pkt);
-        bytes += len as u64;
-        put(d, pkt);
-        sent += 1;
-    }
+    let sent = view.encap_run(
+        pidx,
+        n,
+        |k| {
+            let s = &mut src[k];
+            // An empty place: the run stops there.
+            let pkt = s.take()?;
+            if !view.single(&pkt) {
+                put(s, pkt);
+                chain = true;
+                return None;
+            }
+            // Empty or too long: the caller drops it. (What `single` takes, the device can
+            // send: `sendable` is the checked loop's.)
+            let len = pkt.len();
+            if len.wrapping_sub(1) >= max_frame {
+                bad = Some(pkt);
+                return None;
+            }
+            bytes += len as u64;
+            Some(pkt)
+        },
+        |k, pkt| put(&mut dst[k], pkt),
+    );
+    // A place it stopped at was looked at, and emptied, unless it holds a chain (left for
+    // the checked loop); a run the device cut short at its ring's end stops at a packet it
+    // did not look at, still in place.
+    let stopped = src.get(sent).is_some_and(|s| s.is_none());
     TxRun {
-        sent,
+        sent: sent as u32,
         bytes,
-        looked: n - it.len() - usize::from(chain),
+        looked: sent + usize::from(stopped),
         bad,
         chain,
     }

@@ -179,6 +179,26 @@ impl TxView for E1000eTxView<'_> {
     }
 
     #[inline(always)]
+    fn encap_run(
+        &self,
+        pidx: u32,
+        n: usize,
+        mut next: impl FnMut(usize) -> Option<PacketBuf>,
+        mut park: impl FnMut(usize, PacketBuf),
+    ) -> usize {
+        let cmd = TXD_CMD_EOP | TXD_CMD_IFCS;
+        let span = self.ring.span(pidx, n);
+        for k in 0..span.len() {
+            let Some(pkt) = next(k) else {
+                return k;
+            };
+            span.write_qwords(k, pkt.data_iova(), pkt.len() as u64 | (cmd as u64) << 24);
+            park(k, pkt);
+        }
+        span.len()
+    }
+
+    #[inline(always)]
     fn encap(&self, pidx: u32, pkt: &mut PacketBuf, report: bool) -> u32 {
         let mut cmd = TXD_CMD_EOP | TXD_CMD_IFCS;
         if report {
@@ -469,6 +489,7 @@ fn rx_slow_flags_with_ptype(status_error: u32) -> u32 {
 /// its few values in registers (inline, this arm's temporaries spilled them, +8
 /// instructions a plain frame in `engine-ipp`).
 #[inline(never)]
+#[cold]
 fn rx_not_plain(status_error: u32) -> (bool, u32) {
     (
         status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RXD_STAT_VP) == RXD_STAT_EOP,
@@ -548,10 +569,46 @@ impl RxView for E1000eRxView<'_> {
             .count_set_u32(cidx, n, RX_WB_STATUS_OFFSET, RXD_STAT_DD)
     }
 
+    /// The hash is in the write-back only with RSS on (RXCSUM.PCSD).
+    #[inline(always)]
+    fn fast_hash(&self) -> bool {
+        self.rss
+    }
+
     #[inline(always)]
     fn completion(&self, cidx: u32) -> RxCompletion {
         // Status/errors and length in one read (the length is bytes 12..14).
-        let q = self.ring.read_u64_at(cidx, RX_WB_STATUS_OFFSET);
+        self.decode(
+            cidx,
+            self.ring.read_u64_at(cidx, RX_WB_STATUS_OFFSET),
+            || self.ring.read_u64_at(cidx, 0),
+        )
+    }
+
+    #[inline(always)]
+    fn completion_run(
+        &self,
+        cidx: u32,
+        n: usize,
+        mut take: impl FnMut(usize, RxCompletion) -> bool,
+    ) -> usize {
+        let span = self.ring.span(cidx, n);
+        for k in 0..span.len() {
+            let q = span.read_u64_at(k, RX_WB_STATUS_OFFSET);
+            let c = self.decode(cidx.wrapping_add(k as u32), q, || span.read_u64_at(k, 0));
+            if !take(k, c) {
+                return k;
+            }
+        }
+        span.len()
+    }
+}
+
+impl E1000eRxView<'_> {
+    /// The completion at `cidx` from its write-back's second quadword `q` (status, errors,
+    /// length, VLAN) and, read only with RSS on, its first (`lower`: MRQ and the hash).
+    #[inline(always)]
+    fn decode(&self, cidx: u32, q: u64, lower: impl FnOnce() -> u64) -> RxCompletion {
         let status_error = q as u32;
         let len = (q >> 32) as u32 & 0xffff;
         // The common case in one masked compare: the last buffer, no frame error, no
@@ -569,7 +626,7 @@ impl RxView for E1000eRxView<'_> {
         };
         // With RSS (RXCSUM.PCSD), the first quadword is MRQ (type in 3:0) and the hash.
         let (flags, hash) = if self.rss {
-            let lower = self.ring.read_u64_at(cidx, 0);
+            let lower = lower();
             (
                 flags | RSS_TYPE_FLAGS[(lower & 0xf) as usize],
                 (lower >> 32) as u32,

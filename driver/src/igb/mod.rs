@@ -177,6 +177,26 @@ impl TxView for IgbTxView<'_> {
     }
 
     #[inline(always)]
+    fn encap_run(
+        &self,
+        pidx: u32,
+        n: usize,
+        mut next: impl FnMut(usize) -> Option<PacketBuf>,
+        mut park: impl FnMut(usize, PacketBuf),
+    ) -> usize {
+        let span = self.ring.span(pidx, n);
+        for k in 0..span.len() {
+            let Some(pkt) = next(k) else {
+                return k;
+            };
+            let len = pkt.len() as u32;
+            span.write_qwords(k, pkt.data_iova(), tx_hi(len, ADVTXD_DCMD_EOP, len));
+            park(k, pkt);
+        }
+        span.len()
+    }
+
+    #[inline(always)]
     fn encap(&self, pidx: u32, pkt: &mut PacketBuf, report: bool) -> u32 {
         let end = ADVTXD_DCMD_EOP | if report { ADVTXD_DCMD_RS } else { 0 };
         if pkt.meta().flags & PacketMeta::TX_OFFLOAD_MASK != 0 {
@@ -406,6 +426,7 @@ const PTYPE_FLAGS: [u32; 128] = {
 /// nothing of its type). Out of line, as e1000e's: inline, its temporaries spilled the
 /// plain loop's registers (+11 instructions a plain frame in `engine-ipp`).
 #[inline(never)]
+#[cold]
 fn rx_not_plain(status_error: u32, info: u32) -> (bool, u32) {
     let eop = status_error & RXD_STAT_EOP != 0;
     (
@@ -443,10 +464,49 @@ impl RxView for IgbRxView<'_> {
             .count_set_u32(cidx, n, RX_WB_STATUS_OFFSET, RXD_STAT_DD)
     }
 
+    /// The hash is in the write-back only with RSS on (RXCSUM.PCSD).
+    #[inline(always)]
+    fn fast_hash(&self) -> bool {
+        self.rss
+    }
+
     #[inline(always)]
     fn completion(&self, cidx: u32) -> RxCompletion {
         // Status/errors and length in one read (PKT_LEN is bytes 12..14).
-        let q = self.ring.read_u64_at(cidx, RX_WB_STATUS_OFFSET);
+        self.decode(
+            cidx,
+            self.ring.read_u64_at(cidx, RX_WB_STATUS_OFFSET),
+            self.ring.read_u64_at(cidx, 0),
+        )
+    }
+
+    #[inline(always)]
+    fn completion_run(
+        &self,
+        cidx: u32,
+        n: usize,
+        mut take: impl FnMut(usize, RxCompletion) -> bool,
+    ) -> usize {
+        let span = self.ring.span(cidx, n);
+        for k in 0..span.len() {
+            let c = self.decode(
+                cidx.wrapping_add(k as u32),
+                span.read_u64_at(k, RX_WB_STATUS_OFFSET),
+                span.read_u64_at(k, 0),
+            );
+            if !take(k, c) {
+                return k;
+            }
+        }
+        span.len()
+    }
+}
+
+impl IgbRxView<'_> {
+    /// The completion at `cidx` from its write-back's second quadword `q` (status, errors,
+    /// length, VLAN) and its first, `lower` (RSS and packet type, the RSS hash).
+    #[inline(always)]
+    fn decode(&self, cidx: u32, q: u64, lower: u64) -> RxCompletion {
         let status_error = q as u32;
         let len = (q >> 32) as u32 & 0xffff;
         // IPCS/L4CS/UDPCS, VP and IPE/L4E sit where the 82574 has IPCS/TCPCS/UDPCS, VP and
@@ -454,7 +514,6 @@ impl RxView for IgbRxView<'_> {
         let plain = status_error & (RXD_STAT_EOP | RXD_ERR_FRAME | RX_SLOW_STAT) == RXD_STAT_EOP;
         // The first quadword: RSS type and packet type, then the RSS hash (with
         // RXCSUM.PCSD). QEMU writes them on a frame's last descriptor only.
-        let lower = self.ring.read_u64_at(cidx, 0);
         let info = lower as u32;
         let (whole, flags) = if plain {
             (true, ptype_flags(info))

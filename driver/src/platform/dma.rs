@@ -509,11 +509,24 @@ impl<T> Clone for RingView<'_, T> {
 
 impl<T> Copy for RingView<'_, T> {}
 
-impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
+impl<'a, T: FromBytes + IntoBytes + Immutable> RingView<'a, T> {
     #[inline(always)]
     fn slot(&self, idx: u32) -> *mut T {
         // In bounds: the index is masked and the whole ring was checked in DescRing::new.
         self.base.wrapping_add((idx & self.mask) as usize)
+    }
+
+    /// The descriptors from index `start` on, at most `n`, up to the end of the ring: a run
+    /// that does not wrap, for a burst loop that walks it with a pointer rather than mask
+    /// every index (the masking was three instructions a descriptor access).
+    #[inline(always)]
+    pub fn span(&self, start: u32, n: usize) -> RingSpan<'a, T> {
+        let first = start & self.mask;
+        RingSpan {
+            base: self.base.wrapping_add(first as usize),
+            len: n.min((self.mask + 1 - first) as usize),
+            _ring: PhantomData,
+        }
     }
 
     /// Volatile write of descriptor `idx` (masked).
@@ -637,11 +650,13 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
                 .wrapping_add(byte_off);
             let end = p.wrapping_add(len as usize * size_of::<T>());
             let mut q = p;
-            // Eight descriptors a step while eight are left, their words ANDed and tested
+            // Sixteen descriptors a step while sixteen are left, their words ANDed and tested
             // once: a burst's descriptors are usually all done, and this takes the scan from
-            // five instructions a descriptor to two. A step that finds one not done leaves the
-            // eight to the loop below, which finds which.
-            const STEP: usize = 8;
+            // five instructions a descriptor to under two (eight a step was two; sixteen
+            // halves the steps' overhead on a burst of 32, -0.3 a forwarded packet in
+            // engine-ipp). A step that finds one not done leaves the sixteen to the loop
+            // below, which finds which.
+            const STEP: usize = 16;
             while end as usize - q as usize >= STEP * size_of::<T>() {
                 let v = (0..STEP).fold(u32::MAX, |v, k| {
                     // SAFETY: the STEP descriptors from q lie before `end`, in the ring, as in
@@ -743,6 +758,77 @@ impl<T: FromBytes + IntoBytes + Immutable> RingView<'_, T> {
     }
 }
 
+/// Descriptors of a ring in a row, from [`RingView::span`]: `len` of them from `base`, none
+/// past the ring's end. Accesses take a position in the span, checked against its length
+/// (a loop bounded by it has the check removed), never masked.
+pub struct RingSpan<'a, T> {
+    base: *mut T,
+    len: usize,
+    _ring: PhantomData<&'a DescRing<T>>,
+}
+
+impl<T> Clone for RingSpan<'_, T> {
+    #[inline(always)]
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for RingSpan<'_, T> {}
+
+impl<T: FromBytes + IntoBytes + Immutable> RingSpan<'_, T> {
+    /// Descriptors in the span.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the span has no descriptor.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline(always)]
+    fn slot(&self, k: usize) -> *mut T {
+        assert!(k < self.len, "descriptor {k} past a span of {}", self.len);
+        // In bounds: the span's descriptors lie in the ring (RingView::span), checked in
+        // DescRing::new.
+        self.base.wrapping_add(k)
+    }
+
+    /// [`RingView::write_qwords`] for the `k`-th descriptor of the span.
+    #[inline(always)]
+    pub fn write_qwords(&self, k: usize, lo: u64, hi: u64) {
+        const { assert!(size_of::<T>() == 16) };
+        let p = self.slot(k).cast::<u64>();
+        // SAFETY: as in RingView::write_qwords: the slot is a 16-byte descriptor of the ring
+        // (checked above), 16-byte aligned, and ring memory is never behind a reference.
+        unsafe {
+            core::ptr::write_volatile(p, lo.to_le());
+            core::ptr::write_volatile(p.add(1), hi.to_le());
+        }
+    }
+
+    /// [`RingView::read_u64_at`] for the `k`-th descriptor of the span.
+    #[inline(always)]
+    pub fn read_u64_at(&self, k: usize, byte_off: usize) -> u64 {
+        const {
+            assert!(
+                size_of::<T>().is_multiple_of(8),
+                "u64 field access needs a descriptor size that is a multiple of 8"
+            )
+        };
+        assert!(byte_off.is_multiple_of(8) && byte_off < size_of::<T>());
+        // SAFETY: inside the `k`-th descriptor of the span (checked in `slot`, and against
+        // size_of::<T>), 8-byte aligned as in RingView::read_u64_at.
+        let v = unsafe {
+            core::ptr::read_volatile(self.slot(k).cast::<u8>().add(byte_off).cast::<u64>())
+        };
+        u64::from_le(v)
+    }
+}
+
 /// Device-side DMA for host tests whose memory is mapped by [`IdentityMapper`] (an IOVA
 /// is the host address): what a model device reads and writes. Test-only: the caller
 /// passes IOVAs of live buffers the engine handed to the model device.
@@ -814,6 +900,34 @@ mod tests {
         assert_eq!(v.count_set_u32(2, 8, 8, 1), 0);
         assert_eq!(v.count_set_u32(3, 8, 8, 1), 1);
         assert_eq!(v.count_set_u32(6, 8, 8, 3), 0, "every bit asked for");
+    }
+
+    /// A span stops at the ring's end, its positions are the ring's descriptors from the
+    /// (masked) start, and a position past it panics rather than reach past the ring.
+    #[test]
+    fn span_stops_at_the_ring_end_and_checks_positions() {
+        let r = Arc::new(
+            DmaRegion::allocate(Arc::new(IdentityMapper), 4096, HugepagePolicy::Never).unwrap(),
+        );
+        let ring: DescRing<D> = DescRing::new(r, 0, 8);
+        let v = ring.view();
+        assert_eq!(v.span(13, 10).len(), 3, "index 13 is 5: three to the end");
+        assert_eq!(v.span(2, 4).len(), 4, "at most n");
+        assert!(v.span(7, 0).is_empty());
+        let s = v.span(14, 8);
+        for k in 0..s.len() {
+            s.write_qwords(k, 10 + k as u64, 20 + k as u64);
+        }
+        for k in 0..8u32 {
+            let d = ring.read(k);
+            let want = if k >= 6 { 10 + u64::from(k) - 6 } else { 0 };
+            assert_eq!(d.a.get(), want, "descriptor {k}");
+            if k >= 6 {
+                assert_eq!(s.read_u64_at(k as usize - 6, 8), 20 + u64::from(k) - 6);
+            }
+        }
+        let past = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.read_u64_at(2, 0)));
+        assert!(past.is_err());
     }
 
     /// The scan's eight-at-a-time steps agree with a descriptor-by-descriptor count, wherever

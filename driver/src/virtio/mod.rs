@@ -529,6 +529,12 @@ impl<V: VirtqView> RxView for VirtioRxView<V> {
         slot <= self.0.mask()
     }
 
+    /// A hashed frame (HASH_REPORT) takes the slow path, where `finish` stores its hash.
+    #[inline(always)]
+    fn fast_hash(&self) -> bool {
+        false
+    }
+
     #[inline(always)]
     fn inspect(&self, c: &mut RxCompletion, buf: &PacketBuf) {
         self.1.inspect(c, buf);
