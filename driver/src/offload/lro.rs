@@ -448,6 +448,10 @@ struct Flow {
     payload_len: usize,
     /// Ones'-complement sum of the payload, in order (RFC 1071).
     payload_sum: u64,
+    /// A segment's checksum was left partial (`RX_L4_CSUM_PARTIAL`): the sums derived from
+    /// the fields are not the payload's, so the merged frame's is not a checksum either,
+    /// and it is flagged so.
+    partial: bool,
 }
 
 /// A per-queue software LRO engine: a small flow table and its counters. Its working
@@ -631,6 +635,7 @@ impl Lro {
             max_payload: seg.payload_len,
             payload_len: seg.payload_len,
             payload_sum: u64::from(sum),
+            partial: pkt.meta().flags & PacketMeta::RX_L4_CSUM_PARTIAL != 0,
         });
         self.work[i] = Some(pkt);
     }
@@ -690,6 +695,7 @@ impl Lro {
         let mut tcp = [0u8; TCP_MAX_HLEN];
         let t = seg.l2_len + seg.l3_len;
         let _ = csum::read_at(&pkt, t, &mut tcp[..seg.l4_len]);
+        flow.partial |= pkt.meta().flags & PacketMeta::RX_L4_CSUM_PARTIAL != 0;
         let pkt = truncate(pkt, seg.ip_end, cache);
         let Some(payload) = strip_front(pkt, t + seg.l4_len, cache) else {
             return;
@@ -785,6 +791,9 @@ fn finish(head: &mut PacketBuf, flow: &Flow) {
     let m = head.meta_mut();
     m.flags &= !(PacketMeta::RX_IP_CSUM_BAD | PacketMeta::RX_L4_CSUM_BAD);
     m.flags |= PacketMeta::RX_LRO | PacketMeta::RX_L4_CSUM_GOOD;
+    if flow.partial {
+        m.flags |= PacketMeta::RX_L4_CSUM_PARTIAL;
+    }
     if !flow.key.ipv6 {
         m.flags |= PacketMeta::RX_IP_CSUM_GOOD;
     }

@@ -112,6 +112,14 @@ impl PacketMeta {
     /// RX: the device stripped an 802.1Q tag from the frame; it is in `vlan_tci`
     /// (`PortConfig::vlan_strip`).
     pub const RX_VLAN_STRIPPED: u32 = 1 << 5;
+    /// RX, with `RX_L4_CSUM_GOOD`: the sender left the TCP or UDP checksum partial (virtio's
+    /// `NEEDS_CSUM`: the data came from a sender on the same host and crossed no wire, so it
+    /// is good) and the port was asked not to complete it
+    /// (`PortConfig::rx_fill_partial_checksums` off): the field holds the pseudo-header
+    /// sum, not the checksum. A stack that trusts the verdict takes the frame as it is (the
+    /// kernel's `CHECKSUM_PARTIAL`, DPDK's `RX_L4_CKSUM_NONE`); a frame sent on from here
+    /// asks for its checksum (`TX_TCP_CSUM`/`TX_UDP_CSUM`).
+    pub const RX_L4_CSUM_PARTIAL: u32 = 1 << 6;
     /// RX: bits 11:8 hold the [`RssType`] the device hashed the frame as (0: no hash).
     pub const RX_RSS_TYPE_SHIFT: u32 = 8;
     /// The bits of [`PacketMeta::RX_RSS_TYPE_SHIFT`].

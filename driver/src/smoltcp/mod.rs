@@ -167,7 +167,9 @@ impl SmolDevice {
     /// to smoltcp unchecked (a coalesced LRO frame is one pass over 64 KiB fewer), one it
     /// found bad is dropped, and one without a verdict is verified here in software
     /// (`rx_sw_verified`). smoltcp still checks IPv4 headers, ICMP, and TCP or UDP behind
-    /// IPv6 extension headers is left unverified (the adapter's check reads none).
+    /// IPv6 extension headers is left unverified (the adapter's check reads none). With
+    /// this on, the port may leave partial checksums partial
+    /// (`PortConfig::rx_fill_partial_checksums` off): smoltcp never reads the field.
     pub fn with_rx_checksum_verdicts(mut self, on: bool) -> Self {
         self.rx_verdicts = on;
         self

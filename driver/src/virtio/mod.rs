@@ -305,15 +305,20 @@ pub struct RxHdrMode {
     /// partial (`NEEDS_CSUM`) or checked (`DATA_VALID`), `gso_type` that the frame is a
     /// coalesced TCP segment.
     pub offloads: bool,
+    /// A partial checksum is left as it is and flagged `RX_L4_CSUM_GOOD |
+    /// RX_L4_CSUM_PARTIAL` instead of completed (`PortConfig::rx_fill_partial_checksums`
+    /// off).
+    pub leave_partial: bool,
 }
 
 impl RxHdrMode {
-    /// The mode the negotiated `features` give.
-    pub fn from_features(features: u64) -> Self {
+    /// The mode the negotiated `features` give; `leave_partial` as the port asks.
+    pub fn from_features(features: u64, leave_partial: bool) -> Self {
         RxHdrMode {
             hash: features & VIRTIO_NET_F_HASH_REPORT != 0,
             mergeable: features & VIRTIO_NET_F_MRG_RXBUF != 0,
             offloads: features & VIRTIO_NET_F_GUEST_CSUM != 0,
+            leave_partial,
         }
     }
 
@@ -370,7 +375,9 @@ impl RxHdrMode {
 
     /// See [`RxView::finish`]: completes a partial checksum (the frame came from a local
     /// sender that left it to the NIC: as a driver that hands frames on, tenge finishes
-    /// it, so a forwarded frame is valid on any wire) and records a coalesced segment's MSS.
+    /// it, so a forwarded frame is valid on any wire; a pass over the frame, which a local
+    /// stack does not need, so `leave_partial` flags it instead) and records a coalesced
+    /// segment's MSS.
     pub(crate) fn finish(self, pkt: &mut PacketBuf) -> bool {
         if self.hash && !finish_hash(pkt) {
             return false;
@@ -381,7 +388,9 @@ impl RxHdrMode {
         let Some(h) = rx_hdr(pkt) else {
             return false;
         };
-        if h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
+        if h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 && self.leave_partial {
+            pkt.meta_mut().flags |= PacketMeta::RX_L4_CSUM_GOOD | PacketMeta::RX_L4_CSUM_PARTIAL;
+        } else if h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0 {
             let (start, offset) = (h.csum_start.get(), h.csum_offset.get());
             if !crate::packet::csum::complete_partial(pkt, start.into(), offset.into()) {
                 return false;
@@ -807,6 +816,7 @@ mod tests {
         hash: false,
         mergeable: true,
         offloads: false,
+        leave_partial: false,
     };
 
     fn rx_queue(
@@ -1344,6 +1354,7 @@ mod tests {
             hash: true,
             mergeable: true,
             offloads: false,
+            leave_partial: false,
         };
         let mut rxq = rx_queue_with(&mem, &bells, 32, true, 1, mode);
         let mut dev = Dev::default();
@@ -1407,6 +1418,7 @@ mod tests {
             hash: false,
             mergeable: true,
             offloads: true,
+            leave_partial: false,
         };
         let mut rxq = rx_queue_with(&mem, &bells, 32, true, 1, mode);
         let mut dev = Dev::default();
@@ -1461,6 +1473,53 @@ mod tests {
         assert_eq!(got[3].2.flags, good | PacketMeta::RX_LRO);
         assert_eq!(got[3].2.mss, 1448);
         assert_eq!(rxq.stats().errors, 1, "the checksum field beyond the frame");
+        rxq.release(&mut cache);
+        drop(cache);
+        assert_eq!(pool.free_count(), 64, "no buffer lost");
+    }
+
+    /// `PortConfig::rx_fill_partial_checksums` off: a partial checksum stays as the
+    /// device gave it (the frame byte for byte) and is flagged good and partial; a
+    /// checked one is flagged good alone.
+    #[test]
+    fn partial_checksums_left_as_asked_are_flagged_and_untouched() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = small_pool(64, 512);
+        let mut cache = pool.cache(16);
+        let mode = RxHdrMode {
+            hash: false,
+            mergeable: true,
+            offloads: true,
+            leave_partial: true,
+        };
+        let mut rxq = rx_queue_with(&mem, &bells, 32, true, 1, mode);
+        let mut dev = Dev::default();
+        dev.arm(rxq.ops().ring());
+        rxq.fill(&mut cache);
+        let partial = VirtioNetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            csum_start: 34.into(),
+            csum_offset: 6.into(),
+            ..VirtioNetHdr::default()
+        };
+        let valid = VirtioNetHdr {
+            flags: VIRTIO_NET_HDR_F_DATA_VALID,
+            ..VirtioNetHdr::default()
+        };
+        let ring = rxq.ops().ring();
+        let (small, big) = (partial_udp(100), partial_udp(1400));
+        assert!(dev.receive_merged(ring, &small, partial));
+        assert!(dev.receive_merged(ring, &big, partial));
+        assert!(dev.receive_merged(ring, &frame(7, 200), valid));
+        let got = receive_all(&mut rxq, &mut cache, 3, 32);
+        assert_eq!(got.len(), 3);
+        let good = PacketMeta::RX_L4_CSUM_GOOD;
+        let partial_good = good | PacketMeta::RX_L4_CSUM_PARTIAL;
+        assert_eq!((&got[0].0, got[0].2.flags), (&small, partial_good));
+        assert_eq!((&got[1].0, got[1].2.flags), (&big, partial_good));
+        assert!(!udp_checksum_ok(&got[1].0), "left partial, not completed");
+        assert_eq!((&got[2].0, got[2].2.flags), (&frame(7, 200), good));
         rxq.release(&mut cache);
         drop(cache);
         assert_eq!(pool.free_count(), 64, "no buffer lost");

@@ -111,6 +111,8 @@ pub struct VirtioQueueConfig {
     /// Offload features to accept if offered, on top of [`DRIVER_FEATURES`]: any of
     /// [`OFFLOAD_FEATURES`].
     pub offloads: u64,
+    /// See `PortConfig::rx_fill_partial_checksums` (this is its negation).
+    pub leave_partial_checksums: bool,
     /// Queue pairs to open (more than one needs `VIRTIO_NET_F_MQ` or `VIRTIO_NET_F_RSS`).
     pub queues: u16,
     /// The port wants RSS: accept `VIRTIO_NET_F_RSS` and `VIRTIO_NET_F_HASH_REPORT` when
@@ -189,7 +191,7 @@ impl VirtioNet {
         let wanted = wanted_features(cfg.offloads, offered)
             | multiqueue_features(cfg.queues, cfg.rss, offered);
         let features = fw::start_negotiation(&common, wanted).map_err(&err)?;
-        let hdr_mode = RxHdrMode::from_features(features);
+        let hdr_mode = RxHdrMode::from_features(features, cfg.leave_partial_checksums);
         let hdr_len = hdr_mode.hdr_len();
         let event_idx = features & VIRTIO_F_EVENT_IDX != 0;
         let packed = features & VIRTIO_F_RING_PACKED != 0;

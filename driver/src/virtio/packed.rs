@@ -714,6 +714,7 @@ mod tests {
                     hash: false,
                     mergeable: true,
                     offloads: false,
+                    leave_partial: false,
                 },
             ),
             thresh,

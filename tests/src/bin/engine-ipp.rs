@@ -590,7 +590,10 @@ const QEMU_OFFER: u64 = tenge_firmware_iface::virtio::model::QemuVirtioNet::HUB_
 fn negotiated(packed: bool) -> Result<(RxHdrMode, bool), String> {
     let offered = QEMU_OFFER | if packed { VIRTIO_F_RING_PACKED } else { 0 };
     let f = negotiate(offered, wanted_features(0, offered)).map_err(|e| e.to_string())?;
-    let (mode, event_idx) = (RxHdrMode::from_features(f), f & VIRTIO_F_EVENT_IDX != 0);
+    let (mode, event_idx) = (
+        RxHdrMode::from_features(f, false),
+        f & VIRTIO_F_EVENT_IDX != 0,
+    );
     if !mode.mergeable || mode.offloads || !event_idx || (f & VIRTIO_F_RING_PACKED != 0) != packed {
         return Err(format!("unexpected features negotiated: {f:#x}"));
     }
