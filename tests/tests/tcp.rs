@@ -392,14 +392,14 @@ fn tcp_echo_survives_a_reset_and_a_syn_flood() {
             "--connections 8 --exit-after 2 --duration 500 --interval 5",
         );
         let reset = r#"
-    import socket, struct, sys, time
-    s = socket.create_connection((sys.argv[1], 7), timeout=60)
-    s.sendall(b"x" * 200000)
-    time.sleep(0.5)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()
-    print("RESET-SENT")
-    "#;
+import socket, struct, sys, time
+s = socket.create_connection((sys.argv[1], 7), timeout=60)
+s.sendall(b"x" * 200000)
+time.sleep(0.5)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+print("RESET-SENT")
+"#;
         let out = peer
             .exec_ok(&["python3", "-c", reset, DEFAULT_GUEST_ADDR])
             .expect("the resetting client");
@@ -472,14 +472,14 @@ fn ingress_filter_drops_a_udp_flood_during_a_transfer() {
         );
         let client = spawn_client(&peer, 8 << 20, 1);
         let flood = r#"
-    import socket, sys, time
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for i in range(20000):
-        s.sendto(b"junk" * 16, (sys.argv[1], 9))
-        if i % 500 == 499:
-            time.sleep(0.01)
-    print("FLOOD-SENT 20000")
-    "#;
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(20000):
+    s.sendto(b"junk" * 16, (sys.argv[1], 9))
+    if i % 500 == 499:
+        time.sleep(0.01)
+print("FLOOD-SENT 20000")
+"#;
         let out = peer
             .exec_ok(&["python3", "-c", flood, DEFAULT_GUEST_ADDR])
             .expect("the UDP flood");

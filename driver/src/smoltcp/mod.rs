@@ -317,20 +317,25 @@ impl phy::Device for SmolDevice {
             let pkt = self.rx_batch.pop()?;
             let bad = PacketMeta::RX_IP_CSUM_BAD | PacketMeta::RX_L4_CSUM_BAD;
             let flags = pkt.meta().flags;
-            let mut is_bad = flags & bad != 0;
-            if self.rx_verdicts && !is_bad && flags & PacketMeta::RX_L4_CSUM_GOOD == 0 {
-                let verdict = crate::packet::csum::l4_checksum_ok(&pkt);
-                self.rx_counts.sw_verified += u64::from(verdict.is_some());
-                is_bad = verdict == Some(false);
-            }
-            if is_bad {
+            if flags & bad != 0 {
                 self.rx_counts.bad_checksum += 1;
                 self.rx.free(pkt);
                 continue;
             }
+            // The application's drop before the adapter's own checksum pass, as before
+            // smoltcp's: what it drops costs it the header test alone.
             if let Some(drop) = self.rx_drop.as_mut() {
                 if drop(pkt.data()) {
                     self.rx_counts.app_dropped += 1;
+                    self.rx.free(pkt);
+                    continue;
+                }
+            }
+            if self.rx_verdicts && flags & PacketMeta::RX_L4_CSUM_GOOD == 0 {
+                let verdict = crate::packet::csum::l4_checksum_ok(&pkt);
+                self.rx_counts.sw_verified += u64::from(verdict.is_some());
+                if verdict == Some(false) {
+                    self.rx_counts.bad_checksum += 1;
                     self.rx.free(pkt);
                     continue;
                 }
