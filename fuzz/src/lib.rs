@@ -84,6 +84,9 @@ pub struct Setup {
     pub mergeable: bool,
     /// VIRTIO_NET_F_GUEST_CSUM negotiated: header checksum flags and GSO types count.
     pub offloads: bool,
+    /// Partial checksums flagged, not completed (`PortConfig::rx_fill_partial_checksums`
+    /// off).
+    pub leave_partial: bool,
 }
 
 impl Setup {
@@ -98,6 +101,7 @@ impl Setup {
             hash: false,
             mergeable: self.mergeable,
             offloads: self.offloads,
+            leave_partial: self.leave_partial,
         }
     }
 }
