@@ -21,6 +21,9 @@ use tenge_firmware_iface::{Mmio, NarrowMmio};
 pub struct Bar {
     map: MmapRaw,
     index: u32,
+    /// What the mapping was made from (the VFIO device file), kept open until the mapping
+    /// is gone: the fields drop after the mapping (declaration order).
+    _source: Arc<dyn Send + Sync>,
 }
 
 // SAFETY: the mapping is plain device memory addressed through raw pointers; moving it to
@@ -31,8 +34,12 @@ unsafe impl Send for Bar {}
 unsafe impl Sync for Bar {}
 
 impl Bar {
-    pub(crate) fn new(map: MmapRaw, index: u32) -> Self {
-        Bar { map, index }
+    pub(crate) fn new(map: MmapRaw, index: u32, source: Arc<dyn Send + Sync>) -> Self {
+        Bar {
+            map,
+            index,
+            _source: source,
+        }
     }
 
     /// BAR index.

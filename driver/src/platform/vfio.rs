@@ -278,6 +278,15 @@ impl DmaMapper for Container {
 pub struct VfioDevice {
     addr: PciAddress,
     ids: SysfsDevice,
+    open: Arc<OpenDevice>,
+}
+
+/// The device's file and its place in the container, shared by the [`VfioDevice`] and every
+/// BAR mapped from it: a mapping of the device file keeps the file open, and VFIO refuses to
+/// take the group out of its container while it is (`VFIO_GROUP_UNSET_CONTAINER`: EBUSY).
+/// So the device is closed, and its group leaves the container, when the last of them goes:
+/// a port dropped before the queue handles it gave out no longer strands its group.
+struct OpenDevice {
     /// Dropped by hand in `Drop`, before `group_link` goes.
     device: std::mem::ManuallyDrop<vfio_ioctls::VfioDevice>,
     container: Arc<Container>,
@@ -355,9 +364,11 @@ impl VfioDevice {
         Ok(VfioDevice {
             addr,
             ids,
-            device: std::mem::ManuallyDrop::new(device),
-            container,
-            group_link,
+            open: Arc::new(OpenDevice {
+                device: std::mem::ManuallyDrop::new(device),
+                container,
+                group_link,
+            }),
         })
     }
 
@@ -373,17 +384,19 @@ impl VfioDevice {
 
     /// The container this device is attached to (it maps DMA memory).
     pub fn container(&self) -> &Arc<Container> {
-        &self.container
+        &self.open.container
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the raw fd belongs to `self.device`, which lives as long as the returned
+        // SAFETY: the raw fd belongs to `self.open.device`, which lives as long as the returned
         // borrow (tied to &self) and does not close it before being dropped.
-        unsafe { BorrowedFd::borrow_raw(self.device.as_raw_fd()) }
+        unsafe { BorrowedFd::borrow_raw(self.open.device.as_raw_fd()) }
     }
 
     fn config_offset(&self) -> u64 {
-        self.device.get_region_offset(VFIO_PCI_CONFIG_REGION_INDEX)
+        self.open
+            .device
+            .get_region_offset(VFIO_PCI_CONFIG_REGION_INDEX)
     }
 
     /// Reads `buf.len()` bytes of config space at `off`.
@@ -448,9 +461,9 @@ impl VfioDevice {
 
     /// Maps memory BAR `bar` (0..=5) for register access.
     pub fn map_bar(&self, bar: u32) -> Result<Bar, VfioError> {
-        let flags = self.device.get_region_flags(bar);
-        let size = self.device.get_region_size(bar);
-        let offset = self.device.get_region_offset(bar);
+        let flags = self.open.device.get_region_flags(bar);
+        let size = self.open.device.get_region_size(bar);
+        let offset = self.open.device.get_region_offset(bar);
         if size == 0 {
             return Err(VfioError::Bar {
                 addr: self.addr,
@@ -468,13 +481,13 @@ impl VfioDevice {
         let map: MmapRaw = MmapOptions::new()
             .offset(offset)
             .len(size as usize)
-            .map_raw(self.device.as_raw_fd())
+            .map_raw(self.open.device.as_raw_fd())
             .map_err(|source| VfioError::Io {
                 op: "BAR mmap",
                 addr: self.addr,
                 source,
             })?;
-        Ok(Bar::new(map, bar))
+        Ok(Bar::new(map, bar, self.open.clone()))
     }
 }
 
@@ -530,6 +543,7 @@ impl VfioDevice {
     /// such interrupt for the device, logged.
     pub fn request_irq(&self) -> Option<Arc<IrqFd>> {
         if self
+            .open
             .device
             .get_irq_info(VFIO_PCI_REQ_IRQ_INDEX)
             .is_none_or(|i| i.count == 0)
@@ -538,7 +552,11 @@ impl VfioDevice {
             return None;
         }
         let fd = Arc::new(IrqFd::new().ok()?);
-        match self.device.enable_irq(VFIO_PCI_REQ_IRQ_INDEX, vec![&fd.0]) {
+        match self
+            .open
+            .device
+            .enable_irq(VFIO_PCI_REQ_IRQ_INDEX, vec![&fd.0])
+        {
             Ok(()) => Some(fd),
             Err(e) => {
                 log::warn!(
@@ -553,7 +571,7 @@ impl VfioDevice {
 
     /// Vectors VFIO reports for MSI-X (the device's table size) and for MSI.
     pub fn irq_counts(&self) -> (u32, u32) {
-        let count = |i| self.device.get_irq_info(i).map_or(0, |irq| irq.count);
+        let count = |i| self.open.device.get_irq_info(i).map_or(0, |irq| irq.count);
         (
             count(VFIO_PCI_MSIX_IRQ_INDEX),
             count(VFIO_PCI_MSI_IRQ_INDEX),
@@ -585,6 +603,7 @@ impl VfioDevice {
         if msix >= want && want > 0 {
             let fds = new_fds(want)?;
             match self
+                .open
                 .device
                 .enable_irq(VFIO_PCI_MSIX_IRQ_INDEX, fds.iter().map(|f| &f.0).collect())
             {
@@ -621,8 +640,14 @@ impl VfioDevice {
 
 impl Drop for VfioDevice {
     fn drop(&mut self) {
-        // Stop DMA before the IOMMU mappings and buffers go away.
+        // Stop DMA before the IOMMU mappings and buffers go away; the device itself is
+        // closed when its last BAR mapping goes too (`OpenDevice`).
         let _ = self.disable_bus_master();
+    }
+}
+
+impl Drop for OpenDevice {
+    fn drop(&mut self) {
         // The device's group leaves the container right after this (vfio-ioctls), and
         // with the last one the kernel drops every mapping.
         {

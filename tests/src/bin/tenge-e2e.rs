@@ -182,6 +182,16 @@ enum Cmd {
         vlan_strip: bool,
     },
     /// Open a port expecting a specific error; the message must contain every --expect.
+    /// Open the port, take its queue pair, drop the port before the queues, then open it
+    /// again in the same process and send frames through the new queue pair: the first
+    /// port's group must have left the container once its last BAR mapping went.
+    DropOrder {
+        /// PCI address to open.
+        pci: String,
+        /// Frames to send after the reopen.
+        #[arg(long, default_value_t = 10)]
+        count: u64,
+    },
     ExpectError {
         /// PCI address to open.
         pci: String,
@@ -301,6 +311,7 @@ fn main() -> ExitCode {
             kind,
             expect,
         } => expect_error(&pci, require_hugepages, &kind, &expect),
+        Cmd::DropOrder { pci, count } => drop_order(&pci, count),
         Cmd::TxOffload {
             pci,
             tx_checksum,
@@ -920,6 +931,43 @@ fn rx_sink(pci: &str, sink: &RxSink, cfg: &PortConfig) -> Res {
             "rx-sink: by-dst: own={} broadcast={} multicast={} other={} end_seen={end_seen}",
             dst.own, dst.broadcast, dst.multicast, dst.other
         );
+    }
+    Ok(())
+}
+
+fn drop_order(pci: &str, count: u64) -> Res {
+    let cfg = PortConfig::default();
+    let mut port = Port::open(pci, &cfg)?;
+    let queues = port.take_queues();
+    drop(port);
+    drop(queues);
+    println!("drop-order: port dropped before its queues");
+    let mut port = Port::open(pci, &cfg)?;
+    let mut pair = port
+        .take_queues()
+        .into_iter()
+        .next()
+        .ok_or("no queue pair")?;
+    let mut batch = PacketBatch::new(32);
+    let mut sent = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sent < count && Instant::now() < deadline {
+        while batch.len() < 32 && sent + (batch.len() as u64) < count {
+            let mut b = pair.tx.alloc().ok_or("TX pool empty")?;
+            let f = frame::build(&Flow::default(), 60, sent + batch.len() as u64);
+            if !b.copy_from(&f) {
+                return Err("frame larger than a buffer".into());
+            }
+            if let Err(b) = batch.push(b) {
+                pair.tx.free(b);
+                break;
+            }
+        }
+        sent += pair.tx.tx_burst(&mut batch) as u64;
+    }
+    println!("drop-order: reopened, sent={sent}");
+    if sent != count {
+        return Err(format!("sent {sent} of {count} after the reopen").into());
     }
     Ok(())
 }
