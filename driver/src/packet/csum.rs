@@ -135,58 +135,58 @@ pub fn ipv4_header_checksum(hdr: &[u8]) -> u16 {
 pub fn l4_checksum_ok(pkt: &PacketBuf) -> Option<bool> {
     const TCP: u8 = 6;
     const UDP: u8 = 17;
-    let mut h = [0u8; 54];
-    let have = read_at(pkt, 0, &mut h).then_some(54).or_else(|| {
-        let n = pkt.pkt_len().min(54);
-        read_at(pkt, 0, &mut h[..n]).then_some(n)
-    })?;
-    let h = &h[..have];
-    let (l4, proto, l4_len, pseudo) = match u16::from_be_bytes([*h.get(12)?, *h.get(13)?]) {
+    // Ethernet and an IPv6 header (the longer of the two), or as much as the frame has.
+    let mut buf = [0u8; 54];
+    let n = pkt.pkt_len().min(buf.len());
+    if !read_at(pkt, 0, &mut buf[..n]) {
+        return None;
+    }
+    let h = &buf[..n];
+    let be16 = |at: usize| Some(u16::from_be_bytes([*h.get(at)?, *h.get(at + 1)?]));
+    let (l4, proto, l4_len, pseudo, v4) = match be16(12)? {
         0x0800 => {
             let ihl = usize::from(h.get(14)? & 0xf) * 4;
-            let total = usize::from(u16::from_be_bytes([*h.get(16)?, *h.get(17)?]));
-            let frag = u16::from_be_bytes([*h.get(20)?, *h.get(21)?]) & 0x3fff;
+            let total = usize::from(be16(16)?);
             let proto = *h.get(23)?;
-            if frag != 0 || ihl < 20 || total < ihl {
+            if be16(20)? & 0x3fff != 0 || ihl < 20 || total < ihl {
                 return None;
             }
-            let src: [u8; 4] = h.get(26..30)?.try_into().ok()?;
-            let dst: [u8; 4] = h.get(30..34)?.try_into().ok()?;
+            let src = h.get(26..30)?.try_into().ok()?;
+            let dst = h.get(30..34)?.try_into().ok()?;
             let len = total - ihl;
-            (14 + ihl, proto, len, pseudo_v4(src, dst, proto, len as u32))
+            (
+                14 + ihl,
+                proto,
+                len,
+                pseudo_v4(src, dst, proto, len as u32),
+                true,
+            )
         }
         0x86dd => {
-            let mut a = [0u8; 32];
-            if !read_at(pkt, 22, &mut a) {
-                return None;
-            }
-            let len = usize::from(u16::from_be_bytes([*h.get(18)?, *h.get(19)?]));
+            let len = usize::from(be16(18)?);
             let proto = *h.get(20)?;
-            let (src, dst) = a.split_at(16);
-            let pseudo = pseudo_v6(
-                src.try_into().ok()?,
-                dst.try_into().ok()?,
+            let src = h.get(22..38)?.try_into().ok()?;
+            let dst = h.get(38..54)?.try_into().ok()?;
+            (
+                54,
                 proto,
-                len as u32,
-            );
-            (54, proto, len, pseudo)
+                len,
+                pseudo_v6(src, dst, proto, len as u32),
+                false,
+            )
         }
         _ => return None,
     };
     if proto != TCP && proto != UDP || l4 + l4_len > pkt.pkt_len() {
         return None;
     }
-    if proto == UDP && pseudo_v4_udp_unchecked(pkt, l4, h) {
+    let mut field = [0u8; 2];
+    if v4 && proto == UDP && read_at(pkt, l4 + 6, &mut field) && field == [0, 0] {
+        // Sent without a checksum (RFC 768).
         return Some(true);
     }
     let sum = sum_range(pkt, l4, l4 + l4_len)?;
     Some(fold(sum + pseudo) == 0xffff)
-}
-
-/// UDP over IPv4 with a checksum field of 0: sent without a checksum (RFC 768).
-fn pseudo_v4_udp_unchecked(pkt: &PacketBuf, l4: usize, h: &[u8]) -> bool {
-    let mut f = [0u8; 2];
-    h.get(12..14) == Some(&[0x08, 0x00]) && read_at(pkt, l4 + 6, &mut f) && f == [0, 0]
 }
 
 /// Completes a checksum the sender left partial (Linux's CHECKSUM_PARTIAL, virtio's
