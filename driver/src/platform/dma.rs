@@ -543,14 +543,8 @@ impl<'a, T: FromBytes + IntoBytes + Immutable> RingView<'a, T> {
     /// either order.
     #[inline(always)]
     pub fn write_qwords(&self, idx: u32, lo: u64, hi: u64) {
-        const { assert!(size_of::<T>() == 16) };
-        let p = self.slot(idx).cast::<u64>();
-        // SAFETY: as in write: the slot is 16 bytes, in bounds and 16-byte aligned (the ring
-        // starts 16-byte aligned and every descriptor is 16 bytes).
-        unsafe {
-            core::ptr::write_volatile(p, lo.to_le());
-            core::ptr::write_volatile(p.add(1), hi.to_le());
-        }
+        // SAFETY: as in write: the slot is a descriptor of the ring, in bounds.
+        unsafe { write_qwords_at(self.slot(idx), lo, hi) }
     }
 
     /// [`RingView::write_qwords`] for a descriptor the second quadword publishes (a packed
@@ -741,20 +735,8 @@ impl<'a, T: FromBytes + IntoBytes + Immutable> RingView<'a, T> {
     /// ```
     #[inline(always)]
     pub fn read_u64_at(&self, idx: u32, byte_off: usize) -> u64 {
-        const {
-            assert!(
-                size_of::<T>().is_multiple_of(8),
-                "u64 field access needs a descriptor size that is a multiple of 8"
-            )
-        };
-        // As in read_u32_at, for 8 bytes.
-        assert!(byte_off.is_multiple_of(8) && byte_off < size_of::<T>());
-        // SAFETY: inside descriptor `idx` (checked against size_of::<T>); 8-byte aligned: the
-        // ring starts 16-byte aligned and size_of::<T>() and byte_off are multiples of 8.
-        let v = unsafe {
-            core::ptr::read_volatile(self.slot(idx).cast::<u8>().add(byte_off).cast::<u64>())
-        };
-        u64::from_le(v)
+        // SAFETY: the slot is descriptor `idx` of the ring, in bounds.
+        unsafe { read_u64_in(self.slot(idx), byte_off) }
     }
 }
 
@@ -800,33 +782,59 @@ impl<T: FromBytes + IntoBytes + Immutable> RingSpan<'_, T> {
     /// [`RingView::write_qwords`] for the `k`-th descriptor of the span.
     #[inline(always)]
     pub fn write_qwords(&self, k: usize, lo: u64, hi: u64) {
-        const { assert!(size_of::<T>() == 16) };
-        let p = self.slot(k).cast::<u64>();
-        // SAFETY: as in RingView::write_qwords: the slot is a 16-byte descriptor of the ring
-        // (checked above), 16-byte aligned, and ring memory is never behind a reference.
-        unsafe {
-            core::ptr::write_volatile(p, lo.to_le());
-            core::ptr::write_volatile(p.add(1), hi.to_le());
-        }
+        // SAFETY: the slot is a descriptor of the ring (position checked in `slot`).
+        unsafe { write_qwords_at(self.slot(k), lo, hi) }
     }
 
     /// [`RingView::read_u64_at`] for the `k`-th descriptor of the span.
     #[inline(always)]
     pub fn read_u64_at(&self, k: usize, byte_off: usize) -> u64 {
-        const {
-            assert!(
-                size_of::<T>().is_multiple_of(8),
-                "u64 field access needs a descriptor size that is a multiple of 8"
-            )
-        };
-        assert!(byte_off.is_multiple_of(8) && byte_off < size_of::<T>());
-        // SAFETY: inside the `k`-th descriptor of the span (checked in `slot`, and against
-        // size_of::<T>), 8-byte aligned as in RingView::read_u64_at.
-        let v = unsafe {
-            core::ptr::read_volatile(self.slot(k).cast::<u8>().add(byte_off).cast::<u64>())
-        };
-        u64::from_le(v)
+        // SAFETY: the slot is a descriptor of the ring (position checked in `slot`).
+        unsafe { read_u64_in(self.slot(k), byte_off) }
     }
+}
+
+/// Volatile write of the 16-byte descriptor at `slot` as two little-endian quadwords,
+/// which may become visible in either order ([`RingView::write_qwords`],
+/// [`RingSpan::write_qwords`]).
+///
+/// # Safety
+/// `slot` is a descriptor of a live ring: in its memory, which is never behind a
+/// reference, and 16-byte aligned (rings start 16-byte aligned and these descriptors are
+/// 16 bytes).
+#[inline(always)]
+unsafe fn write_qwords_at<T>(slot: *mut T, lo: u64, hi: u64) {
+    const { assert!(size_of::<T>() == 16) };
+    let p = slot.cast::<u64>();
+    // SAFETY: the 16 bytes at `slot` are the descriptor (the caller's contract, and the
+    // size asserted above), 8-byte aligned.
+    unsafe {
+        core::ptr::write_volatile(p, lo.to_le());
+        core::ptr::write_volatile(p.add(1), hi.to_le());
+    }
+}
+
+/// Volatile read of the little-endian `u64` at `byte_off` inside the descriptor at `slot`,
+/// in one access ([`RingView::read_u64_at`], [`RingSpan::read_u64_at`]); only for
+/// descriptors whose size is a multiple of 8.
+///
+/// # Safety
+/// `slot` is a descriptor of a live ring, in its memory, which is never behind a reference.
+#[inline(always)]
+unsafe fn read_u64_in<T>(slot: *mut T, byte_off: usize) -> u64 {
+    const {
+        assert!(
+            size_of::<T>().is_multiple_of(8),
+            "u64 field access needs a descriptor size that is a multiple of 8"
+        )
+    };
+    // As in read_u32_at, for 8 bytes.
+    assert!(byte_off.is_multiple_of(8) && byte_off < size_of::<T>());
+    // SAFETY: inside the descriptor (the caller's contract, `byte_off` checked against
+    // size_of::<T>); 8-byte aligned: the ring starts 16-byte aligned and size_of::<T>() and
+    // byte_off are multiples of 8.
+    let v = unsafe { core::ptr::read_volatile(slot.cast::<u8>().add(byte_off).cast::<u64>()) };
+    u64::from_le(v)
 }
 
 /// Device-side DMA for host tests whose memory is mapped by [`IdentityMapper`] (an IOVA
