@@ -1152,6 +1152,35 @@ mod tests {
         }
     }
 
+    /// The set-up the RX tests share: a split RX queue of `size` descriptors (EVENT_IDX,
+    /// refill threshold 1) reading headers as `mode`, filled from a pool of 64 buffers of
+    /// `data_room` bytes, the device model armed on it.
+    struct ArmedRx {
+        mem: Arc<DmaRegion>,
+        pool: crate::packet::mempool::Mempool,
+        cache: crate::packet::mempool::MempoolCache,
+        rxq: RxQueue<VirtioRx<Bells>>,
+        dev: Dev,
+    }
+
+    fn armed_rx(size: u16, data_room: u32, mode: RxHdrMode) -> ArmedRx {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = small_pool(64, data_room);
+        let mut cache = pool.cache(16);
+        let mut rxq = rx_queue_with(&mem, &bells, size, true, 1, mode);
+        let dev = Dev::default();
+        dev.arm(rxq.ops().ring());
+        rxq.fill(&mut cache);
+        ArmedRx {
+            mem,
+            pool,
+            cache,
+            rxq,
+            dev,
+        }
+    }
+
     /// A pool of small buffers (`data_room` bytes each), so frames span several.
     fn small_pool(buffers: u32, data_room: u32) -> crate::packet::mempool::Mempool {
         crate::packet::mempool::Mempool::new(
@@ -1193,14 +1222,13 @@ mod tests {
 
     #[test]
     fn mergeable_frames_arrive_as_chains_byte_exact_across_bursts() {
-        let mem = region();
-        let bells = Arc::new(Bells::default());
-        let pool = small_pool(64, 256);
-        let mut cache = pool.cache(16);
-        let mut rxq = rx_queue(&mem, &bells, 16, true, 1);
-        let mut dev = Dev::default();
-        dev.arm(rxq.ops().ring());
-        rxq.fill(&mut cache);
+        let ArmedRx {
+            pool,
+            mut cache,
+            mut rxq,
+            mut dev,
+            ..
+        } = armed_rx(16, 256, MERGEABLE);
         // 256 data bytes fit the first buffer (268 with the header); every next buffer
         // takes 268 frame bytes.
         let cases = [(60, 1), (256, 1), (257, 2), (524, 2), (525, 3), (1514, 6)];
@@ -1228,14 +1256,13 @@ mod tests {
 
     #[test]
     fn broken_chains_are_counted_and_the_next_frame_arrives() {
-        let mem = region();
-        let bells = Arc::new(Bells::default());
-        let pool = small_pool(64, 256);
-        let mut cache = pool.cache(16);
-        let mut rxq = rx_queue(&mem, &bells, 32, true, 1);
-        let mut dev = Dev::default();
-        dev.arm(rxq.ops().ring());
-        rxq.fill(&mut cache);
+        let ArmedRx {
+            pool,
+            mut cache,
+            mut rxq,
+            mut dev,
+            ..
+        } = armed_rx(32, 256, MERGEABLE);
         let ring = rxq.ops().ring();
         // A 3-buffer frame whose second used entry names a descriptor never posted.
         assert!(dev.receive_merged(ring, &frame(1, 600), VirtioNetHdr::default()));
@@ -1346,20 +1373,19 @@ mod tests {
 
     #[test]
     fn hash_reports_reach_the_metadata_and_the_header_is_20_bytes() {
-        let mem = region();
-        let bells = Arc::new(Bells::default());
-        let pool = small_pool(64, 512);
-        let mut cache = pool.cache(16);
         let mode = RxHdrMode {
             hash: true,
             mergeable: true,
             offloads: false,
             leave_partial: false,
         };
-        let mut rxq = rx_queue_with(&mem, &bells, 32, true, 1, mode);
-        let mut dev = Dev::default();
-        dev.arm(rxq.ops().ring());
-        rxq.fill(&mut cache);
+        let ArmedRx {
+            mem,
+            mut cache,
+            mut rxq,
+            mut dev,
+            ..
+        } = armed_rx(32, 512, mode);
         let ring = rxq.ops().ring();
         // Each buffer is posted 12 bytes before its data, as without HASH_REPORT: the
         // header's hash fields run 8 bytes into the data.
@@ -1410,20 +1436,19 @@ mod tests {
 
     #[test]
     fn offload_headers_complete_partial_checksums_and_record_coalesced_segments() {
-        let mem = region();
-        let bells = Arc::new(Bells::default());
-        let pool = small_pool(64, 512);
-        let mut cache = pool.cache(16);
         let mode = RxHdrMode {
             hash: false,
             mergeable: true,
             offloads: true,
             leave_partial: false,
         };
-        let mut rxq = rx_queue_with(&mem, &bells, 32, true, 1, mode);
-        let mut dev = Dev::default();
-        dev.arm(rxq.ops().ring());
-        rxq.fill(&mut cache);
+        let ArmedRx {
+            pool,
+            mut cache,
+            mut rxq,
+            mut dev,
+            ..
+        } = armed_rx(32, 512, mode);
         let partial = VirtioNetHdr {
             flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
             csum_start: 34.into(),
@@ -1483,20 +1508,19 @@ mod tests {
     /// checked one is flagged good alone.
     #[test]
     fn partial_checksums_left_as_asked_are_flagged_and_untouched() {
-        let mem = region();
-        let bells = Arc::new(Bells::default());
-        let pool = small_pool(64, 512);
-        let mut cache = pool.cache(16);
         let mode = RxHdrMode {
             hash: false,
             mergeable: true,
             offloads: true,
             leave_partial: true,
         };
-        let mut rxq = rx_queue_with(&mem, &bells, 32, true, 1, mode);
-        let mut dev = Dev::default();
-        dev.arm(rxq.ops().ring());
-        rxq.fill(&mut cache);
+        let ArmedRx {
+            pool,
+            mut cache,
+            mut rxq,
+            mut dev,
+            ..
+        } = armed_rx(32, 512, mode);
         let partial = VirtioNetHdr {
             flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
             csum_start: 34.into(),
