@@ -289,6 +289,18 @@ pub trait RxDescOps {
     fn entries(&self) -> u32;
     /// Hands every descriptor before producer index `pidx` to the device.
     fn flush(&mut self, pidx: u32);
+    /// As [`RxDescOps::flush`], from a burst that took frames: the device is delivering,
+    /// and one that can say whether it needs a doorbell may owe it until the next
+    /// [`RxDescOps::idle`] (virtio: `Doorbell::hold`). Every refill of a burst that took
+    /// frames comes here.
+    #[inline(always)]
+    fn flush_busy(&mut self, pidx: u32) {
+        self.flush(pidx)
+    }
+    /// A burst found nothing (the producer index is `pidx`): the moment for a doorbell
+    /// `flush_busy` held.
+    #[inline(always)]
+    fn idle(&mut self, _pidx: u32) {}
 }
 
 /// Per-device RX descriptor accesses, on a [`RxDescOps::View`].
@@ -1174,6 +1186,12 @@ impl<D: RxDescOps> RxQueue<D> {
     /// Posts buffers until the ring is full (one slot is always left empty: a ring whose
     /// tail equals its head is empty to the device) and rings the doorbell once.
     pub fn fill(&mut self, cache: &mut MempoolCache) -> u32 {
+        self.fill_from(cache, false)
+    }
+
+    /// [`RxQueue::fill`], from a burst that took frames when `busy`.
+    #[inline]
+    fn fill_from(&mut self, cache: &mut MempoolCache, busy: bool) -> u32 {
         let start = self.pidx;
         let end = self.cidx.wrapping_add(self.mask); // entries - 1 posted at most
         let view = self.ops.view();
@@ -1210,7 +1228,11 @@ impl<D: RxDescOps> RxQueue<D> {
         if n > 0 {
             // Descriptor stores before the tail store (see mmio.rs on x86 ordering).
             barrier::dma_wmb();
-            self.ops.flush(pidx);
+            if busy {
+                self.ops.flush_busy(pidx);
+            } else {
+                self.ops.flush(pidx);
+            }
             self.stats.doorbells += 1;
         }
         n
@@ -1295,8 +1317,11 @@ impl<D: RxDescOps> RxQueue<D> {
         // Refill in batches of free_thresh, one tail write each. The device is never left
         // with an empty ring by this: it keeps at least 3/4 of it. (QEMU's e1000e disables a
         // port with no free descriptor until the tail moves, stalling its hub's senders.)
+        if ready == 0 {
+            self.ops.idle(self.pidx);
+        }
         if self.mask - self.pidx.wrapping_sub(self.cidx) >= self.free_thresh {
-            self.fill(cache);
+            self.fill_from(cache, ready > 0);
         }
         got
     }

@@ -94,9 +94,67 @@ pub fn link_line(name: &str, e: &tenge::LinkEvent, start: std::time::Instant) ->
     )
 }
 
+/// A coarse clock for poll loops: a thread that wakes every `period` and bumps a counter,
+/// so the loop learns that time has passed from one relaxed load and reads the real clock
+/// only then.
+///
+/// Why not `Instant::now()` every few polls: where the TSC is not trusted (the TCG test
+/// guest marks it unstable and keeps time with the HPET) it is a system call and an MMIO
+/// read that waits for QEMU's big lock, which QEMU's main loop holds for as long as it
+/// delivers frames. A receive loop reading the clock every 64 polls spent 40 % of its
+/// time there and stopped recycling buffers while QEMU filled the ring
+/// (docs/benchmarks/README.md, issue 8 item 5).
+pub struct Ticker {
+    ticks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    seen: u64,
+}
+
+impl Ticker {
+    /// Starts the ticking thread (it ends when the `Ticker` is dropped, within `period`).
+    pub fn new(period: Duration) -> std::io::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let weak = std::sync::Arc::downgrade(&ticks);
+        std::thread::Builder::new()
+            .name("ticker".into())
+            .spawn(move || loop {
+                std::thread::sleep(period);
+                match weak.upgrade() {
+                    Some(t) => t.fetch_add(1, Ordering::Relaxed),
+                    None => break,
+                };
+            })?;
+        Ok(Ticker { ticks, seen: 0 })
+    }
+
+    /// Whether a period has ended since the last call that said so.
+    #[inline]
+    pub fn ticked(&mut self) -> bool {
+        let now = self.ticks.load(std::sync::atomic::Ordering::Relaxed);
+        if now == self.seen {
+            return false;
+        }
+        self.seen = now;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ticker_ticks_once_per_period_and_not_between() {
+        let mut t = Ticker::new(Duration::from_millis(20)).unwrap();
+        assert!(!t.ticked(), "no period has ended yet");
+        let start = std::time::Instant::now();
+        while !t.ticked() {
+            assert!(start.elapsed() < Duration::from_secs(5), "never ticked");
+            std::thread::yield_now();
+        }
+        assert!(start.elapsed() >= Duration::from_millis(10));
+        assert!(!t.ticked(), "said once");
+    }
 
     #[test]
     fn macs_parse_or_say_why_not() {

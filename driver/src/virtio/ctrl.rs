@@ -486,7 +486,7 @@ impl<M: NarrowMmio> CtrlQueue<M> {
                 // Descriptors and command bytes before avail.idx (§2.7.13.3.1).
                 barrier::dma_wmb();
                 let new = self.next.wrapping_add(1) as u16;
-                self.bell.publish(ring, new);
+                self.bell.publish(ring, new, false);
                 head
             }
             Ring::Packed(ring) => {
@@ -512,7 +512,7 @@ impl<M: NarrowMmio> CtrlQueue<M> {
                         u64::from(len) | u64::from(id) << 32 | u64::from(flags) << 48,
                     );
                 }
-                self.bell.publish_packed(ring, first.wrapping_add(n));
+                self.bell.publish_packed(ring, first.wrapping_add(n), false);
                 id
             }
         }

@@ -236,6 +236,14 @@ pub struct Doorbell<M: NarrowMmio> {
     /// The queue's interrupt is armed (split RX with EVENT_IDX: `used_event` names the next
     /// entry and publishes leave it there).
     pub(crate) irq_armed: bool,
+    /// A notification the device asked for during a held publish ([`Doorbell::hold`]) and
+    /// not yet written: `last` before the first such publish, the start of the window
+    /// [`Doorbell::release_split`] / `release_packed` look at again.
+    pub(crate) held_from: Option<u16>,
+    /// Split ring with EVENT_IDX: the device's `used.idx` when the doorbell was first held.
+    /// There `avail_event` trails every pop, so it cannot say whether the device stopped;
+    /// a device that used nothing since the hold has.
+    held_used: u16,
 }
 
 impl<M: NarrowMmio> Doorbell<M> {
@@ -249,6 +257,8 @@ impl<M: NarrowMmio> Doorbell<M> {
             last: 0,
             notifies: 0,
             irq_armed: false,
+            held_from: None,
+            held_used: 0,
         }
     }
 
@@ -258,10 +268,11 @@ impl<M: NarrowMmio> Doorbell<M> {
         self.notifies
     }
 
-    /// Publishes `avail.idx = new` on `ring` and notifies the device if it asked for it.
-    /// The caller has fenced (release) after the descriptor stores.
+    /// Publishes `avail.idx = new` on `ring` and notifies the device if it asked for it
+    /// (with `hold`, see [`Doorbell::hold`]). The caller has fenced (release) after the
+    /// descriptor stores.
     #[inline]
-    pub(crate) fn publish(&mut self, ring: &SplitRing, new: u16) {
+    pub(crate) fn publish(&mut self, ring: &SplitRing, new: u16, hold: bool) {
         ring.write_avail_idx(new);
         if self.event_idx && !self.irq_armed {
             ring.write_used_event(new.wrapping_add(NO_INTERRUPT_DISTANCE));
@@ -276,7 +287,54 @@ impl<M: NarrowMmio> Doorbell<M> {
         } else {
             ring.used_flags() & VIRTQ_USED_F_NO_NOTIFY == 0
         };
+        if need && hold && self.held_from.is_none() {
+            self.held_used = ring.used_idx();
+        }
+        self.hold(need, hold, new);
+    }
+
+    /// After a publish up to `new` that the device `need`s to hear about: writes the
+    /// doorbell, or, with `hold`, owes it until the queue's next idle burst
+    /// ([`Doorbell::release_split`] / `release_packed`).
+    ///
+    /// Why hold: a receive burst that found frames means the device is delivering. QEMU
+    /// asks for a notification (DESC/ENABLE, `avail_event`) each time it catches up with
+    /// the driver, then looks at the ring again and, finding the refill, goes on and
+    /// withdraws the request. A doorbell written in that window is a trapped MMIO write,
+    /// which under TCG waits for QEMU's big lock, held by the main loop for as long as it
+    /// delivers: the receiving vCPU stopped for up to milliseconds, no buffers recycled,
+    /// the ring run dry and the hub dropping (issue 8 item 5; docs/benchmarks/README.md).
+    /// A device that really stopped is told at the first burst that finds nothing, a
+    /// poll later.
+    #[inline]
+    fn hold(&mut self, need: bool, hold: bool, new: u16) {
+        let from = self.last;
         self.last = new;
+        if !need {
+            return;
+        }
+        if hold {
+            self.held_from.get_or_insert(from);
+        } else {
+            self.held_from = None;
+            self.notify();
+        }
+    }
+
+    /// A receive burst found nothing: writes a held doorbell if the device still asks for
+    /// it over everything published since the first held publish (split ring).
+    #[inline]
+    pub(crate) fn release_split(&mut self, ring: &SplitRing) {
+        let Some(from) = self.held_from.take() else {
+            return;
+        };
+        barrier::mb();
+        let need = if self.event_idx {
+            vring_need_event(ring.avail_event(), self.last, from)
+                && ring.used_idx() == self.held_used
+        } else {
+            ring.used_flags() & VIRTQ_USED_F_NO_NOTIFY == 0
+        };
         if need {
             self.notify();
         }
@@ -904,6 +962,8 @@ mod tests {
             ring.device_push_used(self.used, u32::from(id), (HDR_LEN + frame.len()) as u32);
             self.used = self.used.wrapping_add(1);
             self.last_avail = self.last_avail.wrapping_add(1);
+            // QEMU's virtqueue_split_pop moves avail_event with every pop (EVENT_IDX).
+            ring.device_set_avail_event(self.last_avail);
             true
         }
 
@@ -1048,6 +1108,57 @@ mod tests {
         }
     }
 
+    /// QEMU asks for a doorbell each time it catches up with the driver, then looks at the
+    /// ring again and goes on if a refill landed meanwhile: a doorbell held over that
+    /// moment is not written once the device has shown it found the buffers.
+    #[test]
+    fn a_held_rx_doorbell_the_device_no_longer_needs_is_not_written() {
+        for event_idx in [true, false] {
+            let mem = region();
+            let bells = Arc::new(Bells::default());
+            let pool = host_pool(64).unwrap();
+            let mut cache = pool.cache(16);
+            let mut rxq = rx_queue(&mem, &bells, 8, event_idx, 1);
+            let mut dev = Dev::default();
+            dev.arm(rxq.ops().ring());
+            assert_eq!(rxq.fill(&mut cache), 7);
+            bells.take();
+            // The device uses every buffer and asks to hear of the next.
+            let mut n = 0;
+            while dev.receive(rxq.ops().ring(), &frame(n, 64)) {
+                n += 1;
+            }
+            assert_eq!(n, 7);
+            let mut out = PacketBatch::new(32);
+            assert_eq!(rxq.rx_burst(&mut cache, &mut out), 7);
+            assert!(bells.take().is_empty(), "event_idx {event_idx}: held");
+            // It looks again, finds the refill and goes on (withdrawing its request).
+            assert!(dev.receive(rxq.ops().ring(), &frame(7, 64)));
+            assert_eq!(rxq.rx_burst(&mut cache, &mut out), 1);
+            let mut none = PacketBatch::new(32);
+            assert_eq!(rxq.rx_burst(&mut cache, &mut none), 0);
+            assert!(
+                bells.take().is_empty(),
+                "event_idx {event_idx}: the device went on by itself"
+            );
+            // Had it stopped instead, the idle burst would have told it: drain, refill.
+            while dev.receive(rxq.ops().ring(), &frame(n, 64)) {
+                n += 1;
+            }
+            assert!(rxq.rx_burst(&mut cache, &mut out) > 0);
+            assert_eq!(rxq.rx_burst(&mut cache, &mut none), 0);
+            assert_eq!(
+                bells.take(),
+                vec![(RX_BELL, RX_QUEUE)],
+                "event_idx {event_idx}: a stopped device is told"
+            );
+            for p in out.drain() {
+                cache.free(p);
+            }
+            rxq.release(&mut cache);
+        }
+    }
+
     #[test]
     fn rx_frames_arrive_byte_exact_and_refills_kick_when_the_device_asks() {
         for event_idx in [true, false] {
@@ -1099,11 +1210,22 @@ mod tests {
             }
             assert_eq!(n, 7);
             assert_eq!(rxq.rx_burst(&mut cache, &mut out), 7);
+            // The burst took frames: the device may only be catching up, so the doorbell
+            // it asks for is held (Doorbell::hold)...
+            assert!(
+                bells.take().is_empty(),
+                "event_idx {event_idx}: held while a burst takes frames"
+            );
+            // ...until a burst finds nothing: the device has stopped. Written once.
+            let mut none = PacketBatch::new(32);
+            assert_eq!(rxq.rx_burst(&mut cache, &mut none), 0);
             assert_eq!(
                 bells.take(),
                 vec![(RX_BELL, RX_QUEUE)],
-                "event_idx {event_idx}: the refill after an empty ring kicks"
+                "event_idx {event_idx}: the refill after an empty ring kicks at the next idle burst"
             );
+            assert_eq!(rxq.rx_burst(&mut cache, &mut none), 0);
+            assert!(bells.take().is_empty(), "event_idx {event_idx}: once");
             let s = *rxq.stats();
             assert_eq!((s.packets, s.bad_slot, s.bad_len), (10, 0, 0));
             assert_eq!(rxq.ops().bell().notifies(), 2);

@@ -275,30 +275,47 @@ impl PackedView<'_> {
 
 impl<M: NarrowMmio> Doorbell<M> {
     /// The packed ring's publish: the descriptors before `pidx` are already visible (their
-    /// flags were the publish); notifies the device if its event area asks for it.
+    /// flags were the publish); notifies the device if its event area asks for it (with
+    /// `hold`, see [`Doorbell::hold`]).
     #[inline]
-    pub(crate) fn publish_packed(&mut self, ring: &PackedRing, pidx: u32) {
+    pub(crate) fn publish_packed(&mut self, ring: &PackedRing, pidx: u32, hold: bool) {
         // The flag stores before the load of the device's suppression state (§2.8.22;
         // Linux's virtqueue_kick_prepare_packed has virtio_mb here): store then load needs
         // a full fence on x86.
         barrier::mb();
-        let new = pidx as u16;
+        let need = self.packed_needs(ring, pidx, self.last);
+        self.hold(need, hold, pidx as u16);
+    }
+
+    /// A receive burst found nothing: writes a held doorbell if the device still asks for
+    /// it over everything published since the first held publish, up to `pidx`.
+    #[inline]
+    pub(crate) fn release_packed(&mut self, ring: &PackedRing, pidx: u32) {
+        let Some(from) = self.held_from.take() else {
+            return;
+        };
+        barrier::mb();
+        if self.packed_needs(ring, pidx, from) {
+            self.notify();
+        }
+    }
+
+    /// Whether the device's event area asks to hear of the descriptors published from
+    /// `from` (a truncated producer index) up to `pidx`.
+    #[inline]
+    fn packed_needs(&self, ring: &PackedRing, pidx: u32, from: u16) -> bool {
         let ev = ring.device_event();
-        let need = if self.event_idx {
+        if self.event_idx {
             stale_event(ring, ev)
                 || pvirtq_need_event(
                     ev,
                     (pidx & (u32::from(ring.size) - 1)) as u16,
                     ring.wrap(pidx),
-                    new.wrapping_sub(self.last),
+                    (pidx as u16).wrapping_sub(from),
                     ring.size,
                 )
         } else {
             ev.event_flags() != RING_EVENT_FLAGS_DISABLE
-        };
-        self.last = new;
-        if need {
-            self.notify();
         }
     }
 }
@@ -383,7 +400,17 @@ impl<M: NarrowMmio> RxDescOps for PackedRx<M> {
 
     #[inline(always)]
     fn flush(&mut self, pidx: u32) {
-        self.bell.publish_packed(&self.ring, pidx);
+        self.bell.publish_packed(&self.ring, pidx, false);
+    }
+
+    #[inline(always)]
+    fn flush_busy(&mut self, pidx: u32) {
+        self.bell.publish_packed(&self.ring, pidx, true);
+    }
+
+    #[inline(always)]
+    fn idle(&mut self, pidx: u32) {
+        self.bell.release_packed(&self.ring, pidx);
     }
 }
 
@@ -519,7 +546,7 @@ impl<M: NarrowMmio> TxDescOps for PackedTx<M> {
     #[inline(always)]
     fn flush(&mut self, pidx: u32) {
         self.published = pidx;
-        self.bell.publish_packed(&self.ring, pidx);
+        self.bell.publish_packed(&self.ring, pidx, false);
     }
 }
 
@@ -926,6 +953,57 @@ mod tests {
         rxq.release(&mut cache);
     }
 
+    /// QEMU asks for a doorbell each time it catches up with the driver, then looks at the
+    /// ring again and goes on if a refill landed meanwhile: a doorbell held over that
+    /// moment is not written once the device has shown it found the buffers.
+    #[test]
+    fn a_held_rx_doorbell_the_device_no_longer_needs_is_not_written() {
+        for event_idx in [true, false] {
+            let mem = region();
+            let bells = Arc::new(Bells::default());
+            let pool = host_pool(64).unwrap();
+            let mut cache = pool.cache(16);
+            let mut rxq = rx_queue(&mem, &bells, 8, event_idx, 1);
+            let mut dev = Dev::new(event_idx);
+            dev.arm(rxq.ops().ring());
+            assert_eq!(rxq.fill(&mut cache), 7);
+            bells.take();
+            // The device uses every buffer and asks to hear of the next.
+            let mut n = 0;
+            while dev.receive(rxq.ops().ring(), &frame(n, 64)) {
+                n += 1;
+            }
+            assert_eq!(n, 7);
+            let mut out = PacketBatch::new(32);
+            assert_eq!(rxq.rx_burst(&mut cache, &mut out), 7);
+            assert!(bells.take().is_empty(), "event_idx {event_idx}: held");
+            // It looks again, finds the refill and goes on (withdrawing its request).
+            assert!(dev.receive(rxq.ops().ring(), &frame(7, 64)));
+            assert_eq!(rxq.rx_burst(&mut cache, &mut out), 1);
+            let mut none = PacketBatch::new(32);
+            assert_eq!(rxq.rx_burst(&mut cache, &mut none), 0);
+            assert!(
+                bells.take().is_empty(),
+                "event_idx {event_idx}: the device went on by itself"
+            );
+            // Had it stopped instead, the idle burst would have told it: drain, refill.
+            while dev.receive(rxq.ops().ring(), &frame(n, 64)) {
+                n += 1;
+            }
+            assert!(rxq.rx_burst(&mut cache, &mut out) > 0);
+            assert_eq!(rxq.rx_burst(&mut cache, &mut none), 0);
+            assert_eq!(
+                bells.take(),
+                vec![(RX_BELL, RX_QUEUE)],
+                "event_idx {event_idx}: a stopped device is told"
+            );
+            for p in out.drain() {
+                cache.free(p);
+            }
+            rxq.release(&mut cache);
+        }
+    }
+
     #[test]
     fn rx_frames_arrive_byte_exact_and_refills_kick_when_the_device_asks() {
         for event_idx in [true, false] {
@@ -974,11 +1052,22 @@ mod tests {
             }
             assert_eq!(n, 7);
             assert_eq!(rxq.rx_burst(&mut cache, &mut out), 7);
+            // The burst took frames: the device may only be catching up, so the doorbell
+            // it asks for is held (Doorbell::hold)...
+            assert!(
+                bells.take().is_empty(),
+                "event_idx {event_idx}: held while a burst takes frames"
+            );
+            // ...until a burst finds nothing: the device has stopped. Written once.
+            let mut none = PacketBatch::new(32);
+            assert_eq!(rxq.rx_burst(&mut cache, &mut none), 0);
             assert_eq!(
                 bells.take(),
                 vec![(RX_BELL, RX_QUEUE)],
-                "event_idx {event_idx}: the refill after an empty ring kicks"
+                "event_idx {event_idx}: the refill after an empty ring kicks at the next idle burst"
             );
+            assert_eq!(rxq.rx_burst(&mut cache, &mut none), 0);
+            assert!(bells.take().is_empty(), "event_idx {event_idx}: once");
             for (i, p) in out.drain().enumerate() {
                 assert_eq!(p.data(), frame(100 + i as u32, 64).as_slice());
                 cache.free(p);

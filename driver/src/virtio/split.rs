@@ -339,7 +339,17 @@ impl<M: NarrowMmio> RxDescOps for VirtioRx<M> {
 
     #[inline(always)]
     fn flush(&mut self, pidx: u32) {
-        self.bell.publish(&self.ring, pidx as u16);
+        self.bell.publish(&self.ring, pidx as u16, false);
+    }
+
+    #[inline(always)]
+    fn flush_busy(&mut self, pidx: u32) {
+        self.bell.publish(&self.ring, pidx as u16, true);
+    }
+
+    #[inline(always)]
+    fn idle(&mut self, _pidx: u32) {
+        self.bell.release_split(&self.ring);
     }
 }
 
@@ -466,7 +476,7 @@ impl<M: NarrowMmio> TxDescOps for VirtioTx<M> {
 
     #[inline(always)]
     fn flush(&mut self, pidx: u32) {
-        self.bell.publish(&self.ring, pidx as u16);
+        self.bell.publish(&self.ring, pidx as u16, false);
     }
 }
 

@@ -160,7 +160,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let mut last_report = start;
     let mut last_sent = 0u64;
-    let mut iter: u32 = 0;
+    // The clock and the link are looked at once a tick (or every burst when pacing), not
+    // every few bursts: see Ticker.
+    let mut ticker = tenge_examples::Ticker::new(Duration::from_millis(20))?;
     let mut deadline_hit = false;
     // Frames handed to the device while the port knew its link down (the device drops
     // them: QEMU's models discard what a NIC sends with its link down).
@@ -168,8 +170,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut sent_link_down = 0u64;
     let mut link_changes = 0u64;
     let mut removed = false;
-    // Since when the device has refused every frame offered (None: it took some lately).
+    // Since when (to a tick) the device has refused every frame offered (None: it took
+    // some lately), and whether the last burst was refused.
     let mut refusing_since: Option<Instant> = None;
+    let mut refused = false;
     let mut stalled = false;
     loop {
         // Fill the batch up to its capacity (frames a full ring left behind stay in it).
@@ -215,10 +219,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         if !batch.is_empty() {
             let n = port.tx_burst(&mut batch) as u64;
             sent += n;
+            refused = n == 0;
             if n > 0 {
                 refusing_since = None;
-            } else if refusing_since.is_none() {
-                refusing_since = Some(Instant::now());
             }
             if !link_up {
                 sent_link_down += n;
@@ -231,8 +234,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             // batch is empty.
             port.tx_reclaim();
         }
-        iter = iter.wrapping_add(1);
-        if iter.is_multiple_of(16) || args.rate.is_some() {
+        if ticker.ticked() || args.rate.is_some() {
             if let Some(e) = port.poll_link() {
                 link_up = e.status.up;
                 link_changes += 1;
@@ -247,6 +249,9 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 break;
             }
             let now = Instant::now();
+            if refused {
+                refusing_since.get_or_insert(now);
+            }
             if !args.stall_timeout.is_zero()
                 && refusing_since.is_some_and(|t| now - t >= args.stall_timeout)
             {
