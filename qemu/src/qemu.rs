@@ -54,6 +54,13 @@ pub(crate) fn kernel_cmdline(config: &GuestConfig, paths: &RunPaths) -> String {
         // host they come late and the kernel panics ("timer doesn't work through
         // Interrupt-remapped IO-APIC"). Seen once in a few dozen boots with load > 2 vCPUs.
         "no_timer_check".to_owned(),
+        // Keep time with the TSC. Left to itself the kernel finds the vCPUs' TSCs
+        // "unsynchronized" (TCG's timing upsets its warp test) and falls back to the HPET:
+        // every clock read then a system call and an MMIO read that waits for QEMU's big
+        // lock, which QEMU's main loop holds while it delivers frames. A poll loop that read
+        // the clock lost up to 40 % of its time so (issue 8 item 5); a real machine reads the
+        // TSC in the vDSO. Under TCG every vCPU's TSC is the host's, so it is synchronized.
+        "tsc=reliable".to_owned(),
         format!("tenge.stage2={}", paths.stage2),
         format!("tenge.script={}", paths.script),
         format!("tenge.root={}", paths.root),
