@@ -298,17 +298,24 @@ impl phy::Device for SmolDevice {
     type TxToken<'a> = SmolTxToken<'a>;
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        // Bursts the queue's ingress filter emptied: they say nothing about what is still
-        // in the ring, so the next is taken at once, up to a ring's worth (a flood of junk
-        // must not end smoltcp's poll every 32 frames, nor hold it for ever).
-        let mut junk_bursts = 0;
+        // Frames dropped in this call (by the queue's ingress filter, the application's
+        // drop test or a bad checksum): a burst that left nothing says nothing about what
+        // is still in the ring, so the next is taken at once, but only up to a ring's
+        // worth of dropped frames. A flood of junk must not end smoltcp's poll every 32
+        // frames, nor hold it for ever (smoltcp sends nothing until `receive` says None),
+        // whichever drop takes it.
+        let mut dropped = 0usize;
         let pkt = loop {
             if self.rx_batch.is_empty() {
-                let dropped = self.rx.ingress_stats().dropped;
-                if self.rx.rx_burst(&mut self.rx_batch) == 0 {
-                    let emptied = self.rx.ingress_stats().dropped != dropped;
-                    junk_bursts += 1;
-                    if emptied && junk_bursts * 32 < self.rx_ring {
+                if dropped >= self.rx_ring {
+                    return None;
+                }
+                let before = self.rx.ingress_stats().dropped;
+                let got = self.rx.rx_burst(&mut self.rx_batch);
+                let filtered = self.rx.ingress_stats().dropped - before;
+                dropped = dropped.saturating_add(filtered as usize);
+                if got == 0 {
+                    if filtered > 0 {
                         continue;
                     }
                     return None;
@@ -320,6 +327,7 @@ impl phy::Device for SmolDevice {
             if flags & bad != 0 {
                 self.rx_counts.bad_checksum += 1;
                 self.rx.free(pkt);
+                dropped += 1;
                 continue;
             }
             // The application's drop before the adapter's own checksum pass, as before
@@ -328,6 +336,7 @@ impl phy::Device for SmolDevice {
                 if drop(pkt.data()) {
                     self.rx_counts.app_dropped += 1;
                     self.rx.free(pkt);
+                    dropped += 1;
                     continue;
                 }
             }
@@ -337,6 +346,7 @@ impl phy::Device for SmolDevice {
                 if verdict == Some(false) {
                     self.rx_counts.bad_checksum += 1;
                     self.rx.free(pkt);
+                    dropped += 1;
                     continue;
                 }
             }
