@@ -114,6 +114,65 @@ impl TapPeer {
                 ),
             ));
         }
+        let mut add = vec![
+            "-n", netns, "tuntap", "add", "dev", ifname, "mode", "tap", "vnet_hdr",
+        ];
+        if queues > 1 {
+            add.push("multi_queue");
+        }
+        Self::in_new_netns(netns, ifname, host_cidr, queues, &add)
+    }
+
+    /// A namespace `tenge-<pid>-v<n>` with one end of a veth pair, [`DEFAULT_IFNAME`] at
+    /// [`DEFAULT_HOST_CIDR`], and the other end, `outer`, up in the host's namespace for a
+    /// host process: the vhost host's af_packet port ([`crate::VhostHostConfig::af_packet`])
+    /// puts a vhost-user NIC on this wire. Both ends carry whole frames (checksum,
+    /// segmentation and receive offloads off), since af_packet passes no vnet header. Not a
+    /// QEMU backend ([`TapPeer::backend`] is for taps). The pair goes with the namespace.
+    pub fn veth(outer: &str) -> io::Result<TapPeer> {
+        validate_ifname(outer).map_err(|e| err(io::ErrorKind::InvalidInput, e))?;
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let netns = format!("tenge-{}-v{n}", std::process::id());
+        check_tools()?;
+        prune_stale();
+        let peer = Self::in_new_netns(
+            &netns,
+            DEFAULT_IFNAME,
+            DEFAULT_HOST_CIDR,
+            1,
+            &[
+                "link",
+                "add",
+                outer,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                DEFAULT_IFNAME,
+                "netns",
+                &netns,
+            ],
+        )?;
+        ip(&["link", "set", outer, "up"])?;
+        let offloads_off = [
+            "rx", "off", "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+        ];
+        run_ok("ethtool", &[&["-K", outer][..], &offloads_off].concat())?;
+        peer.exec_ok(&[&["ethtool", "-K", DEFAULT_IFNAME][..], &offloads_off].concat())?;
+        Ok(peer)
+    }
+
+    /// Creates `netns` (loopback up), runs `ip ADD` to make `ifname` in it, and sets that
+    /// up with `host_cidr` and IPv6 off (so the namespace sends nothing a test did not ask
+    /// for).
+    fn in_new_netns(
+        netns: &str,
+        ifname: &str,
+        host_cidr: &str,
+        queues: u16,
+        add: &[&str],
+    ) -> io::Result<TapPeer> {
         ip(&["netns", "add", netns])?;
         // From here on the namespace is ours: dropping `peer` deletes it on any error below.
         let peer = TapPeer {
@@ -125,13 +184,7 @@ impl TapPeer {
         };
         record_owner(&peer.owner_file)?;
         ip(&["-n", netns, "link", "set", "lo", "up"])?;
-        let mut add = vec![
-            "-n", netns, "tuntap", "add", "dev", ifname, "mode", "tap", "vnet_hdr",
-        ];
-        if queues > 1 {
-            add.push("multi_queue");
-        }
-        ip(&add)?;
+        ip(add)?;
         let sysctl = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
         in_netns(netns, move || fs::write(&sysctl, "1"))?;
         ip(&["-n", netns, "link", "set", ifname, "up"])?;
@@ -627,21 +680,26 @@ fn check_tools() -> io::Result<()> {
 
 /// Runs `ip ARGS`; the error carries ip's message.
 fn ip(args: &[&str]) -> io::Result<()> {
-    let out = Command::new("ip")
+    run_ok("ip", args)
+}
+
+/// Runs `program args` (in the host's namespace), an error with its output if it fails.
+fn run_ok(program: &str, args: &[&str]) -> io::Result<()> {
+    let out = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| {
             err(
                 e.kind(),
-                format!("cannot run iproute2's `ip` ({e}): run qemu/install-deps.sh"),
+                format!("cannot run `{program}` ({e}): run qemu/install-deps.sh"),
             )
         })?;
     if out.status.success() {
         Ok(())
     } else {
         Err(io::Error::other(format!(
-            "`ip {}` failed ({}): {}",
+            "`{program} {}` failed ({}): {}",
             args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()

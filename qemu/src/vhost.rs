@@ -74,6 +74,11 @@ pub struct VhostHostConfig {
     /// A `net_pcap` port after the vhost ports: `(rx, tx)`, frames read from `rx` are sent
     /// to the guest in io mode, and frames from the guest are written to `tx`.
     pub pcap: Option<(PathBuf, PathBuf)>,
+    /// A `net_af_packet` port after the vhost ports on this host interface (e.g. the outer
+    /// end of [`crate::TapPeer::veth`]): in io mode testpmd forwards between it and vhost
+    /// port 0, so the guest's NIC is on a wire with that interface's peer (a Linux stack in
+    /// a namespace) at host speed. Not with `pcap`.
+    pub af_packet: Option<String>,
     /// testpmd's forwarding retries a burst the guest's ring could not take (`set fwd MODE
     /// retry`, with a delay of 10 us and this many tries): a test that needs every frame the
     /// host sends to arrive sets it; a benchmark does not (drops are then counted).
@@ -103,6 +108,7 @@ impl VhostHostConfig {
             ports: vec![1],
             mode,
             pcap: None,
+            af_packet: None,
             retry: None,
             extra_eal: Vec::new(),
             tso: false,
@@ -220,6 +226,21 @@ impl VhostHost {
                 rx.display(),
                 tx.display()
             ));
+        }
+        match (&config.af_packet, &config.pcap) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    io::ErrorKind::InvalidInput,
+                    "vhost host: an af_packet port and a pcap port both pair with vhost port 0: give one",
+                ))
+            }
+            (Some(iface), None) => {
+                // One queue pair, frames whole (the interface's checksum and segmentation
+                // offloads are the caller's to turn off: af_packet has no vnet header).
+                cmd.arg("--vdev")
+                    .arg(format!("net_af_packet0,iface={iface},qpairs=1"));
+            }
+            _ => {}
         }
         if let HostMode::Chain { size } = config.mode {
             cmd.arg("--vdev")

@@ -104,7 +104,7 @@ struct Args {
     /// Comma-separated cases to run.
     #[arg(
         long,
-        default_value = "e1000e-tx64,e1000e-rx64,igb-tx64,igb-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514,e1000e-l2fwd64,vhost-l2fwd64,vhost-mq-rx64,vhost-mq-l2fwd64,e1000e-tso,sw-gso,virtio-tso,lro,irq,tcp,flood"
+        default_value = "e1000e-tx64,e1000e-rx64,igb-tx64,igb-rx64,virtio-tx64,virtio-rx64,virtio-packed-tx64,virtio-packed-rx64,vhost-tx64,vhost-rx64,vhost-packed-tx64,vhost-packed-rx64,vhost-tx1514,vhost-rx1514,vhost-packed-tx1514,vhost-packed-rx1514,e1000e-l2fwd64,vhost-l2fwd64,vhost-mq-rx64,vhost-mq-l2fwd64,e1000e-tso,sw-gso,virtio-tso,lro,irq,tcp,flood,flood-vhost"
     )]
     cases: String,
     /// Rounds per case, alternating tenge and the peer in one boot; the median and spread
@@ -142,7 +142,8 @@ fn main() -> ExitCode {
             mq::L2FWD_CASE => mq::run_l2fwd(args.duration, args.rounds),
             irq::CASE => irq::run_case(args.duration, args.rounds),
             tcp::TCP_CASE => tcp::run_tcp(args.duration, args.rounds),
-            tcp::FLOOD_CASE => tcp::run_flood(args.duration, args.rounds),
+            tcp::FLOOD_CASE => tcp::run_flood(args.duration, args.rounds, false),
+            tcp::FLOOD_VHOST_CASE => tcp::run_flood(args.duration, args.rounds, true),
             other => match vhost::CASES.iter().find(|c| c.name == other) {
                 Some(c) => vhost::run(c, args.duration, args.rounds),
                 None => Err(format!("unknown case {other}")),
