@@ -297,10 +297,9 @@ pub trait RxDescOps {
     fn flush_busy(&mut self, pidx: u32) {
         self.flush(pidx)
     }
-    /// A burst found nothing (the producer index is `pidx`): the moment for a doorbell
-    /// `flush_busy` held.
+    /// A burst found nothing: the moment for a doorbell `flush_busy` held.
     #[inline(always)]
-    fn idle(&mut self, _pidx: u32) {}
+    fn idle(&mut self) {}
 }
 
 /// Per-device RX descriptor accesses, on a [`RxDescOps::View`].
@@ -1318,7 +1317,7 @@ impl<D: RxDescOps> RxQueue<D> {
         // with an empty ring by this: it keeps at least 3/4 of it. (QEMU's e1000e disables a
         // port with no free descriptor until the tail moves, stalling its hub's senders.)
         if ready == 0 {
-            self.ops.idle(self.pidx);
+            self.ops.idle();
         }
         if self.mask - self.pidx.wrapping_sub(self.cidx) >= self.free_thresh {
             self.fill_from(cache, ready > 0);

@@ -240,10 +240,12 @@ pub struct Doorbell<M: NarrowMmio> {
     /// not yet written: `last` before the first such publish, the start of the window
     /// [`Doorbell::release_split`] / `release_packed` look at again.
     pub(crate) held_from: Option<u16>,
-    /// Split ring with EVENT_IDX: the device's `used.idx` when the doorbell was first held.
-    /// There `avail_event` trails every pop, so it cannot say whether the device stopped;
-    /// a device that used nothing since the hold has.
+    /// Split ring with EVENT_IDX: the device's `used.idx` at the last held publish it asked
+    /// about. There `avail_event` trails every pop, so it cannot say whether the device
+    /// stopped; a device that used nothing since has.
     held_used: u16,
+    /// Packed ring: the producer index of the last publish (whole, for the wrap counter).
+    pub(crate) last_pidx: u32,
 }
 
 impl<M: NarrowMmio> Doorbell<M> {
@@ -259,6 +261,7 @@ impl<M: NarrowMmio> Doorbell<M> {
             irq_armed: false,
             held_from: None,
             held_used: 0,
+            last_pidx: 0,
         }
     }
 
@@ -287,7 +290,10 @@ impl<M: NarrowMmio> Doorbell<M> {
         } else {
             ring.used_flags() & VIRTQ_USED_F_NO_NOTIFY == 0
         };
-        if need && hold && self.held_from.is_none() {
+        if need && hold {
+            // At every held publish the device asks about, not only the first: a device
+            // that went on after an earlier one and stopped again has used entries since
+            // that one, and must still be told (found by review).
             self.held_used = ring.used_idx();
         }
         self.hold(need, hold, new);
@@ -321,12 +327,18 @@ impl<M: NarrowMmio> Doorbell<M> {
         }
     }
 
-    /// A receive burst found nothing: writes a held doorbell if the device still asks for
-    /// it over everything published since the first held publish (split ring).
+    /// A receive burst found nothing (or the driver is about to sleep): writes a held
+    /// doorbell if the device still asks for it over what was published since the first
+    /// held publish (split ring; at most a ring's worth: an older request cannot be live).
     #[inline]
     pub(crate) fn release_split(&mut self, ring: &SplitRing) {
         let Some(from) = self.held_from.take() else {
             return;
+        };
+        let from = if self.last.wrapping_sub(from) > ring.size() {
+            self.last.wrapping_sub(ring.size())
+        } else {
+            from
         };
         barrier::mb();
         let need = if self.event_idx {
@@ -1141,16 +1153,36 @@ mod tests {
                 bells.take().is_empty(),
                 "event_idx {event_idx}: the device went on by itself"
             );
-            // Had it stopped instead, the idle burst would have told it: drain, refill.
-            while dev.receive(rxq.ops().ring(), &frame(n, 64)) {
-                n += 1;
+            // It runs dry and asks; the refill is held; it goes on by itself and stops
+            // again, asking anew, before any burst finds nothing; the next refill is held
+            // too. The idle burst must tell it: it has used entries since the first hold,
+            // but none since the last.
+            for _ in 0..2 {
+                while dev.receive(rxq.ops().ring(), &frame(n, 64)) {
+                    n += 1;
+                }
+                assert!(rxq.rx_burst(&mut cache, &mut out) > 0);
+                assert!(bells.take().is_empty(), "event_idx {event_idx}: held");
             }
-            assert!(rxq.rx_burst(&mut cache, &mut out) > 0);
             assert_eq!(rxq.rx_burst(&mut cache, &mut none), 0);
             assert_eq!(
                 bells.take(),
                 vec![(RX_BELL, RX_QUEUE)],
                 "event_idx {event_idx}: a stopped device is told"
+            );
+            // A driver about to sleep writes a held doorbell before arming its interrupt:
+            // a device waiting for a notification would use nothing and never interrupt.
+            while dev.receive(rxq.ops().ring(), &frame(n, 64)) {
+                n += 1;
+            }
+            assert!(rxq.rx_burst(&mut cache, &mut out) > 0);
+            assert!(bells.take().is_empty(), "event_idx {event_idx}: held");
+            let next = rxq.next_index();
+            rxq.ops_mut().arm_irq(next);
+            assert_eq!(
+                bells.take(),
+                vec![(RX_BELL, RX_QUEUE)],
+                "event_idx {event_idx}: arming the interrupt tells it"
             );
             for p in out.drain() {
                 cache.free(p);

@@ -284,24 +284,26 @@ impl<M: NarrowMmio> Doorbell<M> {
         // a full fence on x86.
         barrier::mb();
         let need = self.packed_needs(ring, pidx, self.last);
+        self.last_pidx = pidx;
         self.hold(need, hold, pidx as u16);
     }
 
-    /// A receive burst found nothing: writes a held doorbell if the device still asks for
-    /// it over everything published since the first held publish, up to `pidx`.
+    /// A receive burst found nothing (or the driver is about to sleep): writes a held
+    /// doorbell if the device still asks for it over what was published since the first
+    /// held publish (at most a ring's worth: an older request cannot be live).
     #[inline]
-    pub(crate) fn release_packed(&mut self, ring: &PackedRing, pidx: u32) {
+    pub(crate) fn release_packed(&mut self, ring: &PackedRing) {
         let Some(from) = self.held_from.take() else {
             return;
         };
         barrier::mb();
-        if self.packed_needs(ring, pidx, from) {
+        if self.packed_needs(ring, self.last_pidx, from) {
             self.notify();
         }
     }
 
     /// Whether the device's event area asks to hear of the descriptors published from
-    /// `from` (a truncated producer index) up to `pidx`.
+    /// `from` (a truncated producer index) up to `pidx`, at most a ring's worth.
     #[inline]
     fn packed_needs(&self, ring: &PackedRing, pidx: u32, from: u16) -> bool {
         let ev = ring.device_event();
@@ -311,7 +313,7 @@ impl<M: NarrowMmio> Doorbell<M> {
                     ev,
                     (pidx & (u32::from(ring.size) - 1)) as u16,
                     ring.wrap(pidx),
-                    (pidx as u16).wrapping_sub(from),
+                    (pidx as u16).wrapping_sub(from).min(ring.size),
                     ring.size,
                 )
         } else {
@@ -361,12 +363,16 @@ impl<M: NarrowMmio> PackedRx<M> {
         &self.bell
     }
 
-    /// Asks the device for an interrupt: on its next used descriptor (`at` None: driver
+    /// Writes a held doorbell the device still asks for (`Doorbell::hold`), then asks the
+    /// device for an interrupt: on its next used descriptor (`at` None: driver
     /// event flags ENABLE, virtio 1.2 §2.8.10), or, with EVENT_IDX, once it has used the
     /// descriptor at free-running index `at` (flags DESC with its slot and wrap counter:
     /// frame-count moderation). Then a full fence before the driver looks at the ring once
     /// more (a descriptor used in between is found then, or interrupts).
     pub fn arm_irq(&mut self, at: Option<u32>) {
+        // A held doorbell first: the driver is about to sleep, and a device that waits
+        // for a notification uses nothing, so no interrupt would come.
+        self.bell.release_packed(&self.ring);
         match at.filter(|_| self.bell.event_idx) {
             Some(idx) => self
                 .ring
@@ -409,8 +415,8 @@ impl<M: NarrowMmio> RxDescOps for PackedRx<M> {
     }
 
     #[inline(always)]
-    fn idle(&mut self, pidx: u32) {
-        self.bell.release_packed(&self.ring, pidx);
+    fn idle(&mut self) {
+        self.bell.release_packed(&self.ring);
     }
 }
 
@@ -986,16 +992,35 @@ mod tests {
                 bells.take().is_empty(),
                 "event_idx {event_idx}: the device went on by itself"
             );
-            // Had it stopped instead, the idle burst would have told it: drain, refill.
-            while dev.receive(rxq.ops().ring(), &frame(n, 64)) {
-                n += 1;
+            // It runs dry and asks; the refill is held; it goes on by itself and stops
+            // again, asking anew, before any burst finds nothing; the next refill is held
+            // too. The idle burst must tell it: it has used entries since the first hold,
+            // but none since the last.
+            for _ in 0..2 {
+                while dev.receive(rxq.ops().ring(), &frame(n, 64)) {
+                    n += 1;
+                }
+                assert!(rxq.rx_burst(&mut cache, &mut out) > 0);
+                assert!(bells.take().is_empty(), "event_idx {event_idx}: held");
             }
-            assert!(rxq.rx_burst(&mut cache, &mut out) > 0);
             assert_eq!(rxq.rx_burst(&mut cache, &mut none), 0);
             assert_eq!(
                 bells.take(),
                 vec![(RX_BELL, RX_QUEUE)],
                 "event_idx {event_idx}: a stopped device is told"
+            );
+            // A driver about to sleep writes a held doorbell before arming its interrupt:
+            // a device waiting for a notification would use nothing and never interrupt.
+            while dev.receive(rxq.ops().ring(), &frame(n, 64)) {
+                n += 1;
+            }
+            assert!(rxq.rx_burst(&mut cache, &mut out) > 0);
+            assert!(bells.take().is_empty(), "event_idx {event_idx}: held");
+            rxq.ops_mut().arm_irq(None);
+            assert_eq!(
+                bells.take(),
+                vec![(RX_BELL, RX_QUEUE)],
+                "event_idx {event_idx}: arming the interrupt tells it"
             );
             for p in out.drain() {
                 cache.free(p);

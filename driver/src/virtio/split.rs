@@ -289,13 +289,17 @@ impl<M: NarrowMmio> VirtioRx<M> {
         &self.bell
     }
 
-    /// Asks the device for an interrupt once it uses the entry at free-running index
+    /// Writes a held doorbell the device still asks for (`Doorbell::hold`), then asks the
+    /// device for an interrupt once it uses the entry at free-running index
     /// `next` (the first the driver has not consumed): with EVENT_IDX `used_event = next`
     /// (virtio 1.2 §2.7.10: the device interrupts when its used index passes it), else
     /// the avail flags without `VIRTQ_AVAIL_F_NO_INTERRUPT` (§2.7.7). Then a full fence,
     /// so the device sees the request before the driver looks at the used ring once more
     /// (a frame used in between is then found by that look, or interrupts).
     pub fn arm_irq(&mut self, next: u32) {
+        // A held doorbell first: the driver is about to sleep, and a device that waits
+        // for a notification uses nothing, so no interrupt would come.
+        self.bell.release_split(&self.ring);
         self.bell.irq_armed = true;
         if self.bell.event_idx {
             self.ring.write_used_event(next as u16);
@@ -348,7 +352,7 @@ impl<M: NarrowMmio> RxDescOps for VirtioRx<M> {
     }
 
     #[inline(always)]
-    fn idle(&mut self, _pidx: u32) {
+    fn idle(&mut self) {
         self.bell.release_split(&self.ring);
     }
 }
