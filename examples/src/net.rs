@@ -261,7 +261,7 @@ impl Stack {
         let rx = self.dev.rx_queue().stats();
         let tx = self.dev.tx_queue().stats();
         format!(
-            "tx_csum={} rx_frames={} rx_sw_verified={} tx_frames={} tx_tso_packets={} tx_tso_segments={} tx_no_buffer={} rx_bad_checksum={} rx_app_dropped={} rx_no_buf={} tx_ring_full={}",
+            "tx_csum={} rx_frames={} rx_sw_verified={} tx_frames={} tx_tso_packets={} tx_tso_segments={} tx_no_buffer={} rx_bad_checksum={} rx_app_dropped={} rx_no_buf={} tx_ring_full={} rx_notifies={} tx_notifies={}",
             self.tx_checksums,
             st.rx_frames,
             st.rx_sw_verified,
@@ -272,7 +272,9 @@ impl Stack {
             st.rx_bad_checksum,
             st.rx_app_dropped,
             rx.no_buf,
-            tx.ring_full
+            tx.ring_full,
+            self.dev.rx_queue().notifies(),
+            self.dev.tx_queue().notifies(),
         )
     }
 

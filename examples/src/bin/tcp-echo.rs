@@ -50,6 +50,12 @@ struct Args {
     /// what a server without the filter does; to compare the two).
     #[arg(long, default_value = "filter", value_parser = ["filter", "app"])]
     drop_at: String,
+    /// Turn the port's promiscuous mode off: the device itself then drops frames to
+    /// other unicast addresses before they reach the ring (virtio-net needs
+    /// VIRTIO_NET_F_CTRL_RX; multicast, and with it IPv6 neighbour discovery, is dropped
+    /// too).
+    #[arg(long)]
+    no_promisc: bool,
 }
 
 fn main() -> ExitCode {
@@ -71,6 +77,11 @@ fn listener(net: &StackArgs, port: u16) -> Result<tcp::Socket<'static>, String> 
 
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut st = args.net.open()?;
+    if args.no_promisc {
+        st.port
+            .set_promiscuous(false)
+            .map_err(|e| format!("--no-promisc: {e}"))?;
+    }
     let (drop_udp, only_from) = (args.drop_udp, args.only_from);
     if drop_udp || only_from.is_some() {
         if args.drop_at == "app" {
