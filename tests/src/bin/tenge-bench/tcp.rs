@@ -14,9 +14,13 @@
 //! namespace floods the port with 64-byte junk (UDP to port 7 and SYNs to port 7 from
 //! addresses outside the client's), from a packet socket on the tap as fast as it goes:
 //! tcp-echo dropping the junk in the receive queue's ingress filter (tenge) against the
-//! same server dropping it in the application after the burst (peer=app-drop). Once,
-//! in the first round, the same server with no drop at all (the junk goes to smoltcp:
-//! SYNs take its listeners, UDP draws ICMP port-unreachables), as a BENCH-DETAIL line.
+//! same server dropping it in the application after the burst (peer=app-drop); odd rounds
+//! run the application's side first. Once, in the first round, three references as
+//! BENCH-DETAIL lines: the same server with no drop at all (`no_drop`: the junk goes to
+//! smoltcp; SYNs take its listeners, UDP draws ICMP port-unreachables); the junk sent to
+//! another MAC with the port's promiscuous mode off, so QEMU's receive filter drops it
+//! before the ring (`wire`: what the flood costs the server without a frame reaching the
+//! guest, the best any drop in the guest could do); and no flood (`quiet`).
 //!
 //! `flood-vhost`: the same on a virtio-net served by the host's DPDK vhost, which forwards
 //! between it and a veth into the namespace: the flood (300,000 frames/s) then reaches
@@ -174,6 +178,9 @@ pub(crate) fn run_tcp(d: u32, rounds: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// A unicast address that is no port's, for the `wire` reference's junk.
+const FOREIGN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x66, 2];
+
 /// 64-byte junk frames for the flood, to the guest's `mac`: UDP to port 7 and SYNs to
 /// port 7 (10 bytes of payload, so both are 64 bytes), alternating, from 200 addresses
 /// outside the client's (10.99.1.x) and many ports.
@@ -299,23 +306,31 @@ pub(crate) fn run_flood(d: u32, rounds: u32, vhost: bool) -> Result<(), String> 
     let host = peer.host_addr().to_owned();
     let mut script = String::from("set -e\n");
     for r in 0..rounds {
-        // And once, the junk left to smoltcp (no drop at all), for what dropping buys.
-        let sides: &[(&str, &str)] = if r == 0 {
-            &[("tenge", "filter"), ("peer", "app"), ("stack", "")]
-        } else {
-            &[("tenge", "filter"), ("peer", "app")]
-        };
-        for (side, at) in sides {
-            let drop = if at.is_empty() {
-                String::new()
-            } else {
-                format!(" --drop-udp --only-from {host}/32 --drop-at {at}")
-            };
+        // Round 0 also runs three references: the junk left to smoltcp (no drop at all,
+        // what dropping buys); on the tap, the junk sent to another MAC with the port's
+        // promiscuous mode off, so QEMU's receive filter drops it before the ring (what the
+        // flood costs outside the guest's driver: no drop in the guest can do better); and
+        // no flood at all. Odd rounds run the application's drop first: a drift within the
+        // boot (the tap's queue, the host's load) then falls on both sides alike.
+        let filter = format!(" --drop-udp --only-from {host}/32 --drop-at filter");
+        let app = format!(" --drop-udp --only-from {host}/32 --drop-at app");
+        let mut sides = vec![("tenge", filter), ("peer", app)];
+        if r % 2 == 1 {
+            sides.reverse();
+        }
+        if r == 0 {
+            sides.push(("stack", String::new()));
+            if !vhost {
+                sides.push(("wire", " --no-promisc".to_owned()));
+            }
+            sides.push(("quiet", String::new()));
+        }
+        for (side, opts) in sides {
             // The echo runs a little longer than the load, so its last live lines are the
             // flood's and its summary comes after the client is gone.
             script += &format!(
                 "echo BENCH-PHASE {side}{r}\n\
-                 {echo} {a0} --ip {DEFAULT_GUEST_ADDR}/24 --port 7 --connections 4{drop} --duration {} --interval 1\n",
+                 {echo} {a0} --ip {DEFAULT_GUEST_ADDR}/24 --port 7 --connections 4{opts} --duration {} --interval 1\n",
                 d + 6
             );
         }
@@ -323,9 +338,11 @@ pub(crate) fn run_flood(d: u32, rounds: u32, vhost: bool) -> Result<(), String> 
     script += "echo BENCH-PHASE end\n";
     let mac: [u8; 6] = tenge_examples::parse_mac(&Nic::mac(0)).map_err(|e| e.to_string())?;
     let frames = Arc::new(junk_frames(mac));
+    // For the `wire` reference: the same junk to a unicast address that is not the port's.
+    let foreign = Arc::new(junk_frames(FOREIGN_MAC));
     let loads: Arc<Mutex<Vec<(String, Load)>>> = Arc::default();
     let mut current = String::new();
-    let result = run_with(nics, &script, d + 10, 2 * rounds + 1, |l| {
+    let result = run_with(nics, &script, d + 10, 2 * rounds + 3, |l| {
         if let Some(p) = l.trim().strip_prefix("BENCH-PHASE ") {
             current = p.to_owned();
             return;
@@ -356,15 +373,23 @@ pub(crate) fn run_flood(d: u32, rounds: u32, vhost: bool) -> Result<(), String> 
                 }
             })
         };
+        let quiet = current.starts_with("quiet");
         let flood = {
             let (peer, frames, sent, tap_dropped, stop) = (
                 peer.clone(),
-                frames.clone(),
+                if current.starts_with("wire") {
+                    foreign.clone()
+                } else {
+                    frames.clone()
+                },
                 sent.clone(),
                 tap_dropped.clone(),
                 stop.clone(),
             );
             std::thread::spawn(move || {
+                if quiet {
+                    return;
+                }
                 let Ok(sock) = peer.frame_socket() else {
                     eprintln!("tenge-bench: no packet socket on the tap: the flood did not run");
                     return;
@@ -478,6 +503,32 @@ pub(crate) fn run_flood(d: u32, rounds: u32, vhost: bool) -> Result<(), String> 
         field(&stack, "rx_frames").unwrap_or(0.0),
         field(&stack, "tx_frames").unwrap_or(0.0),
     );
+    for (side, what) in [
+        (
+            "wire",
+            "the junk to another MAC, dropped by QEMU's receive filter",
+        ),
+        ("quiet", "no flood"),
+    ] {
+        let ph = phase(&lines, &format!("{side}0"));
+        if ph.is_empty() {
+            continue;
+        }
+        let v = flood_samples(&ph, d);
+        println!(
+            "BENCH-DETAIL case={case} {side}_mbps={} {side}_flood_sent={} {side}_rx_frames={} (round 0: {what})",
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{:.3}", v.iter().sum::<f64>() / v.len() as f64)
+            },
+            flood_sent
+                .iter()
+                .find(|(p, _, _)| *p == format!("{side}0"))
+                .map_or(0, |(_, n, _)| *n),
+            field(&ph, "rx_frames").unwrap_or(0.0),
+        );
+    }
     if let Some(h) = device_host.as_mut() {
         // The host's counters over the whole run (every phase): port 0 is the vhost port,
         // port 1 the veth; frames for the guest its ring had no room for are port 0's
