@@ -5,22 +5,33 @@ use crate::packet::mempool::PacketBuf;
 
 /// Adds `data` to the ones'-complement sum `acc` as big-endian 16-bit words; `odd`: the
 /// data starts at an odd offset of the summed range, so its first byte is a word's low byte.
-pub fn add_bytes(mut acc: u64, data: &[u8], odd: bool) -> u64 {
-    let mut d = data;
-    if odd {
-        if let Some((&first, rest)) = d.split_first() {
-            acc += u64::from(first);
-            d = rest;
-        }
+///
+/// Eight bytes a step: the sum is taken over little-endian 32-bit words in a 64-bit
+/// accumulator, folded and byte-swapped once at the end (RFC 1071 §2: the ones'-complement
+/// sum does not depend on byte order, and 2^16 is 1 modulo 0xffff, so 32-bit words sum as
+/// their two halves). An odd start shifts every byte's place in its word: the same sum,
+/// swapped once more. The word-at-a-time loop this replaced ran at about 27 MB/s in the
+/// TCG guest (LLVM widened its byte-swapped 16-bit words with SSE shuffles, which TCG
+/// emulates slowly): three quarters of `tcp-echo`'s time on a port without checksum
+/// verdicts went to LRO's pass over each payload.
+pub fn add_bytes(acc: u64, data: &[u8], odd: bool) -> u64 {
+    let (words, tail) = data.as_chunks::<8>();
+    let mut le = 0u64;
+    for w in words {
+        let v = u64::from_le_bytes(*w);
+        // Each step adds under 2^33: no overflow before 2^31 steps (16 GiB).
+        le += (v & 0xffff_ffff) + (v >> 32);
     }
-    let mut words = d.chunks_exact(2);
-    for w in words.by_ref() {
-        acc += u64::from(u16::from_be_bytes([w[0], w[1]]));
+    let (pairs, last) = tail.as_chunks::<2>();
+    for p in pairs {
+        le += u64::from(u16::from_le_bytes(*p));
     }
-    if let [last] = words.remainder() {
-        acc += u64::from(*last) << 8;
+    if let [b] = last {
+        // The high byte of its big-endian word: the low byte of the little-endian one.
+        le += u64::from(*b);
     }
-    acc
+    let le = fold(le);
+    acc + u64::from(if odd { le } else { le.swap_bytes() })
 }
 
 /// Folds a running sum to 16 bits (end-around carry).
@@ -215,9 +226,25 @@ mod tests {
     use crate::packet::mempool::host_pool;
     use proptest::prelude::*;
 
-    /// RFC 1071's reference: the sum of 16-bit words, odd byte padded.
+    /// RFC 1071's reference: the sum of big-endian 16-bit words, an odd last byte padded
+    /// with a zero; with `odd`, a zero byte first (the data starts a word's low byte).
+    fn words(acc: u64, data: &[u8], odd: bool) -> u64 {
+        let mut v = Vec::with_capacity(data.len() + 2);
+        if odd {
+            v.push(0);
+        }
+        v.extend_from_slice(data);
+        if v.len() % 2 == 1 {
+            v.push(0);
+        }
+        acc + v
+            .chunks_exact(2)
+            .map(|w| u64::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u64>()
+    }
+
     fn reference(data: &[u8]) -> u16 {
-        fold(add_bytes(0, data, false))
+        fold(words(0, data, false))
     }
 
     /// TCP and UDP frames etherparse built (its checksums right), over IPv4 and IPv6, in one
@@ -285,6 +312,17 @@ mod tests {
     }
 
     proptest! {
+        /// The eight-bytes-a-step sum folds to what the word-by-word reference does, for
+        /// every length (each tail of 0-7 bytes), either start parity and any running sum.
+        #[test]
+        fn add_bytes_sums_as_the_reference(
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+            odd in any::<bool>(),
+            acc in 0u64..1 << 40,
+        ) {
+            prop_assert_eq!(fold(add_bytes(acc, &data, odd)), fold(words(acc, &data, odd)));
+        }
+
         /// Any split of the bytes into segments sums as the whole, and a completed
         /// checksum verifies (the complemented sum over the range is 0 or 0xffff-equivalent).
         #[test]
@@ -316,7 +354,7 @@ mod tests {
             let start = start.min(data.len() - 2);
             prop_assert_eq!(
                 sum_from(&pkt, start).map(fold),
-                Some(fold(add_bytes(0, &data[start..], false)))
+                Some(reference(&data[start..]))
             );
             // Completing a checksum in the range's first two bytes, which hold the seed (a
             // pseudo-header sum): seed plus the range then sums to 0xffff (the complement
