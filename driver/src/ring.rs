@@ -1167,6 +1167,12 @@ impl<D: RxDescOps> RxQueue<D> {
         self.cidx
     }
 
+    /// Whether the device has finished the next posted descriptor: a frame (or its first
+    /// buffer) waits for the next burst. Reads only the done bit.
+    pub fn frame_ready(&self) -> bool {
+        self.pidx != self.cidx && self.ops.view().is_done(self.cidx)
+    }
+
     /// Descriptors in the ring.
     pub fn entries(&self) -> u32 {
         self.mask + 1

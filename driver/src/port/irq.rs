@@ -143,6 +143,9 @@ pub struct IrqStats {
     pub moderation_ups: u64,
     /// Adaptive moderation: steps down (and resets to the lowest level).
     pub moderation_downs: u64,
+    /// Armings renewed before a sleep because bursts after the arming had taken frames
+    /// ([`crate::port::RxQueueHandle::prepare_sleep`]).
+    pub rearms: u64,
 }
 
 impl IrqStats {
@@ -158,7 +161,7 @@ impl IrqStats {
             self.epochs,
             self.moderation_ups,
             self.moderation_downs,
-            0,
+            self.rearms,
             0,
         ]
     }
@@ -175,6 +178,7 @@ impl IrqStats {
             epochs: v[7],
             moderation_ups: v[8],
             moderation_downs: v[9],
+            rearms: v[10],
         }
     }
 }
@@ -191,6 +195,7 @@ impl std::ops::AddAssign for IrqStats {
         self.epochs += o.epochs;
         self.moderation_ups += o.moderation_ups;
         self.moderation_downs += o.moderation_downs;
+        self.rearms += o.rearms;
     }
 }
 

@@ -1120,6 +1120,47 @@ mod tests {
         }
     }
 
+    /// An arming names the consumer index of its moment: frames the driver takes after it
+    /// (a poll after arming whose frames an ingress filter dropped) leave the device past
+    /// that index, and with EVENT_IDX it would never interrupt again. Arming anew at the
+    /// index now (`RxQueueHandle::prepare_sleep`) asks for the next entry; `frame_ready`
+    /// says whether one already waits.
+    #[test]
+    fn an_arming_the_driver_consumed_past_must_be_renewed() {
+        let mem = region();
+        let bells = Arc::new(Bells::default());
+        let pool = host_pool(64).unwrap();
+        let mut cache = pool.cache(16);
+        let mut rxq = rx_queue(&mem, &bells, 8, true, 1);
+        let mut dev = Dev::default();
+        dev.arm(rxq.ops().ring());
+        rxq.fill(&mut cache);
+        assert!(!rxq.frame_ready());
+        let mut out = PacketBatch::new(32);
+        // Two frames race the arming.
+        assert!(dev.receive(rxq.ops().ring(), &frame(0, 60)));
+        assert!(dev.receive(rxq.ops().ring(), &frame(1, 60)));
+        assert!(rxq.frame_ready());
+        let at = rxq.next_index();
+        rxq.ops_mut().arm_irq(at);
+        // The poll after arming takes them (whatever becomes of them then).
+        assert_eq!(rxq.rx_burst(&mut cache, &mut out), 2);
+        assert!(!rxq.frame_ready());
+        // The device used [0, 2) already; its next entry, [2, 3), crosses no used_event.
+        let ring = rxq.ops().ring();
+        assert!(!vring_need_event(ring.used_event(), 3, 2), "stale arming");
+        let now = rxq.next_index();
+        assert_ne!(now, at);
+        rxq.ops_mut().arm_irq(now);
+        assert!(
+            vring_need_event(rxq.ops().ring().used_event(), 3, 2),
+            "renewed"
+        );
+        assert!(dev.receive(rxq.ops().ring(), &frame(2, 60)));
+        assert!(rxq.frame_ready());
+        out.free_into(&mut cache);
+    }
+
     /// QEMU asks for a doorbell each time it catches up with the driver, then looks at the
     /// ring again and goes on if a refill landed meanwhile: a doorbell held over that
     /// moment is not written once the device has shown it found the buffers.
