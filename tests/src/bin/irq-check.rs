@@ -199,7 +199,11 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn wake(sender: &str, receiver: &str, idle_secs: u64, cycles: u64, max_idle_cpu: f64) -> Res {
+/// The receiving port (interrupts on, its first RX queue taken) and the sending port.
+fn open_pair(
+    sender: &str,
+    receiver: &str,
+) -> Result<(Port, Port, tenge::RxQueueHandle), Box<dyn std::error::Error>> {
     let mut rx_port = Port::open(
         receiver,
         &PortConfig {
@@ -208,10 +212,34 @@ fn wake(sender: &str, receiver: &str, idle_secs: u64, cycles: u64, max_idle_cpu:
         },
     )?;
     let tx_port = Port::open(sender, &PortConfig::default())?;
-    let mut rx = rx_port.take_queues().remove(0).rx;
+    let rx = rx_port.take_queues().remove(0).rx;
     if !rx.has_interrupt() {
         return Err(format!("{receiver}: no MSI-X vector for RX queue 0").into());
     }
+    Ok((rx_port, tx_port, rx))
+}
+
+/// One 60-byte frame of `flow` carrying `seq`, in a batch of its own, ready to send.
+fn one_frame(tx_port: &mut Port, flow: &Flow, seq: u64) -> Result<PacketBatch, String> {
+    let mut b = tx_port.alloc_tx().ok_or("sender pool empty")?;
+    if !b.copy_from(&frame::build(flow, 60, seq)) {
+        return Err("frame does not fit a buffer".into());
+    }
+    let mut batch = PacketBatch::new(1);
+    let _ = batch.push(b);
+    Ok(batch)
+}
+
+/// Sends [`one_frame`]'s batch (one doorbell).
+fn send_one(tx_port: &mut Port, mut batch: PacketBatch, seq: u64) -> Result<(), String> {
+    if tx_port.tx_burst(&mut batch) != 1 {
+        return Err(format!("frame {seq} not taken by the TX ring"));
+    }
+    Ok(())
+}
+
+fn wake(sender: &str, receiver: &str, idle_secs: u64, cycles: u64, max_idle_cpu: f64) -> Res {
+    let (mut rx_port, tx_port, mut rx) = open_pair(sender, receiver)?;
     println!(
         "irq-check: receiver {} ({}), sender {} ({})",
         receiver,
@@ -231,22 +259,15 @@ fn wake(sender: &str, receiver: &str, idle_secs: u64, cycles: u64, max_idle_cpu:
     let mut tx_port = tx_port;
     let sender_thread = std::thread::spawn(move || -> Result<u64, String> {
         let mut sent = 0u64;
-        let mut batch = PacketBatch::new(1);
         for msg in asked {
             let (seq, pause) = match msg {
                 Send::One(seq, pause) => (seq, pause),
                 Send::Stop => break,
             };
             std::thread::sleep(pause);
-            let mut b = tx_port.alloc_tx().ok_or("sender pool empty")?;
-            if !b.copy_from(&frame::build(&flow, 60, seq)) {
-                return Err("frame does not fit a buffer".into());
-            }
-            let _ = batch.push(b);
+            let batch = one_frame(&mut tx_port, &flow, seq)?;
             let t = base.elapsed().as_nanos() as u64;
-            if tx_port.tx_burst(&mut batch) != 1 {
-                return Err(format!("frame {seq} not taken by the TX ring"));
-            }
+            send_one(&mut tx_port, batch, seq)?;
             sent_at2.store(t, Ordering::Release);
             sent_seq2.store(seq.wrapping_add(1), Ordering::Release);
             sent += 1;
@@ -409,18 +430,7 @@ const JUNK_SEQ: u64 = 1 << 40;
 
 fn filtered_wake(sender: &str, receiver: &str, rounds: u64, junk: u64) -> Res {
     use tenge::port::IngressVerdict;
-    let mut rx_port = Port::open(
-        receiver,
-        &PortConfig {
-            interrupts: true,
-            ..PortConfig::default()
-        },
-    )?;
-    let mut tx_port = Port::open(sender, &PortConfig::default())?;
-    let mut rx = rx_port.take_queues().remove(0).rx;
-    if !rx.has_interrupt() {
-        return Err(format!("{receiver}: no MSI-X vector for RX queue 0").into());
-    }
+    let (rx_port, mut tx_port, mut rx) = open_pair(sender, receiver)?;
     println!(
         "irq-check: filtered-wake receiver {receiver} ({}), sender {sender} ({})",
         rx_port.driver_name(),
@@ -433,17 +443,9 @@ fn filtered_wake(sender: &str, receiver: &str, rounds: u64, junk: u64) -> Res {
         }
     })));
     let flow = Flow::default();
-    let mut send = |seq: u64| -> Res {
-        let mut b = tx_port.alloc_tx().ok_or("sender pool empty")?;
-        if !b.copy_from(&frame::build(&flow, 60, seq)) {
-            return Err("frame does not fit a buffer".into());
-        }
-        let mut batch = PacketBatch::new(1);
-        let _ = batch.push(b);
-        if tx_port.tx_burst(&mut batch) != 1 {
-            return Err(format!("frame {seq} not taken by the TX ring").into());
-        }
-        Ok(())
+    let mut send = |seq: u64| {
+        let batch = one_frame(&mut tx_port, &flow, seq)?;
+        send_one(&mut tx_port, batch, seq)
     };
     let mut out = PacketBatch::new(32);
     let (mut stale, mut timeouts, mut lost, mut wrong) = (0u64, 0u64, 0u64, 0u64);
@@ -467,7 +469,7 @@ fn filtered_wake(sender: &str, receiver: &str, rounds: u64, junk: u64) -> Res {
         let got = std::thread::scope(|sc| -> Result<usize, String> {
             let h = sc.spawn(|| {
                 std::thread::sleep(Duration::from_millis(50));
-                send(r).map_err(|e| e.to_string())
+                send(r)
             });
             let mut got = 0;
             for _ in 0..3 {

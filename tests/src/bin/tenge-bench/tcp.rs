@@ -263,6 +263,26 @@ fn flood_samples(lines: &[&str], d: u32) -> Vec<f64> {
         .collect()
 }
 
+/// The mean of a phase's live rates over the flood's seconds (no steady-state trimming:
+/// the window is cut to the flood already); None without a sample.
+fn flood_mean(lines: &[&str], d: u32) -> Option<f64> {
+    let v = flood_samples(lines, d);
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// A mean for a BENCH-DETAIL line: three decimals, or `none`.
+fn mean_or_none(m: Option<f64>) -> String {
+    m.map_or_else(|| "none".to_string(), |m| format!("{m:.3}"))
+}
+
+/// The flood frames sent and the tap's drops in phase `ph` (0, 0 if it had no flood).
+fn sent_in(flood_sent: &[(String, u64, u64)], ph: &str) -> (u64, u64) {
+    flood_sent
+        .iter()
+        .find(|(p, _, _)| p == ph)
+        .map_or((0, 0), |(_, n, t)| (*n, *t))
+}
+
 /// One phase's host side: the bulk echo client and the flood, started when tcp-echo says
 /// READY, for `d` seconds.
 struct Load {
@@ -454,10 +474,7 @@ pub(crate) fn run_flood(d: u32, rounds: u32, vhost: bool) -> Result<(), String> 
     for r in 0..rounds {
         let t = phase(&lines, &format!("tenge{r}"));
         let p = phase(&lines, &format!("peer{r}"));
-        // The mean over the flood's seconds (no steady-state trimming: the window is cut
-        // to the flood already).
-        let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
-        match (mean(flood_samples(&t, d)), mean(flood_samples(&p, d))) {
+        match (flood_mean(&t, d), flood_mean(&p, d)) {
             (Some(a), Some(b)) => {
                 tenge.push(a);
                 app.push(b);
@@ -466,14 +483,8 @@ pub(crate) fn run_flood(d: u32, rounds: u32, vhost: bool) -> Result<(), String> 
                 "round={r} why=no-steady-rate filter={a:?} app={b:?}"
             )),
         }
-        let sent = |ph: String| {
-            flood_sent
-                .iter()
-                .find(|(p, _, _)| *p == ph)
-                .map_or((0, 0), |(_, n, t)| (*n, *t))
-        };
-        let (ts, tt) = sent(format!("tenge{r}"));
-        let (ps, pt) = sent(format!("peer{r}"));
+        let (ts, tt) = sent_in(&flood_sent, &format!("tenge{r}"));
+        let (ps, pt) = sent_in(&flood_sent, &format!("peer{r}"));
         println!(
             "BENCH-DETAIL case={case} round={r} flood_pps={} filter_flood_sent={ts} filter_tap_dropped={tt} filter_ingress_dropped={} filter_rx_frames={} filter_rx_no_buf={} app_flood_sent={ps} app_tap_dropped={pt} app_dropped={} app_rx_frames={} app_rx_no_buf={}",
             flood_pps(vhost),
@@ -488,18 +499,8 @@ pub(crate) fn run_flood(d: u32, rounds: u32, vhost: bool) -> Result<(), String> 
     let stack = phase(&lines, "stack0");
     println!(
         "BENCH-DETAIL case={case} no_drop_mbps={} no_drop_flood_sent={} no_drop_rx_frames={} no_drop_tx_frames={} (round 0: the junk left to smoltcp)",
-        {
-            let v = flood_samples(&stack, d);
-            if v.is_empty() {
-                "none".to_string()
-            } else {
-                format!("{:.3}", v.iter().sum::<f64>() / v.len() as f64)
-            }
-        },
-        flood_sent
-            .iter()
-            .find(|(p, _, _)| p == "stack0")
-            .map_or(0, |(_, n, _)| *n),
+        mean_or_none(flood_mean(&stack, d)),
+        sent_in(&flood_sent, "stack0").0,
         field(&stack, "rx_frames").unwrap_or(0.0),
         field(&stack, "tx_frames").unwrap_or(0.0),
     );
@@ -514,18 +515,10 @@ pub(crate) fn run_flood(d: u32, rounds: u32, vhost: bool) -> Result<(), String> 
         if ph.is_empty() {
             continue;
         }
-        let v = flood_samples(&ph, d);
         println!(
             "BENCH-DETAIL case={case} {side}_mbps={} {side}_flood_sent={} {side}_rx_frames={} (round 0: {what})",
-            if v.is_empty() {
-                "none".to_string()
-            } else {
-                format!("{:.3}", v.iter().sum::<f64>() / v.len() as f64)
-            },
-            flood_sent
-                .iter()
-                .find(|(p, _, _)| *p == format!("{side}0"))
-                .map_or(0, |(_, n, _)| *n),
+            mean_or_none(flood_mean(&ph, d)),
+            sent_in(&flood_sent, &format!("{side}0")).0,
             field(&ph, "rx_frames").unwrap_or(0.0),
         );
     }
