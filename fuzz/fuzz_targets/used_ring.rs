@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use tenge::virtio::{SplitRing, VirtioRx, VirtioTx, HDR_LEN, RX_QUEUE, TX_QUEUE};
+use tenge::virtio::{SplitRing, TxSettings, VirtioRx, VirtioTx, HDR_LEN, RX_QUEUE, TX_QUEUE};
 use tenge_fuzz::{
     bells, device_write_hdr, region, Driver, DriverOp, Hdr, Setup, MAX_OPS, TX_RING_OFFSET,
 };
@@ -101,6 +101,7 @@ fuzz_target!(|input: Input| {
         VirtioTx::new(
             SplitRing::new(mem.clone(), TX_RING_OFFSET, size, setup.event_idx),
             bells(TX_QUEUE, setup.event_idx),
+            TxSettings::default(),
         ),
     );
     let mut devs = [Dev::default(), Dev::default()];

@@ -9,7 +9,7 @@
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use tenge::virtio::packed::{PackedRing, PackedRx, PackedTx};
-use tenge::virtio::{HDR_LEN, RX_QUEUE, TX_QUEUE};
+use tenge::virtio::{TxSettings, HDR_LEN, RX_QUEUE, TX_QUEUE};
 use tenge_descriptors::virtio::{VIRTQ_DESC_F_AVAIL, VIRTQ_DESC_F_USED, VIRTQ_DESC_F_WRITE};
 use tenge_fuzz::{
     bells, device_write_hdr, region, Driver, DriverOp, Hdr, Setup, MAX_OPS, TX_RING_OFFSET,
@@ -108,6 +108,7 @@ fuzz_target!(|input: Input| {
         PackedTx::new(
             PackedRing::new(mem.clone(), TX_RING_OFFSET, size),
             bells(TX_QUEUE, setup.event_idx),
+            TxSettings::default(),
         ),
     );
     let mut devs = [Dev::default(), Dev::default()];

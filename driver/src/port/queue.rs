@@ -227,8 +227,8 @@ impl TxRing {
     fn soft_offloads(&self) -> Option<Box<SoftTx>> {
         let dev = match self {
             TxRing::E1000e(_) | TxRing::Igb(_) => return None,
-            TxRing::Split(q) => q.ops().offloads(),
-            TxRing::Packed(q) => q.ops().offloads(),
+            TxRing::Split(q) => q.ops().settings().offloads(),
+            TxRing::Packed(q) => q.ops().settings().offloads(),
         };
         SoftTx::for_device(dev, crate::virtio::MAX_FRAME).map(Box::new)
     }

@@ -68,6 +68,8 @@ pub mod ctrl;
 mod net;
 pub mod packed;
 pub mod split;
+#[cfg(test)]
+mod test_util;
 
 pub use net::{
     multiqueue_features, OpenedVirtio, VirtioNet, VirtioNetPacked, VirtioQueueConfig, VirtioVectors,
@@ -141,6 +143,71 @@ pub fn tx_offloads(features: u64) -> DeviceTxOffloads {
         tso4: csum && features & VIRTIO_NET_F_HOST_TSO4 != 0,
         tso6: csum && features & VIRTIO_NET_F_HOST_TSO6 != 0,
         tso_ecn: csum && features & VIRTIO_NET_F_HOST_ECN != 0,
+    }
+}
+
+/// How a virtio-net TX queue sends, the same on split and packed rings, set at open from
+/// the negotiated features. The default: [`HDR_LEN`] bytes of header, no offload served,
+/// chains refused.
+pub struct TxSettings {
+    /// With `VIRTIO_F_INDIRECT_DESC`: where chains go.
+    indirect: Option<IndirectTables>,
+    /// Bytes of header before each frame ([`VirtioTxOps::hdr_len`]).
+    hdr_len: usize,
+    /// The TX offloads the device serves.
+    offloads: DeviceTxOffloads,
+}
+
+impl Default for TxSettings {
+    fn default() -> Self {
+        TxSettings {
+            indirect: None,
+            hdr_len: HDR_LEN,
+            offloads: DeviceTxOffloads::default(),
+        }
+    }
+}
+
+impl TxSettings {
+    /// Serves the TX offload requests `offloads` says the device takes (`CSUM`,
+    /// `HOST_TSO4/6`, `HOST_ECN` negotiated); without, a request reaching the ring is
+    /// refused (the queue's software offloads serve it before).
+    pub fn with_offloads(mut self, offloads: DeviceTxOffloads) -> Self {
+        self.offloads = offloads;
+        self
+    }
+
+    /// Sends chains through `tables` (`VIRTIO_F_INDIRECT_DESC` negotiated).
+    pub fn with_indirect(mut self, tables: IndirectTables) -> Self {
+        self.indirect = Some(tables);
+        self
+    }
+
+    /// Prepends `hdr_len` bytes of header ([`HASH_HDR_LEN`] with
+    /// `VIRTIO_NET_F_HASH_REPORT`) instead of [`HDR_LEN`].
+    pub fn with_hdr_len(mut self, hdr_len: usize) -> Self {
+        self.hdr_len = hdr_len;
+        self
+    }
+
+    /// The TX offloads the device serves.
+    pub fn offloads(&self) -> DeviceTxOffloads {
+        self.offloads
+    }
+
+    /// Bytes of header before each frame.
+    pub fn hdr_len(&self) -> usize {
+        self.hdr_len
+    }
+
+    /// What the burst loops read: the indirect tables, the header length, the offloads.
+    #[inline(always)]
+    pub(crate) fn view(&self) -> (Option<IndirectView<'_>>, u32, DeviceTxOffloads) {
+        (
+            self.indirect.as_ref().map(IndirectTables::view),
+            self.hdr_len as u32,
+            self.offloads,
+        )
     }
 }
 
@@ -797,15 +864,14 @@ mod tests {
     use crate::platform::dma::DmaRegion;
     use crate::platform::dma::{identity_dma, HugepagePolicy, IdentityMapper};
     use crate::ring::RxQueue;
+    use crate::virtio::test_util::{region, Bells, RX_BELL, TX_BELL};
     use proptest::prelude::*;
-    use std::sync::Mutex;
     use tenge_descriptors::virtio::{
         VirtqDesc, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,
         VIRTQ_DESC_F_WRITE,
     };
     use tenge_descriptors::virtio_net::VirtioNetHdr;
     use tenge_firmware_iface::virtio as fw;
-    use tenge_firmware_iface::Mmio;
     use zerocopy::IntoBytes;
 
     /// virtio-net has no VLAN offload: a packet asking for a tag is refused (dropped and
@@ -843,42 +909,6 @@ mod tests {
         assert_eq!(tx_refusal(&b, all), None);
         let none = crate::offload::tx::DeviceTxOffloads::default();
         assert_eq!(tx_refusal(&b, none), Some(BadOffload::Unsupported));
-    }
-
-    /// A notify structure that records doorbell writes (offset, value).
-    #[derive(Default)]
-    struct Bells(Mutex<Vec<(u32, u16)>>);
-    impl Mmio for Bells {
-        fn read32(&self, _off: u32) -> u32 {
-            0
-        }
-        fn write32(&self, _off: u32, _v: u32) {}
-    }
-    impl NarrowMmio for Bells {
-        fn read8(&self, _off: u32) -> u8 {
-            0
-        }
-        fn read16(&self, _off: u32) -> u16 {
-            0
-        }
-        fn write8(&self, _off: u32, _v: u8) {}
-        fn write16(&self, off: u32, v: u16) {
-            self.0.lock().unwrap().push((off, v));
-        }
-    }
-    impl Bells {
-        fn take(&self) -> Vec<(u32, u16)> {
-            std::mem::take(&mut *self.0.lock().unwrap())
-        }
-    }
-
-    const RX_BELL: u32 = 0x3000;
-    const TX_BELL: u32 = 0x3004;
-
-    fn region() -> Arc<DmaRegion> {
-        Arc::new(
-            DmaRegion::allocate(Arc::new(IdentityMapper), 1 << 16, HugepagePolicy::Never).unwrap(),
-        )
     }
 
     /// What the driver negotiates by default: mergeable buffers, no offloads.
@@ -928,6 +958,7 @@ mod tests {
             VirtioTx::new(
                 SplitRing::new(mem.clone(), 1 << 15, size, event_idx),
                 Doorbell::new(bells.clone(), TX_BELL, TX_QUEUE, event_idx),
+                TxSettings::default(),
             ),
             rs,
             MAX_FRAME,
@@ -1637,8 +1668,11 @@ mod tests {
         let bells = Arc::new(Bells::default());
         let ring = SplitRing::new(mem.clone(), 1 << 15, 16, true);
         let mut txq = TxQueue::new(
-            VirtioTx::new(ring, Doorbell::new(bells.clone(), TX_BELL, TX_QUEUE, true))
-                .with_hdr_len(HASH_HDR_LEN),
+            VirtioTx::new(
+                ring,
+                Doorbell::new(bells.clone(), TX_BELL, TX_QUEUE, true),
+                TxSettings::default().with_hdr_len(HASH_HDR_LEN),
+            ),
             32,
             MAX_FRAME + HASH_HDR_LEN,
         );
@@ -1816,8 +1850,8 @@ mod tests {
             VirtioTx::new(
                 SplitRing::new(mem.clone(), 1 << 15, 8, true),
                 Doorbell::new(bells.clone(), TX_BELL, TX_QUEUE, true),
-            )
-            .with_indirect(tables),
+                TxSettings::default().with_indirect(tables),
+            ),
             2,
             MAX_FRAME,
         );

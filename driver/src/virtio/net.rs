@@ -340,6 +340,15 @@ impl VirtioNet {
                 Queues::Split(Vec::new())
             };
             let tx_offloads = super::tx_offloads(features);
+            let tx_settings = |p: u16| {
+                let settings = TxSettings::default()
+                    .with_hdr_len(hdr_len)
+                    .with_offloads(tx_offloads);
+                match indirect {
+                    true => settings.with_indirect(tables(p)),
+                    false => settings,
+                }
+            };
             for p in 0..pairs {
                 // Pair p: RX queue 2p, TX queue 2p + 1 (§5.1.2), each with its own doorbell
                 // (queue_notify_off, §4.1.4.4).
@@ -354,22 +363,10 @@ impl VirtioNet {
                             setup(rxi, rx_size, QueueLayout::Packed, rx_ring.iovas(), rxv)?;
                         let tx_bell =
                             setup(txi, tx_size, QueueLayout::Packed, tx_ring.iovas(), txv)?;
-                        let tx = PackedTx::new(tx_ring, tx_bell)
-                            .with_hdr_len(hdr_len)
-                            .with_offloads(tx_offloads);
-                        v.push((
-                            RxQueue::new(
-                                PackedRx::new(rx_ring, rx_bell, hdr_mode),
-                                cfg.rx_free_thresh,
-                            ),
-                            TxQueue::new(
-                                match indirect {
-                                    true => tx.with_indirect(tables(p)),
-                                    false => tx,
-                                },
-                                cfg.tx_rs_interval,
-                                MAX_FRAME,
-                            ),
+                        v.push(queue_pair(
+                            PackedRx::new(rx_ring, rx_bell, hdr_mode),
+                            PackedTx::new(tx_ring, tx_bell, tx_settings(p)),
+                            cfg,
                         ));
                     }
                     Queues::Split(v) => {
@@ -380,22 +377,10 @@ impl VirtioNet {
                             setup(rxi, rx_size, QueueLayout::Split, rx_ring.iovas(), rxv)?;
                         let tx_bell =
                             setup(txi, tx_size, QueueLayout::Split, tx_ring.iovas(), txv)?;
-                        let tx = VirtioTx::new(tx_ring, tx_bell)
-                            .with_hdr_len(hdr_len)
-                            .with_offloads(tx_offloads);
-                        v.push((
-                            RxQueue::new(
-                                VirtioRx::new(rx_ring, rx_bell, hdr_mode),
-                                cfg.rx_free_thresh,
-                            ),
-                            TxQueue::new(
-                                match indirect {
-                                    true => tx.with_indirect(tables(p)),
-                                    false => tx,
-                                },
-                                cfg.tx_rs_interval,
-                                MAX_FRAME,
-                            ),
+                        v.push(queue_pair(
+                            VirtioRx::new(rx_ring, rx_bell, hdr_mode),
+                            VirtioTx::new(tx_ring, tx_bell, tx_settings(p)),
+                            cfg,
                         ));
                     }
                 }
@@ -469,11 +454,25 @@ impl VirtioNet {
     }
 }
 
+/// An RX queue and a TX queue of the engine: one queue pair.
+type QueuePair<R, T> = (RxQueue<R>, TxQueue<T>);
+
+/// The engine's queues over one pair's descriptor ops, either ring layout.
+fn queue_pair<R: RxDescOps, T: TxDescOps>(
+    rx: R,
+    tx: T,
+    cfg: &VirtioQueueConfig,
+) -> QueuePair<R, T> {
+    (
+        RxQueue::new(rx, cfg.rx_free_thresh),
+        TxQueue::new(tx, cfg.tx_rs_interval, MAX_FRAME),
+    )
+}
+
 /// The queues [`VirtioNet::open`] made, before the rest of the function joins them.
-#[allow(clippy::type_complexity)]
 enum Queues {
-    Split(Vec<(RxQueue<VirtioRx<Bar>>, TxQueue<VirtioTx<Bar>>)>),
-    Packed(Vec<(RxQueue<PackedRx<Bar>>, TxQueue<PackedTx<Bar>>)>),
+    Split(Vec<QueuePair<VirtioRx<Bar>, VirtioTx<Bar>>>),
+    Packed(Vec<QueuePair<PackedRx<Bar>, PackedTx<Bar>>>),
 }
 
 impl<R: RxDescOps, T: TxDescOps> VirtioNet<R, T> {

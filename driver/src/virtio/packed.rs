@@ -55,7 +55,7 @@ use crate::packet::mempool::PacketBuf;
 use crate::platform::dma::{DescRing, DmaRegion, RingView};
 use crate::ring::{RxDescOps, TxDescOps, TxView};
 use crate::virtio::{
-    Doorbell, IndirectTables, IndirectView, RxHdrMode, VirtioRxView, VirtqView, INDIRECT_SEGS,
+    Doorbell, IndirectView, RxHdrMode, TxSettings, VirtioRxView, VirtqView, INDIRECT_SEGS,
 };
 
 /// One packed virtqueue in DMA memory (virtio 1.2 §2.8): the descriptor ring and the
@@ -448,51 +448,24 @@ pub struct PackedTx<M: NarrowMmio> {
     bell: Doorbell<M>,
     /// Producer index at the last flush: what [`PackedTx::pending`] counts from.
     published: u32,
-    /// With `VIRTIO_F_INDIRECT_DESC`: where chains go.
-    indirect: Option<IndirectTables>,
-    /// Bytes of header before each frame (`super::VirtioTxOps::hdr_len`).
-    hdr_len: usize,
-    /// The TX offloads the device serves (from the negotiated features).
-    offloads: DeviceTxOffloads,
+    /// Header length, offloads and indirect tables.
+    settings: TxSettings,
 }
 
 impl<M: NarrowMmio> PackedTx<M> {
-    /// Ops over `ring`, notifying through `bell`; chains are refused.
-    pub fn new(ring: PackedRing, bell: Doorbell<M>) -> Self {
+    /// Ops over `ring`, notifying through `bell`, sending as `settings` says.
+    pub fn new(ring: PackedRing, bell: Doorbell<M>, settings: TxSettings) -> Self {
         PackedTx {
             ring,
             bell,
             published: 0,
-            indirect: None,
-            hdr_len: super::HDR_LEN,
-            offloads: DeviceTxOffloads::default(),
+            settings,
         }
     }
 
-    /// Serves the TX offload requests `offloads` says the device takes (`CSUM`,
-    /// `HOST_TSO4/6`, `HOST_ECN` negotiated); without, a request reaching the ring is
-    /// refused (the queue's software offloads serve it before).
-    pub fn with_offloads(mut self, offloads: DeviceTxOffloads) -> Self {
-        self.offloads = offloads;
-        self
-    }
-
-    /// The TX offloads the device serves.
-    pub fn offloads(&self) -> DeviceTxOffloads {
-        self.offloads
-    }
-
-    /// Sends chains through `tables` (`VIRTIO_F_INDIRECT_DESC` negotiated).
-    pub fn with_indirect(mut self, tables: IndirectTables) -> Self {
-        self.indirect = Some(tables);
-        self
-    }
-
-    /// Prepends `hdr_len` bytes of header ([`super::HASH_HDR_LEN`] with
-    /// `VIRTIO_NET_F_HASH_REPORT`) instead of [`super::HDR_LEN`].
-    pub fn with_hdr_len(mut self, hdr_len: usize) -> Self {
-        self.hdr_len = hdr_len;
-        self
+    /// How the queue sends.
+    pub fn settings(&self) -> &TxSettings {
+        &self.settings
     }
 
     /// The ring.
@@ -524,7 +497,7 @@ impl<M: NarrowMmio> PackedTx<M> {
 impl<M: NarrowMmio> super::VirtioTxOps for PackedTx<M> {
     #[inline(always)]
     fn hdr_len(&self) -> usize {
-        self.hdr_len
+        self.settings.hdr_len()
     }
 }
 
@@ -536,12 +509,8 @@ impl<M: NarrowMmio> TxDescOps for PackedTx<M> {
 
     #[inline(always)]
     fn view(&self) -> PackedTxView<'_> {
-        PackedTxView(
-            self.ring.view(),
-            self.indirect.as_ref().map(IndirectTables::view),
-            self.hdr_len as u32,
-            self.offloads,
-        )
+        let (indirect, hdr_len, offloads) = self.settings.view();
+        PackedTxView(self.ring.view(), indirect, hdr_len, offloads)
     }
 
     #[inline(always)]
@@ -683,54 +652,17 @@ impl TxView for PackedTxView<'_> {
 mod tests {
     use super::*;
     use crate::packet::mempool::{host_pool, MempoolCache};
-    use crate::platform::dma::{identity_dma, HugepagePolicy, IdentityMapper};
+    use crate::platform::dma::identity_dma;
     use crate::ring::{PacketBatch, RxQueue, TxQueue};
-    use crate::virtio::{tx_burst, HDR_LEN, MAX_FRAME, RX_QUEUE, TX_QUEUE};
+    use crate::virtio::test_util::{region, Bells, RX_BELL, TX_BELL};
+    use crate::virtio::{tx_burst, IndirectTables, HDR_LEN, MAX_FRAME, RX_QUEUE, TX_QUEUE};
     use proptest::prelude::*;
-    use std::sync::Mutex;
     use tenge_descriptors::virtio::{
         PvirtqEventSuppress, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_ENABLE, VIRTQ_DESC_F_AVAIL,
         VIRTQ_DESC_F_USED,
     };
     use tenge_descriptors::virtio_net::VirtioNetHdr;
-    use tenge_firmware_iface::Mmio;
     use zerocopy::IntoBytes;
-
-    /// A notify structure that records doorbell writes (offset, value).
-    #[derive(Default)]
-    struct Bells(Mutex<Vec<(u32, u16)>>);
-    impl Mmio for Bells {
-        fn read32(&self, _off: u32) -> u32 {
-            0
-        }
-        fn write32(&self, _off: u32, _v: u32) {}
-    }
-    impl NarrowMmio for Bells {
-        fn read8(&self, _off: u32) -> u8 {
-            0
-        }
-        fn read16(&self, _off: u32) -> u16 {
-            0
-        }
-        fn write8(&self, _off: u32, _v: u8) {}
-        fn write16(&self, off: u32, v: u16) {
-            self.0.lock().unwrap().push((off, v));
-        }
-    }
-    impl Bells {
-        fn take(&self) -> Vec<(u32, u16)> {
-            std::mem::take(&mut *self.0.lock().unwrap())
-        }
-    }
-
-    const RX_BELL: u32 = 0x3000;
-    const TX_BELL: u32 = 0x3004;
-
-    fn region() -> Arc<DmaRegion> {
-        Arc::new(
-            DmaRegion::allocate(Arc::new(IdentityMapper), 1 << 16, HugepagePolicy::Never).unwrap(),
-        )
-    }
 
     fn rx_queue(
         mem: &Arc<DmaRegion>,
@@ -765,6 +697,7 @@ mod tests {
             PackedTx::new(
                 PackedRing::new(mem.clone(), 1 << 15, size),
                 Doorbell::new(bells.clone(), TX_BELL, TX_QUEUE, event_idx),
+                TxSettings::default(),
             ),
             rs,
             MAX_FRAME,
@@ -1148,8 +1081,8 @@ mod tests {
             PackedTx::new(
                 PackedRing::new(mem.clone(), 1 << 15, 8),
                 Doorbell::new(bells.clone(), TX_BELL, TX_QUEUE, true),
-            )
-            .with_indirect(IndirectTables::new(mem.clone(), 1 << 14, 8)),
+                TxSettings::default().with_indirect(IndirectTables::new(mem.clone(), 1 << 14, 8)),
+            ),
             2,
             MAX_FRAME,
         );

@@ -388,50 +388,23 @@ impl VirtqView for SplitView<'_> {
 pub struct VirtioTx<M: NarrowMmio> {
     ring: SplitRing,
     bell: Doorbell<M>,
-    /// With `VIRTIO_F_INDIRECT_DESC`: where chains go.
-    indirect: Option<IndirectTables>,
-    /// Bytes of header before each frame (`super::VirtioTxOps::hdr_len`).
-    hdr_len: usize,
-    /// The TX offloads the device serves (from the negotiated features).
-    offloads: DeviceTxOffloads,
+    /// Header length, offloads and indirect tables.
+    settings: TxSettings,
 }
 
 impl<M: NarrowMmio> VirtioTx<M> {
-    /// Ops over `ring`, notifying through `bell`; chains are refused.
-    pub fn new(ring: SplitRing, bell: Doorbell<M>) -> Self {
+    /// Ops over `ring`, notifying through `bell`, sending as `settings` says.
+    pub fn new(ring: SplitRing, bell: Doorbell<M>, settings: TxSettings) -> Self {
         VirtioTx {
             ring,
             bell,
-            indirect: None,
-            hdr_len: super::HDR_LEN,
-            offloads: DeviceTxOffloads::default(),
+            settings,
         }
     }
 
-    /// Serves the TX offload requests `offloads` says the device takes (`CSUM`,
-    /// `HOST_TSO4/6`, `HOST_ECN` negotiated); without, a request reaching the ring is
-    /// refused (the queue's software offloads serve it before).
-    pub fn with_offloads(mut self, offloads: DeviceTxOffloads) -> Self {
-        self.offloads = offloads;
-        self
-    }
-
-    /// The TX offloads the device serves.
-    pub fn offloads(&self) -> DeviceTxOffloads {
-        self.offloads
-    }
-
-    /// Sends chains through `tables` (`VIRTIO_F_INDIRECT_DESC` negotiated).
-    pub fn with_indirect(mut self, tables: IndirectTables) -> Self {
-        self.indirect = Some(tables);
-        self
-    }
-
-    /// Prepends `hdr_len` bytes of header ([`super::HASH_HDR_LEN`] with
-    /// `VIRTIO_NET_F_HASH_REPORT`) instead of [`super::HDR_LEN`].
-    pub fn with_hdr_len(mut self, hdr_len: usize) -> Self {
-        self.hdr_len = hdr_len;
-        self
+    /// How the queue sends.
+    pub fn settings(&self) -> &TxSettings {
+        &self.settings
     }
 
     /// The ring.
@@ -453,7 +426,7 @@ impl<M: NarrowMmio> VirtioTx<M> {
 impl<M: NarrowMmio> super::VirtioTxOps for VirtioTx<M> {
     #[inline(always)]
     fn hdr_len(&self) -> usize {
-        self.hdr_len
+        self.settings.hdr_len()
     }
 }
 
@@ -465,12 +438,8 @@ impl<M: NarrowMmio> TxDescOps for VirtioTx<M> {
 
     #[inline(always)]
     fn view(&self) -> VirtioTxView<'_> {
-        VirtioTxView(
-            self.ring.view(),
-            self.indirect.as_ref().map(IndirectTables::view),
-            self.hdr_len as u32,
-            self.offloads,
-        )
+        let (indirect, hdr_len, offloads) = self.settings.view();
+        VirtioTxView(self.ring.view(), indirect, hdr_len, offloads)
     }
 
     #[inline(always)]

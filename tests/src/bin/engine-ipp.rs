@@ -53,8 +53,8 @@ use tenge::platform::dma::{DescRing, DmaRegion, HugepagePolicy, IdentityMapper};
 use tenge::ring::{PacketBatch, RxDescOps, RxQueue, TxDescOps, TxQueue};
 use tenge::virtio::packed::{PackedRing, PackedRx, PackedTx};
 use tenge::virtio::{
-    wanted_features, Doorbell as VirtqBell, RxHdrMode, SplitRing, VirtioRx, VirtioTx, HDR_LEN,
-    MAX_FRAME as VIRTIO_MAX_FRAME, RX_QUEUE, TX_QUEUE,
+    wanted_features, Doorbell as VirtqBell, RxHdrMode, SplitRing, TxSettings, VirtioRx, VirtioTx,
+    HDR_LEN, MAX_FRAME as VIRTIO_MAX_FRAME, RX_QUEUE, TX_QUEUE,
 };
 use tenge::MempoolCache;
 use tenge_descriptors::e1000e::{
@@ -827,6 +827,7 @@ fn virtio_split<W: Work>() -> Result<Setup<SplitDev<W>>, String> {
         VirtioTx::new(
             SplitRing::new(region, ring_bytes, VIRTIO_RING, event_idx),
             bell(TX_QUEUE),
+            TxSettings::default(),
         ),
         RS_INTERVAL,
         VIRTIO_MAX_FRAME,
@@ -992,6 +993,7 @@ fn virtio_packed<W: Work>() -> Result<Setup<PackedDev<W>>, String> {
         PackedTx::new(
             PackedRing::new(region, ring_bytes, VIRTIO_RING),
             bell(TX_QUEUE),
+            TxSettings::default(),
         ),
         RS_INTERVAL,
         VIRTIO_MAX_FRAME,
