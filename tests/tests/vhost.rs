@@ -93,8 +93,8 @@ const TX_RUNS: [(u64, usize, &str); 2] = [
 /// without consuming it): the frames tenge posts while QEMU answers a miss never reach
 /// the host. See docs/vhost-user.md. A miss comes with the first touch of each 2 MiB IOVA
 /// page, at a run's start and, seen once, mid-run (27 and 10 frames near frame 81,322 of
-/// 100,000: buffers from deeper in the pool's stack, on a page not yet used, when the ring
-/// filled deeper). The answer waits for QEMU's main loop, 0.1 to 11 ms here, so the runs
+/// 100,000; probably buffers from deeper in the pool's stack, on a page not yet used, when
+/// the ring filled deeper). The answer waits for QEMU's main loop, 0.1 to 11 ms here, so the runs
 /// are long enough that a late answer costs a part of a run, not all of it (a 12 ms run of
 /// 2,000 full-size frames once lost every one): on packed rings at most a quarter of each
 /// run may be lost, and every frame that arrives must be byte-exact and in order.
