@@ -864,7 +864,7 @@ mod tests {
     use crate::platform::dma::DmaRegion;
     use crate::platform::dma::{identity_dma, HugepagePolicy, IdentityMapper};
     use crate::ring::RxQueue;
-    use crate::virtio::test_util::{region, Bells, RX_BELL, TX_BELL};
+    use crate::virtio::test_util::{region, Bells, DoorbellLog, RX_BELL, TX_BELL};
     use proptest::prelude::*;
     use tenge_descriptors::virtio::{
         VirtqDesc, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT,

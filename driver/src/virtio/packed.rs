@@ -654,7 +654,7 @@ mod tests {
     use crate::packet::mempool::{host_pool, MempoolCache};
     use crate::platform::dma::identity_dma;
     use crate::ring::{PacketBatch, RxQueue, TxQueue};
-    use crate::virtio::test_util::{region, Bells, RX_BELL, TX_BELL};
+    use crate::virtio::test_util::{region, Bells, DoorbellLog, RX_BELL, TX_BELL};
     use crate::virtio::{tx_burst, IndirectTables, HDR_LEN, MAX_FRAME, RX_QUEUE, TX_QUEUE};
     use proptest::prelude::*;
     use tenge_descriptors::virtio::{

@@ -1,39 +1,31 @@
 //! Test doubles the split and packed ring unit tests share.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tenge_firmware_iface::{Mmio, NarrowMmio};
+use tenge_firmware_iface::mmio::{Access, RecordedRegs};
 
 use crate::platform::dma::{DmaRegion, HugepagePolicy, IdentityMapper};
 
-/// A notify structure that records doorbell writes (offset, value).
-#[derive(Default)]
-pub(super) struct Bells(Mutex<Vec<(u32, u16)>>);
+/// The notify structure the tests' doorbells write into: the project's recording register
+/// file (nothing reads it back).
+pub(super) type Bells = RecordedRegs;
 
-impl Mmio for Bells {
-    fn read32(&self, _off: u32) -> u32 {
-        0
-    }
-    fn write32(&self, _off: u32, _v: u32) {}
+/// The doorbell writes a [`Bells`] took.
+pub(super) trait DoorbellLog {
+    /// The writes since the last call as (offset, value), oldest first.
+    fn take(&self) -> Vec<(u32, u16)>;
 }
 
-impl NarrowMmio for Bells {
-    fn read8(&self, _off: u32) -> u8 {
-        0
-    }
-    fn read16(&self, _off: u32) -> u16 {
-        0
-    }
-    fn write8(&self, _off: u32, _v: u8) {}
-    fn write16(&self, off: u32, v: u16) {
-        self.0.lock().unwrap().push((off, v));
-    }
-}
-
-impl Bells {
-    /// The writes since the last call, oldest first.
-    pub(super) fn take(&self) -> Vec<(u32, u16)> {
-        std::mem::take(&mut *self.0.lock().unwrap())
+impl DoorbellLog for RecordedRegs {
+    fn take(&self) -> Vec<(u32, u16)> {
+        self.take_log()
+            .into_iter()
+            .filter_map(|a| match a {
+                // A doorbell is a 16-bit write, logged zero-extended.
+                Access::Write(off, v) => Some((off, v as u16)),
+                Access::Read(..) => None,
+            })
+            .collect()
     }
 }
 
