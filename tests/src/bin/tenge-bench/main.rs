@@ -260,7 +260,12 @@ pub(crate) fn steady(samples: &[f64]) -> Option<f64> {
     } else {
         &active[..]
     };
-    (!core.is_empty()).then(|| core.iter().sum::<f64>() / core.len() as f64)
+    mean(core)
+}
+
+/// The arithmetic mean; None for no samples.
+pub(crate) fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
 /// Per-second Mpps from tenge's live lines (`[  1.0s] tx   2.367 Mpps ...`).

@@ -37,7 +37,7 @@ use tenge_testbed::{
 };
 use tenge_tests::guest_bin;
 
-use crate::{field, phase, run_with, stats, steady, tenge_samples};
+use crate::{field, mean, phase, run_with, stats, steady, tenge_samples};
 
 /// The case names.
 pub(crate) const TCP_CASE: &str = "tcp";
@@ -266,8 +266,7 @@ fn flood_samples(lines: &[&str], d: u32) -> Vec<f64> {
 /// The mean of a phase's live rates over the flood's seconds (no steady-state trimming:
 /// the window is cut to the flood already); None without a sample.
 fn flood_mean(lines: &[&str], d: u32) -> Option<f64> {
-    let v = flood_samples(lines, d);
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    mean(&flood_samples(lines, d))
 }
 
 /// A mean for a BENCH-DETAIL line: three decimals, or `none`.
