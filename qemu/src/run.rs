@@ -108,7 +108,12 @@ impl GuestOutcome {
         } else if let Some(line) = &self.timer_lost {
             format!("ended: {GUEST_TIMER_LOST} (`{}`)", line.trim())
         } else if self.timed_out {
-            "timed out".to_owned()
+            match self.thread_report.as_deref().map(vcpu_states) {
+                // Running vCPUs (R) with a silent console: the guest spins or its script
+                // waits; all asleep (S): the guest idles, its timers or a wake-up lost.
+                Some(v) if !v.is_empty() => format!("timed out (QEMU's vCPUs: {})", v.join(", ")),
+                _ => "timed out".to_owned(),
+            }
         } else if let Some(e) = &self.setup_error {
             format!("guest setup failed: {e}")
         } else if let Some(c) = self.exit_code {
@@ -658,6 +663,27 @@ pub fn thread_report(pid: u32) -> String {
     lines.join("\n")
 }
 
+/// The vCPU threads of a [`thread_report`] ("CPU 0/TCG" and so on), each as its name,
+/// scheduler state and kernel wait channel: "CPU 0/TCG R 0".
+pub fn vcpu_states(report: &str) -> Vec<String> {
+    report
+        .lines()
+        .filter_map(|l| {
+            // "  <tid> <comm padded to 20> <state> wchan=<w> stack=<s>"
+            let (head, rest) = l.split_once("/TCG")?;
+            let name = head
+                .split_whitespace()
+                .skip(1)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let mut fields = rest.split_whitespace();
+            let state = fields.next()?;
+            let wchan = fields.next().and_then(|w| w.strip_prefix("wchan="))?;
+            Some(format!("{name}/TCG {state} {wchan}"))
+        })
+        .collect()
+}
+
 /// Reads QEMU's stdout (the guest's serial console) line by line: into the log, onto stderr
 /// if echo is on, and to the consumer.
 fn read_console(stdout: impl Read, tx: Sender<String>, log: &Mutex<File>, echo: &AtomicBool) {
@@ -850,5 +876,31 @@ mod tests {
         a.write_all(&[7]).unwrap();
         assert_eq!(reader.join().unwrap().unwrap(), 7);
         assert!(!thread_report(pid).contains(QEMU_WEDGED));
+    }
+
+    /// A thread named as QEMU names a vCPU thread shows in the report's vCPU summary with
+    /// its state: asleep on a channel, S.
+    #[test]
+    fn vcpu_states_name_each_vcpu_thread_and_its_state() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let sleeper = thread::Builder::new()
+            .name("CPU 7/TCG".into())
+            .spawn(move || rx.recv())
+            .unwrap();
+        let pid = std::process::id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let states = loop {
+            let v = vcpu_states(&thread_report(pid));
+            if v.iter().any(|s| s.starts_with("CPU 7/TCG S ")) || Instant::now() > deadline {
+                break v;
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        tx.send(()).unwrap();
+        sleeper.join().unwrap().unwrap();
+        assert_eq!(states.len(), 1, "{states:?}");
+        assert!(states[0].starts_with("CPU 7/TCG S "), "{states:?}");
+        let line = "  4242 CPU 1/TCG            R wchan=0 stack=";
+        assert_eq!(vcpu_states(line), ["CPU 1/TCG R 0"]);
     }
 }
