@@ -77,7 +77,9 @@ test)
             "fuzz/artifacts/$t.log" | tee -a "$log"
     done
     # In-guest: every #[ignore = "boots a QEMU guest"] test, one guest at a time (2 cores).
-    run cargo test --workspace -- --ignored --test-threads 1
+    # A failing test binary does not stop the others: the run ends failed with every
+    # failure in its log, not only the first binary's.
+    run cargo test --workspace --no-fail-fast -- --ignored --test-threads 1
     # Benchmarks: instructions per packet (callgrind), then tenge vs testpmd in the guest.
     run "$bin"/engine-ipp
     # Short versions of the e1000e cases and the vhost-user 64-byte cases (five alternating
