@@ -358,28 +358,58 @@ impl RunningGuest {
                 return Ok(line);
             }
         }
-        let (kind, why) = if let Some(line) = &self.timer_lost {
-            (
-                io::ErrorKind::TimedOut,
-                format!("{GUEST_TIMER_LOST} (`{}`)", line.trim()),
-            )
-        } else if self.timed_out {
-            (io::ErrorKind::TimedOut, "the run timed out".to_owned())
-        } else if let Some(c) = self.exit_code {
-            (
-                io::ErrorKind::UnexpectedEof,
-                format!("the guest script exited {c}"),
-            )
+        let kind = if self.timer_lost.is_some() || self.timed_out {
+            io::ErrorKind::TimedOut
         } else {
-            (io::ErrorKind::UnexpectedEof, "the guest ended".to_owned())
+            io::ErrorKind::UnexpectedEof
         };
-        Err(err(
-            kind,
-            format!(
-                "{why} before printing the awaited line; serial log: {}",
-                self.log.display()
-            ),
-        ))
+        Err(err(kind, format!("no awaited line: {}", self.end_reason())))
+    }
+
+    /// Why the console closed before a line the caller waited for ([`RunningGuest::next_line`]
+    /// returned `None`), with the serial log's path: the guest's timers stopped, the run
+    /// timed out, the script exited, or the guest ended; if QEMU died (exited by a signal
+    /// or with an error), its last stderr lines, so an emulator abort such as
+    /// `tenge_tests::QEMU_TCG_MAP_RACE` is named where a test's retry looks for it.
+    pub fn end_reason(&mut self) -> String {
+        let why = if let Some(line) = &self.timer_lost {
+            format!("{GUEST_TIMER_LOST} (`{}`)", line.trim())
+        } else if self.timed_out {
+            "the run timed out".to_owned()
+        } else if let Some(c) = self.exit_code {
+            format!("the guest script exited {c}")
+        } else {
+            "the guest ended".to_owned()
+        };
+        // The console closes as QEMU dies; its stderr comes on another thread. Once QEMU
+        // has exited, the readers end at the pipes' EOF: join them for the whole tail.
+        let mut died = None;
+        let killed_here = self.timed_out || self.timer_lost.is_some();
+        if let Some(child) = self.child.as_mut().filter(|_| !killed_here) {
+            let until = Instant::now() + Duration::from_secs(2);
+            while died.is_none() && Instant::now() < until {
+                match child.try_wait() {
+                    Ok(Some(status)) => died = Some(status),
+                    Ok(None) => thread::sleep(Duration::from_millis(20)),
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut qemu = String::new();
+        if let Some(status) = died.filter(|s| !s.success()) {
+            for r in self.readers.drain(..) {
+                let _ = r.join();
+            }
+            let tail = self.stderr_tail.lock().map(|t| {
+                let skip = t.len().saturating_sub(3);
+                t.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+            });
+            qemu = format!(
+                "; QEMU {status}, its last stderr lines:\n{}",
+                tail.unwrap_or_default()
+            );
+        }
+        format!("{why}; serial log: {}{qemu}", self.log.display())
     }
 
     /// [`RunningGuest::wait_for_line`] for a line containing `needle`.

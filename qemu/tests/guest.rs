@@ -191,3 +191,27 @@ fn dropping_a_running_guest_kills_qemu() {
         "QEMU {pid} survived the drop"
     );
 }
+
+/// A QEMU that dies mid-run (here killed with SIGABRT, as its own assertions end it) makes
+/// the wait for a line fail with its exit signal and its last stderr lines, where a test's
+/// retry looks for an emulator abort. The hub NIC makes QEMU print a warning on stderr.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn a_qemu_that_dies_is_named_with_its_last_stderr_lines() {
+    let cfg = GuestConfig {
+        hugepages_2m: 0,
+        ..config(vec![Nic::new(NicModel::E1000e, Backend::Hub(0))])
+    };
+    let mut guest = Guest::boot(&cfg, "echo READY\nsleep 3600\n").expect("boot");
+    guest.wait_for("READY").expect("READY line");
+    let pid = guest.qemu_pid().expect("QEMU runs");
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::ABORT).expect("kill QEMU");
+    let err = guest
+        .wait_for("never printed")
+        .expect_err("the run must end")
+        .to_string();
+    assert!(err.contains("SIGABRT"), "{err}");
+    assert!(err.contains("hub 0 is not connected"), "{err}");
+    assert!(!guest.wait().expect("wait").timed_out);
+}

@@ -469,7 +469,7 @@ mod tests {
         retry_on_qemu_failure(|| {
             if runs.fetch_add(1, Ordering::Relaxed) == 0 {
                 panic!(
-                    "guest output: Custom {{ kind: TimedOut, error: \"{} (`[ 27.8] rcu: ...`) before printing the awaited line\" }}",
+                    "guest output: Custom {{ kind: TimedOut, error: \"no awaited line: {} (`[ 27.8] rcu: ...`); serial log: x\" }}",
                     tenge_testbed::GUEST_TIMER_LOST
                 );
             }

@@ -210,7 +210,8 @@ fn line_within(g: &mut tenge_testbed::RunningGuest, needle: &str, within: Durati
         match g.next_line_within(left) {
             Ok(Some(l)) if l.contains(needle) => return Instant::now(),
             Ok(Some(_)) => {}
-            _ => panic!("no '{needle}' within {within:?}"),
+            Ok(None) => panic!("no '{needle}': {}", g.end_reason()),
+            Err(e) => panic!("no '{needle}' within {within:?}: {e}"),
         }
     }
 }
