@@ -13,6 +13,8 @@
 #   tenge.vfio=A,B         the NICs to bind to vfio-pci
 #   tenge.kernel=A,B       the NICs to hand to their Linux driver (loaded by modalias)
 #   tenge.hugepages=N      2 MiB hugepages to reserve; 0 reserves none and mounts no hugetlbfs
+#   tenge.watchdog=SECS    if the script still runs after SECS, print where tasks wait
+#                          (watchdog.sh, beside this file); 0 or absent: no watchdog
 #
 # Console markers (the host matches them at the start of a line):
 #   TENGE-GUEST-SETUP-ERROR=<why>   the guest could not be prepared; the script did not run
@@ -40,7 +42,7 @@ setup_error() {
     finish 125
 }
 
-script="" root="/" nics="" vfio="" kernel="" hugepages=0
+script="" root="/" nics="" vfio="" kernel="" hugepages=0 watchdog=0
 for p in $(cat /proc/cmdline); do
     case "$p" in
     tenge.script=*) script="${p#tenge.script=}" ;;
@@ -49,6 +51,7 @@ for p in $(cat /proc/cmdline); do
     tenge.vfio=*) vfio="${p#tenge.vfio=}" ;;
     tenge.kernel=*) kernel="${p#tenge.kernel=}" ;;
     tenge.hugepages=*) hugepages="${p#tenge.hugepages=}" ;;
+    tenge.watchdog=*) watchdog="${p#tenge.watchdog=}" ;;
     esac
 done
 
@@ -128,6 +131,15 @@ export TENGE_NICS
 
 read -r up _ </proc/uptime
 echo "tenge: guest ready after ${up}s; running $script"
+# The watchdog's text is read now, while the 9p root answers: bash -c holds all of it.
+wd=""
+if [ "$watchdog" -gt 0 ] 2>/dev/null && [ -x /bin/bash ] && mkfifo /tmp/tenge-watchdog &&
+    wd_code=$(cat "${0%/*}/watchdog.sh"); then
+    bash -c "$wd_code" tenge-watchdog "$watchdog" /tmp/tenge-watchdog &
+    wd=$!
+fi
 cd "$root" || cd /
 /bin/sh "$script" </dev/null
-finish $?
+code=$?
+[ -z "$wd" ] || kill "$wd" 2>/dev/null
+finish $code

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::config::{Backend, GuestConfig, Nic, NicModel, HOSTROOT_SLOT, OUT_SLOT};
 
@@ -37,6 +38,14 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
+/// When the guest's watchdog (`qemu/guest/watchdog.sh`) reports where a still-running
+/// script's tasks wait: 30 s before the run's timeout (half-way through a shorter one), so
+/// the report is in the serial log before QEMU is killed.
+pub(crate) fn watchdog_secs(timeout: Duration) -> u64 {
+    let t = timeout.as_secs();
+    t.saturating_sub(30).max(t / 2).max(1)
+}
+
 /// The guest kernel command line: console, the vIOMMU, and the `tenge.*` parameters read by
 /// `qemu/guest/init` and `qemu/guest/stage2.sh` (they contain a dot, so the kernel leaves
 /// them alone as unknown module parameters instead of passing them to init).
@@ -65,6 +74,7 @@ pub(crate) fn kernel_cmdline(config: &GuestConfig, paths: &RunPaths) -> String {
         format!("tenge.script={}", paths.script),
         format!("tenge.root={}", paths.root),
         format!("tenge.hugepages={}", config.hugepages_2m),
+        format!("tenge.watchdog={}", watchdog_secs(config.timeout)),
     ];
     let list = |pick: &dyn Fn(&Nic) -> bool| -> String {
         config
@@ -312,6 +322,10 @@ mod tests {
         assert!(cmdline.contains("tenge.vfio=0000:00:03.0,0000:00:05.0"));
         assert!(cmdline.contains("tenge.kernel=0000:00:04.0"));
         assert!(cmdline.contains("tenge.hugepages=0"));
+        // A 5 s run: the watchdog half-way; a 400 s one: 30 s before its end.
+        assert!(cmdline.contains("tenge.watchdog=2"));
+        assert_eq!(watchdog_secs(Duration::from_secs(400)), 370);
+        assert_eq!(watchdog_secs(Duration::from_secs(40)), 20);
         assert!(cmdline.contains("tenge.script=/w/target/testbed/run-1-0/script.sh"));
     }
 

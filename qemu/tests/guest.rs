@@ -215,3 +215,42 @@ fn a_qemu_that_dies_is_named_with_its_last_stderr_lines() {
     assert!(err.contains("hub 0 is not connected"), "{err}");
     assert!(!guest.wait().expect("wait").timed_out);
 }
+
+/// A script that still runs 30 s before the run's timeout gets the guest's watchdog report
+/// (qemu/guest/watchdog.sh): where each user task waits, here the script's `sleep` asleep
+/// in the kernel's nanosleep, then the kernel's blocked-task report.
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn a_script_still_running_near_the_timeout_gets_the_watchdog_report() {
+    let cfg = GuestConfig {
+        hugepages_2m: 0,
+        timeout: Duration::from_secs(60),
+        ..config(Vec::new())
+    };
+    let mut guest = Guest::boot(&cfg, "echo READY\nsleep 3600\n").expect("boot");
+    guest.wait_for("READY").expect("READY line");
+    let start = Instant::now();
+    let mut report = Vec::new();
+    while let Some(line) = guest.next_line() {
+        if let Some(r) = line.strip_prefix("TENGE-WATCHDOG: ") {
+            if r == "end" {
+                break;
+            }
+            report.push(r.to_owned());
+        }
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited > Duration::from_secs(20) && waited < Duration::from_secs(45),
+        "report after {waited:?}"
+    );
+    let sleep = report
+        .iter()
+        .find(|l| l.split_whitespace().nth(1) == Some("sleep"))
+        .unwrap_or_else(|| panic!("no sleep task in the report: {report:#?}"));
+    assert!(
+        sleep.split_whitespace().nth(2) == Some("S") && sleep.contains("nanosleep"),
+        "{sleep}"
+    );
+    assert!(report[0].contains("still runs after 30 s"), "{report:#?}");
+}
