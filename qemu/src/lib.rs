@@ -35,8 +35,8 @@ pub use config::{Backend, GuestConfig, Nic, NicModel, MAX_NICS};
 pub use host::workspace_root;
 pub use qmp::Qmp;
 pub use run::{
-    thread_report, Guest, GuestOutcome, RunningGuest, EXIT_MARKER, GUEST_TIMER_LOST, QEMU_WEDGED,
-    SETUP_ERROR_MARKER, TIMER_LOST_SIGNATURE,
+    thread_report, Guest, GuestOutcome, RunningGuest, EXIT_MARKER, GUEST_LOCKUP, GUEST_TIMER_LOST,
+    QEMU_WEDGED, SETUP_ERROR_MARKER, SOFT_LOCKUP_SIGNATURE, TIMER_LOST_SIGNATURE,
 };
 pub use tap::{
     FrameSocket, PingResult, TapPeer, DEFAULT_GUEST_ADDR, DEFAULT_HOST_CIDR, DEFAULT_IFNAME,

@@ -44,6 +44,18 @@ pub const GUEST_TIMER_LOST: &str = "guest timer lost: the guest kernel's timers 
 /// interrupt lost, not a busy CPU (that one reads "kthread starved" alone).
 pub const TIMER_LOST_SIGNATURE: &str = "kthread timer wakeup didn't happen";
 
+/// What a run says when the guest kernel reported a CPU stuck in the kernel, not
+/// scheduling, for over 20 s ([`SOFT_LOCKUP_SIGNATURE`]). Seen once under TCG (the vhost-user
+/// receive-filter test, at a pktgen's exit): CPU 0 stuck for 131 s with the RCU kthread
+/// starved and CPU 1 not answering RCU either, the guest never recovering; a program in user
+/// space, as tenge is, cannot hold a CPU in the kernel, so the kernel waited on an emulated
+/// device or on the other vCPU that never answered. The run is ended at once and a test may
+/// boot once more on it (`tenge_tests::retry_on_qemu_failure`).
+pub const GUEST_LOCKUP: &str = "guest kernel lockup: a CPU stuck in the kernel";
+
+/// The guest kernel's soft-lockup report (`kernel/watchdog.c`).
+pub const SOFT_LOCKUP_SIGNATURE: &str = "watchdog: BUG: soft lockup";
+
 /// How long QEMU may take to exit after the guest closed the console.
 const EXIT_GRACE: Duration = Duration::from_secs(10);
 /// QEMU stderr lines kept to explain a failed boot.
@@ -84,6 +96,8 @@ pub struct GuestOutcome {
     /// The guest kernel's console line that said its timers stopped ([`GUEST_TIMER_LOST`]);
     /// the run was ended there.
     pub timer_lost: Option<String>,
+    /// The guest kernel's soft-lockup line ([`GUEST_LOCKUP`]); the run was ended there.
+    pub lockup: Option<String>,
 }
 
 impl GuestOutcome {
@@ -105,8 +119,8 @@ impl GuestOutcome {
     pub fn describe(&self) -> String {
         let how = if self.qemu_wedged() {
             format!("timed out: {QEMU_WEDGED} (a vhost-user reply that never came)")
-        } else if let Some(line) = &self.timer_lost {
-            format!("ended: {GUEST_TIMER_LOST} (`{}`)", line.trim())
+        } else if let Some(why) = frozen(&self.timer_lost, &self.lockup) {
+            format!("ended: {why}")
         } else if self.timed_out {
             match self.thread_report.as_deref().map(vcpu_states) {
                 // Running vCPUs (R) with a silent console: the guest spins or its script
@@ -150,6 +164,7 @@ pub struct RunningGuest {
     kernel_panic: Option<String>,
     thread_report: Option<String>,
     timer_lost: Option<String>,
+    lockup: Option<String>,
     timed_out: bool,
     console_closed: bool,
     log_file: Arc<Mutex<File>>,
@@ -306,6 +321,7 @@ impl Guest {
             kernel_panic: None,
             thread_report: None,
             timer_lost: None,
+            lockup: None,
             timed_out: false,
             console_closed: false,
             log_file,
@@ -358,12 +374,18 @@ impl RunningGuest {
                 return Ok(line);
             }
         }
-        let kind = if self.timer_lost.is_some() || self.timed_out {
+        let kind = if self.frozen().is_some() || self.timed_out {
             io::ErrorKind::TimedOut
         } else {
             io::ErrorKind::UnexpectedEof
         };
         Err(err(kind, format!("no awaited line: {}", self.end_reason())))
+    }
+
+    /// The guest kernel said it stopped making progress ([`GUEST_TIMER_LOST`],
+    /// [`GUEST_LOCKUP`]): why, with its console line.
+    fn frozen(&self) -> Option<String> {
+        frozen(&self.timer_lost, &self.lockup)
     }
 
     /// Why the console closed before a line the caller waited for ([`RunningGuest::next_line`]
@@ -372,8 +394,8 @@ impl RunningGuest {
     /// or with an error), its last stderr lines, so an emulator abort such as
     /// `tenge_tests::QEMU_TCG_MAP_RACE` is named where a test's retry looks for it.
     pub fn end_reason(&mut self) -> String {
-        let why = if let Some(line) = &self.timer_lost {
-            format!("{GUEST_TIMER_LOST} (`{}`)", line.trim())
+        let why = if let Some(why) = self.frozen() {
+            why
         } else if self.timed_out {
             "the run timed out".to_owned()
         } else if let Some(c) = self.exit_code {
@@ -384,7 +406,7 @@ impl RunningGuest {
         // The console closes as QEMU dies; its stderr comes on another thread. Once QEMU
         // has exited, the readers end at the pipes' EOF: join them for the whole tail.
         let mut died = None;
-        let killed_here = self.timed_out || self.timer_lost.is_some();
+        let killed_here = self.timed_out || self.frozen().is_some();
         if let Some(child) = self.child.as_mut().filter(|_| !killed_here) {
             let until = Instant::now() + Duration::from_secs(2);
             while died.is_none() && Instant::now() < until {
@@ -456,6 +478,7 @@ impl RunningGuest {
             kernel_panic: self.kernel_panic.take(),
             thread_report: self.thread_report.take(),
             timer_lost: self.timer_lost.take(),
+            lockup: self.lockup.take(),
             qemu_status,
             elapsed,
         };
@@ -554,8 +577,8 @@ impl RunningGuest {
         match self.lines.recv_timeout(wait) {
             Ok(line) => {
                 self.note_markers(&line);
-                if self.timer_lost.is_some() {
-                    self.end_frozen_guest();
+                if let Some(why) = self.frozen() {
+                    self.end_frozen_guest(&why);
                 }
                 Recv::Line(line)
             }
@@ -578,24 +601,21 @@ impl RunningGuest {
         self.thread_report = Some(report);
     }
 
-    /// The guest said its timers stopped: waiting for it is waiting for the deadline.
-    /// Kills QEMU with the thread report in the log (which shows whether QEMU's vCPU
-    /// threads were running), keeping the lines already read.
-    fn end_frozen_guest(&mut self) {
+    /// The guest said its timers stopped or a CPU locked up: waiting for it is waiting
+    /// for the deadline. Kills QEMU with the thread report in the log (which shows whether
+    /// QEMU's vCPU threads were running), keeping the lines already read.
+    fn end_frozen_guest(&mut self, why: &str) {
         if self.console_closed {
             return;
         }
         eprintln!(
-            "tenge-testbed: {GUEST_TIMER_LOST}; ending the run (serial log: {})",
+            "tenge-testbed: {why}; ending the run (serial log: {})",
             self.log.display()
         );
         if let Some(pid) = self.qemu_pid() {
             let report = thread_report(pid);
             if let Ok(mut f) = self.log_file.lock() {
-                let _ = writeln!(
-                    f,
-                    "tenge-testbed: {GUEST_TIMER_LOST}; QEMU's threads:\n{report}"
-                );
+                let _ = writeln!(f, "tenge-testbed: {why}; QEMU's threads:\n{report}");
             }
         }
         let _ = self.kill();
@@ -608,6 +628,9 @@ impl RunningGuest {
         }
         if self.timer_lost.is_none() && line.contains(TIMER_LOST_SIGNATURE) {
             self.timer_lost = Some(line.to_owned());
+        }
+        if self.lockup.is_none() && line.contains(SOFT_LOCKUP_SIGNATURE) {
+            self.lockup = Some(line.to_owned());
         }
         let line = line.trim();
         if let Some(code) = line.strip_prefix(EXIT_MARKER) {
@@ -691,6 +714,17 @@ pub fn thread_report(pid: u32) -> String {
         lines.push(format!("{QEMU_WEDGED} ({})", blocked.join(", ")));
     }
     lines.join("\n")
+}
+
+/// [`GUEST_TIMER_LOST`] or [`GUEST_LOCKUP`] with the console line that said it.
+fn frozen(timer_lost: &Option<String>, lockup: &Option<String>) -> Option<String> {
+    if let Some(line) = timer_lost {
+        Some(format!("{GUEST_TIMER_LOST} (`{}`)", line.trim()))
+    } else {
+        lockup
+            .as_ref()
+            .map(|line| format!("{GUEST_LOCKUP} (`{}`)", line.trim()))
+    }
 }
 
 /// The vCPU threads of a [`thread_report`] ("CPU 0/TCG" and so on), each as its name,

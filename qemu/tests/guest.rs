@@ -123,35 +123,11 @@ fn console_streams_and_timeout_kills_qemu() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn a_guest_that_reports_its_timers_stopped_is_ended_at_once() {
-    let cfg = GuestConfig {
-        hugepages_2m: 0,
-        timeout: Duration::from_secs(300),
-        ..config(Vec::new())
-    };
-    let script = format!(
-        "echo READY\n\
-         echo \"<0>rcu: rcu_preempt {} for 5251 jiffies! (written by the test)\" > /dev/kmsg\n\
-         sleep 3600\n",
+    let line = format!(
+        "rcu: rcu_preempt {} for 5251 jiffies! (written by the test)",
         tenge_testbed::TIMER_LOST_SIGNATURE
     );
-    let mut guest = Guest::boot(&cfg, &script).expect("boot");
-    guest.wait_for("READY").expect("READY line");
-    let start = Instant::now();
-    let err = guest
-        .wait_for("never printed")
-        .expect_err("the run must end");
-    assert!(
-        err.to_string().contains(tenge_testbed::GUEST_TIMER_LOST),
-        "{err}"
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(60),
-        "ended only after {:?}",
-        start.elapsed()
-    );
-    let outcome = guest.wait().expect("wait");
-    assert!(!outcome.timed_out, "{}", outcome.describe());
-    assert_eq!(outcome.exit_code, None);
+    let outcome = frozen_guest_is_ended_at_once(&line, tenge_testbed::GUEST_TIMER_LOST);
     assert!(
         outcome
             .timer_lost
@@ -160,16 +136,64 @@ fn a_guest_that_reports_its_timers_stopped_is_ended_at_once() {
         "{:?}",
         outcome.timer_lost
     );
-    assert!(
-        outcome.describe().contains(tenge_testbed::GUEST_TIMER_LOST),
-        "{}",
-        outcome.describe()
+}
+
+/// The same for the kernel's soft-lockup report (seen under TCG: a CPU stuck in the
+/// kernel for 131 s, the guest never recovering).
+#[test]
+#[ignore = "boots a QEMU guest"]
+fn a_guest_that_reports_a_soft_lockup_is_ended_at_once() {
+    let line = format!(
+        "{} - CPU#0 stuck for 45s! [written by the test]",
+        tenge_testbed::SOFT_LOCKUP_SIGNATURE
     );
+    let outcome = frozen_guest_is_ended_at_once(&line, tenge_testbed::GUEST_LOCKUP);
+    assert!(
+        outcome
+            .lockup
+            .as_deref()
+            .is_some_and(|l| l.contains("written by the test")),
+        "{:?}",
+        outcome.lockup
+    );
+}
+
+/// Boots a guest whose script writes `kernel_line` to /dev/kmsg and sleeps; the wait for a
+/// line must fail within 60 s saying `why`, as must the outcome, which has the thread
+/// report in its log.
+fn frozen_guest_is_ended_at_once(kernel_line: &str, why: &str) -> tenge_testbed::GuestOutcome {
+    let cfg = GuestConfig {
+        hugepages_2m: 0,
+        timeout: Duration::from_secs(300),
+        ..config(Vec::new())
+    };
+    let script = format!(
+        "echo READY\n\
+         echo \"<0>{kernel_line}\" > /dev/kmsg\n\
+         sleep 3600\n"
+    );
+    let mut guest = Guest::boot(&cfg, &script).expect("boot");
+    guest.wait_for("READY").expect("READY line");
+    let start = Instant::now();
+    let err = guest
+        .wait_for("never printed")
+        .expect_err("the run must end");
+    assert!(err.to_string().contains(why), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "ended only after {:?}",
+        start.elapsed()
+    );
+    let outcome = guest.wait().expect("wait");
+    assert!(!outcome.timed_out, "{}", outcome.describe());
+    assert_eq!(outcome.exit_code, None);
+    assert!(outcome.describe().contains(why), "{}", outcome.describe());
     let log = std::fs::read_to_string(&outcome.log).expect("read serial log");
     assert!(
         log.contains("QEMU's threads:"),
         "no thread report in the log"
     );
+    outcome
 }
 
 #[test]

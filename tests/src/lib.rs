@@ -208,7 +208,8 @@ pub const QEMU_TCG_MAP_RACE: &str = "iotlb_to_section: Assertion";
 /// Runs `test`, and once more if it failed on QEMU's own fault, not the guest's: QEMU
 /// aborted on [`QEMU_TCG_MAP_RACE`], a timed-out run found a QEMU thread blocked on a
 /// vhost-user reply ([`tenge_testbed::QEMU_WEDGED`], from the test bed's thread report), or
-/// the guest kernel said its timers stopped firing ([`tenge_testbed::GUEST_TIMER_LOST`]).
+/// the guest kernel said its timers stopped firing ([`tenge_testbed::GUEST_TIMER_LOST`]) or a
+/// CPU locked up in it ([`tenge_testbed::GUEST_LOCKUP`]).
 /// Any other panic, and a second such failure, fail the test. `test` must set everything
 /// up itself (host processes, captures), so the second run starts from nothing left by the
 /// first.
@@ -225,6 +226,7 @@ pub fn retry_on_qemu_failure<T>(test: impl Fn() -> T + std::panic::RefUnwindSafe
                 QEMU_TCG_MAP_RACE,
                 tenge_testbed::QEMU_WEDGED,
                 tenge_testbed::GUEST_TIMER_LOST,
+                tenge_testbed::GUEST_LOCKUP,
             ]
             .into_iter()
             .find(|m| msg.contains(m)) else {
@@ -478,6 +480,21 @@ mod tests {
             runs.load(Ordering::Relaxed),
             2,
             "a guest whose timers stopped runs it again"
+        );
+
+        let runs = AtomicU32::new(0);
+        retry_on_qemu_failure(|| {
+            if runs.fetch_add(1, Ordering::Relaxed) == 0 {
+                panic!(
+                    "guest script failed: ended: {} (`[ 56.2] watchdog: BUG: soft lockup ...`)",
+                    tenge_testbed::GUEST_LOCKUP
+                );
+            }
+        });
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            2,
+            "a guest whose kernel locked up runs it again"
         );
     }
 }
