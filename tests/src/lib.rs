@@ -452,49 +452,37 @@ mod tests {
         assert!(r.is_err(), "a second abort fails the test");
         assert_eq!(runs.load(Ordering::Relaxed), 2);
 
-        let runs = AtomicU32::new(0);
-        retry_on_qemu_failure(|| {
-            if runs.fetch_add(1, Ordering::Relaxed) == 0 {
-                panic!(
+        // Each failure that is QEMU's, as the messages that carry it read: run once more.
+        for (message, what) in [
+            (
+                format!(
                     "timed out: {} (a vhost-user reply that never came)",
                     tenge_testbed::QEMU_WEDGED
-                );
-            }
-        });
-        assert_eq!(
-            runs.load(Ordering::Relaxed),
-            2,
-            "a wedged QEMU runs it again"
-        );
-
-        let runs = AtomicU32::new(0);
-        retry_on_qemu_failure(|| {
-            if runs.fetch_add(1, Ordering::Relaxed) == 0 {
-                panic!(
+                ),
+                "a wedged QEMU",
+            ),
+            (
+                format!(
                     "guest output: Custom {{ kind: TimedOut, error: \"no awaited line: {} (`[ 27.8] rcu: ...`); serial log: x\" }}",
                     tenge_testbed::GUEST_TIMER_LOST
-                );
-            }
-        });
-        assert_eq!(
-            runs.load(Ordering::Relaxed),
-            2,
-            "a guest whose timers stopped runs it again"
-        );
-
-        let runs = AtomicU32::new(0);
-        retry_on_qemu_failure(|| {
-            if runs.fetch_add(1, Ordering::Relaxed) == 0 {
-                panic!(
+                ),
+                "a guest whose timers stopped",
+            ),
+            (
+                format!(
                     "guest script failed: ended: {} (`[ 56.2] watchdog: BUG: soft lockup ...`)",
                     tenge_testbed::GUEST_LOCKUP
-                );
-            }
-        });
-        assert_eq!(
-            runs.load(Ordering::Relaxed),
-            2,
-            "a guest whose kernel locked up runs it again"
-        );
+                ),
+                "a guest whose kernel locked up",
+            ),
+        ] {
+            let runs = AtomicU32::new(0);
+            retry_on_qemu_failure(|| {
+                if runs.fetch_add(1, Ordering::Relaxed) == 0 {
+                    panic!("{message}");
+                }
+            });
+            assert_eq!(runs.load(Ordering::Relaxed), 2, "{what} runs it again");
+        }
     }
 }
