@@ -389,10 +389,12 @@ impl RunningGuest {
     }
 
     /// Why the console closed before a line the caller waited for ([`RunningGuest::next_line`]
-    /// returned `None`), with the serial log's path: the guest's timers stopped, the run
-    /// timed out, the script exited, or the guest ended; if QEMU died (exited by a signal
-    /// or with an error), its last stderr lines, so an emulator abort such as
-    /// `tenge_tests::QEMU_TCG_MAP_RACE` is named where a test's retry looks for it.
+    /// returned `None`), or how the guest stands when something else failed (a QMP request),
+    /// with the serial log's path: the guest's timers stopped, the run timed out, the script
+    /// exited, the guest ended, or its console is still open; if QEMU died (exited by a
+    /// signal or with an error; waited for up to 2 s), its last stderr lines, so an emulator
+    /// abort such as `tenge_tests::QEMU_TCG_MAP_RACE` is named where a test's retry looks
+    /// for it.
     pub fn end_reason(&mut self) -> String {
         let why = if let Some(why) = self.frozen() {
             why
@@ -400,8 +402,10 @@ impl RunningGuest {
             "the run timed out".to_owned()
         } else if let Some(c) = self.exit_code {
             format!("the guest script exited {c}")
-        } else {
+        } else if self.console_closed {
             "the guest ended".to_owned()
+        } else {
+            "the guest's console is still open".to_owned()
         };
         // The console closes as QEMU dies; its stderr comes on another thread. Once QEMU
         // has exited, the readers end at the pipes' EOF: join them for the whole tail.

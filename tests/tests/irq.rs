@@ -216,6 +216,17 @@ fn line_within(g: &mut tenge_testbed::RunningGuest, needle: &str, within: Durati
     }
 }
 
+/// `r`'s value, or a panic that says what failed and how the guest ended: a QMP request
+/// fails when QEMU has died, and the panic must then carry QEMU's abort, which is what
+/// `retry_on_qemu_failure` looks for.
+fn or_guest_end<T, E: std::fmt::Display>(
+    r: Result<T, E>,
+    g: &mut tenge_testbed::RunningGuest,
+    what: &str,
+) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: {e}; {}", g.end_reason()))
+}
+
 /// Link down and up with QMP `set_link` while pktgen (e1000e, slot 0) sends into a
 /// receiver (slot 1) on the same hub: first the receiver's link, then pktgen's. Each
 /// change must reach the console within a second of the host's `set_link` (1.5 s for
@@ -256,16 +267,16 @@ fn link_test_once(receiver: NicModel) {
     } else {
         Duration::from_secs(1)
     };
-    qmp.set_link("nic1", false).expect("set_link off");
+    or_guest_end(qmp.set_link("nic1", false), &mut g, "set_link off");
     line_within(&mut g, "irq-check: link down", Duration::from_secs(1));
     std::thread::sleep(Duration::from_secs(2));
-    qmp.set_link("nic1", true).expect("set_link on");
+    or_guest_end(qmp.set_link("nic1", true), &mut g, "set_link on");
     line_within(&mut g, "irq-check: link up", up_within);
     std::thread::sleep(Duration::from_secs(1));
-    qmp.set_link("nic0", false).expect("set_link off");
+    or_guest_end(qmp.set_link("nic0", false), &mut g, "set_link off");
     line_within(&mut g, "pktgen: link down", Duration::from_secs(1));
     std::thread::sleep(Duration::from_secs(2));
-    qmp.set_link("nic0", true).expect("set_link on");
+    or_guest_end(qmp.set_link("nic0", true), &mut g, "set_link on");
     line_within(&mut g, "pktgen: link up", Duration::from_millis(1500));
     let log = wait_ok(g);
     let changes: Vec<&str> = log
@@ -471,10 +482,10 @@ fn l2fwd_reports_link_changes_and_counts_what_it_sent_while_down() {
         let mut g = Guest::boot(&cfg, &script).expect("boot guest");
         let mut qmp = Qmp::connect(&sock, Duration::from_secs(30)).expect("QMP");
         line_within(&mut g, "LINKTEST-START", Duration::from_secs(180));
-        qmp.set_link("nic2", false).expect("set_link off");
+        or_guest_end(qmp.set_link("nic2", false), &mut g, "set_link off");
         line_within(&mut g, "l2fwd: port 1: link down", Duration::from_secs(1));
         std::thread::sleep(Duration::from_secs(2));
-        qmp.set_link("nic2", true).expect("set_link on");
+        or_guest_end(qmp.set_link("nic2", true), &mut g, "set_link on");
         line_within(
             &mut g,
             "l2fwd: port 1: link up",
@@ -656,13 +667,15 @@ fn removal_test(model: NicModel) {
         ] {
             line_within(&mut g, phase, Duration::from_secs(180));
             std::thread::sleep(Duration::from_secs(2));
-            qmp.device_del(id).expect("device_del");
+            or_guest_end(qmp.device_del(id), &mut g, "device_del");
             // pciehp waits 5 s for a second button press before it powers the slot off.
             let asked = line_within(&mut g, who, Duration::from_secs(15));
             let exited = line_within(&mut g, done, Duration::from_secs(1));
-            let ev = qmp
-                .wait_event("DEVICE_DELETED", Duration::from_secs(10))
-                .expect("QEMU finished the removal");
+            let ev = or_guest_end(
+                qmp.wait_event("DEVICE_DELETED", Duration::from_secs(10)),
+                &mut g,
+                "QEMU finished the removal",
+            );
             eprintln!(
                 "irq removal {id}: exited {:?} after the request; {}",
                 exited - asked,
