@@ -409,30 +409,21 @@ impl RunningGuest {
         };
         // The console closes as QEMU dies; its stderr comes on another thread. Once QEMU
         // has exited, the readers end at the pipes' EOF: join them for the whole tail.
-        let mut died = None;
         let killed_here = self.timed_out || self.frozen().is_some();
-        if let Some(child) = self.child.as_mut().filter(|_| !killed_here) {
-            let until = Instant::now() + Duration::from_secs(2);
-            while died.is_none() && Instant::now() < until {
-                match child.try_wait() {
-                    Ok(Some(status)) => died = Some(status),
-                    Ok(None) => thread::sleep(Duration::from_millis(20)),
-                    Err(_) => break,
-                }
-            }
-        }
+        let died = match self.child.as_mut().filter(|_| !killed_here) {
+            Some(child) => exit_status_by(child, Instant::now() + Duration::from_secs(2))
+                .ok()
+                .flatten(),
+            None => None,
+        };
         let mut qemu = String::new();
         if let Some(status) = died.filter(|s| !s.success()) {
             for r in self.readers.drain(..) {
                 let _ = r.join();
             }
-            let tail = self.stderr_tail.lock().map(|t| {
-                let skip = t.len().saturating_sub(3);
-                t.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
-            });
             qemu = format!(
                 "; QEMU {status}, its last stderr lines:\n{}",
-                tail.unwrap_or_default()
+                self.stderr_lines(3)
             );
         }
         format!("{why}; serial log: {}{qemu}", self.log.display())
@@ -452,16 +443,9 @@ impl RunningGuest {
             if !self.timed_out {
                 // The console closed: QEMU is on its way out. Give it a moment, then make sure.
                 let grace = (Instant::now() + EXIT_GRACE).min(self.deadline.max(Instant::now()));
-                loop {
-                    if let Some(status) = child.try_wait()? {
-                        qemu_status = Some(status);
-                        break;
-                    }
-                    if Instant::now() >= grace {
-                        self.timed_out = Instant::now() >= self.deadline;
-                        break;
-                    }
-                    thread::sleep(Duration::from_millis(20));
+                qemu_status = exit_status_by(&mut child, grace)?;
+                if qemu_status.is_none() {
+                    self.timed_out = Instant::now() >= self.deadline;
                 }
             }
             if qemu_status.is_none() {
@@ -489,17 +473,24 @@ impl RunningGuest {
         if outcome.success() {
             let _ = File::create(self.run_dir.join(host::OK_MARK));
         } else {
-            let tail = self
-                .stderr_tail
-                .lock()
-                .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
-                .unwrap_or_default();
+            let tail = self.stderr_lines(STDERR_TAIL);
             eprintln!("tenge-testbed: {}", outcome.describe());
             if outcome.exit_code.is_none() && !tail.is_empty() {
                 eprintln!("tenge-testbed: QEMU's last stderr lines:\n{tail}");
             }
         }
         Ok(outcome)
+    }
+
+    /// QEMU's last `n` stderr lines (of the [`STDERR_TAIL`] kept), one per line.
+    fn stderr_lines(&self, n: usize) -> String {
+        self.stderr_tail
+            .lock()
+            .map(|t| {
+                let skip = t.len().saturating_sub(n);
+                t.iter().skip(skip).cloned().collect::<Vec<_>>().join("\n")
+            })
+            .unwrap_or_default()
     }
 
     /// Kills QEMU now; the outcome then has no exit code (unless it was already printed).
@@ -718,6 +709,19 @@ pub fn thread_report(pid: u32) -> String {
         lines.push(format!("{QEMU_WEDGED} ({})", blocked.join(", ")));
     }
     lines.join("\n")
+}
+
+/// `child`'s exit status once it has exited, or `None` if it still runs at `until`.
+fn exit_status_by(child: &mut Child, until: Instant) -> io::Result<Option<ExitStatus>> {
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= until {
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// [`GUEST_TIMER_LOST`] or [`GUEST_LOCKUP`] with the console line that said it.
