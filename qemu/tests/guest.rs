@@ -4,7 +4,7 @@
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use tenge_testbed::{Backend, Guest, GuestConfig, Nic, NicModel};
+use tenge_testbed::{Backend, Guest, GuestConfig, Nic, NicModel, RunningGuest};
 
 fn config(nics: Vec<Nic>) -> GuestConfig {
     GuestConfig {
@@ -12,6 +12,21 @@ fn config(nics: Vec<Nic>) -> GuestConfig {
         timeout: Duration::from_secs(180),
         ..GuestConfig::default()
     }
+}
+
+/// Boots a guest without hugepages, with `nics` and `timeout`, whose script prints READY,
+/// runs `then` (lines) and sleeps an hour; returns it once READY came.
+fn boot_until_ready(nics: Vec<Nic>, timeout: Duration, then: &str) -> RunningGuest {
+    let cfg = GuestConfig {
+        hugepages_2m: 0,
+        timeout,
+        ..config(nics)
+    };
+    let script = format!("echo READY\n{then}sleep 3600\n");
+    let mut guest = Guest::boot(&cfg, &script).expect("boot");
+    let line = guest.wait_for("READY").expect("READY line");
+    assert_eq!(line, "READY");
+    guest
 }
 
 /// A UDP port on 127.0.0.1 that was free a moment ago, for QEMU's end of a dgram backend.
@@ -95,14 +110,7 @@ fn zero_hugepages_mounts_no_hugetlbfs() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn console_streams_and_timeout_kills_qemu() {
-    let cfg = GuestConfig {
-        hugepages_2m: 0,
-        timeout: Duration::from_secs(30),
-        ..config(Vec::new())
-    };
-    let mut guest = Guest::boot(&cfg, "echo READY\nsleep 3600\n").expect("boot");
-    let line = guest.wait_for("READY").expect("READY line");
-    assert_eq!(line, "READY");
+    let guest = boot_until_ready(Vec::new(), Duration::from_secs(30), "");
     // The line arrived while the guest still runs: well before the timeout.
     let seen_at = guest.elapsed();
     assert!(
@@ -150,18 +158,11 @@ fn frozen_guest_is_ended_at_once(
     why: &str,
     seen: fn(&tenge_testbed::GuestOutcome) -> &Option<String>,
 ) {
-    let cfg = GuestConfig {
-        hugepages_2m: 0,
-        timeout: Duration::from_secs(300),
-        ..config(Vec::new())
-    };
-    let script = format!(
-        "echo READY\n\
-         echo \"<0>{kernel_line}\" > /dev/kmsg\n\
-         sleep 3600\n"
+    let mut guest = boot_until_ready(
+        Vec::new(),
+        Duration::from_secs(300),
+        &format!("echo \"<0>{kernel_line}\" > /dev/kmsg\n"),
     );
-    let mut guest = Guest::boot(&cfg, &script).expect("boot");
-    guest.wait_for("READY").expect("READY line");
     let start = Instant::now();
     let err = guest
         .wait_for("never printed")
@@ -193,13 +194,8 @@ fn frozen_guest_is_ended_at_once(
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn dropping_a_running_guest_kills_qemu() {
-    let cfg = GuestConfig {
-        hugepages_2m: 0,
-        ..config(Vec::new())
-    };
-    let mut guest = Guest::boot(&cfg, "echo READY\nsleep 3600\n").expect("boot");
+    let guest = boot_until_ready(Vec::new(), Duration::from_secs(180), "");
     let pid = guest.qemu_pid().expect("QEMU pid");
-    guest.wait_for("READY").expect("READY line");
     drop(guest);
     // Drop kills and reaps QEMU, so its /proc entry is gone (barring pid reuse right away).
     let proc_entry = std::path::Path::new("/proc").join(pid.to_string());
@@ -216,12 +212,11 @@ fn dropping_a_running_guest_kills_qemu() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn a_qemu_that_dies_is_named_with_its_last_stderr_lines() {
-    let cfg = GuestConfig {
-        hugepages_2m: 0,
-        ..config(vec![Nic::new(NicModel::E1000e, Backend::Hub(0))])
-    };
-    let mut guest = Guest::boot(&cfg, "echo READY\nsleep 3600\n").expect("boot");
-    guest.wait_for("READY").expect("READY line");
+    let mut guest = boot_until_ready(
+        vec![Nic::new(NicModel::E1000e, Backend::Hub(0))],
+        Duration::from_secs(180),
+        "",
+    );
     let pid = guest.qemu_pid().expect("QEMU runs");
     let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
     rustix::process::kill_process(pid, rustix::process::Signal::ABORT).expect("kill QEMU");
@@ -240,13 +235,7 @@ fn a_qemu_that_dies_is_named_with_its_last_stderr_lines() {
 #[test]
 #[ignore = "boots a QEMU guest"]
 fn a_script_still_running_near_the_timeout_gets_the_watchdog_report() {
-    let cfg = GuestConfig {
-        hugepages_2m: 0,
-        timeout: Duration::from_secs(60),
-        ..config(Vec::new())
-    };
-    let mut guest = Guest::boot(&cfg, "echo READY\nsleep 3600\n").expect("boot");
-    guest.wait_for("READY").expect("READY line");
+    let mut guest = boot_until_ready(Vec::new(), Duration::from_secs(60), "");
     let start = Instant::now();
     let mut report = Vec::new();
     while let Some(line) = guest.next_line() {
